@@ -1,0 +1,1 @@
+"""Command-line layer (the only Hydra user). See :mod:`weightspace.cli.main`."""

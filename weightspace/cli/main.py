@@ -1,0 +1,74 @@
+"""``weightspace <verb> [overrides]`` — the command-line entry point.
+
+This package is the only place in ``weightspace`` that imports Hydra. Each verb has a
+config of the same name in ``configs/`` and a function ``run(cfg)`` in
+``weightspace/cli/<verb>.py``; the verb is removed from ``sys.argv`` and Hydra parses the rest
+(``key=value`` overrides, ``--multirun``, ``hydra.run.dir=...``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+
+def verbs() -> dict[str, str]:
+    """Verb -> one-line help, from the modules of this package that define ``run(cfg)``."""
+    import pkgutil
+
+    import weightspace.cli as pkg
+
+    out = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_") or info.name == "main":
+            continue
+        module = importlib.import_module(f"weightspace.cli.{info.name}")
+        if hasattr(module, "run"):
+            out[info.name] = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
+    return out
+
+
+def config_dir() -> Path:
+    """Directory holding the Hydra configs (``configs/`` at the repository root).
+
+    ``WEIGHTSPACE_CONFIGS`` overrides it; otherwise the checkout an editable install points at.
+    """
+    env = os.environ.get("WEIGHTSPACE_CONFIGS")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    if not (path / "demo.yaml").is_file():
+        raise FileNotFoundError(
+            f"weightspace configs not found at {path}; install the project editable "
+            "(pip install -e .) or set WEIGHTSPACE_CONFIGS to the repository's configs/ folder"
+        )
+    return path
+
+
+def _usage() -> str:
+    lines = ["usage: weightspace <verb> [key=value ...]", "", "verbs:"]
+    lines += [f"  {v:<10} {doc}" for v, doc in verbs().items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return
+    verb, rest = argv[0], argv[1:]
+    if verb not in verbs():
+        print(f"weightspace: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(f"weightspace.cli.{verb}")
+    rest = getattr(module, "positional_overrides", lambda a: a)(rest)
+
+    import hydra
+
+    task = hydra.main(config_path=str(config_dir()), config_name=verb, version_base="1.3")(module.run)
+    sys.argv = [f"weightspace {verb}", *rest]
+    task()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The parameter-graph converter: any traceable PyTorch model <-> ``ParameterGraph``."""
+
+from .convert import from_graph, to_graph
+from .errors import ArchitectureMismatchError, NonFiniteWeightsError, UnsupportedModuleError
+from .nx import to_networkx
+from .param_graph import ParameterGraph, batch_graphs, resize_kernel_grid
+from .spec import GraphSpec
+from .vocab import NODE_FEATURES, PERMUTABLE_NODE_TYPES, Activation, EdgeType, NodeType
+
+__all__ = [
+    "GraphSpec",
+    "ParameterGraph",
+    "to_graph",
+    "from_graph",
+    "to_networkx",
+    "batch_graphs",
+    "resize_kernel_grid",
+    "UnsupportedModuleError",
+    "ArchitectureMismatchError",
+    "NonFiniteWeightsError",
+    "NodeType",
+    "EdgeType",
+    "Activation",
+    "NODE_FEATURES",
+    "PERMUTABLE_NODE_TYPES",
+]

@@ -1,0 +1,899 @@
+"""The semantics of each operation on the parameter graph's structure.
+
+:mod:`weightspace.graph.trace` walks a traced computation and calls a :class:`Builder` method per
+operation. Every tensor flowing through the network is tracked
+as the *group of graph nodes* along its feature axis (:class:`Act`), so connectivity is what the
+computation does — skip connections, concatenations and nested blocks included — not the order of
+``named_parameters()``. Each parametric operation adds nodes and edges and records, for every node
+or edge feature, which scalar of which parameter it holds. :mod:`weightspace.graph.spec` turns those
+records into gather/scatter index maps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UnsupportedModuleError
+from .vocab import BIAS, RUNNING_MEAN, RUNNING_VAR, SHIFT, WEIGHT, Activation, EdgeType, NodeType
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- values
+
+
+@dataclass
+class Act:
+    """An activation tensor, seen as the graph nodes along its feature axis.
+
+    ``feat`` is the feature axis counted from the end (negative), ``ndim`` the rank when known.
+    ``block`` > 1 after flattening a channel-first map: each channel owns ``block`` consecutive
+    features (``None``: not known yet, fixed by the consuming linear layer).
+    """
+
+    nodes: Tensor
+    feat: int
+    ndim: int | None
+    layer: int
+    block: int | None = 1
+
+    def __len__(self) -> int:
+        return int(self.nodes.numel())
+
+
+@dataclass
+class Lazy:
+    """A network input whose nodes are made by its first parametric consumer (which knows their
+    number and layout)."""
+
+    index: int
+    name: str
+    act: Act | None = None
+    as_tokens: bool = False
+
+
+@dataclass
+class Param:
+    """A parameter or buffer from the state dict (canonical name) as it enters an operation."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+class Meta:
+    """Anything that is not an activation or a parameter: sizes, constants, masks."""
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return "Meta"
+
+
+META = Meta()
+
+
+@dataclass
+class EdgeBlock:
+    """Edges added by one operation. ``index[e]`` are flat positions inside parameter ``param``
+    (row-major over the true kernel ``kh x kw``); structural edges carry ``value`` at the centre."""
+
+    src: Tensor
+    dst: Tensor
+    etype: int
+    kh: int
+    kw: int
+    param: str | None = None
+    index: Tensor | None = None
+    value: float = 1.0
+
+
+@dataclass
+class NodeBlock:
+    """Node features written by one parameter: ``param.flatten()[index[i]]`` goes to column
+    ``col`` of node ``nodes[i]``."""
+
+    nodes: Tensor
+    col: int
+    param: str
+    index: Tensor
+
+
+@dataclass
+class Structure:
+    """What tracing found: nodes, edges and where every parameter scalar goes."""
+
+    node_type: list[int] = field(default_factory=list)
+    node_layer: list[int] = field(default_factory=list)
+    node_pos: list[int] = field(default_factory=list)
+    node_act: list[int] = field(default_factory=list)
+    node_slots: list[int] = field(default_factory=list)  # bitmask of used feature columns
+    edge_blocks: list[EdgeBlock] = field(default_factory=list)
+    node_blocks: list[NodeBlock] = field(default_factory=list)
+    scalars: list[str] = field(default_factory=list)
+    groups: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_type)
+
+
+# ----------------------------------------------------------------------------- op tables
+
+_ACT_MODULES: dict[type, Activation] = {
+    nn.ReLU: Activation.RELU,
+    nn.LeakyReLU: Activation.LEAKY_RELU,
+    nn.ELU: Activation.ELU,
+    nn.SELU: Activation.SELU,
+    nn.GELU: Activation.GELU,
+    nn.SiLU: Activation.SILU,
+    nn.Mish: Activation.MISH,
+    nn.Tanh: Activation.TANH,
+    nn.Sigmoid: Activation.SIGMOID,
+    nn.Softplus: Activation.SOFTPLUS,
+    nn.Hardtanh: Activation.HARDTANH,
+    nn.Hardswish: Activation.HARDSWISH,
+    nn.Hardsigmoid: Activation.HARDSIGMOID,
+    nn.ReLU6: Activation.RELU6,
+    nn.Softmax: Activation.SOFTMAX,
+    nn.LogSoftmax: Activation.LOG_SOFTMAX,
+    nn.CELU: Activation.CELU,
+    nn.Softsign: Activation.SOFTSIGN,
+    nn.Tanhshrink: Activation.TANHSHRINK,
+}
+
+_ACT_FUNCTIONS: dict[Any, Activation] = {
+    F.relu: Activation.RELU,
+    torch.relu: Activation.RELU,
+    F.relu_: Activation.RELU,
+    F.leaky_relu: Activation.LEAKY_RELU,
+    F.elu: Activation.ELU,
+    F.selu: Activation.SELU,
+    F.gelu: Activation.GELU,
+    F.silu: Activation.SILU,
+    F.mish: Activation.MISH,
+    torch.tanh: Activation.TANH,
+    F.tanh: Activation.TANH,
+    torch.sigmoid: Activation.SIGMOID,
+    F.sigmoid: Activation.SIGMOID,
+    F.softplus: Activation.SOFTPLUS,
+    F.hardtanh: Activation.HARDTANH,
+    F.hardswish: Activation.HARDSWISH,
+    F.hardsigmoid: Activation.HARDSIGMOID,
+    F.relu6: Activation.RELU6,
+    F.softmax: Activation.SOFTMAX,
+    torch.softmax: Activation.SOFTMAX,
+    F.log_softmax: Activation.LOG_SOFTMAX,
+    torch.log_softmax: Activation.LOG_SOFTMAX,
+    F.celu: Activation.CELU,
+    F.softsign: Activation.SOFTSIGN,
+    F.tanhshrink: Activation.TANHSHRINK,
+}
+
+_ACT_METHODS: dict[str, Activation] = {
+    "relu": Activation.RELU,
+    "relu_": Activation.RELU,
+    "sigmoid": Activation.SIGMOID,
+    "tanh": Activation.TANH,
+    "softmax": Activation.SOFTMAX,
+    "log_softmax": Activation.LOG_SOFTMAX,
+}
+
+_ACT_ATEN: dict[str, Activation] = {
+    "relu": Activation.RELU,
+    "relu_": Activation.RELU,
+    "leaky_relu": Activation.LEAKY_RELU,
+    "elu": Activation.ELU,
+    "selu": Activation.SELU,
+    "gelu": Activation.GELU,
+    "silu": Activation.SILU,
+    "mish": Activation.MISH,
+    "tanh": Activation.TANH,
+    "sigmoid": Activation.SIGMOID,
+    "softplus": Activation.SOFTPLUS,
+    "hardtanh": Activation.HARDTANH,
+    "hardswish": Activation.HARDSWISH,
+    "hardsigmoid": Activation.HARDSIGMOID,
+    "relu6": Activation.RELU6,
+    "_softmax": Activation.SOFTMAX,
+    "softmax": Activation.SOFTMAX,
+    "_log_softmax": Activation.LOG_SOFTMAX,
+    "log_softmax": Activation.LOG_SOFTMAX,
+    "celu": Activation.CELU,
+    "softsign": Activation.SOFTSIGN,
+}
+
+_IDENTITY_MODULES = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.LPPool1d,
+    nn.LPPool2d,
+    nn.ZeroPad1d,
+    nn.ZeroPad2d,
+    nn.ConstantPad1d,
+    nn.ConstantPad2d,
+    nn.Upsample,
+)
+
+_IDENTITY_FUNCTIONS = {
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.alpha_dropout,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.pad,
+    F.interpolate,
+    torch.clone,
+    torch.detach,
+}
+
+_IDENTITY_METHODS = {"contiguous", "clone", "detach", "float", "double", "half", "to", "type_as", "cpu", "cuda"}
+
+_IDENTITY_ATEN = {
+    "dropout",
+    "feature_dropout",
+    "clone",
+    "alias",
+    "_to_copy",
+    "to",
+    "detach",
+    "contiguous",
+    "max_pool1d",
+    "max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "_adaptive_avg_pool2d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "max_pool2d_with_indices",
+    "constant_pad_nd",
+    "pad",
+    "lift_fresh_copy",
+    "upsample_nearest2d",
+}
+
+_NORM_MODULES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
+def _aten_name(target: Any) -> str | None:
+    """``aten.relu.default`` -> ``relu``; None for anything that is not an aten overload."""
+    name = getattr(target, "name", None)
+    if not callable(name):
+        return None
+    try:
+        full = target.name()  # e.g. "aten::relu" for OpOverload
+    except Exception:  # pragma: no cover
+        return None
+    if not full.startswith("aten::"):
+        return None
+    return full[len("aten::") :].split(".")[0]
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+class Builder:
+    """Interprets a traced graph and accumulates a :class:`Structure`.
+
+    Args:
+        model: the module being converted.
+        canonical: state-dict key -> canonical key (tied tensors share one canonical key).
+        shapes: state-dict key -> shape.
+    """
+
+    def __init__(self, model: nn.Module, canonical: dict[str, str], shapes: dict[str, tuple[int, ...]]):
+        self.model = model
+        self.canonical = canonical
+        self.shapes = shapes
+        self.s = Structure()
+        self.used: dict[str, str] = {}
+        self.inputs: list[Lazy] = []
+        self._input_pos = 0
+        self._where = "<model>"
+        self._kind: str | None = None
+
+    # -- errors / bookkeeping -------------------------------------------------------------
+    def fail(self, message: str) -> UnsupportedModuleError:
+        return UnsupportedModuleError(message, path=self._where, kind=self._kind)
+
+    def use(self, p: Param | None, op: str) -> None:
+        if p is None:
+            return
+        if not isinstance(p, Param):
+            raise self.fail(f"{op}: expected a parameter of the model, got a computed tensor")
+        if p.name in self.used:
+            raise self.fail(
+                f"parameter {p.name!r} is used by two operations ({self.used[p.name]} and {op}); "
+                "shared weights are not supported"
+            )
+        self.used[p.name] = op
+
+    def param(self, name: str | None) -> Param | None:
+        if name is None or name not in self.canonical:
+            return None
+        c = self.canonical[name]
+        return Param(c, self.shapes[c])
+
+    # -- nodes ----------------------------------------------------------------------------
+    def new_nodes(self, n: int, ntype: NodeType, layer: int, pos: bool = False, label: str | None = None) -> Tensor:
+        start = self.s.num_nodes
+        self.s.node_type += [int(ntype)] * n
+        self.s.node_layer += [layer] * n
+        self.s.node_pos += list(range(n)) if pos else [-1] * n
+        self.s.node_act += [0] * n
+        self.s.node_slots += [0] * n
+        ids = torch.arange(start, start + n)
+        if label is not None:
+            key, k = label, 1
+            while key in self.s.groups:
+                k += 1
+                key = f"{label}#{k}"
+            self.s.groups[key] = ids
+        return ids
+
+    def add_edges(self, block: EdgeBlock) -> None:
+        self.s.edge_blocks.append(block)
+
+    def _slots_free(self, nodes: Tensor, cols: list[int]) -> bool:
+        mask = sum(1 << c for c in cols)
+        slots = self.s.node_slots
+        return not any(slots[i] & mask for i in nodes.tolist())
+
+    def copy_group(self, x: Act, label: str) -> Act:
+        """New nodes fed one-to-one from ``x`` (``IDENTITY`` edges), used when a second
+        per-neuron operation would overwrite the features of ``x``'s nodes."""
+        new = self.new_nodes(len(x), NodeType.HIDDEN, x.layer + 1, label=label)
+        self.add_edges(EdgeBlock(x.nodes.clone(), new, EdgeType.IDENTITY, 1, 1))
+        return Act(new, x.feat, x.ndim, x.layer + 1, x.block)
+
+    def write_nodes(self, x: Act, entries: list[tuple[int, Param | None]], label: str) -> Act:
+        """Store per-neuron vectors (bias, norm scale/shift, running stats) on ``x``'s nodes."""
+        entries = [(c, p) for c, p in entries if p is not None]
+        if not entries:
+            return x
+        if x.block not in (1,):
+            raise self.fail("a per-neuron parameter is applied to a flattened feature map")
+        if not self._slots_free(x.nodes, [c for c, _ in entries]):
+            x = self.copy_group(x, label)
+        n = len(x)
+        for col, p in entries:
+            if math.prod(p.shape) != n:
+                raise self.fail(f"parameter {p.name!r} has {math.prod(p.shape)} values for {n} neurons")
+            self.s.node_blocks.append(NodeBlock(x.nodes.clone(), col, p.name, torch.arange(n)))
+        slots = self.s.node_slots
+        mask = sum(1 << c for c, _ in entries)
+        for i in x.nodes.tolist():
+            slots[i] |= mask
+        return x
+
+    def set_activation(self, x: Act, act: Activation, label: str) -> Act:
+        nodes = x.nodes.tolist()
+        current = {self.s.node_act[i] for i in nodes}
+        if current == {int(act)}:
+            return x
+        if current != {0}:
+            x = self.copy_group(x, label)
+            nodes = x.nodes.tolist()
+        for i in nodes:
+            self.s.node_act[i] = int(act)
+        return x
+
+    # -- inputs ---------------------------------------------------------------------------
+    def materialize(self, v: Lazy, n: int, feat: int, ndim: int | None) -> Act:
+        if v.as_tokens:
+            raise self.fail(f"input {v.name!r} is used both as token ids and as features")
+        if v.act is not None:
+            if len(v.act) != n:
+                raise self.fail(f"input {v.name!r} is used with {len(v.act)} and with {n} features")
+            return v.act
+        nodes = self.new_nodes(n, NodeType.INPUT, 0, label=f"input:{v.name}")
+        for k, i in enumerate(nodes.tolist()):
+            self.s.node_pos[i] = self._input_pos + k
+        self._input_pos += n
+        v.act = Act(nodes, feat, ndim, 0)
+        return v.act
+
+    def as_act(self, v: Any, like: Act | None = None, what: str = "operation") -> Act:
+        if isinstance(v, Act):
+            return v
+        if isinstance(v, Lazy):
+            if v.act is not None:
+                return v.act
+            if like is not None:
+                return self.materialize(v, len(like), like.feat, like.ndim)
+            raise self.fail(
+                f"{what} is applied to the raw input {v.name!r} before any layer fixes its size; "
+                "pass example_input"
+            )
+        raise self.fail(f"{what} expects an activation, got {type(v).__name__}")
+
+    # -- axis helpers ---------------------------------------------------------------------
+    def _feat_pos(self, x: Act) -> int:
+        if x.ndim is None:
+            raise self.fail("this operation needs the tensor's rank; pass example_input so shapes are known")
+        return x.ndim + x.feat
+
+    def _norm_dim(self, d: int, ndim: int) -> int:
+        return d + ndim if d < 0 else d
+
+    # -- parametric ops -------------------------------------------------------------------
+    def linear(self, x: Any, w: Param, b: Param | None, label: str, etype: EdgeType = EdgeType.LINEAR,
+               ntype: NodeType = NodeType.HIDDEN) -> Act:
+        self.use(w, "linear")
+        self.use(b, "linear")
+        if len(w.shape) != 2:
+            raise self.fail(f"linear weight {w.name!r} must be 2-D, has shape {w.shape}")
+        out_f, in_f = w.shape
+        if isinstance(x, Lazy):
+            x = self.materialize(x, in_f, -1, None)
+        x = self.as_act(x, what="linear")
+        if x.feat != -1:
+            raise self.fail("linear layer applied along an axis other than the last")
+        C = len(x)
+        block = x.block
+        if block is None:
+            if in_f % C:
+                raise self.fail(f"linear layer expects {in_f} features but the flattened input has {C} channels")
+            block = in_f // C
+        if C * block != in_f:
+            raise self.fail(f"linear layer expects {in_f} input features, the input has {C * block}")
+        layer = x.layer + 1
+        out = self.new_nodes(out_f, ntype, layer, label=label)
+        dst = out.repeat_interleave(C)
+        src = x.nodes.repeat(out_f)
+        base = (torch.arange(out_f) * in_f)[:, None] + (torch.arange(C) * block)[None, :]
+        index = base.reshape(-1, 1) + torch.arange(block)[None, :]
+        if block > 1 and etype == EdgeType.LINEAR:
+            etype = EdgeType.FLATTEN
+        self.add_edges(EdgeBlock(src, dst, etype, 1, block, w.name, index))
+        y = Act(out, -1, x.ndim, layer)
+        if b is not None:
+            self.s.node_blocks.append(NodeBlock(out.clone(), BIAS, b.name, torch.arange(out_f)))
+            for i in out.tolist():
+                self.s.node_slots[i] |= 1 << BIAS
+        return y
+
+    def conv(self, x: Any, w: Param, b: Param | None, groups: int, label: str) -> Act:
+        self.use(w, "conv")
+        self.use(b, "conv")
+        dims = len(w.shape) - 2
+        if dims not in (1, 2):
+            raise self.fail(f"only 1-D and 2-D convolutions are supported (weight {w.name!r} is {w.shape})")
+        out_c, in_per_group = w.shape[:2]
+        kh, kw = (1, w.shape[2]) if dims == 1 else (w.shape[2], w.shape[3])
+        if isinstance(x, Lazy):
+            x = self.materialize(x, in_per_group * groups, -(dims + 1), dims + 2)
+        x = self.as_act(x, what="convolution")
+        if x.block != 1:
+            raise self.fail("convolution applied to a flattened tensor")
+        if x.ndim is not None and x.ndim + x.feat != 1:
+            raise self.fail("convolution input's channel axis is not axis 1")
+        C = len(x)
+        if C != in_per_group * groups:
+            raise self.fail(f"convolution expects {in_per_group * groups} channels, the input has {C}")
+        K = kh * kw
+        out_per_group = out_c // groups
+        layer = x.layer + 1
+        out = self.new_nodes(out_c, NodeType.HIDDEN, layer, label=label)
+        o = torch.arange(out_c).repeat_interleave(in_per_group)
+        cl = torch.arange(in_per_group).repeat(out_c)
+        src = x.nodes[(o // out_per_group) * in_per_group + cl]
+        index = (o * in_per_group * K + cl * K)[:, None] + torch.arange(K)[None, :]
+        self.add_edges(EdgeBlock(src, out[o], EdgeType.CONV, kh, kw, w.name, index))
+        if b is not None:
+            self.s.node_blocks.append(NodeBlock(out.clone(), BIAS, b.name, torch.arange(out_c)))
+            for i in out.tolist():
+                self.s.node_slots[i] |= 1 << BIAS
+        return Act(out, -(dims + 1), dims + 2, layer)
+
+    def norm(self, x: Any, kind: str, weight: Param | None, bias: Param | None, label: str,
+             running_mean: Param | None = None, running_var: Param | None = None,
+             num_batches: Param | None = None, channel_first: bool = False, size: int | None = None) -> Act:
+        for p in (weight, bias, running_mean, running_var, num_batches):
+            self.use(p, kind)
+        if isinstance(x, Lazy):
+            n = size if size is not None else (math.prod(weight.shape) if weight is not None else None)
+            if n is None:
+                raise self.fail(f"{kind} without parameters applied to the raw input; pass example_input")
+            x = self.materialize(x, n, -1 if not channel_first else -1, None if channel_first else 2)
+        x = self.as_act(x, what=kind)
+        if channel_first and x.ndim is not None and x.ndim + x.feat != 1:
+            raise self.fail(f"{kind} normalises axis 1, but the features are on axis {x.ndim + x.feat}")
+        if not channel_first and x.feat != -1:
+            raise self.fail(f"{kind} normalises the last axis, but the features are on another axis")
+        if num_batches is not None:
+            self.s.scalars.append(num_batches.name)
+        return self.write_nodes(
+            x,
+            [(WEIGHT, weight), (SHIFT, bias), (RUNNING_MEAN, running_mean), (RUNNING_VAR, running_var)],
+            label,
+        )
+
+    def embedding(self, idx: Any, w: Param, label: str) -> Act:
+        self.use(w, "embedding")
+        V, D = w.shape
+        ndim = None
+        if isinstance(idx, Lazy):
+            if idx.act is not None:
+                raise self.fail(f"input {idx.name!r} is used both as features and as token ids")
+            idx.as_tokens = True
+        elif not isinstance(idx, Meta):
+            raise self.fail("embedding indices must be a network input")
+        vocab = self.new_nodes(V, NodeType.VOCAB, 0, pos=True, label=f"{label}:vocab")
+        out = self.new_nodes(D, NodeType.HIDDEN, 1, label=label)
+        src = vocab.repeat_interleave(D)
+        dst = out.repeat(V)
+        index = torch.arange(V * D)[:, None]
+        self.add_edges(EdgeBlock(src, dst, EdgeType.EMBEDDING, 1, 1, w.name, index))
+        return Act(out, -1, ndim, 1)
+
+    def table(self, x: Act, p: Param, etype: EdgeType, label: str) -> Act:
+        """A raw parameter added to (``POSITION``) or concatenated with (``TOKEN``) the
+        activations: one input node per position, edges to every feature carry its values."""
+        self.use(p, "positional table" if etype == EdgeType.POSITION else "learned token")
+        shape = p.shape
+        feat = len(shape) + x.feat
+        if feat < 0 or shape[feat] != len(x):
+            raise self.fail(f"parameter {p.name!r} of shape {shape} does not match {len(x)} features")
+        C = len(x)
+        flat = torch.arange(math.prod(shape)).reshape(shape).movedim(feat, -1).reshape(-1, C)
+        T = flat.shape[0]
+        pos = self.new_nodes(T, NodeType.POSITION, 0, pos=True, label=f"{label}:positions")
+        src = pos.repeat_interleave(C)
+        dst = x.nodes.repeat(T)
+        self.add_edges(EdgeBlock(src, dst, etype, 1, 1, p.name, flat.reshape(-1, 1)))
+        return x
+
+    def mha(self, mod: nn.MultiheadAttention, prefix: str, q: Any, k: Any, v: Any) -> Act:
+        """Per-head attention structure: q/k/v/out projections as typed edges; ``ATTN_QK`` pairs
+        query unit i with key unit i, ``ATTN_HEAD`` joins keys and values of the same head."""
+        E, H = mod.embed_dim, mod.num_heads
+        dh = E // H
+        if mod.bias_k is not None or mod.bias_v is not None or mod.add_zero_attn:
+            raise self.fail("MultiheadAttention with add_bias_kv/add_zero_attn is not supported")
+        p = self.param
+        inputs = [q, k, v]
+        first = next((a for a in inputs if isinstance(a, Act)), None)
+        if mod._qkv_same_embed_dim:
+            w = p(f"{prefix}.in_proj_weight")
+            self.use(w, "attention")
+            weights = [(w, i * E * E, E) for i in range(3)]
+        else:
+            ws = [p(f"{prefix}.{n}_proj_weight") for n in "qkv"]
+            for w in ws:
+                self.use(w, "attention")
+            weights = [(w, 0, w.shape[1]) for w in ws]
+        b = p(f"{prefix}.in_proj_bias")
+        self.use(b, "attention")
+        acts = []
+        for a, (_w, _, in_f) in zip(inputs, weights):
+            if isinstance(a, Lazy):
+                a = self.materialize(a, in_f, -1, None) if first is None else self.as_act(a, like=first)
+            acts.append(self.as_act(a, what="attention"))
+        layer = max(a.layer for a in acts) + 1
+        heads = []
+        for i, (a, (w, offset, in_f), ntype, etype, name) in enumerate(
+            zip(acts, weights, (NodeType.ATTN_Q, NodeType.ATTN_K, NodeType.ATTN_V),
+                (EdgeType.ATTN_Q, EdgeType.ATTN_K, EdgeType.ATTN_V), "qkv")
+        ):
+            if len(a) != in_f or a.feat != -1 or a.block != 1:
+                raise self.fail(f"attention {name} input has {len(a)} features, expected {in_f}")
+            nodes = self.new_nodes(E, ntype, layer, label=f"{prefix}.{name}")
+            dst = nodes.repeat_interleave(in_f)
+            src = a.nodes.repeat(E)
+            index = (offset + (torch.arange(E) * in_f)[:, None] + torch.arange(in_f)[None, :]).reshape(-1, 1)
+            self.add_edges(EdgeBlock(src, dst, etype, 1, 1, w.name, index))
+            if b is not None:
+                self.s.node_blocks.append(NodeBlock(nodes.clone(), BIAS, b.name, torch.arange(E) + i * E))
+                for j in nodes.tolist():
+                    self.s.node_slots[j] |= 1 << BIAS
+            heads.append(nodes)
+        qn, kn, vn = heads
+        self.add_edges(EdgeBlock(qn.clone(), kn.clone(), EdgeType.ATTN_QK, 1, 1))
+        h = torch.arange(H)
+        i = torch.arange(dh)
+        kk = (h[:, None, None] * dh + i[None, :, None]).expand(H, dh, dh).reshape(-1)
+        vv = (h[:, None, None] * dh + i[None, None, :]).expand(H, dh, dh).reshape(-1)
+        self.add_edges(EdgeBlock(kn[kk], vn[vv], EdgeType.ATTN_HEAD, 1, 1))
+        vact = Act(vn, -1, acts[2].ndim, layer)
+        return self.linear(vact, p(f"{prefix}.out_proj.weight"), p(f"{prefix}.out_proj.bias"),
+                           label=f"{prefix}.out_proj", etype=EdgeType.ATTN_OUT)
+
+    # -- structural ops -------------------------------------------------------------------
+    def combine(self, a: Any, b: Any, op: str, label: str) -> Any:
+        """``a + b``, ``a - b``, ``a * b``, ``a / b`` between activations, parameters and constants."""
+        if isinstance(a, Meta) and isinstance(b, Meta):
+            return META
+        if op in ("add", "sub") and isinstance(a, (Act, Lazy)) and isinstance(b, (Act, Lazy)):
+            if isinstance(a, Lazy) and isinstance(b, Lazy):
+                if a is b or a.act is not None or b.act is not None:
+                    pass
+                else:
+                    raise self.fail("adding two raw inputs; pass example_input")
+            first = a if isinstance(a, Act) else (b if isinstance(b, Act) else None)
+            a = self.as_act(a, like=first if first is not None else self.as_act(b), what=op)
+            b = self.as_act(b, like=a, what=op)
+            if len(a) != len(b) or a.block != b.block:
+                raise self.fail(f"{op} of activations with {len(a)} and {len(b)} features")
+            layer = max(a.layer, b.layer) + 1
+            out = self.new_nodes(len(a), NodeType.SUM, layer, label=label)
+            self.add_edges(EdgeBlock(a.nodes.clone(), out, EdgeType.RESIDUAL, 1, 1))
+            self.add_edges(EdgeBlock(b.nodes.clone(), out.clone(), EdgeType.RESIDUAL, 1, 1,
+                                     value=-1.0 if op == "sub" else 1.0))
+            return Act(out, a.feat, a.ndim, layer, a.block)
+        if op == "mul" and isinstance(a, Act) and isinstance(b, Act):
+            if len(a) != len(b):
+                raise self.fail(f"product of activations with {len(a)} and {len(b)} features")
+            layer = max(a.layer, b.layer) + 1
+            out = self.new_nodes(len(a), NodeType.PRODUCT, layer, label=label)
+            self.add_edges(EdgeBlock(a.nodes.clone(), out, EdgeType.PRODUCT, 1, 1))
+            self.add_edges(EdgeBlock(b.nodes.clone(), out.clone(), EdgeType.PRODUCT, 1, 1))
+            return Act(out, a.feat, a.ndim, layer, a.block)
+        x, other = (a, b) if isinstance(a, (Act, Lazy)) else (b, a)
+        if isinstance(x, Lazy) and isinstance(other, Meta):
+            return x
+        if isinstance(other, Meta):
+            if op == "div" and x is b:
+                raise self.fail("dividing by an activation is not supported")
+            return x
+        if isinstance(other, Param):
+            x = self.as_act(x, what=op)
+            if op not in ("add", "mul") or x.block != 1:
+                raise self.fail(f"parameter {other.name!r} used in '{op}' with an activation")
+            n_nonunit = [d for d in other.shape if d != 1]
+            if math.prod(other.shape) == len(x) and len(n_nonunit) <= 1:
+                self.use(other, op)
+                col = BIAS if op == "add" else WEIGHT
+                return self.write_nodes(x, [(col, other)], label)
+            if op == "add":
+                return self.table(x, other, EdgeType.POSITION, label)
+            raise self.fail(f"parameter {other.name!r} of shape {other.shape} multiplies the activations")
+        raise self.fail(f"unsupported operands for '{op}'")
+
+    def cat(self, items: list[Any], dim: int, label: str) -> Any:
+        acts = [v for v in items if isinstance(v, Act)]
+        if not acts:
+            if all(isinstance(v, Meta) for v in items):
+                return META
+            raise self.fail("concatenation of raw inputs or parameters only; pass example_input")
+        ref = acts[0]
+        ndim = ref.ndim
+        along_feat = (dim < 0 and dim == ref.feat) or (ndim is not None and self._norm_dim(dim, ndim) == ndim + ref.feat)
+        if ndim is None and dim >= 0 and not along_feat:
+            raise self.fail("concatenation axis is ambiguous without shapes; pass example_input")
+        if along_feat:
+            parts = [self.as_act(v, like=ref, what="concatenation") for v in items]
+            if len({p.block for p in parts}) != 1:
+                raise self.fail("concatenating flattened maps with different spatial sizes")
+            nodes = torch.cat([p.nodes for p in parts])
+            return Act(nodes, ref.feat, ndim, max(p.layer for p in parts), ref.block)
+        out = ref
+        for v in items:
+            if isinstance(v, Act):
+                if not torch.equal(v.nodes, ref.nodes):
+                    raise self.fail("concatenating different activations along a non-feature axis")
+            elif isinstance(v, Param):
+                out = self.table(out, v, EdgeType.TOKEN, label)
+            elif isinstance(v, Meta):
+                continue
+            else:
+                raise self.fail("concatenating a raw input with activations")
+        return out
+
+    def reshape(self, x: Any, in_shape: tuple | None, out_shape: tuple | None, start: int | None = None,
+                end: int | None = None) -> Any:
+        """view/reshape/flatten: follow the feature axis through merged and split dims."""
+        if isinstance(x, (Lazy, Meta)):
+            return x
+        x = self.as_act(x, what="reshape")
+        if in_shape is None or out_shape is None:
+            if start is None:
+                raise self.fail("reshape needs shapes; pass example_input")
+            # flatten(start, end) without shapes
+            ndim = x.ndim
+            if ndim is None:
+                if x.feat == -1 and (end in (-1, None)):
+                    if x.block == 1 and start is not None:
+                        return x  # (B, C) style: flattening trailing dims ending at the features
+                raise self.fail("flatten needs the tensor's rank; pass example_input")
+            f = ndim + x.feat
+            s = self._norm_dim(start, ndim)
+            e = self._norm_dim(-1 if end is None else end, ndim)
+            new_ndim = ndim - (e - s)
+            if f < s:
+                return Act(x.nodes, f - new_ndim, new_ndim, x.layer, x.block)
+            if f > e:
+                return Act(x.nodes, x.feat, new_ndim, x.layer, x.block)
+            if f == s:
+                block = None if e > s else x.block
+                if x.block != 1 and e > s:
+                    raise self.fail("flattening an already flattened map")
+                return Act(x.nodes, s - new_ndim, new_ndim, x.layer, block)
+            raise self.fail("flatten merges the feature axis behind other axes (strided features)")
+        in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+        ndim = len(in_shape)
+        f = ndim + x.feat if x.ndim is not None or ndim else None
+        f = ndim + x.feat
+        # walk both shapes, grouping dims whose products match
+        i = j = 0
+        while i < len(in_shape) or j < len(out_shape):
+            gi, gj = [i], [j]
+            pi = in_shape[i] if i < len(in_shape) else 1
+            pj = out_shape[j] if j < len(out_shape) else 1
+            while pi != pj:
+                if pi < pj:
+                    i += 1
+                    gi.append(i)
+                    pi *= in_shape[i]
+                else:
+                    j += 1
+                    gj.append(j)
+                    pj *= out_shape[j]
+            i += 1
+            j += 1
+            if f in gi:
+                real_i = [d for d in gi if d < len(in_shape) and in_shape[d] != 1]
+                real_j = [d for d in gj if d < len(out_shape) and out_shape[d] != 1]
+                if real_i == [f] and len(real_j) == 1:
+                    k = real_j[0]
+                    return Act(x.nodes, k - len(out_shape), len(out_shape), x.layer, x.block)
+                if real_i and real_i[0] == f and len(real_j) == 1:
+                    if x.block != 1:
+                        raise self.fail("flattening an already flattened map")
+                    block = math.prod(in_shape[d] for d in real_i[1:])
+                    k = real_j[0]
+                    return Act(x.nodes, k - len(out_shape), len(out_shape), x.layer, block)
+                raise self.fail(
+                    f"reshape {in_shape} -> {out_shape} splits or strides the feature axis {f}"
+                )
+        raise self.fail(f"reshape {in_shape} -> {out_shape} loses the feature axis")
+
+    def move_axes(self, x: Any, perm: list[int]) -> Any:
+        if isinstance(x, (Lazy, Meta)):
+            return x
+        x = self.as_act(x, what="permute")
+        ndim = x.ndim if x.ndim is not None else len(perm)
+        if len(perm) != ndim:
+            raise self.fail("permutation rank does not match the tensor")
+        f = ndim + x.feat
+        perm = [self._norm_dim(p, ndim) for p in perm]
+        return Act(x.nodes, perm.index(f) - ndim, ndim, x.layer, x.block)
+
+    def transpose(self, x: Any, d0: int, d1: int) -> Any:
+        if isinstance(x, (Lazy, Meta)):
+            return x
+        x = self.as_act(x, what="transpose")
+        if x.ndim is None:
+            if d0 < 0 and d1 < 0:
+                f = x.feat
+                f = d1 if f == d0 else (d0 if f == d1 else f)
+                return Act(x.nodes, f, None, x.layer, x.block)
+            raise self.fail("transpose needs the tensor's rank; pass example_input")
+        ndim = x.ndim
+        a, b = self._norm_dim(d0, ndim), self._norm_dim(d1, ndim)
+        perm = list(range(ndim))
+        perm[a], perm[b] = perm[b], perm[a]
+        return self.move_axes(x, perm)
+
+    def reduce(self, x: Any, dims: Any, keepdim: bool) -> Any:
+        if isinstance(x, (Lazy, Meta)):
+            return META if isinstance(x, Meta) else x
+        x = self.as_act(x, what="reduction")
+        if dims is None:
+            raise self.fail("reduction over all axes mixes every neuron")
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        if x.ndim is None:
+            if all(d < 0 for d in dims) and x.feat not in dims and keepdim:
+                return x
+            raise self.fail("reduction needs the tensor's rank; pass example_input")
+        ndim = x.ndim
+        dims = {self._norm_dim(d, ndim) for d in dims}
+        f = ndim + x.feat
+        if f in dims:
+            raise self.fail("reduction over the feature axis mixes neurons")
+        if keepdim:
+            return x
+        new_f = f - sum(1 for d in dims if d < f)
+        new_ndim = ndim - len(dims)
+        return Act(x.nodes, new_f - new_ndim, new_ndim, x.layer, x.block)
+
+    def index(self, x: Any, idx: Any) -> Any:
+        if isinstance(x, (tuple, list)):
+            return x[idx]
+        if isinstance(x, Meta):
+            return META
+        if isinstance(x, Lazy):
+            return x
+        x = self.as_act(x, what="indexing")
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        if x.ndim is None:
+            raise self.fail("indexing an activation needs shapes; pass example_input")
+        ndim = x.ndim
+        f = ndim + x.feat
+        n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+        expanded: list[Any] = []
+        for i in idx:
+            if i is Ellipsis:
+                expanded += [slice(None)] * (ndim - n_real)
+            else:
+                expanded.append(i)
+        expanded += [slice(None)] * (ndim - sum(1 for i in expanded if i is not None))
+        out_dim, in_dim, new_f, nodes = 0, 0, None, x.nodes
+        for i in expanded:
+            if i is None:
+                out_dim += 1
+                continue
+            if in_dim == f:
+                if isinstance(i, slice):
+                    if i != slice(None):
+                        if x.block != 1:
+                            raise self.fail("slicing a flattened map")
+                        nodes = nodes[i]
+                    new_f = out_dim
+                else:
+                    raise self.fail("indexing selects single features")
+            if isinstance(i, slice):
+                out_dim += 1
+            elif not isinstance(i, int | Meta):
+                raise self.fail("advanced indexing of activations is not supported")
+            in_dim += 1
+        return Act(nodes, new_f - out_dim, out_dim, x.layer, x.block)
+
+    def unsqueeze(self, x: Any, dim: int) -> Any:
+        if isinstance(x, (Lazy, Meta, Param)):
+            return x
+        x = self.as_act(x, what="unsqueeze")
+        if x.ndim is None:
+            if dim < 0 and dim < x.feat:
+                return x
+            raise self.fail("unsqueeze needs the tensor's rank; pass example_input")
+        nd = x.ndim + 1
+        d = self._norm_dim(dim, nd)
+        f = x.ndim + x.feat
+        nf = f + 1 if d <= f else f
+        return Act(x.nodes, nf - nd, nd, x.layer, x.block)
+
+    def squeeze(self, x: Any, dim: int | None, in_shape: tuple | None) -> Any:
+        if isinstance(x, (Lazy, Meta, Param)):
+            return x
+        x = self.as_act(x, what="squeeze")
+        if in_shape is None:
+            raise self.fail("squeeze needs shapes; pass example_input")
+        ndim = len(in_shape)
+        f = ndim + x.feat
+        dims = [d for d in range(ndim) if in_shape[d] == 1] if dim is None else [self._norm_dim(dim, ndim)]
+        dims = [d for d in dims if in_shape[d] == 1 and d != f]
+        nf = f - sum(1 for d in dims if d < f)
+        nd = ndim - len(dims)
+        return Act(x.nodes, nf - nd, nd, x.layer, x.block)

@@ -1,0 +1,117 @@
+"""``ParameterGraph``: a network's parameters as a ``torch_geometric`` graph, and batching.
+
+Fields (all tensors; ``N`` nodes, ``E`` edges, ``T`` optional leading checkpoint axis):
+
+========================  ==================  ===================================================
+``x``                     ``[N, 5]`` / ``[T, N, 5]``  per-neuron parameters, columns
+                                              :data:`~weightspace.graph.vocab.NODE_FEATURES`
+``edge_index``            ``[2, E]``          ``in-neuron -> out-neuron``
+``edge_attr``             ``[E, KH*KW]`` / ``[T, E, KH*KW]``  weights: kernels centred in a
+                                              ``KH x KW`` grid, scalars at its centre
+``edge_type``             ``[E]``             :class:`~weightspace.graph.vocab.EdgeType`
+``edge_kernel``           ``[E, 2]``          true kernel size ``(kh, kw)`` of each edge
+``node_type``             ``[N]``             :class:`~weightspace.graph.vocab.NodeType`
+``node_layer``            ``[N]``             depth of the neuron (inputs 0)
+``node_pos``              ``[N]``             index of non-permutable neurons (inputs, outputs,
+                                              vocabulary rows, positions); -1 otherwise
+``node_act``              ``[N]``             :class:`~weightspace.graph.vocab.Activation`
+``kernel_shape``          ``[1, 2]``          the grid ``(KH, KW)``
+``scalars``               ``[S]`` / ``[T, S]``  integer buffers (BatchNorm's ``num_batches_tracked``)
+                                              as float64
+========================  ==================  ===================================================
+
+``param_layout`` (a tuple of ``(name, shape)``) records which architecture the graph came from, so
+that writing it into another architecture fails with a message naming the first mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+__all__ = ["ParameterGraph", "batch_graphs", "resize_kernel_grid"]
+
+_PER_CHECKPOINT = ("x", "edge_attr", "scalars")
+
+
+class ParameterGraph(Data):
+    """A network as a graph: neurons are nodes, weights are edge features (see module docs).
+
+    Made by :func:`weightspace.to_graph` or :meth:`weightspace.GraphSpec.to_graph`; a
+    ``torch_geometric.data.Data``, so ``Batch.from_data_list`` and PyG loaders work (use
+    :func:`batch_graphs` to mix architectures with different kernel grids).
+    """
+
+    def __cat_dim__(self, key: str, value, *args, **kwargs):
+        if key in _PER_CHECKPOINT and isinstance(value, Tensor) and value.dim() == (3 if key != "scalars" else 2):
+            return 1 if key != "scalars" else 1
+        return super().__cat_dim__(key, value, *args, **kwargs)
+
+    @property
+    def num_checkpoints(self) -> int | None:
+        """``T`` for a graph holding a stack of checkpoints, else None."""
+        x = self.x
+        return int(x.shape[0]) if x is not None and x.dim() == 3 else None
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        ks = self.kernel_shape.reshape(-1, 2)
+        return int(ks[0, 0]), int(ks[0, 1])
+
+    def with_kernel_grid(self, kh: int, kw: int) -> ParameterGraph:
+        """A copy whose edge features are re-centred in a ``kh x kw`` grid (pad or crop)."""
+        g = self.clone()
+        g.edge_attr = resize_kernel_grid(self.edge_attr, self.edge_kernel, self.grid, (kh, kw))
+        g.kernel_shape = torch.tensor([[kh, kw]])
+        return g
+
+
+def _slots(kh: int, kw: int, KH: int, KW: int) -> Tensor:
+    """Flat positions of a ``kh x kw`` kernel centred in a ``KH x KW`` grid."""
+    oh, ow = (KH - kh) // 2, (KW - kw) // 2
+    r = torch.arange(kh)[:, None] + oh
+    c = torch.arange(kw)[None, :] + ow
+    return (r * KW + c).reshape(-1)
+
+
+def resize_kernel_grid(edge_attr: Tensor, edge_kernel: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Tensor:
+    """Move each edge's true kernel from a centred place in grid ``src`` to grid ``dst``.
+
+    Args:
+        edge_attr: ``[..., E, src_h*src_w]``.
+        edge_kernel: ``[E, 2]`` true kernel sizes.
+    Returns:
+        ``[..., E, dst_h*dst_w]``; the true kernel values are moved exactly, the rest is zero.
+    """
+    if tuple(src) == tuple(dst):
+        return edge_attr
+    (SH, SW), (DH, DW) = src, dst
+    E = edge_kernel.shape[0]
+    Fs, Fd = SH * SW, DH * DW
+    if int(edge_kernel[:, 0].max(initial=1)) > DH or int(edge_kernel[:, 1].max(initial=1)) > DW:
+        raise ValueError(f"kernel grid {dst} is smaller than the largest kernel of the graph")
+    index = torch.full((E, Fd), E * Fs, dtype=torch.long)  # points at an appended zero
+    for kh, kw in torch.unique(edge_kernel, dim=0).tolist():
+        rows = ((edge_kernel[:, 0] == kh) & (edge_kernel[:, 1] == kw)).nonzero().squeeze(1)
+        s, d = _slots(kh, kw, SH, SW), _slots(kh, kw, DH, DW)
+        index[rows[:, None], d[None, :]] = rows[:, None] * Fs + s[None, :]
+    flat = edge_attr.reshape(*edge_attr.shape[:-2], E * Fs)
+    flat = torch.cat([flat, flat.new_zeros(*flat.shape[:-1], 1)], dim=-1)
+    return flat[..., index.reshape(-1)].reshape(*edge_attr.shape[:-2], E, Fd)
+
+
+def batch_graphs(graphs: Sequence[ParameterGraph]) -> Batch:
+    """One ``torch_geometric`` ``Batch`` of graphs of any architectures.
+
+    Edge features are re-centred into the largest kernel grid of the batch (each edge keeps its
+    true kernel size in ``edge_kernel``).
+    """
+    if not graphs:
+        raise ValueError("batch_graphs needs at least one graph")
+    KH = max(g.grid[0] for g in graphs)
+    KW = max(g.grid[1] for g in graphs)
+    same = [g if g.grid == (KH, KW) else g.with_kernel_grid(KH, KW) for g in graphs]
+    return Batch.from_data_list(same)

@@ -1,0 +1,578 @@
+"""Tracing: walk a module's traced computation and build the structure of its parameter graph.
+
+``torch.fx.symbolic_trace`` needs no example input and serves plain models; with an example input
+its shapes are propagated too. When symbolic tracing fails and an example input is given,
+``torch.export.export(..., strict=False)`` traces the model to ATen operations instead. Each traced
+operation is handed to :class:`~weightspace.graph.builder.Builder`; an operation that touches an
+activation or a parameter and that the builder does not model raises
+:class:`~weightspace.graph.errors.UnsupportedModuleError` naming the module path.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.node import map_aggregate
+
+from .builder import (
+    _ACT_ATEN,
+    _ACT_FUNCTIONS,
+    _ACT_METHODS,
+    _ACT_MODULES,
+    _IDENTITY_ATEN,
+    _IDENTITY_FUNCTIONS,
+    _IDENTITY_METHODS,
+    _IDENTITY_MODULES,
+    META,
+    Act,
+    Builder,
+    Lazy,
+    Meta,
+    Param,
+    Structure,
+    _aten_name,
+)
+from .errors import UnsupportedModuleError
+from .vocab import Activation, NodeType
+
+log = logging.getLogger(__name__)
+
+_ADD = {operator.add, operator.iadd, torch.add}
+_SUB = {operator.sub, operator.isub, torch.sub}
+_MUL = {operator.mul, operator.imul, torch.mul}
+_DIV = {operator.truediv, operator.itruediv, torch.div}
+_CAT = {torch.cat, torch.concat, torch.concatenate}
+_REDUCE_FN = {torch.mean: "mean", torch.sum: "sum", torch.amax: "amax"}
+_REDUCE_METHODS = {"mean", "sum", "amax"}
+
+
+def state_layout(model: nn.Module) -> tuple[dict[str, str], dict[str, tuple[int, ...]], dict[str, torch.Tensor]]:
+    """State-dict keys -> canonical key (tied tensors map to their first key), shapes, tensors."""
+    sd = model.state_dict(keep_vars=True)
+    canonical: dict[str, str] = {}
+    first: dict[int, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for k, t in sd.items():
+        c = first.setdefault(id(t), k)
+        canonical[k] = c
+        if c == k:
+            tensors[k] = t
+    shapes = {k: tuple(t.shape) for k, t in tensors.items()}
+    return canonical, shapes, tensors
+
+
+def _shape(node: torch.fx.Node) -> tuple[int, ...] | None:
+    tm = node.meta.get("tensor_meta")
+    if tm is not None and hasattr(tm, "shape"):
+        return tuple(int(d) for d in tm.shape)
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        try:
+            return tuple(int(d) for d in val.shape)
+        except Exception:  # symbolic sizes
+            return None
+    return None
+
+
+def _where(node: torch.fx.Node) -> tuple[str, str | None]:
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path, kind = list(stack.values())[-1]
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        return (path or "<model>"), kind.rsplit(".", 1)[-1]
+    return "<model>", None
+
+
+class _Walker:
+    """Dispatches traced nodes to the builder."""
+
+    def __init__(self, b: Builder, gm: torch.fx.GraphModule | None):
+        self.b = b
+        self.gm = gm
+        self.env: dict[torch.fx.Node, Any] = {}
+
+    # -- helpers --------------------------------------------------------------------------
+    def val(self, a: Any) -> Any:
+        return map_aggregate(a, lambda n: self.env[n] if isinstance(n, torch.fx.Node) else n)
+
+    def _in_shape(self, node: torch.fx.Node) -> tuple[int, ...] | None:
+        src = node.args[0] if node.args else None
+        return _shape(src) if isinstance(src, torch.fx.Node) else None
+
+    @staticmethod
+    def _touches(v: Any) -> bool:
+        found = False
+
+        def visit(x: Any) -> Any:
+            nonlocal found
+            if isinstance(x, (Act, Lazy, Param)):
+                found = True
+            return x
+
+        map_aggregate(v, visit)
+        return found
+
+    def unsupported(self, what: str) -> UnsupportedModuleError:
+        return self.b.fail(f"operation {what} is not supported by the converter")
+
+    # -- main loop ------------------------------------------------------------------------
+    def run(self, graph: torch.fx.Graph, placeholders: dict[str, Any]) -> Any:
+        b = self.b
+        out: Any = None
+        for node in graph.nodes:
+            b._where, b._kind = _where(node)
+            if node.op == "placeholder":
+                self.env[node] = placeholders[node.name]
+                continue
+            if node.op == "get_attr":
+                p = b.param(str(node.target))
+                self.env[node] = p if p is not None else META
+                continue
+            if node.op == "output":
+                out = self.val(node.args[0])
+                break
+            args, kwargs = self.val(node.args), self.val(node.kwargs)
+            if node.op == "call_module":
+                mod = self.gm.get_submodule(node.target)
+                b._where, b._kind = str(node.target), type(mod).__name__
+                res = self.call_module(node, mod, str(node.target), args, kwargs)
+            elif node.op == "call_method":
+                res = self.call_method(node, str(node.target), args, kwargs)
+            else:
+                name = _aten_name(node.target)
+                if name is not None:
+                    res = self.call_aten(node, name, args, kwargs)
+                else:
+                    res = self.call_function(node, node.target, args, kwargs)
+            shape = _shape(node)
+            if isinstance(res, Act) and shape is not None:
+                if res.ndim is None:
+                    res.ndim = len(shape)
+                feat_size = shape[res.ndim + res.feat] if -res.feat <= len(shape) else None
+                if res.block == 1 and feat_size is not None and feat_size != len(res):
+                    raise b.fail(
+                        f"internal shape check failed: {len(res)} nodes for a feature axis of size {feat_size}"
+                    )
+            self.env[node] = res
+        return out
+
+    # -- nn.Module leaves -----------------------------------------------------------------
+    def call_module(self, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
+        b = self.b
+        p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
+        x = args[0] if args else kwargs.get("input")
+        if isinstance(mod, nn.Linear):
+            return b.linear(x, p("weight"), p("bias"), label=path)
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+            return b.conv(x, p("weight"), p("bias"), mod.groups, label=path)
+        if isinstance(mod, _NORM_TYPES):
+            return self.module_norm(mod, path, x, self._in_shape(node))
+        if isinstance(mod, nn.Embedding):
+            return b.embedding(x, p("weight"), label=path)
+        if isinstance(mod, nn.MultiheadAttention):
+            q = x if x is not None else kwargs.get("query")
+            k = args[1] if len(args) > 1 else kwargs.get("key")
+            v = args[2] if len(args) > 2 else kwargs.get("value")
+            return (b.mha(mod, path, q, k, v), META)
+        if isinstance(mod, nn.TransformerEncoderLayer):
+            return self.encoder_layer(mod, path, x)
+        if isinstance(mod, nn.TransformerEncoder):
+            for i, layer in enumerate(mod.layers):
+                x = self.encoder_layer(layer, f"{path}.layers.{i}", x)
+            if mod.norm is not None:
+                x = self.module_norm(mod.norm, f"{path}.norm", x, None)
+            return x
+        for cls, act in _ACT_MODULES.items():
+            if type(mod) is cls:
+                if isinstance(mod, (nn.Softmax, nn.LogSoftmax)) and mod.dim is None:
+                    raise b.fail("Softmax without an explicit dim")
+                return self.activation(x, act, path)
+        if isinstance(mod, _IDENTITY_MODULES):
+            return x
+        if isinstance(mod, nn.Flatten):
+            return b.reshape(x, self._in_shape(node), _shape(node), mod.start_dim, mod.end_dim)
+        if isinstance(mod, nn.Unflatten):
+            return b.reshape(x, self._in_shape(node), _shape(node))
+        raise UnsupportedModuleError(
+            f"module type {type(mod).__name__} is not supported by the converter", path=path,
+            kind=type(mod).__name__,
+        )
+
+    def activation(self, x: Any, act: Activation, label: str) -> Any:
+        if isinstance(x, (Lazy, Meta)):
+            return x
+        return self.b.set_activation(self.b.as_act(x, what="activation"), act, label)
+
+    def module_norm(self, mod: nn.Module, path: str, x: Any, in_shape: tuple | None) -> Any:
+        b = self.b
+        p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
+        if isinstance(x, Lazy):
+            x = self._materialize_for_norm(mod, x, in_shape)
+        if isinstance(mod, nn.LayerNorm) or (hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm)):
+            if len(mod.normalized_shape) != 1:
+                raise b.fail("LayerNorm over more than the last axis is not supported")
+            kind = "layer_norm" if isinstance(mod, nn.LayerNorm) else "rms_norm"
+            return b.norm(x, kind, p("weight"), p("bias"), label=path)
+        kind = type(mod).__name__
+        return b.norm(x, kind, p("weight"), p("bias"), label=path, running_mean=p("running_mean"),
+                      running_var=p("running_var"), num_batches=p("num_batches_tracked"), channel_first=True)
+
+    def _materialize_for_norm(self, mod: nn.Module, x: Lazy, in_shape: tuple | None) -> Act:
+        b = self.b
+        if isinstance(mod, nn.LayerNorm) or (hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm)):
+            return b.materialize(x, mod.normalized_shape[-1], -1, len(in_shape) if in_shape else None)
+        n = getattr(mod, "num_features", None) or getattr(mod, "num_channels", None)
+        if in_shape is not None:
+            nd = len(in_shape)
+        elif isinstance(mod, (nn.BatchNorm2d, nn.InstanceNorm2d)):
+            nd = 4
+        elif isinstance(mod, nn.InstanceNorm1d):
+            nd = 3
+        else:
+            nd = 2
+        return b.materialize(x, n, 1 - nd, nd)
+
+    def encoder_layer(self, layer: nn.TransformerEncoderLayer, path: str, x: Any) -> Any:
+        b = self.b
+        act = layer.activation
+        if isinstance(act, nn.Module):
+            kind = _ACT_MODULES.get(type(act))
+        else:
+            kind = _ACT_FUNCTIONS.get(act)
+        if kind is None:
+            raise UnsupportedModuleError("unsupported activation in TransformerEncoderLayer", path=path,
+                                         kind=type(layer).__name__)
+
+        def sa(h: Any) -> Any:
+            return b.mha(layer.self_attn, f"{path}.self_attn", h, h, h)
+
+        def ff(h: Any) -> Any:
+            h = b.linear(h, b.param(f"{path}.linear1.weight"), b.param(f"{path}.linear1.bias"), f"{path}.linear1")
+            h = b.set_activation(h, kind, f"{path}.activation")
+            return b.linear(h, b.param(f"{path}.linear2.weight"), b.param(f"{path}.linear2.bias"), f"{path}.linear2")
+
+        if isinstance(x, Lazy):
+            x = b.materialize(x, layer.self_attn.embed_dim, -1, None)
+        if layer.norm_first:
+            x = b.combine(x, sa(self.module_norm(layer.norm1, f"{path}.norm1", x, None)), "add", f"{path}.add1")
+            x = b.combine(x, ff(self.module_norm(layer.norm2, f"{path}.norm2", x, None)), "add", f"{path}.add2")
+        else:
+            x = self.module_norm(layer.norm1, f"{path}.norm1", b.combine(x, sa(x), "add", f"{path}.add1"), None)
+            x = self.module_norm(layer.norm2, f"{path}.norm2", b.combine(x, ff(x), "add", f"{path}.add2"), None)
+        return x
+
+    # -- functions ------------------------------------------------------------------------
+    def call_function(self, node: torch.fx.Node, fn: Any, args: tuple, kwargs: dict) -> Any:
+        b = self.b
+        label = node.name
+        if fn is operator.getitem:
+            return b.index(args[0], args[1])
+        if fn is getattr:
+            return META
+        if fn in _ACT_FUNCTIONS:
+            return self.activation(args[0] if args else kwargs.get("input"), _ACT_FUNCTIONS[fn], label)
+        if fn in _IDENTITY_FUNCTIONS:
+            return args[0] if args else kwargs.get("input")
+        if fn in _ADD:
+            return b.combine(args[0], args[1], "add", label)
+        if fn in _SUB:
+            return b.combine(args[0], args[1], "sub", label)
+        if fn in _MUL:
+            return b.combine(args[0], args[1], "mul", label)
+        if fn in _DIV:
+            return b.combine(args[0], args[1], "div", label)
+        if fn is F.linear:
+            return b.linear(args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias"), label)
+        if fn in (F.conv1d, F.conv2d):
+            return b.conv(args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias"),
+                          _arg(args, kwargs, 6, "groups", 1), label)
+        if fn is F.layer_norm:
+            shape = _arg(args, kwargs, 1, "normalized_shape")
+            if len(shape) != 1:
+                raise b.fail("layer_norm over more than the last axis is not supported")
+            return b.norm(args[0], "layer_norm", _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
+                          label, size=int(shape[0]))
+        if fn is F.batch_norm:
+            return b.norm(args[0], "batch_norm", _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias"),
+                          label, running_mean=_arg(args, kwargs, 1, "running_mean"),
+                          running_var=_arg(args, kwargs, 2, "running_var"), channel_first=True)
+        if fn is F.embedding:
+            return b.embedding(args[0], _arg(args, kwargs, 1, "weight"), label)
+        if fn in _CAT:
+            return b.cat(list(args[0]), _arg(args, kwargs, 1, "dim", 0), label)
+        if fn is torch.flatten:
+            return b.reshape(args[0], self._in_shape(node), _shape(node), _arg(args, kwargs, 1, "start_dim", 0),
+                             _arg(args, kwargs, 2, "end_dim", -1))
+        if fn is torch.reshape:
+            return self._view(node, args[0], args[1:])
+        if fn is torch.transpose:
+            return b.transpose(args[0], args[1], args[2])
+        if fn is torch.permute:
+            return b.move_axes(args[0], list(args[1]))
+        if fn in _REDUCE_FN:
+            return b.reduce(args[0], _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
+        if fn is torch.unsqueeze:
+            return b.unsqueeze(args[0], args[1])
+        if fn is torch.squeeze:
+            return b.squeeze(args[0], _arg(args, kwargs, 1, "dim"), self._in_shape(node))
+        if not self._touches((args, kwargs)):
+            return META
+        raise self.unsupported(getattr(fn, "__name__", str(fn)))
+
+    def _view(self, node: torch.fx.Node, x: Any, shape_args: tuple) -> Any:
+        b = self.b
+        in_shape, out_shape = self._in_shape(node), _shape(node)
+        if in_shape is not None and out_shape is not None:
+            return b.reshape(x, in_shape, out_shape)
+        shape = shape_args[0] if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)) else shape_args
+        if len(shape) == 2 and shape[1] == -1:
+            return b.reshape(x, None, None, 1, -1)
+        if isinstance(x, (Lazy, Meta)):
+            return x
+        raise b.fail("view/reshape needs shapes; pass example_input")
+
+    def call_method(self, node: torch.fx.Node, name: str, args: tuple, kwargs: dict) -> Any:
+        b = self.b
+        x = args[0]
+        label = node.name
+        if name in ("size", "dim", "numel", "__len__") or isinstance(x, Meta):
+            if isinstance(x, Meta) and self._touches((args, kwargs)) and name not in ("size", "dim"):
+                pass
+            else:
+                return META
+        if name in _ACT_METHODS:
+            return self.activation(x, _ACT_METHODS[name], label)
+        if name in _IDENTITY_METHODS:
+            return x
+        if name in ("view", "reshape"):
+            return self._view(node, x, args[1:])
+        if name == "flatten":
+            return b.reshape(x, self._in_shape(node), _shape(node), _arg(args, kwargs, 1, "start_dim", 0),
+                             _arg(args, kwargs, 2, "end_dim", -1))
+        if name == "transpose":
+            return b.transpose(x, args[1], args[2])
+        if name == "permute":
+            dims = list(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else list(args[1:])
+            return b.move_axes(x, dims)
+        if name in _REDUCE_METHODS:
+            return b.reduce(x, _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
+        if name in ("expand", "expand_as", "repeat"):
+            return x if isinstance(x, (Param, Act, Lazy)) else META
+        if name == "unsqueeze":
+            return b.unsqueeze(x, args[1])
+        if name == "squeeze":
+            return b.squeeze(x, _arg(args, kwargs, 1, "dim"), self._in_shape(node))
+        if name in ("add", "add_"):
+            return b.combine(x, args[1], "add", label)
+        if name in ("sub", "sub_"):
+            return b.combine(x, args[1], "sub", label)
+        if name in ("mul", "mul_"):
+            return b.combine(x, args[1], "mul", label)
+        if name in ("div", "div_"):
+            return b.combine(x, args[1], "div", label)
+        if not self._touches((args, kwargs)):
+            return META
+        raise self.unsupported(f"Tensor.{name}")
+
+    # -- ATen (torch.export) --------------------------------------------------------------
+    def call_aten(self, node: torch.fx.Node, name: str, args: tuple, kwargs: dict) -> Any:
+        b = self.b
+        label = node.name
+        if name in _ACT_ATEN:
+            return self.activation(args[0], _ACT_ATEN[name], label)
+        if name in _IDENTITY_ATEN:
+            res = args[0]
+            return (res, META) if name.endswith("with_indices") else res
+        if name == "linear":
+            return b.linear(args[0], args[1], _arg(args, kwargs, 2, "bias"), label)
+        if name in ("conv1d", "conv2d"):
+            return b.conv(args[0], args[1], _arg(args, kwargs, 2, "bias"), _arg(args, kwargs, 6, "groups", 1), label)
+        if name == "convolution":
+            if args[6]:
+                raise b.fail("transposed convolutions are not supported")
+            return b.conv(args[0], args[1], args[2], args[8], label)
+        if name in ("_native_batch_norm_legit_no_training", "batch_norm", "_native_batch_norm_legit"):
+            if name == "batch_norm":
+                x, w, bias, rm, rv = args[:5]
+            else:
+                x, w, bias, rm, rv = args[:5]
+            nbt = None
+            if isinstance(rm, Param) and rm.name.endswith("running_mean"):
+                nbt = b.param(rm.name[: -len("running_mean")] + "num_batches_tracked")
+            res = b.norm(x, "batch_norm", w, bias, label, running_mean=rm, running_var=rv, num_batches=nbt,
+                         channel_first=True)
+            return res if name == "batch_norm" else (res, META, META)
+        if name in ("layer_norm", "native_layer_norm"):
+            shape = args[1]
+            if len(shape) != 1:
+                raise b.fail("layer_norm over more than the last axis is not supported")
+            res = b.norm(args[0], "layer_norm", _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
+                         label, size=int(shape[0]))
+            return res if name == "layer_norm" else (res, META, META)
+        if name == "embedding":
+            return b.embedding(args[1], args[0], label)
+        if name in ("add", "add_"):
+            return b.combine(args[0], args[1], "add", label)
+        if name in ("sub", "sub_", "rsub"):
+            return b.combine(args[0], args[1], "sub", label)
+        if name in ("mul", "mul_"):
+            return b.combine(args[0], args[1], "mul", label)
+        if name in ("div", "div_"):
+            return b.combine(args[0], args[1], "div", label)
+        if name in ("view", "reshape", "_unsafe_view", "flatten", "unflatten"):
+            return b.reshape(args[0], self._in_shape(node), _shape(node))
+        if name == "transpose":
+            return b.transpose(args[0], args[1], args[2])
+        if name == "t":
+            return b.transpose(args[0], -2, -1)
+        if name == "permute":
+            return b.move_axes(args[0], list(args[1]))
+        if name in ("mean", "sum", "amax"):
+            return b.reduce(args[0], _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
+        if name == "cat":
+            return b.cat(list(args[0]), _arg(args, kwargs, 1, "dim", 0), label)
+        if name == "select":
+            in_shape = self._in_shape(node)
+            nd = len(in_shape) if in_shape else None
+            if nd is None:
+                raise b.fail("select without shapes")
+            d = args[1] % nd
+            return b.index(args[0], tuple([slice(None)] * d + [0]))
+        if name == "slice":
+            in_shape = self._in_shape(node)
+            if in_shape is None:
+                raise b.fail("slice without shapes")
+            d = _arg(args, kwargs, 1, "dim", 0) % len(in_shape)
+            start = _arg(args, kwargs, 2, "start", None)
+            end = _arg(args, kwargs, 3, "end", None)
+            step = _arg(args, kwargs, 4, "step", 1)
+            end = None if end is not None and end >= in_shape[d] else end
+            sl = slice(start if start else None, end, step if step != 1 else None)
+            return b.index(args[0], tuple([slice(None)] * d + [sl]))
+        if name in ("expand", "repeat"):
+            return args[0] if isinstance(args[0], (Param, Act, Lazy)) else META
+        if name == "unsqueeze":
+            return b.unsqueeze(args[0], args[1])
+        if name == "squeeze":
+            return b.squeeze(args[0], args[1] if len(args) > 1 else None, self._in_shape(node))
+        if not self._touches((args, kwargs)):
+            return META
+        raise self.unsupported(f"aten.{name}")
+
+
+_NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
+def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _as_tuple(example_input: Any) -> tuple:
+    if example_input is None:
+        return ()
+    return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+
+
+def trace_structure(model: nn.Module, example_input: Any = None) -> tuple[Structure, dict[str, str], dict]:
+    """Trace ``model`` and return its graph structure, the state-dict key -> canonical key map and
+    the canonical tensors."""
+    canonical, shapes, tensors = state_layout(model)
+    b = Builder(model, canonical, shapes)
+    inputs = _as_tuple(example_input)
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure falls back or is reported
+        if not inputs:
+            raise UnsupportedModuleError(
+                f"torch.fx.symbolic_trace cannot trace this model ({type(exc).__name__}: {exc}); "
+                "pass example_input=... so that torch.export can trace it",
+                path=type(model).__name__,
+            ) from exc
+        log.info("symbolic tracing failed (%s); tracing with torch.export", exc)
+        return _trace_export(model, b, inputs, canonical, tensors)
+    if inputs:
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*inputs)
+    placeholders = {}
+    for i, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
+        lazy = Lazy(i, n.name)
+        b.inputs.append(lazy)
+        placeholders[n.name] = lazy
+    out = _Walker(b, gm).run(gm.graph, placeholders)
+    _finish(b, out, canonical)
+    return b.s, canonical, tensors
+
+
+def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        ep = torch.export.export(model, inputs, strict=False)
+    except Exception as exc:
+        raise UnsupportedModuleError(
+            f"neither torch.fx.symbolic_trace nor torch.export can trace this model: {exc}",
+            path=type(model).__name__,
+        ) from exc
+    finally:
+        for m, t in modes.items():
+            m.training = t
+    sig = ep.graph_signature
+    placeholders: dict[str, Any] = {}
+    k = 0
+    for n in ep.graph.nodes:
+        if n.op != "placeholder":
+            continue
+        if n.name in sig.inputs_to_parameters:
+            placeholders[n.name] = b.param(sig.inputs_to_parameters[n.name]) or META
+        elif n.name in sig.inputs_to_buffers:
+            placeholders[n.name] = b.param(sig.inputs_to_buffers[n.name]) or META
+        elif n.name in getattr(sig, "user_inputs", []):
+            lazy = Lazy(k, n.name)
+            k += 1
+            b.inputs.append(lazy)
+            placeholders[n.name] = lazy
+        else:
+            placeholders[n.name] = META
+    out = _Walker(b, None).run(ep.graph, placeholders)
+    _finish(b, out, canonical)
+    return b.s, canonical, tensors
+
+
+def _finish(b: Builder, out: Any, canonical: dict[str, str]) -> None:
+    """Mark output neurons and check that every parameter and buffer found a place."""
+    pos = 0
+
+    def mark(v: Any) -> Any:
+        nonlocal pos
+        if isinstance(v, Act):
+            for i in v.nodes.tolist():
+                b.s.node_type[i] = int(NodeType.OUTPUT)
+                b.s.node_pos[i] = pos
+                pos += 1
+            b.s.groups.setdefault("output", v.nodes)
+        return v
+
+    map_aggregate(out, mark)
+    missing = [c for c in dict.fromkeys(canonical.values()) if c not in b.used]
+    if missing:
+        raise UnsupportedModuleError(
+            f"{len(missing)} parameter(s)/buffer(s) are not used by an operation the converter models "
+            f"(first: {missing[0]!r}); nothing may be dropped silently",
+            path=missing[0].rsplit(".", 1)[0],
+        )

@@ -1,0 +1,80 @@
+"""Integer vocabularies of the parameter graph: node types, edge types, activations, node features.
+
+They are part of the stored format: append new members at the end, never renumber.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class NodeType(IntEnum):
+    """What a node stands for. Only ``HIDDEN``, ``SUM``, ``PRODUCT`` and attention nodes are
+    permutable; the others carry their index in ``node_pos``."""
+
+    INPUT = 0  #: an input feature / channel of the network
+    HIDDEN = 1  #: a hidden unit / channel made by a parametric layer
+    OUTPUT = 2  #: an output unit of the network
+    VOCAB = 3  #: a row of an embedding table (a token id)
+    POSITION = 4  #: a position of a raw positional table or a learned token (class token)
+    SUM = 5  #: the result of a residual addition
+    PRODUCT = 6  #: the result of an element-wise product of two activations (gating)
+    ATTN_Q = 7  #: a query unit of an attention head
+    ATTN_K = 8  #: a key unit of an attention head
+    ATTN_V = 9  #: a value unit of an attention head
+
+
+class EdgeType(IntEnum):
+    """What an edge stands for. Parametric edges carry weights; structural ones carry 1 at the
+    kernel centre."""
+
+    LINEAR = 0  #: a dense weight ``W[out, in]``
+    CONV = 1  #: a convolution kernel ``W[out, in, kh, kw]`` (flattened, centred)
+    FLATTEN = 2  #: a dense weight after flattening a conv map: the spatial block of one channel
+    RESIDUAL = 3  #: an identity connection into the result of an addition (structural)
+    EMBEDDING = 4  #: an embedding row's entry ``E[token, unit]``
+    POSITION = 5  #: an entry of a positional table added to the activations
+    ATTN_Q = 6  #: query projection weight
+    ATTN_K = 7  #: key projection weight
+    ATTN_V = 8  #: value projection weight
+    ATTN_OUT = 9  #: attention output projection weight
+    ATTN_QK = 10  #: pairs query unit i with key unit i of the same head (structural)
+    ATTN_HEAD = 11  #: joins every key unit of a head to every value unit of that head (structural)
+    IDENTITY = 12  #: a copy of a neuron made so that a second per-neuron op gets its own slots
+    PRODUCT = 13  #: an operand of an element-wise product (structural)
+    TOKEN = 14  #: a learned token (e.g. class token) concatenated to the sequence
+
+
+class Activation(IntEnum):
+    """Activation recorded on the node whose output it transforms."""
+
+    NONE = 0
+    RELU = 1
+    LEAKY_RELU = 2
+    ELU = 3
+    SELU = 4
+    GELU = 5
+    SILU = 6
+    MISH = 7
+    TANH = 8
+    SIGMOID = 9
+    SOFTPLUS = 10
+    HARDTANH = 11
+    HARDSWISH = 12
+    HARDSIGMOID = 13
+    RELU6 = 14
+    SOFTMAX = 15
+    LOG_SOFTMAX = 16
+    CELU = 17
+    SOFTSIGN = 18
+    TANHSHRINK = 19
+
+
+#: Columns of ``ParameterGraph.x``: the per-neuron parameters.
+NODE_FEATURES: tuple[str, ...] = ("bias", "weight", "shift", "running_mean", "running_var")
+BIAS, WEIGHT, SHIFT, RUNNING_MEAN, RUNNING_VAR = range(len(NODE_FEATURES))
+
+#: Node types whose members may be permuted among themselves without changing the function.
+PERMUTABLE_NODE_TYPES: frozenset[int] = frozenset(
+    {NodeType.HIDDEN, NodeType.SUM, NodeType.PRODUCT, NodeType.ATTN_Q, NodeType.ATTN_K, NodeType.ATTN_V}
+)
