@@ -12,7 +12,7 @@ from weightspace.graph import PERMUTABLE_NODE_TYPES, ParameterGraph
 
 def bits(t: Tensor) -> Tensor:
     """View a tensor's bytes as integers so that NaN == NaN and -0.0 != 0.0."""
-    t = t.detach().contiguous()
+    t = t.detach().contiguous().reshape(-1)
     return t.view(torch.uint8) if t.dtype != torch.bool else t
 
 

@@ -60,9 +60,10 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def resnet18(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
-    """ResNet-18 (≈11.7M parameters at 1000 classes) built from :class:`BasicBlock`."""
-    return ResNet(in_channels, (64, 128, 256, 512), (2, 2, 2, 2), num_classes, stem_kernel=7)
+def resnet18(num_classes: int = 10, in_channels: int = 3, stem_kernel: int = 3) -> ResNet:
+    """ResNet-18 built from :class:`BasicBlock` (11.2M parameters with the CIFAR-style 3x3 stem
+    and 10 classes). A 7x7 stem widens every edge's feature grid to 7x7 (see the README)."""
+    return ResNet(in_channels, (64, 128, 256, 512), (2, 2, 2, 2), num_classes, stem_kernel=stem_kernel)
 
 
 class TinyViT(nn.Module):

@@ -322,6 +322,7 @@ class Builder:
         self._input_pos = 0
         self._where = "<model>"
         self._kind: str | None = None
+        self.strip_prefix = ""  # set when the root module was wrapped to be traced as a leaf
 
     # -- errors / bookkeeping -------------------------------------------------------------
     def fail(self, message: str) -> UnsupportedModuleError:
@@ -340,6 +341,8 @@ class Builder:
         self.used[p.name] = op
 
     def param(self, name: str | None) -> Param | None:
+        if name is not None and self.strip_prefix and name.startswith(self.strip_prefix):
+            name = name[len(self.strip_prefix):]
         if name is None or name not in self.canonical:
             return None
         c = self.canonical[name]
@@ -763,8 +766,9 @@ class Builder:
             i += 1
             j += 1
             if f in gi:
-                real_i = [d for d in gi if d < len(in_shape) and in_shape[d] != 1]
+                real_i = [d for d in gi if d < len(in_shape) and (in_shape[d] != 1 or d == f)]
                 real_j = [d for d in gj if d < len(out_shape) and out_shape[d] != 1]
+                real_j = real_j or [d for d in gj if d < len(out_shape)][:1]
                 if real_i == [f] and len(real_j) == 1:
                     k = real_j[0]
                     return Act(x.nodes, k - len(out_shape), len(out_shape), x.layer, x.block)

@@ -91,7 +91,7 @@ def resize_kernel_grid(edge_attr: Tensor, edge_kernel: Tensor, src: tuple[int, i
     (SH, SW), (DH, DW) = src, dst
     E = edge_kernel.shape[0]
     Fs, Fd = SH * SW, DH * DW
-    if int(edge_kernel[:, 0].max(initial=1)) > DH or int(edge_kernel[:, 1].max(initial=1)) > DW:
+    if E and (int(edge_kernel[:, 0].max()) > DH or int(edge_kernel[:, 1].max()) > DW):
         raise ValueError(f"kernel grid {dst} is smaller than the largest kernel of the graph")
     index = torch.full((E, Fd), E * Fs, dtype=torch.long)  # points at an appended zero
     for kh, kw in torch.unique(edge_kernel, dim=0).tolist():

@@ -493,8 +493,14 @@ def trace_structure(model: nn.Module, example_input: Any = None) -> tuple[Struct
     canonical, shapes, tensors = state_layout(model)
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
+    root = model
+    if _is_leaf_type(model):
+        # fx traces *through* the root module; wrap a bare leaf (e.g. a TransformerEncoderLayer)
+        # so that it is seen as one call, and strip the wrapper's prefix from parameter names.
+        root = _wrap(model)
+        b.strip_prefix = "inner."
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = torch.fx.symbolic_trace(root)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back or is reported
         if not inputs:
             raise UnsupportedModuleError(
@@ -552,6 +558,33 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
     out = _Walker(b, None).run(ep.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
+
+
+class _Wrap1(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Any) -> Any:
+        return self.inner(x)
+
+
+class _Wrap3(_Wrap1):
+    def forward(self, q: Any, k: Any, v: Any) -> Any:
+        return self.inner(q, k, v)
+
+
+def _wrap(model: nn.Module) -> nn.Module:
+    import inspect
+
+    params = inspect.signature(model.forward).parameters.values()
+    required = [p for p in params if p.default is inspect.Parameter.empty and p.kind == p.POSITIONAL_OR_KEYWORD]
+    return _Wrap3(model) if len(required) == 3 else _Wrap1(model)
+
+
+def _is_leaf_type(model: nn.Module) -> bool:
+    mod = type(model).__module__
+    return (mod.startswith("torch.nn") or mod.startswith("torch.ao.nn")) and not isinstance(model, nn.Sequential)
 
 
 def _finish(b: Builder, out: Any, canonical: dict[str, str]) -> None:
