@@ -1,0 +1,40 @@
+"""model_zoo: populations of trained networks as data.
+
+Generate zoos on embedded datasets with a batched trainer (:func:`generate`), store them in the
+format of ``DESIGN.md``, read them back (:func:`load` -> :class:`Zoo`) and import the zoos the field
+publishes (:func:`import_small_cnn_zoo`, :func:`import_state_dicts`).
+"""
+
+from .archs import MLP, SmallCNN, SmallResNet, TinyViT, instantiate
+from .data import Dataset, load_dataset
+from .dataset import ZooGraphDataset, split_runs
+from .generate import ZooExistsError, generate
+from .importers import import_small_cnn_zoo, import_state_dicts
+from .sampling import RunConfig, sample_runs
+from .store import ZooFormatError
+from .trainer import TrainerConfig, train_group
+from .zoo import MetricsTable, Zoo, load
+
+__all__ = [
+    "load",
+    "Zoo",
+    "MetricsTable",
+    "generate",
+    "import_small_cnn_zoo",
+    "import_state_dicts",
+    "ZooGraphDataset",
+    "split_runs",
+    "load_dataset",
+    "Dataset",
+    "sample_runs",
+    "RunConfig",
+    "train_group",
+    "TrainerConfig",
+    "instantiate",
+    "MLP",
+    "SmallCNN",
+    "SmallResNet",
+    "TinyViT",
+    "ZooFormatError",
+    "ZooExistsError",
+]

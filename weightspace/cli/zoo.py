@@ -1,0 +1,55 @@
+"""Generate or resume a model zoo: weightspace zoo <name> size=N out=DIR [key=value ...]
+
+``<name>`` is a built-in zoo config (``configs/zoo/<name>.yaml``: digits_mlp, digits_cnn,
+digits_hetero, mnist1d_cnn, ...). Rerunning the same command on the same ``out`` finishes an
+interrupted zoo. Sharded generation is a Hydra multirun::
+
+    weightspace zoo digits_cnn out=DIR num_shards=2 shard=0,1 hydra/launcher=zoo_joblib --multirun
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def positional_overrides(argv: list[str]) -> list[str]:
+    """``["digits_cnn", "size=10"]`` -> ``["zoo=digits_cnn", "size=10"]`` (one positional: the zoo)."""
+    out, named = [], False
+    for a in argv:
+        if not named and "=" not in a and not a.startswith("-"):
+            out.append(f"zoo={a}")
+            named = True
+        else:
+            out.append(a)
+    return out
+
+
+def zoo_config(cfg: DictConfig) -> dict:
+    """The generator config: ``cfg.zoo`` with the top-level ``size`` applied."""
+    z = OmegaConf.to_container(cfg.zoo, resolve=True)
+    if cfg.get("size") is not None:
+        z["size"] = int(cfg.size)
+    return z
+
+
+def run(cfg: DictConfig) -> None:
+    import model_zoo
+
+    from ._zoo_report import write_report
+
+    out = Path(str(cfg.out))
+    zoo = model_zoo.generate(zoo_config(cfg), out, shard=int(cfg.shard), num_shards=int(cfg.num_shards),
+                             progress=bool(cfg.progress))
+    if zoo is None:
+        log.info("shard %d of %d done; %s completes when the other shards finish", cfg.shard, cfg.num_shards, out)
+        return
+    if cfg.report:
+        summary = write_report(zoo, out)
+        log.info("zoo %s: %d runs; final test accuracy mean %.3f, %d at chance or below, %d >= 0.9; %s",
+                 out, summary["runs"], summary["test_accuracy"]["mean"], summary["counts"]["chance_or_below"],
+                 summary["counts"]["at_least_0.9"], out / "summary.png")
