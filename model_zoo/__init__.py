@@ -8,7 +8,7 @@ publishes (:func:`import_small_cnn_zoo`, :func:`import_state_dicts`).
 from .archs import MLP, SmallCNN, SmallResNet, TinyViT, instantiate
 from .data import Dataset, load_dataset
 from .dataset import ZooGraphDataset, split_runs
-from .generate import ZooExistsError, generate
+from .generator import ZooExistsError, generate
 from .importers import import_small_cnn_zoo, import_state_dicts
 from .sampling import RunConfig, sample_runs
 from .store import ZooFormatError

@@ -1,0 +1,124 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from model_zoo.archs import instantiate
+from model_zoo.data import load_dataset
+from model_zoo.sampling import sample_runs
+from model_zoo.trainer import (
+    TrainerConfig,
+    _epoch_order,
+    _subsets,
+    checkpoint_epochs,
+    init_state,
+    train_group,
+)
+
+MLP = {"_target_": "model_zoo.archs.MLP", "in_features": 64, "depth": 1, "width": 16}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", flatten=True)
+
+
+def runs(n, **space):
+    base = {"lr": {"log_uniform": [1e-3, 1e-2]}, "init_std": {"log_uniform": [0.05, 0.2]}, "batch_size": 128}
+    return sample_runs({**base, **space}, MLP, n, seed=0)
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd", "rmsprop"])
+def test_functional_optimizers_match_torch_optim(digits, opt):
+    (run,) = runs(1, optimizer=opt, train_fraction=0.6)
+    cfg = TrainerConfig(epochs=2, checkpoints=(2,))
+    (res,) = train_group([run], digits, cfg)
+    # the same run, trained one by one with torch.optim on the same init and batch order
+    model = instantiate(run.arch)
+    params, _ = init_state(model, [run])
+    model.load_state_dict({k: v[0] for k, v in params.items()})
+    optim = {"adam": lambda p: torch.optim.Adam(p, lr=run.lr, eps=cfg.eps),
+             "sgd": lambda p: torch.optim.SGD(p, lr=run.lr),
+             "rmsprop": lambda p: torch.optim.RMSprop(p, lr=run.lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps)}[opt](
+        model.parameters())
+    subsets = _subsets([run], len(digits.x_train))
+    for epoch in (1, 2):
+        idx, w, steps = _epoch_order([run], subsets, epoch, run.batch_size)
+        for s in range(int(steps[0])):
+            sl = slice(s * run.batch_size, (s + 1) * run.batch_size)
+            keep = w[0, sl] > 0
+            b = idx[0, sl][keep]
+            optim.zero_grad()
+            torch.nn.functional.cross_entropy(model(digits.x_train[b]), digits.y_train[b]).backward()
+            optim.step()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(res.state[k][-1], v, rtol=1e-4, atol=1e-5)
+    assert res.steps[-1] == 2 * math.ceil(len(subsets[0]) / run.batch_size)
+
+
+def test_same_seed_same_results(digits):
+    rs = runs(4, dropout={"uniform": [0.1, 0.4]}, optimizer="adam")
+    cfg = TrainerConfig(epochs=1, checkpoints=(0, 1))
+    a, b = train_group(rs, digits, cfg), train_group(rs, digits, cfg)
+    for x, y in zip(a, b):
+        assert x.metrics == y.metrics
+        for k in x.state:
+            assert torch.equal(x.state[k], y.state[k])
+
+
+def test_run_does_not_depend_on_its_group(digits):
+    rs = runs(4, optimizer="rmsprop", train_fraction={"uniform": [0.2, 1.0]})
+    cfg = TrainerConfig(epochs=1, checkpoints=(0, 1))
+    together = train_group(rs, digits, cfg)
+    alone = train_group(rs[2:3], digits, cfg)[0]
+    assert together[2].steps == alone.steps
+    for k in alone.state:
+        torch.testing.assert_close(together[2].state[k], alone.state[k], rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_changes_training(digits):
+    (r,) = runs(1, optimizer="adam")
+    cfg = TrainerConfig(epochs=1, checkpoints=(1,))
+    plain = train_group([r], digits, cfg)[0]
+    dropped = train_group([dataclasses.replace(r, dropout=0.5)], digits, cfg)[0]
+    assert not torch.allclose(plain.state["net.1.weight"], dropped.state["net.1.weight"])
+
+
+def test_train_fraction_sets_steps_and_train_metrics(digits):
+    rs = runs(2, train_fraction={"uniform": [0.1, 1.0]}, optimizer="sgd")
+    res = train_group(rs, digits, TrainerConfig(epochs=1, checkpoints=(1,)))
+    n = len(digits.x_train)
+    for r, out in zip(rs, res):
+        assert out.steps == [math.ceil(max(1, round(r.train_fraction * n)) / 128)]
+        assert 0.0 <= out.metrics[0]["train_accuracy"] <= 1.0
+
+
+def test_batchnorm_statistics_are_trained():
+    d = load_dataset("digits")
+    arch = {"_target_": "model_zoo.archs.SmallResNet", "width": 4, "blocks": [1]}
+    rs = sample_runs({"batch_size": 128, "optimizer": "adam", "lr": 1e-2, "init_std": 0.1}, arch, 2)
+    res = train_group(rs, d, TrainerConfig(epochs=1, checkpoints=(0, 1)))
+    for out in res:
+        assert float(out.state["stem.1.running_mean"][0].abs().max()) == 0.0
+        assert float(out.state["stem.1.running_mean"][1].abs().max()) > 0.0
+        assert int(out.state["stem.1.num_batches_tracked"][1]) == out.steps[1]
+
+
+def test_checkpoint_schedule_and_dense(digits):
+    assert checkpoint_epochs(20) == (0, 1, 2, 3, 5, 10, 15, 20)
+    assert checkpoint_epochs(2) == (0, 1, 2)
+    (r,) = runs(1, optimizer="adam")
+    out = train_group([r], digits, TrainerConfig(epochs=1, checkpoints=(0, 1), dense_every=4))[0]
+    n_steps = math.ceil(len(digits.x_train) / 128)
+    assert out.steps == sorted({0, n_steps} | set(range(4, n_steps + 1, 4)))
+    assert out.epochs[0] == 0.0 and out.epochs[-1] == 1.0
+    assert all(v.shape[0] == len(out.steps) for v in out.state.values())
+
+
+def test_errors(digits):
+    mixed = runs(6, optimizer={"choice": ["adam", "sgd"]})
+    with pytest.raises(ValueError, match="runs of one architecture/optimizer/batch size, got 2 groups"):
+        train_group(mixed, digits, TrainerConfig(epochs=1))
+    with pytest.raises(ValueError, match=r"checkpoint epochs \[5\] lie outside \[0, epochs=2\]"):
+        TrainerConfig(epochs=2, checkpoints=(0, 5)).schedule()
