@@ -423,3 +423,12 @@ def test_conversion_of_a_large_network_stays_within_memory_and_exact():
     assert math.isclose(float(g.edge_attr.abs().sum() + g.x.abs().sum()),
                         float(sum(v.abs().sum() for v in model.state_dict().values() if v.is_floating_point()))
                         + float((g.edge_type == EdgeType.RESIDUAL).sum()), rel_tol=1e-4)
+
+
+def test_example_input_does_not_change_batchnorm_statistics_or_mode():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ws.to_graph(model, torch.randn(4, 1, 4, 4) * 5 + 3)
+    assert_state_equal(model.state_dict(), before)
+    assert all(m.training for m in model.modules())

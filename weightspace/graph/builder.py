@@ -78,8 +78,11 @@ META = Meta()
 
 @dataclass
 class EdgeBlock:
-    """Edges added by one operation. ``index[e]`` are flat positions inside parameter ``param``
-    (row-major over the true kernel ``kh x kw``); structural edges carry ``value`` at the centre."""
+    """Edges added by one operation, holding parameter ``param``: edge ``e`` holds the flat
+    positions ``index[e]`` (row-major over its true kernel ``kh x kw``), or, when ``index`` is None,
+    the contiguous range ``offset + e*kh*kw + [0, kh*kw)`` — the case of every dense layer, whose
+    edges are enumerated in the weight's memory order. Structural edges (``param`` None) carry
+    ``value`` at the kernel centre."""
 
     src: Tensor
     dst: Tensor
@@ -89,6 +92,7 @@ class EdgeBlock:
     param: str | None = None
     index: Tensor | None = None
     value: float = 1.0
+    offset: int = 0
 
 
 @dataclass
@@ -475,11 +479,10 @@ class Builder:
         out = self.new_nodes(out_f, ntype, layer, label=label)
         dst = out.repeat_interleave(C)
         src = x.nodes.repeat(out_f)
-        base = (torch.arange(out_f) * in_f)[:, None] + (torch.arange(C) * block)[None, :]
-        index = base.reshape(-1, 1) + torch.arange(block)[None, :]
         if block > 1 and etype == EdgeType.LINEAR:
             etype = EdgeType.FLATTEN
-        self.add_edges(EdgeBlock(src, dst, etype, 1, block, w.name, index))
+        # edge (j, c) holds W[j, c*block:(c+1)*block]: flat positions (j*C + c)*block + k, contiguous
+        self.add_edges(EdgeBlock(src, dst, etype, 1, block, w.name))
         y = Act(out, -1, x.ndim, layer)
         if b is not None:
             self.s.node_blocks.append(NodeBlock(out.clone(), BIAS, b.name, torch.arange(out_f)))
@@ -505,15 +508,17 @@ class Builder:
         C = len(x)
         if C != in_per_group * groups:
             raise self.fail(f"convolution expects {in_per_group * groups} channels, the input has {C}")
-        K = kh * kw
         out_per_group = out_c // groups
         layer = x.layer + 1
         out = self.new_nodes(out_c, NodeType.HIDDEN, layer, label=label)
-        o = torch.arange(out_c).repeat_interleave(in_per_group)
-        cl = torch.arange(in_per_group).repeat(out_c)
-        src = x.nodes[(o // out_per_group) * in_per_group + cl]
-        index = (o * in_per_group * K + cl * K)[:, None] + torch.arange(K)[None, :]
-        self.add_edges(EdgeBlock(src, out[o], EdgeType.CONV, kh, kw, w.name, index))
+        dst = out.repeat_interleave(in_per_group)
+        if groups == 1:
+            src = x.nodes.repeat(out_c)
+        else:
+            o = torch.arange(out_c).repeat_interleave(in_per_group)
+            src = x.nodes[(o // out_per_group) * in_per_group + torch.arange(in_per_group).repeat(out_c)]
+        # edge (o, c) holds W[o, c]: flat positions (o*in_per_group + c)*K + k, contiguous
+        self.add_edges(EdgeBlock(src, dst, EdgeType.CONV, kh, kw, w.name))
         if b is not None:
             self.s.node_blocks.append(NodeBlock(out.clone(), BIAS, b.name, torch.arange(out_c)))
             for i in out.tolist():
@@ -557,8 +562,7 @@ class Builder:
         out = self.new_nodes(D, NodeType.HIDDEN, 1, label=label)
         src = vocab.repeat_interleave(D)
         dst = out.repeat(V)
-        index = torch.arange(V * D)[:, None]
-        self.add_edges(EdgeBlock(src, dst, EdgeType.EMBEDDING, 1, 1, w.name, index))
+        self.add_edges(EdgeBlock(src, dst, EdgeType.EMBEDDING, 1, 1, w.name))  # E[v, d] at v*D + d
         return Act(out, -1, ndim, 1)
 
     def table(self, x: Act, p: Param, etype: EdgeType, label: str) -> Act:
@@ -575,7 +579,8 @@ class Builder:
         pos = self.new_nodes(T, NodeType.POSITION, 0, pos=True, label=f"{label}:positions")
         src = pos.repeat_interleave(C)
         dst = x.nodes.repeat(T)
-        self.add_edges(EdgeBlock(src, dst, etype, 1, 1, p.name, flat.reshape(-1, 1)))
+        contiguous = bool(torch.equal(flat.reshape(-1), torch.arange(flat.numel())))
+        self.add_edges(EdgeBlock(src, dst, etype, 1, 1, p.name, None if contiguous else flat.reshape(-1, 1)))
         return x
 
     def mha(self, mod: nn.MultiheadAttention, prefix: str, q: Any, k: Any, v: Any) -> Act:
@@ -615,8 +620,7 @@ class Builder:
             nodes = self.new_nodes(E, ntype, layer, label=f"{prefix}.{name}")
             dst = nodes.repeat_interleave(in_f)
             src = a.nodes.repeat(E)
-            index = (offset + (torch.arange(E) * in_f)[:, None] + torch.arange(in_f)[None, :]).reshape(-1, 1)
-            self.add_edges(EdgeBlock(src, dst, etype, 1, 1, w.name, index))
+            self.add_edges(EdgeBlock(src, dst, etype, 1, 1, w.name, offset=offset))
             if b is not None:
                 self.s.node_blocks.append(NodeBlock(nodes.clone(), BIAS, b.name, torch.arange(E) + i * E))
                 for j in nodes.tolist():

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import NonFiniteWeightsError
 from .param_graph import ParameterGraph
 from .spec import GraphSpec
 
@@ -49,14 +50,11 @@ def from_graph(g: ParameterGraph, model: nn.Module, *, spec: GraphSpec | None = 
     spec = spec if spec is not None else GraphSpec.from_module(model, example_input)
     state = spec.to_state_dict(g)
     if not allow_nonfinite:
-        spec._check_finite(spec.decode(g.x, g.edge_attr if g.grid == spec.kernel_shape else
-                                       spec_edge_attr(spec, g)))
+        for name in spec.names:
+            if not bool(torch.isfinite(state[name]).all()):
+                raise NonFiniteWeightsError(
+                    f"the graph holds NaN or inf values for {name!r}; pass allow_nonfinite=True to write them"
+                )
     with torch.no_grad():
         model.load_state_dict(state, strict=True)
     return model
-
-
-def spec_edge_attr(spec: GraphSpec, g: ParameterGraph) -> torch.Tensor:
-    from .param_graph import resize_kernel_grid
-
-    return resize_kernel_grid(g.edge_attr, spec.edge_kernel, g.grid, spec.kernel_shape)

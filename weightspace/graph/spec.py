@@ -39,7 +39,7 @@ class GraphSpec:
         kernel_shape: the edge-feature grid ``(KH, KW)``.
         node_groups: label of the operation that made a group of neurons -> their node ids
             (``"fc1"``, ``"layer1.0.conv2"``, ``"input:x"``, ``"output"``, ...).
-        encode_index: ``[N*5 + E*KH*KW]`` positions in ``[theta, 0, 1, -1]``.
+        encode_index: ``[N*5 + E*KH*KW]`` positions in ``[theta, 0, 1, -1]`` (int32 unless huge).
         decode_index: ``[P]`` positions in ``[x.flatten(), edge_attr.flatten()]``.
     """
 
@@ -64,6 +64,18 @@ class GraphSpec:
     encode_index: Tensor
     decode_index: Tensor
     _consts: Tensor = field(repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        n = self.num_nodes * len(NODE_FEATURES)
+        F = self.kernel_shape[0] * self.kernel_shape[1]
+        self._cache.update(
+            sizes=[torch.Size(s) for s in self.shapes],
+            uniform=all(d == self.dtype for d in self.dtypes),
+            split=[n, self.num_edges * F],
+            x_shape=(self.num_nodes, len(NODE_FEATURES)),
+            e_shape=(self.num_edges, F),
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -105,35 +117,60 @@ class GraphSpec:
         KW = max([b.kw for b in s.edge_blocks] + [1])
         Fe = KH * KW
         E = sum(int(b.src.numel()) for b in s.edge_blocks)
-        enc = torch.full((N * Fn + E * Fe,), P + _ZERO, dtype=torch.long)
+        M = N * Fn + E * Fe
+        idt = torch.int32 if max(P + 3, M) < 2**31 else torch.long
+        enc = torch.full((M,), P + _ZERO, dtype=idt)  # graph slot -> position in [theta, 0, 1, -1]
+        dec = torch.empty(P, dtype=idt)  # theta position -> graph slot
+        seen = torch.zeros(P, dtype=torch.bool)
+        assigned = 0
         for nb in s.node_blocks:
-            enc[nb.nodes * Fn + nb.col] = off[nb.param] + nb.index
+            pos = (nb.nodes * Fn + nb.col).to(idt)
+            vals = (off[nb.param] + nb.index).to(torch.long)
+            enc[pos.long()] = vals.to(idt)
+            dec[vals] = pos
+            seen[vals] = True
+            assigned += int(vals.numel())
+        edge_index = torch.empty(2, E, dtype=torch.long)
+        edge_type = torch.empty(E, dtype=torch.long)
+        edge_kernel = torch.empty(E, 2, dtype=torch.long)
         e0 = 0
-        srcs, dsts, types, kernels = [], [], [], []
-        for eb in s.edge_blocks:
+        blocks, s.edge_blocks = s.edge_blocks, []
+        while blocks:  # consume the blocks so that their index tensors are freed as we go
+            eb = blocks.pop(0)
             n = int(eb.src.numel())
-            rows = (e0 + torch.arange(n)) * Fe + N * Fn
-            if eb.param is not None:
-                pos = rows[:, None] + _slots(eb.kh, eb.kw, KH, KW)[None, :]
-                enc[pos.reshape(-1)] = off[eb.param] + eb.index.reshape(-1)
+            edge_index[0, e0 : e0 + n] = eb.src
+            edge_index[1, e0 : e0 + n] = eb.dst
+            edge_type[e0 : e0 + n] = int(eb.etype)
+            edge_kernel[e0 : e0 + n, 0] = eb.kh
+            edge_kernel[e0 : e0 + n, 1] = eb.kw
+            base = N * Fn + e0 * Fe
+            rows = enc[base : base + n * Fe].view(n, Fe)
+            if eb.param is None:
+                rows[:, int(_slots(1, 1, KH, KW))] = P + (_ONE if eb.value == 1.0 else _MINUS_ONE)
             else:
-                centre = _slots(1, 1, KH, KW)
-                const = _ONE if eb.value == 1.0 else _MINUS_ONE
-                enc[rows + centre] = P + const
-            srcs.append(eb.src)
-            dsts.append(eb.dst)
-            types.append(torch.full((n,), int(eb.etype), dtype=torch.long))
-            kernels.append(torch.tensor([[eb.kh, eb.kw]]).expand(n, 2))
+                K = eb.kh * eb.kw
+                slots = _slots(eb.kh, eb.kw, KH, KW)
+                graph_pos = base + torch.arange(n, dtype=idt)[:, None] * Fe + slots.to(idt)[None, :]
+                if eb.index is None:  # a contiguous range of the parameter
+                    v0 = off[eb.param] + eb.offset
+                    vals = torch.arange(v0, v0 + n * K, dtype=idt)
+                    if K == Fe:
+                        rows.view(-1)[:] = vals
+                    else:
+                        rows[:, slots] = vals.view(n, K)
+                    dec[v0 : v0 + n * K] = graph_pos.view(-1)
+                    seen[v0 : v0 + n * K] = True
+                else:
+                    vals = (off[eb.param] + eb.index).long()
+                    rows[:, slots] = vals.to(idt).view(n, K)
+                    dec[vals.view(-1)] = graph_pos.view(-1)
+                    seen[vals.view(-1)] = True
+                assigned += n * K
             e0 += n
-        real = enc < P
-        counts = torch.bincount(enc[real], minlength=P)
-        if P and (counts != 1).any():
-            bad = int((counts != 1).nonzero()[0])
+        if assigned != P or not bool(seen.all()):
+            bad = int((~seen).nonzero()[0]) if not bool(seen.all()) else 0
             name = next(nm for nm, o, sz in zip(names, offsets, sizes) if o <= bad < o + sz)
-            raise RuntimeError(f"internal error: a scalar of {name!r} is stored {int(counts[bad])} times")
-        dec = torch.empty(P, dtype=torch.long)
-        dec[enc[real]] = real.nonzero().squeeze(1)
-        cat = lambda xs, shape: torch.cat(xs) if xs else torch.zeros(shape, dtype=torch.long)  # noqa: E731
+            raise RuntimeError(f"internal error: the scalars of {name!r} are not stored exactly once")
         return cls(
             keys=tuple(canonical.keys()),
             names=tuple(names),
@@ -148,9 +185,9 @@ class GraphSpec:
             node_layer=torch.tensor(s.node_layer, dtype=torch.long),
             node_pos=torch.tensor(s.node_pos, dtype=torch.long),
             node_act=torch.tensor(s.node_act, dtype=torch.long),
-            edge_index=torch.stack([cat(srcs, (0,)), cat(dsts, (0,))]),
-            edge_type=cat(types, (0,)),
-            edge_kernel=cat(kernels, (0, 2)).contiguous(),
+            edge_index=edge_index,
+            edge_type=edge_type,
+            edge_kernel=edge_kernel,
             kernel_shape=(KH, KW),
             node_groups=dict(s.groups),
             encode_index=enc,
@@ -183,30 +220,55 @@ class GraphSpec:
     # ------------------------------------------------------------------ flat vectors
     def flatten(self, state: Mapping[str, Tensor], *, allow_nonfinite: bool = False) -> Tensor:
         """Concatenate the stored tensors of a state dict into ``[..., P]`` (leading axes kept)."""
-        tensors = self._check_state(state)
-        batch = tensors[0].shape[: tensors[0].dim() - len(self.shapes[0])] if tensors else ()
-        flat = torch.cat([t.reshape(*batch, -1).to(self.dtype) for t in tensors], dim=-1)
+        tensors, batch = self._check_state(state)
+        flat = torch.cat(self._flat_parts(tensors, batch), dim=-1)
         if not allow_nonfinite:
             self._check_finite(flat)
         return flat
 
-    def _check_state(self, state: Mapping[str, Tensor]) -> list[Tensor]:
-        out = []
-        for name, shape in zip(self.names, self.shapes):
-            if name not in state:
-                raise ArchitectureMismatchError(f"state dict has no entry {name!r} (the architecture differs)")
-            t = state[name]
-            if tuple(t.shape[t.dim() - len(shape):]) != shape or t.dim() < len(shape):
+    def _flat_parts(self, tensors: list[Tensor], batch: tuple[int, ...]) -> list[Tensor]:
+        if not batch and self._uniform_dtype:
+            return [t.flatten() for t in tensors]
+        return [t.reshape(*batch, -1).to(self.dtype) for t in tensors]
+
+    @property
+    def _sizes(self) -> list[torch.Size]:
+        return self._cache["sizes"]
+
+    @property
+    def _uniform_dtype(self) -> bool:
+        return self._cache["uniform"]
+
+    def _check_state(self, state: Mapping[str, Tensor]) -> tuple[list[Tensor], tuple[int, ...]]:
+        """The stored tensors of ``state`` in order, and the leading (checkpoint) axes."""
+        try:
+            tensors = [state[n] for n in self.names]
+        except KeyError as err:
+            raise ArchitectureMismatchError(
+                f"state dict has no entry {err.args[0]!r} (the architecture differs)"
+            ) from None
+        if [t.shape for t in tensors] == self._sizes:  # the common case: one checkpoint
+            return tensors, ()
+        if not tensors:
+            return tensors, ()
+        nb = tensors[0].dim() - len(self.shapes[0])
+        batch = tuple(tensors[0].shape[:nb]) if nb > 0 else ()
+        for t, shape, name in zip(tensors, self.shapes, self.names):
+            if t.shape[nb:] != shape or t.dim() != nb + len(shape) or (nb and tuple(t.shape[:nb]) != batch):
                 raise ArchitectureMismatchError(
                     f"parameter {name!r} has shape {tuple(t.shape)}, the architecture needs {shape}"
+                    + (f" (after {len(batch)} leading checkpoint axes)" if nb else "")
                 )
-            out.append(t)
-        return out
+        return tensors, batch
 
     def _check_finite(self, flat: Tensor) -> None:
-        if bool(torch.isfinite(flat).all()):
+        flat = flat.detach()
+        if math.isfinite(flat.sum().item()):  # fast path; a non-finite sum may also be an overflow
             return
-        bad = (~torch.isfinite(flat)).reshape(-1, flat.shape[-1]).any(0).nonzero()[0].item()
+        bad_mask = ~torch.isfinite(flat)
+        if not bool(bad_mask.any()):
+            return
+        bad = bad_mask.reshape(-1, flat.shape[-1]).any(0).nonzero()[0].item()
         for name, o, shape in zip(self.names, self.offsets, self.shapes):
             if o <= bad < o + math.prod(shape):
                 raise NonFiniteWeightsError(
@@ -222,29 +284,43 @@ class GraphSpec:
         One concatenation and one gather; differentiable; leading axes are batch axes.
         """
         if isinstance(state, Tensor):
-            flat = state.to(self.dtype)
-            if not allow_nonfinite:
-                self._check_finite(flat)
-            batch = flat.shape[:-1]
-            ext = torch.cat([flat, self._consts.expand(*batch, 3)], dim=-1)
+            flat = state if state.dtype == self.dtype else state.to(self.dtype)
+            if flat.shape[-1] != self.num_params:
+                raise ArchitectureMismatchError(f"flat vector has {flat.shape[-1]} values, the architecture "
+                                                f"stores {self.num_params}")
+            batch = tuple(flat.shape[:-1])
+            parts = [flat]
         else:
-            tensors = self._check_state(state)
-            batch = tensors[0].shape[: tensors[0].dim() - len(self.shapes[0])] if tensors else ()
-            parts = [t.reshape(*batch, -1).to(self.dtype) for t in tensors]
-            ext = torch.cat(parts + [self._consts.expand(*batch, 3)], dim=-1)
-            if not allow_nonfinite:
-                self._check_finite(ext[..., :-3])
-        out = ext.index_select(-1, self.encode_index) if ext.dim() == 1 else ext[..., self.encode_index]
-        n = self.num_nodes * len(NODE_FEATURES)
-        x = out[..., :n].reshape(*batch, self.num_nodes, len(NODE_FEATURES))
-        e = out[..., n:].reshape(*batch, self.num_edges, self.kernel_shape[0] * self.kernel_shape[1])
-        return x, e
+            tensors, batch = self._check_state(state)
+            parts = self._flat_parts(tensors, batch)
+        device = parts[0].device
+        consts, idx = self._on(device)
+        if batch:
+            consts = consts.expand(*batch, 3)
+        parts.append(consts)
+        ext = torch.cat(parts, dim=-1)
+        if not allow_nonfinite:
+            self._check_finite(ext)
+        out = ext.index_select(-1, idx)
+        n = self._cache["split"][0]
+        if not batch:  # the hot path of per-checkpoint encoding: plain slices
+            return out[:n].view(self._cache["x_shape"]), out[n:].view(self._cache["e_shape"])
+        return out[..., :n].view(*batch, *self._cache["x_shape"]), out[..., n:].view(*batch, *self._cache["e_shape"])
+
+    def _on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The constants and the encode index on ``device`` (cached per device)."""
+        key = ("on", device)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = (self._consts.to(device), self.encode_index.to(device))
+        return hit
 
     def decode(self, x: Tensor, edge_attr: Tensor) -> Tensor:
         """``(x, edge_attr)`` -> flat parameter vector ``[..., P]`` (one gather, differentiable)."""
         batch = x.shape[:-2]
         flat = torch.cat([x.reshape(*batch, -1), edge_attr.reshape(*batch, -1)], dim=-1)
-        return flat.index_select(-1, self.decode_index) if flat.dim() == 1 else flat[..., self.decode_index]
+        idx = self.decode_index if self.decode_index.device == flat.device else self.decode_index.to(flat.device)
+        return flat.index_select(-1, idx)
 
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         """Flat ``[..., P]`` -> ``{name: tensor}`` in each tensor's own dtype (views where possible)."""

@@ -10,6 +10,7 @@ activation or a parameter and that the builder does not model raises
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 from typing import Any
@@ -513,7 +514,7 @@ def trace_structure(model: nn.Module, example_input: Any = None) -> tuple[Struct
     if inputs:
         from torch.fx.passes.shape_prop import ShapeProp
 
-        with torch.no_grad():
+        with torch.no_grad(), _eval_mode(model):  # a forward pass must not touch BatchNorm statistics
             ShapeProp(gm).propagate(*inputs)
     placeholders = {}
     for i, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
@@ -526,18 +527,14 @@ def trace_structure(model: nn.Module, example_input: Any = None) -> tuple[Struct
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        ep = torch.export.export(model, inputs, strict=False)
+        with _eval_mode(model):
+            ep = torch.export.export(model, inputs, strict=False)
     except Exception as exc:
         raise UnsupportedModuleError(
             f"neither torch.fx.symbolic_trace nor torch.export can trace this model: {exc}",
             path=type(model).__name__,
         ) from exc
-    finally:
-        for m, t in modes.items():
-            m.training = t
     sig = ep.graph_signature
     placeholders: dict[str, Any] = {}
     k = 0
@@ -558,6 +555,18 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
     out = _Walker(b, None).run(ep.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Eval mode for the duration of a traced forward; every module's flag is restored after."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, t in modes.items():
+            m.training = t
 
 
 class _Wrap1(nn.Module):

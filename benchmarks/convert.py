@@ -1,0 +1,221 @@
+"""Converter benchmark: spec build + conversion time and memory for a ResNet-18-sized network and a
+6-layer transformer encoder; encode/decode of 1,000 small-CNN checkpoints as a ratio to plain
+``torch.cat`` / ``torch.split`` on the same checkpoints, in the same run.
+
+    python benchmarks/convert.py [--repeats 5] [--out benchmarks/results]
+
+Writes ``convert.json`` and ``convert.md``. Timings are mean ± std over ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import weightspace as ws
+from weightspace.examples import resnet18
+
+
+def small_cnn() -> nn.Module:
+    """The Small CNN Zoo shape for 8x8 digits: 3 conv layers x 16 channels, GAP, dense 10."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+
+
+def encoder6() -> nn.Module:
+    layer = nn.TransformerEncoderLayer(256, 8, 1024, dropout=0.0, batch_first=True)
+    return nn.TransformerEncoder(layer, 6, enable_nested_tensor=False)
+
+
+def _stats(xs: list[float]) -> dict:
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+
+
+def _fmt(s: dict, unit: str = "s", scale: float = 1.0) -> str:
+    return f"{s['mean'] * scale:.3f} ± {s['std'] * scale:.3f} {unit}".strip()
+
+
+def graph_bytes(g: ws.ParameterGraph) -> int:
+    return sum(v.numel() * v.element_size() for v in g.values() if isinstance(v, torch.Tensor))
+
+
+def convert_once(name: str) -> dict:
+    """Run in a fresh process: build, convert, report time and peak memory beyond the model."""
+    torch.manual_seed(0)
+    model = resnet18() if name == "resnet18" else encoder6()
+    example = torch.randn(1, 3, 32, 32) if name == "resnet18" else torch.randn(1, 16, 256)
+    param_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    spec = ws.GraphSpec.from_module(model)
+    t1 = time.perf_counter()
+    g = spec.to_graph(model.state_dict())
+    t2 = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    spec_x = ws.GraphSpec.from_module(model, example)  # the shape-propagated path gives the same graph
+    same = torch.equal(spec_x.encode_index, spec.encode_index)
+    back = spec.to_state_dict(g)
+    exact = all(torch.equal(back[k], v) for k, v in model.state_dict().items())
+    return {
+        "params": sum(p.numel() for p in model.parameters()), "param_bytes": param_bytes,
+        "nodes": spec.num_nodes, "edges": spec.num_edges, "kernel_grid": list(spec.kernel_shape),
+        "spec_s": t1 - t0, "convert_s": t2 - t1, "total_s": t2 - t0,
+        "graph_bytes": graph_bytes(g),
+        "index_map_bytes": spec.encode_index.numel() * spec.encode_index.element_size()
+        + spec.decode_index.numel() * spec.decode_index.element_size(),
+        "peak_rss_increase_bytes": peak - before, "round_trip_exact": exact, "traced_with_shapes_identical": same,
+    }
+
+
+def big_networks(repeats: int) -> dict:
+    out = {}
+    for name in ("resnet18", "encoder6"):
+        runs = []
+        for _ in range(repeats):
+            res = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True,
+                                 check=True)
+            runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        r0 = runs[0]
+        out[name] = {
+            **{k: r0[k] for k in ("params", "param_bytes", "nodes", "edges", "kernel_grid", "graph_bytes",
+                                  "index_map_bytes")},
+            "spec_s": _stats([r["spec_s"] for r in runs]),
+            "convert_s": _stats([r["convert_s"] for r in runs]),
+            "total_s": _stats([r["total_s"] for r in runs]),
+            "graph_over_param_bytes": r0["graph_bytes"] / r0["param_bytes"],
+            "peak_rss_over_param_bytes": _stats([r["peak_rss_increase_bytes"] / r0["param_bytes"] for r in runs]),
+            "round_trip_exact": all(r["round_trip_exact"] for r in runs),
+            "traced_with_shapes_identical": all(r["traced_with_shapes_identical"] for r in runs),
+        }
+    return out
+
+
+def checkpoints(repeats: int, n: int = 1000) -> dict:
+    torch.manual_seed(0)
+    model = small_cnn()
+    spec = ws.GraphSpec.from_module(model)
+    keys = list(model.state_dict())
+    sds = [{k: torch.randn_like(v) for k, v in model.state_dict().items()} for _ in range(n)]
+    stacked = {k: torch.stack([sd[k] for sd in sds]) for k in keys}
+    sizes = [v.numel() for v in model.state_dict().values()]
+    shapes = [v.shape for v in model.state_dict().values()]
+
+    def timed(fn) -> list[float]:
+        fn()  # warm-up
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return ts
+
+    enc_loop = timed(lambda: [spec.encode(sd) for sd in sds])
+    cat_loop = timed(lambda: [torch.cat([p.flatten() for p in sd.values()]) for sd in sds])
+    enc_stack = timed(lambda: spec.encode(stacked))
+    cat_stack = timed(lambda: torch.cat([stacked[k].reshape(n, -1) for k in keys], 1))
+    encs = [spec.encode(sd) for sd in sds]
+    flats = [torch.cat([p.flatten() for p in sd.values()]) for sd in sds]
+    dec_loop = timed(lambda: [spec.unflatten(spec.decode(x, e)) for x, e in encs])
+    split_loop = timed(lambda: [[t.reshape(s).clone() for t, s in zip(f.split(sizes), shapes)] for f in flats])
+    xs, es = spec.encode(stacked)
+    flat_stack = torch.cat([stacked[k].reshape(n, -1) for k in keys], 1)
+    dec_stack = timed(lambda: spec.unflatten(spec.decode(xs, es)))
+    split_stack = timed(lambda: [t.reshape(n, *s).clone() for t, s in zip(flat_stack.split(sizes, 1), shapes)])
+
+    def ratio(a, b):
+        return _stats([x / y for x, y in zip(a, b)])
+
+    return {
+        "checkpoints": n, "params_per_checkpoint": spec.num_params, "nodes": spec.num_nodes,
+        "edges": spec.num_edges,
+        "encode_loop_s": _stats(enc_loop), "cat_loop_s": _stats(cat_loop), "encode_loop_ratio": ratio(enc_loop, cat_loop),
+        "encode_stacked_s": _stats(enc_stack), "cat_stacked_s": _stats(cat_stack),
+        "encode_stacked_ratio": ratio(enc_stack, cat_stack),
+        "decode_loop_s": _stats(dec_loop), "split_loop_s": _stats(split_loop),
+        "decode_loop_ratio": ratio(dec_loop, split_loop),
+        "decode_stacked_s": _stats(dec_stack), "split_stacked_s": _stats(split_stack),
+        "decode_stacked_ratio": ratio(dec_stack, split_stack),
+    }
+
+
+def markdown(res: dict) -> str:
+    b, c = res["networks"], res["checkpoints"]
+    lines = [
+        "# Converter benchmark",
+        "",
+        f"Machine: {res['machine']}; torch {res['torch']}; {res['repeats']} repeats (mean ± std); device: CPU.",
+        f"CUDA: {res['cuda']}.",
+        "",
+        "## Spec build + conversion (fresh process per repeat)",
+        "",
+        "| network | parameters | nodes | edges | grid | spec build | conversion | total | graph bytes / param bytes "
+        "| peak RSS increase / param bytes | round trip |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in b.items():
+        lines.append(
+            f"| {name} | {r['params']:,} | {r['nodes']:,} | {r['edges']:,} | {r['kernel_grid'][0]}x{r['kernel_grid'][1]} "
+            f"| {_fmt(r['spec_s'])} | {_fmt(r['convert_s'])} | {_fmt(r['total_s'])} | {r['graph_over_param_bytes']:.2f} "
+            f"| {_fmt(r['peak_rss_over_param_bytes'], '')} | {'exact' if r['round_trip_exact'] else 'FAILED'} |"
+        )
+    lines += [
+        "",
+        "Graph bytes count every tensor of the `ParameterGraph` (features, `edge_index`, types, kernel sizes); "
+        "the spec's cached index maps are extra "
+        + ", ".join(f"{n}: {r['index_map_bytes'] / r['param_bytes']:.2f}x param bytes" for n, r in b.items()) + ".",
+        "",
+        f"## {c['checkpoints']:,} checkpoints of a small CNN ({c['params_per_checkpoint']:,} parameters, "
+        f"{c['nodes']} nodes, {c['edges']} edges) through a cached spec",
+        "",
+        "| operation | weightspace | baseline | ratio (target ≤ 3) |",
+        "|---|---|---|---|",
+        f"| encode, one call per checkpoint | {_fmt(c['encode_loop_s'])} | {_fmt(c['cat_loop_s'])} (`torch.cat` of flattened params) | {_fmt(c['encode_loop_ratio'], '')} |",
+        f"| encode, one call on the [1000, ...] stack | {_fmt(c['encode_stacked_s'])} | {_fmt(c['cat_stacked_s'])} (`torch.cat`) | {_fmt(c['encode_stacked_ratio'], '')} |",
+        f"| decode, one call per checkpoint | {_fmt(c['decode_loop_s'])} | {_fmt(c['split_loop_s'])} (`split` + reshape copies) | {_fmt(c['decode_loop_ratio'], '')} |",
+        f"| decode, one call on the stack | {_fmt(c['decode_stacked_s'])} | {_fmt(c['split_stacked_s'])} (`split` + reshape copies) | {_fmt(c['decode_stacked_ratio'], '')} |",
+        "",
+        "Encode includes the NaN/inf check (the default). Ratios are taken per repeat, in the same run.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(convert_once(args.child)))
+        return
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    res = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "cuda": "not available on this machine" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+        "repeats": args.repeats,
+        "networks": big_networks(args.repeats),
+        "checkpoints": checkpoints(args.repeats),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "convert.json").write_text(json.dumps(res, indent=2))
+    md = markdown(res)
+    (args.out / "convert.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
