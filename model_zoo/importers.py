@@ -27,7 +27,16 @@ import torch
 from torch import Tensor
 
 from .archs import instantiate
-from .store import SCHEMA_VERSION, ZooFormatError, finalize, read_csv_rows, run_key, write_chunk, write_json
+from .store import (
+    METRIC_COLUMNS,
+    SCHEMA_VERSION,
+    ZooFormatError,
+    finalize,
+    read_csv_rows,
+    run_key,
+    write_chunk,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +100,9 @@ class _Writer:
         for n, t in state.items():
             self._tensors[f"{run_key(run)}/{n}"] = t
         for r in rows:
-            self._rows.append({**r, "run": run, "config.arch_id": aid})
+            full = {c: "" for c in METRIC_COLUMNS}  # absent metrics stay empty (read as NaN)
+            full.update(r)
+            self._rows.append({**full, "run": run, "config.arch_id": aid})
         self._runs.append(run)
         if len(self._runs) >= self.chunk_size:
             self.flush()

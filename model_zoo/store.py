@@ -210,7 +210,7 @@ def finalize(root: str | os.PathLike) -> bool:
         return False
     rows: list[dict[str, str]] = []
     for c in chunks:
-        rows += read_csv_rows(chunk_paths(root, c)[1], required=METRIC_COLUMNS)
+        rows += read_csv_rows(chunk_paths(root, c)[1], required=("run", "step"))
     rows.sort(key=lambda r: (int(r["run"]), int(r["step"])))
     atomic_write_bytes(root / "metrics.csv", rows_to_csv(rows))
     files = sorted(["zoo.json", "split.json", "metrics.csv"] + [

@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> None:
         log.info("shard %d of %d done; %s completes when the other shards finish", cfg.shard, cfg.num_shards, out)
         return
     if cfg.report:
-        summary = write_report(zoo, out)
-        log.info("zoo %s: %d runs; final test accuracy mean %.3f, %d at chance or below, %d >= 0.9; %s",
-                 out, summary["runs"], summary["test_accuracy"]["mean"], summary["counts"]["chance_or_below"],
-                 summary["counts"]["at_least_0.9"], out / "summary.png")
+        s = write_report(zoo, out)
+        m = s["metric"]
+        log.info("zoo %s: %d runs; final %s mean %s, median %s; counts %s; histogram %s", out, s["runs"], m,
+                 s[m]["mean"], s[m]["median"], s["counts"], out / "summary.png")
