@@ -432,3 +432,24 @@ def test_example_input_does_not_change_batchnorm_statistics_or_mode():
     ws.to_graph(model, torch.randn(4, 1, 4, 4) * 5 + 3)
     assert_state_equal(model.state_dict(), before)
     assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("name", sorted(n for n in LAYERS if "mha" not in n and "encoder" not in n))
+def test_export_tracer_gives_the_same_graph_as_symbolic_tracing(name):
+    model, x = _example(name)
+    fx = ws.GraphSpec.from_module(model, x, tracer="fx")
+    ex = ws.GraphSpec.from_module(model, x, tracer="export")
+    for key in ("edge_index", "edge_type", "edge_kernel", "node_type", "node_act", "encode_index"):
+        assert torch.equal(getattr(fx, key), getattr(ex, key)), key
+    assert_state_equal(ex.to_state_dict(ex.to_graph(model.state_dict())), model.state_dict())
+
+
+def test_attention_under_export_is_refused_clearly():
+    model, x = _example("mha")
+    with pytest.raises(ws.UnsupportedModuleError, match="feature axis"):
+        ws.GraphSpec.from_module(model, x, tracer="export")
+
+
+def test_unknown_tracer_is_refused():
+    with pytest.raises(ValueError, match="tracer"):
+        ws.GraphSpec.from_module(nn.Linear(2, 2), tracer="jit")

@@ -527,14 +527,19 @@ class Builder:
 
     def norm(self, x: Any, kind: str, weight: Param | None, bias: Param | None, label: str,
              running_mean: Param | None = None, running_var: Param | None = None,
-             num_batches: Param | None = None, channel_first: bool = False, size: int | None = None) -> Act:
+             num_batches: Param | None = None, channel_first: bool = False, size: int | None = None,
+             in_ndim: int | None = None) -> Act:
         for p in (weight, bias, running_mean, running_var, num_batches):
             self.use(p, kind)
         if isinstance(x, Lazy):
             n = size if size is not None else (math.prod(weight.shape) if weight is not None else None)
             if n is None:
                 raise self.fail(f"{kind} without parameters applied to the raw input; pass example_input")
-            x = self.materialize(x, n, -1 if not channel_first else -1, None if channel_first else 2)
+            if channel_first:  # (B, C, ...): the channel axis is 1
+                nd = in_ndim if in_ndim is not None else 2
+                x = self.materialize(x, n, 1 - nd, nd)
+            else:
+                x = self.materialize(x, n, -1, in_ndim)
         x = self.as_act(x, what=kind)
         if channel_first and x.ndim is not None and x.ndim + x.feat != 1:
             raise self.fail(f"{kind} normalises axis 1, but the features are on axis {x.ndim + x.feat}")

@@ -79,14 +79,20 @@ class GraphSpec:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_module(cls, model: nn.Module, example_input: Any = None) -> GraphSpec:
+    def from_module(cls, model: nn.Module, example_input: Any = None, *, tracer: str = "auto") -> GraphSpec:
         """Trace ``model`` (see :mod:`weightspace.graph.trace`) and build its index maps.
+
+        Args:
+            model: the module; its weights are not read, only its structure and shapes.
+            example_input: a tensor or tuple of tensors for one forward pass (shapes; export).
+            tracer: ``"auto"`` (``torch.fx.symbolic_trace``, falling back to ``torch.export`` when
+                that fails and ``example_input`` is given), ``"fx"`` or ``"export"``.
 
         Raises:
             UnsupportedModuleError: a module, operation or parameter use the converter cannot
                 represent, naming its path.
         """
-        s, canonical, tensors = trace_structure(model, example_input)
+        s, canonical, tensors = trace_structure(model, example_input, tracer)
         scalar_set = set(s.scalars)
         names, shapes, dtypes, scalar_names, scalar_dtypes = [], [], [], [], []
         for k in dict.fromkeys(canonical.values()):

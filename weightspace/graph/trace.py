@@ -271,10 +271,10 @@ class _Walker:
     def call_function(self, node: torch.fx.Node, fn: Any, args: tuple, kwargs: dict) -> Any:
         b = self.b
         label = node.name
+        if fn is getattr or not self._touches((args, kwargs)):
+            return META  # sizes, masks, constants: no neuron is involved
         if fn is operator.getitem:
             return b.index(args[0], args[1])
-        if fn is getattr:
-            return META
         if fn in _ACT_FUNCTIONS:
             return self.activation(args[0] if args else kwargs.get("input"), _ACT_FUNCTIONS[fn], label)
         if fn in _IDENTITY_FUNCTIONS:
@@ -301,7 +301,8 @@ class _Walker:
         if fn is F.batch_norm:
             return b.norm(args[0], "batch_norm", _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias"),
                           label, running_mean=_arg(args, kwargs, 1, "running_mean"),
-                          running_var=_arg(args, kwargs, 2, "running_var"), channel_first=True)
+                          running_var=_arg(args, kwargs, 2, "running_var"), channel_first=True,
+                          in_ndim=len(self._in_shape(node)) if self._in_shape(node) else None)
         if fn is F.embedding:
             return b.embedding(args[0], _arg(args, kwargs, 1, "weight"), label)
         if fn in _CAT:
@@ -341,11 +342,8 @@ class _Walker:
         b = self.b
         x = args[0]
         label = node.name
-        if name in ("size", "dim", "numel", "__len__") or isinstance(x, Meta):
-            if isinstance(x, Meta) and self._touches((args, kwargs)) and name not in ("size", "dim"):
-                pass
-            else:
-                return META
+        if name in ("size", "dim", "numel", "__len__") or not self._touches((args, kwargs)):
+            return META
         if name in _ACT_METHODS:
             return self.activation(x, _ACT_METHODS[name], label)
         if name in _IDENTITY_METHODS:
@@ -384,6 +382,8 @@ class _Walker:
     def call_aten(self, node: torch.fx.Node, name: str, args: tuple, kwargs: dict) -> Any:
         b = self.b
         label = node.name
+        if not self._touches((args, kwargs)):
+            return META
         if name in _ACT_ATEN:
             return self.activation(args[0], _ACT_ATEN[name], label)
         if name in _IDENTITY_ATEN:
@@ -405,8 +405,9 @@ class _Walker:
             nbt = None
             if isinstance(rm, Param) and rm.name.endswith("running_mean"):
                 nbt = b.param(rm.name[: -len("running_mean")] + "num_batches_tracked")
+            in_shape = self._in_shape(node)
             res = b.norm(x, "batch_norm", w, bias, label, running_mean=rm, running_var=rv, num_batches=nbt,
-                         channel_first=True)
+                         channel_first=True, in_ndim=len(in_shape) if in_shape else None)
             return res if name == "batch_norm" else (res, META, META)
         if name in ("layer_norm", "native_layer_norm"):
             shape = args[1]
@@ -415,6 +416,12 @@ class _Walker:
             res = b.norm(args[0], "layer_norm", _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
                          label, size=int(shape[0]))
             return res if name == "layer_norm" else (res, META, META)
+        if name in ("group_norm", "native_group_norm"):
+            w, bias = (args[2], args[3]) if name == "group_norm" else (args[1], args[2])
+            in_shape = self._in_shape(node)
+            res = b.norm(args[0], "group_norm", w, bias, label, channel_first=True,
+                         in_ndim=len(in_shape) if in_shape else None)
+            return res if name == "group_norm" else (res, META, META)
         if name == "embedding":
             return b.embedding(args[1], args[0], label)
         if name in ("add", "add_"):
@@ -488,12 +495,23 @@ def _as_tuple(example_input: Any) -> tuple:
     return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
 
 
-def trace_structure(model: nn.Module, example_input: Any = None) -> tuple[Structure, dict[str, str], dict]:
+def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "auto"
+                    ) -> tuple[Structure, dict[str, str], dict]:
     """Trace ``model`` and return its graph structure, the state-dict key -> canonical key map and
-    the canonical tensors."""
+    the canonical tensors.
+
+    ``tracer``: ``"auto"`` (symbolic tracing, ``torch.export`` if that fails and an example input
+    is given), ``"fx"`` or ``"export"`` (needs ``example_input``).
+    """
+    if tracer not in ("auto", "fx", "export"):
+        raise ValueError(f"tracer must be 'auto', 'fx' or 'export', got {tracer!r}")
     canonical, shapes, tensors = state_layout(model)
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
+    if tracer == "export":
+        if not inputs:
+            raise ValueError("tracer='export' needs example_input")
+        return _trace_export(model, b, inputs, canonical, tensors)
     root = model
     if _is_leaf_type(model):
         # fx traces *through* the root module; wrap a bare leaf (e.g. a TransformerEncoderLayer)
@@ -503,7 +521,7 @@ def trace_structure(model: nn.Module, example_input: Any = None) -> tuple[Struct
     try:
         gm = torch.fx.symbolic_trace(root)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back or is reported
-        if not inputs:
+        if not inputs or tracer == "fx":
             raise UnsupportedModuleError(
                 f"torch.fx.symbolic_trace cannot trace this model ({type(exc).__name__}: {exc}); "
                 "pass example_input=... so that torch.export can trace it",
