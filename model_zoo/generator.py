@@ -44,7 +44,7 @@ _DEFAULTS: dict[str, Any] = {
     "name": "zoo",
     "size": 32,
     "seed": 0,
-    "chunk_size": 250,
+    "chunk_size": 500,
     "data": {"name": "digits", "test_fraction": 0.2, "seed": 0, "flatten": False},
     "arch": {"_target_": "model_zoo.archs.MLP", "in_features": 64, "num_outputs": 10, "depth": 2, "width": 32},
     "space": {},

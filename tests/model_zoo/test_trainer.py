@@ -68,13 +68,15 @@ def test_same_seed_same_results(digits):
 
 
 def test_run_does_not_depend_on_its_group(digits):
-    rs = runs(4, optimizer="rmsprop", train_fraction={"uniform": [0.2, 1.0]})
+    rs = runs(6, optimizer={"choice": ["adam", "sgd", "rmsprop"]}, train_fraction={"uniform": [0.2, 1.0]})
+    assert len({r.optimizer for r in rs}) == 3
     cfg = TrainerConfig(epochs=1, checkpoints=(0, 1))
     together = train_group(rs, digits, cfg)
-    alone = train_group(rs[2:3], digits, cfg)[0]
-    assert together[2].steps == alone.steps
-    for k in alone.state:
-        torch.testing.assert_close(together[2].state[k], alone.state[k], rtol=1e-4, atol=1e-5)
+    for i in range(6):
+        alone = train_group(rs[i : i + 1], digits, cfg)[0]
+        assert together[i].steps == alone.steps
+        for k in alone.state:
+            torch.testing.assert_close(together[i].state[k], alone.state[k], rtol=1e-4, atol=1e-5)
 
 
 def test_dropout_changes_training(digits):
@@ -117,8 +119,8 @@ def test_checkpoint_schedule_and_dense(digits):
 
 
 def test_errors(digits):
-    mixed = runs(6, optimizer={"choice": ["adam", "sgd"]})
-    with pytest.raises(ValueError, match="runs of one architecture/optimizer/batch size, got 2 groups"):
+    mixed = runs(6, batch_size={"choice": [32, 64]})
+    with pytest.raises(ValueError, match="runs of one architecture and batch size, got 2 groups"):
         train_group(mixed, digits, TrainerConfig(epochs=1))
     with pytest.raises(ValueError, match=r"checkpoint epochs \[5\] lie outside \[0, epochs=2\]"):
         TrainerConfig(epochs=2, checkpoints=(0, 5)).schedule()

@@ -1,0 +1,224 @@
+"""Zoo generation throughput: batched (vmap) trainer vs one model at a time, on this machine.
+
+For each built-in zoo (``digits_cnn`` and ``digits_mlp`` by default) this script
+
+1. builds the whole zoo with ``model_zoo.generate`` (batched trainer, storage included) and times it;
+2. trains the first ``--seq-models`` runs of the same zoo one by one with a plain PyTorch loop
+   (``nn.Module`` + ``torch.optim``, same initialization, data order, dropout, L2 and checkpoint
+   evaluations, no storage) and times each;
+3. reports models/minute for both, their ratio, and the final test-accuracy distribution.
+
+Writes ``benchmarks/results/zoo.json``, ``zoo.md`` and ``zoo.png``.
+
+    python benchmarks/zoo.py                      # the figures in the README
+    python benchmarks/zoo.py --size 100 --seq-models 4 --zoos digits_mlp   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+import model_zoo
+from model_zoo.generator import normalize_config, trainer_config
+from model_zoo.trainer import _attach_dropout, _Dropout, _epoch_order, _subsets, init_state
+from weightspace.cli.main import config_dir
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def zoo_cfg(name: str, size: int) -> dict:
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("zoo", overrides=[f"zoo={name}", f"size={size}"])
+    z = OmegaConf.to_container(cfg.zoo, resolve=True)
+    z["size"] = size
+    return normalize_config(z)
+
+
+def train_one_by_one(run: model_zoo.RunConfig, data: model_zoo.Dataset, tcfg: model_zoo.TrainerConfig) -> float:
+    """Plain PyTorch training of one run (the usual way); returns its final test accuracy."""
+    model = model_zoo.instantiate(run.arch)
+    _attach_dropout(model)
+    params, _ = init_state(model, [run])
+    model.load_state_dict({k: v[0] for k, v in params.items()}, strict=False)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": run.l2}, {"params": rest, "weight_decay": 0.0}]
+    opt = {"adam": lambda: torch.optim.Adam(groups, lr=run.lr, eps=tcfg.eps),
+           "sgd": lambda: torch.optim.SGD(groups, lr=run.lr),
+           "rmsprop": lambda: torch.optim.RMSprop(groups, lr=run.lr, alpha=tcfg.rmsprop_alpha, eps=tcfg.eps)}[run.optimizer]()
+    subsets = _subsets([run], len(data.x_train))
+    schedule = set(tcfg.schedule())
+    rate = torch.tensor(run.dropout)
+
+    def evaluate() -> float:
+        model.eval()
+        with torch.no_grad():
+            F.cross_entropy(model(data.x_train[torch.from_numpy(subsets[0])]), data.y_train[torch.from_numpy(subsets[0])])
+            acc = float((model(data.x_test).argmax(-1) == data.y_test).float().mean())
+        model.train()
+        return acc
+
+    acc = evaluate() if 0 in schedule else float("nan")
+    model.train()
+    for epoch in range(1, tcfg.epochs + 1):
+        idx, w, steps = _epoch_order([run], subsets, epoch, run.batch_size)
+        for s in range(int(steps[0])):
+            sl = slice(s * run.batch_size, (s + 1) * run.batch_size)
+            b = idx[0, sl][w[0, sl] > 0]
+            _Dropout.rate = rate if run.dropout > 0 else None
+            loss = F.cross_entropy(model(data.x_train[b]), data.y_train[b])
+            _Dropout.rate = None
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if epoch in schedule:
+            acc = evaluate()
+    return acc
+
+
+def bench(name: str, size: int, seq_models: int, out_root: Path) -> dict:
+    cfg = zoo_cfg(name, size)
+    out = out_root / name
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    zoo = model_zoo.generate(cfg, out, progress=True)
+    t_batched = time.perf_counter() - t0
+    acc = np.asarray(zoo.final_metrics()["test_accuracy"], dtype=float)
+    loss = np.asarray(zoo.final_metrics()["test_loss"], dtype=float)
+    disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+    data = model_zoo.load_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
+    tcfg = trainer_config(cfg)
+    runs = model_zoo.sample_runs(cfg["space"], cfg["arch"], seq_models, cfg["seed"])
+    per_model, seq_acc = [], []
+    for run in runs:
+        torch.manual_seed(run.seed)
+        t = time.perf_counter()
+        seq_acc.append(train_one_by_one(run, data, tcfg))
+        per_model.append(time.perf_counter() - t)
+    per_model = np.array(per_model)
+    seq_rate = 60.0 / per_model  # models/minute, one value per timed model
+    batched_rate = 60.0 * size / t_batched
+    ratio = batched_rate / seq_rate
+    chunks = json.loads((out / "zoo.json").read_text())["chunks"]
+    return {
+        "zoo": name,
+        "size": size,
+        "epochs": tcfg.epochs,
+        "checkpoint_epochs": list(tcfg.schedule()),
+        "arch": cfg["arch"],
+        "groups_trained": len(chunks),
+        "batched": {"seconds": t_batched, "models_per_minute": batched_rate, "storage_bytes": disk,
+                    "note": "one full build incl. sampling, training, metrics at every checkpoint and storage"},
+        "sequential": {"models_timed": seq_models, "seconds_per_model_mean": float(per_model.mean()),
+                       "seconds_per_model_std": float(per_model.std(ddof=1)) if seq_models > 1 else 0.0,
+                       "models_per_minute_mean": float(seq_rate.mean()),
+                       "models_per_minute_std": float(seq_rate.std(ddof=1)) if seq_models > 1 else 0.0,
+                       "estimated_seconds_for_zoo": float(per_model.mean() * size),
+                       "final_test_accuracy_of_timed_runs": seq_acc},
+        "ratio_batched_over_sequential": {"mean": float(ratio.mean()), "std": float(ratio.std(ddof=1)) if seq_models > 1 else 0.0,
+                                          "by_mean_time": float(per_model.mean() * size / t_batched)},
+        "final_test_accuracy": {"mean": float(np.nanmean(acc)), "std": float(np.nanstd(acc)),
+                                "min": float(np.nanmin(acc)), "median": float(np.nanmedian(acc)),
+                                "max": float(np.nanmax(acc)),
+                                "share_at_most_chance_plus_0.02": float((acc <= 0.12).mean()),
+                                "share_at_least_0.9": float((acc >= 0.9).mean()),
+                                "share_at_least_0.95": float((acc >= 0.95).mean()),
+                                "diverged_runs": int((~np.isfinite(loss)).sum())},
+        "_acc": acc.tolist(),
+    }
+
+
+def write_outputs(results: list[dict], meta: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(results) + 1, figsize=(4.2 * (len(results) + 1), 3.3))
+    for ax, r in zip(axes, results):
+        ax.hist(r["_acc"], bins=np.linspace(0, 1, 41), color="#3b6ea5")
+        ax.set_title(f"{r['zoo']}: {r['size']} runs, {r['epochs']} epochs", fontsize=9)
+        ax.set_xlabel("final test accuracy")
+        ax.set_ylabel("runs")
+    ax = axes[-1]
+    names = [r["zoo"] for r in results]
+    x = np.arange(len(results))
+    ax.bar(x - 0.2, [r["batched"]["models_per_minute"] for r in results], 0.4, label="batched (vmap)")
+    ax.bar(x + 0.2, [r["sequential"]["models_per_minute_mean"] for r in results], 0.4,
+           yerr=[r["sequential"]["models_per_minute_std"] for r in results], label="one by one")
+    ax.set_xticks(x, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("models / minute")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "zoo.png", dpi=120)
+    plt.close(fig)
+
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+    (RESULTS / "zoo.json").write_text(json.dumps({"meta": meta, "results": clean}, indent=1) + "\n")
+    lines = [
+        "# Zoo generation benchmark",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} threads. {meta['note']}",
+        "",
+        "| zoo | runs | epochs | batched build (s) | batched models/min | one-by-one models/min (mean ± std) | ratio (mean ± std) | final test acc mean ± std | median | max | ≤ chance+2% | ≥ 90% |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in clean:
+        s, a, q = r["sequential"], r["final_test_accuracy"], r["ratio_batched_over_sequential"]
+        lines.append(
+            f"| {r['zoo']} | {r['size']} | {r['epochs']} | {r['batched']['seconds']:.1f} | "
+            f"{r['batched']['models_per_minute']:.1f} | {s['models_per_minute_mean']:.2f} ± {s['models_per_minute_std']:.2f} "
+            f"(n={s['models_timed']}) | {q['mean']:.1f} ± {q['std']:.1f} | {a['mean']:.3f} ± {a['std']:.3f} | "
+            f"{a['median']:.3f} | {a['max']:.3f} | {a['share_at_most_chance_plus_0.02']:.0%} | {a['share_at_least_0.9']:.0%} |")
+    lines += ["", "Batched: one full build (sampling, training, metrics at every checkpoint, safetensors storage). "
+              "One by one: a plain `torch.optim` loop per model over the first runs of the same zoo (same init, "
+              "data order, dropout, L2, checkpoint evaluations; no storage); ratio = batched models/min ÷ "
+              "one-by-one models/min of each timed model.", ""]
+    (RESULTS / "zoo.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoos", nargs="+", default=["digits_cnn", "digits_mlp"])
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--seq-models", type=int, default=12)
+    ap.add_argument("--out", default="/tmp/weightspace_bench_zoos")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    load0 = os.getloadavg()
+    results = [bench(z, args.size, args.seq_models, Path(args.out)) for z in args.zoos]
+    meta = {
+        "command": "python benchmarks/zoo.py " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if k not in ("out", "note") and v != ap.get_default(k)),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_before": load0,
+        "load_average_after": os.getloadavg(),
+        "note": args.note or ("CPUs shared with another engineer's jobs during the run (load average "
+                              f"{load0[0]:.1f} before, {os.getloadavg()[0]:.1f} after), so absolute times are pessimistic."),
+    }
+    write_outputs(results, meta)
+
+
+if __name__ == "__main__":
+    main()
