@@ -9,40 +9,27 @@ config of the same name in ``configs/`` and a function ``run(cfg)`` in
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 
 
 def verbs() -> dict[str, str]:
-    """Verb -> one-line help, from the modules of this package that define ``run(cfg)``."""
-    import pkgutil
+    """Verb -> one-line help, from the modules of this package that define ``run(cfg)``.
 
-    import weightspace.cli as pkg
+    Read with ``ast`` so that listing the verbs imports none of them.
+    """
+    import ast
 
     out = {}
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name.startswith("_") or info.name == "main":
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        name = path.stem
+        if name.startswith("_") or name == "main":
             continue
-        module = importlib.import_module(f"weightspace.cli.{info.name}")
-        if hasattr(module, "run"):
-            out[info.name] = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
+        tree = ast.parse(path.read_text())
+        if any(isinstance(n, ast.FunctionDef) and n.name == "run" for n in tree.body):
+            doc = ast.get_docstring(tree) or ""
+            out[name] = doc.strip().splitlines()[0] if doc.strip() else ""
     return out
-
-
-def config_dir() -> Path:
-    """Directory holding the Hydra configs (``configs/`` at the repository root).
-
-    ``WEIGHTSPACE_CONFIGS`` overrides it; otherwise the checkout an editable install points at.
-    """
-    env = os.environ.get("WEIGHTSPACE_CONFIGS")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
-    if not (path / "demo.yaml").is_file():
-        raise FileNotFoundError(
-            f"weightspace configs not found at {path}; install the project editable "
-            "(pip install -e .) or set WEIGHTSPACE_CONFIGS to the repository's configs/ folder"
-        )
-    return path
 
 
 def _usage() -> str:
