@@ -32,6 +32,21 @@ def verbs() -> dict[str, str]:
     return out
 
 
+def config_dir() -> Path:
+    """Directory holding the Hydra configs (``configs/`` at the repository root).
+
+    ``WEIGHTSPACE_CONFIGS`` overrides it; otherwise the checkout an editable install points at.
+    """
+    env = os.environ.get("WEIGHTSPACE_CONFIGS")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    if not (path / "demo.yaml").is_file():
+        raise FileNotFoundError(
+            f"weightspace configs not found at {path}; install the project editable "
+            "(pip install -e .) or set WEIGHTSPACE_CONFIGS to the repository's configs/ folder"
+        )
+    return path
+
+
 def _usage() -> str:
     lines = ["usage: weightspace <verb> [key=value ...]", "", "verbs:"]
     lines += [f"  {v:<10} {doc}" for v, doc in verbs().items()]
