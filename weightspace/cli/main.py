@@ -9,6 +9,7 @@ config of the same name in ``configs/`` and a function ``run(cfg)`` in
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
