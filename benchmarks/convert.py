@@ -150,8 +150,41 @@ def checkpoints(repeats: int, n: int = 1000) -> dict:
     }
 
 
+def large_checkpoints(repeats: int, n: int = 8) -> dict:
+    """Encode/decode of ResNet-18-sized checkpoints: the ratio where bandwidth, not Python, dominates."""
+    torch.manual_seed(0)
+    model = resnet18()
+    spec = ws.GraphSpec.from_module(model)
+    keys = list(spec.names)
+    sds = [{k: torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+           for _ in range(n)]
+
+    def timed(fn) -> list[float]:
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return ts
+
+    enc = timed(lambda: [spec.encode(sd) for sd in sds])
+    cat = timed(lambda: [torch.cat([sd[k].flatten() for k in keys]) for sd in sds])
+    encs = [spec.encode(sd) for sd in sds]
+    flats = [torch.cat([sd[k].flatten() for k in keys]) for sd in sds]
+    sizes = [sds[0][k].numel() for k in keys]
+    shapes = [sds[0][k].shape for k in keys]
+    dec = timed(lambda: [spec.unflatten(spec.decode(x, e)) for x, e in encs])
+    split = timed(lambda: [[t.reshape(s).clone() for t, s in zip(f.split(sizes), shapes)] for f in flats])
+    return {
+        "checkpoints": n, "params_per_checkpoint": spec.num_params,
+        "encode_s": _stats(enc), "cat_s": _stats(cat), "encode_ratio": _stats([a / b for a, b in zip(enc, cat)]),
+        "decode_s": _stats(dec), "split_s": _stats(split), "decode_ratio": _stats([a / b for a, b in zip(dec, split)]),
+    }
+
+
 def markdown(res: dict) -> str:
-    b, c = res["networks"], res["checkpoints"]
+    b, c, L = res["networks"], res["checkpoints"], res["large_checkpoints"]
     lines = [
         "# Converter benchmark",
         "",
@@ -187,6 +220,14 @@ def markdown(res: dict) -> str:
         f"| decode, one call on the stack | {_fmt(c['decode_stacked_s'])} | {_fmt(c['split_stacked_s'])} (`split` + reshape copies) | {_fmt(c['decode_stacked_ratio'], '')} |",
         "",
         "Encode includes the NaN/inf check (the default). Ratios are taken per repeat, in the same run.",
+        "For a network this small every call is dominated by a fixed ≈15 µs of Python and dispatch",
+        "overhead (the baseline's own cost is ≈5–10 µs); on ResNet-18-sized checkpoints, where moving the",
+        "bytes dominates, the same code gives:",
+        "",
+        "| ResNet-18 checkpoints, one call each | weightspace | baseline | ratio |",
+        "|---|---|---|---|",
+        f"| encode {L['checkpoints']} × {L['params_per_checkpoint']:,} parameters | {_fmt(L['encode_s'])} | {_fmt(L['cat_s'])} (`torch.cat`) | {_fmt(L['encode_ratio'], '')} |",
+        f"| decode | {_fmt(L['decode_s'])} | {_fmt(L['split_s'])} (`split` + reshape copies) | {_fmt(L['decode_ratio'], '')} |",
         "",
     ]
     return "\n".join(lines)
@@ -209,6 +250,7 @@ def main() -> None:
         "repeats": args.repeats,
         "networks": big_networks(args.repeats),
         "checkpoints": checkpoints(args.repeats),
+        "large_checkpoints": large_checkpoints(args.repeats),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "convert.json").write_text(json.dumps(res, indent=2))
