@@ -1,0 +1,115 @@
+"""``GraphMetaNet``: the graph metanetwork over parameter graphs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from weightspace.graph.param_graph import resize_kernel_grid
+
+from ._utils import batch_grid, graph_index, num_graphs, reset_all
+from .encoders import NeuronEncoder, WeightEncoder
+from .gmn_conv import GMNConv
+from .readout import EdgeReadout, GraphReadout, NodeReadout
+
+__all__ = ["GraphMetaNet"]
+
+
+class GraphMetaNet(nn.Module):
+    r"""A graph metanetwork: encoders, ``L`` edge-updating layers, invariant and equivariant readouts.
+
+    Follows Graph Metanetworks (Lim et al., "Graph Metanetworks for Processing Diverse Neural
+    Architectures", ICLR 2024) and neural-graph GNNs (Kofinas et al., ICLR 2024). It takes a
+    :class:`~weightspace.ParameterGraph` or a batch of them of any mix of architectures (from
+    :func:`weightspace.graph.batch_graphs` or ``Batch.from_data_list``); kernels are re-centred into
+    the model's ``kernel_grid``.
+
+    * :meth:`forward` -> ``[B, out]``: invariant to permutations of hidden neurons.
+    * :meth:`encode` -> ``[B, embed_dim]``: the graph-level representation (for clustering/retrieval).
+    * :meth:`node_outputs` / :meth:`edge_outputs` -> ``[N, node_out]`` / ``[E, edge_out]``:
+      equivariant heads (present when ``node_out`` / ``edge_out`` > 0).
+
+    Args:
+        hidden: node and edge state width ``D``.
+        num_layers: message-passing layers.
+        out: graph-level outputs.
+        embed_dim: width of the graph embedding.
+        kernel_grid: ``(KH, KW)`` the edge encoder expects; larger kernels raise ``ValueError``.
+        node_out, edge_out: widths of the equivariant heads (0: none).
+        dropout: dropout in node updates.
+        max_positions: size of the learned table of input/output neuron positions.
+
+    Shapes:
+        - input: a batch with ``x [N, 5]``, ``edge_index [2, E]``, ``edge_attr [E, kh*kw]``,
+          ``edge_type``, ``edge_kernel``, ``node_type``, ``node_layer``, ``node_pos``, ``node_act``,
+          ``batch [N]``
+        - output: ``[B, out]``
+    """
+
+    def __init__(self, hidden: int = 64, num_layers: int = 4, out: int = 1, embed_dim: int = 64,
+                 kernel_grid: tuple[int, int] = (5, 5), node_out: int = 0, edge_out: int = 0,
+                 dropout: float = 0.0, max_positions: int = 1024) -> None:
+        super().__init__()
+        self.hparams: dict[str, Any] = dict(hidden=hidden, num_layers=num_layers, out=out, embed_dim=embed_dim,
+                                            kernel_grid=[int(k) for k in kernel_grid], node_out=node_out,
+                                            edge_out=edge_out, dropout=dropout, max_positions=max_positions)
+        self.kernel_grid = (int(kernel_grid[0]), int(kernel_grid[1]))
+        self.node_enc = NeuronEncoder(hidden, max_positions=max_positions)
+        self.edge_enc = WeightEncoder(hidden, self.kernel_grid[0] * self.kernel_grid[1])
+        self.convs = nn.ModuleList(GMNConv(hidden, dropout) for _ in range(num_layers))
+        self.readout = GraphReadout(hidden, embed_dim)
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, out))
+        self.node_head = NodeReadout(hidden, node_out) if node_out > 0 else None
+        self.edge_head = EdgeReadout(hidden, edge_out) if edge_out > 0 else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reset_all(self)
+
+    def _edge_attr(self, batch) -> Tensor:
+        grid = batch_grid(batch)
+        if grid == self.kernel_grid:
+            return batch.edge_attr
+        if batch.edge_attr.dim() != 2:
+            raise ValueError(f"GraphMetaNet takes one checkpoint per graph (edge_attr [E, F]), got "
+                             f"{tuple(batch.edge_attr.shape)}")
+        return resize_kernel_grid(batch.edge_attr, batch.edge_kernel, grid, self.kernel_grid)
+
+    def embed(self, batch) -> tuple[Tensor, Tensor]:
+        """Node and edge states after the last layer: ``([N, D], [E, D])`` (equivariant)."""
+        if batch.x.dim() != 2:
+            raise ValueError(f"GraphMetaNet takes one checkpoint per graph (x [N, 5]), got {tuple(batch.x.shape)}")
+        b = graph_index(batch)
+        h = self.node_enc(batch.x, batch.node_type, batch.node_act, batch.node_layer, batch.node_pos)
+        e = self.edge_enc(self._edge_attr(batch), batch.edge_index, batch.edge_type, batch.node_layer, b)
+        for conv in self.convs:
+            h, e = conv(h, e, batch.edge_index)
+        return h, e
+
+    def encode(self, batch) -> Tensor:
+        """Graph-level embedding ``[B, embed_dim]``, invariant to hidden-neuron permutations."""
+        h, e = self.embed(batch)
+        return self.readout(h, e, batch.edge_index, graph_index(batch), num_graphs(batch))
+
+    def forward(self, batch) -> Tensor:
+        return self.head(self.encode(batch))
+
+    def node_outputs(self, batch) -> Tensor:
+        """Equivariant per-neuron outputs ``[N, node_out]``."""
+        if self.node_head is None:
+            raise RuntimeError("this GraphMetaNet was built with node_out=0")
+        return self.node_head(self.embed(batch)[0])
+
+    def edge_outputs(self, batch) -> Tensor:
+        """Equivariant per-weight outputs ``[E, edge_out]``."""
+        if self.edge_head is None:
+            raise RuntimeError("this GraphMetaNet was built with edge_out=0")
+        h, e = self.embed(batch)
+        return self.edge_head(h, e, batch.edge_index)
+
+    def __repr__(self) -> str:
+        hp = self.hparams
+        return (f"{self.__class__.__name__}(hidden={hp['hidden']}, layers={hp['num_layers']}, out={hp['out']}, "
+                f"embed_dim={hp['embed_dim']}, kernel_grid={tuple(hp['kernel_grid'])}, node_out={hp['node_out']}, "
+                f"edge_out={hp['edge_out']})")
