@@ -39,6 +39,17 @@ def encoder6() -> nn.Module:
     return nn.TransformerEncoder(layer, 6, enable_nested_tensor=False)
 
 
+def _timed(fn, repeats: int) -> list[float]:
+    """Seconds per call of ``fn`` for ``repeats`` calls after one warm-up call."""
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return ts
+
+
 def _stats(xs: list[float]) -> dict:
     return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
 
@@ -113,13 +124,7 @@ def checkpoints(repeats: int, n: int = 1000) -> dict:
     shapes = [v.shape for v in model.state_dict().values()]
 
     def timed(fn) -> list[float]:
-        fn()  # warm-up
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-        return ts
+        return _timed(fn, repeats)
 
     enc_loop = timed(lambda: [spec.encode(sd) for sd in sds])
     cat_loop = timed(lambda: [torch.cat([p.flatten() for p in sd.values()]) for sd in sds])
@@ -160,13 +165,7 @@ def large_checkpoints(repeats: int, n: int = 8) -> dict:
            for _ in range(n)]
 
     def timed(fn) -> list[float]:
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-        return ts
+        return _timed(fn, repeats)
 
     enc = timed(lambda: [spec.encode(sd) for sd in sds])
     cat = timed(lambda: [torch.cat([sd[k].flatten() for k in keys]) for sd in sds])
