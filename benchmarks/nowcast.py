@@ -1,0 +1,293 @@
+"""Nowcasting benchmark: optimizer steps to a target validation accuracy, with and without jumps.
+
+Protocol (NiNo, Knyazev et al., ICLR 2025, at a CPU scale): for every held-out task and seed, Adam
+alone and Adam + a nowcasting hook (``linefit``, the per-parameter ``mlp`` nowcaster without the
+graph, the graph nowcaster ``nino``) start from the same initialization and see the same batches
+in the same order; validation accuracy is measured after every optimizer step; the target is the
+mean over seeds of Adam's accuracy at the end of its budget; the metric is the first step reaching
+it. Hook hyperparameters (period, largest horizon) are chosen per method on an in-distribution
+task of the meta-training family (``--tune``), never on the held-out tasks.
+
+    python benchmarks/nowcast.py                      # full run -> benchmarks/results/nowcast.{json,md,png}
+    python benchmarks/nowcast.py --seeds 3 --quick    # smoke run (no files written unless --out)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model_zoo.archs import MLP, SmallCNN, TinyViT  # noqa: E402
+from model_zoo.data import load_dataset  # noqa: E402
+from weightspace.tasks.nowcast import Nowcaster  # noqa: E402
+
+log = logging.getLogger("benchmarks.nowcast")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    dataset: str
+    flatten: bool
+    make: object  # () -> nn.Module
+    lr: float
+    batch: int
+    budget: int
+    held_out: str
+
+
+TASKS = {
+    "mnist1d_cnn": Task("mnist1d_cnn", "mnist1d", False, lambda: SmallCNN(channels=16, layers=3, kernel_size=5, dims=1),
+                        3e-3, 64, 600, "unseen dataset (MNIST-1D) and unseen 1-D convolutions"),
+    "digits_mlp_wide": Task("digits_mlp_wide", "digits", True, lambda: MLP(width=128, depth=2), 1e-3, 32, 300,
+                            "unseen width (128 vs at most 48)"),
+    "digits_vit": Task("digits_vit", "digits", False, lambda: TinyViT(), 3e-3, 32, 400,
+                       "unseen architecture (transformer: attention, layer norm, embeddings)"),
+    # in-distribution task of the meta-training family, used only to choose hook hyperparameters
+    "digits_mlp_tune": Task("digits_mlp_tune", "digits", True, lambda: MLP(width=32, depth=2), 3e-3, 32, 240,
+                            "none (meta-training family; tuning only)"),
+}
+
+
+def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: dict) -> dict:
+    """Train one model for the task's budget; validation after every step."""
+    torch.manual_seed(seed)
+    model = task.make()
+    opt = torch.optim.Adam(model.parameters(), lr=task.lr)
+    xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
+    handle = None
+    if nowcaster is not None:
+        handle = nowcaster.attach(model, opt, total_steps=task.budget, example_input=xtr[:2], **hook_kw)
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    order = torch.empty(0, dtype=torch.long)
+    acc, vloss, tloss = [], [], []
+    train_s = 0.0
+    for _ in range(task.budget):
+        if order.numel() < task.batch:
+            order = torch.cat([order, torch.randperm(len(xtr), generator=gen)])
+        idx, order = order[: task.batch], order[task.batch:]
+        t0 = time.perf_counter()
+        model.train()
+        loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        train_s += time.perf_counter() - t0
+        tloss.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            out = model(xte)
+            acc.append(float((out.argmax(-1) == yte).float().mean()))
+            vloss.append(float(F.cross_entropy(out, yte)))
+    res = {"acc": acc, "val_loss": vloss, "train_loss": tloss, "train_seconds": train_s,
+           "hook_seconds": handle.seconds if handle else 0.0, "jumps": handle.jumps if handle else 0,
+           "skipped": handle.skipped if handle else 0}
+    if handle is not None:
+        handle.remove()
+    return res
+
+
+def first_reach(acc: list[float], target: float) -> int | None:
+    for i, a in enumerate(acc):
+        if a >= target:
+            return i + 1
+    return None
+
+
+def load_methods(args) -> dict[str, Nowcaster | None]:
+    methods: dict[str, Nowcaster | None] = {"adam": None, "linefit": Nowcaster(kind="linefit")}
+    mlp_path = Path(args.mlp)
+    if mlp_path.with_suffix(".json").exists():
+        methods["mlp"] = Nowcaster.load(mlp_path)
+    else:
+        log.warning("no per-parameter baseline at %s (make it with: weightspace nowcast model.kind=mlp "
+                    "out=%s); skipped", mlp_path, mlp_path)
+    methods["nino"] = Nowcaster.load(args.nowcaster) if args.nowcaster else Nowcaster.pretrained()
+    return methods
+
+
+def tune(args, methods) -> dict[str, dict]:
+    """Choose (period, largest horizon) per method on the in-distribution tuning task."""
+    task = TASKS["digits_mlp_tune"]
+    data = load_dataset(task.dataset, flatten=task.flatten)
+    seeds = list(range(100, 100 + args.tune_seeds))
+    adam = [run_one(task, data, s, None, {}) for s in seeds]
+    target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in adam)
+    best = {}
+    for name, nc in methods.items():
+        if nc is None:
+            continue
+        scores = {}
+        for period in (10, 20):
+            for k in (4, 8, 16):
+                if k > nc.horizons:
+                    continue
+                kw = {"period": period, "horizon": None if k == nc.horizons else _decay(k, task.budget)}
+                runs = [run_one(task, data, s, nc, kw) for s in seeds]
+                steps = [first_reach(r["acc"], target) or task.budget for r in runs]
+                scores[(period, k)] = statistics.mean(steps)
+        (period, k), sc = min(scores.items(), key=lambda kv: kv[1])
+        best[name] = {"period": period, "k_max": k, "tune_steps": sc,
+                      "tune_table": {f"period={p},k_max={kk}": v for (p, kk), v in scores.items()}}
+        log.info("tuned %s: period %d, k_max %d (%.1f steps to %.3f)", name, period, k, sc, target)
+    return best
+
+
+def _decay(k_max: int, total: int):
+    from weightspace.tasks.nowcast_hook import horizon_schedule
+
+    return horizon_schedule(k_max, 1, total)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--tasks", default="mnist1d_cnn,digits_mlp_wide,digits_vit")
+    ap.add_argument("--nowcaster", default=None, help="path of the graph nowcaster (default: the shipped one)")
+    ap.add_argument("--mlp", default=str(ROOT / "runs/nowcast/nowcaster_mlp"))
+    ap.add_argument("--tune-seeds", type=int, default=3)
+    ap.add_argument("--no-tune", action="store_true", help="period 20, k_max = nowcaster horizons for all")
+    ap.add_argument("--quick", action="store_true", help="budgets / 3")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="results prefix (default benchmarks/results/nowcast unless --quick)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    methods = load_methods(args)
+    if args.no_tune:
+        hp = {n: {"period": 20, "k_max": nc.horizons} for n, nc in methods.items() if nc is not None}
+    else:
+        hp = tune(args, methods)
+    results = {"tasks": {}, "hook": hp, "seeds": args.seeds}
+    curves = {}
+    for tname in args.tasks.split(","):
+        task = TASKS[tname]
+        if args.quick:
+            task = Task(**{**task.__dict__, "budget": task.budget // 3})
+        data = load_dataset(task.dataset, flatten=task.flatten)
+        runs: dict[str, list[dict]] = {}
+        for name, nc in methods.items():
+            kw = {}
+            if nc is not None:
+                h = hp[name]
+                kw = {"period": h["period"], "horizon": None if h["k_max"] == nc.horizons else _decay(h["k_max"], task.budget)}
+            runs[name] = []
+            for s in range(args.seeds):
+                runs[name].append(run_one(task, data, s, nc, kw))
+            log.info("%s %s done", tname, name)
+        target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in runs["adam"])
+        tres = {"held_out": task.held_out, "budget": task.budget, "lr": task.lr, "batch": task.batch,
+                "target_accuracy": target, "methods": {}}
+        adam_steps = [first_reach(r["acc"], target) or task.budget for r in runs["adam"]]
+        adam_step_s = sum(r["train_seconds"] for r in runs["adam"]) / (task.budget * args.seeds)
+        for name, rs in runs.items():
+            reached = [first_reach(r["acc"], target) for r in rs]
+            steps = [x or task.budget for x in reached]
+            step_s = sum(r["train_seconds"] - r["hook_seconds"] for r in rs) / (task.budget * args.seeds)
+            hook_s = sum(r["hook_seconds"] for r in rs) / args.seeds
+            # wall-clock to target: plain step time x steps + the hook's time spent before the target
+            wall = [st * step_s + r["hook_seconds"] * st / task.budget for st, r in zip(steps, rs)]
+            saved = (statistics.mean(adam_steps) - statistics.mean(steps)) * adam_step_s
+            overhead_to_target = statistics.mean(r["hook_seconds"] * st / task.budget for st, r in zip(steps, rs))
+            tres["methods"][name] = {
+                "steps_mean": statistics.mean(steps),
+                "steps_median": statistics.median(steps),
+                "steps_per_seed": steps,
+                "reached": sum(x is not None for x in reached),
+                "reduction_pct": 100.0 * (1 - statistics.mean(steps) / statistics.mean(adam_steps)),
+                "speedup": statistics.mean(adam_steps) / statistics.mean(steps),
+                "final_accuracy": statistics.mean(r["acc"][-1] for r in rs),
+                "best_accuracy": statistics.mean(max(r["acc"]) for r in rs),
+                "jumps": statistics.mean(r["jumps"] for r in rs),
+                "skipped_jumps": sum(r["skipped"] for r in rs),
+                "seconds_to_target": statistics.mean(wall),
+                "step_ms": 1000 * step_s,
+                "hook_seconds_per_run": hook_s,
+                "hook_overhead_to_target_s": overhead_to_target,
+                "overhead_over_saved": (overhead_to_target / saved) if saved > 0 else None,
+            }
+        results["tasks"][tname] = tres
+        curves[tname] = {n: [sum(v) / len(v) for v in zip(*[r["val_loss"] for r in rs])] for n, rs in runs.items()}
+        curves[tname + "/acc"] = {n: [sum(v) / len(v) for v in zip(*[r["acc"] for r in rs])] for n, rs in runs.items()}
+        _print_task(tname, tres)
+    results["machine"] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                          "torch": torch.__version__, "threads": args.threads,
+                          "note": "CPU shared with other jobs during the run; wall-clock figures are noisy"}
+    results["seconds"] = round(time.time() - t_start, 1)
+    results["command"] = "python benchmarks/nowcast.py " + " ".join(sys.argv[1:])
+    out = args.out or (None if args.quick else str(ROOT / "benchmarks/results/nowcast"))
+    if out:
+        write(Path(out), results, curves)
+
+
+def _print_task(tname: str, tres: dict) -> None:
+    print(f"\n{tname}  (target {tres['target_accuracy']:.3f}, budget {tres['budget']})")
+    print(f"{'method':<8} {'steps':>7} {'reached':>8} {'reduction':>10} {'speedup':>8} {'final acc':>10} {'s->target':>10}")
+    for n, m in tres["methods"].items():
+        print(f"{n:<8} {m['steps_mean']:7.1f} {m['reached']:>8} {m['reduction_pct']:9.1f}% {m['speedup']:8.2f} "
+              f"{m['final_accuracy']:10.3f} {m['seconds_to_target']:10.2f}")
+
+
+def write(prefix: Path, results: dict, curves: dict) -> None:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    lines = ["# Nowcasting benchmark", "", f"Command: `{results['command']}`; {results['seeds']} seeds; "
+             f"{results['machine']['processor']}, torch {results['machine']['torch']}, "
+             f"{results['machine']['threads']} thread(s); {results['machine']['note']}.", ""]
+    for tname, t in results["tasks"].items():
+        lines += [f"## {tname} — held out: {t['held_out']}", "",
+                  f"Target validation accuracy {t['target_accuracy']:.3f} (mean of Adam's final accuracy), "
+                  f"budget {t['budget']} steps, Adam lr {t['lr']}, batch {t['batch']}.", "",
+                  "| method | steps to target (mean) | median | reached | reduction vs Adam | speedup | final acc | "
+                  "s to target | hook s / run | hook overhead / time saved |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for n, m in t["methods"].items():
+            ov = "–" if m["overhead_over_saved"] is None else f"{100 * m['overhead_over_saved']:.1f}%"
+            lines.append(f"| {n} | {m['steps_mean']:.1f} | {m['steps_median']:.0f} | {m['reached']}/{results['seeds']} | "
+                         f"{m['reduction_pct']:.1f}% | {m['speedup']:.2f}× | {m['final_accuracy']:.3f} | "
+                         f"{m['seconds_to_target']:.2f} | {m['hook_seconds_per_run']:.2f} | {ov} |")
+        lines.append("")
+    lines += ["Hook hyperparameters (chosen on the in-distribution tuning task):", ""]
+    for n, h in results["hook"].items():
+        lines.append(f"- {n}: period {h['period']}, largest horizon {h['k_max']} snapshot spacings")
+    prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["tasks"])
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 6.4), squeeze=False)
+    for j, tname in enumerate(names):
+        for n, c in curves[tname].items():
+            axes[0, j].plot(range(1, len(c) + 1), c, label=n, lw=1.2)
+        for n, c in curves[tname + "/acc"].items():
+            axes[1, j].plot(range(1, len(c) + 1), c, label=n, lw=1.2)
+        axes[1, j].axhline(results["tasks"][tname]["target_accuracy"], color="k", ls=":", lw=1)
+        axes[0, j].set_title(tname)
+        axes[0, j].set_yscale("log")
+        axes[0, j].set_ylabel("val/loss (mean over seeds)")
+        axes[1, j].set_ylabel("val/accuracy")
+        axes[1, j].set_xlabel("optimizer step")
+    axes[0, 0].legend()
+    fig.tight_layout()
+    fig.savefig(prefix.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

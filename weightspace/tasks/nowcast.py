@@ -1,0 +1,675 @@
+r"""Parameter nowcasting: predict where an optimizer's trajectory goes, and train a predictor for it.
+
+Follows NiNo (Knyazev et al., "Accelerating Training with Neuron Interaction and Nowcasting
+Networks", ICLR 2025, https://arxiv.org/abs/2409.04434): the last ``context`` snapshots of a
+network's parameters become the features of its parameter graph (neurons are nodes, weights are
+edges, :class:`~weightspace.GraphSpec`), a graph network predicts the change of every parameter for
+``horizons`` future snapshot spacings at once, and training jumps there
+(:mod:`weightspace.tasks.nowcast_hook`).
+
+Normalization (per parameter tensor ``l`` — a layer's weight, its bias, ...; undone after):
+
+.. math::
+    \mu_l, \sigma_l = \operatorname{mean}, \operatorname{std}\ \text{of}\ \{\theta^{(k)}_p : p \in l,\ k < c\},
+    \qquad s_l = \operatorname{mean}\,|\theta^{(k)}_p - \theta^{(k-1)}_p| \\
+    \text{features}_p = \big[(\theta^{(c-1)}_p - \mu_l)/\sigma_l,\ (\theta^{(k)}_p - \theta^{(k-1)}_p)/s_l\ (k=1..c-1),
+    \ \log(s_l/\sigma_l),\ \beta_p\big], \qquad
+    \hat\theta^{(c-1+h)}_p = \theta^{(c-1)}_p + s_l\,\hat\delta_{p,h}
+
+where :math:`\beta_p` is the least-squares slope over the context (in units of :math:`s_l`). The
+prediction :math:`\hat\delta_{p,h}` is Linefit (the fitted line extrapolated ``h`` spacings) plus a
+learned correction whose last layer starts at zero, so an untrained nowcaster is Linefit.
+
+Three kinds share this interface and the meta-training loop, so baselines run in the same harness:
+
+* ``"graph"`` — the nowcaster: per-parameter encodings pooled into node (bias / norm columns) and
+  edge (weight, kernel entries) states, :class:`~weightspace.nn.GMNConv` message passing, and
+  equivariant per-edge / per-node readouts that emit every horizon for every parameter; the
+  per-parameter outputs are placed in their graph slots by the converter's decode map.
+* ``"mlp"`` — a per-parameter MLP on the same features, no graph (WNN-like; Jang et al., ICML 2023).
+* ``"linefit"`` — per-parameter linear extrapolation over the context, no parameters.
+
+Meta-training (:func:`meta_train`) samples windows of ``context`` snapshots at several strides from
+dense zoo trajectories (:func:`load_trajectories`), regresses the normalized future deltas with an
+L1 loss divided by the horizon, and checkpoints (safetensors + JSON) so that it resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from weightspace.graph import GraphSpec
+from weightspace.graph.vocab import NODE_FEATURES, Activation, EdgeType, NodeType
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Nowcaster",
+    "NowcastConfig",
+    "NowcastLayout",
+    "Trajectory",
+    "MetaTrainConfig",
+    "load_trajectories",
+    "meta_train",
+    "window_features",
+    "KINDS",
+]
+
+KINDS = ("graph", "mlp", "linefit")
+FORMAT = "weightspace.nowcaster/1"
+_FIXED = 3  # features besides the c-1 differences: last value, log step scale, slope
+
+
+# ----------------------------------------------------------------------------- layout
+@dataclass(frozen=True, eq=False)
+class NowcastLayout:
+    """Where every flat parameter of one architecture (or of ``B`` copies of it) sits in its graph.
+
+    Attributes:
+        num_params: ``P`` (all copies).
+        num_nodes, num_edges: graph sizes (all copies).
+        slot_edge: ``[P]`` bool, the parameter is an edge feature (weight / kernel entry), else a
+            node feature (bias, normalization scale/shift, running statistics).
+        slot_owner: ``[P]`` its edge id or node id.
+        slot_col: ``[P]`` node column (:data:`~weightspace.graph.vocab.NODE_FEATURES`), or
+            ``len(NODE_FEATURES)`` for edge slots.
+        slot_tensor: ``[P]`` id of the parameter tensor it belongs to (normalization groups).
+        num_tensors: number of tensor ids.
+        edge_index, edge_type, node_type, node_act: the graph's structure.
+    """
+
+    num_params: int
+    num_nodes: int
+    num_edges: int
+    slot_edge: Tensor
+    slot_owner: Tensor
+    slot_col: Tensor
+    slot_tensor: Tensor
+    num_tensors: int
+    edge_index: Tensor
+    edge_type: Tensor
+    node_type: Tensor
+    node_act: Tensor
+
+    @classmethod
+    def from_spec(cls, spec: GraphSpec) -> NowcastLayout:
+        """Read the slot of every flat parameter from ``spec.decode_index`` (the converter's decode map)."""
+        cached = spec._cache.get("nowcast_layout")
+        if cached is not None:
+            return cached
+        N, E = spec.num_nodes, spec.num_edges
+        Fn = len(NODE_FEATURES)
+        F = spec.kernel_shape[0] * spec.kernel_shape[1]
+        idx = spec.decode_index.long()
+        edge = idx >= N * Fn
+        owner = torch.where(edge, (idx - N * Fn) // F, idx // Fn)
+        col = torch.where(edge, torch.full_like(idx, Fn), idx % Fn)
+        sizes = torch.tensor([math.prod(s) for s in spec.shapes], dtype=torch.long)
+        tensor = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+        out = cls(int(idx.numel()), N, E, edge, owner, col, tensor, len(sizes), spec.edge_index.long(),
+                  spec.edge_type.long(), spec.node_type.long(), spec.node_act.long())
+        spec._cache["nowcast_layout"] = out
+        return out
+
+    def repeat(self, copies: int) -> NowcastLayout:
+        """``copies`` disjoint copies (block-diagonal), for a batch of windows of one architecture."""
+        if copies == 1:
+            return self
+        r = torch.arange(copies)
+        off = lambda n: (r * n)[:, None]  # noqa: E731
+        owner = torch.where(self.slot_edge[None], self.slot_owner[None] + off(self.num_edges),
+                            self.slot_owner[None] + off(self.num_nodes)).reshape(-1)
+        ei = (self.edge_index[:, None, :] + (r * self.num_nodes)[None, :, None]).reshape(2, -1)
+        return NowcastLayout(
+            self.num_params * copies, self.num_nodes * copies, self.num_edges * copies,
+            self.slot_edge.repeat(copies), owner, self.slot_col.repeat(copies),
+            (self.slot_tensor[None] + off(self.num_tensors)).reshape(-1), self.num_tensors * copies,
+            ei, self.edge_type.repeat(copies), self.node_type.repeat(copies), self.node_act.repeat(copies))
+
+    def to(self, device: torch.device) -> NowcastLayout:
+        if self.slot_owner.device == torch.device(device):
+            return self
+        kw = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()}
+        return NowcastLayout(**kw)
+
+
+# ----------------------------------------------------------------------------- features
+def _group_mean(values: Tensor, group: Tensor, num: int) -> Tensor:
+    """Mean of ``values [B, K, P]`` over ``K`` and over the parameters of each group -> ``[B, num]``."""
+    B, K, P = values.shape
+    s = values.new_zeros(B, num).index_add_(1, group, values.sum(1))
+    cnt = values.new_zeros(num).index_add_(0, group, values.new_ones(P)) * K
+    return s / cnt.clamp_min(1)
+
+
+def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Normalized per-parameter features of a context window.
+
+    Args:
+        window: ``[B, c, P]`` snapshots, oldest first (``c >= 2``).
+        tensor_id: ``[P]`` normalization group of each parameter.
+        num_tensors: number of groups.
+
+    Returns:
+        ``(features [B, P, c+2], scale [B, P], linefit [B, P, 2])`` where ``scale`` is the step scale
+        :math:`s_l` broadcast to parameters and ``linefit`` holds the fitted line's ``(value at the
+        last snapshot minus the last snapshot, slope)`` in units of ``scale``.
+    """
+    window = window.float()
+    B, c, P = window.shape
+    mu = _group_mean(window, tensor_id, num_tensors)  # [B, G]
+    var = _group_mean((window - mu[:, None, tensor_id]) ** 2, tensor_id, num_tensors)
+    sigma = var.sqrt() + 1e-12
+    diffs = window[:, 1:] - window[:, :-1]  # [B, c-1, P]
+    step = _group_mean(diffs.abs(), tensor_id, num_tensors)
+    step = torch.maximum(step, 1e-7 * sigma) + 1e-20
+    s = step[:, tensor_id]  # [B, P]
+    last = (window[:, -1] - mu[:, tensor_id]) / sigma[:, tensor_id]
+    d = (diffs / s[:, None]).transpose(1, 2)  # [B, P, c-1]
+    # least squares line through y_k = (theta_k - theta_last) / s at k = 0..c-1
+    y = torch.cat([-(d.flip(-1).cumsum(-1).flip(-1)), d.new_zeros(B, P, 1)], dim=-1)  # [B, P, c]
+    k = torch.arange(c, dtype=y.dtype, device=y.device)
+    kc = k - k.mean()
+    slope = (y * kc).sum(-1) / (kc * kc).sum()
+    at_last = y.mean(-1) + slope * (c - 1 - k.mean())
+    logscale = torch.log(step / sigma).clamp(-20, 5)[:, tensor_id]
+    feats = torch.cat([last[..., None], d, logscale[..., None], slope[..., None]], dim=-1)
+    feats = feats.clamp(-50, 50)
+    return feats, s, torch.stack([at_last, slope], dim=-1)
+
+
+def _linefit_deltas(line: Tensor, horizons: int) -> Tensor:
+    """``[B, P, H]``: the fitted line at ``h = 1..H`` spacings past the last snapshot (scaled units)."""
+    h = torch.arange(1, horizons + 1, dtype=line.dtype, device=line.device)
+    return line[..., :1] + line[..., 1:] * h
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class NowcastConfig:
+    """Architecture of a nowcaster.
+
+    Attributes:
+        kind: ``"graph"`` (the nowcaster), ``"mlp"`` (per-parameter, no graph) or ``"linefit"``.
+        context: snapshots in a window (``c``).
+        horizons: predicts ``1..horizons`` snapshot spacings ahead at once.
+        hidden: width of node/edge/parameter states.
+        layers: message-passing layers (graph kind) or hidden layers (mlp kind).
+    """
+
+    kind: str = "graph"
+    context: int = 5
+    horizons: int = 16
+    hidden: int = 48
+    layers: int = 3
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown nowcaster kind {self.kind!r}; choose one of {KINDS}")
+        if self.context < 2:
+            raise ValueError(f"context must be at least 2 snapshots, got {self.context}")
+        if self.horizons < 1:
+            raise ValueError(f"horizons must be at least 1, got {self.horizons}")
+
+
+def _mlp(dims: Sequence[int]) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        mods.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            mods.append(nn.SiLU())
+    return nn.Sequential(*mods)
+
+
+def _scatter_mean(values: Tensor, index: Tensor, size: int) -> Tensor:
+    out = values.new_zeros(size, values.shape[-1]).index_add_(0, index, values)
+    cnt = values.new_zeros(size).index_add_(0, index, values.new_ones(index.shape[0]))
+    return out / cnt.clamp_min(1)[:, None]
+
+
+class Nowcaster(nn.Module):
+    r"""Predicts future parameters from a window of past snapshots (NiNo-style; see module docs).
+
+    Build one with a :class:`NowcastConfig` (or keyword arguments), load the shipped checkpoint with
+    :meth:`pretrained`, or a saved one with :meth:`load`; :meth:`attach` plugs it into a training
+    loop (:class:`~weightspace.tasks.nowcast_hook.NowcastHook`).
+
+    Args:
+        config: the architecture; keyword arguments override its fields.
+
+    Shapes:
+        - :meth:`predict`: ``window [c, P]`` or ``[B, c, P]`` -> deltas ``[H, P]`` / ``[B, H, P]``
+          (``theta_future - theta_last`` for ``1..H`` snapshot spacings ahead).
+        - :meth:`forward`: ``features [B, P, c+2]``, ``linefit [B, P, 2]`` -> scaled deltas ``[B, P, H]``.
+    """
+
+    def __init__(self, config: NowcastConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        cfg = config or NowcastConfig()
+        if overrides:
+            cfg = NowcastConfig(**{**asdict(cfg), **overrides})
+        self.config = cfg
+        c, D, H = cfg.context, cfg.hidden, cfg.horizons
+        fin = c - 1 + _FIXED
+        if cfg.kind == "mlp":
+            self.encode = _mlp([fin] + [D] * (cfg.layers + 1))
+            self.head = _mlp([D, D, H])
+        elif cfg.kind == "graph":
+            from weightspace.nn import GMNConv
+
+            self.encode = _mlp([fin, D, D])
+            self.col_emb = nn.Embedding(len(NODE_FEATURES) + 1, D)
+            self.node_type_emb = nn.Embedding(len(NodeType) + 8, D)
+            self.act_emb = nn.Embedding(len(Activation) + 8, D)
+            self.edge_type_emb = nn.Embedding(len(EdgeType) + 8, D)
+            self.convs = nn.ModuleList([GMNConv(D) for _ in range(cfg.layers)])
+            # readouts: a per-edge (per-node) context vector, added to each of its parameters' own
+            # encodings, then one shared per-parameter map to the horizons
+            self.edge_ctx = nn.Linear(3 * D, D)
+            self.node_ctx = nn.Linear(D, D)
+            self.slot_proj = nn.Linear(D, D)
+            self.head = nn.Sequential(nn.SiLU(), nn.Linear(D, H))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        for name in ("head",):  # start as Linefit
+            head = getattr(self, name, None)
+            if head is not None:
+                nn.init.zeros_(head[-1].weight)
+                nn.init.zeros_(head[-1].bias)
+        for name in ("col_emb", "node_type_emb", "act_emb", "edge_type_emb"):
+            emb = getattr(self, name, None)
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.1)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def context(self) -> int:
+        return self.config.context
+
+    @property
+    def horizons(self) -> int:
+        return self.config.horizons
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        c = self.config
+        return (f"{self.__class__.__name__}(kind={c.kind!r}, context={c.context}, horizons={c.horizons}, "
+                f"hidden={c.hidden}, layers={c.layers}, params={n})")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, layout: NowcastLayout, features: Tensor, linefit: Tensor) -> Tensor:
+        """Scaled deltas ``[B, P, H]`` for windows of ``B`` copies of one architecture.
+
+        ``layout`` describes one copy; the copies are processed as one block-diagonal graph.
+        """
+        H = self.config.horizons
+        base = _linefit_deltas(linefit, H)
+        if self.kind == "linefit":
+            return base
+        B, P, _ = features.shape
+        z = self.encode(features)  # [B, P, D]
+        if self.kind == "mlp":
+            return base + self.head(z)
+        lay = layout.repeat(B).to(features.device)
+        z = z.reshape(B * P, -1)
+        edge, owner = lay.slot_edge, lay.slot_owner
+        e_idx = torch.where(edge, owner, lay.num_edges)  # node slots go to a dummy row
+        n_idx = torch.where(edge, lay.num_nodes, owner)
+        e = _scatter_mean(z, e_idx, lay.num_edges + 1)[:-1] + self.edge_type_emb(lay.edge_type)
+        h = _scatter_mean(z + self.col_emb(lay.slot_col), n_idx, lay.num_nodes + 1)[:-1]
+        h = h + self.node_type_emb(lay.node_type) + self.act_emb(lay.node_act)
+        for conv in self.convs:
+            h, e = conv(h, e, lay.edge_index)
+        src, dst = lay.edge_index
+        ctx = torch.cat([self.edge_ctx(torch.cat([e, h[src], h[dst]], dim=-1)), self.node_ctx(h)])
+        slot_ctx = ctx[torch.where(edge, owner, owner + lay.num_edges)]
+        out = self.head(self.slot_proj(z) + slot_ctx)
+        return base + out.reshape(B, P, H)
+
+    @torch.no_grad()
+    def predict(self, spec: GraphSpec | NowcastLayout, window: Tensor) -> Tensor:
+        """Deltas ``theta(last + h spacings) - theta(last)`` for ``h = 1..horizons``.
+
+        Args:
+            spec: the architecture's :class:`~weightspace.GraphSpec` (or its layout).
+            window: ``[c, P]`` or ``[B, c, P]`` flat snapshots (``spec.flatten``), oldest first,
+                evenly spaced; ``c`` may differ from the training context (Linefit features
+                adapt; learned kinds need ``c == context``).
+
+        Returns:
+            ``[H, P]`` (or ``[B, H, P]``) in the window's dtype.
+        """
+        layout = spec if isinstance(spec, NowcastLayout) else NowcastLayout.from_spec(spec)
+        single = window.dim() == 2
+        w = window[None] if single else window
+        if w.shape[-1] != layout.num_params:
+            raise ValueError(f"window has {w.shape[-1]} parameters, the architecture stores {layout.num_params}")
+        if self.kind != "linefit" and w.shape[1] != self.context:
+            raise ValueError(f"this nowcaster reads windows of {self.context} snapshots, got {w.shape[1]}")
+        dev = next(self.parameters()).device if any(True for _ in self.parameters()) else w.device
+        wf = w.to(dev, torch.float32)
+        tid = layout.slot_tensor.to(dev)
+        feats, s, line = window_features(wf, tid, layout.num_tensors)
+        was = self.training
+        self.eval()
+        try:
+            d = self(layout, feats, line)  # [B, P, H]
+        finally:
+            self.train(was)
+        out = (d * s[..., None]).transpose(1, 2).to(window.device, window.dtype)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, info: dict | None = None) -> Path:
+        """Write ``<path>.safetensors`` (weights) and ``<path>.json`` (config, format, ``info``)."""
+        base = _base(path)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tmp = base.with_name(base.name + ".tmp.safetensors")
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        os.replace(tmp, base.with_suffix(".safetensors"))
+        meta = {"format": FORMAT, "config": asdict(self.config), "info": info or {}}
+        _write_json(base.with_suffix(".json"), meta)
+        return base.with_suffix(".safetensors")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Nowcaster:
+        """Load a nowcaster written by :meth:`save` (``path`` with or without suffix)."""
+        base = _base(path)
+        cfg_path = base.with_suffix(".json")
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"no nowcaster config at {cfg_path}")
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{cfg_path}: not a nowcaster checkpoint (format {meta.get('format')!r})")
+        model = cls(NowcastConfig(**meta["config"]))
+        w = base.with_suffix(".safetensors")
+        if model.kind != "linefit" or w.exists():
+            state = load_file(str(w), device=str(map_location))
+            model.load_state_dict(state)
+        model.info = meta.get("info", {})
+        return model.to(map_location)
+
+    @classmethod
+    def pretrained(cls, name: str = "nowcaster") -> Nowcaster:
+        """The nowcaster shipped in ``weightspace/checkpoints`` (made by ``weightspace nowcast``)."""
+        root = resources.files("weightspace") / "checkpoints"
+        with resources.as_file(root / f"{name}.json") as p:
+            return cls.load(p)
+
+    # ------------------------------------------------------------------ hook
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer, **kwargs: Any):
+        """Accelerate ``model``'s training by ``optimizer`` with periodic jumps; see
+        :class:`~weightspace.tasks.nowcast_hook.NowcastHook` for the arguments. Returns the handle."""
+        from .nowcast_hook import NowcastHook
+
+        return NowcastHook(self, model, optimizer, **kwargs)
+
+
+def _base(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass(frozen=True, eq=False)
+class Trajectory:
+    """One run's evenly spaced snapshots: ``flat [T, P]`` (float32) of architecture ``spec``."""
+
+    spec: GraphSpec
+    flat: Tensor
+    every: int
+    name: str = ""
+
+
+def load_trajectories(paths: Sequence[str | os.PathLike], max_runs: int | None = None) -> list[Trajectory]:
+    """Dense trajectories of every run of the zoos at ``paths`` (``model_zoo`` store).
+
+    Keeps each run's checkpoints on its densest even grid of steps (``dense_every``).
+    """
+    import model_zoo
+
+    out: list[Trajectory] = []
+    for path in paths:
+        zoo = model_zoo.load(path)
+        specs: dict[str, GraphSpec] = {}
+        n = len(zoo) if max_runs is None else min(len(zoo), max_runs)
+        for i in range(n):
+            key = json.dumps(zoo.arch_config(i), sort_keys=True)
+            if key not in specs:
+                specs[key] = zoo.graph_spec(i)
+            spec = specs[key]
+            steps = torch.tensor(zoo.steps(i))
+            if len(steps) < 3:
+                continue
+            every = int(torch.diff(steps).clamp_min(1).min())
+            keep = (steps % every == 0).nonzero().squeeze(1)
+            flat = spec.flatten(zoo.trajectory(i), allow_nonfinite=True)[keep].float()
+            good = torch.isfinite(flat).all(-1)
+            if not bool(good.all()):  # cut a run that diverged at its first non-finite snapshot
+                flat = flat[: int((~good).nonzero()[0])]
+            if flat.shape[0] >= 3:
+                out.append(Trajectory(spec, flat, every, f"{Path(path).name}/{i}"))
+    log.info("loaded %d trajectories from %d zoos", len(out), len(paths))
+    return out
+
+
+# ----------------------------------------------------------------------------- meta-training
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    """Meta-training schedule (AdamW with cosine decay, as NiNo, at a small scale).
+
+    Attributes:
+        steps: optimizer steps.
+        batch: windows per step (of one run, i.e. one architecture).
+        lr, weight_decay, clip: AdamW learning rate, weight decay, gradient-norm clip.
+        strides: spacings (in stored snapshots) between the window's snapshots; sampled per step.
+        val_fraction: runs held out for the logged validation loss.
+        log_every, save_every: steps between log lines / checkpoints.
+        seed: sampling seed (the sample of step ``k`` depends only on ``seed`` and ``k``).
+    """
+
+    steps: int = 2000
+    batch: int = 4
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    clip: float = 1.0
+    strides: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    val_fraction: float = 0.1
+    log_every: int = 50
+    save_every: int = 250
+    seed: int = 0
+
+
+def _sample(traj: Trajectory, c: int, H: int, stride: int, batch: int, gen: torch.Generator
+            ) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(window [B, c, P], target [B, H, P], mask [B, H])`` from random starts; None if too short."""
+    T = traj.flat.shape[0]
+    span = (c - 1) * stride
+    if T <= span + stride:
+        return None
+    starts = torch.randint(0, T - span - stride, (batch,), generator=gen)
+    k = torch.arange(c) * stride
+    win = traj.flat[starts[:, None] + k]  # [B, c, P]
+    last = starts + span
+    fut = last[:, None] + torch.arange(1, H + 1) * stride  # [B, H]
+    mask = fut < T
+    tgt = traj.flat[fut.clamp_max(T - 1)] - traj.flat[last][:, None]
+    return win, tgt, mask
+
+
+def _loss(model: Nowcaster, traj: Trajectory, win: Tensor, tgt: Tensor, mask: Tensor) -> Tensor:
+    lay = NowcastLayout.from_spec(traj.spec)
+    feats, s, line = window_features(win, lay.slot_tensor, lay.num_tensors)
+    pred = model(lay, feats, line)  # [B, P, H]
+    err = (pred - tgt.transpose(1, 2) / s[..., None]).abs()  # scaled units
+    h = torch.arange(1, model.horizons + 1, dtype=err.dtype)
+    err = err.mean(1) / h  # [B, H]
+    m = mask.to(err.dtype)
+    return (err * m).sum() / m.sum().clamp_min(1)
+
+
+def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, rest = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        rest["state"][str(pid)] = []
+        for k, v in st.items():
+            tensors[f"opt.{pid}.{k}"] = v.detach().cpu().reshape(-1) if v.dim() == 0 else v.detach().cpu()
+            rest["state"][str(pid)].append([k, v.dim() == 0])
+    return tensors, rest
+
+
+def _opt_load(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], rest: dict) -> None:
+    state = {}
+    for pid, keys in rest["state"].items():
+        state[int(pid)] = {k: (tensors[f"opt.{pid}.{k}"].reshape(()) if scalar else tensors[f"opt.{pid}.{k}"])
+                           for k, scalar in keys}
+    opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+
+
+def meta_train(model: Nowcaster, trajectories: Sequence[Trajectory], out: str | os.PathLike,
+               cfg: MetaTrainConfig | None = None, *, progress: bool = True, info: dict | None = None
+               ) -> dict[str, Any]:
+    """Meta-train ``model`` on windows of ``trajectories``; resumable from ``out``.
+
+    Writes ``<out>/last.safetensors|json`` (training state) every ``save_every`` steps,
+    ``<out>/metrics.jsonl`` (``train/loss``, ``val/loss``, ``val/linefit_loss``) every ``log_every``
+    steps, and the final nowcaster to ``<out>/nowcaster.safetensors|json``. Rerunning with the same
+    arguments continues from the last saved step; a step with a non-finite loss or gradient is
+    skipped (logged), never applied.
+
+    Returns:
+        Summary: steps, final ``val/loss`` and ``val/linefit_loss``, seconds.
+    """
+    cfg = cfg or MetaTrainConfig()
+    if model.kind == "linefit":
+        raise ValueError("linefit has no parameters to meta-train")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trajs = list(trajectories)
+    if len(trajs) < 2:
+        raise ValueError(f"meta-training needs at least 2 trajectories, got {len(trajs)}")
+    perm = torch.randperm(len(trajs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    n_val = max(1, int(round(cfg.val_fraction * len(trajs))))
+    val = [trajs[i] for i in perm[:n_val]]
+    train = [trajs[i] for i in perm[n_val:]]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, elapsed = 0, 0.0
+    last = out / "last.json"
+    if last.exists():
+        meta = json.loads(last.read_text())
+        if meta["config"] != json.loads(json.dumps(asdict(model.config))):
+            raise ValueError(f"{out} holds a run of another nowcaster config; choose a new folder")
+        tensors = load_file(str(out / "last.safetensors"))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _opt_load(opt, {k: v for k, v in tensors.items() if k.startswith("opt.")}, meta["opt"])
+        start, elapsed = int(meta["step"]), float(meta["seconds"])
+        log.info("resuming meta-training at step %d from %s", start, out)
+    c, H = model.context, model.horizons
+    val_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    val_batches = []
+    for j in range(16):
+        tr = val[j % len(val)]
+        b = _sample(tr, c, H, cfg.strides[j % len(cfg.strides)], cfg.batch, val_gen)
+        if b is not None:
+            val_batches.append((tr, *b))
+    linefit = Nowcaster(NowcastConfig(kind="linefit", context=c, horizons=H))
+
+    def evaluate(m: Nowcaster) -> float:
+        m.eval()
+        with torch.no_grad():
+            vals = [float(_loss(m, tr, *b)) for tr, *b in val_batches]
+        m.train()
+        return sum(vals) / max(1, len(vals))
+
+    lf_val = evaluate(linefit)
+    metrics = (out / "metrics.jsonl").open("a")
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc="meta-train", unit="step")
+    t0 = time.perf_counter()
+    running, n_run, skipped = 0.0, 0, 0
+    model.train()
+    step = start
+    val_loss = float("nan")
+    for step in range(start, cfg.steps):
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        batch = None
+        while batch is None:
+            tr = train[int(torch.randint(len(train), (1,), generator=gen))]
+            stride = cfg.strides[int(torch.randint(len(cfg.strides), (1,), generator=gen))]
+            batch = _sample(tr, c, H, stride, cfg.batch, gen)
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = _loss(model, tr, *batch)
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            skipped += 1
+            log.warning("step %d: non-finite loss, skipped", step)
+        else:
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            if torch.isfinite(gnorm):
+                opt.step()
+                running += float(loss)
+                n_run += 1
+            else:
+                skipped += 1
+                log.warning("step %d: non-finite gradient, skipped", step)
+        bar.update(1)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            val_loss = evaluate(model)
+            rec = {"step": done, "train/loss": running / max(1, n_run), "val/loss": val_loss,
+                   "val/linefit_loss": lf_val, "lr": lr, "skipped": skipped}
+            metrics.write(json.dumps(rec) + "\n")
+            metrics.flush()
+            log.info("step %d train/loss %.4f val/loss %.4f (linefit %.4f)", done, rec["train/loss"], val_loss, lf_val)
+            bar.set_postfix(loss=f"{rec['train/loss']:.3f}", val=f"{val_loss:.3f}")
+            running, n_run = 0.0, 0
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+            ot, orest = _opt_tensors(opt)
+            tensors.update(ot)
+            save_file(tensors, str(out / "last.tmp.safetensors"))
+            os.replace(out / "last.tmp.safetensors", out / "last.safetensors")
+            _write_json(last, {"step": done, "config": asdict(model.config), "opt": orest,
+                               "seconds": elapsed + time.perf_counter() - t0, "meta_train": asdict(cfg)})
+    bar.close()
+    metrics.close()
+    seconds = elapsed + time.perf_counter() - t0
+    if not math.isfinite(val_loss):
+        val_loss = evaluate(model)
+    summary = {"steps": cfg.steps, "val/loss": val_loss, "val/linefit_loss": lf_val, "seconds": round(seconds, 1),
+               "train_runs": len(train), "val_runs": len(val), "skipped_steps": skipped,
+               "meta_train": asdict(cfg), **(info or {})}
+    model.save(out / "nowcaster", info=summary)
+    return summary

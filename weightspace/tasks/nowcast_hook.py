@@ -1,0 +1,226 @@
+"""``NowcastHook``: periodic nowcasting jumps inside an ordinary PyTorch training loop.
+
+The hook hangs on ``optimizer.register_step_post_hook``; the loop stays ``loss.backward();
+optimizer.step()``. Every ``period // context`` optimizer steps it keeps a flat copy of the model's
+parameters; every ``period`` steps, once it holds ``context`` copies, it asks the nowcaster for the
+parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyazev et al., ICLR 2025).
+
+* Counting is per optimizer step, so gradient accumulation (fewer ``step`` calls), AMP (a
+  ``GradScaler`` that skips a step skips the hook too) and LR schedulers work unchanged.
+* Only tensors the optimizer updates are moved; buffers (BatchNorm statistics) and frozen
+  parameters stay as they are.
+* The hook's own state (step counter, the snapshots in flight, jump history) rides inside
+  ``optimizer.state_dict()`` under the key ``"nowcast"`` and is restored by
+  ``optimizer.load_state_dict()``; :meth:`NowcastHook.state_dict` gives it alone.
+* Optimizer state after a jump: ``"keep"`` (default, as NiNo: Adam's moments and step counts carry
+  on; the loss may spike for a few steps) or ``"reset"`` (the moved parameters' optimizer state is
+  dropped, so e.g. Adam restarts its moments and bias correction).
+* A jump that would produce NaN/inf is skipped with a ``RuntimeWarning`` and never applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from weightspace.graph import GraphSpec
+
+from .nowcast import Nowcaster, NowcastLayout
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NowcastHook", "horizon_schedule", "OPTIMIZER_STATE_CHOICES"]
+
+OPTIMIZER_STATE_CHOICES = ("keep", "reset")
+STATE_KEY = "nowcast"
+
+
+def horizon_schedule(k_max: int, k_min: int = 1, total_steps: int | None = None, power: float = 2.0
+                     ) -> Callable[[int], int]:
+    """NiNo's jump-size schedule: ``k`` decays from ``k_max`` to ``k_min`` as ``(1 - step/total)^power``.
+
+    Without ``total_steps`` the schedule is constant ``k_max``.
+    """
+    if k_max < 1 or k_min < 1:
+        raise ValueError(f"horizons must be at least 1, got k_max={k_max}, k_min={k_min}")
+
+    def k(step: int) -> int:
+        if not total_steps:
+            return k_max
+        frac = min(max(step / total_steps, 0.0), 1.0)
+        return int(round(k_min + (k_max - k_min) * (1.0 - frac) ** power))
+
+    return k
+
+
+class NowcastHook:
+    """Handle of a nowcaster attached to a model and its optimizer (see module docs).
+
+    Made by :meth:`weightspace.tasks.nowcast.Nowcaster.attach`.
+
+    Args:
+        nowcaster: the predictor (any kind: ``graph``, ``mlp``, ``linefit``).
+        model: the network being trained; converted once with :class:`~weightspace.GraphSpec`
+            (raises :class:`~weightspace.UnsupportedModuleError` naming the layer it cannot represent).
+        optimizer: any ``torch.optim.Optimizer`` over (some of) ``model``'s parameters.
+        period: optimizer steps between jumps.
+        context: snapshots per prediction (default: the nowcaster's); ``period`` must be a
+            multiple of it, snapshots are ``period // context`` steps apart.
+        horizon: how far to jump, in snapshot spacings (``1..nowcaster.horizons``): an int, a
+            callable ``step -> k``, or ``None`` for NiNo's decay from ``nowcaster.horizons`` to 1
+            over ``total_steps`` (constant ``nowcaster.horizons`` without ``total_steps``).
+        total_steps: the planned number of optimizer steps (for the horizon schedule); no jumps
+            happen after it.
+        optimizer_state: ``"keep"`` or ``"reset"`` (see module docs).
+        start: no jump before this optimizer step.
+        example_input: passed to :meth:`GraphSpec.from_module` for models only ``torch.export``
+            can trace.
+    """
+
+    def __init__(self, nowcaster: Nowcaster, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 period: int = 20, context: int | None = None, horizon: int | Callable[[int], int] | None = None,
+                 total_steps: int | None = None, optimizer_state: str = "keep", start: int = 0,
+                 example_input: Any = None) -> None:
+        context = int(context or nowcaster.context)
+        if nowcaster.kind != "linefit" and context != nowcaster.context:
+            raise ValueError(f"this nowcaster reads {nowcaster.context} snapshots, got context={context}")
+        if context < 2:
+            raise ValueError(f"context must be at least 2, got {context}")
+        if period < context or period % context:
+            raise ValueError(f"period ({period}) must be a positive multiple of context ({context})")
+        if optimizer_state not in OPTIMIZER_STATE_CHOICES:
+            raise ValueError(f"optimizer_state must be one of {OPTIMIZER_STATE_CHOICES}, got {optimizer_state!r}")
+        if isinstance(horizon, int) and not 1 <= horizon <= nowcaster.horizons:
+            raise ValueError(f"horizon must lie in [1, {nowcaster.horizons}], got {horizon}")
+        self.spec = GraphSpec.from_module(model, example_input)  # raises UnsupportedModuleError
+        self.layout = NowcastLayout.from_spec(self.spec)
+        self.nowcaster, self.model, self.optimizer = nowcaster, model, optimizer
+        self.period, self.context, self.stride = int(period), context, int(period) // context
+        self.total_steps, self.optimizer_state, self.start = total_steps, optimizer_state, int(start)
+        if callable(horizon):
+            self._horizon = horizon
+        elif horizon is None:
+            self._horizon = horizon_schedule(nowcaster.horizons, 1, total_steps)
+        else:
+            self._horizon = horizon_schedule(int(horizon))
+        tensors = model.state_dict(keep_vars=True)
+        self._tensors = [tensors[n] for n in self.spec.names]
+        in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        self._moved = [bool(isinstance(t, nn.Parameter) and id(t) in in_opt and t.requires_grad)
+                       for t in self._tensors]
+        if not any(self._moved):
+            raise ValueError("the optimizer updates none of the model's parameters")
+        self._params = [t for t, m in zip(self._tensors, self._moved) if m and isinstance(t, nn.Parameter)]
+        sizes = [math.prod(s) for s in self.spec.shapes]
+        self._mask = torch.cat([torch.full((n,), m) for n, m in zip(sizes, self._moved)])
+        self.step = 0
+        self.jumps = 0
+        self.skipped = 0
+        self.seconds = 0.0  # time spent inside the hook (snapshots + predictions + writes)
+        self.history: list[dict[str, Any]] = []
+        self._window: list[Tensor] = []
+        self._handles = [
+            optimizer.register_step_post_hook(self._on_step),
+            optimizer.register_state_dict_post_hook(self._sd_post),
+            optimizer.register_load_state_dict_pre_hook(self._load_pre),
+        ]
+
+    # ------------------------------------------------------------------ hook
+    @torch.no_grad()
+    def _flat(self) -> Tensor:
+        return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in self._tensors])
+
+    def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        t0 = time.perf_counter()
+        self.step += 1
+        if self.step % self.stride == 0:
+            self._window.append(self._flat())
+            del self._window[: -self.context]
+        due = (self.step % self.period == 0 and self.step >= self.start
+               and (self.total_steps is None or self.step < self.total_steps))
+        if due and len(self._window) == self.context:
+            self._jump()
+        self.seconds += time.perf_counter() - t0
+
+    @torch.no_grad()
+    def _jump(self) -> None:
+        k = max(1, min(int(self._horizon(self.step)), self.nowcaster.horizons))
+        t0 = time.perf_counter()
+        window = torch.stack(self._window)  # [c, P]
+        delta = self.nowcaster.predict(self.layout, window)[k - 1]
+        mask = self._mask.to(delta.device)
+        new = window[-1] + torch.where(mask, delta, torch.zeros_like(delta))
+        rec = {"step": self.step, "horizon": k, "steps_ahead": k * self.stride,
+               "seconds": 0.0, "applied": False}
+        if not bool(torch.isfinite(new[mask]).all()):
+            self.skipped += 1
+            msg = f"nowcast jump at step {self.step} would produce non-finite weights; skipped"
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+        else:
+            parts = self.spec.unflatten(new)
+            for name, t, moved in zip(self.spec.names, self._tensors, self._moved):
+                if moved:
+                    t.copy_(parts[name].to(t.dtype))
+            if self.optimizer_state == "reset":
+                for p in self._params:
+                    self.optimizer.state.pop(p, None)
+            self.jumps += 1
+            rec["applied"] = True
+            log.debug("nowcast jump at step %d: %d steps ahead", self.step, k * self.stride)
+        rec["seconds"] = time.perf_counter() - t0
+        self.history.append(rec)
+        self._window.clear()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The hook's state: counters, history and the snapshots of the current window."""
+        window = torch.stack(self._window) if self._window else torch.zeros(0, self.spec.num_params)
+        return {"step": self.step, "jumps": self.jumps, "skipped": self.skipped, "window": window.clone(),
+                "history": [dict(h) for h in self.history], "period": self.period, "context": self.context}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the same period, context and architecture)."""
+        if int(state["period"]) != self.period or int(state["context"]) != self.context:
+            raise ValueError(f"saved hook state has period={state['period']}, context={state['context']}; "
+                             f"this hook has period={self.period}, context={self.context}")
+        w = state["window"]
+        if w.numel() and w.shape[-1] != self.spec.num_params:
+            raise ValueError(f"saved window holds {w.shape[-1]} parameters, the model stores {self.spec.num_params}")
+        self.step, self.jumps, self.skipped = int(state["step"]), int(state["jumps"]), int(state["skipped"])
+        self.history = [dict(h) for h in state.get("history", [])]
+        self._window = [r.clone().float() for r in w]
+
+    def _sd_post(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        state_dict[STATE_KEY] = self.state_dict()
+        return state_dict
+
+    def _load_pre(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        saved = state_dict.pop(STATE_KEY, None)
+        if saved is not None:
+            self.load_state_dict(saved)
+        return state_dict
+
+    # ------------------------------------------------------------------ lifecycle
+    def remove(self) -> None:
+        """Detach from the optimizer (no more snapshots or jumps; state-dict hooks removed)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._window.clear()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(kind={self.nowcaster.kind!r}, period={self.period}, "
+                f"context={self.context}, step={self.step}, jumps={self.jumps}, skipped={self.skipped}, "
+                f"optimizer_state={self.optimizer_state!r})")
