@@ -465,7 +465,7 @@ def train_predictor(data: ZooGraphs, cfg: PredictConfig) -> tuple[Predictor, dic
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             seen += int(idx.numel())
         train_time += time.perf_counter() - t_ep
         val_tau = regression_metrics([float(g.y[0]) for g in va], pred.predict(va, prepared=True))["tau"] if va else float("nan")

@@ -1,0 +1,135 @@
+"""GraphMetaNet: invariant graph outputs and equivariant node/edge outputs under function-preserving
+hidden-neuron permutations (MLP, CNN, ResNet, ViT), sensitivity to non-symmetries, heterogeneous
+batches, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weightspace.graph import batch_graphs
+from weightspace.nn import GraphMetaNet
+
+from .perm_cases import CASES, broken_pair, max_grid, permuted_pair
+
+SEEDS = st.integers(0, 2**31 - 1)
+
+
+def _double(*graphs):
+    """Float64 copies: invariance is checked at atol 1e-5 without float32 summation-order noise."""
+    out = []
+    for g in graphs:
+        g = g.clone()
+        g.x, g.edge_attr = g.x.double(), g.edge_attr.double()
+        out.append(g)
+    return out
+
+
+def _net(grid: tuple[int, int], seed: int = 0) -> GraphMetaNet:
+    torch.manual_seed(seed)
+    net = GraphMetaNet(hidden=16, num_layers=2, embed_dim=16, kernel_grid=grid, node_out=2, edge_out=3).eval()
+    with torch.no_grad():  # non-trivial FiLM and updates (they start at zero)
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return net.double()
+
+
+@pytest.mark.parametrize("name", CASES)
+@settings(max_examples=2, deadline=None)
+@given(seed=SEEDS)
+def test_prediction_invariant_to_hidden_permutations(name, seed):
+    g0, g1 = _double(*permuted_pair(name, seed)[:2])
+    net = _net(max_grid(g0, g1))
+    with torch.no_grad():
+        a, b = net(g0), net(g1)
+        assert torch.allclose(net.encode(g0), net.encode(g1), atol=1e-5)
+    assert torch.allclose(a, b, atol=1e-5), (a, b)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_prediction_sensitive_to_non_symmetries(name):
+    g0, g1 = _double(*broken_pair(name, 0))
+    net = _net(max_grid(g0, g1))
+    with torch.no_grad():
+        assert (net(g0) - net(g1)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_node_and_edge_readouts_equivariant(name):
+    g0, g1, pi = permuted_pair(name, 1)
+    g0, g1 = _double(g0, g1)
+    net = _net(max_grid(g0, g1))
+    with torch.no_grad():
+        n0, n1 = net.node_outputs(g0), net.node_outputs(g1)
+        e0, e1 = net.edge_outputs(g0), net.edge_outputs(g1)
+    assert torch.allclose(n1[pi], n0, atol=1e-5)
+    # match edges by (new src, new dst, type); ties are resolved by edge features
+    def keyed(g, src, dst, out):
+        keys = [(s, d, t, tuple(round(v, 6) for v in a)) for s, d, t, a in
+                zip(src.tolist(), dst.tolist(), g.edge_type.tolist(), g.edge_attr.tolist())]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        return [keys[i] for i in order], out[order]
+    k0, o0 = keyed(g0, pi[g0.edge_index[0]], pi[g0.edge_index[1]], e0)
+    k1, o1 = keyed(g1, g1.edge_index[0], g1.edge_index[1], e1)
+    assert k0 == k1
+    assert torch.allclose(o0, o1, atol=1e-5)
+
+
+def test_node_readout_sensitive_to_non_symmetries():
+    g0, g1 = _double(*broken_pair("mlp", 0))
+    net = _net(max_grid(g0, g1))
+    with torch.no_grad():
+        n0, n1 = net.node_outputs(g0), net.node_outputs(g1)
+    # the first hidden layer, compared as a set (sorted per column): not a permutation of before
+    layer1 = g0.node_layer == 1
+    s0, s1 = n0[layer1].sort(0).values, n1[layer1].sort(0).values
+    assert (s0 - s1).abs().max() > 1e-3
+
+
+def test_heterogeneous_batch_matches_single_graphs():
+    graphs = _double(*[permuted_pair(n, 0)[0] for n in CASES])
+    net = _net(max_grid(*graphs))
+    with torch.no_grad():
+        batched = net(batch_graphs(graphs))
+        single = torch.cat([net(g) for g in graphs])
+    assert batched.shape == (len(CASES), 1)
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_gradients_flow_to_every_parameter():
+    graphs = _double(*[permuted_pair(n, 0)[0] for n in ("mlp", "resnet")])
+    net = _net(max_grid(*graphs)).train()
+    b = batch_graphs(graphs)
+    (net(b).sum() + net.node_outputs(b).sum() + net.edge_outputs(b).sum()).backward()
+    # position embeddings of unused rows get no gradient; every weight matrix must
+    missing = [n for n, p in net.named_parameters() if p.grad is None and "emb" not in n]
+    assert not missing
+
+
+def test_kernel_larger_than_grid_raises():
+    g = _double(permuted_pair("resnet", 0)[0])[0]  # 3x3 kernels
+    net = _net((1, 1))
+    with pytest.raises(ValueError, match="smaller than the largest kernel"):
+        net(g)
+
+
+def test_trajectory_input_raises():
+    g = _double(permuted_pair("mlp", 0)[0])[0]
+    g.x = g.x[None].repeat(2, 1, 1)
+    with pytest.raises(ValueError, match="one checkpoint per graph"):
+        _net((1, 1))(g)
+
+
+def test_missing_heads_raise_and_repr():
+    net = GraphMetaNet(hidden=8, num_layers=1, kernel_grid=(1, 1))
+    g, _, _ = permuted_pair("mlp", 0)
+    with pytest.raises(RuntimeError, match="node_out=0"):
+        net.node_outputs(g)
+    with pytest.raises(RuntimeError, match="edge_out=0"):
+        net.edge_outputs(g)
+    assert "GraphMetaNet(hidden=8" in repr(net) and "GMNConv(8" in repr(net.convs)
+    before = [p.clone() for p in net.parameters()]
+    net.reset_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
