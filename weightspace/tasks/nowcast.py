@@ -214,8 +214,8 @@ class NowcastConfig:
     kind: str = "graph"
     context: int = 5
     horizons: int = 16
-    hidden: int = 48
-    layers: int = 3
+    hidden: int = 32
+    layers: int = 2
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -639,7 +639,7 @@ def meta_train(model: Nowcaster, trajectories: Sequence[Trajectory], out: str | 
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             if torch.isfinite(gnorm):
                 opt.step()
-                running += float(loss)
+                running += loss.item()
                 n_run += 1
             else:
                 skipped += 1

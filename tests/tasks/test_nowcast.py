@@ -1,0 +1,320 @@
+"""Nowcaster: Linefit exactness, start-as-Linefit, equivariance and sensitivity of predicted deltas,
+persistence, meta-training (finite, logged, resumable) and loading zoo trajectories."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import weightspace as ws
+from weightspace.examples import build_example
+from weightspace.tasks.nowcast import (
+    MetaTrainConfig,
+    NowcastConfig,
+    Nowcaster,
+    NowcastLayout,
+    Trajectory,
+    load_trajectories,
+    meta_train,
+    window_features,
+)
+
+from ..helpers import node_permutation, permute_params
+
+SEEDS = st.integers(0, 2**31 - 1)
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 7), nn.Tanh(), nn.Linear(7, 3))
+
+
+def _adam_trajectory(model: nn.Module, steps: int = 48, every: int = 1, seed: int = 0) -> Tensor:  # noqa: F821
+    """Flat snapshots of ``model`` trained by Adam on a random regression problem."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, model[0].in_features, generator=g)
+    y = torch.randn(64, model[-1].out_features, generator=g)
+    spec = ws.GraphSpec.from_module(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    snaps = [spec.flatten(model.state_dict())]
+    for i in range(steps):
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (i + 1) % every == 0:
+            snaps.append(spec.flatten(model.state_dict()).detach().clone())
+    return torch.stack(snaps)
+
+
+def _randomize(nc: Nowcaster, seed: int = 0) -> Nowcaster:
+    """Give every weight (the zero-initialized heads too) a random value, so outputs are not Linefit."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in nc.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return nc
+
+
+# ----------------------------------------------------------------------------- features / linefit
+@settings(max_examples=25, deadline=None)
+@given(seed=SEEDS, c=st.integers(2, 7))
+def test_linefit_is_exact_on_straight_lines(seed, c):
+    g = torch.Generator().manual_seed(seed)
+    P = 11
+    a, b = torch.randn(P, generator=g), torch.randn(P, generator=g) * 0.1
+    window = a + b * torch.arange(c, dtype=torch.float32)[:, None]  # [c, P]
+    lay = NowcastLayout(P, 1, 0, torch.zeros(P, dtype=torch.bool), torch.zeros(P, dtype=torch.long),
+                        torch.zeros(P, dtype=torch.long), torch.arange(P) % 3, 3, torch.zeros(2, 0, dtype=torch.long),
+                        torch.zeros(0, dtype=torch.long), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    nc = Nowcaster(kind="linefit", context=c, horizons=4)
+    d = nc.predict(lay, window)
+    expect = b * torch.arange(1, 5, dtype=torch.float32)[:, None]
+    assert torch.allclose(d, expect, atol=1e-5, rtol=1e-4)
+
+
+def test_features_are_scale_free():
+    """Scaling a tensor's trajectory scales the predicted delta by the same factor (normalization undone)."""
+    model = _mlp()
+    traj = _adam_trajectory(model, steps=8)[-5:]
+    spec = ws.GraphSpec.from_module(model)
+    nc = _randomize(Nowcaster(kind="graph", horizons=3, hidden=16, layers=2))
+    d1 = nc.predict(spec, traj)
+    d2 = nc.predict(spec, traj * 7.0)
+    assert torch.allclose(d2, 7.0 * d1, rtol=1e-3, atol=1e-6)
+
+
+def test_untrained_learned_kinds_start_as_linefit():
+    model = _mlp()
+    traj = _adam_trajectory(model, steps=10)[-5:]
+    spec = ws.GraphSpec.from_module(model)
+    ref = Nowcaster(kind="linefit").predict(spec, traj)
+    for kind in ("graph", "mlp"):
+        torch.manual_seed(1)
+        d = Nowcaster(kind=kind).predict(spec, traj)
+        assert d.shape == (16, spec.num_params)
+        assert torch.allclose(d, ref, atol=1e-6)
+
+
+def test_window_features_shapes_and_finiteness():
+    w = torch.randn(2, 5, 10)
+    w[:, :, :4] = 1.0  # a tensor that does not move
+    feats, s, line = window_features(w, torch.tensor([0] * 4 + [1] * 6), 2)
+    assert feats.shape == (2, 10, 7) and s.shape == (2, 10) and line.shape == (2, 10, 2)
+    assert torch.isfinite(feats).all() and torch.isfinite(s).all() and (s > 0).all()
+
+
+# ----------------------------------------------------------------------------- equivariance
+def _permute_flat(spec: ws.GraphSpec, flat: torch.Tensor, rules) -> torch.Tensor:
+    """Apply ``(name, axis, perm)`` rules to flat vectors ``[..., P]``."""
+    lead = flat.dim() - 1
+    parts = spec.unflatten(flat)
+    for name, axis, perm in rules:
+        parts[name] = parts[name].index_select(axis + lead, perm)
+    return spec.flatten(parts)
+
+
+def _example_window(name: str, seed: int):
+    model, x = build_example(name)
+    spec = ws.GraphSpec.from_module(model, x)
+    g = torch.Generator().manual_seed(seed)
+    base = spec.flatten(model.state_dict())
+    steps = torch.randn(5, base.numel(), generator=g).cumsum(0) * 0.01
+    drift = torch.randn(base.numel(), generator=g) * 0.02 * torch.arange(5.0)[:, None]
+    return model, x, spec, base + steps + drift
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=SEEDS)
+def test_predicted_deltas_are_equivariant_to_hidden_permutations(seed):
+    model, x, spec, window = _example_window("mlp", seed)
+    gen = torch.Generator().manual_seed(seed)
+    p1, p2 = torch.randperm(32, generator=gen), torch.randperm(32, generator=gen)
+    rules = [("0.weight", 0, p1), ("0.bias", 0, p1), ("2.weight", 1, p1), ("2.weight", 0, p2), ("2.bias", 0, p2),
+             ("4.weight", 1, p2)]
+    # the rules are function-preserving
+    with torch.no_grad():
+        y0 = model(x)
+        permute_params(model, rules)
+        assert torch.allclose(model(x), y0, atol=1e-5)
+    assert not torch.equal(node_permutation(spec.num_nodes, spec.node_groups, {"0": p1, "2": p2}),
+                           torch.arange(spec.num_nodes))
+    nc = _randomize(Nowcaster(kind="graph", horizons=4, hidden=16, layers=2), seed % 1000)
+    d = nc.predict(spec, window)
+    d_perm = nc.predict(spec, _permute_flat(spec, window, rules))
+    assert torch.allclose(d_perm, _permute_flat(spec, d, rules), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(d, Nowcaster(kind="linefit", horizons=4).predict(spec, window), atol=1e-4)
+
+
+def test_equivariance_cnn_with_batchnorm_and_flatten():
+    model, x, spec, window = _example_window("cnn_flatten_bn", 0)
+    p = torch.randperm(6, generator=torch.Generator().manual_seed(3))
+    cols = (p[:, None] * 9 + torch.arange(9)).reshape(-1)
+    rules = [("0.weight", 0, p), ("0.bias", 0, p)]
+    rules += [(f"1.{k}", 0, p) for k in ("weight", "bias", "running_mean", "running_var")]
+    rules += [("4.weight", 0, p), ("4.bias", 0, p), ("7.weight", 1, cols)]
+    with torch.no_grad():
+        model.eval()
+        y0 = model(x)
+        permute_params(model, rules)
+        assert torch.allclose(model(x), y0, atol=1e-5)
+    nc = _randomize(Nowcaster(kind="graph", horizons=3, hidden=16, layers=2))
+    d = nc.predict(spec, window)
+    d_perm = nc.predict(spec, _permute_flat(spec, window, rules))
+    assert torch.allclose(d_perm, _permute_flat(spec, d, rules), atol=1e-5, rtol=1e-4)
+
+
+def test_sensitivity_breaking_the_coupling_changes_predictions():
+    """Permuting a layer's output neurons without the next layer's inputs changes the function; the
+    graph nowcaster must see it (the predictions are not the permuted ones), whereas the per-parameter
+    MLP, blind to connectivity, cannot."""
+    model, x, spec, window = _example_window("mlp", 5)
+    p1 = torch.randperm(32, generator=torch.Generator().manual_seed(0))
+    broken = [("0.weight", 0, p1), ("0.bias", 0, p1)]  # no matching ("2.weight", 1, p1)
+    for kind, sees in (("graph", True), ("mlp", False)):
+        nc = _randomize(Nowcaster(kind=kind, horizons=3, hidden=16, layers=2), 7)
+        d = nc.predict(spec, window)
+        d_b = nc.predict(spec, _permute_flat(spec, window, broken))
+        same = torch.allclose(d_b, _permute_flat(spec, d, broken), atol=1e-5, rtol=1e-4)
+        assert same != sees, kind
+
+
+# ----------------------------------------------------------------------------- persistence
+def test_save_load_round_trip(tmp_path):
+    nc = _randomize(Nowcaster(kind="graph", horizons=4, hidden=16, layers=2))
+    path = nc.save(tmp_path / "nc", info={"note": "test"})
+    assert path.suffix == ".safetensors"
+    meta = json.loads((tmp_path / "nc.json").read_text())
+    assert meta["config"]["hidden"] == 16 and meta["info"]["note"] == "test"
+    back = Nowcaster.load(tmp_path / "nc.safetensors")
+    assert back.config == nc.config
+    for (k, a), (_, b) in zip(nc.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no nowcaster config"):
+        Nowcaster.load(tmp_path / "missing")
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="not a nowcaster checkpoint"):
+        Nowcaster.load(tmp_path / "bad")
+
+
+def test_bad_config_and_input():
+    with pytest.raises(ValueError, match="unknown nowcaster kind"):
+        NowcastConfig(kind="transformer")
+    with pytest.raises(ValueError, match="context must be at least 2"):
+        Nowcaster(context=1)
+    model = _mlp()
+    spec = ws.GraphSpec.from_module(model)
+    with pytest.raises(ValueError, match="reads windows of 5 snapshots"):
+        Nowcaster(kind="mlp").predict(spec, torch.zeros(3, spec.num_params))
+    with pytest.raises(ValueError, match="parameters, the architecture stores"):
+        Nowcaster(kind="mlp").predict(spec, torch.zeros(5, spec.num_params + 1))
+
+
+def test_pretrained_checkpoint_loads_and_predicts():
+    nc = Nowcaster.pretrained()
+    assert nc.kind == "graph"
+    model = _mlp()
+    spec = ws.GraphSpec.from_module(model)
+    traj = _adam_trajectory(model, steps=8)[-nc.context:]
+    d = nc.predict(spec, traj)
+    assert d.shape == (nc.horizons, spec.num_params) and torch.isfinite(d).all()
+
+
+# ----------------------------------------------------------------------------- meta-training
+def _trajectories(n: int = 3) -> list[Trajectory]:
+    out = []
+    for i in range(n):
+        torch.manual_seed(i)
+        model = _mlp()
+        spec = ws.GraphSpec.from_module(model)
+        out.append(Trajectory(spec, _adam_trajectory(model, steps=40, seed=i), 1, f"t{i}"))
+    return out
+
+
+def test_meta_train_is_finite_logged_and_resumable(tmp_path):
+    trajs = _trajectories()
+    cfg = dict(batch=2, strides=(1, 2), log_every=4, save_every=4, horizons=None)
+    cfg.pop("horizons")
+    torch.manual_seed(0)
+    a = Nowcaster(kind="graph", horizons=4, hidden=16, layers=1)
+    full = meta_train(a, trajs, tmp_path / "full", MetaTrainConfig(steps=8, **cfg), progress=False)
+    assert full["skipped_steps"] == 0
+    rows = [json.loads(r) for r in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 8]
+    assert all(torch.isfinite(torch.tensor([r["train/loss"], r["val/loss"]])).all() for r in rows)
+    assert (tmp_path / "full/nowcaster.safetensors").exists()
+    # interrupted after 4 steps (the run stops; the state on disk is the step-4 checkpoint), then resumed
+    torch.manual_seed(0)
+    b = Nowcaster(kind="graph", horizons=4, hidden=16, layers=1)
+    meta_train(b, trajs, tmp_path / "part", MetaTrainConfig(steps=8, **cfg), progress=False)
+    last = json.loads((tmp_path / "part/last.json").read_text())
+    assert last["step"] == 8
+    torch.manual_seed(0)
+    c = Nowcaster(kind="graph", horizons=4, hidden=16, layers=1)
+    # a resumed run continues from step 8 up to 12
+    out = meta_train(c, trajs, tmp_path / "part", MetaTrainConfig(steps=12, **cfg), progress=False)
+    assert out["steps"] == 12
+    assert json.loads((tmp_path / "part/last.json").read_text())["step"] == 12
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k  # same seed, same samples: deterministic
+
+
+def test_meta_train_resume_equals_uninterrupted(tmp_path):
+    trajs = _trajectories()
+    kw = dict(batch=2, strides=(1, 2), log_every=3, save_every=3)
+    torch.manual_seed(0)
+    a = Nowcaster(kind="mlp", horizons=4, hidden=16, layers=1)
+    meta_train(a, trajs, tmp_path / "a", MetaTrainConfig(steps=6, **kw), progress=False)
+    torch.manual_seed(0)
+    b = Nowcaster(kind="mlp", horizons=4, hidden=16, layers=1)
+    meta_train(b, trajs, tmp_path / "b", MetaTrainConfig(steps=3, **kw), progress=False)
+    # a fresh process: new module, state read back from disk; the cosine schedule of 6 steps
+    (tmp_path / "b/last.json").write_text(
+        (tmp_path / "b/last.json").read_text().replace('"steps": 3', '"steps": 6'))
+    torch.manual_seed(123)
+    c = Nowcaster(kind="mlp", horizons=4, hidden=16, layers=1)
+    meta_train(c, trajs, tmp_path / "b", MetaTrainConfig(steps=6, **kw), progress=False)
+    # the lr of steps 0-2 differs (cosine over 3 vs 6 steps), so compare against a run with the same schedule
+    torch.manual_seed(0)
+    d = Nowcaster(kind="mlp", horizons=4, hidden=16, layers=1)
+    meta_train(d, trajs, tmp_path / "d", MetaTrainConfig(steps=6, **kw), progress=False)
+    for (k, x), (_, y) in zip(a.state_dict().items(), d.state_dict().items()):
+        assert torch.equal(x, y), k
+    assert all(torch.isfinite(p).all() for p in c.parameters())
+
+
+def test_meta_train_errors(tmp_path):
+    with pytest.raises(ValueError, match="no parameters"):
+        meta_train(Nowcaster(kind="linefit"), _trajectories(2), tmp_path)
+    with pytest.raises(ValueError, match="at least 2 trajectories"):
+        meta_train(Nowcaster(kind="mlp"), _trajectories(1), tmp_path)
+    trajs = _trajectories(2)
+    meta_train(Nowcaster(kind="mlp", hidden=8, layers=1), trajs, tmp_path / "x",
+               MetaTrainConfig(steps=2, batch=1, save_every=1, log_every=1), progress=False)
+    with pytest.raises(ValueError, match="another nowcaster config"):
+        meta_train(Nowcaster(kind="mlp", hidden=16, layers=1), trajs, tmp_path / "x",
+                   MetaTrainConfig(steps=3, batch=1), progress=False)
+
+
+def test_load_trajectories_from_a_dense_zoo(tmp_path):
+    import model_zoo
+
+    cfg = {"name": "dense", "size": 2, "seed": 0, "chunk_size": 2,
+           "data": {"name": "digits", "flatten": True},
+           "arch": {"_target_": "model_zoo.archs.MLP", "in_features": 64, "num_outputs": 10, "depth": 1, "width": 8},
+           "space": {"lr": 3e-3, "optimizer": "adam", "batch_size": 128, "dropout": 0.0, "train_fraction": 1.0},
+           "trainer": {"epochs": 1, "checkpoints": [0, 1], "dense_every": 2}}
+    model_zoo.generate(cfg, tmp_path / "z", progress=False)
+    trajs = load_trajectories([tmp_path / "z"])
+    assert len(trajs) == 2
+    t = trajs[0]
+    assert t.every == 2 and t.flat.shape[0] == 1 + 12 // 2  # 12 steps of 128 from 1437 samples
+    assert t.flat.shape[1] == t.spec.num_params and torch.isfinite(t.flat).all()
