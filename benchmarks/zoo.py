@@ -12,6 +12,7 @@ Writes ``benchmarks/results/zoo.json``, ``zoo.md`` and ``zoo.png``.
 
     python benchmarks/zoo.py                      # the figures in the README
     python benchmarks/zoo.py --size 100 --seq-models 4 --zoos digits_mlp   # a quick check
+    python benchmarks/zoo.py --threads 1 --zoos digits_cnn:300 digits_mlp   # on a busy machine
 """
 
 from __future__ import annotations
@@ -197,14 +198,21 @@ def write_outputs(results: list[dict], meta: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--zoos", nargs="+", default=["digits_cnn", "digits_mlp"])
+    ap.add_argument("--zoos", nargs="+", default=["digits_cnn", "digits_mlp"],
+                    help="zoo names, optionally NAME:SIZE to override --size for one zoo")
     ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seq-models", type=int, default=12)
     ap.add_argument("--out", default="/tmp/weightspace_bench_zoos")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
-    results = [bench(z, args.size, args.seq_models, Path(args.out)) for z in args.zoos]
+    results = []
+    for z in args.zoos:
+        name, _, size = z.partition(":")
+        results.append(bench(name, int(size) if size else args.size, args.seq_models, Path(args.out)))
     meta = {
         "command": "python benchmarks/zoo.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"

@@ -133,7 +133,7 @@ def _zoo_info(cfg: dict, data_desc: dict, runs: list[RunConfig], chunks: list[Ch
         "format": "weightspace-zoo",
         "name": cfg["name"],
         "size": cfg["size"],
-        "dataset": {k: v for k, v in data_desc.items() if k not in ("train_index", "test_index")},
+        "dataset": data_desc,  # train_index / test_index: the exact split (also in split.json)
         "split_file": "split.json",
         "generator": cfg,
         "archs": {a["id"]: a["config"] for a in archs.values()},

@@ -163,62 +163,72 @@ def _loss(out: Tensor, y: Tensor, task: str) -> Tensor:
     return ((out - y) ** 2).mean(-1)
 
 
+_KINDS = ("sgd", "adam", "rmsprop")
+
+
 def _bcast(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-_KINDS = ("sgd", "adam", "rmsprop")
-
-
 class _Optimizer:
     """SGD / Adam / RMSProp on stacked parameters, each model with its own optimizer, learning rate
-    and L2 coefficient. Each rule is computed once for the models that use it (a boolean mask per
-    rule), so one group can mix optimizers; inactive models (past their epoch) are left untouched.
+    and L2 coefficient. The group's models are ordered by optimizer, so each rule runs in place on a
+    contiguous slice (a view) of the stacked tensors; models past their epoch are restored afterwards.
     """
 
     def __init__(self, kinds: Sequence[str], params: dict[str, Tensor], lr: Tensor, l2: Tensor,
                  cfg: TrainerConfig) -> None:
-        self.lr, self.l2, self.cfg = lr, l2, cfg
-        self.is_kind = {k: torch.tensor([x == k for x in kinds]) for k in _KINDS}
-        self.present = {k for k in _KINDS if bool(self.is_kind[k].any())}
+        if list(kinds) != sorted(kinds, key=_KINDS.index):
+            raise ValueError("models must be ordered by optimizer")
+        self.cfg = cfg
+        self.slices = []
+        for k in _KINDS:
+            idx = [i for i, x in enumerate(kinds) if x == k]
+            if idx:
+                self.slices.append((k, slice(idx[0], idx[-1] + 1)))
+        self.lr, self.l2 = lr, l2
         self.t = torch.zeros_like(lr)
-        need_m = "adam" in self.present or ("sgd" in self.present and cfg.sgd_momentum)
-        need_v = bool({"adam", "rmsprop"} & self.present)
-        self.m = {n: torch.zeros_like(p) for n, p in params.items()} if need_m else {}
-        self.v = {n: torch.zeros_like(p) for n, p in params.items()} if need_v else {}
+        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.v = {n: torch.zeros_like(p) for n, p in params.items()}
 
     @torch.no_grad()
     def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], active: Tensor) -> None:
         c = self.cfg
+        all_active = bool(active.all())
+        idle = None if all_active else (~active).nonzero().flatten()
+        saved = None
+        if idle is not None:
+            saved = [(n, params[n][idle].clone(), self.m[n][idle].clone(), self.v[n][idle].clone()) for n in params]
         self.t += active.to(self.t.dtype)
         for n, p in params.items():
             g = grads[n]
             if p.dim() >= 3:  # L2 on weight matrices and kernels (per-model [M, out, in, ...])
-                g = g + _bcast(self.l2, p) * p
-            lr = _bcast(self.lr, p)
-            direction = torch.zeros_like(p)
-            if "sgd" in self.present:
-                use = _bcast(active & self.is_kind["sgd"], p)
-                d = g
-                if c.sgd_momentum:
-                    self.m[n] = torch.where(use, c.sgd_momentum * self.m[n] + g, self.m[n])
-                    d = self.m[n]
-                direction = torch.where(_bcast(self.is_kind["sgd"], p), d, direction)
-            if "adam" in self.present:
-                use = _bcast(active & self.is_kind["adam"], p)
-                b1, b2 = c.betas
-                self.m[n] = torch.where(use, b1 * self.m[n] + (1 - b1) * g, self.m[n])
-                self.v[n] = torch.where(use, b2 * self.v[n] + (1 - b2) * g * g, self.v[n])
-                t = _bcast(self.t.clamp_min(1), p)
-                d = (self.m[n] / (1 - b1**t)) / ((self.v[n] / (1 - b2**t)).sqrt() + c.eps)
-                direction = torch.where(_bcast(self.is_kind["adam"], p), d, direction)
-            if "rmsprop" in self.present:
-                use = _bcast(active & self.is_kind["rmsprop"], p)
-                a = c.rmsprop_alpha
-                self.v[n] = torch.where(use, a * self.v[n] + (1 - a) * g * g, self.v[n])
-                d = g / (self.v[n].sqrt() + c.eps)
-                direction = torch.where(_bcast(self.is_kind["rmsprop"], p), d, direction)
-            p.copy_(torch.where(_bcast(active, p), p - lr * direction, p))
+                g.addcmul_(_bcast(self.l2, p), p)
+            for kind, sl in self.slices:
+                ps, gs, lr = p[sl], g[sl], _bcast(self.lr[sl], p)
+                if kind == "sgd":
+                    if c.sgd_momentum:
+                        ms = self.m[n][sl]
+                        ms.mul_(c.sgd_momentum).add_(gs)
+                        gs = ms
+                    ps.sub_(lr * gs)
+                elif kind == "adam":
+                    b1, b2 = c.betas
+                    ms, vs = self.m[n][sl], self.v[n][sl]
+                    ms.mul_(b1).add_(gs, alpha=1 - b1)
+                    vs.mul_(b2).addcmul_(gs, gs, value=1 - b2)
+                    t = _bcast(self.t[sl].clamp_min(1), p)
+                    denom = (vs / (1 - b2**t)).sqrt_().add_(c.eps)
+                    ps.sub_((lr / (1 - b1**t)) * ms / denom)
+                else:  # rmsprop
+                    vs = self.v[n][sl]
+                    vs.mul_(c.rmsprop_alpha).addcmul_(gs, gs, value=1 - c.rmsprop_alpha)
+                    ps.sub_(lr * gs / vs.sqrt().add_(c.eps))
+        if saved is not None:  # models past their epoch keep their weights and optimizer state
+            for n, p0, m0, v0 in saved:
+                params[n][idle] = p0
+                self.m[n][idle] = m0
+                self.v[n][idle] = v0
 
 
 def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
@@ -237,10 +247,12 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
     keys = {group_key(r) for r in runs}
     if len(keys) != 1:
         raise ValueError(f"train_group needs runs of one architecture and batch size, got {len(keys)} groups")
-    r0 = runs[0]
-    M, bs = len(runs), r0.batch_size
     # The group's random stream (dropout masks) depends only on its members.
     torch.manual_seed(int(np.random.default_rng([r.seed for r in runs]).integers(2**31 - 1)))
+    order = sorted(range(len(runs)), key=lambda i: (_KINDS.index(runs[i].optimizer), i))
+    given, runs = runs, [runs[i] for i in order]  # ordered by optimizer: one slice per update rule
+    r0 = runs[0]
+    M, bs = len(runs), r0.batch_size
     model = instantiate(r0.arch)
     _attach_dropout(model)
     params, buffers = init_state(model, runs)
@@ -273,7 +285,7 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
         for i in range(0, len(x), cfg.eval_batch_size):
             out = fwd(params, buffers, x[i : i + cfg.eval_batch_size])  # [M, b, K]
             yb = y[i : i + cfg.eval_batch_size]
-            losses.append(torch.stack([_loss(o, yb, task) for o in out]))
+            losses.append(_loss(out.flatten(0, 1), yb.repeat(M, *([1] * (yb.dim() - 1))), task).reshape(M, -1))
             if task == "classification":
                 ok = (out.argmax(-1) == yb) & torch.isfinite(out).all(-1)
                 correct.append(ok.float())
@@ -340,4 +352,5 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
                   for i, j in enumerate(keep)]
         metrics = [{k: float(v[m]) for k, v in snaps[j][3].items()} for j in keep]
         results.append(RunResult(run.index, state, steps, epochs, metrics))
-    return results
+    back = {id(r): res for r, res in zip(runs, results)}
+    return [back[id(r)] for r in given]

@@ -98,6 +98,7 @@ def test_zoo_json_records_everything(small_zoo, small_config):
     split = json.loads((small_zoo.path / "split.json").read_text())
     d = model_zoo.load_dataset("digits", flatten=True)
     assert split["test_index"] == d.test_index.tolist()
+    assert info["dataset"]["test_index"] == split["test_index"] and len(info["dataset"]["train_index"]) == 1438
 
 
 def test_other_config_in_same_folder(tmp_path, small_config):

@@ -38,10 +38,14 @@ def zoo_config(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig) -> None:
+    import torch
+
     import model_zoo
 
     from ._zoo_report import write_report
 
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     out = Path(str(cfg.out))
     zoo = model_zoo.generate(zoo_config(cfg), out, shard=int(cfg.shard), num_shards=int(cfg.num_shards),
                              progress=bool(cfg.progress))
