@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 from weightspace.graph import ParameterGraph
@@ -165,9 +165,9 @@ class Predictor:
         self.device = torch.device("cpu")
 
     # -------------------------------------------------------------- inputs
-    def prepare(self, graph: ParameterGraph, hparams: Mapping[str, Any] | None = None) -> ParameterGraph:
-        """A copy of ``graph`` with what the metanetwork reads: kernels in its grid, cached StatNN
-        statistics, encoded hyperparameters."""
+    def prepare(self, graph: ParameterGraph, hparams: Mapping[str, Any] | None = None) -> Data:
+        """What the metanetwork reads: for ``gmn`` a copy of ``graph`` with kernels in its grid; for
+        the baselines a ``Data`` holding only the StatNN statistics or the encoded hyperparameters."""
         g = copy.copy(graph)
         for key in ("y", "run", "step"):
             if key in g:
@@ -182,12 +182,12 @@ class Predictor:
                                          f"for a {grid[0]}x{grid[1]} kernel grid")
                 g.edge_attr = resize_kernel_grid(g.edge_attr, g.edge_kernel, g.grid, grid)
                 g.kernel_shape = torch.tensor([list(grid)])
-        elif self.kind in ("statnn", "statnn_gbm"):
-            g.stat_feats = tensor_statistics(g, int(self.meta["max_tensors"]))[None]
+        elif self.kind in ("statnn", "statnn_gbm"):  # a feature vector is all these models read
+            g = Data(stat_feats=tensor_statistics(g, int(self.meta["max_tensors"]))[None], num_nodes=1)
         elif self.kind == "hparams":
             if hparams is None:
                 raise ValueError("the hparams predictor needs the network's training hyperparameters (hparams=...)")
-            g.hparams = self.hparam_encoder(hparams)[None]
+            g = Data(hparams=self.hparam_encoder(hparams)[None], num_nodes=1)
         return g
 
     def to(self, device: str | torch.device) -> Predictor:

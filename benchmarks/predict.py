@@ -1,0 +1,174 @@
+"""Generalization prediction benchmark: graph metanetwork vs StatNN (MLP and boosting) vs
+hyperparameters only, on a homogeneous and a heterogeneous digits zoo built by ``model_zoo``.
+
+    weightspace zoo digits_cnn size=200 zoo.trainer.epochs=6 out=ZOOS/digits_cnn
+    weightspace zoo digits_hetero size=200 zoo.trainer.epochs=6 out=ZOOS/digits_hetero
+    python benchmarks/predict.py --cnn-zoo ZOOS/digits_cnn --hetero-zoo ZOOS/digits_hetero \
+        [--seeds 3] [--gmn-epochs 15] [--threads 1] [--out benchmarks/results]
+
+Each seed draws its own run-level 80/10/10 split and initialization; the test split is reported
+(selection on validation tau). Writes ``predict.json``, ``predict.md`` and ``predict.png`` (predicted
+vs true test accuracy for seed 0, and a PCA of the metanetwork's embeddings of the heterogeneous zoo).
+Every number is measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import model_zoo
+from weightspace.tasks.predict import PredictConfig, load_zoo_graphs, run_predict
+
+log = logging.getLogger("benchmarks.predict")
+
+METHODS = {
+    "gmn": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64), lr=2e-3, batch_size=16),
+    "statnn": dict(metanet="statnn", model=dict(hidden=(1000, 1000), dropout=0.1), epochs=60, lr=1e-3),
+    "statnn_gbm": dict(metanet="statnn_gbm", model={}, epochs=0),
+    "hparams": dict(metanet="hparams", model=dict(hidden=(256, 256), dropout=0.1), epochs=60, lr=1e-3),
+}
+KEYS = ("test/tau", "test/r2", "test/mae", "test_trained/tau", "test_trained/r2", "train/time_s",
+        "train/graphs_per_s", "test/graphs_per_s_inference")
+
+
+def wait_for_zoo(path: str, timeout: float = 1800) -> model_zoo.Zoo:
+    t0 = time.time()
+    while True:
+        try:
+            return model_zoo.load(path)
+        except (model_zoo.ZooFormatError, FileNotFoundError) as e:
+            if time.time() - t0 > timeout:
+                raise
+            log.info("waiting for %s (%s)", path, e)
+            time.sleep(20)
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a)), "values": [float(v) for v in a]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cnn-zoo", required=True)
+    ap.add_argument("--hetero-zoo", required=True)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--gmn-epochs", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--cache", default=None, help="folder keeping each (zoo, method, seed) result so that an "
+                    "interrupted run resumes; every number still comes from a run of this script")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    methods = args.methods.split(",")
+    results: dict = {"zoos": {}, "config": {"seeds": args.seeds, "gmn_epochs": args.gmn_epochs,
+                                             "threads": args.threads, "methods": {m: {k: (list(v) if isinstance(v, tuple) else v)
+                                                                                      for k, v in METHODS[m].items()} for m in methods}},
+                     "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                 "torch": torch.__version__, "cuda": torch.cuda.is_available(),
+                                 "note": "2 CPU cores shared with other jobs while measuring"}}
+    scatter: dict = {}
+    embed = None
+    t_all = time.time()
+    for zname, zpath in (("digits_cnn", args.cnn_zoo), ("digits_hetero", args.hetero_zoo)):
+        zoo = wait_for_zoo(zpath)
+        acc = zoo.final_metrics()["test_accuracy"]
+        zres: dict = {"path": str(zpath), "runs": len(zoo), "archs": len(zoo.info["archs"]),
+                      "final_test_accuracy_mean": float(np.nanmean(acc)), "methods": {}}
+        per: dict = {m: {k: [] for k in KEYS} for m in methods}
+        for seed in range(args.seeds):
+            data = load_zoo_graphs(zoo, "test_accuracy", (0.8, 0.1, 0.1), seed)
+            zres["split_sizes"] = {k: len(v) for k, v in data.graphs.items()}
+            for m in methods:
+                spec = dict(METHODS[m])
+                spec.setdefault("epochs", args.gmn_epochs)
+                cfg = PredictConfig(seed=seed, split_seed=seed, progress=False, device="cpu", **spec)
+                cached = Path(args.cache) / f"{zname}_{m}_{seed}.json" if args.cache else None
+                t0 = time.time()
+                if cached is not None and cached.is_file():
+                    pred, met = None, json.loads(cached.read_text())
+                else:
+                    pred, met = run_predict(None, cfg, data=data)
+                    if cached is not None:
+                        cached.parent.mkdir(parents=True, exist_ok=True)
+                        cached.write_text(json.dumps({k: v for k, v in met.items() if k != "history"}))
+                log.info("%s %s seed %d: tau %.3f r2 %.3f (%.0f s)", zname, m, seed, met["test/tau"], met["test/r2"],
+                         time.time() - t0)
+                for k in KEYS:
+                    per[m][k].append(met.get(k, float("nan")))
+                if seed == 0:
+                    scatter[(zname, m)] = (met["test/y_true"], met["test/y_pred"])
+                    if zname == "digits_hetero" and m == "gmn" and pred is not None:
+                        graphs = [g for s in ("train", "val", "test") for g in data.graphs[s]]
+                        z = pred.encode(graphs).double()
+                        z = z - z.mean(0)
+                        v = torch.linalg.svd(z, full_matrices=False)[2]
+                        embed = ((z @ v[:2].T).numpy(), np.array([float(g.y[0]) for g in graphs]))
+        zres["methods"] = {m: {k: mean_std(v) for k, v in per[m].items()} for m in methods}
+        results["zoos"][zname] = zres
+    results["total_time_s"] = time.time() - t_all
+    (out / "predict.json").write_text(json.dumps(results, indent=1))
+    write_markdown(results, out / "predict.md", methods)
+    plot(scatter, embed, out / "predict.png", methods)
+    print((out / "predict.md").read_text())
+
+
+def write_markdown(results: dict, path: Path, methods: list[str]) -> None:
+    c = results["config"]
+    lines = [f"# Generalization prediction (test split, mean ± std over {c['seeds']} seeds)", "",
+             "| zoo | method | τ | R² | MAE | τ (trained runs) | train s | train graphs/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for zname, z in results["zoos"].items():
+        for m in methods:
+            r = z["methods"][m]
+            f = lambda k, d=3, r=r: f"{r[k]['mean']:.{d}f} ± {r[k]['std']:.{d}f}"  # noqa: E731
+            lines.append(f"| {zname} | {m} | {f('test/tau')} | {f('test/r2')} | {f('test/mae')} | "
+                         f"{f('test_trained/tau')} | {r['train/time_s']['mean']:.1f} | "
+                         f"{r['train/graphs_per_s']['mean']:.1f} |")
+    lines += ["", "Zoos: " + "; ".join(f"{k}: {z['runs']} runs, {z['archs']} architectures, split {z['split_sizes']}, "
+                                       f"mean final test accuracy {z['final_test_accuracy_mean']:.3f}"
+                                       for k, z in results["zoos"].items()),
+              f"GMN epochs {c['gmn_epochs']}, torch threads {c['threads']}; total {results['total_time_s']:.0f} s. "
+              f"Machine: {results['machine']['platform']} ({results['machine']['note']})."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zones = ["digits_cnn", "digits_hetero"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.3))
+    for ax, z in zip(axes[:2], zones):
+        for m in methods:
+            if (z, m) in scatter:
+                yt, yp = scatter[(z, m)]
+                ax.scatter(yt, yp, s=14, alpha=0.75, label=m)
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(title=f"{z} (test, seed 0)", xlabel="true test accuracy", ylabel="predicted")
+        ax.legend(fontsize=8)
+    if embed is not None:
+        sc = axes[2].scatter(embed[0][:, 0], embed[0][:, 1], c=embed[1], s=12, cmap="viridis")
+        fig.colorbar(sc, ax=axes[2], label="test accuracy")
+        axes[2].set(title="GMN embeddings, digits_hetero (PCA)", xlabel="PC1", ylabel="PC2")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The prediction task on a CI-sized zoo: every metanetwork trains for a few steps, reports metrics,
+saves a predictor that reloads to the same predictions and answers for unseen networks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import model_zoo
+from weightspace.examples import build_example
+from weightspace.tasks.predict import (
+    HParamEncoder,
+    PredictConfig,
+    load_predictor,
+    load_zoo_graphs,
+    regression_metrics,
+    run_predict,
+)
+
+from .tiny_zoo import tiny_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory):
+    return tiny_zoo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def data(zoo_dir):
+    return load_zoo_graphs(zoo_dir, fractions=(0.6, 0.2, 0.2))
+
+
+@pytest.mark.parametrize("metanet", ["gmn", "statnn", "statnn_gbm", "hparams"])
+def test_run_save_reload(metanet, zoo_dir, data, tmp_path):
+    model = {"hidden": 8, "num_layers": 1, "embed_dim": 8} if metanet == "gmn" else (
+        {"n_estimators": 5} if metanet == "statnn_gbm" else {"hidden": [16]})
+    cfg = PredictConfig(metanet=metanet, model=model, epochs=2, batch_size=4, progress=False, device="cpu",
+                        fractions=(0.6, 0.2, 0.2))
+    pred, metrics = run_predict(zoo_dir, cfg, tmp_path, data=data)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for k in ("test/tau", "test/r2", "test/mae", "test_trained/tau", "val/tau", "train/time_s", "train/graphs_per_s"):
+        assert k in saved
+    assert math.isfinite(saved["test/mae"]) and saved["train/n"] == len(data.graphs["train"])
+    again = load_predictor(tmp_path / "predictor")
+    hps = data.hparams["test"]
+    a = pred.predict([pred.prepare(g, h) for g, h in zip(data.graphs["test"], hps)], prepared=True)
+    b = again.predict([again.prepare(g, h) for g, h in zip(data.graphs["test"], hps)], prepared=True)
+    assert np.allclose(a, b, atol=1e-6)
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.pkl"))
+    zoo = model_zoo.load(zoo_dir)
+    net = zoo.build_model(0)
+    if metanet == "hparams":
+        with pytest.raises(ValueError, match="needs the network's training hyperparameters"):
+            again(net)
+        assert math.isfinite(again(net, hparams=zoo.hparams(0)))
+    else:
+        assert math.isfinite(again(net))
+
+
+def test_gmn_predicts_unseen_architecture_and_encodes(zoo_dir, data, tmp_path):
+    cfg = PredictConfig(metanet="gmn", model={"hidden": 8, "num_layers": 1, "embed_dim": 8}, epochs=1,
+                        batch_size=4, progress=False, fractions=(0.6, 0.2, 0.2))
+    pred, _ = run_predict(zoo_dir, cfg, tmp_path, data=data)
+    mlp, _ = build_example("mlp")  # never seen: an MLP, the zoo holds CNNs
+    assert math.isfinite(pred(mlp))
+    z = pred.encode(data.graphs["test"])
+    assert z.shape == (len(data.graphs["test"]), 8)
+    resnet, _ = build_example("resnet")
+    small = load_predictor(tmp_path / "predictor")
+    small.meta["kernel_grid"] = [1, 1]
+    with pytest.raises(ValueError, match="3x3 kernels"):
+        small(resnet)
+
+
+def test_bad_config_and_paths(tmp_path):
+    with pytest.raises(ValueError, match="unknown metanet 'nfn'"):
+        PredictConfig(metanet="nfn")
+    with pytest.raises(ValueError, match="epochs must be >= 0"):
+        PredictConfig(epochs=-1)
+    with pytest.raises(FileNotFoundError, match="no predictor.json"):
+        load_predictor(tmp_path)
+
+
+def test_hparam_encoder():
+    rows = [{"lr": 1e-3, "optimizer": "adam", "seed": 1, "dropout": 0.1, "const": 3},
+            {"lr": 1e-1, "optimizer": "sgd", "seed": 2, "dropout": 0.2, "const": 3}]
+    enc = HParamEncoder.fit(rows)
+    assert enc.numeric == {"dropout": False, "lr": True} and enc.categorical == {"optimizer": ["adam", "sgd"]}
+    v = enc(rows[0])
+    assert torch.allclose(v, torch.tensor([0.1, -3.0, 1.0, 0.0]))
+    assert HParamEncoder.from_dict(enc.to_dict()) == enc
+    with pytest.raises(KeyError, match="hyperparameter 'lr' is missing"):
+        enc({"dropout": 0.1})
+
+
+def test_regression_metrics():
+    m = regression_metrics(np.array([0.1, 0.5, 0.9]), np.array([0.2, 0.4, 0.95]))
+    assert m["tau"] == pytest.approx(1.0) and m["mae"] == pytest.approx(0.25 / 3) and m["n"] == 3
+    assert math.isnan(regression_metrics(np.array([0.5]), np.array([0.5]))["tau"])
