@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import networkx as nx
 import torch
 from torch import Tensor, nn
 
+import weightspace as ws
 from weightspace.graph import PERMUTABLE_NODE_TYPES, ParameterGraph
 
 
@@ -83,3 +85,41 @@ def fingerprint(g: ParameterGraph) -> dict:
         ins[d].append(a)
     key = lambda i: (int(g.node_type[i]), int(g.node_pos[i]))  # noqa: E731
     return {key(i): (sorted(ins[i]), sorted(outs[i]), tuple(g.x[i].tolist())) for i in fixed}
+
+
+def _keyed_nx(g: ParameterGraph) -> nx.DiGraph:
+    G = ws.to_networkx(g)
+    for _, d in G.nodes(data=True):
+        d["key"] = (d["node_type"], d["pos"], tuple(d["x"]))
+    for _, _, d in G.edges(data=True):
+        d["key"] = (d["edge_type"], tuple(d["edge_attr"]))
+    return G
+
+
+def isomorphic(g0: ParameterGraph, g1: ParameterGraph) -> bool:
+    """Whether some node relabelling maps ``g0`` onto ``g1`` with equal node/edge types and features."""
+    same = lambda a, b: a["key"] == b["key"]  # noqa: E731
+    return nx.is_isomorphic(_keyed_nx(g0), _keyed_nx(g1), node_match=same, edge_match=same)
+
+
+def head_permutation(H: int, dh: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Query/key and value unit permutations that permute heads and units inside each head."""
+    heads = torch.randperm(H, generator=gen)
+    qk = torch.cat([heads[h] * dh + torch.randperm(dh, generator=gen) for h in range(H)])
+    v = torch.cat([heads[h] * dh + torch.randperm(dh, generator=gen) for h in range(H)])
+    return qk, v
+
+
+def qk_pairing_signature(g: ParameterGraph) -> list:
+    """A relabelling-invariant summary of which query unit is paired with which key unit: for
+    every ``ATTN_QK`` edge, the incoming weights and bias of its query and of its key."""
+    src, dst = g.edge_index
+    incoming: dict[int, list] = defaultdict(list)
+    for d, a in zip(dst.tolist(), g.edge_attr.tolist()):
+        incoming[d].append(tuple(round(v, 6) for v in a))
+    qk = (g.edge_type == ws.graph.EdgeType.ATTN_QK).nonzero().squeeze(1)
+
+    def unit(i: int) -> tuple:
+        return tuple(sorted(incoming[i])), round(float(g.x[i, 0]), 6)
+
+    return sorted((unit(int(src[e])), unit(int(dst[e]))) for e in qk.tolist())

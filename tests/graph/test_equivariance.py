@@ -4,7 +4,6 @@ visible."""
 
 from __future__ import annotations
 
-import networkx as nx
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,7 +13,14 @@ from torch import nn
 import weightspace as ws
 from weightspace.examples import build_example
 
-from ..helpers import assert_graphs_permuted, fingerprint, node_permutation, permute_params
+from ..helpers import (
+    assert_graphs_permuted,
+    fingerprint,
+    head_permutation,
+    isomorphic,
+    node_permutation,
+    permute_params,
+)
 
 SEEDS = st.integers(0, 2**31 - 1)
 
@@ -80,14 +86,6 @@ def test_resnet_residual_stream_and_block_permutations(seed):
     _check(model, x, rules, groups)
 
 
-def _head_perm(H: int, dh: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Query/key and value unit permutations that permute heads and units inside each head."""
-    heads = torch.randperm(H, generator=gen)
-    qk = torch.cat([heads[h] * dh + torch.randperm(dh, generator=gen) for h in range(H)])
-    v = torch.cat([heads[h] * dh + torch.randperm(dh, generator=gen) for h in range(H)])
-    return heads, qk, v
-
-
 @settings(max_examples=10, deadline=None)
 @given(seed=SEEDS)
 def test_vit_stream_heads_and_feedforward_permutations(seed):
@@ -100,7 +98,7 @@ def test_vit_stream_heads_and_feedforward_permutations(seed):
     groups = {"patch": pd}
     for b in range(2):
         pre = f"blocks.{b}"
-        _, qk, v = _head_perm(H, dh, gen)
+        qk, v = head_permutation(H, dh, gen)
         pff = torch.randperm(2 * D, generator=gen)
         rows = torch.cat([qk, D + qk, 2 * D + v])
         rules += [(f"{pre}.self_attn.in_proj_weight", 0, rows), (f"{pre}.self_attn.in_proj_weight", 1, pd),
@@ -135,20 +133,6 @@ def _tiny_attention() -> tuple[nn.Module, torch.Tensor]:
     return model, torch.randn(1, 3, 4)
 
 
-def _nx(g):
-    G = ws.to_networkx(g)
-    for _, d in G.nodes(data=True):
-        d["key"] = (d["node_type"], d["pos"], tuple(d["x"]))
-    for _, _, d in G.edges(data=True):
-        d["key"] = (d["edge_type"], tuple(d["edge_attr"]))
-    return G
-
-
-def _isomorphic(g0, g1) -> bool:
-    same = lambda a, b: a["key"] == b["key"]  # noqa: E731
-    return nx.is_isomorphic(_nx(g0), _nx(g1), node_match=same, edge_match=same)
-
-
 def test_attention_query_key_coupling_is_visible():
     model, x = _tiny_attention()
     g0 = ws.to_graph(model, (x, x, x))
@@ -164,5 +148,5 @@ def test_attention_query_key_coupling_is_visible():
     with torch.no_grad():
         assert torch.allclose(coupled(x, x, x)[0], y0, atol=1e-6)
         assert not torch.allclose(broken(x, x, x)[0], y0, atol=1e-4)
-    assert _isomorphic(g0, ws.to_graph(coupled, (x, x, x)))
-    assert not _isomorphic(g0, ws.to_graph(broken, (x, x, x)))
+    assert isomorphic(g0, ws.to_graph(coupled, (x, x, x)))
+    assert not isomorphic(g0, ws.to_graph(broken, (x, x, x)))

@@ -48,6 +48,19 @@ class Act:
 
 
 @dataclass
+class Heads:
+    """An activation whose feature axis was split into ``(heads, units per head)`` (multi-head
+    attention written with ``view``/``transpose``): ``nodes[h, i]`` is unit ``i`` of head ``h``;
+    ``head`` and ``feat`` are the two axes counted from the end."""
+
+    nodes: Tensor
+    head: int
+    feat: int
+    ndim: int
+    layer: int
+
+
+@dataclass
 class Lazy:
     """A network input whose nodes are made by its first parametric consumer (which knows their
     number and layout)."""
@@ -86,7 +99,7 @@ class EdgeBlock:
 
     src: Tensor
     dst: Tensor
-    etype: int
+    etype: int | Tensor  # one type, or one per edge
     kh: int
     kw: int
     param: str | None = None
@@ -443,6 +456,8 @@ class Builder:
                 f"{what} is applied to the raw input {v.name!r} before any layer fixes its size; "
                 "pass example_input"
             )
+        if isinstance(v, Heads):
+            raise self.fail(f"{what} on activations split into attention heads is not supported yet")
         raise self.fail(f"{what} expects an activation, got {type(v).__name__}")
 
     # -- axis helpers ---------------------------------------------------------------------
@@ -456,12 +471,12 @@ class Builder:
 
     # -- parametric ops -------------------------------------------------------------------
     def linear(self, x: Any, w: Param, b: Param | None, label: str, etype: EdgeType = EdgeType.LINEAR,
-               ntype: NodeType = NodeType.HIDDEN) -> Act:
+               ntype: NodeType = NodeType.HIDDEN, transposed: bool = False) -> Act:
         self.use(w, "linear")
         self.use(b, "linear")
-        if len(w.shape) != 2:
-            raise self.fail(f"linear weight {w.name!r} must be 2-D, has shape {w.shape}")
-        out_f, in_f = w.shape
+        if not isinstance(w, Param) or len(w.shape) != 2:
+            raise self.fail(f"linear weight must be a 2-D parameter of the model, got {w}")
+        out_f, in_f = w.shape[::-1] if transposed else w.shape
         if isinstance(x, Lazy):
             x = self.materialize(x, in_f, -1, None)
         x = self.as_act(x, what="linear")
@@ -481,8 +496,16 @@ class Builder:
         src = x.nodes.repeat(out_f)
         if block > 1 and etype == EdgeType.LINEAR:
             etype = EdgeType.FLATTEN
-        # edge (j, c) holds W[j, c*block:(c+1)*block]: flat positions (j*C + c)*block + k, contiguous
-        self.add_edges(EdgeBlock(src, dst, etype, 1, block, w.name))
+        if etype == EdgeType.LINEAR and C and self.s.node_type[int(x.nodes[0])] == NodeType.ATTN_V:
+            etype = EdgeType.ATTN_OUT
+        if transposed:  # W[in, out]: edge (j, c) holds W[c, j] at flat position c*out + j
+            if block != 1:
+                raise self.fail("a transposed linear weight after a flattened map is not supported")
+            index = (torch.arange(C)[None, :] * out_f + torch.arange(out_f)[:, None]).reshape(-1, 1)
+            self.add_edges(EdgeBlock(src, dst, etype, 1, 1, w.name, index))
+        else:
+            # edge (j, c) holds W[j, c*block:(c+1)*block]: flat positions (j*C + c)*block + k, contiguous
+            self.add_edges(EdgeBlock(src, dst, etype, 1, block, w.name))
         y = Act(out, -1, x.ndim, layer)
         if b is not None:
             self.s.node_blocks.append(NodeBlock(out.clone(), BIAS, b.name, torch.arange(out_f)))
@@ -563,7 +586,10 @@ class Builder:
             idx.as_tokens = True
         elif not isinstance(idx, Meta):
             raise self.fail("embedding indices must be a network input")
-        vocab = self.new_nodes(V, NodeType.VOCAB, 0, pos=True, label=f"{label}:vocab")
+        # rows looked up by token ids are vocabulary; rows looked up by computed indices (position
+        # or segment ids made inside the model) are positions
+        rows = NodeType.POSITION if isinstance(idx, Meta) else NodeType.VOCAB
+        vocab = self.new_nodes(V, rows, 0, pos=True, label=f"{label}:rows")
         out = self.new_nodes(D, NodeType.HIDDEN, 1, label=label)
         src = vocab.repeat_interleave(D)
         dst = out.repeat(V)
@@ -645,8 +671,18 @@ class Builder:
     # -- structural ops -------------------------------------------------------------------
     def combine(self, a: Any, b: Any, op: str, label: str) -> Any:
         """``a + b``, ``a - b``, ``a * b``, ``a / b`` between activations, parameters and constants."""
+        a = META if isinstance(a, (int, float, bool)) or a is None else a
+        b = META if isinstance(b, (int, float, bool)) or b is None else b
         if isinstance(a, Meta) and isinstance(b, Meta):
             return META
+        if isinstance(a, Heads) or isinstance(b, Heads):
+            h, other = (a, b) if isinstance(a, Heads) else (b, a)
+            if isinstance(other, Meta) and not (op == "div" and h is b):
+                return h  # scaling by a constant
+            raise self.fail(f"'{op}' between attention heads and {type(other).__name__} is not supported yet")
+        if isinstance(a, Act) and isinstance(b, Act) and a.nodes.data_ptr() == b.nodes.data_ptr() \
+                and torch.equal(a.nodes, b.nodes):
+            return a  # an element-wise function of one activation (e.g. a decomposed GELU): same neurons
         if op in ("add", "sub") and isinstance(a, (Act, Lazy)) and isinstance(b, (Act, Lazy)):
             if isinstance(a, Lazy) and isinstance(b, Lazy):
                 if a is b or a.act is not None or b.act is not None:
@@ -728,6 +764,8 @@ class Builder:
         """view/reshape/flatten: follow the feature axis through merged and split dims."""
         if isinstance(x, (Lazy, Meta)):
             return x
+        if isinstance(x, Heads):
+            return self._reshape_heads(x, in_shape, out_shape)
         x = self.as_act(x, what="reshape")
         if in_shape is None or out_shape is None:
             if start is None:
@@ -755,25 +793,8 @@ class Builder:
             raise self.fail("flatten merges the feature axis behind other axes (strided features)")
         in_shape, out_shape = tuple(in_shape), tuple(out_shape)
         ndim = len(in_shape)
-        f = ndim + x.feat if x.ndim is not None or ndim else None
         f = ndim + x.feat
-        # walk both shapes, grouping dims whose products match
-        i = j = 0
-        while i < len(in_shape) or j < len(out_shape):
-            gi, gj = [i], [j]
-            pi = in_shape[i] if i < len(in_shape) else 1
-            pj = out_shape[j] if j < len(out_shape) else 1
-            while pi != pj:
-                if pi < pj:
-                    i += 1
-                    gi.append(i)
-                    pi *= in_shape[i]
-                else:
-                    j += 1
-                    gj.append(j)
-                    pj *= out_shape[j]
-            i += 1
-            j += 1
+        for gi, gj in _chunks(in_shape, out_shape):
             if f in gi:
                 real_i = [d for d in gi if d < len(in_shape) and (in_shape[d] != 1 or d == f)]
                 real_j = [d for d in gj if d < len(out_shape) and out_shape[d] != 1]
@@ -787,14 +808,103 @@ class Builder:
                     block = math.prod(in_shape[d] for d in real_i[1:])
                     k = real_j[0]
                     return Act(x.nodes, k - len(out_shape), len(out_shape), x.layer, block)
+                if real_i == [f] and len(real_j) == 2 and x.block == 1:  # split into attention heads
+                    H, d = out_shape[real_j[0]], out_shape[real_j[1]]
+                    n = len(out_shape)
+                    return Heads(x.nodes.reshape(H, d), real_j[0] - n, real_j[1] - n, n, x.layer)
                 raise self.fail(
                     f"reshape {in_shape} -> {out_shape} splits or strides the feature axis {f}"
                 )
         raise self.fail(f"reshape {in_shape} -> {out_shape} loses the feature axis")
 
+    def _reshape_heads(self, x: Heads, in_shape: tuple | None, out_shape: tuple | None) -> Any:
+        """Merge ``(heads, units)`` back into one feature axis, or move them through a reshape of
+        the other axes."""
+        if in_shape is None or out_shape is None:
+            raise self.fail("reshaping attention heads needs shapes; pass example_input")
+        n_in, n_out = len(in_shape), len(out_shape)
+        h, f = n_in + x.head, n_in + x.feat
+        where: dict[int, int] = {}
+        for gi, gj in _chunks(tuple(in_shape), tuple(out_shape)):
+            real_i = [d for d in gi if d < n_in and (in_shape[d] != 1 or d in (h, f))]
+            real_j = [d for d in gj if d < n_out and out_shape[d] != 1] or [d for d in gj if d < n_out][:1]
+            if h in gi and f in gi:
+                if real_i == [h, f] and len(real_j) == 1:
+                    k = real_j[0]
+                    return Act(x.nodes.reshape(-1), k - n_out, n_out, x.layer)
+                raise self.fail(f"reshape {in_shape} -> {out_shape} mixes attention heads with other axes")
+            for axis in (h, f):
+                if axis in gi:
+                    if real_i != [axis] or len(real_j) != 1:
+                        raise self.fail(f"reshape {in_shape} -> {out_shape} splits an attention-head axis")
+                    where[axis] = real_j[0]
+        return Heads(x.nodes, where[h] - n_out, where[f] - n_out, n_out, x.layer)
+
+    def attention(self, q: Any, k: Any, v: Any, label: str) -> Heads:
+        """``softmax(q k^T) v`` per head (``scaled_dot_product_attention``): the projections'
+        units become ``ATTN_Q/K/V`` neurons, ``ATTN_QK`` edges pair query and key unit ``i`` of a
+        head, ``ATTN_HEAD`` edges join a head's keys to its values; the result lives on the values."""
+        if not all(isinstance(t, Heads) for t in (q, k, v)):
+            raise self.fail("attention inputs must be projections split into heads")
+        (H, dk), (Hk, dk2), (Hv, dv) = q.nodes.shape, k.nodes.shape, v.nodes.shape
+        if H != Hk or Hk != Hv or dk != dk2:
+            raise self.fail(f"attention with {H} query heads and {Hk} key/value heads (grouped-query "
+                            "attention) is not supported yet")
+        ids = torch.cat([q.nodes.reshape(-1), k.nodes.reshape(-1), v.nodes.reshape(-1)])
+        if ids.unique().numel() != ids.numel():
+            raise self.fail("attention whose query, key and value units are not distinct neurons")
+        for t, ntype, etype in ((q, NodeType.ATTN_Q, EdgeType.ATTN_Q), (k, NodeType.ATTN_K, EdgeType.ATTN_K),
+                                (v, NodeType.ATTN_V, EdgeType.ATTN_V)):
+            self._retype(t.nodes.reshape(-1), ntype, etype)
+        self.add_edges(EdgeBlock(q.nodes.reshape(-1).clone(), k.nodes.reshape(-1).clone(), EdgeType.ATTN_QK, 1, 1))
+        kk = k.nodes[:, :, None].expand(H, dk, dv).reshape(-1)
+        vv = v.nodes[:, None, :].expand(H, dk, dv).reshape(-1)
+        self.add_edges(EdgeBlock(kk, vv, EdgeType.ATTN_HEAD, 1, 1))
+        return Heads(v.nodes, q.head, q.feat, q.ndim, max(q.layer, k.layer, v.layer))
+
+    def _retype(self, nodes: Tensor, ntype: NodeType, etype: EdgeType) -> None:
+        """Give freshly projected neurons an attention role, and their incoming weights the
+        matching edge type."""
+        for i in nodes.tolist():
+            self.s.node_type[i] = int(ntype)
+        lo, hi = int(nodes.min()), int(nodes.max())
+        for eb in self.s.edge_blocks:
+            if eb.param is None or not eb.dst.numel() or int(eb.dst.max()) < lo or int(eb.dst.min()) > hi:
+                continue
+            hit = torch.isin(eb.dst, nodes)
+            if bool(hit.all()):
+                eb.etype = int(etype)
+            elif bool(hit.any()):  # a fused projection (q, k and v from one weight): type edge by edge
+                types = eb.etype.clone() if isinstance(eb.etype, Tensor) else torch.full_like(eb.dst, int(eb.etype))
+                types[hit] = int(etype)
+                eb.etype = types
+
+    def split(self, x: Any, sizes: Any, dim: int, chunk: bool = False) -> Any:
+        """``split``/``chunk`` along the feature axis: sub-groups of the same neurons."""
+        if isinstance(x, (Lazy, Meta)):
+            raise self.fail("splitting a raw input; pass example_input")
+        x = self.as_act(x, what="split")
+        if x.ndim is None or self._norm_dim(dim, x.ndim) != x.ndim + x.feat:
+            raise self.fail("split along an axis other than the features is not supported")
+        n = len(x)
+        if chunk:
+            step = -(-n // int(sizes))
+            sizes = [min(step, n - i) for i in range(0, n, step)]
+        elif isinstance(sizes, int):
+            sizes = [min(sizes, n - i) for i in range(0, n, sizes)]
+        parts, start = [], 0
+        for sz in sizes:
+            parts.append(Act(x.nodes[start : start + sz], x.feat, x.ndim, x.layer, x.block))
+            start += sz
+        return tuple(parts)
+
     def move_axes(self, x: Any, perm: list[int]) -> Any:
         if isinstance(x, (Lazy, Meta)):
             return x
+        if isinstance(x, Heads):
+            nd = x.ndim
+            perm = [self._norm_dim(p, nd) for p in perm]
+            return Heads(x.nodes, perm.index(nd + x.head) - nd, perm.index(nd + x.feat) - nd, nd, x.layer)
         x = self.as_act(x, what="permute")
         ndim = x.ndim if x.ndim is not None else len(perm)
         if len(perm) != ndim:
@@ -806,6 +916,11 @@ class Builder:
     def transpose(self, x: Any, d0: int, d1: int) -> Any:
         if isinstance(x, (Lazy, Meta)):
             return x
+        if isinstance(x, Heads):
+            perm = list(range(x.ndim))
+            a, b = self._norm_dim(d0, x.ndim), self._norm_dim(d1, x.ndim)
+            perm[a], perm[b] = perm[b], perm[a]
+            return self.move_axes(x, perm)
         x = self.as_act(x, what="transpose")
         if x.ndim is None:
             if d0 < 0 and d1 < 0:
@@ -910,3 +1025,26 @@ class Builder:
         nf = f - sum(1 for d in dims if d < f)
         nd = ndim - len(dims)
         return Act(x.nodes, nf - nd, nd, x.layer, x.block)
+
+
+def _chunks(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    """Group the axes of a reshape: each pair (input axes, output axes) holds the same elements."""
+    out = []
+    i = j = 0
+    while i < len(in_shape) or j < len(out_shape):
+        gi, gj = [i], [j]
+        pi = in_shape[i] if i < len(in_shape) else 1
+        pj = out_shape[j] if j < len(out_shape) else 1
+        while pi != pj:
+            if pi < pj:
+                i += 1
+                gi.append(i)
+                pi *= in_shape[i]
+            else:
+                j += 1
+                gj.append(j)
+                pj *= out_shape[j]
+        out.append((gi, gj))
+        i += 1
+        j += 1
+    return out

@@ -146,7 +146,7 @@ class GraphSpec:
             n = int(eb.src.numel())
             edge_index[0, e0 : e0 + n] = eb.src
             edge_index[1, e0 : e0 + n] = eb.dst
-            edge_type[e0 : e0 + n] = int(eb.etype)
+            edge_type[e0 : e0 + n] = eb.etype if isinstance(eb.etype, torch.Tensor) else int(eb.etype)
             edge_kernel[e0 : e0 + n, 0] = eb.kh
             edge_kernel[e0 : e0 + n, 1] = eb.kw
             base = N * Fn + e0 * Fe

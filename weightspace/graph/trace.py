@@ -32,6 +32,7 @@ from .builder import (
     META,
     Act,
     Builder,
+    Heads,
     Lazy,
     Meta,
     Param,
@@ -111,7 +112,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Lazy, Param)):
+            if isinstance(x, (Act, Heads, Lazy, Param)):
                 found = True
             return x
 
@@ -207,6 +208,11 @@ class _Walker:
     def activation(self, x: Any, act: Activation, label: str) -> Any:
         if isinstance(x, (Lazy, Meta)):
             return x
+        kind = (self.b._kind or "").lower()  # a decomposed activation module names what it computes
+        if "gelu" in kind:
+            act = Activation.GELU
+        elif "silu" in kind or "swish" in kind:
+            act = Activation.SILU
         return self.b.set_activation(self.b.as_act(x, what="activation"), act, label)
 
     def module_norm(self, mod: nn.Module, path: str, x: Any, in_shape: tuple | None) -> Any:
@@ -303,6 +309,8 @@ class _Walker:
                           label, running_mean=_arg(args, kwargs, 1, "running_mean"),
                           running_var=_arg(args, kwargs, 2, "running_var"), channel_first=True,
                           in_ndim=len(self._in_shape(node)) if self._in_shape(node) else None)
+        if fn is F.scaled_dot_product_attention:
+            return b.attention(args[0], args[1], args[2], label)
         if fn is F.embedding:
             return b.embedding(args[0], _arg(args, kwargs, 1, "weight"), label)
         if fn in _CAT:
@@ -381,16 +389,23 @@ class _Walker:
     # -- ATen (torch.export) --------------------------------------------------------------
     def call_aten(self, node: torch.fx.Node, name: str, args: tuple, kwargs: dict) -> Any:
         b = self.b
-        label = node.name
-        if not self._touches((args, kwargs)):
+        # label new neurons by the module that made them (e.g. "encoder.layer.0.attention.self.query")
+        label = b._where if b._where != "<model>" else node.name
+        if not self._touches((args, kwargs)) or name in _NO_OP_ATEN:
             return META
         if name in _ACT_ATEN:
             return self.activation(args[0], _ACT_ATEN[name], label)
+        if name in _ELEMENTWISE_ATEN:
+            return args[0]
         if name in _IDENTITY_ATEN:
             res = args[0]
             return (res, META) if name.endswith("with_indices") else res
         if name == "linear":
             return b.linear(args[0], args[1], _arg(args, kwargs, 2, "bias"), label)
+        if name == "addmm":  # bias + x @ W with W stored [in, out] (e.g. transformers' Conv1D)
+            return b.linear(args[1], args[2], args[0], label, transposed=True)
+        if name in ("split", "split_with_sizes", "chunk"):
+            return b.split(args[0], args[1], _arg(args, kwargs, 2, "dim", 0), chunk=name == "chunk")
         if name in ("conv1d", "conv2d"):
             return b.conv(args[0], args[1], _arg(args, kwargs, 2, "bias"), _arg(args, kwargs, 6, "groups", 1), label)
         if name == "convolution":
@@ -416,6 +431,8 @@ class _Walker:
             res = b.norm(args[0], "layer_norm", _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
                          label, size=int(shape[0]))
             return res if name == "layer_norm" else (res, META, META)
+        if name == "scaled_dot_product_attention":
+            return b.attention(args[0], args[1], args[2], label)
         if name in ("group_norm", "native_group_norm"):
             w, bias = (args[2], args[3]) if name == "group_norm" else (args[1], args[2])
             in_shape = self._in_shape(node)
@@ -473,6 +490,12 @@ class _Walker:
         raise self.unsupported(f"aten.{name}")
 
 
+# element-wise functions of one activation: no parameter, no new neuron (pieces of decomposed
+# activations and normalizations)
+_ELEMENTWISE_ATEN = {"pow", "rsqrt", "sqrt", "exp", "log", "neg", "abs", "square", "reciprocal", "erf", "cos",
+                     "sin", "clamp", "clamp_min", "clamp_max"}
+_NO_OP_ATEN = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "_assert_async"}
+
 _NORM_TYPES = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
@@ -490,6 +513,7 @@ def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> A
 
 
 def _as_tuple(example_input: Any) -> tuple:
+    """Positional inputs; a dict (keyword inputs, e.g. a tokenizer's output) stays one element."""
     if example_input is None:
         return ()
     return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
@@ -508,6 +532,8 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     canonical, shapes, tensors = state_layout(model)
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
+    if tracer == "auto" and len(inputs) == 1 and isinstance(inputs[0], dict):
+        tracer = "export"  # keyword inputs (e.g. a tokenizer's output): only export takes them
     if tracer == "export":
         if not inputs:
             raise ValueError("tracer='export' needs example_input")
@@ -545,9 +571,15 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):
+    kwargs = {}
+    if isinstance(inputs, tuple) and len(inputs) == 1 and isinstance(inputs[0], dict):
+        kwargs, inputs = dict(inputs[0]), ()
+    config = getattr(model, "config", None)
+    if getattr(config, "use_cache", None):  # Hugging Face models: no key/value cache objects in the output
+        kwargs.setdefault("use_cache", False)
     try:
         with _eval_mode(model):
-            ep = torch.export.export(model, inputs, strict=False)
+            ep = torch.export.export(model, inputs, kwargs=kwargs or None, strict=False)
     except Exception as exc:
         raise UnsupportedModuleError(
             f"neither torch.fx.symbolic_trace nor torch.export can trace this model: {exc}",
@@ -563,7 +595,7 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
             placeholders[n.name] = b.param(sig.inputs_to_parameters[n.name]) or META
         elif n.name in sig.inputs_to_buffers:
             placeholders[n.name] = b.param(sig.inputs_to_buffers[n.name]) or META
-        elif n.name in getattr(sig, "user_inputs", []):
+        elif n.name in getattr(sig, "user_inputs", []) and not isinstance(n.meta.get("val"), (bool, int, float)):
             lazy = Lazy(k, n.name)
             k += 1
             b.inputs.append(lazy)
