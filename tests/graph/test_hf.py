@@ -117,3 +117,13 @@ def test_bert_query_permuted_without_its_keys_is_visible():
     assert torch.allclose(_outputs(coupled), _outputs(base), atol=1e-5)
     assert qk_pairing_signature(ws.to_graph(coupled, IDS)) == qk_pairing_signature(g0)
     assert qk_pairing_signature(ws.to_graph(broken, IDS)) != qk_pairing_signature(g0)
+
+
+def test_unsupported_pieces_are_refused_naming_the_submodule():
+    with pytest.raises(ws.UnsupportedModuleError, match=r"'transformer.wte.weight' is used by two operations.*lm_head"):
+        ws.to_graph(gpt2(tied=True), IDS)
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=30, hidden_size=D, intermediate_size=FF, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=12)
+    with pytest.raises(ws.UnsupportedModuleError, match="input_layernorm"):
+        ws.to_graph(transformers.LlamaForCausalLM(cfg).eval(), IDS)
