@@ -17,6 +17,13 @@ from .graph import (
 
 __version__ = "0.1.0"
 
+# capabilities, imported on first use so that `import weightspace` stays light
+_LAZY = {
+    "load_predictor": "weightspace.tasks.predict",
+    "Nowcaster": "weightspace.tasks.nowcast",
+    "load_hypernetwork": "weightspace.tasks.hyper",
+}
+
 __all__ = [
     "GraphSpec",
     "ParameterGraph",
@@ -26,4 +33,15 @@ __all__ = [
     "UnsupportedModuleError",
     "ArchitectureMismatchError",
     "NonFiniteWeightsError",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'weightspace' has no attribute {name!r}")
