@@ -62,7 +62,7 @@ def _randomize(nc: Nowcaster, seed: int = 0) -> Nowcaster:
 
 
 # ----------------------------------------------------------------------------- features / linefit
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=SEEDS, c=st.integers(2, 7))
 def test_linefit_is_exact_on_straight_lines(seed, c):
     g = torch.Generator().manual_seed(seed)
@@ -129,7 +129,7 @@ def _example_window(name: str, seed: int):
     return model, x, spec, base + steps + drift
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(seed=SEEDS)
 def test_predicted_deltas_are_equivariant_to_hidden_permutations(seed):
     model, x, spec, window = _example_window("mlp", seed)

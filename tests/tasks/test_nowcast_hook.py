@@ -279,7 +279,8 @@ def test_lightning_callback():
     trainer = pl.Trainer(max_steps=20, callbacks=[cb], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(Module(), torch.utils.data.DataLoader(ds, batch_size=8))
-    assert cb.handle is not None and cb.handle.jumps == 4 and not cb.handle.attached
+    # max_steps=20 becomes total_steps: jumps at 5, 10, 15, none at the end of the run
+    assert cb.handle is not None and cb.handle.jumps == 3 and not cb.handle.attached
 
 
 def _has(name: str) -> bool:

@@ -390,6 +390,7 @@ class Nowcaster(nn.Module):
         tmp = base.with_name(base.name + ".tmp.safetensors")
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
         os.replace(tmp, base.with_suffix(".safetensors"))
+        os.chmod(base.with_suffix(".safetensors"), 0o644)
         meta = {"format": FORMAT, "config": asdict(self.config), "info": info or {}}
         _write_json(base.with_suffix(".json"), meta)
         return base.with_suffix(".safetensors")
