@@ -17,24 +17,36 @@ Usage::
 
 **Symmetry breaking.** The hidden neurons of an untrained architecture are structurally identical,
 and a permutation-equivariant GNN maps identical neurons to identical weights (a network whose
-hidden units are all equal is a one-unit network). The hypernetwork therefore *conditions on a
-random initialization*: every connection gets a draw :math:`\epsilon_{ij} \sim N(0, 1)` (seeded;
-``hyper(model, seed=...)``), which enters the edge encoder, so the GNN maps a random init to a
-trained-like one. Its output is residual on that draw,
+hidden units are all equal is a one-unit network). The hypernetwork breaks this deliberately, in
+two ways. (1) *Neuron codes*: unit ``k`` of every hidden layer gets a learned code
+``codes[k mod num_codes]`` (64 by default), added to its node state and fed to the edge heads, as
+GHN-2's decoder gives every output channel a fixed slot of its max-shape tensor and tiles that tensor
+for wider layers. (2) *Centring across units*: for every source neuron and kernel slot, the mean of
+the predicted weights over the units of the target layer is subtracted, so the units of a layer can
+never collapse onto one shared template (without it they do, within a few training steps). A seeded
+draw :math:`\epsilon_{ij} \sim N(0, 1)` per connection (``hyper(model, seed=...)``) is added with a
+learned gain :math:`g_\tau` per edge type (initialized at 0). Units ``k`` and ``k + 64`` of a
+layer wider than 64 share a code and differ only through that draw. Resampling codes or initial
+weights at every step instead (conditioning on a random init) was tried and stalled at chance level
+on digits: the target weights change at every step, so the readout never gets a consistent gradient.
+
+**Normalization of predicted weights.** The edge head's output :math:`v` is standardized per target
+neuron over its fan-in (zero mean, unit mean square over the true kernel slots) and scaled as
 
 .. math::
-    w_{ij} = \sqrt{\beta_i / \mathrm{fan\_in}_j}\;\big(g_{\tau}\, \epsilon_{ij} + \Delta_{ij}\big)
+    w_{ij} = \sqrt{\beta_i / \mathrm{fan\_in}_j}\;(1 + m_j)\; \hat v_{ij}
 
-with :math:`\Delta` from the edge head (zero-initialized, so an untrained hypernetwork produces
-exactly a Kaiming-normal random init) and :math:`g_\tau` a learned gain per edge type. Different
-seeds give different, equally good networks (an ensemble for free).
-
-**Normalization of predicted weights.** The factor :math:`\sqrt{\beta_i/\mathrm{fan\_in}_j}` is
-GHN-2's fan-in scaling computed from the graph: ``fan_in`` counts the incoming connections of the
-target neuron times their kernel area, :math:`\beta_i` is the squared gain of the activation on the
-source neuron (2 for ReLU-like, 25/9 for tanh, 1 for inputs/linear). Since the head predicts in
-units of that scale (a magnitude-invariant parametrization in the sense of MIP, Ortiz et al.),
-activations stay well-scaled at any width or depth. Biases are :math:`\tanh(0.2p)`.
+GHN-2's fan-in scaling computed from the graph (``fan_in`` counts the incoming connections of the
+target neuron times their kernel area; :math:`\beta_i` is the squared gain of the activation on the
+source neuron: 2 for ReLU-like, 25/9 for tanh, 1 for inputs) times a per-neuron magnitude
+:math:`1 + m_j` from the node head: the direction/magnitude split of magnitude-invariant
+parametrizations (MIP, Ortiz et al.), so every hidden neuron starts at exactly the Kaiming scale
+whatever the width or depth. The readout layer (edges into output neurons) comes from a separate,
+zero-initialized head, fan-in scaled but not standardized: an untrained hypernetwork gives zero
+logits rather than random ones (with random logits, training first kills the hidden units to reach
+the uniform prediction). Biases are :math:`\tanh(0.2p)`. Per-neuron scaling does not control the
+correlation between units, so activations of very deep predicted networks can still drift (see the
+tests for the measured range).
 
 **BatchNorm.** A normalization layer's scale and shift live on the neurons it normalizes (graph node
 columns ``weight`` / ``shift``); they are predicted as :math:`2\sigma(0.5p)` (1 at p = 0) and
@@ -43,6 +55,13 @@ variance 1 and the hypernetwork is trained with BatchNorm in training mode (batc
 evaluating a predicted network in ``eval()`` mode, recompute the statistics with a few forward passes
 in ``train()`` mode (:func:`recalibrate_batchnorm`). The shipped checkpoint is trained on MLPs and
 GAP-CNNs without BatchNorm; networks with BatchNorm are filled, but untrained territory.
+
+**Shipped checkpoint.** Trained by ``weightspace hyper train`` (``configs/hyper.yaml``) on
+sklearn digits (inputs ``[B, 1, 8, 8]`` or 64 features, pixels / 16, 10 classes) over
+:class:`~weightspace.tasks.hyper_family.ArchSpace`: MLPs with 1-3 hidden layers of 16-64 units and
+GAP-CNNs (:class:`model_zoo.archs.SmallCNN`) with 1-3 conv layers of 8-32 channels, 3x3 kernels,
+stride 1 or 2, ReLU or tanh. ``benchmarks/hyper.py`` measures it outside that range too (wider,
+deeper, GELU/SiLU/ELU).
 
 **Supported architectures.** Linear layers, convolutions with kernels up to 3x3, BatchNorm and any
 activation; inputs of up to ``max_positions`` features. Anything else (residual additions,
@@ -271,12 +290,16 @@ class GraphHyperNetwork(nn.Module):
     r"""Graph hypernetwork over parameter graphs (GHN-2, Knyazev et al. 2021; GHN-3, 2023).
 
     .. math::
-        h^{(0)}_i &= \mathrm{NeuronEncoder}(i) + W_s[\log(1+\mathrm{fan\_in}_i), \log(1+\mathrm{fan\_out}_i)] \\
-        e^{(0)}_{ij} &= \mathrm{WeightEncoder}(\epsilon_{ij}),\quad \epsilon \sim N(0, 1) \\
+        h^{(0)}_i &= \mathrm{NeuronEncoder}(i) + W_s[\log(1+\mathrm{fan\_in}_i), \log(1+\mathrm{fan\_out}_i)]
+                     + W_c\, c_{k(i)} \\
         (h^{(l+1)}, e^{(l+1)}) &= \mathrm{GMNConv}(h^{(l)}, e^{(l)}) \\
-        w_{ij} &= \sqrt{\beta_i/\mathrm{fan\_in}_j}\,\big(g_{\tau_{ij}}\epsilon_{ij} +
-                 \mathrm{MLP}_e([e^{(L)}_{ij}, \epsilon_{ij}])\big),\quad
-        p_i = \mathrm{MLP}_n(h^{(L)}_i)
+        v_{ij} &= \mathrm{MLP}_e(f_{ij}) + \langle A_s h_i, A_d h_j\rangle + g_\tau \epsilon_{ij},\quad
+        f_{ij} = [e^{(L)}_{ij}, h_i, h_j, c_{k(i)}, c_{k(j)}] \\
+        w_{ij} &= \sqrt{\beta_i/\mathrm{fan\_in}_j}\,(1 + m_j)\,\mathrm{std}_j(\mathrm{centre}(v))_{ij}
+                 \ \text{(hidden)},\qquad
+        w_{jk} = \sqrt{\beta_j/\mathrm{fan\_in}_k}\,\big(\mathrm{MLP}_o(f_{jk}) + \langle B_s h_j, B_d h_k\rangle\big)
+                 \ \text{(readout)} \\
+        p_i &= \mathrm{MLP}_n(h^{(L)}_i)
 
     then ``p`` goes through the bounded maps of the module docs (bias, BatchNorm scale and shift)
     and :meth:`GraphSpec.decode` writes everything into the target's parameter vector.

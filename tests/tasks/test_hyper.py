@@ -1,0 +1,218 @@
+"""Graph hypernetwork: symmetry breaking, scaling, BatchNorm, checkpoints, errors, shipped checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import weightspace as ws
+from model_zoo import instantiate, load_dataset
+from model_zoo.archs import MLP, SmallCNN, TinyViT
+from weightspace.tasks.hyper import GraphHyperNetwork, load_hypernetwork, recalibrate_batchnorm
+from weightspace.tasks.hyper_family import SPLITS, ArchSpace, config_key, is_held_out
+from weightspace.tasks.hyper_train import HyperTrainConfig, accuracy, train_hypernetwork, zero_shot_accuracy
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def small_hyper():
+    torch.manual_seed(0)
+    return GraphHyperNetwork(hidden=16, layers=1).eval()
+
+
+def _distinct_rows(w: torch.Tensor) -> int:
+    rows = w.detach().reshape(w.shape[0], -1)
+    return len({tuple(np.round(r.numpy(), 5)) for r in rows})
+
+
+# ---------------------------------------------------------------- symmetry breaking
+@pytest.mark.parametrize("model", [MLP(depth=2, width=[16, 12]), SmallCNN(channels=[8, 6], layers=2, strides=[2, 1])],
+                         ids=["mlp", "cnn"])
+def test_hidden_units_are_not_all_equal(small_hyper, model):
+    sd = small_hyper.predict_state_dict(model)
+    for name, w in sd.items():
+        if name.endswith("weight") and not name.startswith("head") and name != "net.5.weight":
+            assert _distinct_rows(w) == w.shape[0], f"{name}: predicted units coincide"
+
+
+def test_symmetry_breaking_needs_the_codes(small_hyper):
+    """Sensitivity: with every hidden neuron given the same code, the units do coincide, so the
+    distinct units above come from the neuron codes (the deliberate symmetry breaker)."""
+    model = MLP(depth=1, width=8)
+    t = small_hyper.target(model)
+    same = GraphHyperNetwork(hidden=16, layers=1)
+    same.load_state_dict(small_hyper.state_dict())
+    with torch.no_grad():
+        same.codes.weight.copy_(same.codes.weight[:1].expand_as(same.codes.weight))
+        same.init_gain.zero_()
+        flat = same.predict([t], [t.draw_init(torch.Generator().manual_seed(0))])[0]
+    w = t.spec.unflatten(flat)["net.1.weight"]
+    assert torch.allclose(w, w[:1].expand_as(w), atol=1e-5)
+
+
+def test_seed_and_determinism(small_hyper):
+    m = MLP(depth=1, width=8)
+    a = small_hyper.predict_state_dict(m, seed=3)
+    b = small_hyper.predict_state_dict(m, seed=3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- normalization
+@pytest.mark.parametrize("depth,width", [(1, 16), (3, 100), (6, 24)])
+def test_fan_in_normalization_of_every_neuron(small_hyper, depth, width):
+    """Each hidden neuron's incoming weights: zero mean, RMS sqrt(gain^2 / fan_in) x its magnitude
+    (1 for an untrained node head)."""
+    model = MLP(depth=depth, width=width, activation="relu")
+    t = small_hyper.target(model)
+    flat = small_hyper.predict([t], [t.draw_init(torch.Generator().manual_seed(0))])[0].detach()
+    sd = t.spec.unflatten(flat)
+    for i in range(depth):
+        w = sd[f"net.{2 * i + 1}.weight"]
+        gain2 = 1.0 if i == 0 else 2.0
+        assert torch.allclose(w.mean(1), torch.zeros(width), atol=1e-5)
+        assert torch.allclose(w.pow(2).mean(1).sqrt(), torch.full((width,), math.sqrt(gain2 / w.shape[1])), rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_hypernetwork()
+
+
+@pytest.mark.parametrize("depth,width", [(1, 16), (2, 128), (3, 64), (3, 128)])
+def test_activations_stay_bounded_in_the_trained_depth_range(shipped, digits, depth, width):
+    """Shipped checkpoint, digits pixels in [0, 1]: hidden RMS stays within (0.1, 50) for the trained
+    depths (1-3) at any width. Deeper nets drift (about x3 per layer, see the module docs)."""
+    model = shipped(MLP(depth=depth, width=width))
+    h = digits.x_train[:256].flatten(1)
+    rms = []
+    for layer in model.net[1:]:
+        h = layer(h)
+        if isinstance(layer, nn.ReLU):
+            rms.append(float(h.detach().pow(2).mean().sqrt()))
+    assert all(0.1 < r < 50.0 for r in rms), rms
+
+
+@pytest.mark.parametrize("depth,width", [(1, 16), (4, 128), (8, 32)])
+def test_untrained_hypernetwork_keeps_activations_scaled(small_hyper, digits, depth, width):
+    model = small_hyper(MLP(depth=depth, width=width))
+    h = digits.x_train[:256].flatten(1)
+    h = (h - h.mean(0)) / (h.std(0) + 1e-3)
+    rms = []
+    for layer in model.net[1:]:
+        h = layer(h)
+        if isinstance(layer, nn.ReLU):
+            rms.append(float(h.detach().pow(2).mean().sqrt()))
+    assert all(0.1 < r < 10.0 for r in rms), rms
+
+
+# ---------------------------------------------------------------- user API, BatchNorm, errors
+def test_fill_in_place_returns_model_and_changes_weights(small_hyper, digits):
+    model = MLP(depth=2, width=[24, 16])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = small_hyper(model)
+    assert out is model
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.isfinite(model(digits.x_test)).all()
+
+
+def test_batchnorm_parameters_and_statistics(small_hyper, digits):
+    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
+    small_hyper(model)
+    bn = model[1]
+    assert torch.equal(bn.running_mean, torch.zeros(6)) and torch.equal(bn.running_var, torch.ones(6))
+    assert ((bn.weight > 0) & (bn.weight < 2)).all() and (bn.bias.abs() < 1).all()
+    recalibrate_batchnorm(model, digits.x_train[:512])
+    assert not torch.equal(bn.running_mean, torch.zeros(6))
+    assert bn.momentum == 0.1
+
+
+class _EmbedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(16, 8), nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(x).mean(1))
+
+
+@pytest.mark.parametrize("model,example,where", [
+    (TinyViT(), torch.zeros(2, 1, 8, 8), "position connection [at 'embed' (Linear)]"),
+    (_EmbedNet(), torch.zeros(2, 4, dtype=torch.long), "'emb' (Embedding)"),
+    (SmallCNN(channels=4, layers=1, kernel_size=5), None, "'features.0' (Conv2d)"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.LSTM(8, 8)), None, "'2' (LSTM)"),
+], ids=["attention", "embedding", "kernel5", "lstm"])
+def test_unsupported_architecture_names_the_module_and_leaves_model(small_hyper, model, example, where):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ws.UnsupportedModuleError) as err:
+        small_hyper(model, example_input=example)
+    assert where in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------- training and checkpoints
+def test_ci_training_run_takes_a_few_steps(digits):
+    torch.manual_seed(0)
+    hyper = GraphHyperNetwork(hidden=16, layers=1)
+    before = [p.detach().clone() for p in hyper.parameters()]
+    cfg = HyperTrainConfig(steps=4, archs_per_step=2, batch_size=32, log_every=2)
+    hist = train_hypernetwork(hyper, digits.x_train, digits.y_train, cfg=cfg, progress=False)
+    assert [h["step"] for h in hist] == [2, 4]
+    assert all(math.isfinite(h["train/loss"]) for h in hist)
+    assert any(not torch.equal(a, b) for a, b in zip(before, hyper.parameters()))
+
+
+def test_checkpoint_round_trip_is_safetensors_and_json(small_hyper, tmp_path):
+    st, js = small_hyper.save(tmp_path / "h", meta={"note": "test"})
+    assert st.suffix == ".safetensors" and js.suffix == ".json"
+    assert st.read_bytes()[8:9] == b"{"  # safetensors: a length, then a JSON header; no pickle
+    info = json.loads(js.read_text())
+    assert info["format"] == "weightspace.hypernet/1" and info["meta"] == {"note": "test"}
+    loaded = load_hypernetwork(tmp_path / "h.safetensors")
+    m = MLP(depth=2, width=[8, 8])
+    a, b = small_hyper.predict_state_dict(m), loaded.predict_state_dict(m)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_hypernetwork(tmp_path / "missing")
+    GraphHyperNetwork(hidden=8, layers=1).save(tmp_path / "bad")
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not a hypernetwork checkpoint"):
+        load_hypernetwork(tmp_path / "bad")
+
+
+# ---------------------------------------------------------------- family and splits
+def test_splits_are_distinct_and_held_out():
+    space = ArchSpace()
+    rng = np.random.default_rng(0)
+    train = {config_key(space.sample_train(rng)) for _ in range(300)}
+    unseen = space.split("unseen", 20)
+    assert all(is_held_out(c) for c in unseen)
+    assert not train & {config_key(c) for c in unseen}
+    for s in SPLITS:
+        cs = space.split(s, 8)
+        assert len({config_key(c) for c in cs}) == 8
+        assert all(instantiate(c) is not None for c in cs[:2])
+    with pytest.raises(ValueError, match="unknown split"):
+        space.split("dense", 2)
+
+
+# ---------------------------------------------------------------- the shipped checkpoint
+def test_shipped_checkpoint_beats_chance_on_unseen_architectures(shipped, digits):
+    hyper = shipped
+    configs = ArchSpace().split("unseen", 6, seed=123)
+    acc = zero_shot_accuracy(hyper, configs, digits.x_test, digits.y_test)
+    assert np.mean(acc) > 0.5, acc  # chance is 0.1
+    random_init = [accuracy(instantiate(c), digits.x_test, digits.y_test) for c in configs]
+    assert np.mean(acc) > np.mean(random_init) + 0.2
