@@ -318,11 +318,18 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
             sl = slice(s * bs, (s + 1) * bs)
             bi = idx[:, sl]
             active = nsteps > s
-            old_buf = {n: t.clone() for n, t in buffers.items()} if buffers else {}
-            grads, _ = step_fn(params, buffers, drop, xtr[bi], ytr[bi], w[:, sl])
-            for n, t in old_buf.items():  # models past their epoch keep their statistics
-                t2 = buffers[n]
-                t2.copy_(torch.where(_bcast(active, t2), t2, t))
+            if bool(active.all()):
+                grads, _ = step_fn(params, buffers, drop, xtr[bi], ytr[bi], w[:, sl])
+            else:
+                # models past their epoch (smaller train fraction) are left out of the computation:
+                # forward/backward run on the active ones only, and only their statistics change
+                act = active.nonzero().flatten()
+                sub_p = {n: t.index_select(0, act) for n, t in params.items()}
+                sub_b = {n: t.index_select(0, act) for n, t in buffers.items()}
+                sub_g, _ = step_fn(sub_p, sub_b, drop[act], xtr[bi[act]], ytr[bi[act]], w[act, sl])
+                grads = {n: torch.zeros_like(t).index_copy_(0, act, sub_g[n]) for n, t in params.items()}
+                for n, t in buffers.items():
+                    t.index_copy_(0, act, sub_b[n])
             opt.step(params, grads, active)
             steps_done += active.long()
             it += 1
