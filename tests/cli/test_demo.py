@@ -8,14 +8,18 @@ def test_demo_writes_report_and_graph_png(tmp_path):
     out = tmp_path / "demo"
     res = subprocess.run(
         [sys.executable, "-m", "weightspace.cli.main", "demo", "examples=[mlp,resnet,vit]", "draw=resnet",
-         "progress=false", "zoo.size=8", "zoo.trainer.epochs=2", "zoo.trainer.checkpoints=[0,2]", f"hydra.run.dir={out}"],
+         "progress=false", "zoo.size=10", "zoo.trainer.epochs=2", "zoo.trainer.checkpoints=[0,2]", "predict_epochs=2",
+         "nowcast_steps=40", f"hydra.run.dir={out}"],
         capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| resnet |" in res.stdout and "FAILED" not in res.stdout
     report = (out / "report.md").read_text()
     assert "exact" in report and "graph_resnet.png" in report
-    assert "## 2. Model zoo" in report and "8 digits MLPs" in report and "round trip exact" in report
+    assert "## 2. Model zoo" in report and "10 digits MLPs" in report and "round trip exact" in report
+    for section in ("## 3. Predicting accuracy", "## 4. Nowcasting", "## 5. Weights for unseen"):
+        assert section in report
+    assert (out / "predict_gmn" / "metrics.json").exists() and (out / "nowcast.png").exists()
     assert (out / "zoo" / "summary.png").exists() and (out / "zoo" / "zoo.json").exists()
     png = (out / "graph_resnet.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

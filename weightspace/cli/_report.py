@@ -77,3 +77,22 @@ def stack_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     if a.keys() != b.keys():
         return False
     return all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str | Path, ylabel: str, xlabel: str) -> Path:
+    """Line plot of ``{label: [(x, y), ...]}`` saved as PNG."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    for label, pts in curves.items():
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
