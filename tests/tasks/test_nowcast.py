@@ -326,3 +326,25 @@ def test_load_trajectories_from_a_dense_zoo(tmp_path):
     t = trajs[0]
     assert t.every == 2 and t.flat.shape[0] == 1 + 12 // 2  # 12 steps of 128 from 1437 samples
     assert t.flat.shape[1] == t.spec.num_params and torch.isfinite(t.flat).all()
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_flatten_bn", "vit"])
+def test_layout_slots_agree_with_the_converter(name):
+    """Every flat parameter sits where ``GraphSpec.encode`` puts it: its node's column, or its edge."""
+    model, x = build_example(name)
+    spec = ws.GraphSpec.from_module(model, x)
+    lay = NowcastLayout.from_spec(spec)
+    theta = torch.randn(spec.num_params, dtype=spec.dtype)
+    xs, es = spec.encode(theta)
+    node = ~lay.slot_edge
+    assert torch.equal(xs[lay.slot_owner[node], lay.slot_col[node]], theta[node])
+    F = es.shape[-1]
+    pos = (spec.decode_index.long() - spec.num_nodes * xs.shape[-1]) % F
+    assert torch.equal(es[lay.slot_owner[lay.slot_edge], pos[lay.slot_edge]], theta[lay.slot_edge])
+    # the readout's per-parameter outputs, placed in the graph, decode exactly through the spec
+    delta = torch.randn(spec.num_params, dtype=spec.dtype)
+    xd, ed = torch.zeros_like(xs), torch.zeros_like(es)
+    xd[lay.slot_owner[node], lay.slot_col[node]] = delta[node]
+    ed[lay.slot_owner[lay.slot_edge], pos[lay.slot_edge]] = delta[lay.slot_edge]
+    assert torch.equal(spec.decode(xd, ed), delta)
+    assert int(lay.slot_tensor.max()) + 1 == lay.num_tensors == len(spec.names)
