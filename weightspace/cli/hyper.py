@@ -50,7 +50,14 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 
     data = load_dataset("digits", seed=int(cfg.seed))
     torch.manual_seed(int(cfg.seed))
-    hyper = GraphHyperNetwork(**OmegaConf.to_container(cfg.model, resolve=True))
+    if cfg.get("init"):  # continue from a checkpoint (its architecture wins over cfg.model)
+        from weightspace.tasks.hyper import load_hypernetwork
+
+        hyper = load_hypernetwork(str(cfg.init))
+        previous = dict(getattr(hyper, "meta", {}))
+    else:
+        hyper = GraphHyperNetwork(**OmegaConf.to_container(cfg.model, resolve=True))
+        previous = None
     tcfg = HyperTrainConfig(**OmegaConf.to_container(cfg.train, resolve=True), seed=int(cfg.seed))
     space = _space(cfg)
     t0 = time.perf_counter()
@@ -60,6 +67,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
             "train split", "space": space.to_dict(), "train": tcfg.to_dict(), "train_minutes": round(minutes, 2),
             "final": history[-1] if history else {},
             "command": "weightspace hyper train " + " ".join(HydraConfig.get().overrides.task)}
+    if previous is not None:
+        meta["continued_from"] = {k: v for k, v in previous.items() if k != "space"}
     st, js = hyper.save(str(cfg.out), meta)
     log.info("wrote %s (%.1f kB) and %s", st, st.stat().st_size / 1e3, js)
     (run_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
