@@ -2,7 +2,7 @@
 6-layer transformer encoder; encode/decode of 1,000 small-CNN checkpoints as a ratio to plain
 ``torch.cat`` / ``torch.split`` on the same checkpoints, in the same run.
 
-    python benchmarks/convert.py [--repeats 5] [--out benchmarks/results]
+    python benchmarks/convert.py [--repeats 5] [--threads 1] [--out benchmarks/results]
 
 Writes ``convert.json`` and ``convert.md``. Timings are mean ± std over ``--repeats`` runs.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -90,13 +91,13 @@ def convert_once(name: str) -> dict:
     }
 
 
-def big_networks(repeats: int) -> dict:
+def big_networks(repeats: int, threads: int) -> dict:
     out = {}
     for name in ("resnet18", "encoder6"):
         runs = []
         for _ in range(repeats):
-            res = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True,
-                                 check=True)
+            res = subprocess.run([sys.executable, __file__, "--child", name, "--threads", str(threads)],
+                                 capture_output=True, text=True, check=True)
             runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
         r0 = runs[0]
         out[name] = {
@@ -236,18 +237,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(convert_once(args.child)))
         return
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     res = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)",
         "torch": torch.__version__,
         "cuda": "not available on this machine" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         "repeats": args.repeats,
-        "networks": big_networks(args.repeats),
+        "networks": big_networks(args.repeats, torch.get_num_threads()),
         "checkpoints": checkpoints(args.repeats),
         "large_checkpoints": large_checkpoints(args.repeats),
     }
