@@ -1,9 +1,10 @@
 """Train the graph hypernetwork or measure a checkpoint: weightspace hyper train|eval [key=value ...]
 
 ``weightspace hyper train`` trains on sklearn digits (embedded) over the architecture family of
-``configs/hyper.yaml`` and writes ``<out>.safetensors`` + ``<out>.json`` (the shipped checkpoint
-``weightspace/checkpoints/hypernet`` is made by this command with the defaults), plus
-``history.json`` and ``loss.png`` in the run directory. ``weightspace hyper eval`` reports the
+``configs/hyper.yaml`` and writes ``<out>.safetensors`` + ``<out>.json``, plus ``history.json`` and
+``loss.png`` in the run directory; ``init=STEM`` continues from a checkpoint. The shipped checkpoint
+``weightspace/checkpoints/hypernet`` is ``weightspace hyper train`` followed by
+``weightspace hyper train init=weightspace/checkpoints/hypernet train.lr=0.0015 train.max_minutes=11``. ``weightspace hyper eval`` reports the
 zero-shot test accuracy of predicted weights on held-out architectures of each split.
 """
 

@@ -57,8 +57,13 @@ evaluating a predicted network in ``eval()`` mode, recompute the statistics with
 in ``train()`` mode (:func:`recalibrate_batchnorm`). The shipped checkpoint is trained on MLPs and
 GAP-CNNs without BatchNorm; networks with BatchNorm are filled, but untrained territory.
 
-**Shipped checkpoint.** Trained by ``weightspace hyper train`` (``configs/hyper.yaml``) on
-sklearn digits (inputs ``[B, 1, 8, 8]`` or 64 features, pixels / 16, 10 classes) over
+**Shipped checkpoint.** Made by two commands (the second continues the first with a fresh,
+lower learning-rate schedule; about 23 minutes on a shared 2-core CPU)::
+
+    weightspace hyper train                      # configs/hyper.yaml; 12-minute cap: 1464 steps
+    weightspace hyper train init=weightspace/checkpoints/hypernet train.lr=0.0015 train.max_minutes=11
+
+trained on sklearn digits (inputs ``[B, 1, 8, 8]`` or 64 features, pixels / 16, 10 classes) over
 :class:`~weightspace.tasks.hyper_family.ArchSpace`: MLPs with 1-3 hidden layers of 16-64 units and
 GAP-CNNs (:class:`model_zoo.archs.SmallCNN`) with 1-3 conv layers of 8-32 channels, 3x3 kernels,
 stride 1 or 2, ReLU or tanh. ``benchmarks/hyper.py`` measures it outside that range too (wider,
