@@ -69,7 +69,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite hyper.md/png from an existing hyper.json in --out (no measurement)")
     args = ap.parse_args()
+    if args.render_only:
+        render(Path(args.out), args)
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -139,13 +144,33 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "hyper.json").write_text(json.dumps({"meta": meta, "splits": results}, indent=1) + "\n")
-    table = markdown(results, args)
+    print(render(out, args))
+
+
+def render(out: Path, args) -> str:
+    """Write ``hyper.md`` and ``hyper.png`` from ``hyper.json``; return the Markdown tables."""
+    d = json.loads((out / "hyper.json").read_text())
+    meta, results = d["meta"], d["splits"]
+    args.target = meta["finetune_target"]
+    table = markdown(results, args) + "\n\nBy family (zero-shot predicted / Adam-trained, ratio):\n\n" + by_family(results)
     (out / "hyper.md").write_text(
         "# Hypernetwork: predicted weights for held-out architectures (digits)\n\n"
         f"Command: `{meta['command']}`; {meta['machine']}; {meta['wall_seconds']} s; {meta['date']}.\n\n"
         + table + "\n")
     plot(results, out / "hyper.png")
-    print(table)
+    return table
+
+
+def by_family(results: dict) -> str:
+    lines = ["| split | MLP | CNN |", "|---|---|---|"]
+    for s, r in results.items():
+        cells = []
+        for f in ("MLP", "CNN"):
+            rows = [x for x in r["per_architecture"] if x["family"] == f]
+            p, t = np.mean([x["predicted"] for x in rows]), np.mean([x["trained"] for x in rows])
+            cells.append(f"{p:.3f} / {t:.3f} ({p / t:.2f}, n={len(rows)})")
+        lines.append(f"| {s} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def markdown(results: dict, args) -> str:
