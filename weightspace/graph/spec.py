@@ -23,6 +23,8 @@ from .vocab import NODE_FEATURES
 __all__ = ["GraphSpec"]
 
 _ZERO, _ONE, _MINUS_ONE = 0, 1, 2  # offsets of the constants appended after the parameters
+_COPY_PLAN_MIN = 1 << 18  # graph slots (times checkpoints) from which encode/decode copy runs as slices
+_COPY_RUN_MIN = 256  # the shortest run of consecutive scalars copied as one slice
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +66,7 @@ class GraphSpec:
     encode_index: Tensor
     decode_index: Tensor
     _consts: Tensor = field(repr=False)
+    copy_segments: tuple[tuple[int, int, int], ...] = field(default=(), repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +132,7 @@ class GraphSpec:
         dec = torch.empty(P, dtype=idt)  # theta position -> graph slot
         seen = torch.zeros(P, dtype=torch.bool)
         assigned = 0
+        segments: list[tuple[int, int, int]] = []
         for nb in s.node_blocks:
             pos = (nb.nodes * Fn + nb.col).to(idt)
             vals = (off[nb.param] + nb.index).to(torch.long)
@@ -162,6 +166,7 @@ class GraphSpec:
                     vals = torch.arange(v0, v0 + n * K, dtype=idt)
                     if K == Fe:
                         rows.view(-1)[:] = vals
+                        segments.append((base, v0, n * K))  # graph slots == a run of the parameter
                     else:
                         rows[:, slots] = vals.view(n, K)
                     dec[v0 : v0 + n * K] = graph_pos.view(-1)
@@ -198,6 +203,7 @@ class GraphSpec:
             node_groups=dict(s.groups),
             encode_index=enc,
             decode_index=dec,
+            copy_segments=tuple(segments),
             _consts=torch.tensor([0.0, 1.0, -1.0], dtype=dtype),
         )
 
@@ -307,8 +313,11 @@ class GraphSpec:
         ext = torch.cat(parts, dim=-1)
         if not allow_nonfinite:
             self._check_finite(ext)
-        out = ext.index_select(-1, idx)
         n = self._cache["split"][0]
+        if math.prod(batch) * idx.numel() >= _COPY_PLAN_MIN:
+            out = self._encode_by_copies(ext, batch)
+        else:
+            out = ext.index_select(-1, idx)
         if not batch:  # the hot path of per-checkpoint encoding: plain slices
             return out[:n].view(self._cache["x_shape"]), out[n:].view(self._cache["e_shape"])
         return out[..., :n].view(*batch, *self._cache["x_shape"]), out[..., n:].view(*batch, *self._cache["e_shape"])
@@ -321,9 +330,54 @@ class GraphSpec:
             hit = self._cache[key] = (self._consts.to(device), self.encode_index.to(device))
         return hit
 
+    # Large inputs (many checkpoints, big networks): the graph layout is mostly long runs of
+    # consecutive parameter scalars (every dense layer whose kernel fills the grid), so encode and
+    # decode copy those runs as slices and gather only the rest; same result, memcpy speed.
+    def _plan(self, device: torch.device) -> dict:
+        key = ("plan", device)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        enc = self.encode_index
+        P, M, n_x = self.num_params, self.encode_index.numel(), self._cache["split"][0]
+        segments = [seg for seg in self.copy_segments if seg[2] >= _COPY_RUN_MIN]
+        in_copy = torch.zeros(M, dtype=torch.bool)
+        for g0, _, length in segments:
+            in_copy[g0 : g0 + length] = True
+        enc_rest = ((enc != P + _ZERO) & ~in_copy).nonzero().flatten()
+        dec_rest = ((enc < P) & ~in_copy).nonzero().flatten()
+        node = dec_rest < n_x
+        to = lambda t: t.to(device)  # noqa: E731
+        hit = self._cache[key] = {
+            "segments": segments, "n_x": n_x,
+            "enc_g": to(enc_rest), "enc_t": to(enc[enc_rest].long()),
+            "dec_xg": to(dec_rest[node]), "dec_xt": to(enc[dec_rest[node]].long()),
+            "dec_eg": to(dec_rest[~node] - n_x), "dec_et": to(enc[dec_rest[~node]].long()),
+        }
+        return hit
+
+    def _encode_by_copies(self, ext: Tensor, batch: tuple[int, ...]) -> Tensor:
+        plan = self._plan(ext.device)
+        out = ext.new_zeros(*batch, self.encode_index.numel())
+        for g0, t0, length in plan["segments"]:
+            out[..., g0 : g0 + length] = ext[..., t0 : t0 + length]
+        out[..., plan["enc_g"]] = ext.index_select(-1, plan["enc_t"])
+        return out
+
     def decode(self, x: Tensor, edge_attr: Tensor) -> Tensor:
         """``(x, edge_attr)`` -> flat parameter vector ``[..., P]`` (one gather, differentiable)."""
         batch = x.shape[:-2]
+        if math.prod(batch) * self.encode_index.numel() >= _COPY_PLAN_MIN:
+            plan = self._plan(x.device)
+            xf, ef = x.reshape(*batch, -1), edge_attr.reshape(*batch, -1)
+            theta = xf.new_empty(*batch, self.num_params)
+            n_x = plan["n_x"]
+            for g0, t0, length in plan["segments"]:
+                src, g = (xf, g0) if g0 < n_x else (ef, g0 - n_x)
+                theta[..., t0 : t0 + length] = src[..., g : g + length]
+            theta[..., plan["dec_xt"]] = xf.index_select(-1, plan["dec_xg"])
+            theta[..., plan["dec_et"]] = ef.index_select(-1, plan["dec_eg"])
+            return theta
         flat = torch.cat([x.reshape(*batch, -1), edge_attr.reshape(*batch, -1)], dim=-1)
         idx = self.decode_index if self.decode_index.device == flat.device else self.decode_index.to(flat.device)
         return flat.index_select(-1, idx)
