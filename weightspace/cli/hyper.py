@@ -26,14 +26,9 @@ MODES = ("train", "eval")
 
 def positional_overrides(argv: list[str]) -> list[str]:
     """``["train", "train.steps=5"]`` -> ``["mode=train", "train.steps=5"]``."""
-    out, named = [], False
-    for a in argv:
-        if not named and "=" not in a and not a.startswith("-"):
-            out.append(f"mode={a}")
-            named = True
-        else:
-            out.append(a)
-    return out
+    from ._args import first_positional_as
+
+    return first_positional_as("mode", argv)
 
 
 def _space(cfg: DictConfig):

@@ -19,14 +19,9 @@ log = logging.getLogger(__name__)
 
 def positional_overrides(argv: list[str]) -> list[str]:
     """``["digits_cnn", "size=10"]`` -> ``["zoo=digits_cnn", "size=10"]`` (one positional: the zoo)."""
-    out, named = [], False
-    for a in argv:
-        if not named and "=" not in a and not a.startswith("-"):
-            out.append(f"zoo={a}")
-            named = True
-        else:
-            out.append(a)
-    return out
+    from ._args import first_positional_as
+
+    return first_positional_as("zoo", argv)
 
 
 def zoo_config(cfg: DictConfig) -> dict:
