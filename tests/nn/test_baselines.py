@@ -10,7 +10,7 @@ from torch_geometric.data import Batch
 from weightspace.graph import batch_graphs
 from weightspace.nn import NUM_STATS, HParamNet, LayerWeightNorm, StatGBM, StatNN, tensor_statistics
 
-from .perm_cases import CASES, broken_pair, permuted_pair
+from ..perm_cases import CASES, broken_pair, permuted_pair
 
 
 @pytest.mark.parametrize("name", CASES)

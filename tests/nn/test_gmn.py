@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from weightspace.graph import batch_graphs
 from weightspace.nn import GraphMetaNet
 
-from .perm_cases import CASES, broken_pair, max_grid, permuted_pair
+from ..perm_cases import CASES, broken_pair, max_grid, permuted_pair
 
 SEEDS = st.integers(0, 2**31 - 1)
 

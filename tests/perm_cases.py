@@ -1,5 +1,5 @@
-"""Function-preserving hidden-neuron permutations of the example networks (MLP, CNN, ResNet, ViT)
-and a non-symmetry change of each, built on the converter's test rules."""
+"""Function-preserving hidden-neuron permutations of the example networks (MLP, CNN, ResNet, ViT),
+and a non-symmetry change of each: shared by the converter's and the metanetworks' tests."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ from torch import Tensor
 import weightspace as ws
 from weightspace.examples import build_example
 
-from ..helpers import node_permutation, permute_params
+from .helpers import head_permutation, node_permutation, permute_params
 
 CASES = ("mlp", "cnn_flatten_bn", "resnet", "vit")
-
-
-def head_permutation(H: int, dh: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Query/key and value unit permutations: heads permuted, and units inside each head."""
-    heads = torch.randperm(H, generator=gen)
-    qk = torch.cat([heads[h] * dh + torch.randperm(dh, generator=gen) for h in range(H)])
-    v = torch.cat([heads[h] * dh + torch.randperm(dh, generator=gen) for h in range(H)])
-    return qk, v
 
 
 def _bn_rules(prefix: str, p: Tensor) -> list:
