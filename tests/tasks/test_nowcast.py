@@ -29,15 +29,6 @@ from ..helpers import node_permutation, permute_params
 SEEDS = st.integers(0, 2**31 - 1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small ops on a shared CPU run far faster single-threaded (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 7), nn.Tanh(), nn.Linear(7, 3))

@@ -5,21 +5,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from weightspace.cli.main import main
 from weightspace.tasks.nowcast import Nowcaster
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small ops on a shared CPU run far faster single-threaded (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 TINY = ["zoos.{z}.size=2", "zoos.{z}.space.batch_size=360", "zoos.{z}.trainer.epochs=2",
         "zoos.{z}.trainer.checkpoints=[0,2]", "zoos.{z}.trainer.dense_every=1"]

@@ -15,15 +15,6 @@ from weightspace.tasks.nowcast import Nowcaster
 from weightspace.tasks.nowcast_hook import NowcastHook, horizon_schedule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small ops on a shared CPU run far faster single-threaded (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _setup(seed: int = 0, lr: float = 1e-2):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))

@@ -56,7 +56,12 @@ def draw_parameter_graph(g: ParameterGraph, path: str | Path, title: str = "") -
     ax.set_yticks([])
     ax.legend(loc="upper left", fontsize=8, frameon=False, ncol=2)
     ax.set_title(title or f"parameter graph: {g.num_nodes} nodes, {g.edge_index.shape[1]} edges")
-    for side in ("top", "right", "left"):
+    return _save(fig, ax, path, hide=("top", "right", "left"))
+
+
+def _save(fig, ax, path: str | Path, hide: tuple[str, ...] = ("top", "right")) -> Path:
+    """Hide the given spines, lay out, write the PNG and close the figure."""
+    for side in hide:
         ax.spines[side].set_visible(False)
     fig.tight_layout()
     path = Path(path)
@@ -89,10 +94,4 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str | Path, yl
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(frameon=False)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)

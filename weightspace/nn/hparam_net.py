@@ -8,12 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from ._utils import mlp, reset_all
-from .statnn import _FeatureNormalizer
+from .statnn import _FeatureMLP, _FeatureNormalizer
 
 __all__ = ["HParamNet"]
 
 
-class HParamNet(nn.Module):
+class HParamNet(_FeatureMLP):
     r"""An MLP on encoded training hyperparameters (learning rate, optimizer, ...), no weights.
 
     The reference point of Unterthiner et al. (2020, "Predicting Neural Network Accuracy from
@@ -48,15 +48,6 @@ class HParamNet(nn.Module):
         if f is None:
             raise ValueError("HParamNet needs the training hyperparameters (batch.hparams); a bare network has none")
         return f.reshape(-1, self.in_dim).to(torch.get_default_dtype())
-
-    def fit_normalizer(self, feats: Tensor) -> None:
-        self.norm.fit(feats)
-
-    def encode(self, batch) -> Tensor:
-        return self.body(self.norm(self.features(batch)))
-
-    def forward(self, batch) -> Tensor:
-        return self.head(self.encode(batch))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(in_dim={self.in_dim}, hidden={self.hparams['hidden']})"

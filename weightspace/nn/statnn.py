@@ -95,7 +95,22 @@ class _FeatureNormalizer(nn.Module):
         return ((feats - self.mean) / self.std).clamp(-10, 10)
 
 
-class StatNN(nn.Module):
+class _FeatureMLP(nn.Module):
+    """Shared tail of the feature baselines: fixed-size ``features(batch)`` -> standardization
+    (``norm``, fitted on the training set) -> MLP ``body`` -> ``head``."""
+
+    def fit_normalizer(self, feats: Tensor) -> None:
+        self.norm.fit(feats)
+
+    def encode(self, batch) -> Tensor:
+        """Penultimate representation ``[B, hidden[-1]]``."""
+        return self.body(self.norm(self.features(batch)))
+
+    def forward(self, batch) -> Tensor:
+        return self.head(self.encode(batch))
+
+
+class StatNN(_FeatureMLP):
     r"""StatNN (Unterthiner et al., "Predicting Neural Network Accuracy from Weights", 2020).
 
     For every weight and bias tensor: mean, variance and the 0/25/50/75/100 % quantiles
@@ -135,16 +150,6 @@ class StatNN(nn.Module):
             return f.reshape(-1, self.in_dim)
         graphs = batch.to_data_list() if hasattr(batch, "to_data_list") else [batch]
         return torch.stack([tensor_statistics(g, self.max_tensors) for g in graphs]).to(batch.x.device)
-
-    def fit_normalizer(self, feats: Tensor) -> None:
-        self.norm.fit(feats)
-
-    def encode(self, batch) -> Tensor:
-        """Penultimate representation ``[B, hidden[-1]]``."""
-        return self.body(self.norm(self.features(batch)))
-
-    def forward(self, batch) -> Tensor:
-        return self.head(self.encode(batch))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(max_tensors={self.max_tensors}, hidden={self.hparams['hidden']})"
