@@ -79,6 +79,17 @@ class Param:
     shape: tuple[int, ...]
 
 
+@dataclass
+class Stat:
+    """A per-example statistic over the features of ``nodes`` kept broadcastable along the
+    feature axis (``x.pow(2).mean(-1, keepdim=True)`` and what follows it in a normalization
+    written out by hand, e.g. transformers' ``LlamaRMSNorm``). Combined element-wise with the
+    activation it was computed from, it leaves that activation's neurons as they are: like a
+    normalization module, it is structure, not a parameter."""
+
+    nodes: Tensor
+
+
 class Meta:
     """Anything that is not an activation or a parameter: sizes, constants, masks."""
 
@@ -340,6 +351,8 @@ class Builder:
         self._where = "<model>"
         self._kind: str | None = None
         self.strip_prefix = ""  # set when the root module was wrapped to be traced as a leaf
+        self.tables: dict[str, tuple[Tensor, Tensor]] = {}  # embedding weight -> (row nodes, unit nodes)
+        self.rotary_nodes: set[int] = set()  # units mixed by a rotary position embedding
 
     # -- errors / bookkeeping -------------------------------------------------------------
     def fail(self, message: str) -> UnsupportedModuleError:
@@ -472,6 +485,8 @@ class Builder:
     # -- parametric ops -------------------------------------------------------------------
     def linear(self, x: Any, w: Param, b: Param | None, label: str, etype: EdgeType = EdgeType.LINEAR,
                ntype: NodeType = NodeType.HIDDEN, transposed: bool = False) -> Act:
+        if isinstance(w, Param) and self.used.get(w.name) == "embedding" and not transposed:
+            return self.tied_linear(x, w, b, label)
         self.use(w, "linear")
         self.use(b, "linear")
         if not isinstance(w, Param) or len(w.shape) != 2:
@@ -496,7 +511,7 @@ class Builder:
         src = x.nodes.repeat(out_f)
         if block > 1 and etype == EdgeType.LINEAR:
             etype = EdgeType.FLATTEN
-        if etype == EdgeType.LINEAR and C and self.s.node_type[int(x.nodes[0])] == NodeType.ATTN_V:
+        if etype == EdgeType.LINEAR and C and self.s.node_type[int(x.nodes[0])] in (NodeType.ATTN_V, NodeType.ATTN_OUT):
             etype = EdgeType.ATTN_OUT
         if transposed:  # W[in, out]: edge (j, c) holds W[c, j] at flat position c*out + j
             if block != 1:
@@ -512,6 +527,30 @@ class Builder:
             for i in out.tolist():
                 self.s.node_slots[i] |= 1 << BIAS
         return y
+
+    def tied_linear(self, x: Any, w: Param, b: Param | None, label: str) -> Act:
+        """A linear layer whose weight ``[V, D]`` is an embedding table already in the graph (tied
+        input/output embeddings, e.g. GPT-2's ``lm_head`` and ``wte``). Its weights stay on the
+        embedding's edges, stored once; ``TIED`` edges join row ``v`` of the table to output ``v``
+        and unit ``d`` of the table's embedding to input unit ``d`` of this layer."""
+        rows, units = self.tables[w.name]
+        self.used[w.name] = "embedding+tied linear"
+        self.use(b, "linear")
+        V, D = w.shape
+        if isinstance(x, Lazy):
+            raise self.fail(f"tied weight {w.name!r} applied to a raw input")
+        x = self.as_act(x, what="linear")
+        if x.feat != -1 or x.block != 1 or len(x) != D:
+            raise self.fail(f"tied weight {w.name!r} of shape {w.shape} applied to {len(x)} features")
+        layer = x.layer + 1
+        out = self.new_nodes(V, NodeType.HIDDEN, layer, label=label)
+        self.add_edges(EdgeBlock(rows.clone(), out, EdgeType.TIED, 1, 1))
+        self.add_edges(EdgeBlock(units.clone(), x.nodes.clone(), EdgeType.TIED, 1, 1))
+        if b is not None:
+            self.s.node_blocks.append(NodeBlock(out.clone(), BIAS, b.name, torch.arange(V)))
+            for i in out.tolist():
+                self.s.node_slots[i] |= 1 << BIAS
+        return Act(out, -1, x.ndim, layer)
 
     def conv(self, x: Any, w: Param, b: Param | None, groups: int, label: str) -> Act:
         self.use(w, "conv")
@@ -594,6 +633,7 @@ class Builder:
         src = vocab.repeat_interleave(D)
         dst = out.repeat(V)
         self.add_edges(EdgeBlock(src, dst, EdgeType.EMBEDDING, 1, 1, w.name))  # E[v, d] at v*D + d
+        self.tables[w.name] = (vocab, out)
         return Act(out, -1, ndim, 1)
 
     def table(self, x: Act, p: Param, etype: EdgeType, label: str) -> Act:
@@ -675,10 +715,14 @@ class Builder:
         b = META if isinstance(b, (int, float, bool)) or b is None else b
         if isinstance(a, Meta) and isinstance(b, Meta):
             return META
+        if isinstance(a, Stat) or isinstance(b, Stat):
+            return self._combine_stat(a, b, op)
+        if isinstance(a, Heads) and isinstance(b, Heads) and op in ("add", "sub"):
+            return self.rotary(a, b)
         if isinstance(a, Heads) or isinstance(b, Heads):
             h, other = (a, b) if isinstance(a, Heads) else (b, a)
             if isinstance(other, Meta) and not (op == "div" and h is b):
-                return h  # scaling by a constant
+                return h  # scaling by a constant, or by the cos/sin tables of a rotary embedding
             raise self.fail(f"'{op}' between attention heads and {type(other).__name__} is not supported yet")
         if isinstance(a, Act) and isinstance(b, Act) and a.nodes.data_ptr() == b.nodes.data_ptr() \
                 and torch.equal(a.nodes, b.nodes):
@@ -729,7 +773,52 @@ class Builder:
             raise self.fail(f"parameter {other.name!r} of shape {other.shape} multiplies the activations")
         raise self.fail(f"unsupported operands for '{op}'")
 
+    def _combine_stat(self, a: Any, b: Any, op: str) -> Any:
+        """A normalization written out element-wise: the statistic with constants stays a
+        statistic; the activation it was computed from, scaled or shifted by it, keeps its
+        neurons."""
+        st, other = (a, b) if isinstance(a, Stat) else (b, a)
+        if isinstance(other, Meta):
+            return st
+        if isinstance(other, Stat):
+            if torch.equal(other.nodes, st.nodes):
+                return st
+        elif isinstance(other, Act) and other.block == 1 and torch.equal(other.nodes, st.nodes):
+            if op == "div" and other is b:
+                raise self.fail("dividing a statistic by the activations it was computed from")
+            return other
+        raise self.fail(f"a statistic over the features of one activation is combined ('{op}') with "
+                        f"{type(other).__name__} of other neurons")
+
+    def rotary(self, a: Heads, b: Heads) -> Heads:
+        """``a + b`` where ``b`` holds the same head units as ``a`` reordered inside each head: a
+        rotary position embedding (``q*cos + rotate_half(q)*sin``), a fixed, parameter-free mixing
+        inside each head. The units become ``ROTARY_Q/K``-to-be: ``ROTARY`` edges join the units
+        each output mixes, and each unit keeps its index inside its head in ``node_pos``
+        (only whole heads may be permuted)."""
+        if (a.head, a.feat, a.ndim) != (b.head, b.feat, b.ndim) or a.nodes.shape != b.nodes.shape:
+            raise self.fail("adding attention heads of different layouts")
+        same = torch.equal(a.nodes, b.nodes)
+        if same:
+            return a
+        if not torch.equal(a.nodes.sort(1).values, b.nodes.sort(1).values):
+            raise self.fail("adding different attention heads (only a rotary embedding's reordering of "
+                            "the same heads is supported)")
+        rising = lambda h: bool((h.nodes[:, 1:] > h.nodes[:, :-1]).all())  # noqa: E731
+        keep, other = (b, a) if rising(b) and not rising(a) else (a, b)
+        diff = keep.nodes != other.nodes
+        self.add_edges(EdgeBlock(other.nodes[diff].clone(), keep.nodes[diff].clone(), EdgeType.ROTARY, 1, 1))
+        d = keep.nodes.shape[1]
+        for row in keep.nodes.tolist():
+            for j, i in enumerate(row):
+                self.s.node_pos[i] = j
+        self.rotary_nodes.update(keep.nodes.reshape(-1).tolist())
+        return Heads(keep.nodes, keep.head, keep.feat, keep.ndim, keep.layer) if d else keep
+
     def cat(self, items: list[Any], dim: int, label: str) -> Any:
+        heads = [v for v in items if isinstance(v, Heads)]
+        if heads:
+            return self._cat_heads(items, dim)
         acts = [v for v in items if isinstance(v, Act)]
         if not acts:
             if all(isinstance(v, Meta) for v in items):
@@ -758,6 +847,54 @@ class Builder:
             else:
                 raise self.fail("concatenating a raw input with activations")
         return out
+
+    def _cat_heads(self, items: list[Any], dim: int) -> Heads:
+        """Concatenate pieces of attention heads along the unit axis (e.g. rotate_half)."""
+        if not all(isinstance(v, Heads) for v in items):
+            raise self.fail("concatenating attention heads with other tensors")
+        ref = items[0]
+        nd = ref.ndim
+        if any((v.head, v.feat, v.ndim) != (ref.head, ref.feat, nd) for v in items):
+            raise self.fail("concatenating attention heads of different layouts")
+        d = self._norm_dim(dim, nd)
+        if d == nd + ref.feat:
+            nodes = torch.cat([v.nodes for v in items], 1)
+        elif d == nd + ref.head:
+            nodes = torch.cat([v.nodes for v in items], 0)
+        else:
+            raise self.fail("concatenating attention heads along a non-feature axis")
+        return Heads(nodes, ref.head, ref.feat, nd, max(v.layer for v in items))
+
+    def _index_heads(self, x: Heads, idx: tuple) -> Heads:
+        """Basic indexing of a tensor split into heads: slices of the head or unit axis select
+        heads or units; ``None`` adds an axis; integers on other axes drop them."""
+        nd = x.ndim
+        h, f = nd + x.head, nd + x.feat
+        n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+        expanded: list[Any] = []
+        for i in idx:
+            expanded += [slice(None)] * (nd - n_real) if i is Ellipsis else [i]
+        expanded += [slice(None)] * (nd - sum(1 for i in expanded if i is not None))
+        nodes, out_dim, in_dim, new_h, new_f = x.nodes, 0, 0, None, None
+        for i in expanded:
+            if i is None:
+                out_dim += 1
+                continue
+            if in_dim in (h, f):
+                if not isinstance(i, slice):
+                    raise self.fail("indexing selects a single attention head or unit")
+                if i != slice(None):
+                    nodes = nodes[i] if in_dim == h else nodes[:, i]
+                if in_dim == h:
+                    new_h = out_dim
+                else:
+                    new_f = out_dim
+            elif not isinstance(i, (slice, int, Meta)):
+                raise self.fail("advanced indexing of attention heads is not supported")
+            if isinstance(i, slice):
+                out_dim += 1
+            in_dim += 1
+        return Heads(nodes, new_h - out_dim, new_f - out_dim, out_dim, x.layer)
 
     def reshape(self, x: Any, in_shape: tuple | None, out_shape: tuple | None, start: int | None = None,
                 end: int | None = None) -> Any:
@@ -833,6 +970,13 @@ class Builder:
                     k = real_j[0]
                     return Act(x.nodes.reshape(-1), k - n_out, n_out, x.layer)
                 raise self.fail(f"reshape {in_shape} -> {out_shape} mixes attention heads with other axes")
+            if h in gi and len(real_i) == 2 and real_i[0] == h and f not in gi and len(real_j) == 1:
+                # (heads, r) -> heads*r: every head repeated r times (grouped-query attention's
+                # repeat_kv: a key/value head shared by r query heads)
+                r = in_shape[real_i[1]]
+                x = Heads(x.nodes.repeat_interleave(r, 0), x.head, x.feat, x.ndim, x.layer)
+                where[h] = real_j[0]
+                continue
             for axis in (h, f):
                 if axis in gi:
                     if real_i != [axis] or len(real_j) != 1:
@@ -842,25 +986,56 @@ class Builder:
 
     def attention(self, q: Any, k: Any, v: Any, label: str) -> Heads:
         """``softmax(q k^T) v`` per head (``scaled_dot_product_attention``): the projections'
-        units become ``ATTN_Q/K/V`` neurons, ``ATTN_QK`` edges pair query and key unit ``i`` of a
-        head, ``ATTN_HEAD`` edges join a head's keys to its values; the result lives on the values."""
+        units become ``ATTN_Q/K/V`` neurons (``ROTARY_Q/K`` after a rotary embedding), ``ATTN_QK``
+        edges pair query and key unit ``i`` of a head, ``ATTN_HEAD`` edges join a head's keys to
+        its values; the result lives on the values.
+
+        Grouped-query attention (``r`` query heads share one key/value head, whether the key/value
+        heads were repeated or not): query head ``h`` pairs with key head ``h // r``, and each query
+        head gets its own result units (``ATTN_OUT``), fed by ``ATTN_GROUP`` edges from the shared
+        value units and by ``ATTN_HEAD`` edges from the head's query units."""
         if not all(isinstance(t, Heads) for t in (q, k, v)):
             raise self.fail("attention inputs must be projections split into heads")
-        (H, dk), (Hk, dk2), (Hv, dv) = q.nodes.shape, k.nodes.shape, v.nodes.shape
-        if H != Hk or Hk != Hv or dk != dk2:
-            raise self.fail(f"attention with {H} query heads and {Hk} key/value heads (grouped-query "
-                            "attention) is not supported yet")
-        ids = torch.cat([q.nodes.reshape(-1), k.nodes.reshape(-1), v.nodes.reshape(-1)])
+        kd, vd = self._distinct_heads(k.nodes), self._distinct_heads(v.nodes)
+        (H, dq), (Hk, dk), (Hv, dv) = q.nodes.shape, kd.shape, vd.shape
+        if Hk != Hv or dq != dk or H % Hk:
+            raise self.fail(f"attention with {H} query heads of {dq} units, {Hk} key heads of {dk} and {Hv} "
+                            f"value heads")
+        ids = torch.cat([q.nodes.reshape(-1), kd.reshape(-1), vd.reshape(-1)])
         if ids.unique().numel() != ids.numel():
             raise self.fail("attention whose query, key and value units are not distinct neurons")
-        for t, ntype, etype in ((q, NodeType.ATTN_Q, EdgeType.ATTN_Q), (k, NodeType.ATTN_K, EdgeType.ATTN_K),
-                                (v, NodeType.ATTN_V, EdgeType.ATTN_V)):
-            self._retype(t.nodes.reshape(-1), ntype, etype)
-        self.add_edges(EdgeBlock(q.nodes.reshape(-1).clone(), k.nodes.reshape(-1).clone(), EdgeType.ATTN_QK, 1, 1))
-        kk = k.nodes[:, :, None].expand(H, dk, dv).reshape(-1)
-        vv = v.nodes[:, None, :].expand(H, dk, dv).reshape(-1)
+        rot = self.rotary_nodes
+        qtype = NodeType.ROTARY_Q if int(q.nodes.reshape(-1)[0]) in rot else NodeType.ATTN_Q
+        ktype = NodeType.ROTARY_K if int(kd.reshape(-1)[0]) in rot else NodeType.ATTN_K
+        for nodes, ntype, etype in ((q.nodes, qtype, EdgeType.ATTN_Q), (kd, ktype, EdgeType.ATTN_K),
+                                    (vd, NodeType.ATTN_V, EdgeType.ATTN_V)):
+            self._retype(nodes.reshape(-1), ntype, etype)
+        r = H // Hk
+        group = torch.arange(H) // r
+        kq = kd[group]  # the key units each query unit is paired with
+        self.add_edges(EdgeBlock(q.nodes.reshape(-1).clone(), kq.reshape(-1).clone(), EdgeType.ATTN_QK, 1, 1))
+        kk = kd[:, :, None].expand(Hk, dk, dv).reshape(-1)
+        vv = vd[:, None, :].expand(Hk, dk, dv).reshape(-1)
         self.add_edges(EdgeBlock(kk, vv, EdgeType.ATTN_HEAD, 1, 1))
-        return Heads(v.nodes, q.head, q.feat, q.ndim, max(q.layer, k.layer, v.layer))
+        layer = max(q.layer, k.layer, v.layer)
+        if r == 1:
+            return Heads(vd, q.head, q.feat, q.ndim, layer)
+        out = self.new_nodes(H * dv, NodeType.ATTN_OUT, layer + 1, label=f"{label}:heads").reshape(H, dv)
+        self.add_edges(EdgeBlock(vd[group].reshape(-1).clone(), out.reshape(-1).clone(), EdgeType.ATTN_GROUP, 1, 1))
+        qq = q.nodes[:, :, None].expand(H, dq, dv).reshape(-1)
+        oo = out[:, None, :].expand(H, dq, dv).reshape(-1)
+        self.add_edges(EdgeBlock(qq, oo, EdgeType.ATTN_HEAD, 1, 1))
+        return Heads(out, q.head, q.feat, q.ndim, layer + 1)
+
+    def _distinct_heads(self, nodes: Tensor) -> Tensor:
+        """The heads of a key/value tensor whose heads may have been repeated ``r`` times each
+        (``repeat_kv``): ``[H, d]`` -> ``[H / r, d]``."""
+        H = nodes.shape[0]
+        for r in range(1, H + 1):
+            if H % r == 0 and torch.equal(nodes, nodes[::r].repeat_interleave(r, 0)):
+                if r > 1 or nodes.reshape(-1).unique().numel() == nodes.numel():
+                    return nodes[::r]
+        raise self.fail("attention heads repeated in a pattern other than grouped-query attention")
 
     def _retype(self, nodes: Tensor, ntype: NodeType, etype: EdgeType) -> None:
         """Give freshly projected neurons an attention role, and their incoming weights the
@@ -935,6 +1110,8 @@ class Builder:
         return self.move_axes(x, perm)
 
     def reduce(self, x: Any, dims: Any, keepdim: bool) -> Any:
+        if isinstance(x, Stat):
+            return x
         if isinstance(x, (Lazy, Meta)):
             return META if isinstance(x, Meta) else x
         x = self.as_act(x, what="reduction")
@@ -949,6 +1126,8 @@ class Builder:
         dims = {self._norm_dim(d, ndim) for d in dims}
         f = ndim + x.feat
         if f in dims:
+            if keepdim and dims == {f} and x.block == 1:
+                return Stat(x.nodes)  # a normalization's statistic, e.g. mean(x^2) in an RMSNorm
             raise self.fail("reduction over the feature axis mixes neurons")
         if keepdim:
             return x
@@ -963,8 +1142,10 @@ class Builder:
             return META
         if isinstance(x, Lazy):
             return x
-        x = self.as_act(x, what="indexing")
         idx = idx if isinstance(idx, tuple) else (idx,)
+        if isinstance(x, Heads):
+            return self._index_heads(x, idx)
+        x = self.as_act(x, what="indexing")
         if x.ndim is None:
             raise self.fail("indexing an activation needs shapes; pass example_input")
         ndim = x.ndim
@@ -999,8 +1180,10 @@ class Builder:
         return Act(nodes, new_f - out_dim, out_dim, x.layer, x.block)
 
     def unsqueeze(self, x: Any, dim: int) -> Any:
-        if isinstance(x, (Lazy, Meta, Param)):
+        if isinstance(x, (Lazy, Meta, Param, Stat)):
             return x
+        if isinstance(x, Heads):
+            return self._index_heads(x, tuple([slice(None)] * self._norm_dim(dim, x.ndim + 1) + [None]))
         x = self.as_act(x, what="unsqueeze")
         if x.ndim is None:
             if dim < 0 and dim < x.feat:

@@ -36,6 +36,7 @@ from .builder import (
     Lazy,
     Meta,
     Param,
+    Stat,
     Structure,
     _aten_name,
 )
@@ -112,7 +113,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Heads, Lazy, Param)):
+            if isinstance(x, (Act, Heads, Lazy, Param, Stat)):
                 found = True
             return x
 
@@ -368,8 +369,12 @@ class _Walker:
             return b.move_axes(x, dims)
         if name in _REDUCE_METHODS:
             return b.reduce(x, _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
-        if name in ("expand", "expand_as", "repeat"):
-            return x if isinstance(x, (Param, Act, Lazy)) else META
+        if name in ("expand", "expand_as"):
+            return x if isinstance(x, (Param, Act, Lazy, Heads, Stat)) else META
+        if name == "repeat":
+            if isinstance(x, Heads):
+                raise b.fail("repeating a tensor split into attention heads")
+            return x if isinstance(x, (Param, Act, Lazy, Stat)) else META
         if name == "unsqueeze":
             return b.unsqueeze(x, args[1])
         if name == "squeeze":
@@ -479,8 +484,12 @@ class _Walker:
             end = None if end is not None and end >= in_shape[d] else end
             sl = slice(start if start else None, end, step if step != 1 else None)
             return b.index(args[0], tuple([slice(None)] * d + [sl]))
-        if name in ("expand", "repeat"):
-            return args[0] if isinstance(args[0], (Param, Act, Lazy)) else META
+        if name == "expand":
+            return args[0] if isinstance(args[0], (Param, Act, Lazy, Heads, Stat)) else META
+        if name == "repeat":
+            if isinstance(args[0], Heads):
+                raise b.fail("repeating a tensor split into attention heads")
+            return args[0] if isinstance(args[0], (Param, Act, Lazy, Stat)) else META
         if name == "unsqueeze":
             return b.unsqueeze(args[0], args[1])
         if name == "squeeze":

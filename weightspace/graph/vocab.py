@@ -10,7 +10,8 @@ from enum import IntEnum
 
 class NodeType(IntEnum):
     """What a node stands for. Only ``HIDDEN``, ``SUM``, ``PRODUCT`` and attention nodes are
-    permutable; the others carry their index in ``node_pos``."""
+    permutable (rotary query/key units only head by head); the others carry their index in
+    ``node_pos``."""
 
     INPUT = 0  #: an input feature / channel of the network
     HIDDEN = 1  #: a hidden unit / channel made by a parametric layer
@@ -22,6 +23,14 @@ class NodeType(IntEnum):
     ATTN_Q = 7  #: a query unit of an attention head
     ATTN_K = 8  #: a key unit of an attention head
     ATTN_V = 9  #: a value unit of an attention head
+    #: a query unit of a head with rotary position embedding (RoPE): whole heads permute, units
+    #: inside a head do not (RoPE gives unit i the frequency of pair i mod d/2); ``node_pos`` holds
+    #: the unit's index inside its head
+    ROTARY_Q = 10
+    ROTARY_K = 11  #: a key unit of a head with rotary position embedding (as ``ROTARY_Q``)
+    #: a unit of one query head's attention result where several query heads share a key/value
+    #: head (grouped-query attention); permutable together with its value unit
+    ATTN_OUT = 12
 
 
 class EdgeType(IntEnum):
@@ -43,6 +52,14 @@ class EdgeType(IntEnum):
     IDENTITY = 12  #: a copy of a neuron made so that a second per-neuron op gets its own slots
     PRODUCT = 13  #: an operand of an element-wise product (structural)
     TOKEN = 14  #: a learned token (e.g. class token) concatenated to the sequence
+    #: a layer that reuses another layer's weight (tied input/output embeddings): joins each row
+    #: of the shared table to the output it scores, and each unit of the table's embedding to the
+    #: unit of the layer's input it multiplies (structural; the weights are stored once)
+    TIED = 15
+    ROTARY = 16  #: joins two units of a head that a rotary position embedding mixes (structural)
+    #: copies value unit j of a shared key/value head into unit j of the result of every query
+    #: head that reads it (grouped-query attention; structural)
+    ATTN_GROUP = 17
 
 
 class Activation(IntEnum):
@@ -76,5 +93,6 @@ BIAS, WEIGHT, SHIFT, RUNNING_MEAN, RUNNING_VAR = range(len(NODE_FEATURES))
 
 #: Node types whose members may be permuted among themselves without changing the function.
 PERMUTABLE_NODE_TYPES: frozenset[int] = frozenset(
-    {NodeType.HIDDEN, NodeType.SUM, NodeType.PRODUCT, NodeType.ATTN_Q, NodeType.ATTN_K, NodeType.ATTN_V}
+    {NodeType.HIDDEN, NodeType.SUM, NodeType.PRODUCT, NodeType.ATTN_Q, NodeType.ATTN_K, NodeType.ATTN_V,
+     NodeType.ATTN_OUT}
 )
