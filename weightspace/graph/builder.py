@@ -117,6 +117,7 @@ class EdgeBlock:
     index: Tensor | None = None
     value: float = 1.0
     offset: int = 0
+    dst_range: tuple[int, int] = (0, -1)  # (min, max) of ``dst``, set by Builder.add_edges
 
 
 @dataclass
@@ -396,6 +397,8 @@ class Builder:
         return ids
 
     def add_edges(self, block: EdgeBlock) -> None:
+        if block.dst.numel():
+            block.dst_range = (int(block.dst.min()), int(block.dst.max()))
         self.s.edge_blocks.append(block)
 
     def _slots_free(self, nodes: Tensor, cols: list[int]) -> bool:
@@ -1044,7 +1047,7 @@ class Builder:
             self.s.node_type[i] = int(ntype)
         lo, hi = int(nodes.min()), int(nodes.max())
         for eb in self.s.edge_blocks:
-            if eb.param is None or not eb.dst.numel() or int(eb.dst.max()) < lo or int(eb.dst.min()) > hi:
+            if eb.param is None or eb.dst_range[1] < lo or eb.dst_range[0] > hi:
                 continue
             hit = torch.isin(eb.dst, nodes)
             if bool(hit.all()):

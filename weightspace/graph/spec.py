@@ -23,6 +23,14 @@ from .vocab import NODE_FEATURES
 __all__ = ["GraphSpec"]
 
 _ZERO, _ONE, _MINUS_ONE = 0, 1, 2  # offsets of the constants appended after the parameters
+
+#: Storage types of the per-edge structure: a graph's structure costs 13 bytes per edge (+ its
+#: weights), a third of int64 fields. ``edge_index`` as int32 works with indexing and ``index_add_``;
+#: pass ``edge_index.long()`` to layers that insist on int64. ``edge_kernel`` is a broadcast view
+#: of one row when every edge has the same kernel size.
+EDGE_INDEX_DTYPE = torch.int32
+EDGE_TYPE_DTYPE = torch.int8
+EDGE_KERNEL_DTYPE = torch.int32
 _COPY_PLAN_MIN = 1 << 18  # graph slots (times checkpoints) from which encode/decode copy runs as slices
 _COPY_RUN_MIN = 256  # the shortest run of consecutive scalars copied as one slice
 
@@ -140,9 +148,11 @@ class GraphSpec:
             dec[vals] = pos
             seen[vals] = True
             assigned += int(vals.numel())
-        edge_index = torch.empty(2, E, dtype=torch.long)
-        edge_type = torch.empty(E, dtype=torch.long)
-        edge_kernel = torch.empty(E, 2, dtype=torch.long)
+        edge_index = torch.empty(2, E, dtype=EDGE_INDEX_DTYPE)
+        edge_type = torch.empty(E, dtype=EDGE_TYPE_DTYPE)
+        kernels = {(b.kh, b.kw) for b in s.edge_blocks}
+        edge_kernel = None if len(kernels) <= 1 else torch.empty(E, 2, dtype=EDGE_KERNEL_DTYPE)
+        center = int(_slots(1, 1, KH, KW))
         e0 = 0
         blocks, s.edge_blocks = s.edge_blocks, []
         while blocks:  # consume the blocks so that their index tensors are freed as we go
@@ -151,33 +161,38 @@ class GraphSpec:
             edge_index[0, e0 : e0 + n] = eb.src
             edge_index[1, e0 : e0 + n] = eb.dst
             edge_type[e0 : e0 + n] = eb.etype if isinstance(eb.etype, torch.Tensor) else int(eb.etype)
-            edge_kernel[e0 : e0 + n, 0] = eb.kh
-            edge_kernel[e0 : e0 + n, 1] = eb.kw
+            if edge_kernel is not None:
+                edge_kernel[e0 : e0 + n, 0] = eb.kh
+                edge_kernel[e0 : e0 + n, 1] = eb.kw
             base = N * Fn + e0 * Fe
             rows = enc[base : base + n * Fe].view(n, Fe)
             if eb.param is None:
-                rows[:, int(_slots(1, 1, KH, KW))] = P + (_ONE if eb.value == 1.0 else _MINUS_ONE)
+                rows[:, center] = P + (_ONE if eb.value == 1.0 else _MINUS_ONE)
             else:
                 K = eb.kh * eb.kw
                 slots = _slots(eb.kh, eb.kw, KH, KW)
-                graph_pos = base + torch.arange(n, dtype=idt)[:, None] * Fe + slots.to(idt)[None, :]
                 if eb.index is None:  # a contiguous range of the parameter
                     v0 = off[eb.param] + eb.offset
-                    vals = torch.arange(v0, v0 + n * K, dtype=idt)
-                    if K == Fe:
-                        rows.view(-1)[:] = vals
-                        segments.append((base, v0, n * K))  # graph slots == a run of the parameter
+                    if K == Fe:  # graph slots == a run of the parameter: two aranges
+                        torch.arange(v0, v0 + n * K, dtype=idt, out=rows.view(-1))
+                        torch.arange(base, base + n * K, dtype=idt, out=dec[v0 : v0 + n * K])
+                        segments.append((base, v0, n * K))
                     else:
-                        rows[:, slots] = vals.view(n, K)
-                    dec[v0 : v0 + n * K] = graph_pos.view(-1)
+                        graph_pos = base + torch.arange(n, dtype=idt)[:, None] * Fe + slots.to(idt)[None, :]
+                        rows[:, slots] = torch.arange(v0, v0 + n * K, dtype=idt).view(n, K)
+                        dec[v0 : v0 + n * K] = graph_pos.view(-1)
                     seen[v0 : v0 + n * K] = True
                 else:
+                    graph_pos = base + torch.arange(n, dtype=idt)[:, None] * Fe + slots.to(idt)[None, :]
                     vals = (off[eb.param] + eb.index).long()
                     rows[:, slots] = vals.to(idt).view(n, K)
                     dec[vals.view(-1)] = graph_pos.view(-1)
                     seen[vals.view(-1)] = True
                 assigned += n * K
             e0 += n
+        if edge_kernel is None:  # one kernel size for every edge: a broadcast view, no memory per edge
+            kh, kw = next(iter(kernels)) if kernels else (1, 1)
+            edge_kernel = torch.tensor([[kh, kw]], dtype=EDGE_KERNEL_DTYPE).expand(E, 2)
         if assigned != P or not bool(seen.all()):
             bad = int((~seen).nonzero()[0]) if not bool(seen.all()) else 0
             name = next(nm for nm, o, sz in zip(names, offsets, sizes) if o <= bad < o + sz)
@@ -452,7 +467,7 @@ class GraphSpec:
                 raise ArchitectureMismatchError(f"the graph's {what} is {a}, the model's is {b}")
         for what, a, b in [("edge_index", g.edge_index, self.edge_index), ("edge_type", g.edge_type, self.edge_type),
                            ("edge_kernel", g.edge_kernel, self.edge_kernel), ("node_type", g.node_type, self.node_type)]:
-            if not torch.equal(a.cpu(), b):
+            if a.shape != b.shape or not torch.equal(a.cpu().to(b.dtype), b):
                 raise ArchitectureMismatchError(f"the graph's {what} differs from the model's: another architecture")
 
     def to_state_dict(self, g: ParameterGraph, *, check: bool = True) -> dict[str, Tensor]:

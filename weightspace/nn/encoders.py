@@ -101,7 +101,7 @@ class WeightEncoder(nn.Module):
     def forward(self, edge_attr: Tensor, edge_index: Tensor, edge_type: Tensor, node_layer: Tensor,
                 batch: Tensor) -> Tensor:
         w = self.norm(edge_attr, edge_index, edge_type, node_layer, batch)
-        return self.lin(w) + self.type_emb(edge_type)
+        return self.lin(w) + self.type_emb(edge_type.int())  # graphs store edge types as int8
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(hidden={self.hidden}, edge_dim={self.edge_dim})"
