@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from .archs import ACTIVATIONS, instantiate
+from .batched import BatchedNet
 from .data import Dataset
 from .sampling import RunConfig
 
@@ -166,144 +167,234 @@ def _loss(out: Tensor, y: Tensor, task: str) -> Tensor:
 _KINDS = ("sgd", "adam", "rmsprop")
 
 
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.dim() - 1)))
+class _FusedOptimizer:
+    """SGD / Adam / RMSProp of every model as one short sequence of elementwise ops on the flat
+    ``[M, D]`` parameters, each model (row) with its own rule, learning rate and L2 coefficient.
 
+    All three rules are one update with per-row coefficients (columns ``[M, 1]``)::
 
-class _Optimizer:
-    """SGD / Adam / RMSProp on stacked parameters, each model with its own optimizer, learning rate
-    and L2 coefficient. The group's models are ordered by optimizer, so each rule runs in place on a
-    contiguous slice (a view) of the stacked tensors; models past their epoch are restored afterwards.
+        g += l2 * decay * p                        # L2 on weight matrices and kernels
+        m  = a * m + b * g                         # Adam (b1, 1-b1); SGD (momentum, 1); RMSProp (0, 1)
+        v  = c * v + d * g²                        # Adam (b2, 1-b2); RMSProp (alpha, 1-alpha); SGD (0, 0)
+        p -= f * m / (e * sqrt(v) + eps)           # Adam f = lr/(1-b1^t), e = 1/sqrt(1-b2^t);
+                                                   # RMSProp f = lr, e = 1; SGD f = lr, e = 0, eps = 1
+
+    which is ``torch.optim``'s Adam, RMSprop and SGD (no dampening, no Nesterov) with
+    ``weight_decay``. Only the first ``k`` rows (the active models) are updated.
     """
 
-    def __init__(self, kinds: Sequence[str], params: dict[str, Tensor], lr: Tensor, l2: Tensor,
+    def __init__(self, kinds: Sequence[str], lr: Tensor, l2: Tensor, decay: Tensor, D: int,
                  cfg: TrainerConfig) -> None:
-        if list(kinds) != sorted(kinds, key=_KINDS.index):
-            raise ValueError("models must be ordered by optimizer")
-        self.cfg = cfg
-        self.slices = []
-        for k in _KINDS:
-            idx = [i for i, x in enumerate(kinds) if x == k]
-            if idx:
-                self.slices.append((k, slice(idx[0], idx[-1] + 1)))
-        self.lr, self.l2 = lr, l2
-        self.t = torch.zeros_like(lr)
-        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.v = {n: torch.zeros_like(p) for n, p in params.items()}
+        M = len(kinds)
+        col = lambda vals: torch.tensor(vals, dtype=torch.float32).reshape(M, 1)  # noqa: E731
+        b1, b2 = cfg.betas
+        ka = [k == "adam" for k in kinds]
+        ks = [k == "sgd" for k in kinds]
+        self.adam = torch.tensor(ka)
+        self.a = col([b1 if a else (cfg.sgd_momentum if s else 0.0) for a, s in zip(ka, ks)])
+        self.b = col([1 - b1 if a else 1.0 for a in ka])
+        self.c = col([b2 if a else (0.0 if s else cfg.rmsprop_alpha) for a, s in zip(ka, ks)])
+        self.d = col([1 - b2 if a else (0.0 if s else 1 - cfg.rmsprop_alpha) for a, s in zip(ka, ks)])
+        self.e0 = col([0.0 if s else 1.0 for s in ks])
+        self.eps = col([1.0 if s else cfg.eps for s in ks])
+        self.lr = lr.to(torch.float64)
+        self.b1, self.b2 = b1, b2
+        self.l2 = (l2.reshape(M, 1) * decay.reshape(1, D)).float() if bool((l2 != 0).any()) else None
+        self.m = torch.zeros(M, D)
+        self.v = torch.zeros(M, D)
 
     @torch.no_grad()
-    def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], active: Tensor) -> None:
-        c = self.cfg
-        all_active = bool(active.all())
-        idle = None if all_active else (~active).nonzero().flatten()
-        saved = None
-        if idle is not None:
-            saved = [(n, params[n][idle].clone(), self.m[n][idle].clone(), self.v[n][idle].clone()) for n in params]
-        self.t += active.to(self.t.dtype)
-        for n, p in params.items():
-            g = grads[n]
-            if p.dim() >= 3:  # L2 on weight matrices and kernels (per-model [M, out, in, ...])
-                g.addcmul_(_bcast(self.l2, p), p)
-            for kind, sl in self.slices:
-                ps, gs, lr = p[sl], g[sl], _bcast(self.lr[sl], p)
-                if kind == "sgd":
-                    if c.sgd_momentum:
-                        ms = self.m[n][sl]
-                        ms.mul_(c.sgd_momentum).add_(gs)
-                        gs = ms
-                    ps.sub_(lr * gs)
-                elif kind == "adam":
-                    b1, b2 = c.betas
-                    ms, vs = self.m[n][sl], self.v[n][sl]
-                    ms.mul_(b1).add_(gs, alpha=1 - b1)
-                    vs.mul_(b2).addcmul_(gs, gs, value=1 - b2)
-                    t = _bcast(self.t[sl].clamp_min(1), p)
-                    denom = (vs / (1 - b2**t)).sqrt_().add_(c.eps)
-                    ps.sub_((lr / (1 - b1**t)) * ms / denom)
-                else:  # rmsprop
-                    vs = self.v[n][sl]
-                    vs.mul_(c.rmsprop_alpha).addcmul_(gs, gs, value=1 - c.rmsprop_alpha)
-                    ps.sub_(lr * gs / vs.sqrt().add_(c.eps))
-        if saved is not None:  # models past their epoch keep their weights and optimizer state
-            for n, p0, m0, v0 in saved:
-                params[n][idle] = p0
-                self.m[n][idle] = m0
-                self.v[n][idle] = v0
+    def step(self, p: Tensor, g: Tensor, t: Tensor) -> None:
+        """Update the first ``k = len(g)`` rows of ``p`` with gradients ``g`` at (1-based) steps ``t``."""
+        k = g.shape[0]
+        adam, tf = self.adam[:k], t.to(torch.float64)
+        bc1 = torch.where(adam, 1 - self.b1 ** tf, 1.0)
+        bc2 = torch.where(adam, 1 - self.b2 ** tf, 1.0)
+        f = (-self.lr[:k] / bc1).float().reshape(k, 1)
+        e = (self.e0[:k].reshape(k).double() / bc2.sqrt()).float().reshape(k, 1)
+        p, m, v = p[:k], self.m[:k], self.v[:k]
+        if self.l2 is not None:
+            g.addcmul_(self.l2[:k], p)
+        m.mul_(self.a[:k]).addcmul_(g, self.b[:k])
+        v.mul_(self.c[:k]).addcmul_(g, g * self.d[:k])
+        denom = v.sqrt().mul_(e).add_(self.eps[:k])
+        p.addcmul_(m.div(denom), f)
+
+
+class _Flat:
+    """Named stacked parameters ``{name: [M, *shape]}`` as views of one ``[M, D]`` tensor."""
+
+    def __init__(self, params: dict[str, Tensor]) -> None:
+        self.names = list(params)
+        self.shapes = [tuple(t.shape[1:]) for t in params.values()]
+        sizes = [math.prod(s) for s in self.shapes]
+        self.offsets = np.cumsum([0] + sizes).tolist()
+        self.data = torch.cat([t.reshape(t.shape[0], -1) for t in params.values()], 1).contiguous()
+        self.decay = torch.cat([torch.full((n,), float(len(s) >= 2)) for n, s in zip(sizes, self.shapes)])
+
+    def views(self, flat: Tensor) -> dict[str, Tensor]:
+        k = flat.shape[0]
+        return {n: flat[:, a:b].view(k, *s) for n, s, a, b in zip(self.names, self.shapes, self.offsets, self.offsets[1:])}
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """Contiguous per-name copies of a ``[T, D]`` tensor."""
+        return {n: t.contiguous() for n, t in self.views(flat).items()}
+
+
+def _eval_blocks(net: BatchedNet, x: Tensor, y: Tensor, bs: int) -> list[tuple[Tensor, Tensor]]:
+    """A shared evaluation input cut into sample blocks in the batched network's layout."""
+    return [(net.layout(x[i : i + bs]), y[i : i + bs]) for i in range(0, len(x), bs)]
+
+
+def _per_sample(out: Tensor, y: Tensor, task: str) -> tuple[Tensor, Tensor | None]:
+    """Loss and correctness ``[M, B]`` of logits ``[M, K, B]`` (targets ``[B]`` or ``[B, d]``)."""
+    if task == "classification":
+        loss = F.cross_entropy(out, y.expand(out.shape[0], -1), reduction="none")
+        ok = (out.argmax(1) == y) & torch.isfinite(out).all(1)
+        return loss, ok.float()
+    return ((out - y.T) ** 2).mean(1), None
 
 
 def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
-                progress: Callable[[int], None] | None = None) -> list[RunResult]:
+                progress: Callable[[int], None] | None = None, engine: str = "auto") -> list[RunResult]:
     """Train ``runs`` (same architecture and batch size) at once; return their checkpoints.
+
+    Models are ordered by steps per epoch (longest first), so the models still inside their epoch are
+    always a prefix of the stack: each step computes and updates exactly the active models, on
+    views, with no gathering. Parameters live in one ``[M, D]`` tensor, updated by one fused
+    optimizer (:class:`_FusedOptimizer`); metrics at a checkpoint are one batched pass over the
+    train and test sets.
 
     Args:
         runs: the group (see :func:`group_key`).
         data: dataset; the inputs must fit the architecture.
         cfg: schedule and optimizer constants.
         progress: called with the number of optimizer steps done, for progress bars.
+        engine: ``"batched"`` (:class:`~model_zoo.batched.BatchedNet`: MLP and SmallCNN),
+            ``"vmap"`` (``torch.func.vmap`` over ``functional_call``: every family) or ``"auto"``
+            (batched where supported).
 
     Raises:
-        ValueError: runs of different groups.
+        ValueError: runs of different groups; an unknown engine or one that does not support the
+            architecture.
     """
     keys = {group_key(r) for r in runs}
     if len(keys) != 1:
         raise ValueError(f"train_group needs runs of one architecture and batch size, got {len(keys)} groups")
+    if engine not in ("auto", "batched", "vmap"):
+        raise ValueError(f"engine must be 'auto', 'batched' or 'vmap', got {engine!r}")
     # The group's random stream (dropout masks) depends only on its members.
     torch.manual_seed(int(np.random.default_rng([r.seed for r in runs]).integers(2**31 - 1)))
-    order = sorted(range(len(runs)), key=lambda i: (_KINDS.index(runs[i].optimizer), i))
-    given, runs = runs, [runs[i] for i in order]  # ordered by optimizer: one slice per update rule
-    r0 = runs[0]
-    M, bs = len(runs), r0.batch_size
-    model = instantiate(r0.arch)
-    _attach_dropout(model)
+    xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
+    bs = runs[0].batch_size
+    subsets = _subsets(runs, len(xtr))
+    spe_given = [math.ceil(len(s) / bs) for s in subsets]
+    order = sorted(range(len(runs)), key=lambda i: (-spe_given[i], i))  # longest epochs first
+    given, runs, subsets = runs, [runs[i] for i in order], [subsets[i] for i in order]
+    spe = np.array([spe_given[i] for i in order])
+    M = len(runs)
+    model = instantiate(runs[0].arch)
+    net = None
+    if engine != "vmap":
+        if BatchedNet.supports(model):
+            net = BatchedNet(model, data.input_shape)
+        elif engine == "batched":
+            raise ValueError(f"engine 'batched' does not support {type(model).__name__}; use 'vmap' or 'auto'")
+    if net is None:
+        _attach_dropout(model)
     params, buffers = init_state(model, runs)
-    lr = torch.tensor([r.lr for r in runs])
-    opt = _Optimizer([r.optimizer for r in runs], params, lr, torch.tensor([r.l2 for r in runs]), cfg)
+    flat = _Flat(params)
+    P = flat.data
+    del params
+    opt = _FusedOptimizer([r.optimizer for r in runs], torch.tensor([r.lr for r in runs], dtype=torch.float64),
+                          torch.tensor([r.l2 for r in runs]), flat.decay, P.shape[1], cfg)
     drop = torch.tensor([r.dropout for r in runs])
     use_drop = bool((drop > 0).any())
-    xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
-    subsets = _subsets(runs, len(xtr))
     member = torch.zeros(M, len(xtr))
     for m, s in enumerate(subsets):
         member[m, torch.from_numpy(s)] = 1.0
     task = data.task
+    S = int(spe.max())
+    active = [int((spe > s).sum()) for s in range(S)]  # models inside their epoch at step s
 
-    def loss_one(p: dict, b: dict, rate: Tensor, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
-        _Dropout.rate = rate if use_drop else None
-        try:
-            out = functional_call(model, (p, b), (x,))
-        finally:
-            _Dropout.rate = None
-        return (_loss(out, y, task) * w).sum() / w.sum().clamp_min(1.0)
+    if net is not None:
+        def grads(k: int, bi: Tensor, w: Tensor) -> Tensor:
+            leaves = {n: t.detach().requires_grad_() for n, t in flat.views(P[:k]).items()}
+            out = net.forward(leaves, net.layout(xtr[bi]), drop[:k] if use_drop else None)
+            yb = ytr[bi]
+            per = F.cross_entropy(out, yb, reduction="none") if task == "classification" \
+                else ((out - yb.transpose(1, 2)) ** 2).mean(1)
+            loss = ((per * w).sum(1) / w.sum(1).clamp_min(1.0)).sum()
+            gs = torch.autograd.grad(loss, list(leaves.values()))
+            return torch.cat([g.reshape(k, -1) for g in gs], 1)
 
-    step_fn = vmap(grad_and_value(loss_one), randomness="different")
-    fwd = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), in_dims=(0, 0, None))
+        evals = _eval_blocks(net, torch.cat([xtr, xte]), torch.cat([ytr, yte]), cfg.eval_batch_size)
+        block = max(1, (1 << 22) // (net.activation_elements() * cfg.eval_batch_size))
 
-    @torch.no_grad()
-    def evaluate(x: Tensor, y: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor]:
-        model.eval()
-        losses, correct = [], []
-        for i in range(0, len(x), cfg.eval_batch_size):
-            out = fwd(params, buffers, x[i : i + cfg.eval_batch_size])  # [M, b, K]
-            yb = y[i : i + cfg.eval_batch_size]
-            losses.append(_loss(out.flatten(0, 1), yb.repeat(M, *([1] * (yb.dim() - 1))), task).reshape(M, -1))
-            if task == "classification":
-                ok = (out.argmax(-1) == yb) & torch.isfinite(out).all(-1)
-                correct.append(ok.float())
-        model.train()
-        loss = torch.cat(losses, 1)
-        w = torch.ones_like(loss) if weight is None else weight
-        mean_loss = (loss * w).sum(1) / w.sum(1)
-        acc = (torch.cat(correct, 1) * w).sum(1) / w.sum(1) if correct else torch.full((M,), float("nan"))
-        return mean_loss, acc
+        @torch.no_grad()
+        def per_sample_all() -> tuple[Tensor, Tensor | None]:
+            losses, correct = [], []
+            for a in range(0, M, block):
+                p = flat.views(P[a : a + block])
+                ls, cs = [], []
+                for x, y in evals:
+                    loss, ok = _per_sample(net.forward(p, x), y, task)
+                    ls.append(loss)
+                    cs.append(ok)
+                losses.append(torch.cat(ls, 1))
+                if cs[0] is not None:
+                    correct.append(torch.cat(cs, 1))
+            return torch.cat(losses), (torch.cat(correct) if correct else None)
+    else:
+        def loss_one(p: dict, b: dict, rate: Tensor, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+            _Dropout.rate = rate if use_drop else None
+            try:
+                out = functional_call(model, (p, b), (x,))
+            finally:
+                _Dropout.rate = None
+            return (_loss(out, y, task) * w).sum() / w.sum().clamp_min(1.0)
 
-    snaps: list[tuple[dict[str, Tensor], Tensor, float | None, dict[str, Tensor]]] = []
+        step_fn = vmap(grad_and_value(loss_one), randomness="different")
+        fwd = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), in_dims=(0, 0, None))
+
+        def grads(k: int, bi: Tensor, w: Tensor) -> Tensor:
+            p = flat.views(P[:k])
+            b = {n: t[:k] for n, t in buffers.items()}  # views: BatchNorm statistics update in place
+            g, _ = step_fn(p, b, drop[:k], xtr[bi], ytr[bi], w)
+            return torch.cat([g[n].reshape(k, -1) for n in flat.names], 1)
+
+        x_all, y_all = torch.cat([xtr, xte]), torch.cat([ytr, yte])
+
+        @torch.no_grad()
+        def per_sample_all() -> tuple[Tensor, Tensor | None]:
+            model.eval()
+            p = flat.views(P)
+            losses, correct = [], []
+            for i in range(0, len(x_all), cfg.eval_batch_size):
+                out = fwd(p, buffers, x_all[i : i + cfg.eval_batch_size])  # [M, b, K]
+                loss, ok = _per_sample(out.transpose(1, 2), y_all[i : i + cfg.eval_batch_size], task)
+                losses.append(loss)
+                if ok is not None:
+                    correct.append(ok)
+            model.train()
+            return torch.cat(losses, 1), (torch.cat(correct, 1) if correct else None)
+
+    n_tr = len(xtr)
+    w_te = torch.ones(M, len(xte))
+
+    def evaluate() -> dict[str, Tensor]:
+        loss, ok = per_sample_all()
+        out = {}
+        for split, sl, w in (("train", slice(0, n_tr), member), ("test", slice(n_tr, None), w_te)):
+            out[f"{split}_loss"] = (loss[:, sl] * w).sum(1) / w.sum(1)
+            out[f"{split}_accuracy"] = ((ok[:, sl] * w).sum(1) / w.sum(1)) if ok is not None \
+                else torch.full((M,), float("nan"))
+        return {k: out[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+
+    snaps: list[tuple[Tensor, dict[str, Tensor], Tensor, float | None, dict[str, Tensor]]] = []
 
     def snapshot(steps_done: Tensor, epoch: float | None) -> None:
-        trl, tra = evaluate(xtr, ytr, member)
-        tel, tea = evaluate(xte, yte, None)
-        state = {**{n: t.clone() for n, t in params.items()}, **{n: t.clone() for n, t in buffers.items()}}
-        snaps.append((state, steps_done.clone(), epoch,
-                      {"train_loss": trl, "train_accuracy": tra, "test_loss": tel, "test_accuracy": tea}))
+        snaps.append((P.clone(), {n: t.clone() for n, t in buffers.items()}, steps_done.clone(), epoch, evaluate()))
 
     schedule = set(cfg.schedule())
     steps_done = torch.zeros(M, dtype=torch.long)
@@ -312,26 +403,13 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
     if 0 in schedule:
         snapshot(steps_done, 0.0)
     for epoch in range(1, cfg.epochs + 1):
-        idx, w, nsteps = _epoch_order(runs, subsets, epoch, bs)
-        S = idx.shape[1] // bs
+        idx, w, _ = _epoch_order(runs, subsets, epoch, bs)
         for s in range(S):
+            k = active[s]
             sl = slice(s * bs, (s + 1) * bs)
-            bi = idx[:, sl]
-            active = nsteps > s
-            if bool(active.all()):
-                grads, _ = step_fn(params, buffers, drop, xtr[bi], ytr[bi], w[:, sl])
-            else:
-                # models past their epoch (smaller train fraction) are left out of the computation:
-                # forward/backward run on the active ones only, and only their statistics change
-                act = active.nonzero().flatten()
-                sub_p = {n: t.index_select(0, act) for n, t in params.items()}
-                sub_b = {n: t.index_select(0, act) for n, t in buffers.items()}
-                sub_g, _ = step_fn(sub_p, sub_b, drop[act], xtr[bi[act]], ytr[bi[act]], w[act, sl])
-                grads = {n: torch.zeros_like(t).index_copy_(0, act, sub_g[n]) for n, t in params.items()}
-                for n, t in buffers.items():
-                    t.index_copy_(0, act, sub_b[n])
-            opt.step(params, grads, active)
-            steps_done += active.long()
+            g = grads(k, idx[:k, sl], w[:k, sl])
+            steps_done[:k] += 1
+            opt.step(P, g, steps_done[:k])
             it += 1
             if cfg.dense_every and it % cfg.dense_every == 0:
                 snapshot(steps_done, None)
@@ -340,24 +418,25 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
         if epoch in schedule:
             snapshot(steps_done, float(epoch))
 
-    spe = torch.tensor([math.ceil(len(s) / bs) for s in subsets], dtype=torch.float64)
     results = []
     for m, run in enumerate(runs):
         keep, seen = [], set()
-        for k, (_, st, ep, _) in enumerate(snaps):
-            step = int(st[m])
+        for k, snap in enumerate(snaps):
+            step, ep = int(snap[2][m]), snap[3]
             if step in seen:  # a dense snapshot at an epoch boundary, or a model past its epoch
                 if ep is not None:  # prefer the epoch-labelled duplicate
-                    keep = [j for j in keep if int(snaps[j][1][m]) != step] + [k]
+                    keep = [j for j in keep if int(snaps[j][2][m]) != step] + [k]
                 continue
             seen.add(step)
             keep.append(k)
-        keep.sort(key=lambda j: int(snaps[j][1][m]))
-        state = {n: torch.stack([snaps[j][0][n][m] for j in keep]) for n in snaps[0][0]}
-        steps = [int(snaps[j][1][m]) for j in keep]
-        epochs = [snaps[j][2] if snaps[j][2] is not None else round(steps[i] / float(spe[m]), 4)
+        keep.sort(key=lambda j: int(snaps[j][2][m]))
+        state = flat.unflatten(torch.stack([snaps[j][0][m] for j in keep]))
+        for n in buffers:
+            state[n] = torch.stack([snaps[j][1][n][m] for j in keep])
+        steps = [int(snaps[j][2][m]) for j in keep]
+        epochs = [snaps[j][3] if snaps[j][3] is not None else round(steps[i] / float(spe[m]), 4)
                   for i, j in enumerate(keep)]
-        metrics = [{k: float(v[m]) for k, v in snaps[j][3].items()} for j in keep]
+        metrics = [{k: float(v[m]) for k, v in snaps[j][4].items()} for j in keep]
         results.append(RunResult(run.index, state, steps, epochs, metrics))
     back = {id(r): res for r, res in zip(runs, results)}
     return [back[id(r)] for r in given]
