@@ -37,6 +37,8 @@ log = logging.getLogger("benchmarks.predict")
 
 METHODS = {
     "gmn": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64), lr=2e-3, batch_size=16),
+    "gmn_stats": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, stats=True), lr=2e-3,
+                      batch_size=16),
     "statnn": dict(metanet="statnn", model=dict(hidden=(1000, 1000), dropout=0.1), epochs=60, lr=1e-3),
     "statnn_gbm": dict(metanet="statnn_gbm", model={}, epochs=0),
     "hparams": dict(metanet="hparams", model=dict(hidden=(256, 256), dropout=0.1), epochs=60, lr=1e-3),
@@ -85,6 +87,7 @@ def main() -> None:
     ap.add_argument("--cnn-zoo")
     ap.add_argument("--hetero-zoo")
     ap.add_argument("--make-hetero-zoo", metavar="DIR", help="generate HETERO_ZOO into DIR and exit")
+    ap.add_argument("--hetero-size", type=int, default=HETERO_ZOO["size"], help="runs of the generated hetero zoo")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--gmn-epochs", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
@@ -95,7 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.make_hetero_zoo:
-        model_zoo.generate(HETERO_ZOO, args.make_hetero_zoo, progress=True)
+        model_zoo.generate({**HETERO_ZOO, "size": args.hetero_size}, args.make_hetero_zoo, progress=True)
         return
     if not (args.cnn_zoo and args.hetero_zoo):
         ap.error("--cnn-zoo and --hetero-zoo are required")

@@ -133,3 +133,50 @@ def test_missing_heads_raise_and_repr():
     before = [p.clone() for p in net.parameters()]
     net.reset_parameters()
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def _hybrid(g0, g1, seed: int = 0) -> GraphMetaNet:
+    from weightspace.nn import tensor_statistics
+
+    n = max(int(tensor_statistics(g)[-1]) for g in (g0, g1))
+    torch.manual_seed(seed)
+    net = GraphMetaNet(hidden=16, num_layers=2, embed_dim=16, kernel_grid=max_grid(g0, g1), stat_tensors=n,
+                       layer_bins=3).eval()
+    net.fit_normalizer(torch.stack([tensor_statistics(g, n) for g in (g0, g1)]) + torch.randn(2, 7 * n + 1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return net.double()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_statistics_and_depth_bins_invariant_and_sensitive(name):
+    g0, g1 = _double(*permuted_pair(name, 3)[:2])
+    net = _hybrid(g0, g1)
+    with torch.no_grad():
+        # float64: a true symmetry agrees to ~1e-14, far inside the tolerance used for sensitivity below
+        assert torch.allclose(net(g0), net(g1), rtol=0, atol=1e-9)
+        assert net.stat_features(g0).shape == (1, 7 * net.stat_tensors + 1)
+    b0, b1 = _double(*broken_pair(name, 0))
+    net = _hybrid(b0, b1)
+    with torch.no_grad():
+        # the broken pairs rewire weights without changing any tensor's statistics: only the
+        # message-passing path can see it, and it must
+        assert torch.allclose(net.stat_features(b0), net.stat_features(b1), atol=1e-6)
+        assert (net(b0) - net(b1)).abs().max() > 1e-5
+
+
+def test_statistics_hybrid_batch_and_normalizer_errors():
+    from weightspace.nn import tensor_statistics
+
+    graphs = _double(*[permuted_pair(n, 0)[0] for n in CASES])
+
+    n = max(int(tensor_statistics(g)[-1]) for g in graphs)
+    net = GraphMetaNet(hidden=8, num_layers=1, embed_dim=8, kernel_grid=max_grid(*graphs), stat_tensors=n,
+                       layer_bins=4).double()
+    with torch.no_grad():
+        batched = net(batch_graphs(graphs))
+        single = torch.cat([net(g) for g in graphs])
+    assert torch.allclose(batched, single, atol=1e-5)
+    with pytest.raises(RuntimeError, match="stat_tensors=0"):
+        GraphMetaNet(hidden=8, num_layers=1, kernel_grid=(1, 1)).fit_normalizer(torch.zeros(2, 8))

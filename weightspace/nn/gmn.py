@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from weightspace.graph.param_graph import resize_kernel_grid
 
-from ._utils import batch_grid, graph_index, num_graphs, reset_all
+from ._utils import batch_grid, graph_index, mlp, num_graphs, reset_all
 from .encoders import NeuronEncoder, WeightEncoder
 from .gmn_conv import GMNConv
 from .readout import EdgeReadout, GraphReadout, NodeReadout
+from .statnn import NUM_STATS, _FeatureNormalizer, tensor_statistics
 
 __all__ = ["GraphMetaNet"]
 
@@ -39,6 +41,12 @@ class GraphMetaNet(nn.Module):
         node_out, edge_out: widths of the equivariant heads (0: none).
         dropout: dropout in node updates.
         max_positions: size of the learned table of input/output neuron positions.
+        layer_bins: relative-depth bins of the graph readout (:class:`GraphReadout`; 0: global
+            pools only).
+        stat_tensors: when ``> 0``, the graph embedding is fused with StatNN's per-tensor statistics
+            (:func:`~weightspace.nn.tensor_statistics`, padded to this many tensors, standardized by
+            :meth:`fit_normalizer`): quantiles of every layer's weights are permutation invariant, so
+            the hybrid stays invariant; the message-passing path adds what statistics cannot see.
 
     Shapes:
         - input: a batch with ``x [N, 5]``, ``edge_index [2, E]``, ``edge_attr [E, kh*kw]``,
@@ -49,16 +57,24 @@ class GraphMetaNet(nn.Module):
 
     def __init__(self, hidden: int = 64, num_layers: int = 4, out: int = 1, embed_dim: int = 64,
                  kernel_grid: tuple[int, int] = (5, 5), node_out: int = 0, edge_out: int = 0,
-                 dropout: float = 0.0, max_positions: int = 1024) -> None:
+                 dropout: float = 0.0, max_positions: int = 1024, stat_tensors: int = 0,
+                 layer_bins: int = 0) -> None:
         super().__init__()
         self.hparams: dict[str, Any] = dict(hidden=hidden, num_layers=num_layers, out=out, embed_dim=embed_dim,
                                             kernel_grid=[int(k) for k in kernel_grid], node_out=node_out,
-                                            edge_out=edge_out, dropout=dropout, max_positions=max_positions)
+                                            edge_out=edge_out, dropout=dropout, max_positions=max_positions,
+                                            stat_tensors=stat_tensors, layer_bins=layer_bins)
         self.kernel_grid = (int(kernel_grid[0]), int(kernel_grid[1]))
         self.node_enc = NeuronEncoder(hidden, max_positions=max_positions)
         self.edge_enc = WeightEncoder(hidden, self.kernel_grid[0] * self.kernel_grid[1])
         self.convs = nn.ModuleList(GMNConv(hidden, dropout) for _ in range(num_layers))
-        self.readout = GraphReadout(hidden, embed_dim)
+        self.readout = GraphReadout(hidden, embed_dim, layer_bins=layer_bins)
+        self.stat_tensors = int(stat_tensors)
+        if self.stat_tensors > 0:
+            stat_dim = NUM_STATS * self.stat_tensors + 1
+            self.stat_norm = _FeatureNormalizer(stat_dim)
+            self.stat_mlp = mlp([stat_dim, 2 * embed_dim, embed_dim])
+            self.fuse = nn.Sequential(nn.SiLU(), nn.Linear(2 * embed_dim, embed_dim))
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, out))
         self.node_head = NodeReadout(hidden, node_out) if node_out > 0 else None
         self.edge_head = EdgeReadout(hidden, edge_out) if edge_out > 0 else None
@@ -87,10 +103,28 @@ class GraphMetaNet(nn.Module):
             h, e = conv(h, e, batch.edge_index)
         return h, e
 
+    def stat_features(self, batch) -> Tensor:
+        """``[B, 7*stat_tensors+1]`` raw statistics (the cached ``stat_feats`` when present)."""
+        f = getattr(batch, "stat_feats", None)
+        if f is not None:
+            return f.reshape(num_graphs(batch), -1)
+        graphs = batch.to_data_list() if hasattr(batch, "to_data_list") else [batch]
+        return torch.stack([tensor_statistics(g, self.stat_tensors) for g in graphs]).to(batch.x.device)
+
+    def fit_normalizer(self, feats: Tensor) -> None:
+        """Fit the standardization of the statistics path on training features ``[B, F]``."""
+        if self.stat_tensors <= 0:
+            raise RuntimeError("this GraphMetaNet was built with stat_tensors=0")
+        self.stat_norm.fit(feats)
+
     def encode(self, batch) -> Tensor:
         """Graph-level embedding ``[B, embed_dim]``, invariant to hidden-neuron permutations."""
         h, e = self.embed(batch)
-        return self.readout(h, e, batch.edge_index, graph_index(batch), num_graphs(batch))
+        z = self.readout(h, e, batch.edge_index, graph_index(batch), num_graphs(batch), batch.node_layer)
+        if self.stat_tensors > 0:
+            s = self.stat_mlp(self.stat_norm(self.stat_features(batch).to(z.dtype)))
+            z = self.fuse(torch.cat([z, s], dim=-1))
+        return z
 
     def forward(self, batch) -> Tensor:
         return self.head(self.encode(batch))
@@ -112,4 +146,4 @@ class GraphMetaNet(nn.Module):
         hp = self.hparams
         return (f"{self.__class__.__name__}(hidden={hp['hidden']}, layers={hp['num_layers']}, out={hp['out']}, "
                 f"embed_dim={hp['embed_dim']}, kernel_grid={tuple(hp['kernel_grid'])}, node_out={hp['node_out']}, "
-                f"edge_out={hp['edge_out']})")
+                f"edge_out={hp['edge_out']}, stat_tensors={hp['stat_tensors']}, layer_bins={hp['layer_bins']})")

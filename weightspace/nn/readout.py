@@ -15,44 +15,68 @@ class GraphReadout(nn.Module):
 
     As in Graph Metanetworks (Lim et al., ICLR 2024): symmetric pooling followed by an MLP. Nodes
     are pooled by mean and max, edges by mean (edges belong to the graph of their source node).
+    With ``layer_bins = K > 0`` the readout also keeps *where* in the network the states are, as
+    the invariant layers of NFN (Zhou et al., NeurIPS 2023) concatenate per-layer pools: every
+    node is put in one of ``K`` bins by its relative depth in its own network
+    (:math:`\lfloor K\,\ell_i / (\ell_{max}+1) \rfloor`), node and edge states (an edge by its
+    target) are mean-pooled per bin, and the ``K`` pools are concatenated. Depth is preserved by
+    hidden-neuron permutations, so the readout stays invariant; relative depth lets networks of
+    different depths share bins.
 
     .. math::
         z_g = \mathrm{MLP}\big([\operatorname{mean}_{i\in g} h_i, \max_{i\in g} h_i,
-              \operatorname{mean}_{(i,j)\in g} e_{ij}]\big)
+              \operatorname{mean}_{(i,j)\in g} e_{ij}, (\operatorname{mean}_{i\in g, b_i=k} h_i,
+              \operatorname{mean}_{(i,j)\in g, b_j=k} e_{ij})_{k<K}]\big)
 
     Args:
         hidden: width ``D`` of node/edge states.
         out: width of the graph embedding.
+        layer_bins: relative-depth bins ``K`` (0: global pools only).
 
     Shapes:
-        - input: ``h [N, D]``, ``e [E, D]``, ``edge_index [2, E]``, ``batch [N]``, ``num_graphs B``
+        - input: ``h [N, D]``, ``e [E, D]``, ``edge_index [2, E]``, ``batch [N]``, ``num_graphs B``,
+          ``node_layer [N]`` (needed when ``layer_bins > 0``)
         - output: ``[B, out]``
     """
 
-    def __init__(self, hidden: int, out: int) -> None:
+    def __init__(self, hidden: int, out: int, layer_bins: int = 0) -> None:
         super().__init__()
-        self.hidden, self.out = hidden, out
-        self.mlp = mlp([3 * hidden, 2 * hidden, out])
+        self.hidden, self.out, self.layer_bins = hidden, out, int(layer_bins)
+        self.mlp = mlp([(3 + 2 * self.layer_bins) * hidden, 2 * hidden, out])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         reset_all(self)
 
-    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    @staticmethod
+    def _mean(values: Tensor, index: Tensor, size: int) -> Tensor:
+        out = values.new_zeros(size, values.shape[-1]).index_add_(0, index, values)
+        cnt = values.new_zeros(size).index_add_(0, index, values.new_ones(index.shape[0])).clamp_min(1)
+        return out / cnt[:, None]
+
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int,
+                node_layer: Tensor | None = None) -> Tensor:
         D = h.shape[-1]
-        ones = h.new_ones(h.shape[0])
-        n_cnt = h.new_zeros(num_graphs).index_add_(0, batch, ones).clamp_min(1)[:, None]
-        h_mean = h.new_zeros(num_graphs, D).index_add_(0, batch, h) / n_cnt
+        h_mean = self._mean(h, batch, num_graphs)
         h_max = h.new_full((num_graphs, D), float("-inf")).scatter_reduce(
             0, batch[:, None].expand(-1, D), h, reduce="amax", include_self=True)
         h_max = torch.nan_to_num(h_max, neginf=0.0)
         eb = batch[edge_index[0]]
-        e_cnt = e.new_zeros(num_graphs).index_add_(0, eb, e.new_ones(eb.shape[0])).clamp_min(1)[:, None]
-        e_mean = e.new_zeros(num_graphs, D).index_add_(0, eb, e) / e_cnt
-        return self.mlp(torch.cat([h_mean, h_max, e_mean], dim=-1))
+        parts = [h_mean, h_max, self._mean(e, eb, num_graphs)]
+        if self.layer_bins > 0:
+            if node_layer is None:
+                raise ValueError("GraphReadout(layer_bins > 0) needs node_layer")
+            K = self.layer_bins
+            depth = node_layer.to(h.dtype)
+            top = h.new_zeros(num_graphs).scatter_reduce(0, batch, depth, reduce="amax", include_self=True)
+            bins = torch.div(depth * K, top[batch] + 1, rounding_mode="floor").long().clamp_(0, K - 1)
+            slot = batch * K + bins
+            parts.append(self._mean(h, slot, num_graphs * K).reshape(num_graphs, K * D))
+            parts.append(self._mean(e, slot[edge_index[1]], num_graphs * K).reshape(num_graphs, K * D))
+        return self.mlp(torch.cat(parts, dim=-1))
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.hidden}, out={self.out})"
+        return f"{self.__class__.__name__}({self.hidden}, out={self.out}, layer_bins={self.layer_bins})"
 
 
 class NodeReadout(nn.Module):

@@ -61,6 +61,12 @@ class PredictConfig:
         device: ``cpu``, ``cuda`` or ``auto``.
         progress: tqdm bars.
         max_runs: use only the first runs of the zoo (``None``: all).
+        train_checkpoints: which checkpoints of the *train* runs to learn from: ``"final"``, ``"all"``
+            (every checkpoint with its own target, as in the Small CNN Zoo protocol) or a list of
+            epochs. Validation and test always use each run's final checkpoint.
+
+    For ``gmn``, ``model.stats=True`` fuses StatNN's invariant per-tensor statistics into the graph
+    embedding (``GraphMetaNet(stat_tensors=...)``).
     """
 
     metanet: str = "gmn"
@@ -77,12 +83,16 @@ class PredictConfig:
     device: str = "auto"
     progress: bool = True
     max_runs: int | None = None
+    train_checkpoints: str | list[float] = "final"
 
     def __post_init__(self) -> None:
         if self.metanet not in METANETS:
             raise ValueError(f"unknown metanet {self.metanet!r}; choose one of {METANETS}")
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if isinstance(self.train_checkpoints, str) and self.train_checkpoints not in ("final", "all"):
+            raise ValueError(f"train_checkpoints must be 'final', 'all' or a list of epochs, "
+                             f"got {self.train_checkpoints!r}")
 
 
 # ----------------------------------------------------------------------------- hyperparameters
@@ -182,6 +192,8 @@ class Predictor:
                                          f"for a {grid[0]}x{grid[1]} kernel grid")
                 g.edge_attr = resize_kernel_grid(g.edge_attr, g.edge_kernel, g.grid, grid)
                 g.kernel_shape = torch.tensor([list(grid)])
+            if "max_tensors" in self.meta:
+                g.stat_feats = tensor_statistics(graph, int(self.meta["max_tensors"]))[None]
         elif self.kind in ("statnn", "statnn_gbm"):  # a feature vector is all these models read
             g = Data(stat_feats=tensor_statistics(g, int(self.meta["max_tensors"]))[None], num_nodes=1)
         elif self.kind == "hparams":
@@ -303,12 +315,14 @@ class ZooGraphs:
 
 
 def load_zoo_graphs(zoo: Any, target: str = "test_accuracy", fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                    seed: int = 0, max_runs: int | None = None, progress: bool = False) -> ZooGraphs:
+                    seed: int = 0, max_runs: int | None = None, progress: bool = False,
+                    train_checkpoints: str | Sequence[float] = "final") -> ZooGraphs:
     """Read a zoo (a path or a :class:`model_zoo.Zoo`) into train/val/test lists of graphs.
 
     Uses the zoo's own run-level split (:meth:`model_zoo.Zoo.graph_dataset`); diverged runs (non-finite
     weights or target) are dropped there. ``max_runs`` keeps the first runs of each split in
-    proportion (for CI-sized runs).
+    proportion (for CI-sized runs). ``train_checkpoints`` picks the train runs' checkpoints
+    (``"final"``, ``"all"`` or epochs); validation and test hold each run's final checkpoint.
     """
     import model_zoo
 
@@ -317,9 +331,14 @@ def load_zoo_graphs(zoo: Any, target: str = "test_accuracy", fractions: Sequence
     graphs: dict[str, list[ParameterGraph]] = {}
     hps: dict[str, list[dict[str, Any]]] = {}
     for split in ("train", "val", "test"):
-        ds = zoo.graph_dataset(target=target, split=split, fractions=tuple(fractions), seed=seed)
-        n = len(ds) if max_runs is None else min(len(ds), max(1, int(round(max_runs * len(ds) / max(len(zoo), 1)))))
-        items = [ds[i] for i in tqdm(range(n), desc=f"load {split}", disable=not progress)]
+        ckpt = train_checkpoints if split == "train" else "final"
+        ds = zoo.graph_dataset(target=target, split=split, fractions=tuple(fractions), seed=seed, checkpoints=ckpt)
+        idx = range(len(ds))
+        if max_runs is not None:
+            runs = sorted({r for r, _, _ in ds.items})
+            keep = set(runs[: max(1, int(round(max_runs * len(runs) / max(len(zoo), 1))))])
+            idx = [i for i, (r, _, _) in enumerate(ds.items) if r in keep]
+        items = [ds[i] for i in tqdm(idx, desc=f"load {split}", disable=not progress)]
         graphs[split] = items
         hps[split] = [zoo.hparams(int(g.run)) for g in items]
         if ds.dropped:
@@ -402,6 +421,9 @@ def train_predictor(data: ZooGraphs, cfg: PredictConfig) -> tuple[Predictor, dic
         grid = kwargs.pop("kernel_grid", None) or [kh, kw]
         kwargs["kernel_grid"] = [int(grid[0]), int(grid[1])]
         meta["kernel_grid"] = kwargs["kernel_grid"]
+        if kwargs.pop("stats", False):
+            meta["max_tensors"] = int(max(int(tensor_statistics(g)[-1]) for g in train_g))
+            kwargs["stat_tensors"] = meta["max_tensors"]
     elif kind in ("statnn", "statnn_gbm"):
         meta["max_tensors"] = int(kwargs.pop("max_tensors", None) or max(int(tensor_statistics(g)[-1]) for g in train_g))
         if kind == "statnn":
@@ -430,8 +452,8 @@ def train_predictor(data: ZooGraphs, cfg: PredictConfig) -> tuple[Predictor, dic
         hist["train/graphs_per_s"] = len(tr) / max(hist["train/time_s"], 1e-9)
         return pred, hist
 
-    if kind in ("statnn", "hparams"):
-        model.fit_normalizer(torch.cat([g.stat_feats if kind == "statnn" else g.hparams for g in tr]))
+    if kind in ("statnn", "hparams") or (kind == "gmn" and "max_tensors" in meta):
+        model.fit_normalizer(torch.cat([g.hparams if kind == "hparams" else g.stat_feats for g in tr]))
     rank, world = _dist()
     model.to(device)
     pred.device = device
@@ -495,7 +517,8 @@ def run_predict(zoo: Any, cfg: PredictConfig, out_dir: str | os.PathLike | None 
     device = _device(cfg.device)
     maybe_init_distributed(device)
     if data is None:
-        data = load_zoo_graphs(zoo, cfg.target, cfg.fractions, cfg.split_seed, cfg.max_runs, cfg.progress)
+        data = load_zoo_graphs(zoo, cfg.target, cfg.fractions, cfg.split_seed, cfg.max_runs, cfg.progress,
+                               cfg.train_checkpoints)
     pred, hist = train_predictor(data, cfg)
     pred.to("cpu")
     threshold = pred.meta["trained_threshold"]
