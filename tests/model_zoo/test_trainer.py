@@ -124,3 +124,91 @@ def test_errors(digits):
         train_group(mixed, digits, TrainerConfig(epochs=1))
     with pytest.raises(ValueError, match=r"checkpoint epochs \[5\] lie outside \[0, epochs=2\]"):
         TrainerConfig(epochs=2, checkpoints=(0, 5)).schedule()
+
+
+CNN = {"_target_": "model_zoo.archs.SmallCNN", "channels": [6, 5], "layers": 2, "kernel_size": 3, "strides": [2, 1]}
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd", "rmsprop"])
+def test_batched_cnn_matches_torch_optim(opt):
+    """The im2col/bmm SmallCNN (stride 2 and 1, padding) trains like the module under torch.optim."""
+    d = load_dataset("digits")
+    space = {"lr": 3e-3, "init_std": 0.2, "batch_size": 64, "optimizer": opt, "train_fraction": 0.4,
+             "l2": 1e-3, "arch.activation": "tanh"}
+    (run,) = sample_runs(space, CNN, 1, seed=1)
+    cfg = TrainerConfig(epochs=1, checkpoints=(1,))
+    (res,) = train_group([run], d, cfg, engine="batched")
+    model = instantiate(run.arch)
+    params, _ = init_state(model, [run])
+    model.load_state_dict({k: v[0] for k, v in params.items()})
+    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": run.l2},
+              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    optim = {"adam": lambda: torch.optim.Adam(groups, lr=run.lr, eps=cfg.eps),
+             "sgd": lambda: torch.optim.SGD(groups, lr=run.lr),
+             "rmsprop": lambda: torch.optim.RMSprop(groups, lr=run.lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps)}[opt]()
+    subsets = _subsets([run], len(d.x_train))
+    idx, w, steps = _epoch_order([run], subsets, 1, run.batch_size)
+    for s in range(int(steps[0])):
+        sl = slice(s * run.batch_size, (s + 1) * run.batch_size)
+        b = idx[0, sl][w[0, sl] > 0]
+        optim.zero_grad()
+        torch.nn.functional.cross_entropy(model(d.x_train[b]), d.y_train[b]).backward()
+        optim.step()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(res.state[k][-1], v, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        acc = float((model(d.x_test).argmax(-1) == d.y_test).float().mean())
+    assert res.metrics[-1]["test_accuracy"] == pytest.approx(acc, abs=1e-6)
+
+
+@pytest.mark.parametrize("arch", [MLP, {**CNN, "channels": 4, "layers": 3, "strides": 2},
+                                  {**CNN, "dims": 1, "activation": "gelu"}])
+def test_batched_engine_matches_vmap(arch):
+    """Without dropout the two engines train the same models (mixed optimizers, train fractions)."""
+    d = load_dataset("mnist1d", num_samples=400) if arch.get("dims") == 1 else load_dataset("digits", flatten=arch is MLP)
+    space = {"lr": {"log_uniform": [1e-3, 1e-2]}, "init_std": {"log_uniform": [0.05, 0.3]}, "batch_size": 64,
+             "optimizer": {"choice": ["adam", "sgd", "rmsprop"]}, "train_fraction": {"uniform": [0.2, 1.0]},
+             "l2": {"log_uniform": [1e-6, 1e-2]}}
+    rs = sample_runs(space, arch, 5, seed=2)
+    cfg = TrainerConfig(epochs=2, checkpoints=(0, 1, 2))
+    a = train_group(rs, d, cfg, engine="batched")
+    b = train_group(rs, d, cfg, engine="vmap")
+    for x, y in zip(a, b):
+        assert x.steps == y.steps and x.epochs == y.epochs
+        for k in x.state:
+            torch.testing.assert_close(x.state[k], y.state[k], rtol=1e-4, atol=1e-5)
+        for mx, my in zip(x.metrics, y.metrics):
+            assert mx == pytest.approx(my, rel=1e-4, abs=1e-5)
+
+
+def test_batched_regression_matches_vmap():
+    d = load_dataset("synthetic")
+    arch = {"_target_": "model_zoo.archs.MLP", "in_features": 8, "num_outputs": 1, "depth": 1, "width": 8}
+    rs = sample_runs({"lr": 1e-2, "batch_size": 32, "train_fraction": {"uniform": [0.3, 1.0]}}, arch, 3)
+    cfg = TrainerConfig(epochs=1, checkpoints=(0, 1))
+    for x, y in zip(train_group(rs, d, cfg, engine="batched"), train_group(rs, d, cfg, engine="vmap")):
+        torch.testing.assert_close(x.state["net.1.weight"], y.state["net.1.weight"], rtol=1e-4, atol=1e-6)
+        assert x.metrics[-1]["test_loss"] == pytest.approx(y.metrics[-1]["test_loss"], rel=1e-4)
+        assert math.isnan(x.metrics[-1]["test_accuracy"])
+
+
+def test_dropout_mask_rates():
+    from model_zoo.batched import dropout_mask
+
+    torch.manual_seed(0)
+    rate = torch.tensor([0.0, 0.1, 0.45])
+    m = dropout_mask((3, 20, 5000), rate)
+    assert torch.equal(m[0], torch.ones(20, 5000))
+    kept = (m > 0).float().mean((1, 2))
+    torch.testing.assert_close(kept, 1 - rate, atol=4e-3, rtol=0)
+    torch.testing.assert_close(m.amax((1, 2)), 1 / (1 - rate))
+    assert not torch.equal(m[1, 0], m[1, 1])  # fresh draws per element
+
+
+def test_engine_errors(digits):
+    arch = {"_target_": "model_zoo.archs.SmallResNet", "width": 4, "blocks": [1]}
+    rs = sample_runs({"batch_size": 128}, arch, 1)
+    with pytest.raises(ValueError, match="engine 'batched' does not support SmallResNet"):
+        train_group(rs, load_dataset("digits"), TrainerConfig(epochs=1), engine="batched")
+    with pytest.raises(ValueError, match="engine must be 'auto', 'batched' or 'vmap', got 'jit'"):
+        train_group(runs(1), digits, TrainerConfig(epochs=1), engine="jit")
