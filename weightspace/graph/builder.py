@@ -25,6 +25,8 @@ from .vocab import BIAS, RUNNING_MEAN, RUNNING_VAR, SHIFT, WEIGHT, Activation, E
 
 log = logging.getLogger(__name__)
 
+_I32 = torch.int32
+
 # ----------------------------------------------------------------------------- values
 
 
@@ -397,6 +399,7 @@ class Builder:
         return ids
 
     def add_edges(self, block: EdgeBlock) -> None:
+        block.src, block.dst = block.src.to(_I32), block.dst.to(_I32)  # node ids < 2**31; half the memory
         if block.dst.numel():
             block.dst_range = (int(block.dst.min()), int(block.dst.max()))
         self.s.edge_blocks.append(block)
@@ -510,20 +513,20 @@ class Builder:
             raise self.fail(f"linear layer expects {in_f} input features, the input has {C * block}")
         layer = x.layer + 1
         out = self.new_nodes(out_f, ntype, layer, label=label)
-        dst = out.repeat_interleave(C)
-        src = x.nodes.repeat(out_f)
+        out32, in32 = out.to(_I32), x.nodes.to(_I32)
         if block > 1 and etype == EdgeType.LINEAR:
             etype = EdgeType.FLATTEN
         if etype == EdgeType.LINEAR and C and self.s.node_type[int(x.nodes[0])] in (NodeType.ATTN_V, NodeType.ATTN_OUT):
             etype = EdgeType.ATTN_OUT
-        if transposed:  # W[in, out]: edge (j, c) holds W[c, j] at flat position c*out + j
+        if transposed:
+            # W[in, out]: edges enumerated in the weight's memory order, edge (c, j) holds W[c, j] at
+            # flat position c*out + j, contiguous
             if block != 1:
                 raise self.fail("a transposed linear weight after a flattened map is not supported")
-            index = (torch.arange(C)[None, :] * out_f + torch.arange(out_f)[:, None]).reshape(-1, 1)
-            self.add_edges(EdgeBlock(src, dst, etype, 1, 1, w.name, index))
+            self.add_edges(EdgeBlock(in32.repeat_interleave(out_f), out32.repeat(C), etype, 1, 1, w.name))
         else:
             # edge (j, c) holds W[j, c*block:(c+1)*block]: flat positions (j*C + c)*block + k, contiguous
-            self.add_edges(EdgeBlock(src, dst, etype, 1, block, w.name))
+            self.add_edges(EdgeBlock(in32.repeat(out_f), out32.repeat_interleave(C), etype, 1, block, w.name))
         y = Act(out, -1, x.ndim, layer)
         if b is not None:
             self.s.node_blocks.append(NodeBlock(out.clone(), BIAS, b.name, torch.arange(out_f)))
@@ -633,8 +636,8 @@ class Builder:
         rows = NodeType.POSITION if isinstance(idx, Meta) else NodeType.VOCAB
         vocab = self.new_nodes(V, rows, 0, pos=True, label=f"{label}:rows")
         out = self.new_nodes(D, NodeType.HIDDEN, 1, label=label)
-        src = vocab.repeat_interleave(D)
-        dst = out.repeat(V)
+        src = vocab.to(_I32).repeat_interleave(D)
+        dst = out.to(_I32).repeat(V)
         self.add_edges(EdgeBlock(src, dst, EdgeType.EMBEDDING, 1, 1, w.name))  # E[v, d] at v*D + d
         self.tables[w.name] = (vocab, out)
         return Act(out, -1, ndim, 1)
