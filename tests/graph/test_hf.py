@@ -337,6 +337,23 @@ def _storage_bytes_of(t: torch.Tensor) -> int:
     return t.untyped_storage().nbytes()
 
 
+def test_sampled_rows_keep_the_rest_of_the_graph():
+    model = bert(layers=1)
+    g = ws.to_graph(model, IDS)
+    s = ws.graph.sample_rows(g, 7, generator=torch.Generator().manual_seed(0))
+    vocab = g.node_type == NodeType.VOCAB
+    assert int((s.node_type == NodeType.VOCAB).sum()) == 7
+    assert s.num_nodes == g.num_nodes - V + 7
+    assert s.num_edges == g.num_edges - (V - 7) * D  # each dropped row takes its D table entries
+    kept_rows = s.sampled_nodes[s.node_type == NodeType.VOCAB]
+    assert bool(vocab[kept_rows].all())
+    assert torch.equal(s.node_pos[s.node_type == NodeType.VOCAB], g.node_pos[kept_rows])  # token ids kept
+    everything = ws.graph.sample_rows(g, rows=vocab.nonzero().squeeze(1))
+    assert torch.equal(everything.edge_index, g.edge_index) and torch.equal(everything.edge_attr, g.edge_attr)
+    with pytest.raises(ws.ArchitectureMismatchError, match="number of nodes"):
+        ws.from_graph(s, bert(layers=1), example_input=IDS)
+
+
 # ----------------------------------------------------------------------------- metanetworks and the hook
 def test_predictor_encode_on_a_transformers_model_is_head_permutation_invariant():
     from weightspace.nn import GraphMetaNet
@@ -353,6 +370,8 @@ def test_predictor_encode_on_a_transformers_model_is_head_permutation_invariant(
     assert torch.allclose(pred.encode([ws.to_graph(model, IDS)]), z0, atol=1e-4)
     other = llama(layers=1, seed=5)
     assert not torch.allclose(pred.encode([ws.to_graph(other, IDS)]), z0, atol=1e-4)
+    sampled = ws.graph.sample_rows(ws.to_graph(model, IDS), 8, generator=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(pred.encode([sampled])).all())  # a metanetwork reads a row sample too
 
 
 @pytest.mark.parametrize("make", [lambda: gpt2(tied=True), lambda: llama(layers=1)], ids=["gpt2_tied", "llama"])

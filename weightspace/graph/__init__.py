@@ -3,7 +3,7 @@
 from .convert import from_graph, to_graph
 from .errors import ArchitectureMismatchError, NonFiniteWeightsError, UnsupportedModuleError
 from .nx import to_networkx
-from .param_graph import ParameterGraph, batch_graphs, resize_kernel_grid
+from .param_graph import ParameterGraph, batch_graphs, resize_kernel_grid, sample_rows
 from .spec import GraphSpec
 from .vocab import NODE_FEATURES, PERMUTABLE_NODE_TYPES, Activation, EdgeType, NodeType
 
@@ -15,6 +15,7 @@ __all__ = [
     "to_networkx",
     "batch_graphs",
     "resize_kernel_grid",
+    "sample_rows",
     "UnsupportedModuleError",
     "ArchitectureMismatchError",
     "NonFiniteWeightsError",

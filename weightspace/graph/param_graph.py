@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-__all__ = ["ParameterGraph", "batch_graphs", "resize_kernel_grid"]
+__all__ = ["ParameterGraph", "batch_graphs", "resize_kernel_grid", "sample_rows"]
 
 _PER_CHECKPOINT = ("x", "edge_attr", "scalars")
 
@@ -115,3 +115,56 @@ def batch_graphs(graphs: Sequence[ParameterGraph]) -> Batch:
     KW = max(g.grid[1] for g in graphs)
     same = [g if g.grid == (KH, KW) else g.with_kernel_grid(KH, KW) for g in graphs]
     return Batch.from_data_list(same)
+
+
+def sample_rows(g: ParameterGraph, num_rows: int | None = None, *, rows: Tensor | None = None,
+                generator: torch.Generator | None = None) -> ParameterGraph:
+    """A view of ``g`` for metanetworks with only some rows of its embedding tables (as NiNo
+    samples rows per example): the other ``VOCAB`` nodes and every edge touching them are dropped.
+
+    The converter keeps every row (``decode`` needs them all); the table dominates small language
+    models (BERT-base: 30,522 x 768 of 110M weights), so a metanetwork reading many such graphs may
+    read a sample instead. Kept rows keep their token id in ``node_pos``; the result records the
+    kept node ids in ``sampled_nodes`` and cannot be decoded (it has fewer nodes than the spec).
+
+    Args:
+        g: a graph (one checkpoint or a ``[T, ...]`` stack).
+        num_rows: rows to keep, drawn uniformly without replacement over all tables' rows.
+        rows: instead, the node ids of the ``VOCAB`` rows to keep.
+        generator: for the draw.
+    """
+    from .vocab import NodeType
+
+    vocab = (g.node_type == NodeType.VOCAB).nonzero().squeeze(1)
+    if rows is None:
+        if num_rows is None:
+            raise ValueError("pass num_rows or rows")
+        pick = torch.randperm(vocab.numel(), generator=generator)[: max(0, int(num_rows))]
+        rows = vocab[pick.sort().values]
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    if rows.numel() and not bool((g.node_type[rows] == NodeType.VOCAB).all()):
+        raise ValueError("rows must be node ids of VOCAB nodes")
+    keep_node = g.node_type != NodeType.VOCAB
+    keep_node[rows] = True
+    new_id = torch.full((g.num_nodes,), -1, dtype=torch.long)
+    kept = keep_node.nonzero().squeeze(1)
+    new_id[kept] = torch.arange(kept.numel())
+    src, dst = g.edge_index.long()
+    keep_edge = (keep_node[src] & keep_node[dst]).nonzero().squeeze(1)
+    out = ParameterGraph(
+        x=g.x[..., kept, :],
+        edge_index=new_id[g.edge_index[:, keep_edge].long()].to(g.edge_index.dtype),
+        edge_attr=g.edge_attr[..., keep_edge, :],
+        edge_type=g.edge_type[keep_edge],
+        edge_kernel=(g.edge_kernel[:1].expand(keep_edge.numel(), 2) if g.edge_kernel.stride(0) == 0
+                     else g.edge_kernel[keep_edge]),
+        node_type=g.node_type[kept],
+        node_layer=g.node_layer[kept],
+        node_pos=g.node_pos[kept],
+        node_act=g.node_act[kept],
+        kernel_shape=g.kernel_shape,
+        scalars=g.scalars,
+        num_nodes=int(kept.numel()),
+        sampled_nodes=kept,
+    )
+    return out
