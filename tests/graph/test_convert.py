@@ -454,3 +454,41 @@ def test_attention_under_export_is_refused_clearly():
 def test_unknown_tracer_is_refused():
     with pytest.raises(ValueError, match="tracer"):
         ws.GraphSpec.from_module(nn.Linear(2, 2), tracer="jit")
+
+
+class HandRMSNorm(nn.Module):
+    """RMSNorm written out element-wise (as transformers' Llama does)."""
+
+    def __init__(self, d: int = 6):
+        super().__init__()
+        self.fc = nn.Linear(4, d)
+        self.weight = nn.Parameter(torch.rand(d) + 0.5)
+        self.out = nn.Linear(d, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return self.out(self.weight * h)
+
+
+@pytest.mark.parametrize("example", [None, torch.randn(2, 4)], ids=["fx", "export"])
+def test_handwritten_rms_norm_is_a_per_neuron_scale(example):
+    model = HandRMSNorm()
+    spec = ws.GraphSpec.from_module(model, example, tracer="auto" if example is None else "export")
+    g = spec.to_graph(model.state_dict())
+    assert_state_equal(spec.to_state_dict(g), model.state_dict())
+    assert torch.equal(g.x[spec.node_groups["fc"], 1], model.weight.detach())  # the scale column
+
+
+def test_reduction_over_features_used_other_than_as_a_normalization_is_refused():
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 6)
+            self.out = nn.Linear(1, 2)
+
+        def forward(self, x):
+            return self.out(self.fc(x).mean(-1, keepdim=True))
+
+    with pytest.raises(ws.UnsupportedModuleError, match="got Stat|statistic"):
+        ws.to_graph(Pool())

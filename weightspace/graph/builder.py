@@ -1127,6 +1127,8 @@ class Builder:
         if x.ndim is None:
             if all(d < 0 for d in dims) and x.feat not in dims and keepdim:
                 return x
+            if dims == [x.feat] and keepdim and x.block == 1:
+                return Stat(x.nodes)
             raise self.fail("reduction needs the tensor's rank; pass example_input")
         ndim = x.ndim
         dims = {self._norm_dim(d, ndim) for d in dims}

@@ -286,6 +286,8 @@ class _Walker:
             return self.activation(args[0] if args else kwargs.get("input"), _ACT_FUNCTIONS[fn], label)
         if fn in _IDENTITY_FUNCTIONS:
             return args[0] if args else kwargs.get("input")
+        if fn in _ELEMENTWISE_FUNCTIONS:  # x ** 2, torch.rsqrt(v + eps), ...: the same neurons
+            return _first_tracked(args)
         if fn in _ADD:
             return b.combine(args[0], args[1], "add", label)
         if fn in _SUB:
@@ -357,6 +359,8 @@ class _Walker:
             return self.activation(x, _ACT_METHODS[name], label)
         if name in _IDENTITY_METHODS:
             return x
+        if name in _ELEMENTWISE_ATEN:
+            return _first_tracked(args)
         if name in ("view", "reshape"):
             return self._view(node, x, args[1:])
         if name == "flatten":
@@ -401,7 +405,7 @@ class _Walker:
         if name in _ACT_ATEN:
             return self.activation(args[0], _ACT_ATEN[name], label)
         if name in _ELEMENTWISE_ATEN:
-            return args[0]
+            return _first_tracked(args)
         if name in _IDENTITY_ATEN:
             res = args[0]
             return (res, META) if name.endswith("with_indices") else res
@@ -503,6 +507,18 @@ class _Walker:
 # activations and normalizations)
 _ELEMENTWISE_ATEN = {"pow", "rsqrt", "sqrt", "exp", "log", "neg", "abs", "square", "reciprocal", "erf", "cos",
                      "sin", "clamp", "clamp_min", "clamp_max"}
+_ELEMENTWISE_FUNCTIONS = {torch.pow, torch.rsqrt, torch.sqrt, torch.exp, torch.log, torch.neg, torch.abs,
+                          torch.square, torch.reciprocal, torch.erf, operator.pow, operator.neg, operator.abs}
+
+
+def _first_tracked(args: tuple) -> Any:
+    """The first argument that is an activation (or a statistic of one), else META."""
+    for a in args:
+        if isinstance(a, (Act, Heads, Lazy, Stat)):
+            return a
+    return META
+
+
 _NO_OP_ATEN = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "_assert_async"}
 
 _NORM_TYPES = (
