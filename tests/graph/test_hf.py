@@ -414,3 +414,36 @@ def test_a_shared_table_used_other_than_as_a_tied_output_layer_is_refused():
 
     with pytest.raises(ws.UnsupportedModuleError, match="'emb.weight' is used by two operations"):
         ws.to_graph(TwoLookups(), (IDS, IDS))
+
+
+MORE = {
+    "bert_mlm": lambda: transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=V, hidden_size=D, num_hidden_layers=1, num_attention_heads=H, intermediate_size=FF,
+        max_position_embeddings=12)),  # decoder tied to the word embeddings, with its own bias
+    "distilbert": lambda: transformers.DistilBertModel(transformers.DistilBertConfig(
+        vocab_size=V, dim=D, n_layers=1, n_heads=H, hidden_dim=FF, max_position_embeddings=12)),
+    "roberta": lambda: transformers.RobertaModel(transformers.RobertaConfig(
+        vocab_size=V, hidden_size=D, num_hidden_layers=1, num_attention_heads=H, intermediate_size=FF,
+        max_position_embeddings=20)),  # position ids computed from the token ids
+    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(
+        vocab_size=V, hidden_size=D, intermediate_size=FF, num_hidden_layers=1, num_attention_heads=LH,
+        num_key_value_heads=LKV, max_position_embeddings=12)),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        vocab_size=V, hidden_size=D, intermediate_size=FF, num_hidden_layers=1, num_attention_heads=LH,
+        num_key_value_heads=LKV, max_position_embeddings=12)),  # q/k/v biases
+    "gpt_neox": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        vocab_size=V, hidden_size=D, intermediate_size=FF, num_hidden_layers=1, num_attention_heads=H,
+        max_position_embeddings=12)),  # fused QKV split per head, partial rotary embedding
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MORE))
+def test_more_architectures_round_trip_exactly(name):
+    torch.manual_seed(0)
+    model = MORE[name]().eval()
+    spec = ws.GraphSpec.from_module(model, IDS)
+    assert_state_equal(spec.to_state_dict(spec.to_graph(model.state_dict())), model.state_dict())
+    if name == "gpt_neox":  # rotary_pct 0.25: a quarter of each query head's units are rotary
+        g = spec.to_graph(model.state_dict())
+        assert int((g.node_type == NodeType.ROTARY_Q).sum()) * 3 == int((g.node_type == NodeType.ATTN_Q).sum())

@@ -1010,12 +1010,15 @@ class Builder:
         ids = torch.cat([q.nodes.reshape(-1), kd.reshape(-1), vd.reshape(-1)])
         if ids.unique().numel() != ids.numel():
             raise self.fail("attention whose query, key and value units are not distinct neurons")
-        rot = self.rotary_nodes
-        qtype = NodeType.ROTARY_Q if int(q.nodes.reshape(-1)[0]) in rot else NodeType.ATTN_Q
-        ktype = NodeType.ROTARY_K if int(kd.reshape(-1)[0]) in rot else NodeType.ATTN_K
-        for nodes, ntype, etype in ((q.nodes, qtype, EdgeType.ATTN_Q), (kd, ktype, EdgeType.ATTN_K),
-                                    (vd, NodeType.ATTN_V, EdgeType.ATTN_V)):
-            self._retype(nodes.reshape(-1), ntype, etype)
+        rot = torch.tensor(sorted(self.rotary_nodes), dtype=torch.long)
+        for nodes, ntype, rtype, etype in ((q.nodes, NodeType.ATTN_Q, NodeType.ROTARY_Q, EdgeType.ATTN_Q),
+                                           (kd, NodeType.ATTN_K, NodeType.ROTARY_K, EdgeType.ATTN_K),
+                                           (vd, NodeType.ATTN_V, NodeType.ATTN_V, EdgeType.ATTN_V)):
+            flat = nodes.reshape(-1)
+            rotated = torch.isin(flat, rot)  # a partial rotary embedding rotates only some units of a head
+            self._retype(flat, ntype, etype)
+            for i in flat[rotated].tolist():
+                self.s.node_type[i] = int(rtype)
         r = H // Hk
         group = torch.arange(H) // r
         kq = kd[group]  # the key units each query unit is paired with
@@ -1064,6 +1067,8 @@ class Builder:
         """``split``/``chunk`` along the feature axis: sub-groups of the same neurons."""
         if isinstance(x, (Lazy, Meta)):
             raise self.fail("splitting a raw input; pass example_input")
+        if isinstance(x, Heads):
+            return self._split_heads(x, sizes, dim, chunk)
         x = self.as_act(x, what="split")
         if x.ndim is None or self._norm_dim(dim, x.ndim) != x.ndim + x.feat:
             raise self.fail("split along an axis other than the features is not supported")
@@ -1078,6 +1083,24 @@ class Builder:
             parts.append(Act(x.nodes[start : start + sz], x.feat, x.ndim, x.layer, x.block))
             start += sz
         return tuple(parts)
+
+    def _split_heads(self, x: Heads, sizes: Any, dim: int, chunk: bool) -> tuple:
+        """``split``/``chunk`` of a tensor split into heads, along its unit or head axis."""
+        d = self._norm_dim(dim, x.ndim)
+        if d == x.ndim + x.feat:
+            axis = 1
+        elif d == x.ndim + x.head:
+            axis = 0
+        else:
+            raise self.fail("splitting attention heads along a non-feature axis")
+        n = x.nodes.shape[axis]
+        if chunk:
+            step = -(-n // int(sizes))
+            sizes = [min(step, n - i) for i in range(0, n, step)]
+        elif isinstance(sizes, int):
+            sizes = [min(sizes, n - i) for i in range(0, n, sizes)]
+        parts = torch.split(x.nodes, list(sizes), dim=axis)
+        return tuple(Heads(p, x.head, x.feat, x.ndim, x.layer) for p in parts)
 
     def move_axes(self, x: Any, perm: list[int]) -> Any:
         if isinstance(x, (Lazy, Meta)):

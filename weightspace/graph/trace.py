@@ -402,6 +402,8 @@ class _Walker:
         label = b._where if b._where != "<model>" else node.name
         if not self._touches((args, kwargs)) or name in _NO_OP_ATEN:
             return META
+        if name in _COMPARE_ATEN and isinstance(args[0], Lazy) and args[0].act is None:
+            return META  # a mask or positions computed from token ids (e.g. RoBERTa's position ids)
         if name in _ACT_ATEN:
             return self.activation(args[0], _ACT_ATEN[name], label)
         if name in _ELEMENTWISE_ATEN:
@@ -507,6 +509,7 @@ class _Walker:
 # activations and normalizations)
 _ELEMENTWISE_ATEN = {"pow", "rsqrt", "sqrt", "exp", "log", "neg", "abs", "square", "reciprocal", "erf", "cos",
                      "sin", "clamp", "clamp_min", "clamp_max"}
+_COMPARE_ATEN = {"eq", "ne", "lt", "le", "gt", "ge"}
 _ELEMENTWISE_FUNCTIONS = {torch.pow, torch.rsqrt, torch.sqrt, torch.exp, torch.log, torch.neg, torch.abs,
                           torch.square, torch.reciprocal, torch.erf, operator.pow, operator.neg, operator.abs}
 
