@@ -374,6 +374,19 @@ def test_predictor_encode_on_a_transformers_model_is_head_permutation_invariant(
     assert bool(torch.isfinite(pred.encode([sampled])).all())  # a metanetwork reads a row sample too
 
 
+def test_message_passing_in_edge_chunks_gives_the_same_embedding(monkeypatch):
+    from weightspace.nn import GMNConv, GraphMetaNet
+
+    torch.manual_seed(0)
+    net = GraphMetaNet(hidden=16, num_layers=2, embed_dim=8, kernel_grid=(1, 1)).eval()
+    g = ws.to_graph(bert(layers=1), IDS)
+    with torch.no_grad():
+        whole = net.encode(g)
+        monkeypatch.setattr(GMNConv, "chunk_edges", 1000)  # a few chunks
+        chunked = net.encode(g)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+
+
 @pytest.mark.parametrize("make", [lambda: gpt2(tied=True), lambda: llama(layers=1)], ids=["gpt2_tied", "llama"])
 def test_nowcast_hook_jumps_on_a_transformers_model(make):
     from weightspace.tasks.nowcast import Nowcaster

@@ -64,7 +64,13 @@ class GMNConv(nn.Module):
         nn.init.zeros_(self.film.bias)
         nn.init.zeros_(self.update[-1].weight)
 
+    #: without gradients, graphs with more edges than this are processed in chunks of this many
+    #: edges (same result): the per-edge temporaries stay bounded on big graphs (a language model's)
+    chunk_edges: int = 1 << 20
+
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        if not torch.is_grad_enabled() and e.shape[0] > self.chunk_edges:
+            return self._forward_chunked(h, e, edge_index)
         src, dst = edge_index
         a, b = self.node_to_edge(h).chunk(2, dim=-1)
         e = e + self.act(self.edge_lin(self.edge_norm(e)) + a[src] + b[dst])
@@ -76,6 +82,27 @@ class GMNConv(nn.Module):
         bwd = _mean_into(self.act(torch.addcmul(beta, gamma, v[dst])), src, n)
         h = h + self.update(torch.cat([self.node_norm(h), fwd, bwd], dim=-1))
         return h, e
+
+    def _forward_chunked(self, h: Tensor, e: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = self.node_to_edge(h).chunk(2, dim=-1)
+        u, v = self.node_msg(h).chunk(2, dim=-1)
+        n, D = h.shape
+        fwd, bwd = h.new_zeros(n, D), h.new_zeros(n, D)
+        e_out = torch.empty_like(e)
+        for s in range(0, e.shape[0], self.chunk_edges):
+            src, dst = edge_index[0, s : s + self.chunk_edges], edge_index[1, s : s + self.chunk_edges]
+            ec = e[s : s + self.chunk_edges]
+            ec = ec + self.act(self.edge_lin(self.edge_norm(ec)) + a[src] + b[dst])
+            gamma, beta = self.film(ec).chunk(2, dim=-1)
+            gamma = gamma + 1.0
+            fwd.index_add_(0, dst, self.act(torch.addcmul(beta, gamma, u[src])))
+            bwd.index_add_(0, src, self.act(torch.addcmul(beta, gamma, v[dst])))
+            e_out[s : s + self.chunk_edges] = ec
+        ones = h.new_ones(edge_index.shape[1])
+        fwd = fwd / h.new_zeros(n).index_add_(0, edge_index[1], ones).clamp_min(1)[:, None]
+        bwd = bwd / h.new_zeros(n).index_add_(0, edge_index[0], ones).clamp_min(1)[:, None]
+        h = h + self.update(torch.cat([self.node_norm(h), fwd, bwd], dim=-1))
+        return h, e_out
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.hidden}, dropout={self.dropout})"
