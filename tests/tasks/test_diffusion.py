@@ -1,0 +1,161 @@
+"""Latent weight diffusion (weightspace.tasks.diffusion) on a CI-sized digits MLP zoo."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import model_zoo
+from model_zoo.archs import instantiate
+from weightspace.tasks.diffusion import UnknownArchitectureError, WeightDiffusion, evaluate_flat
+
+A = {"_target_": "model_zoo.archs.MLP", "in_features": 64, "num_outputs": 10, "depth": 1, "width": 8,
+     "activation": "relu"}
+B = {**A, "width": 6}
+TINY = {"name": "diffusion_tiny", "size": 20, "seed": 3, "chunk_size": 20,
+        "data": {"name": "digits", "flatten": True},
+        "arch": A,
+        "space": {"lr": {"log_uniform": [3e-3, 1e-2]}, "optimizer": "adam", "batch_size": 64,
+                  "arch": {"choice": [A, B]}},
+        "trainer": {"epochs": 1}}
+PDIFF = {"channels": [4, 4], "latent_channels": 2, "ae_steps": 2, "eval_every": 1, "ddpm_steps": 2,
+         "ddpm_hidden": 16, "ddpm_blocks": 1, "timesteps": 10, "batch_size": 4}
+GRAPH = {"latent_dim": 4, "enc_hidden": 8, "enc_layers": 1, "decoder_init": "scratch", "dec_hidden": 8,
+         "dec_layers": 1, "ae_steps": 2, "batch_size": 2, "inputs_per_step": 32, "eval_every": 1, "ddpm_steps": 2,
+         "ddpm_hidden": 16, "ddpm_blocks": 1, "timesteps": 10}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.getbasetemp() / "diffusion_tiny_zoo"
+    try:
+        model_zoo.load(out)
+    except Exception:
+        model_zoo.generate(TINY, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pdiff(zoo):
+    torch.set_num_threads(1)
+    return WeightDiffusion.fit(zoo, "pdiff", arch=A, config=PDIFF, progress=False)
+
+
+@pytest.fixture(scope="module")
+def graph(zoo):
+    torch.set_num_threads(1)
+    return WeightDiffusion.fit(zoo, "graph", config=GRAPH, progress=False)
+
+
+def test_pdiff_encode_decode_and_samples_load(pdiff):
+    net = instantiate(A)
+    z = pdiff.encode(net)
+    assert z.dim() == 1 and z.numel() == pdiff.model.ae.latent_dim
+    back = pdiff.decode(z)
+    assert type(back) is type(net) and list(back.state_dict()) == list(net.state_dict())
+    states = pdiff.sample(3, seed=0)
+    assert len(states) == 3
+    for s in states:
+        fresh = instantiate(A)
+        fresh.load_state_dict(s)  # strict: every key of the target module
+        assert torch.isfinite(fresh(torch.rand(2, 64))).all()
+    rt = pdiff.encode_decode_loss()
+    assert rt["networks"] >= 1 and 0 <= rt["test_accuracy_after"] <= 1
+    assert rt["accuracy_loss"] == pytest.approx(rt["test_accuracy_before"] - rt["test_accuracy_after"])
+
+
+def test_sampling_is_deterministic_under_seed(pdiff, graph):
+    for gen, arch in ((pdiff, None), (graph, A)):
+        a, b, c = (gen.sample_flat(4, arch, seed=s) for s in (0, 0, 1))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_training_is_deterministic_under_seed(zoo, pdiff):
+    again = WeightDiffusion.fit(zoo, "pdiff", arch=A, config=PDIFF, progress=False)
+    assert torch.equal(again.sample_flat(2, seed=0), pdiff.sample_flat(2, seed=0))
+
+
+def test_graph_generator_fills_seen_and_unseen_architectures(graph):
+    assert len(graph.archs) == 2
+    unseen = {**A, "depth": 2, "width": 12}
+    for arch in (A, B, unseen):
+        states = graph.sample(2, arch, seed=0)
+        net = instantiate(arch)
+        net.load_state_dict(states[0])
+        assert torch.isfinite(net(torch.rand(3, 64))).all()
+    prompted = graph.sample_flat(2, A, seed=0, accuracy=0.9)
+    assert prompted.shape[0] == 2 and not torch.equal(prompted, graph.sample_flat(2, A, seed=0))
+    z = graph.encode(instantiate(B), B)
+    assert z.shape == (GRAPH["latent_dim"],)
+    assert list(graph.decode(z, B).state_dict()) == list(instantiate(B).state_dict())
+    ev = graph.evaluate(graph.sample_flat(3, unseen, seed=0), unseen)
+    assert ev["references"] is None and ev["generated"]["test_accuracy"]["n"] == 3
+
+
+def test_evaluate_flat_scores_copies_as_not_novel(graph):
+    pop = graph.population.find(A)
+    ev = evaluate_flat(pop, graph.population.data, {"copies": pop.flat["train"][:3]})
+    assert ev["copies"]["nearest_tv"]["best"] == pytest.approx(0.0, abs=1e-6)
+    assert ev["copies"]["max_agreement"]["worst"] == pytest.approx(1.0)
+    assert set(ev) >= {"training", "heldout", "copies"} or len(pop.flat["test"]) == 0
+
+
+def test_bad_input_errors(zoo, pdiff, graph):
+    with pytest.raises(ValueError, match="mixes 2 architectures"):
+        WeightDiffusion.fit(zoo, "pdiff", config=PDIFF, progress=False)
+    with pytest.raises(UnknownArchitectureError, match="'width': 99"):
+        WeightDiffusion.fit(zoo, "pdiff", arch={**A, "width": 99}, config=PDIFF, progress=False)
+    with pytest.raises(ValueError, match="unknown generator kind 'gan'"):
+        WeightDiffusion.fit(zoo, "gan")
+    with pytest.raises(ValueError, match=r"unknown pdiff generator option\(s\) \['depth'\]"):
+        WeightDiffusion.fit(zoo, "pdiff", arch=A, config={"depth": 3})
+    with pytest.raises(UnknownArchitectureError, match="fixed to"):
+        pdiff.sample_flat(1, B)
+    with pytest.raises(ValueError, match="unconditional"):
+        pdiff.sample_flat(1, accuracy=0.9)
+    with pytest.raises(UnknownArchitectureError, match="holds 2 architectures"):
+        graph.sample_flat(1)
+    with pytest.raises(UnknownArchitectureError, match="cannot build architecture"):
+        graph.sample_flat(1, {**A, "activation": "nope"})
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "weightspace.cli.main", "generate", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_end_to_end(zoo, tmp_path):
+    out = tmp_path / "gen"
+    opts = [f"graph.{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in GRAPH.items()]
+    res = _cli(f"zoo={zoo}", "n=4", f"out={out}", "progress=false", *opts)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 4 and len(report["samples"]) == 4 and report["throughput_nets_per_s"] > 0
+    assert {s["arch"]["width"] for s in report["samples"]} == {6, 8}  # a mixed zoo's architectures share n
+    for s in report["samples"]:
+        net = instantiate(s["arch"])
+        net.load_state_dict(load_file(str(out / s["file"])))
+        assert 0 <= s["test_accuracy"] <= 1
+    assert {"generated", "training", "encode_decode"} <= set(report["results"][0])
+
+
+def test_cli_bad_input(zoo, tmp_path):
+    from omegaconf import OmegaConf
+
+    from weightspace.cli.generate import positional_overrides, run
+
+    assert positional_overrides(["zoo=D", "arch={a:1}", "n=3"]) == ["zoo_dir=D", "target_arch={a:1}", "n=3"]
+    base = {"zoo_dir": str(zoo), "n": 1, "out": str(tmp_path / "o"), "target_arch": None, "kind": "graph",
+            "accuracy": None, "seed": 0, "threads": 1, "progress": False}
+    cases = [({"target_arch": {"_target_": "model_zoo.archs.MLP", "depht": 2}}, "has no argument(s) ['depht']"),
+             ({"target_arch": {"_target_": "model_zoo.archs.Nope"}}, "unknown architecture"),
+             ({"target_arch": {"depth": 2}}, "must be a _target_ config"),
+             ({"zoo_dir": str(tmp_path / "nowhere")}, "does not exist"),
+             ({"zoo_dir": None}, "pass zoo=DIR"),
+             ({"n": 0}, "n must be at least 1")]
+    for override, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            run(OmegaConf.create({**base, **override}))

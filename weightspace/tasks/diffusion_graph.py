@@ -1,0 +1,357 @@
+r"""Architecture-aware latent weight diffusion on parameter graphs.
+
+A network is encoded into a latent vector by a graph metanetwork, a graph decoder writes weights for
+any architecture of the family from a latent, and a DDPM learns the latents, conditioned on the
+architecture and (optionally) on a target accuracy, as G.pt (Peebles et al. 2022) conditions on a
+target loss.
+
+* **Encoder**: :class:`~weightspace.nn.GraphMetaNet` over the network's
+  :class:`~weightspace.ParameterGraph`; its graph embedding is invariant to hidden-neuron
+  permutations, so the latent describes the *function class* of a network, not the arbitrary order of
+  its units. The latent is perturbed with Gaussian noise in training (:math:`\sigma` = ``latent_noise``,
+  p-diff's augmentation).
+* **Decoder**: a graph hypernetwork (:class:`~weightspace.tasks.hyper.GraphHyperNetwork`, per-edge and
+  per-neuron heads decoded exactly through :meth:`GraphSpec.decode`) whose neuron embeddings receive a
+  learned projection of the latent. By default it starts from the shipped hypernetwork checkpoint
+  (trained on the digits training split, no zoo weights), so an untrained decoder already writes
+  working networks for unseen MLP/CNN architectures, and the autoencoder learns to steer it.
+* **Reconstruction loss in function space**: a permutation-invariant latent cannot tell the decoder
+  in which order a network's units were; so instead of a weight-space error the autoencoder minimizes
+  the KL divergence from the encoded network's predictive distribution to the decoded network's on
+  training inputs (plus a little cross-entropy with the labels). A decoded network reproduces the
+  function of its source up to a neuron permutation of the decoder's choosing.
+* **Latent DDPM** (:class:`~weightspace.tasks.diffusion_ddpm.LatentDDPM`) on the standardized latents of
+  the training networks, conditioned on ``[architecture descriptor, target accuracy, accuracy given]``;
+  the accuracy label is each training net's accuracy on the validation inputs and is dropped in 20% of
+  training steps, so sampling works with or without a target.
+
+The architecture descriptor (:func:`arch_descriptor`) is read from the graph: the number of hidden
+layers and the log-width of each (up to :data:`MAX_LAYERS`), so unseen widths and depths have a
+descriptor and can be sampled; how well that extrapolates is measured in ``benchmarks/generate.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from weightspace.graph import GraphSpec
+from weightspace.graph.vocab import NodeType
+
+from .diffusion_data import ArchPopulation, EvalData, Population, UnknownArchitectureError, arch_key, batched_logits
+from .diffusion_ddpm import LatentDDPM
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GraphDiffusionConfig", "GraphLatentDiffusion", "arch_descriptor", "MAX_LAYERS", "ARCH_DIM"]
+
+#: Hidden layers the architecture descriptor describes individually (deeper ones only count).
+MAX_LAYERS = 4
+#: Width of :func:`arch_descriptor`.
+ARCH_DIM = MAX_LAYERS + 2
+
+
+def arch_descriptor(spec: GraphSpec) -> Tensor:
+    """``[ARCH_DIM]``: ``[hidden layers / 4, log2(width_l) / 6 for l < MAX_LAYERS (0: absent), log2(total hidden) / 8]``."""
+    hidden = spec.node_type == NodeType.HIDDEN
+    layers = spec.node_layer[hidden]
+    uniq = torch.unique(layers)
+    widths = [int((layers == u).sum()) for u in uniq.tolist()]
+    d = torch.zeros(ARCH_DIM)
+    d[0] = len(widths) / 4.0
+    for i, w in enumerate(widths[:MAX_LAYERS]):
+        d[1 + i] = math.log2(w) / 6.0
+    d[-1] = math.log2(max(sum(widths), 1)) / 8.0
+    return d
+
+
+@dataclass(frozen=True)
+class GraphDiffusionConfig:
+    """Hyperparameters of :class:`GraphLatentDiffusion`."""
+
+    latent_dim: int = 16
+    enc_hidden: int = 32
+    enc_layers: int = 2
+    decoder_init: str = "hypernet"      # "hypernet": the shipped checkpoint; "scratch": a fresh GraphHyperNetwork
+    dec_hidden: int = 48                # only for decoder_init="scratch"
+    dec_layers: int = 2
+    latent_noise: float = 0.1
+    ae_steps: int = 600
+    ae_lr: float = 1e-3
+    batch_size: int = 8
+    inputs_per_step: int = 256
+    ce_weight: float = 0.1
+    eval_every: int = 100
+    ddpm_steps: int = 3000
+    ddpm_lr: float = 1e-3
+    ddpm_hidden: int = 256
+    ddpm_blocks: int = 3
+    timesteps: int = 1000
+    acc_drop: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _shipped_hypernetwork() -> nn.Module:
+    """The shipped hypernetwork checkpoint; vocabulary tables (node/edge-type embeddings, per-type gains)
+    written before the vocabularies grew keep their rows, and rows of newer types keep their fresh init."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from .hyper import GraphHyperNetwork, default_checkpoint
+
+    stem = default_checkpoint()
+    info = json.loads(stem.with_suffix(".json").read_text())
+    hyper = GraphHyperNetwork(**info["config"])
+    saved = load_file(str(stem.with_suffix(".safetensors")))
+    state = hyper.state_dict()
+    for k, v in saved.items():
+        if k not in state:
+            raise ValueError(f"shipped hypernetwork checkpoint has an unknown tensor {k!r}")
+        cur = state[k]
+        if v.shape == cur.shape:
+            cur.copy_(v)
+        elif v.dim() == cur.dim() and v.shape[1:] == cur.shape[1:] and v.shape[0] < cur.shape[0]:
+            cur[: v.shape[0]].copy_(v)
+        else:
+            raise ValueError(f"shipped hypernetwork tensor {k!r} has shape {tuple(v.shape)}, expected {tuple(cur.shape)}")
+    return hyper
+
+
+class _LatentNeuronEncoder(nn.Module):
+    """Wraps the decoder's neuron encoder: adds a projection of the latent to every neuron's embedding."""
+
+    def __init__(self, base: nn.Module, latent_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.base = base
+        self.proj = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        nn.init.normal_(self.proj[-1].weight, std=0.3 / math.sqrt(hidden))
+        nn.init.zeros_(self.proj[-1].bias)
+        self.z_nodes: Tensor | None = None
+
+    def forward(self, x: Tensor, node_type: Tensor, node_act: Tensor, node_layer: Tensor, node_pos: Tensor) -> Tensor:
+        h = self.base(x, node_type, node_act, node_layer, node_pos)
+        if self.z_nodes is not None:
+            h = h + self.proj(self.z_nodes)
+        return h
+
+
+class GraphLatentDiffusion(nn.Module):
+    """Graph autoencoder + conditional latent DDPM (see the module docstring).
+
+    ``GraphLatentDiffusion.fit(population, config, seed)`` trains it; :meth:`encode` /
+    :meth:`decode` map networks to latents and back for any supported architecture;
+    :meth:`sample` generates new networks for an architecture config, optionally at a target accuracy.
+    """
+
+    def __init__(self, config: GraphDiffusionConfig = GraphDiffusionConfig()) -> None:
+        super().__init__()
+        from weightspace.nn import GraphMetaNet
+
+        from .hyper import GraphHyperNetwork
+
+        self.config = config
+        self.encoder = GraphMetaNet(hidden=config.enc_hidden, num_layers=config.enc_layers, out=1,
+                                    embed_dim=config.latent_dim, kernel_grid=(3, 3))
+        # standardizes every latent dimension over the population (batch statistics in training), so
+        # the differences between networks, not a shared offset, carry the latent's scale
+        self.latent_norm = nn.BatchNorm1d(config.latent_dim, affine=False, momentum=0.05)
+        if config.decoder_init == "hypernet":
+            dec = _shipped_hypernetwork()
+        elif config.decoder_init == "scratch":
+            dec = GraphHyperNetwork(hidden=config.dec_hidden, layers=config.dec_layers)
+        else:
+            raise ValueError(f"decoder_init must be 'hypernet' or 'scratch', got {config.decoder_init!r}")
+        dec.node_enc = _LatentNeuronEncoder(dec.node_enc, config.latent_dim, dec.hidden)
+        self.decoder = dec
+        self.ddpm = LatentDDPM(config.latent_dim, ARCH_DIM + 2, config.timesteps, hidden=config.ddpm_hidden,
+                               blocks=config.ddpm_blocks)
+        self.register_buffer("z_mean", torch.zeros(config.latent_dim))
+        self.register_buffer("z_std", torch.ones(config.latent_dim))
+        self.register_buffer("acc_mean", torch.zeros(()))
+        self.register_buffer("acc_std", torch.ones(()))
+        self.archs: dict[str, dict] = {}
+        self._targets: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ pieces
+    def target(self, arch: dict):
+        """The decoder's :class:`~weightspace.tasks.hyper.HyperTarget` of an architecture config (cached)."""
+        from model_zoo import instantiate
+
+        k = arch_key(arch)
+        if k not in self._targets:
+            self._targets[k] = self.decoder.target(instantiate(dict(arch)))
+        return self._targets[k]
+
+    def _embed(self, spec: GraphSpec, flat: Tensor) -> Tensor:
+        from torch_geometric.data import Batch
+
+        graphs = [spec.to_graph(f.detach().contiguous(), allow_nonfinite=True) for f in flat]
+        return self.latent_norm(self.encoder.encode(Batch.from_data_list(graphs)))
+
+    def _decode(self, arch: dict, z: Tensor) -> Tensor:
+        t = self.target(arch)
+        enc = self.decoder.node_enc
+        enc.z_nodes = z.repeat_interleave(t.num_nodes, 0)
+        try:
+            inits = [torch.zeros(t.num_edges, self.decoder.grid ** 2)] * z.shape[0]
+            flats = self.decoder.predict([t] * z.shape[0], inits)
+        finally:
+            enc.z_nodes = None
+        return torch.stack(flats)
+
+    def cond(self, arch: dict, n: int, accuracy: float | Tensor | None) -> Tensor:
+        """Condition rows ``[n, ARCH_DIM + 2]`` for an architecture and a target accuracy (None: none)."""
+        d = arch_descriptor(self.target(arch).spec).expand(n, -1)
+        if accuracy is None:
+            a, flag = torch.zeros(n, 1), torch.zeros(n, 1)
+        else:
+            acc = torch.as_tensor(accuracy, dtype=torch.float32).reshape(-1, 1).expand(n, 1)
+            a, flag = (acc - self.acc_mean) / self.acc_std, torch.ones(n, 1)
+        return torch.cat([d, a, flag], 1)
+
+    # ------------------------------------------------------------------ public API
+    @torch.no_grad()
+    def encode(self, arch: dict, flat: Tensor) -> Tensor:
+        """Networks ``flat [B, P]`` of architecture ``arch`` -> standardized latents ``[B, latent_dim]``."""
+        self.target(arch)
+        return (self._embed(self.target(arch).spec, flat) - self.z_mean) / self.z_std
+
+    @torch.no_grad()
+    def decode(self, arch: dict, z: Tensor) -> Tensor:
+        """Standardized latents ``[B, latent_dim]`` -> networks ``[B, P]`` of architecture ``arch``."""
+        return self._decode(arch, z * self.z_std + self.z_mean)
+
+    @torch.no_grad()
+    def sample(self, arch: dict, n: int, generator: torch.Generator | None = None,
+               accuracy: float | None = None, guidance: float = 0.0) -> Tensor:
+        """``n`` new networks ``[n, P]`` of ``arch`` (a ``_target_`` config), optionally prompted with a
+        target accuracy (on the validation inputs' scale)."""
+        z = self.ddpm.sample(n, self.cond(arch, n, accuracy), generator, guidance)
+        out = []
+        for i in range(0, n, 32):
+            out.append(self.decode(arch, z[i : i + 32]))
+        return torch.cat(out)
+
+    def check_arch(self, arch: dict) -> None:
+        """Raises :class:`UnknownArchitectureError` / ``UnsupportedModuleError`` for architectures it cannot fill."""
+        from model_zoo import instantiate
+
+        try:
+            instantiate(dict(arch))
+        except Exception as e:  # noqa: BLE001 - reported with the culprit
+            raise UnknownArchitectureError(f"cannot build architecture {dict(arch)}: {e}") from e
+        self.target(arch)
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def fit(cls, pop: Population, config: GraphDiffusionConfig = GraphDiffusionConfig(), seed: int = 0,
+            progress: bool = True) -> GraphLatentDiffusion:
+        """Train the autoencoder on the training runs of every architecture of ``pop`` (selected on the
+        validation runs), then the latent DDPM."""
+        from tqdm.auto import trange
+
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        self = cls(config)
+        data: EvalData = pop.data
+        archs = [a for a in pop.archs if len(a.runs["train"])]
+        teach: dict[int, Tensor] = {}
+        for k, a in enumerate(archs):
+            self.archs[arch_key(a.config)] = dict(a.config)
+            self.target(a.config)
+            with torch.no_grad():
+                teach[k] = batched_logits(a.build().eval(), a.spec, a.flat["train"], data.x_train).log_softmax(-1)
+        sizes = torch.tensor([len(a.runs["train"]) for a in archs], dtype=torch.float)
+        params = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        opt = torch.optim.AdamW(params, lr=config.ae_lr, weight_decay=1e-5)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.ae_steps)
+        best, best_state = float("inf"), None
+        bar = trange(config.ae_steps, desc="graph autoencoder", disable=not progress)
+        for step in bar:
+            self.train()
+            k = int(torch.multinomial(sizes, 1, generator=g))
+            a = archs[k]
+            idx = torch.randint(0, len(a.runs["train"]), (min(config.batch_size, len(a.runs["train"])),), generator=g)
+            xi = torch.randint(0, len(data.x_train), (config.inputs_per_step,), generator=g)
+            z = self._embed(a.spec, a.flat["train"][idx])
+            z = z + config.latent_noise * torch.randn(z.shape, generator=g)
+            flat = self._decode(a.config, z)
+            logp = batched_logits(a.build(), a.spec, flat, data.x_train[xi]).log_softmax(-1)
+            t = teach[k][idx][:, xi]
+            kl = (t.exp() * (t - logp)).sum(-1).mean()
+            ce = -logp.gather(-1, data.y_train[xi][None, :, None].expand(len(idx), -1, 1)).mean()
+            loss = kl + config.ce_weight * ce + 1e-3 * z.pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            sched.step()
+            if (step + 1) % config.eval_every == 0 or step + 1 == config.ae_steps:
+                v = self._val_kl(archs, data)
+                bar.set_postfix(kl=f"{float(kl):.3f}", val_kl=f"{v:.3f}")
+                log.info("graph autoencoder step %d: train/kl %.4f val/kl %.4f", step + 1, float(kl), v)
+                if v < best:
+                    best = v
+                    best_state = copy.deepcopy({k2: v2 for k2, v2 in self.state_dict().items()
+                                                if k2.startswith(("encoder.", "decoder.", "latent_norm."))})
+        if best_state is not None:
+            self.load_state_dict(best_state, strict=False)
+        self.eval()
+        # latent DDPM on the training latents
+        zs, conds_d, accs = [], [], []
+        with torch.no_grad():
+            for a in archs:
+                for i in range(0, len(a.runs["train"]), 64):
+                    zs.append(self._embed(a.spec, a.flat["train"][i : i + 64]))
+                n = len(a.runs["train"])
+                conds_d.append(arch_descriptor(a.spec).expand(n, -1))
+                accs.append(a.val_accuracy["train"])
+        z = torch.cat(zs)
+        self.z_mean.copy_(z.mean(0))
+        self.z_std.copy_(z.std(0).clamp_min(1e-4))
+        z = (z - self.z_mean) / self.z_std
+        acc = torch.cat(accs)
+        self.acc_mean.copy_(acc.mean())
+        self.acc_std.copy_(acc.std().clamp_min(1e-3))
+        desc = torch.cat(conds_d)
+        acc_n = ((acc - self.acc_mean) / self.acc_std)[:, None]
+        opt = torch.optim.AdamW(self.ddpm.parameters(), lr=config.ddpm_lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.ddpm_steps)
+        bar = trange(config.ddpm_steps, desc="latent DDPM", disable=not progress)
+        for step in bar:
+            idx = torch.randint(0, len(z), (min(128, len(z)),), generator=g)
+            flag = (torch.rand(len(idx), 1, generator=g) >= config.acc_drop).float()
+            c = torch.cat([desc[idx], acc_n[idx] * flag, flag], 1)
+            loss = self.ddpm.loss(z[idx], c, g)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if (step + 1) % 200 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        self.eval()
+        return self
+
+    @torch.no_grad()
+    def _val_kl(self, archs: list[ArchPopulation], data: EvalData) -> float:
+        """Mean KL from validation runs to their reconstructions on the validation inputs."""
+        self.eval()
+        tot, n = 0.0, 0
+        for a in archs:
+            if not len(a.runs["val"]):
+                continue
+            model = a.build().eval()
+            t = batched_logits(model, a.spec, a.flat["val"], data.x_val).log_softmax(-1)
+            flat = self._decode(a.config, self._embed(a.spec, a.flat["val"]))
+            logp = batched_logits(model, a.spec, flat, data.x_val).log_softmax(-1)
+            tot += float((t.exp() * (t - logp)).sum(-1).mean()) * len(a.runs["val"])
+            n += len(a.runs["val"])
+        return tot / max(n, 1)

@@ -1,0 +1,233 @@
+r"""p-diff: latent diffusion over the flattened parameters of one fixed architecture (the baseline).
+
+Reproduces Wang et al. 2024 ("Neural Network Diffusion", p-diff) at the scale of the zoo's networks:
+every training network's parameters are flattened (the :class:`~weightspace.GraphSpec` order) and
+standardized per tensor; a 1-D convolutional autoencoder compresses the vector, trained with noise
+added to its input (:math:`\sigma_{in}` = 0.001) and to its latent (:math:`\sigma_{lat}` = 0.1), so
+that decoding tolerates imprecise latents; a DDPM (:class:`~weightspace.tasks.diffusion_ddpm.LatentDDPM`,
+linear :math:`\beta` 1e-4 -> 2e-2 over 1000 steps, :math:`\epsilon`-prediction) learns the latents;
+sampling decodes fresh latents into parameters. Unlike p-diff's release, the autoencoder checkpoint
+is selected on held-out *validation runs* (reconstruction error), never on test data.
+
+``align=True`` first permutes every network's hidden units to a common reference
+(:mod:`~weightspace.tasks.diffusion_align`), removing the permutation symmetry between independent runs
+that flattened-parameter models otherwise face (an addition, not part of p-diff).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .diffusion_data import ArchPopulation, EvalData
+from .diffusion_ddpm import LatentDDPM
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PDiffConfig", "ParamAutoencoder1d", "PDiff"]
+
+
+@dataclass(frozen=True)
+class PDiffConfig:
+    """Hyperparameters of :class:`PDiff` (defaults sized for ~3k-parameter nets on one CPU thread)."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    latent_channels: int = 4
+    input_noise: float = 0.001
+    latent_noise: float = 0.1
+    ae_steps: int = 1500
+    ae_lr: float = 1e-3
+    batch_size: int = 32
+    eval_every: int = 100
+    ddpm_steps: int = 3000
+    ddpm_lr: float = 1e-3
+    ddpm_hidden: int = 512
+    ddpm_blocks: int = 3
+    timesteps: int = 1000
+    align: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+class ParamAutoencoder1d(nn.Module):
+    r"""1-D convolutional autoencoder of flat parameter vectors (p-diff's design: strided convs with
+    instance norm and leaky ReLU; the latent is a ``[latent_channels, L / 2^levels]`` map).
+
+    Args:
+        num_params: length ``P`` of the parameter vector (zero-padded to a multiple of ``2^levels``).
+        channels: channels of the encoder levels (each halves the length).
+        latent_channels: channels of the latent map.
+
+    Shapes:
+        - :meth:`encode`: ``[B, P]`` -> ``[B, latent_dim]``
+        - :meth:`decode`: ``[B, latent_dim]`` -> ``[B, P]``
+    """
+
+    def __init__(self, num_params: int, channels: tuple[int, ...] = (16, 32, 64, 64), latent_channels: int = 4) -> None:
+        super().__init__()
+        self.num_params = num_params
+        levels = len(channels)
+        self.length = int(math.ceil(num_params / 2**levels) * 2**levels)
+        self.latent_len = self.length // 2**levels
+        self.latent_channels = latent_channels
+        enc: list[nn.Module] = []
+        prev = 1
+        for c in channels:
+            enc += [nn.Conv1d(prev, c, 5, stride=2, padding=2), nn.InstanceNorm1d(c), nn.LeakyReLU(0.2)]
+            prev = c
+        enc.append(nn.Conv1d(prev, latent_channels, 3, padding=1))
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [nn.Conv1d(latent_channels, prev, 3, padding=1), nn.LeakyReLU(0.2)]
+        for c in reversed((1, *channels[:-1])):
+            dec += [nn.ConvTranspose1d(prev, max(c, 8), 4, stride=2, padding=1), nn.InstanceNorm1d(max(c, 8)),
+                    nn.LeakyReLU(0.2)]
+            prev = max(c, 8)
+        dec.append(nn.Conv1d(prev, 1, 3, padding=1))
+        self.decoder = nn.Sequential(*dec)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.latent_channels * self.latent_len
+
+    def encode(self, flat: Tensor) -> Tensor:
+        x = nn.functional.pad(flat, (0, self.length - self.num_params))[:, None]
+        return self.encoder(x).flatten(1)
+
+    def decode(self, z: Tensor) -> Tensor:
+        x = self.decoder(z.view(z.shape[0], self.latent_channels, self.latent_len))
+        return x[:, 0, : self.num_params]
+
+    def forward(self, flat: Tensor) -> Tensor:
+        return self.decode(self.encode(flat))
+
+
+class PDiff(nn.Module):
+    """The fixed-architecture generator: per-tensor standardization, :class:`ParamAutoencoder1d`, latent DDPM.
+
+    ``PDiff.fit(population, data, config, seed)`` trains it; :meth:`encode` / :meth:`decode` map
+    networks (flat parameter vectors) to latents and back; :meth:`sample` generates new ones.
+    """
+
+    def __init__(self, pop: ArchPopulation, config: PDiffConfig) -> None:
+        super().__init__()
+        self.config, self.arch = config, dict(pop.config)
+        self.spec = pop.spec
+        P = pop.spec.num_params
+        self.ae = ParamAutoencoder1d(P, tuple(config.channels), config.latent_channels)
+        self.ddpm = LatentDDPM(self.ae.latent_dim, 0, config.timesteps, hidden=config.ddpm_hidden,
+                               blocks=config.ddpm_blocks)
+        self.register_buffer("mean", torch.zeros(P))
+        self.register_buffer("scale", torch.ones(P))
+        self.register_buffer("z_mean", torch.zeros(()))
+        self.register_buffer("z_std", torch.ones(()))
+        self.align_reference: list[Tensor] | None = None
+
+    def normalize(self, flat: Tensor) -> Tensor:
+        return (flat - self.mean) / self.scale
+
+    def denormalize(self, v: Tensor) -> Tensor:
+        return v * self.scale + self.mean
+
+    @torch.no_grad()
+    def encode(self, flat: Tensor) -> Tensor:
+        """Networks ``[B, P]`` -> standardized latents ``[B, D]``."""
+        if self.config.align and self.align_reference is not None:
+            flat = self._align(flat)
+        return (self.ae.encode(self.normalize(flat)) - self.z_mean) / self.z_std
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """Standardized latents ``[B, D]`` -> networks ``[B, P]``."""
+        return self.denormalize(self.ae.decode(z * self.z_std + self.z_mean))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.ddpm.sample(n, None, generator))
+
+    def _align(self, flat: Tensor) -> Tensor:
+        from .diffusion_align import align_population
+
+        model = _build(self.arch)
+        return align_population(model, self.spec, flat, self._x_align, reference=self.align_reference)[0]
+
+    @classmethod
+    def fit(cls, pop: ArchPopulation, data: EvalData, config: PDiffConfig = PDiffConfig(), seed: int = 0,
+            progress: bool = True) -> PDiff:
+        """Train on ``pop.flat["train"]``; select the autoencoder on ``pop.flat["val"]``."""
+        from tqdm.auto import trange
+
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        self = cls(pop, config)
+        train, val = pop.flat["train"], pop.flat["val"]
+        self._x_align = data.x_train
+        if config.align:
+            from .diffusion_align import align_population
+
+            model = _build(pop.config)
+            train, ref = align_population(model, pop.spec, train, data.x_train)
+            self.align_reference = ref
+            if len(val):
+                val = align_population(model, pop.spec, val, data.x_train, reference=ref)[0]
+        self.mean.copy_(train.mean(0))
+        for o, shape in zip(pop.spec.offsets, pop.spec.shapes):
+            n = math.prod(shape)
+            self.scale[o : o + n] = (train[:, o : o + n] - self.mean[o : o + n]).pow(2).mean().sqrt().clamp_min(1e-8)
+        xt = self.normalize(train)
+        xv = self.normalize(val) if len(val) else xt[:8]
+        opt = torch.optim.AdamW(self.ae.parameters(), lr=config.ae_lr, weight_decay=2e-6)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.ae_steps)
+        best, best_state = float("inf"), None
+        bar = trange(config.ae_steps, desc="p-diff autoencoder", disable=not progress)
+        for step in bar:
+            idx = torch.randint(0, len(xt), (min(config.batch_size, len(xt)),), generator=g)
+            x = xt[idx]
+            z = self.ae.encode(x + config.input_noise * torch.randn(x.shape, generator=g))
+            z = z + config.latent_noise * torch.randn(z.shape, generator=g)
+            loss = (self.ae.decode(z) - x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if (step + 1) % config.eval_every == 0 or step + 1 == config.ae_steps:
+                with torch.no_grad():
+                    v = float((self.ae(xv) - xv).pow(2).mean())
+                bar.set_postfix(train=f"{float(loss):.4f}", val=f"{v:.4f}")
+                if v < best:
+                    best, best_state = v, copy.deepcopy(self.ae.state_dict())
+        if best_state is not None:
+            self.ae.load_state_dict(best_state)
+        log.info("p-diff autoencoder: best val reconstruction MSE %.5f (standardized units)", best)
+        with torch.no_grad():
+            zt = self.ae.encode(xt)
+        self.z_mean.copy_(zt.mean())
+        self.z_std.copy_(zt.std().clamp_min(1e-6))
+        zt = (zt - self.z_mean) / self.z_std
+        opt = torch.optim.AdamW(self.ddpm.parameters(), lr=config.ddpm_lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.ddpm_steps)
+        bar = trange(config.ddpm_steps, desc="p-diff latent DDPM", disable=not progress)
+        for step in bar:
+            idx = torch.randint(0, len(zt), (min(64, len(zt)),), generator=g)
+            loss = self.ddpm.loss(zt[idx], None, g)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if (step + 1) % 200 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        self.eval()
+        return self
+
+
+def _build(config: dict) -> nn.Module:
+    from model_zoo import instantiate
+
+    return instantiate(config)
