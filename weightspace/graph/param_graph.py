@@ -5,11 +5,13 @@ Fields (all tensors; ``N`` nodes, ``E`` edges, ``T`` optional leading checkpoint
 ========================  ==================  ===================================================
 ``x``                     ``[N, 5]`` / ``[T, N, 5]``  per-neuron parameters, columns
                                               :data:`~weightspace.graph.vocab.NODE_FEATURES`
-``edge_index``            ``[2, E]``          ``in-neuron -> out-neuron``
+``edge_index``            ``[2, E]`` int32    ``in-neuron -> out-neuron`` (``.long()`` for layers
+                                              that need int64)
 ``edge_attr``             ``[E, KH*KW]`` / ``[T, E, KH*KW]``  weights: kernels centred in a
                                               ``KH x KW`` grid, scalars at its centre
-``edge_type``             ``[E]``             :class:`~weightspace.graph.vocab.EdgeType`
-``edge_kernel``           ``[E, 2]``          true kernel size ``(kh, kw)`` of each edge
+``edge_type``             ``[E]`` int8        :class:`~weightspace.graph.vocab.EdgeType`
+``edge_kernel``           ``[E, 2]`` int32    true kernel size ``(kh, kw)`` of each edge (a
+                                              broadcast view of one row when all are equal)
 ``node_type``             ``[N]``             :class:`~weightspace.graph.vocab.NodeType`
 ``node_layer``            ``[N]``             depth of the neuron (inputs 0)
 ``node_pos``              ``[N]``             index of non-permutable neurons (inputs, outputs,
