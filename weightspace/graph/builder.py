@@ -1052,10 +1052,14 @@ class Builder:
         for i in nodes.tolist():
             self.s.node_type[i] = int(ntype)
         lo, hi = int(nodes.min()), int(nodes.max())
+        dense = hi - lo + 1 == nodes.numel()  # the usual case: one projection's consecutive neurons
         for eb in self.s.edge_blocks:
             if eb.param is None or eb.dst_range[1] < lo or eb.dst_range[0] > hi:
                 continue
-            hit = torch.isin(eb.dst, nodes)
+            if dense and lo <= eb.dst_range[0] and eb.dst_range[1] <= hi:
+                eb.etype = int(etype)
+                continue
+            hit = (eb.dst >= lo) & (eb.dst <= hi) if dense else torch.isin(eb.dst, nodes)
             if bool(hit.all()):
                 eb.etype = int(etype)
             elif bool(hit.any()):  # a fused projection (q, k and v from one weight): type edge by edge
