@@ -1,6 +1,7 @@
 """Latent weight diffusion (weightspace.tasks.diffusion) on a CI-sized digits MLP zoo."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -157,5 +158,5 @@ def test_cli_bad_input(zoo, tmp_path):
              ({"zoo_dir": None}, "pass zoo=DIR"),
              ({"n": 0}, "n must be at least 1")]
     for override, message in cases:
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(SystemExit, match=re.escape(message)):
             run(OmegaConf.create({**base, **override}))

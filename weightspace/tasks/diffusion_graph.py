@@ -18,7 +18,8 @@ target loss.
 * **Reconstruction loss in function space**: a permutation-invariant latent cannot tell the decoder
   in which order a network's units were; so instead of a weight-space error the autoencoder minimizes
   the KL divergence from the encoded network's predictive distribution to the decoded network's on
-  training inputs (plus a little cross-entropy with the labels). A decoded network reproduces the
+  training inputs, softened by a temperature (2 by default; Hinton et al.'s distillation, which
+  brings out where good networks differ), plus a little cross-entropy with the labels. A decoded network reproduces the
   function of its source up to a neuron permutation of the decoder's choosing.
 * **Latent DDPM** (:class:`~weightspace.tasks.diffusion_ddpm.LatentDDPM`) on the standardized latents of
   the training networks, conditioned on ``[architecture descriptor, target accuracy, accuracy given]``;
@@ -86,6 +87,7 @@ class GraphDiffusionConfig:
     batch_size: int = 8
     inputs_per_step: int = 256
     ce_weight: float = 0.1
+    temperature: float = 2.0
     eval_every: int = 100
     ddpm_steps: int = 3000
     ddpm_lr: float = 1e-3
@@ -126,20 +128,36 @@ def _shipped_hypernetwork() -> nn.Module:
 
 
 class _LatentNeuronEncoder(nn.Module):
-    """Wraps the decoder's neuron encoder: adds a projection of the latent to every neuron's embedding."""
+    """Wraps the decoder's neuron encoder: adds a latent-dependent vector to every neuron's embedding.
 
-    def __init__(self, base: nn.Module, latent_dim: int, hidden: int) -> None:
+    A vector shared by all neurons would be removed by the decoder's centring and per-neuron
+    standardization, so the latent is mapped to one offset per hidden-unit code (``codes`` of them,
+    unit ``k`` of a layer takes offset ``k mod codes``) plus one shared offset: the latent says how
+    each unit of the decoded network differs from the others.
+    """
+
+    def __init__(self, base: nn.Module, latent_dim: int, hidden: int, codes: int) -> None:
         super().__init__()
-        self.base = base
-        self.proj = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        nn.init.normal_(self.proj[-1].weight, std=0.3 / math.sqrt(hidden))
-        nn.init.zeros_(self.proj[-1].bias)
-        self.z_nodes: Tensor | None = None
+        self.base, self.hidden, self.codes = base, hidden, codes
+        self.shared = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.per_unit = nn.Linear(latent_dim, codes * hidden)
+        nn.init.normal_(self.shared[-1].weight, std=0.3 / math.sqrt(hidden))
+        nn.init.zeros_(self.shared[-1].bias)
+        nn.init.normal_(self.per_unit.weight, std=0.5 / math.sqrt(latent_dim))
+        nn.init.zeros_(self.per_unit.bias)
+        self.offsets: Tensor | None = None
+
+    def node_offsets(self, z: Tensor, rank: Tensor) -> Tensor:
+        """``[B * N, hidden]`` offsets for latents ``z [B, D]`` on a graph whose hidden-unit ranks are ``rank [N]``."""
+        B, N = z.shape[0], rank.numel()
+        table = self.per_unit(z).view(B, self.codes, self.hidden)
+        unit = table[:, rank.clamp_min(0) % self.codes] * (rank >= 0)[None, :, None].to(z.dtype)
+        return (unit + self.shared(z)[:, None]).reshape(B * N, self.hidden)
 
     def forward(self, x: Tensor, node_type: Tensor, node_act: Tensor, node_layer: Tensor, node_pos: Tensor) -> Tensor:
         h = self.base(x, node_type, node_act, node_layer, node_pos)
-        if self.z_nodes is not None:
-            h = h + self.proj(self.z_nodes)
+        if self.offsets is not None:
+            h = h + self.offsets
         return h
 
 
@@ -169,7 +187,7 @@ class GraphLatentDiffusion(nn.Module):
             dec = GraphHyperNetwork(hidden=config.dec_hidden, layers=config.dec_layers)
         else:
             raise ValueError(f"decoder_init must be 'hypernet' or 'scratch', got {config.decoder_init!r}")
-        dec.node_enc = _LatentNeuronEncoder(dec.node_enc, config.latent_dim, dec.hidden)
+        dec.node_enc = _LatentNeuronEncoder(dec.node_enc, config.latent_dim, dec.hidden, dec.num_codes)
         self.decoder = dec
         self.ddpm = LatentDDPM(config.latent_dim, ARCH_DIM + 2, config.timesteps, hidden=config.ddpm_hidden,
                                blocks=config.ddpm_blocks)
@@ -199,12 +217,12 @@ class GraphLatentDiffusion(nn.Module):
     def _decode(self, arch: dict, z: Tensor) -> Tensor:
         t = self.target(arch)
         enc = self.decoder.node_enc
-        enc.z_nodes = z.repeat_interleave(t.num_nodes, 0)
+        enc.offsets = enc.node_offsets(z, t.node_rank)
         try:
             inits = [torch.zeros(t.num_edges, self.decoder.grid ** 2)] * z.shape[0]
             flats = self.decoder.predict([t] * z.shape[0], inits)
         finally:
-            enc.z_nodes = None
+            enc.offsets = None
         return torch.stack(flats)
 
     def cond(self, arch: dict, n: int, accuracy: float | Tensor | None) -> Tensor:
@@ -268,7 +286,7 @@ class GraphLatentDiffusion(nn.Module):
             self.archs[arch_key(a.config)] = dict(a.config)
             self.target(a.config)
             with torch.no_grad():
-                teach[k] = batched_logits(a.build().eval(), a.spec, a.flat["train"], data.x_train).log_softmax(-1)
+                teach[k] = batched_logits(a.build().eval(), a.spec, a.flat["train"], data.x_train)
         sizes = torch.tensor([len(a.runs["train"]) for a in archs], dtype=torch.float)
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
         opt = torch.optim.AdamW(params, lr=config.ae_lr, weight_decay=1e-5)
@@ -284,9 +302,11 @@ class GraphLatentDiffusion(nn.Module):
             z = self._embed(a.spec, a.flat["train"][idx])
             z = z + config.latent_noise * torch.randn(z.shape, generator=g)
             flat = self._decode(a.config, z)
-            logp = batched_logits(a.build(), a.spec, flat, data.x_train[xi]).log_softmax(-1)
-            t = teach[k][idx][:, xi]
-            kl = (t.exp() * (t - logp)).sum(-1).mean()
+            logits = batched_logits(a.build(), a.spec, flat, data.x_train[xi])
+            logp = logits.log_softmax(-1)
+            T = config.temperature
+            t = (teach[k][idx][:, xi] / T).log_softmax(-1)
+            kl = (t.exp() * (t - (logits / T).log_softmax(-1))).sum(-1).mean() * T * T
             ce = -logp.gather(-1, data.y_train[xi][None, :, None].expand(len(idx), -1, 1)).mean()
             loss = kl + config.ce_weight * ce + 1e-3 * z.pow(2).mean()
             opt.zero_grad()
