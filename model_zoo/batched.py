@@ -128,6 +128,12 @@ class BatchedNet:
         x = x.movedim(len(lead), -1)  # [..., C, S, B]
         return (x if self.spatial else x.squeeze(-2)).contiguous()
 
+    def batch(self, table: Tensor, index: Tensor) -> Tensor:
+        """Per-model batches ``[M, C, (S,) B]`` (a strided view) from samples in :meth:`layout`'s
+        layout ``[C, (S,) N]`` and indices ``[M, B]``: one ``index_select``, no transposing copy."""
+        M, B = index.shape
+        return table.index_select(-1, index.reshape(-1)).view(*table.shape[:-1], M, B).movedim(-2, 0)
+
     def forward(self, params: dict[str, Tensor], x: Tensor, dropout: Tensor | None = None) -> Tensor:
         """Logits ``[M, outputs, B]``; ``dropout`` (``[M]`` rates) masks every hidden activation.
 
@@ -163,16 +169,9 @@ class BatchedNet:
 
 
 def dropout_mask(shape: Sequence[int], rate: Tensor) -> Tensor:
-    """Inverted-dropout multipliers ``[M, ...]``: ``1 / (1 - rate[m])`` where kept, 0 where dropped.
-
-    Each element is kept when a uniform 32-bit integer exceeds ``rate·2³²`` (finer than the 24 bits of
-    ``torch.rand``); the integers are drawn 64 random bits at a time, half the generator calls of
-    ``torch.rand_like``. Uses the global torch generator.
+    """Inverted-dropout multipliers of shape ``[M, ...]``: ``1 / (1 - rate[m])`` where kept, 0 where
+    dropped; an element is kept when ``torch.rand`` draws at least ``rate[m]`` (as in
+    :class:`torch.nn.Dropout`). Uses the global torch generator.
     """
-    n = math.prod(shape)
-    bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-(2**63), 2**63 - 1).view(torch.int32)[:n]
-    col = (-1, *([1] * (len(shape) - 1)))
-    rate64 = rate.to(torch.float64)
-    thr = (torch.round(rate64 * 2.0**32) - 2.0**31).to(torch.int32).reshape(col)
-    scale = (1.0 / (1.0 - rate64)).to(torch.float32).reshape(col)
-    return torch.where(bits.view(shape) >= thr, scale, 0.0)
+    col = rate.reshape(-1, *([1] * (len(shape) - 1)))
+    return torch.rand(shape).ge_(col).mul_(1.0 / (1.0 - col))

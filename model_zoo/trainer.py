@@ -167,58 +167,84 @@ def _loss(out: Tensor, y: Tensor, task: str) -> Tensor:
 _KINDS = ("sgd", "adam", "rmsprop")
 
 
+_OPT_BLOCK = 1 << 17  # parameters per optimizer block (0.5 MB per float tensor)
+
+
+def _sqrt(x: Tensor, out: Tensor) -> None:
+    """``out = sqrt(x)``. On CPU through NumPy: torch 2.13's CPU sqrt takes ~10x longer on zeros
+    (measured), and second moments hold many (SGD rows, parameters without gradient); both are
+    correctly rounded, so the values are the same."""
+    if x.device.type == "cpu":
+        np.sqrt(x.numpy(), out=out.numpy())
+    else:
+        torch.sqrt(x, out=out)
+
+
 class _FusedOptimizer:
     """SGD / Adam / RMSProp of every model as one short sequence of elementwise ops on the flat
     ``[M, D]`` parameters, each model (row) with its own rule, learning rate and L2 coefficient.
 
     All three rules are one update with per-row coefficients (columns ``[M, 1]``)::
 
-        g += l2 * decay * p                        # L2 on weight matrices and kernels
-        m  = a * m + b * g                         # Adam (b1, 1-b1); SGD (momentum, 1); RMSProp (0, 1)
-        v  = c * v + d * g²                        # Adam (b2, 1-b2); RMSProp (alpha, 1-alpha); SGD (0, 0)
-        p -= f * m / (e * sqrt(v) + eps)           # Adam f = lr/(1-b1^t), e = 1/sqrt(1-b2^t);
-                                                   # RMSProp f = lr, e = 1; SGD f = lr, e = 0, eps = 1
+        g += l2 * p                    # on weight matrices and kernels only
+        m  = m + b * (g - m)           # Adam b = 1-b1; SGD and RMSProp b = 1, so m = g
+        v  = v + d * (g² - v)          # Adam d = 1-b2; RMSProp d = 1-alpha; SGD d = 0
+        p += m / (e * sqrt(v) + eps)   # with e = e0 / f and eps = eps0 / f, where
+                                       # Adam:    f = -lr / (1-b1^t), e0 = 1/sqrt(1-b2^t), eps0 = eps
+                                       # RMSProp: f = -lr,            e0 = 1,              eps0 = eps
+                                       # SGD:     f = -lr,            e0 = 0,              eps0 = 1
 
     which is ``torch.optim``'s Adam, RMSprop and SGD (no dampening, no Nesterov) with
-    ``weight_decay``. Only the first ``k`` rows (the active models) are updated.
+    ``weight_decay``, in seven passes over the parameters; SGD momentum ``mu`` makes the second line
+    ``m = mu * m + g``. Only the first ``k`` rows (the active models) are updated, in blocks of rows
+    that stay in cache.
     """
 
-    def __init__(self, kinds: Sequence[str], lr: Tensor, l2: Tensor, decay: Tensor, D: int,
+    def __init__(self, kinds: Sequence[str], lr: Tensor, l2: Tensor, decay: list[tuple[int, int]], D: int,
                  cfg: TrainerConfig) -> None:
         M = len(kinds)
-        col = lambda vals: torch.tensor(vals, dtype=torch.float32).reshape(M, 1)  # noqa: E731
+        col = lambda vals: torch.tensor(vals, dtype=torch.float64).reshape(M, 1)  # noqa: E731
         b1, b2 = cfg.betas
         ka = [k == "adam" for k in kinds]
         ks = [k == "sgd" for k in kinds]
-        self.adam = torch.tensor(ka)
-        self.a = col([b1 if a else (cfg.sgd_momentum if s else 0.0) for a, s in zip(ka, ks)])
-        self.b = col([1 - b1 if a else 1.0 for a in ka])
-        self.c = col([b2 if a else (0.0 if s else cfg.rmsprop_alpha) for a, s in zip(ka, ks)])
-        self.d = col([1 - b2 if a else (0.0 if s else 1 - cfg.rmsprop_alpha) for a, s in zip(ka, ks)])
+        self.adam = torch.tensor(ka).reshape(M, 1)
+        self.momentum = col([cfg.sgd_momentum if s else 0.0 for s in ks]).float() if cfg.sgd_momentum else None
+        self.b = col([1 - b1 if a else 1.0 for a in ka]).float()
+        self.d = col([1 - b2 if a else (0.0 if s else 1 - cfg.rmsprop_alpha) for a, s in zip(ka, ks)]).float()
         self.e0 = col([0.0 if s else 1.0 for s in ks])
         self.eps = col([1.0 if s else cfg.eps for s in ks])
-        self.lr = lr.to(torch.float64)
+        self.lr = lr.to(torch.float64).reshape(M, 1)
         self.b1, self.b2 = b1, b2
-        self.l2 = (l2.reshape(M, 1) * decay.reshape(1, D)).float() if bool((l2 != 0).any()) else None
+        self.l2 = l2.reshape(M, 1).float() if bool((l2 != 0).any()) else None
+        self.decay = decay  # column ranges [(start, stop)] that get L2
         self.m = torch.zeros(M, D)
         self.v = torch.zeros(M, D)
+        self.tmp = torch.empty(M, D)
+        self.block_rows = max(1, _OPT_BLOCK // D)
 
     @torch.no_grad()
     def step(self, p: Tensor, g: Tensor, t: Tensor) -> None:
         """Update the first ``k = len(g)`` rows of ``p`` with gradients ``g`` at (1-based) steps ``t``."""
         k = g.shape[0]
-        adam, tf = self.adam[:k], t.to(torch.float64)
-        bc1 = torch.where(adam, 1 - self.b1 ** tf, 1.0)
-        bc2 = torch.where(adam, 1 - self.b2 ** tf, 1.0)
-        f = (-self.lr[:k] / bc1).float().reshape(k, 1)
-        e = (self.e0[:k].reshape(k).double() / bc2.sqrt()).float().reshape(k, 1)
-        p, m, v = p[:k], self.m[:k], self.v[:k]
-        if self.l2 is not None:
-            g.addcmul_(self.l2[:k], p)
-        m.mul_(self.a[:k]).addcmul_(g, self.b[:k])
-        v.mul_(self.c[:k]).addcmul_(g, g * self.d[:k])
-        denom = v.sqrt().mul_(e).add_(self.eps[:k])
-        p.addcmul_(m.div(denom), f)
+        adam, tf = self.adam[:k], t.to(torch.float64).reshape(k, 1)
+        f = -self.lr[:k] / torch.where(adam, 1 - self.b1**tf, 1.0)
+        e = self.e0[:k] / torch.where(adam, 1 - self.b2**tf, 1.0).sqrt()
+        e, eps = (e / f).float(), (self.eps[:k] / f).float()
+        rows = self.block_rows
+        for a in range(0, k, rows):  # blocks of rows small enough to stay in cache across the passes
+            r = slice(a, min(k, a + rows))
+            pr, gr, m, v, tmp = p[r], g[r], self.m[r], self.v[r], self.tmp[r]
+            if self.l2 is not None:
+                for a0, b0 in self.decay:  # weight matrices and kernels
+                    gr[:, a0:b0].addcmul_(pr[:, a0:b0], self.l2[r])
+            if self.momentum is None:
+                m.lerp_(gr, self.b[r])
+            else:
+                m.mul_(self.momentum[r] + (1 - self.b[r])).addcmul_(gr, self.b[r])
+            v.lerp_(torch.mul(gr, gr, out=tmp), self.d[r])
+            _sqrt(v, tmp)
+            tmp.mul_(e[r]).add_(eps[r])
+            pr.addcdiv_(m, tmp)
 
 
 class _Flat:
@@ -230,7 +256,7 @@ class _Flat:
         sizes = [math.prod(s) for s in self.shapes]
         self.offsets = np.cumsum([0] + sizes).tolist()
         self.data = torch.cat([t.reshape(t.shape[0], -1) for t in params.values()], 1).contiguous()
-        self.decay = torch.cat([torch.full((n,), float(len(s) >= 2)) for n, s in zip(sizes, self.shapes)])
+        self.decay = [(a, b) for a, b, s in zip(self.offsets, self.offsets[1:], self.shapes) if len(s) >= 2]
 
     def views(self, flat: Tensor) -> dict[str, Tensor]:
         k = flat.shape[0]
@@ -246,12 +272,26 @@ def _eval_blocks(net: BatchedNet, x: Tensor, y: Tensor, bs: int) -> list[tuple[T
     return [(net.layout(x[i : i + bs]), y[i : i + bs]) for i in range(0, len(x), bs)]
 
 
+def _correct(out: Tensor, y: Tensor) -> Tensor:
+    """``(out.argmax(1) == y) & isfinite(out).all(1)`` for logits ``[M, K, B]``, with reductions over
+    the short class axis that vectorize along the batch (``argmax(1)`` on this layout is ~50x slower):
+    a finite sample is correct when its target's logit is the maximum and no earlier class ties it."""
+    mx, mn = out.amax(1), out.amin(1)
+    finite = torch.isfinite(mx) & torch.isfinite(mn)
+    at_max = out == mx.unsqueeze(1)
+    ok = at_max.gather(1, y.reshape(1, 1, -1).expand(out.shape[0], 1, -1)).squeeze(1) & finite
+    ties = (at_max.sum(1) > 1) & ok
+    if bool(ties.any()):  # rare: the first maximum decides, as in argmax
+        m, b = ties.nonzero(as_tuple=True)
+        ok[m, b] = out[m, :, b].argmax(-1) == y[b]
+    return ok
+
+
 def _per_sample(out: Tensor, y: Tensor, task: str) -> tuple[Tensor, Tensor | None]:
     """Loss and correctness ``[M, B]`` of logits ``[M, K, B]`` (targets ``[B]`` or ``[B, d]``)."""
     if task == "classification":
         loss = F.cross_entropy(out, y.expand(out.shape[0], -1), reduction="none")
-        ok = (out.argmax(1) == y) & torch.isfinite(out).all(1)
-        return loss, ok.float()
+        return loss, _correct(out, y).float()
     return ((out - y.T) ** 2).mean(1), None
 
 
@@ -318,9 +358,11 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
     active = [int((spe > s).sum()) for s in range(S)]  # models inside their epoch at step s
 
     if net is not None:
+        xtr_t = net.layout(xtr)
+
         def grads(k: int, bi: Tensor, w: Tensor) -> Tensor:
             leaves = {n: t.detach().requires_grad_() for n, t in flat.views(P[:k]).items()}
-            out = net.forward(leaves, net.layout(xtr[bi]), drop[:k] if use_drop else None)
+            out = net.forward(leaves, net.batch(xtr_t, bi), drop[:k] if use_drop else None)
             yb = ytr[bi]
             per = F.cross_entropy(out, yb, reduction="none") if task == "classification" \
                 else ((out - yb.transpose(1, 2)) ** 2).mean(1)
