@@ -9,7 +9,8 @@ with activations laid out ``[M, features, (positions,) batch]``:
 
 * ``Linear``: ``z = W @ h + b`` — one ``baddbmm`` for the stacked ``[M, out, in]`` weights;
 * ``Conv1d``/``Conv2d``: im2col by one ``index_select`` on the zero-padded, flattened positions,
-  ordered ``(channel, kernel offset)`` like the PyTorch weight ``[out, in, *kernel]``, then one
+  ordered ``(channel, kernel offset)`` like the PyTorch weight ``[out, in, *kernel]`` (kernel offsets
+  that only ever see padding are left out, e.g. 5 of 9 for a stride-2 2×2 → 1×1 conv), then one
   ``baddbmm`` ``[M, out, in·K] @ [M, in·K, P·B]`` (Chellapilla et al. 2006, "High Performance
   Convolutional Neural Networks for Document Processing");
 * global average pooling: a mean over positions; the class dimension is dim 1, so
@@ -41,6 +42,7 @@ class _Layer:
     name: str = ""  # parameter prefix ("net.1") for linear / conv
     module: nn.Module | None = None  # the activation module (hooks bypassed via .forward)
     index: Tensor | None = None  # conv: [K*P] positions into the padded input (S = zero slot)
+    taps: Tensor | None = None  # conv: the kernel offsets kept when some only ever see padding
     positions: int = 0  # conv: input positions S; output positions P
     out_positions: int = 0
     width: int = 0  # elements per sample of the layer's largest intermediate (im2col columns, output)
@@ -96,7 +98,13 @@ class BatchedNet:
                 if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
                     k, s, p = mod.kernel_size[0], mod.stride[0], mod.padding[0]
                     index, outs = _conv_index(size, k, s, p)
-                    layers.append(_Layer("conv", f"features.{name}", index=index, positions=math.prod(size),
+                    S, P = math.prod(size), math.prod(outs)
+                    by_tap = index.view(-1, P)
+                    used = (by_tap != S).any(1)  # kernel offsets that ever see the input (not only padding)
+                    taps = None if bool(used.all()) else used.nonzero().flatten()
+                    if taps is not None:
+                        index = by_tap[taps].reshape(-1)
+                    layers.append(_Layer("conv", f"features.{name}", index=index, taps=taps, positions=S,
                                          out_positions=math.prod(outs),
                                          width=max(mod.in_channels * index.numel(), mod.out_channels * math.prod(outs))))
                     size = outs
@@ -155,7 +163,8 @@ class BatchedNet:
                 B = h.shape[-1]
                 cols = cols.reshape(*cols.shape[:-3], C * (layer.index.numel() // layer.out_positions),
                                     layer.out_positions * B)
-                wf = w.reshape(M, O, -1)
+                wf = w.reshape(M, O, C, -1)
+                wf = (wf if layer.taps is None else wf.index_select(-1, layer.taps)).reshape(M, O, -1)
                 z = torch.matmul(wf, cols).add_(b.unsqueeze(-1)) if shared else torch.baddbmm(b.unsqueeze(-1), wf, cols)
                 h = z.reshape(M, O, layer.out_positions, B)
                 shared = False

@@ -167,9 +167,6 @@ def _loss(out: Tensor, y: Tensor, task: str) -> Tensor:
 _KINDS = ("sgd", "adam", "rmsprop")
 
 
-_OPT_BLOCK = 1 << 17  # parameters per optimizer block (0.5 MB per float tensor)
-
-
 def _sqrt(x: Tensor, out: Tensor) -> None:
     """``out = sqrt(x)``. On CPU through NumPy: torch 2.13's CPU sqrt takes ~10x longer on zeros
     (measured), and second moments hold many (SGD rows, parameters without gradient); both are
@@ -196,8 +193,7 @@ class _FusedOptimizer:
 
     which is ``torch.optim``'s Adam, RMSprop and SGD (no dampening, no Nesterov) with
     ``weight_decay``, in seven passes over the parameters; SGD momentum ``mu`` makes the second line
-    ``m = mu * m + g``. Only the first ``k`` rows (the active models) are updated, in blocks of rows
-    that stay in cache.
+    ``m = mu * m + g``. Only the first ``k`` rows (the active models) are updated.
     """
 
     def __init__(self, kinds: Sequence[str], lr: Tensor, l2: Tensor, decay: list[tuple[int, int]], D: int,
@@ -220,7 +216,6 @@ class _FusedOptimizer:
         self.m = torch.zeros(M, D)
         self.v = torch.zeros(M, D)
         self.tmp = torch.empty(M, D)
-        self.block_rows = max(1, _OPT_BLOCK // D)
 
     @torch.no_grad()
     def step(self, p: Tensor, g: Tensor, t: Tensor) -> None:
@@ -230,21 +225,18 @@ class _FusedOptimizer:
         f = -self.lr[:k] / torch.where(adam, 1 - self.b1**tf, 1.0)
         e = self.e0[:k] / torch.where(adam, 1 - self.b2**tf, 1.0).sqrt()
         e, eps = (e / f).float(), (self.eps[:k] / f).float()
-        rows = self.block_rows
-        for a in range(0, k, rows):  # blocks of rows small enough to stay in cache across the passes
-            r = slice(a, min(k, a + rows))
-            pr, gr, m, v, tmp = p[r], g[r], self.m[r], self.v[r], self.tmp[r]
-            if self.l2 is not None:
-                for a0, b0 in self.decay:  # weight matrices and kernels
-                    gr[:, a0:b0].addcmul_(pr[:, a0:b0], self.l2[r])
-            if self.momentum is None:
-                m.lerp_(gr, self.b[r])
-            else:
-                m.mul_(self.momentum[r] + (1 - self.b[r])).addcmul_(gr, self.b[r])
-            v.lerp_(torch.mul(gr, gr, out=tmp), self.d[r])
-            _sqrt(v, tmp)
-            tmp.mul_(e[r]).add_(eps[r])
-            pr.addcdiv_(m, tmp)
+        p, m, v, tmp = p[:k], self.m[:k], self.v[:k], self.tmp[:k]
+        if self.l2 is not None:
+            for a, b in self.decay:  # weight matrices and kernels
+                g[:, a:b].addcmul_(p[:, a:b], self.l2[:k])
+        if self.momentum is None:
+            m.lerp_(g, self.b[:k])
+        else:
+            m.mul_(self.momentum[:k] + (1 - self.b[:k])).addcmul_(g, self.b[:k])
+        v.lerp_(torch.mul(g, g, out=tmp), self.d[:k])
+        _sqrt(v, tmp)
+        tmp.mul_(e).add_(eps)
+        p.addcdiv_(m, tmp)
 
 
 class _Flat:
