@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -56,7 +57,8 @@ TASKS = {
     "digits_mlp_wide": Task("digits_mlp_wide", "digits", True, lambda: MLP(width=128, depth=2), 1e-3, 32, 300,
                             "unseen width (128 vs at most 48)"),
     "digits_vit": Task("digits_vit", "digits", False, lambda: TinyViT(), 3e-3, 32, 300,
-                       "unseen architecture (transformer: attention, layer norm, embeddings)", eval_every=2),
+                       "unseen dataset for a transformer (meta-training sees transformers only as 1-D TinyViTs "
+                       "regressing synthetic data)", eval_every=2),
     # in-distribution task of the meta-training family, used only to choose hook hyperparameters
     "digits_mlp_tune": Task("digits_mlp_tune", "digits", True, lambda: MLP(width=32, depth=2), 3e-3, 32, 240,
                             "none (meta-training family; tuning only)"),
@@ -79,11 +81,12 @@ def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: d
     gen = torch.Generator().manual_seed(10_000 + seed)
     order = torch.empty(0, dtype=torch.long)
     acc, vloss, tloss = [], [], []
-    train_s = 0.0
+    train_s = train_cpu = 0.0
     for _ in range(task.budget):
         if order.numel() < task.batch:
             order = torch.cat([order, torch.randperm(len(xtr), generator=gen)])
         idx, order = order[: task.batch], order[task.batch:]
+        c0 = time.thread_time()  # CPU clock outside the wall-clock window (its system call may yield the CPU)
         t0 = time.perf_counter()
         model.train()
         loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
@@ -91,6 +94,7 @@ def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: d
         loss.backward()
         opt.step()
         train_s += time.perf_counter() - t0
+        train_cpu += time.thread_time() - c0
         tloss.append(loss.item())
         if (len(tloss) % task.eval_every) and len(tloss) != task.budget:  # not measured: carry the last value
             acc.append(acc[-1] if acc else 0.0)
@@ -101,12 +105,43 @@ def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: d
             out = model(xte)
             acc.append(float((out.argmax(-1) == yte).float().mean()))
             vloss.append(float(F.cross_entropy(out, yte)))
-    res = {"acc": acc, "val_loss": vloss, "train_loss": tloss, "train_seconds": train_s,
+    res = {"acc": acc, "val_loss": vloss, "train_loss": tloss, "train_seconds": train_s, "train_cpu_seconds": train_cpu,
            "hook_seconds": handle.seconds if handle else 0.0, "jumps": handle.jumps if handle else 0,
            "skipped": handle.skipped if handle else 0}
     if handle is not None:
         handle.remove()
     return res
+
+
+def hook_cpu_ms(task: Task, data, nowcaster: Nowcaster, hook_kw: dict, repeats: int = 12) -> tuple[float, float]:
+    """CPU time of the hook's work, measured apart from the training runs: ``(ms per snapshot, ms per jump)``.
+
+    The hook takes ``context`` snapshots per jump; both are timed with this thread's CPU clock on a model of
+    the task after a few Adam steps (the cost does not depend on the values).
+    """
+    torch.manual_seed(0)
+    model = task.make()
+    opt = torch.optim.Adam(model.parameters(), lr=task.lr)
+    kw = {k: v for k, v in hook_kw.items() if k != "horizon"}
+    h = nowcaster.attach(model, opt, horizon=4, start=10**9, example_input=data.x_train[:2], **kw)
+    x, y = data.x_train[: task.batch], data.y_train[: task.batch]
+    for _ in range(h.period):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    snap, jump = [], []
+    for _ in range(repeats):
+        c0 = time.thread_time()
+        for _ in range(h.context):
+            h._snapshot()
+        c1 = time.thread_time()
+        h._jump()
+        c2 = time.thread_time()
+        snap.append((c1 - c0) / h.context)
+        jump.append(c2 - c1)
+    h.remove()
+    return 1000 * statistics.median(snap), 1000 * statistics.median(jump)
 
 
 def first_reach(acc: list[float], target: float) -> int | None:
@@ -177,6 +212,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     t_start = time.time()
+    load_start = list(os.getloadavg())
     methods = load_methods(args)
     if args.no_tune:
         hp = {n: {"period": 20, "k_max": nc.horizons} for n, nc in methods.items() if nc is not None}
@@ -191,11 +227,13 @@ def main() -> None:
             task = Task(**{**task.__dict__, "budget": task.budget // 3})
         data = load_dataset(task.dataset, flatten=task.flatten)
         runs: dict[str, list[dict]] = {}
+        kws: dict[str, dict] = {}
         for name, nc in methods.items():
             kw = {}
             if nc is not None:
                 h = hp[name]
                 kw = {"period": h["period"], "horizon": None if h["k_max"] == nc.horizons else _decay(h["k_max"], task.budget)}
+            kws[name] = kw
             runs[name] = []
             for s in range(args.seeds):
                 runs[name].append(run_one(task, data, s, nc, kw))
@@ -210,12 +248,21 @@ def main() -> None:
         plain = statistics.median((r["train_seconds"] - r["hook_seconds"]) / task.budget
                                   for rs in runs.values() for r in rs)
         tres["plain_step_ms"] = 1000 * plain
+        # the same in CPU time of the training thread (Adam alone), insensitive to the other processes on a
+        # shared machine; the hook's CPU cost is measured apart (hook_cpu_ms)
+        plain_cpu = statistics.median(r["train_cpu_seconds"] / task.budget for r in runs["adam"])
+        tres["plain_step_cpu_ms"] = 1000 * plain_cpu
+        cpu_cost = {name: hook_cpu_ms(task, data, nc, kws[name]) for name, nc in methods.items() if nc is not None}
         for name, rs in runs.items():
             reached = [first_reach(r["acc"], target) for r in rs]
             steps = [x or task.budget for x in reached]
             # the hook's time spent before the target (its cost is spread evenly over the run's jumps)
             overhead = [r["hook_seconds"] * st / task.budget for st, r in zip(steps, rs)]
             saved = (statistics.mean(adam_steps) - statistics.mean(steps)) * plain
+            snap_ms, jump_ms = cpu_cost.get(name, (0.0, 0.0))
+            per_jump_cpu = (snap_ms * methods[name].context + jump_ms) / 1000 if name in cpu_cost else 0.0
+            overhead_cpu = [r["jumps"] * per_jump_cpu * st / task.budget for st, r in zip(steps, rs)]
+            saved_cpu = (statistics.mean(adam_steps) - statistics.mean(steps)) * plain_cpu
             tres["methods"][name] = {
                 "steps_mean": statistics.mean(steps),
                 "steps_median": statistics.median(steps),
@@ -235,6 +282,10 @@ def main() -> None:
                 "hook_overhead_to_target_s": statistics.mean(overhead),
                 "time_saved_s": saved,
                 "overhead_over_saved": (statistics.mean(overhead) / saved) if saved > 0 else None,
+                "hook_cpu_ms_per_jump": 1000 * per_jump_cpu,
+                "hook_cpu_ms_snapshot_and_jump": [snap_ms, jump_ms],
+                "overhead_over_saved_cpu": (statistics.mean(overhead_cpu) / saved_cpu) if saved_cpu > 0 else None,
+                "steps_std": statistics.stdev(steps) if len(steps) > 1 else 0.0,
             }
         results["tasks"][tname] = tres
         curves[tname] = {n: [sum(v) / len(v) for v in zip(*[r["val_loss"] for r in rs])] for n, rs in runs.items()}
@@ -242,7 +293,8 @@ def main() -> None:
         _print_task(tname, tres)
     results["machine"] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                           "torch": torch.__version__, "threads": args.threads,
-                          "note": "CPU shared with other jobs during the run; wall-clock figures are noisy"}
+                          "note": "CPU shared with other jobs during the run; wall-clock figures are noisy",
+                          "load_average_start": load_start, "load_average_end": list(os.getloadavg())}
     results["seconds"] = round(time.time() - t_start, 1)
     results["command"] = "python benchmarks/nowcast.py " + " ".join(sys.argv[1:])
     out = args.out or (None if args.quick else str(ROOT / "benchmarks/results/nowcast"))
@@ -263,20 +315,26 @@ def write(prefix: Path, results: dict, curves: dict) -> None:
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=1))
     lines = ["# Nowcasting benchmark", "", f"Command: `{results['command']}`; {results['seeds']} seeds; "
              f"{results['machine']['processor']}, torch {results['machine']['torch']}, "
-             f"{results['machine']['threads']} thread(s); {results['machine']['note']}.", ""]
+             f"{results['machine']['threads']} thread(s); {results['machine']['note']} (load average "
+             f"{results['machine'].get('load_average_start', ['?'])[0]} at the start, "
+             f"{results['machine'].get('load_average_end', ['?'])[0]} at the end, on "
+             f"{os.cpu_count()} cores); {results['seconds']:.0f} s in all.", ""]
     for tname, t in results["tasks"].items():
         lines += [f"## {tname} — held out: {t['held_out']}", "",
                   f"Target validation accuracy {t['target_accuracy']:.3f} (mean of Adam's final accuracy), "
                   f"budget {t['budget']} steps, Adam lr {t['lr']}, batch {t['batch']}.", "",
-                  f"Plain optimizer step {t['plain_step_ms']:.2f} ms (median over all runs).", "",
-                  "| method | steps to target (mean) | median | reached | reduction vs Adam | speedup | final acc | "
-                  "s to target | hook ms / jump | hook overhead / time saved |",
+                  f"Plain optimizer step {t['plain_step_ms']:.2f} ms wall-clock, "
+                  f"{t.get('plain_step_cpu_ms', float('nan')):.2f} ms CPU time (medians over all runs).", "",
+                  "| method | steps to target (mean ± std) | median | reached | reduction vs Adam | speedup | final acc | "
+                  "s to target | hook ms / jump (wall / CPU) | hook overhead / time saved (wall / CPU) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
+        pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         for n, m in t["methods"].items():
-            ov = "–" if m["overhead_over_saved"] is None else f"{100 * m['overhead_over_saved']:.1f}%"
-            lines.append(f"| {n} | {m['steps_mean']:.1f} | {m['steps_median']:.0f} | {m['reached']}/{results['seeds']} | "
-                         f"{m['reduction_pct']:.1f}% | {m['speedup']:.2f}× | {m['final_accuracy']:.3f} | "
-                         f"{m['seconds_to_target']:.2f} | {m['hook_ms_per_jump']:.0f} | {ov} |")
+            lines.append(f"| {n} | {m['steps_mean']:.1f} ± {m.get('steps_std', 0.0):.1f} | {m['steps_median']:.0f} | "
+                         f"{m['reached']}/{results['seeds']} | {m['reduction_pct']:.1f}% | {m['speedup']:.2f}× | "
+                         f"{m['final_accuracy']:.3f} | {m['seconds_to_target']:.2f} | "
+                         f"{m['hook_ms_per_jump']:.1f} / {m.get('hook_cpu_ms_per_jump', float('nan')):.1f} | "
+                         f"{pct(m['overhead_over_saved'])} / {pct(m.get('overhead_over_saved_cpu'))} |")
         lines.append("")
     lines += ["Hook hyperparameters (chosen on the in-distribution tuning task):", ""]
     for n, h in results["hook"].items():

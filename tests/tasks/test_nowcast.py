@@ -339,3 +339,73 @@ def test_layout_slots_agree_with_the_converter(name):
     ed[lay.slot_owner[lay.slot_edge], pos[lay.slot_edge]] = delta[lay.slot_edge]
     assert torch.equal(spec.decode(xd, ed), delta)
     assert int(lay.slot_tensor.max()) + 1 == lay.num_tensors == len(spec.names)
+
+
+# ----------------------------------------------------------------------------- cached fast path
+@pytest.mark.parametrize("kind", ["graph", "mlp", "linefit"])
+def test_single_horizon_equals_its_column(kind):
+    model, x, spec, window = _example_window("cnn_flatten_bn", 1)
+    nc = Nowcaster(kind=kind, horizons=4, hidden=16, layers=2)
+    if kind != "linefit":
+        _randomize(nc, 3)
+    full = nc.predict(spec, window)
+    for k in (1, 4):
+        assert torch.allclose(nc.predict(spec, window, horizon=k), full[k - 1], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="horizon"):
+        nc.predict(spec, window, horizon=5)
+
+
+def test_graph_index_is_cached_and_batches_are_block_diagonal():
+    model, x, spec, window = _example_window("vit", 2)
+    nc = _randomize(Nowcaster(kind="graph", horizons=3, hidden=16, layers=2), 4)
+    lay = NowcastLayout.from_spec(spec)
+    d1 = nc.predict(spec, window)
+    gi = lay.graph_index(1)
+    assert lay.graph_index(1) is gi  # built once
+    w2 = torch.stack([window, window.flip(0)])
+    d2 = nc.predict(spec, w2)  # two copies, one block-diagonal graph
+    assert torch.allclose(d2[0], d1, atol=1e-5) and torch.allclose(d2[1], nc.predict(spec, window.flip(0)), atol=1e-5)
+
+
+def test_sparse_messages_equal_a_dense_reference():
+    """The cached CSR aggregation (duplicate entries for conv kernels included) equals explicit index_add."""
+    from weightspace.tasks.nowcast import _CHANNELS, _sparse
+
+    model, x, spec, window = _example_window("cnn_flatten_bn", 3)
+    lay = NowcastLayout.from_spec(spec)
+    gi = lay.graph_index(1)
+    N, P = gi.num_nodes, gi.num_params
+    edge, owner = lay.slot_edge, lay.slot_owner
+    src = torch.where(edge, lay.edge_index[0, owner.clamp_max(lay.num_edges - 1)], owner)
+    dst = torch.where(edge, lay.edge_index[1, owner.clamp_max(lay.num_edges - 1)], owner)
+    a = torch.randn(P, 4)
+    got = gi.agg @ a
+    ref_in = torch.zeros(N, 4).index_add_(0, dst[edge], a[edge])
+    cnt = torch.zeros(N).index_add_(0, dst[edge], torch.ones(int(edge.sum()))).clamp_min(1)
+    assert torch.allclose(got[:N], ref_in / cnt[:, None], atol=1e-5)
+    ref_node = torch.zeros(N, 4).index_add_(0, owner[~edge], a[~edge])
+    cnt = torch.zeros(N).index_add_(0, owner[~edge], torch.ones(int((~edge).sum()))).clamp_min(1)
+    assert torch.allclose(got[2 * N:], ref_node / cnt[:, None], atol=1e-5)
+    # message passing: forward messages of channel 1 (values v) equal the explicit sum over incoming slots
+    v = torch.randn(P, _CHANNELS)
+    S = _sparse(gi.mp_crow, gi.mp_col, v.reshape(-1).index_select(0, gi.mp_take) * gi.mp_scale,
+                (2 * N, 2 * _CHANNELS * N))
+    m = torch.zeros(2 * _CHANNELS * N, 3)
+    m[N:2 * N] = torch.randn(N, 3)  # forward block of channel 1
+    deg = torch.zeros(N).index_add_(0, dst[edge], torch.ones(int(edge.sum()))).clamp_min(1)
+    ref = torch.zeros(N, 3).index_add_(0, dst[edge], v[edge, 1:2] * m[N + src[edge]]) / deg[:, None]
+    assert torch.allclose((S @ m)[:N], ref, atol=1e-5)
+
+
+def test_cache_built_under_inference_mode_serves_meta_training():
+    model = _mlp()
+    traj = _adam_trajectory(model, steps=12)
+    spec = ws.GraphSpec.from_module(model)
+    nc = Nowcaster(kind="graph", context=3, horizons=2, hidden=8, layers=1)
+    nc.predict(spec, traj[:3])  # builds the layout's index tensors under inference mode
+    from weightspace.tasks.nowcast import _loss
+
+    t = Trajectory(spec, traj, 1)
+    loss = _loss(nc, t, traj[None, :3], (traj[3:5] - traj[2])[None], torch.ones(1, 2, dtype=torch.bool))
+    loss.backward()
+    assert all(p.grad is not None for p in nc.parameters() if p.requires_grad)

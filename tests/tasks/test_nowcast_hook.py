@@ -45,7 +45,7 @@ def test_jumps_happen_every_period_and_apply_the_prediction_exactly():
     h = nc.attach(model, opt, period=8, context=4, horizon=3)
     assert isinstance(h, NowcastHook) and h.stride == 2
     _train(model, opt, data, 7)
-    window = torch.stack(h._window)  # snapshots at steps 2, 4, 6
+    window = h.window  # snapshots at steps 2, 4, 6
     assert window.shape[0] == 3 and h.jumps == 0
     x, y = data[7]
     loss = ((model(x) - y) ** 2).mean()
@@ -145,7 +145,7 @@ def test_state_dict_resume_matches_uninterrupted_run():
     st = h2.state_dict()
     h3 = nc.attach(*_setup()[:2], period=10, context=5)
     h3.load_state_dict(st)
-    assert h3.step == 33 and len(h3._window) == len(h2._window)
+    assert h3.step == 33 and torch.equal(h3.window, h2.window)
     with pytest.raises(ValueError, match="period"):
         nc.attach(*_setup()[:2], period=20, context=5).load_state_dict(st)
 
@@ -213,9 +213,9 @@ def test_bad_arguments():
 
 
 class _Exploding(Nowcaster):
-    def predict(self, spec, window):
-        d = super().predict(spec, window)
-        d[:, 0] = float("nan")
+    def predict(self, spec, window, horizon=None):
+        d = super().predict(spec, window, horizon).clone()
+        d[..., 0] = float("nan")
         return d
 
 
@@ -287,3 +287,30 @@ def _has(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def test_ring_buffer_holds_the_latest_snapshots_in_order():
+    """Before ``start`` the window keeps rolling: the buffer wraps and still reads oldest first."""
+    model, opt, data = _setup()
+    h = Nowcaster(kind="linefit").attach(model, opt, period=8, context=4, start=100)
+    spec = ws.GraphSpec.from_module(model)
+    snaps = []
+    for i in range(22):
+        _train(model, opt, data, 1, start=i)
+        if (i + 1) % 2 == 0:
+            snaps.append(spec.flatten(model.state_dict()).float())
+    assert h.jumps == 0
+    assert torch.equal(h.window, torch.stack(snaps[-4:]))
+    st = h.state_dict()
+    h2 = Nowcaster(kind="linefit").attach(*_setup()[:2], period=8, context=4)
+    h2.load_state_dict(st)
+    assert torch.equal(h2.window, h.window)
+
+
+def test_jump_with_a_subset_of_parameters_in_the_optimizer_moves_only_those():
+    model, _, data = _setup()
+    opt = torch.optim.Adam(model[2].parameters(), lr=1e-2)
+    frozen = model[0].weight.detach().clone()
+    h = Nowcaster(kind="linefit").attach(model, opt, period=4, context=2, horizon=4)
+    _train(model, opt, data, 8)
+    assert h.jumps == 2 and torch.equal(model[0].weight, frozen)

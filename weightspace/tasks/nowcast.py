@@ -42,7 +42,8 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,11 @@ __all__ = [
 ]
 
 KINDS = ("graph", "mlp", "linefit")
-FORMAT = "weightspace.nowcaster/1"
+FORMAT = "weightspace.nowcaster/2"
+_OLD_FORMATS = ("weightspace.nowcaster/1",)  # per-parameter kinds of /1 load unchanged
 _FIXED = 3  # features besides the c-1 differences: last value, log step scale, slope
+_VOCAB_ROWS = 64  # embedding rows: edge types below 32, node-slot columns from 32 (room to grow)
+_CHANNELS = 3  # per-parameter scalars that weight a message: 1, normalized value, slope
 
 
 # ----------------------------------------------------------------------------- layout
@@ -90,6 +94,7 @@ class NowcastLayout:
         slot_tensor: ``[P]`` id of the parameter tensor it belongs to (normalization groups).
         num_tensors: number of tensor ids.
         edge_index, edge_type, node_type, node_act: the graph's structure.
+        cache: index tensors derived once per batch size and device (:meth:`graph_index`).
     """
 
     num_params: int
@@ -104,6 +109,7 @@ class NowcastLayout:
     edge_type: Tensor
     node_type: Tensor
     node_act: Tensor
+    cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_spec(cls, spec: GraphSpec) -> NowcastLayout:
@@ -143,21 +149,114 @@ class NowcastLayout:
     def to(self, device: torch.device) -> NowcastLayout:
         if self.slot_owner.device == torch.device(device):
             return self
-        kw = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()}
+        kw = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items() if k != "cache"}
         return NowcastLayout(**kw)
+
+    def graph_index(self, copies: int, device: torch.device | str = "cpu") -> _GraphIndex:
+        """The graph nowcaster's index tensors for ``copies`` block-diagonal copies, built once and cached."""
+        key = (int(copies), str(torch.device(device)))
+        hit = self.cache.get(key)
+        if hit is None:
+            # plain tensors even when first asked for under inference mode (training reuses them)
+            with torch.inference_mode(False), torch.no_grad():
+                hit = self.cache[key] = _GraphIndex.build(self.repeat(copies), torch.device(device))
+        return hit
+
+
+def _csr(rows: Tensor, cols: Tensor, num_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(order, crow, col)``: the entries ``(rows, cols)`` sorted by row, as CSR index arrays."""
+    order = torch.argsort(rows * (int(cols.max()) + 1 if cols.numel() else 1) + cols, stable=True)
+    crow = torch.zeros(num_rows + 1, dtype=torch.long)
+    crow[1:] = torch.bincount(rows, minlength=num_rows).cumsum(0)
+    return order, crow, cols[order]
+
+
+def _sparse(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+@dataclass(frozen=True, eq=False)
+class _GraphIndex:
+    """Static indices of the graph nowcaster for one layout (``N`` nodes, ``P`` parameters).
+
+    * ``kind [P]``: embedding row (edge type, or node column for node slots).
+    * ``agg``: CSR ``[3N, P]`` averaging parameter encodings into each node's incoming edges,
+      outgoing edges and own node slots.
+    * ``mp_*``: CSR ``[2N, 2·C·N]`` of a message-passing layer: row ``j`` (forward, ``i → j``) and
+      ``N + i`` (backward) pick column ``(dir·C + c)·N + other end`` with value ``v_c(p) / degree``;
+      ``mp_take`` picks ``v_c(p)`` from the flat ``[P·C]`` channel values, ``mp_scale`` is ``1/degree``.
+    * ``ctx_a``, ``ctx_b [P]``: rows of the readout's context table ``[3N+1, D]`` (source and
+      destination of an edge slot; the node's own row and the zero row for a node slot).
+    """
+
+    num_nodes: int
+    num_params: int
+    node_type: Tensor
+    node_act: Tensor
+    kind: Tensor
+    agg: Tensor
+    mp_crow: Tensor
+    mp_col: Tensor
+    mp_take: Tensor
+    mp_scale: Tensor
+    ctx_a: Tensor
+    ctx_b: Tensor
+
+    @classmethod
+    def build(cls, lay: NowcastLayout, device: torch.device) -> _GraphIndex:
+        N, P, C = lay.num_nodes, lay.num_params, _CHANNELS
+        p = torch.arange(P)
+        edge = lay.slot_edge
+        owner = lay.slot_owner
+        src = torch.where(edge, lay.edge_index[0, owner.clamp_max(max(lay.num_edges - 1, 0))]
+                          if lay.num_edges else owner, owner)
+        dst = torch.where(edge, lay.edge_index[1, owner.clamp_max(max(lay.num_edges - 1, 0))]
+                          if lay.num_edges else owner, owner)
+        etype = lay.edge_type[owner.clamp_max(max(lay.num_edges - 1, 0))] if lay.num_edges else owner
+        kind = torch.where(edge, etype, _VOCAB_ROWS // 2 + lay.slot_col)
+        ep = p[edge]
+        np_ = p[~edge]
+        # aggregation [3N, P]: incoming (dst), outgoing (N + src), own node slots (2N + owner)
+        rows = torch.cat([dst[edge], N + src[edge], 2 * N + owner[~edge]])
+        cols = torch.cat([ep, ep, np_])
+        cnt = torch.bincount(rows, minlength=3 * N).clamp_min(1).float()
+        order, crow, col = _csr(rows, cols, 3 * N)
+        agg = _sparse(crow, col, (1.0 / cnt)[rows[order]], (3 * N, P))
+        # message passing [2N, 2CN]
+        deg_in = torch.bincount(dst[edge], minlength=N).clamp_min(1).float()
+        deg_out = torch.bincount(src[edge], minlength=N).clamp_min(1).float()
+        r, c_, take, scale = [], [], [], []
+        for ch in range(C):
+            r += [dst[edge], N + src[edge]]
+            c_ += [ch * N + src[edge], (C + ch) * N + dst[edge]]
+            take += [ep * C + ch, ep * C + ch]
+            scale += [1.0 / deg_in[dst[edge]], 1.0 / deg_out[src[edge]]]
+        rows, cols = torch.cat(r), torch.cat(c_)
+        order, mp_crow, mp_col = _csr(rows, cols, 2 * N)
+        ctx_a = torch.where(edge, src, 2 * N + owner)
+        ctx_b = torch.where(edge, N + dst, torch.full_like(owner, 3 * N))
+        out = cls(N, P, lay.node_type.clamp_max(_VOCAB_ROWS - 1), lay.node_act.clamp_max(_VOCAB_ROWS - 1),
+                  kind.clamp_max(_VOCAB_ROWS - 1), agg, mp_crow, mp_col, torch.cat(take)[order],
+                  torch.cat(scale)[order], ctx_a, ctx_b)
+        if device.type == "cpu":
+            return out
+        return cls(N, P, *(getattr(out, f).to(device) for f in ("node_type", "node_act", "kind", "agg", "mp_crow",
+                                                                 "mp_col", "mp_take", "mp_scale", "ctx_a", "ctx_b")))
 
 
 # ----------------------------------------------------------------------------- features
-def _group_mean(values: Tensor, group: Tensor, num: int) -> Tensor:
-    """Mean of ``values [B, K, P]`` over ``K`` and over the parameters of each group -> ``[B, num]``."""
-    B, K, P = values.shape
-    s = values.new_zeros(B, num).index_add_(1, group, values.sum(1))
-    cnt = values.new_zeros(num).index_add_(0, group, values.new_ones(P)) * K
-    return s / cnt.clamp_min(1)
+def _group_sum(values: Tensor, group: Tensor, num: int) -> Tensor:
+    """Sum of ``values [B, P]`` over the parameters of each group -> ``[B, num]``."""
+    return values.new_zeros(values.shape[0], num).index_add_(1, group, values)
 
 
 def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int) -> tuple[Tensor, Tensor, Tensor]:
     """Normalized per-parameter features of a context window.
+
+    Every statistic is a per-parameter reduction over the window followed by one sum per group
+    (no ``[B, c, P]`` temporaries besides the differences), so this costs a few passes over the window.
 
     Args:
         window: ``[B, c, P]`` snapshots, oldest first (``c >= 2``).
@@ -171,24 +270,27 @@ def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int) -> tupl
     """
     window = window.float()
     B, c, P = window.shape
-    mu = _group_mean(window, tensor_id, num_tensors)  # [B, G]
-    var = _group_mean((window - mu[:, None, tensor_id]) ** 2, tensor_id, num_tensors)
+    G = num_tensors
+    cnt = window.new_zeros(G).index_add_(0, tensor_id, window.new_ones(P)).clamp_min(1)
+    mean_r = window.mean(1)  # per parameter, over the window (torch.var_mean over dim 1 is slow on CPU)
+    var_r = (window - mean_r[:, None]).square_().mean(1)
+    mu = _group_sum(mean_r, tensor_id, G) / cnt  # [B, G]
+    mu_p = mu.index_select(1, tensor_id)
+    var = _group_sum(var_r + (mean_r - mu_p) ** 2, tensor_id, G) / cnt  # mean of (theta - mu)^2
     sigma = var.sqrt() + 1e-12
     diffs = window[:, 1:] - window[:, :-1]  # [B, c-1, P]
-    step = _group_mean(diffs.abs(), tensor_id, num_tensors)
+    step = _group_sum(diffs.abs().mean(1), tensor_id, G) / cnt
     step = torch.maximum(step, 1e-7 * sigma) + 1e-20
-    s = step[:, tensor_id]  # [B, P]
-    last = (window[:, -1] - mu[:, tensor_id]) / sigma[:, tensor_id]
-    d = (diffs / s[:, None]).transpose(1, 2)  # [B, P, c-1]
-    # least squares line through y_k = (theta_k - theta_last) / s at k = 0..c-1
-    y = torch.cat([-(d.flip(-1).cumsum(-1).flip(-1)), d.new_zeros(B, P, 1)], dim=-1)  # [B, P, c]
-    k = torch.arange(c, dtype=y.dtype, device=y.device)
-    kc = k - k.mean()
-    slope = (y * kc).sum(-1) / (kc * kc).sum()
-    at_last = y.mean(-1) + slope * (c - 1 - k.mean())
-    logscale = torch.log(step / sigma).clamp(-20, 5)[:, tensor_id]
-    feats = torch.cat([last[..., None], d, logscale[..., None], slope[..., None]], dim=-1)
-    feats = feats.clamp(-50, 50)
+    s = step.index_select(1, tensor_id)  # [B, P]
+    lastv = window[:, -1]
+    last = (lastv - mu_p) / sigma.index_select(1, tensor_id)
+    # least-squares line through theta_k at k = 0..c-1, in units of s
+    kc = torch.arange(c, dtype=window.dtype, device=window.device) - (c - 1) / 2
+    slope = torch.tensordot(kc / (kc * kc).sum(), window, dims=([0], [1])) / s
+    at_last = (mean_r - lastv) / s + slope * ((c - 1) / 2)
+    logscale = torch.log(step / sigma).clamp(-20, 5).index_select(1, tensor_id)
+    d = diffs / s[:, None]
+    feats = torch.stack([last, *d.unbind(1), logscale, slope], dim=-1).clamp_(-50, 50)
     return feats, s, torch.stack([at_last, slope], dim=-1)
 
 
@@ -207,8 +309,9 @@ class NowcastConfig:
         kind: ``"graph"`` (the nowcaster), ``"mlp"`` (per-parameter, no graph) or ``"linefit"``.
         context: snapshots in a window (``c``).
         horizons: predicts ``1..horizons`` snapshot spacings ahead at once.
-        hidden: width of node/edge/parameter states.
+        hidden: width of node states (graph kind) or of the per-parameter MLP (mlp kind).
         layers: message-passing layers (graph kind) or hidden layers (mlp kind).
+        param_hidden: width of the graph kind's per-parameter encodings (its cost per parameter).
     """
 
     kind: str = "graph"
@@ -216,6 +319,7 @@ class NowcastConfig:
     horizons: int = 16
     hidden: int = 32
     layers: int = 2
+    param_hidden: int = 8
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -235,10 +339,42 @@ def _mlp(dims: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def _scatter_mean(values: Tensor, index: Tensor, size: int) -> Tensor:
-    out = values.new_zeros(size, values.shape[-1]).index_add_(0, index, values)
-    cnt = values.new_zeros(size).index_add_(0, index, values.new_ones(index.shape[0]))
-    return out / cnt.clamp_min(1)[:, None]
+class _NodeLayer(nn.Module):
+    r"""One message-passing layer of the graph nowcaster, on neurons only (cheap per weight).
+
+    .. math::
+        m^{\rightarrow}_j = \operatorname{mean}_{i \to j} \sum_c v_c(w_{ij})\, U_c h_i, \qquad
+        m^{\leftarrow}_i = \operatorname{mean}_{i \to j} \sum_c v_c(w_{ij})\, V_c h_j, \qquad
+        h'_i = h_i + \mathrm{MLP}\big([\mathrm{LN}(h_i), m^{\rightarrow}_i, m^{\leftarrow}_i]\big)
+
+    with per-weight scalars :math:`v = (1, \text{normalized value}, \text{slope})`, so the weights modulate
+    the messages (as in NFN/DWS linear layers) and one sparse matrix product per layer costs
+    ``C·D_m`` multiply-adds per weight. Equivariant to hidden-neuron permutations.
+
+    Shapes: ``h [N, D]``, ``S`` sparse ``[2N, 2·C·N]`` (:class:`_GraphIndex`) -> ``[N, D]``.
+    """
+
+    def __init__(self, hidden: int, msg: int, channels: int) -> None:
+        super().__init__()
+        self.msg_dim, self.channels = msg, channels
+        self.msg = nn.Linear(hidden, 2 * channels * msg)
+        self.norm = nn.LayerNorm(hidden)
+        self.update = _mlp([hidden + 2 * msg, 2 * hidden, hidden])
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.msg.reset_parameters()
+        self.norm.reset_parameters()
+        for m in self.update:
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        nn.init.zeros_(self.update[-1].weight)
+
+    def forward(self, h: Tensor, S: Tensor) -> Tensor:
+        N = h.shape[0]
+        m = self.msg(h).view(N, 2 * self.channels, self.msg_dim).transpose(0, 1).reshape(-1, self.msg_dim)
+        agg = S @ m  # [2N, Dm]
+        return h + self.update(torch.cat([self.norm(h), agg[:N], agg[N:]], dim=-1))
 
 
 class Nowcaster(nn.Module):
@@ -269,20 +405,16 @@ class Nowcaster(nn.Module):
             self.encode = _mlp([fin] + [D] * (cfg.layers + 1))
             self.head = _mlp([D, D, H])
         elif cfg.kind == "graph":
-            from weightspace.nn import GMNConv
-
-            self.encode = _mlp([fin, D, D])
-            self.col_emb = nn.Embedding(len(NODE_FEATURES) + 1, D)
-            self.node_type_emb = nn.Embedding(len(NodeType) + 8, D)
-            self.act_emb = nn.Embedding(len(Activation) + 8, D)
-            self.edge_type_emb = nn.Embedding(len(EdgeType) + 8, D)
-            self.convs = nn.ModuleList([GMNConv(D) for _ in range(cfg.layers)])
-            # readouts: a per-edge (per-node) context vector, added to each of its parameters' own
-            # encodings, then one shared per-parameter map to the horizons
-            self.edge_ctx = nn.Linear(3 * D, D)
-            self.node_ctx = nn.Linear(D, D)
-            self.slot_proj = nn.Linear(D, D)
-            self.head = nn.Sequential(nn.SiLU(), nn.Linear(D, H))
+            De, Dm = cfg.param_hidden, max(1, D // 2)
+            self.encode = nn.Linear(fin, De)
+            self.kind_emb = nn.Embedding(_VOCAB_ROWS, De)
+            self.node_in = nn.Linear(3 * De, D)
+            self.node_type_emb = nn.Embedding(_VOCAB_ROWS, D)
+            self.act_emb = nn.Embedding(_VOCAB_ROWS, D)
+            self.convs = nn.ModuleList([_NodeLayer(D, Dm, _CHANNELS) for _ in range(cfg.layers)])
+            self.ctx = nn.Linear(D, 3 * De)
+            self.mid = nn.Linear(De, De)
+            self.head = nn.Sequential(nn.Linear(De, H))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -294,7 +426,7 @@ class Nowcaster(nn.Module):
             if head is not None:
                 nn.init.zeros_(head[-1].weight)
                 nn.init.zeros_(head[-1].bias)
-        for name in ("col_emb", "node_type_emb", "act_emb", "edge_type_emb"):
+        for name in ("kind_emb", "node_type_emb", "act_emb"):
             emb = getattr(self, name, None)
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.1)
@@ -319,47 +451,70 @@ class Nowcaster(nn.Module):
                 f"hidden={c.hidden}, layers={c.layers}, params={n})")
 
     # ------------------------------------------------------------------ forward
-    def forward(self, layout: NowcastLayout, features: Tensor, linefit: Tensor) -> Tensor:
-        """Scaled deltas ``[B, P, H]`` for windows of ``B`` copies of one architecture.
+    def forward(self, layout: NowcastLayout, features: Tensor, linefit: Tensor, horizon: int | None = None) -> Tensor:
+        """Scaled deltas ``[B, P, H]`` (or ``[B, P]`` for one ``horizon`` in ``1..H``) for windows of ``B``
+        copies of one architecture.
 
         ``layout`` describes one copy; the copies are processed as one block-diagonal graph.
         """
         H = self.config.horizons
-        base = _linefit_deltas(linefit, H)
+        if horizon is None:
+            base = _linefit_deltas(linefit, H)
+        else:
+            if not 1 <= horizon <= H:
+                raise ValueError(f"horizon must lie in [1, {H}], got {horizon}")
+            base = linefit[..., 0] + linefit[..., 1] * horizon
         if self.kind == "linefit":
             return base
         B, P, _ = features.shape
-        z = self.encode(features)  # [B, P, D]
         if self.kind == "mlp":
-            return base + self.head(z)
-        lay = layout.repeat(B).to(features.device)
-        z = z.reshape(B * P, -1)
-        edge, owner = lay.slot_edge, lay.slot_owner
-        e_idx = torch.where(edge, owner, lay.num_edges)  # node slots go to a dummy row
-        n_idx = torch.where(edge, lay.num_nodes, owner)
-        e = _scatter_mean(z, e_idx, lay.num_edges + 1)[:-1] + self.edge_type_emb(lay.edge_type)
-        h = _scatter_mean(z + self.col_emb(lay.slot_col), n_idx, lay.num_nodes + 1)[:-1]
-        h = h + self.node_type_emb(lay.node_type) + self.act_emb(lay.node_act)
-        for conv in self.convs:
-            h, e = conv(h, e, lay.edge_index)
-        src, dst = lay.edge_index
-        ctx = torch.cat([self.edge_ctx(torch.cat([e, h[src], h[dst]], dim=-1)), self.node_ctx(h)])
-        slot_ctx = ctx[torch.where(edge, owner, owner + lay.num_edges)]
-        out = self.head(self.slot_proj(z) + slot_ctx)
-        return base + out.reshape(B, P, H)
+            y = self.head[:-1](self.encode(features))
+        else:
+            y = self._graph_readout(layout, features)
+        last = self.head[-1]
+        if horizon is None:
+            return base + last(y)
+        return base + (y @ last.weight[horizon - 1] + last.bias[horizon - 1])
 
-    @torch.no_grad()
-    def predict(self, spec: GraphSpec | NowcastLayout, window: Tensor) -> Tensor:
-        """Deltas ``theta(last + h spacings) - theta(last)`` for ``h = 1..horizons``.
+    def _graph_readout(self, layout: NowcastLayout, features: Tensor) -> Tensor:
+        """Per-parameter states ``[B, P, De]`` before the horizon head (see :class:`_GraphIndex`)."""
+        B, P, F = features.shape
+        De = self.config.param_hidden
+        gi = layout.graph_index(B, features.device)
+        N = gi.num_nodes
+        x = features.reshape(B * P, F)
+        z = torch.mm(x, self.encode.weight.t()).add_((self.kind_emb.weight + self.encode.bias).index_select(0, gi.kind))
+        agg = gi.agg @ nn.functional.silu(z)  # [3N, De]: mean over incoming, outgoing, own slots
+        h = self.node_in(agg.view(3, N, De).transpose(0, 1).reshape(N, 3 * De))
+        h = h + self.node_type_emb(gi.node_type) + self.act_emb(gi.node_act)
+        if len(self.convs):
+            chans = torch.stack([torch.ones_like(x[:, 0]), x[:, 0], x[:, -1]], dim=-1).reshape(-1)
+            S = _sparse(gi.mp_crow, gi.mp_col, chans.index_select(0, gi.mp_take) * gi.mp_scale,
+                        (2 * N, 2 * _CHANNELS * N))
+            for conv in self.convs:
+                h = conv(h, S)
+        R = self.ctx(h).view(N, 3, De).transpose(0, 1).reshape(3 * N, De)
+        R = torch.cat([R, R.new_zeros(1, De)])
+        y = R.index_select(0, gi.ctx_a).add_(R.index_select(0, gi.ctx_b)).add_(z)
+        y = nn.functional.silu(y, inplace=True)
+        y = nn.functional.silu(self.mid(y), inplace=True)
+        return y.view(B, P, De)
+
+    def predict(self, spec: GraphSpec | NowcastLayout, window: Tensor, horizon: int | None = None) -> Tensor:
+        """Deltas ``theta(last + h spacings) - theta(last)`` for ``h = 1..horizons`` (or only ``horizon``).
+
+        Runs under ``torch.inference_mode`` in eval mode; the index tensors of ``spec`` are built on the
+        first call and cached (:meth:`NowcastLayout.graph_index`).
 
         Args:
             spec: the architecture's :class:`~weightspace.GraphSpec` (or its layout).
             window: ``[c, P]`` or ``[B, c, P]`` flat snapshots (``spec.flatten``), oldest first,
                 evenly spaced; ``c`` may differ from the training context (Linefit features
                 adapt; learned kinds need ``c == context``).
+            horizon: one horizon in ``1..horizons``; only its column is computed.
 
         Returns:
-            ``[H, P]`` (or ``[B, H, P]``) in the window's dtype.
+            ``[H, P]`` / ``[B, H, P]``, or ``[P]`` / ``[B, P]`` for one ``horizon``, in the window's dtype.
         """
         layout = spec if isinstance(spec, NowcastLayout) else NowcastLayout.from_spec(spec)
         single = window.dim() == 2
@@ -368,18 +523,28 @@ class Nowcaster(nn.Module):
             raise ValueError(f"window has {w.shape[-1]} parameters, the architecture stores {layout.num_params}")
         if self.kind != "linefit" and w.shape[1] != self.context:
             raise ValueError(f"this nowcaster reads windows of {self.context} snapshots, got {w.shape[1]}")
-        dev = next(self.parameters()).device if any(True for _ in self.parameters()) else w.device
-        wf = w.to(dev, torch.float32)
-        tid = layout.slot_tensor.to(dev)
-        feats, s, line = window_features(wf, tid, layout.num_tensors)
+        if horizon is not None and not 1 <= horizon <= self.horizons:
+            raise ValueError(f"horizon must lie in [1, {self.horizons}], got {horizon}")
+        dev = self._device(w.device)
+        if layout.slot_tensor.device != dev:
+            layout = layout.cache.setdefault(("to", str(dev)), layout.to(dev))
         was = self.training
         self.eval()
         try:
-            d = self(layout, feats, line)  # [B, P, H]
+            with torch.inference_mode():
+                wf = w.to(dev, torch.float32)
+                feats, s, line = window_features(wf, layout.slot_tensor, layout.num_tensors)
+                d = self(layout, feats, line, horizon)  # [B, P, H] or [B, P]
+                out = d * s if horizon is not None else (d * s[..., None]).transpose(1, 2)
         finally:
             self.train(was)
-        out = (d * s[..., None]).transpose(1, 2).to(window.device, window.dtype)
+        out = out.to(window.device, window.dtype)
         return out[0] if single else out
+
+    def _device(self, default: torch.device) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return default
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, info: dict | None = None) -> Path:
@@ -403,8 +568,12 @@ class Nowcaster(nn.Module):
         if not cfg_path.exists():
             raise FileNotFoundError(f"no nowcaster config at {cfg_path}")
         meta = json.loads(cfg_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{cfg_path}: not a nowcaster checkpoint (format {meta.get('format')!r})")
+        fmt = meta.get("format")
+        if fmt != FORMAT and fmt not in _OLD_FORMATS:
+            raise ValueError(f"{cfg_path}: not a nowcaster checkpoint (format {fmt!r})")
+        if fmt != FORMAT and meta["config"].get("kind") == "graph":
+            raise ValueError(f"{cfg_path}: a graph nowcaster of the older format {fmt!r}; re-make it with "
+                             "`weightspace nowcast` (the graph architecture changed)")
         model = cls(NowcastConfig(**meta["config"]))
         w = base.with_suffix(".safetensors")
         if model.kind != "linefit" or w.exists():

@@ -16,6 +16,12 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
   on; the loss may spike for a few steps) or ``"reset"`` (the moved parameters' optimizer state is
   dropped, so e.g. Adam restarts its moments and bias correction).
 * A jump that would produce NaN/inf is skipped with a ``RuntimeWarning`` and never applied.
+
+Cost: everything that does not change between jumps is built once (the :class:`GraphSpec`, the
+nowcaster's index tensors, the split of the flat vector into the model's tensors); the snapshots
+live in one preallocated ``[context, P]`` ring buffer written by a single ``torch.cat(out=...)``;
+a jump is one call of the nowcaster under ``torch.inference_mode`` for the one horizon it needs,
+and one ``torch._foreach_copy_`` writes the result back.
 """
 
 from __future__ import annotations
@@ -118,14 +124,18 @@ class NowcastHook:
         if not any(self._moved):
             raise ValueError("the optimizer updates none of the model's parameters")
         self._params = [t for t, m in zip(self._tensors, self._moved) if m and isinstance(t, nn.Parameter)]
-        sizes = [math.prod(s) for s in self.spec.shapes]
-        self._mask = torch.cat([torch.full((n,), m) for n, m in zip(sizes, self._moved)])
+        self._sizes = [math.prod(s) for s in self.spec.shapes]
+        self._moved_idx = [i for i, m in enumerate(self._moved) if m]
+        device = self._tensors[0].device
+        self._mask = torch.cat([torch.full((n,), m) for n, m in zip(self._sizes, self._moved)]).to(device)
+        self._all_moved = all(self._moved)
         self.step = 0
         self.jumps = 0
         self.skipped = 0
-        self.seconds = 0.0  # time spent inside the hook (snapshots + predictions + writes)
+        self.seconds = 0.0  # wall-clock time spent inside the hook (snapshots + predictions + writes)
         self.history: list[dict[str, Any]] = []
-        self._window: list[Tensor] = []
+        self._buf = torch.empty(context, self.spec.num_params, dtype=torch.float32, device=device)
+        self._count = 0  # snapshots in the buffer since the last jump (the newest at (count-1) % context)
         self._handles = [
             optimizer.register_step_post_hook(self._on_step),
             optimizer.register_state_dict_post_hook(self._sd_post),
@@ -133,19 +143,31 @@ class NowcastHook:
         ]
 
     # ------------------------------------------------------------------ hook
+    @property
+    def window(self) -> Tensor:
+        """The snapshots held for the next jump, oldest first: ``[n, P]`` (``n <= context``), a copy."""
+        n = min(self._count, self.context)
+        order = [(self._count - n + i) % self.context for i in range(n)]
+        return self._buf[order].clone()
+
     @torch.no_grad()
-    def _flat(self) -> Tensor:
-        return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in self._tensors])
+    def _snapshot(self) -> None:
+        row = self._buf[self._count % self.context]
+        parts = [t.detach().reshape(-1) for t in self._tensors]
+        if all(t.dtype == torch.float32 and t.device == row.device for t in parts):
+            torch.cat(parts, out=row)
+        else:
+            row.copy_(torch.cat([t.to(row.device, torch.float32) for t in parts]))
+        self._count += 1
 
     def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # no CPU-time clock here: its system call invites preemption into the timing
         self.step += 1
         if self.step % self.stride == 0:
-            self._window.append(self._flat())
-            del self._window[: -self.context]
+            self._snapshot()
         due = (self.step % self.period == 0 and self.step >= self.start
                and (self.total_steps is None or self.step < self.total_steps))
-        if due and len(self._window) == self.context:
+        if due and self._count >= self.context:
             self._jump()
         self.seconds += time.perf_counter() - t0
 
@@ -153,22 +175,25 @@ class NowcastHook:
     def _jump(self) -> None:
         k = max(1, min(int(self._horizon(self.step)), self.nowcaster.horizons))
         t0 = time.perf_counter()
-        window = torch.stack(self._window)  # [c, P]
-        delta = self.nowcaster.predict(self.layout, window)[k - 1]
-        mask = self._mask.to(delta.device)
-        new = window[-1] + torch.where(mask, delta, torch.zeros_like(delta))
+        c = self.context
+        pos = self._count % c  # the oldest snapshot; the buffer is full
+        window = self._buf if pos == 0 else torch.cat([self._buf[pos:], self._buf[:pos]])
+        delta = self.nowcaster.predict(self.layout, window, horizon=k)  # [P]
+        if not self._all_moved:
+            delta = delta * self._mask
+        new = window[-1] + delta
         rec = {"step": self.step, "horizon": k, "steps_ahead": k * self.stride,
                "seconds": 0.0, "applied": False}
-        if not bool(torch.isfinite(new[mask]).all()):
+        if not bool(torch.isfinite(new).all()):
             self.skipped += 1
             msg = f"nowcast jump at step {self.step} would produce non-finite weights; skipped"
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             log.warning(msg)
         else:
-            parts = self.spec.unflatten(new)
-            for name, t, moved in zip(self.spec.names, self._tensors, self._moved):
-                if moved:
-                    t.copy_(parts[name].to(t.dtype))
+            parts = new.split(self._sizes)
+            dst = [self._tensors[i] for i in self._moved_idx]
+            src = [parts[i].view(self._tensors[i].shape) for i in self._moved_idx]
+            torch._foreach_copy_(dst, src)  # casts to each tensor's dtype/device
             if self.optimizer_state == "reset":
                 for p in self._params:
                     self.optimizer.state.pop(p, None)
@@ -177,12 +202,12 @@ class NowcastHook:
             log.debug("nowcast jump at step %d: %d steps ahead", self.step, k * self.stride)
         rec["seconds"] = time.perf_counter() - t0
         self.history.append(rec)
-        self._window.clear()
+        self._count = 0
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The hook's state: counters, history and the snapshots of the current window."""
-        window = torch.stack(self._window) if self._window else torch.zeros(0, self.spec.num_params)
+        window = self.window.cpu()
         return {"step": self.step, "jumps": self.jumps, "skipped": self.skipped, "window": window.clone(),
                 "history": [dict(h) for h in self.history], "period": self.period, "context": self.context}
 
@@ -196,7 +221,9 @@ class NowcastHook:
             raise ValueError(f"saved window holds {w.shape[-1]} parameters, the model stores {self.spec.num_params}")
         self.step, self.jumps, self.skipped = int(state["step"]), int(state["jumps"]), int(state["skipped"])
         self.history = [dict(h) for h in state.get("history", [])]
-        self._window = [r.clone().float() for r in w]
+        w = w[-self.context:] if w.numel() else w
+        self._buf[: w.shape[0]] = w.to(self._buf.device, torch.float32) if w.numel() else self._buf[:0]
+        self._count = int(w.shape[0]) if w.numel() else 0
 
     def _sd_post(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
         state_dict[STATE_KEY] = self.state_dict()
@@ -214,7 +241,7 @@ class NowcastHook:
         for h in self._handles:
             h.remove()
         self._handles = []
-        self._window.clear()
+        self._count = 0
 
     @property
     def attached(self) -> bool:
