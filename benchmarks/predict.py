@@ -1,8 +1,8 @@
 """Generalization prediction benchmark: graph metanetwork vs StatNN (MLP and boosting) vs
 hyperparameters only, on a homogeneous and a heterogeneous digits zoo built by ``model_zoo``.
 
-    weightspace zoo digits_cnn size=200 zoo.trainer.epochs=6 out=ZOOS/digits_cnn
-    python benchmarks/predict.py --make-hetero-zoo ZOOS/digits_hetero   # HETERO_ZOO below
+    weightspace zoo digits_cnn size=1000 zoo.trainer.epochs=6 out=ZOOS/digits_cnn
+    python benchmarks/predict.py --make-hetero-zoo ZOOS/digits_hetero --hetero-size 1000   # HETERO_ZOO below
     python benchmarks/predict.py --cnn-zoo ZOOS/digits_cnn --hetero-zoo ZOOS/digits_hetero \
         [--seeds 3] [--gmn-epochs 15] [--threads 1] [--out benchmarks/results]
 
@@ -24,6 +24,8 @@ import argparse
 import json
 import logging
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -36,9 +38,10 @@ from weightspace.tasks.predict import PredictConfig, load_zoo_graphs, run_predic
 log = logging.getLogger("benchmarks.predict")
 
 METHODS = {
-    "gmn": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64), lr=2e-3, batch_size=16),
-    "gmn_stats": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, stats=True), lr=2e-3,
-                      batch_size=16),
+    "gmn": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, layer_bins=4), lr=2e-3,
+                batch_size=16),
+    "gmn_stats": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, layer_bins=4, stats=True),
+                      lr=2e-3, batch_size=16),
     "statnn": dict(metanet="statnn", model=dict(hidden=(1000, 1000), dropout=0.1), epochs=60, lr=1e-3),
     "statnn_gbm": dict(metanet="statnn_gbm", model={}, epochs=0),
     "hparams": dict(metanet="hparams", model=dict(hidden=(256, 256), dropout=0.1), epochs=60, lr=1e-3),
@@ -152,6 +155,7 @@ def main() -> None:
         zres["methods"] = {m: {k: mean_std(v) for k, v in per[m].items()} for m in methods}
         results["zoos"][zname] = zres
     results["total_time_s"] = time.time() - t_all
+    results["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     (out / "predict.json").write_text(json.dumps(results, indent=1))
     write_markdown(results, out / "predict.md", methods)
     plot(scatter, embed, out / "predict.png", methods)
@@ -161,6 +165,7 @@ def main() -> None:
 def write_markdown(results: dict, path: Path, methods: list[str]) -> None:
     c = results["config"]
     lines = [f"# Generalization prediction (test split, mean ± std over {c['seeds']} seeds)", "",
+             f"Command: `{results.get('command', '')}`", "",
              "| zoo | method | τ | R² | MAE | τ (trained runs) | train s | train graphs/s |",
              "|---|---|---|---|---|---|---|---|"]
     for zname, z in results["zoos"].items():

@@ -76,6 +76,30 @@ def test_gmn_predicts_unseen_architecture_and_encodes(zoo_dir, data, tmp_path):
         small(resnet)
 
 
+def test_hybrid_gmn_on_every_checkpoint_saves_and_reloads(zoo_dir, tmp_path):
+    data = load_zoo_graphs(zoo_dir, fractions=(0.6, 0.2, 0.2), train_checkpoints="all")
+    finals = load_zoo_graphs(zoo_dir, fractions=(0.6, 0.2, 0.2))
+    # every checkpoint of the same train runs; val/test keep one final checkpoint per run
+    assert len(data.graphs["train"]) > len(finals.graphs["train"])
+    assert {int(g.run) for g in data.graphs["train"]} == {int(g.run) for g in finals.graphs["train"]}
+    assert len({int(g.step) for g in data.graphs["train"]}) > 1
+    assert [int(g.run) for g in data.graphs["test"]] == [int(g.run) for g in finals.graphs["test"]]
+    cfg = PredictConfig(metanet="gmn", model={"hidden": 8, "num_layers": 1, "embed_dim": 8, "layer_bins": 2,
+                                              "stats": True},
+                        epochs=1, batch_size=8, progress=False, device="cpu", fractions=(0.6, 0.2, 0.2),
+                        train_checkpoints="all")
+    pred, metrics = run_predict(zoo_dir, cfg, tmp_path, data=data)
+    assert pred.model.stat_tensors == pred.meta["max_tensors"] > 0
+    assert not torch.equal(pred.model.stat_norm.std, torch.ones_like(pred.model.stat_norm.std))  # fitted
+    again = load_predictor(tmp_path / "predictor")
+    assert again.model.hparams["layer_bins"] == 2
+    a = pred.predict(data.graphs["test"])
+    b = again.predict(data.graphs["test"])
+    assert np.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="train_checkpoints"):
+        PredictConfig(train_checkpoints="best")
+
+
 def test_bad_config_and_paths(tmp_path):
     with pytest.raises(ValueError, match="unknown metanet 'nfn'"):
         PredictConfig(metanet="nfn")

@@ -31,7 +31,15 @@ def config_from(cfg: DictConfig) -> PredictConfig:
                          weight_decay=float(m.weight_decay), seed=int(cfg.seed),
                          trained_threshold=None if cfg.trained_threshold is None else float(cfg.trained_threshold),
                          device=str(cfg.device), progress=bool(cfg.progress),
-                         max_runs=None if cfg.max_runs is None else int(cfg.max_runs))
+                         max_runs=None if cfg.max_runs is None else int(cfg.max_runs),
+                         train_checkpoints=_checkpoints(cfg.get("train_checkpoints", "final")))
+
+
+def _checkpoints(value):
+    """``final`` / ``all`` or a list of epochs, from the Hydra value."""
+    if isinstance(value, str):
+        return value
+    return [float(e) for e in OmegaConf.to_container(value, resolve=True)]
 
 
 def plot_embedding(pred, data, out: Path) -> Path | None:
@@ -67,7 +75,8 @@ def run(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     pcfg = config_from(cfg)
-    data = load_zoo_graphs(str(cfg.zoo_dir), pcfg.target, pcfg.fractions, pcfg.split_seed, pcfg.max_runs, pcfg.progress)
+    data = load_zoo_graphs(str(cfg.zoo_dir), pcfg.target, pcfg.fractions, pcfg.split_seed, pcfg.max_runs, pcfg.progress,
+                           pcfg.train_checkpoints)
     pred, metrics = run_predict(None, pcfg, out, data=data)
     import torch.distributed as dist
 
