@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .archs import MLP, SmallCNN
@@ -149,6 +150,7 @@ class BatchedNet:
         """
         M = next(iter(params.values())).shape[0]
         shared = x.dim() == (3 if self.spatial else 2)
+        scale = None if dropout is None else 1.0 / (1.0 - dropout)
         h = x
         for layer in self.layers:
             if layer.kind == "linear":
@@ -158,8 +160,7 @@ class BatchedNet:
             elif layer.kind == "conv":
                 w, b = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
                 O, C = w.shape[1], w.shape[2]
-                pad = h.new_zeros(*h.shape[:-2], 1, h.shape[-1])
-                cols = torch.cat([h, pad], -2).index_select(-2, layer.index)  # [(M,) C, K*P, B]
+                cols = F.pad(h, (0, 0, 0, 1)).index_select(-2, layer.index)  # [(M,) C, K*P, B]; S = zero slot
                 B = h.shape[-1]
                 cols = cols.reshape(*cols.shape[:-3], C * (layer.index.numel() // layer.out_positions),
                                     layer.out_positions * B)
@@ -173,14 +174,15 @@ class BatchedNet:
             else:
                 h = layer.module.forward(h)
                 if dropout is not None:
-                    h = h * dropout_mask(h.shape, dropout)
+                    h = h * dropout_mask(h.shape, dropout, scale)
         return h
 
 
-def dropout_mask(shape: Sequence[int], rate: Tensor) -> Tensor:
-    """Inverted-dropout multipliers of shape ``[M, ...]``: ``1 / (1 - rate[m])`` where kept, 0 where
-    dropped; an element is kept when ``torch.rand`` draws at least ``rate[m]`` (as in
+def dropout_mask(shape: Sequence[int], rate: Tensor, scale: Tensor | None = None) -> Tensor:
+    """Inverted-dropout multipliers of shape ``[M, ...]``: ``scale[m] = 1 / (1 - rate[m])`` where kept,
+    0 where dropped; an element is kept when ``torch.rand`` draws at least ``rate[m]`` (as in
     :class:`torch.nn.Dropout`). Uses the global torch generator.
     """
-    col = rate.reshape(-1, *([1] * (len(shape) - 1)))
-    return torch.rand(shape).ge_(col).mul_(1.0 / (1.0 - col))
+    col = (-1, *([1] * (len(shape) - 1)))
+    scale = 1.0 / (1.0 - rate) if scale is None else scale
+    return torch.rand(shape).ge_(rate.view(col)).mul_(scale.view(col))

@@ -358,8 +358,7 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
             yb = ytr[bi]
             per = F.cross_entropy(out, yb, reduction="none") if task == "classification" \
                 else ((out - yb.transpose(1, 2)) ** 2).mean(1)
-            loss = ((per * w).sum(1) / w.sum(1).clamp_min(1.0)).sum()
-            gs = torch.autograd.grad(loss, list(leaves.values()))
+            gs = torch.autograd.grad((per * w).sum(), list(leaves.values()))  # w: per-model mean weights
             return torch.cat([g.reshape(k, -1) for g in gs], 1)
 
         evals = _eval_blocks(net, torch.cat([xtr, xte]), torch.cat([ytr, yte]), cfg.eval_batch_size)
@@ -438,6 +437,8 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
         snapshot(steps_done, 0.0)
     for epoch in range(1, cfg.epochs + 1):
         idx, w, _ = _epoch_order(runs, subsets, epoch, bs)
+        if net is not None:  # per-step weights of a per-model mean: 1 / (samples in the batch)
+            w = (w.view(M, S, bs) / w.view(M, S, bs).sum(-1, keepdim=True).clamp_min(1.0)).view(M, -1)
         for s in range(S):
             k = active[s]
             sl = slice(s * bs, (s + 1) * bs)

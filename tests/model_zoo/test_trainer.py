@@ -212,3 +212,15 @@ def test_engine_errors(digits):
         train_group(rs, load_dataset("digits"), TrainerConfig(epochs=1), engine="batched")
     with pytest.raises(ValueError, match="engine must be 'auto', 'batched' or 'vmap', got 'jit'"):
         train_group(runs(1), digits, TrainerConfig(epochs=1), engine="jit")
+
+
+def test_correct_matches_argmax_with_ties_and_nonfinite():
+    from model_zoo.trainer import _correct
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        out = torch.randint(-2, 2, (3, 5, 40), generator=g).float()  # many ties
+        if trial % 2:
+            out[0, 1, 3], out[1, 2, 4], out[2, 0, 5] = float("nan"), float("inf"), -float("inf")
+        y = torch.randint(0, 5, (40,), generator=g)
+        assert torch.equal(_correct(out, y), (out.argmax(1) == y) & torch.isfinite(out).all(1))
