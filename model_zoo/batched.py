@@ -159,15 +159,15 @@ class BatchedNet:
                 shared = False
             elif layer.kind == "conv":
                 w, b = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
-                O, C = w.shape[1], w.shape[2]
+                n_out, C = w.shape[1], w.shape[2]
                 cols = F.pad(h, (0, 0, 0, 1)).index_select(-2, layer.index)  # [(M,) C, K*P, B]; S = zero slot
                 B = h.shape[-1]
                 cols = cols.reshape(*cols.shape[:-3], C * (layer.index.numel() // layer.out_positions),
                                     layer.out_positions * B)
-                wf = w.reshape(M, O, C, -1)
-                wf = (wf if layer.taps is None else wf.index_select(-1, layer.taps)).reshape(M, O, -1)
+                wf = w.reshape(M, n_out, C, -1)
+                wf = (wf if layer.taps is None else wf.index_select(-1, layer.taps)).reshape(M, n_out, -1)
                 z = torch.matmul(wf, cols).add_(b.unsqueeze(-1)) if shared else torch.baddbmm(b.unsqueeze(-1), wf, cols)
-                h = z.reshape(M, O, layer.out_positions, B)
+                h = z.reshape(M, n_out, layer.out_positions, B)
                 shared = False
             elif layer.kind == "gap":
                 h = h.mean(-2)
