@@ -733,6 +733,13 @@ class Builder:
         if isinstance(a, Act) and isinstance(b, Act) and a.nodes.data_ptr() == b.nodes.data_ptr() \
                 and torch.equal(a.nodes, b.nodes):
             return a  # an element-wise function of one activation (e.g. a decomposed GELU): same neurons
+        if (op in ("add", "sub") and isinstance(a, Act) and isinstance(b, Act) and len(a) == len(b)
+                and a.block == b.block == 1 and (a.feat, a.ndim) == (b.feat, b.ndim)
+                and torch.equal(a.nodes.sort().values, b.nodes.sort().values)):
+            # the same neurons reordered: a rotary embedding of one unsplit head (multi-query keys)
+            nd = (a.ndim or 2) + 1
+            one = lambda t: Heads(t.nodes[None, :], -2, -1, nd, t.layer)  # noqa: E731
+            return Act(self.rotary(one(a), one(b)).nodes[0], a.feat, a.ndim, max(a.layer, b.layer))
         if op in ("add", "sub") and isinstance(a, (Act, Lazy)) and isinstance(b, (Act, Lazy)):
             if isinstance(a, Lazy) and isinstance(b, Lazy):
                 if a is b or a.act is not None or b.act is not None:
@@ -1000,6 +1007,9 @@ class Builder:
         heads were repeated or not): query head ``h`` pairs with key head ``h // r``, and each query
         head gets its own result units (``ATTN_OUT``), fed by ``ATTN_GROUP`` edges from the shared
         value units and by ``ATTN_HEAD`` edges from the head's query units."""
+        if isinstance(q, Heads):  # a single key/value head (multi-query attention) may stay unsplit
+            k, v = (Heads(t.nodes[None, :], q.head, q.feat, q.ndim, t.layer)
+                    if isinstance(t, Act) and t.feat == -1 and t.block == 1 else t for t in (k, v))
         if not all(isinstance(t, Heads) for t in (q, k, v)):
             raise self.fail("attention inputs must be projections split into heads")
         kd, vd = self._distinct_heads(k.nodes), self._distinct_heads(v.nodes)
