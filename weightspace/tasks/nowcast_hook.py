@@ -19,9 +19,10 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
 
 Cost: everything that does not change between jumps is built once (the :class:`GraphSpec`, the
 nowcaster's index tensors, the split of the flat vector into the model's tensors); the snapshots
-live in one preallocated ``[context, P]`` ring buffer written by a single ``torch.cat(out=...)``;
-a jump is one call of the nowcaster under ``torch.inference_mode`` for the one horizon it needs,
-and one ``torch._foreach_copy_`` writes the result back.
+live in one preallocated ``[context, P]`` ring buffer, each written by one ``torch._foreach_copy_``
+into views of the row shaped like the model's tensors; a jump is one call of the nowcaster under
+``torch.inference_mode`` for the one horizon it needs, and one ``torch._foreach_copy_`` writes the
+result back.
 """
 
 from __future__ import annotations
@@ -136,6 +137,13 @@ class NowcastHook:
         self.history: list[dict[str, Any]] = []
         self._buf = torch.empty(context, self.spec.num_params, dtype=torch.float32, device=device)
         self._count = 0  # snapshots in the buffer since the last jump (the newest at (count-1) % context)
+        # views of every buffer row (and of the jump's target vector) shaped like the model's tensors, so a
+        # snapshot and a write-back are one torch._foreach_copy_ each, with no per-tensor Python work
+        self._row_views = [self._views(self._buf[r], range(len(self._tensors))) for r in range(context)]
+        self._new = torch.empty(self.spec.num_params, dtype=torch.float32, device=device)
+        self._new_views = self._views(self._new, self._moved_idx)
+        self._moved_tensors = [self._tensors[i] for i in self._moved_idx]
+        self._same_device = all(t.device == device for t in self._tensors)
         self._handles = [
             optimizer.register_step_post_hook(self._on_step),
             optimizer.register_state_dict_post_hook(self._sd_post),
@@ -150,14 +158,20 @@ class NowcastHook:
         order = [(self._count - n + i) % self.context for i in range(n)]
         return self._buf[order].clone()
 
+    def _views(self, flat: Tensor, which) -> list[Tensor]:
+        offsets = [0]
+        for n in self._sizes:
+            offsets.append(offsets[-1] + n)
+        return [flat[offsets[i]: offsets[i + 1]].view(self._tensors[i].shape) for i in which]
+
     @torch.no_grad()
     def _snapshot(self) -> None:
-        row = self._buf[self._count % self.context]
-        parts = [t.detach().reshape(-1) for t in self._tensors]
-        if all(t.dtype == torch.float32 and t.device == row.device for t in parts):
-            torch.cat(parts, out=row)
+        r = self._count % self.context
+        if self._same_device:
+            torch._foreach_copy_(self._row_views[r], self._tensors)  # casts to float32
         else:
-            row.copy_(torch.cat([t.to(row.device, torch.float32) for t in parts]))
+            for v, t in zip(self._row_views[r], self._tensors):
+                v.copy_(t)
         self._count += 1
 
     def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -181,7 +195,7 @@ class NowcastHook:
         delta = self.nowcaster.predict(self.layout, window, horizon=k)  # [P]
         if not self._all_moved:
             delta = delta * self._mask
-        new = window[-1] + delta
+        new = torch.add(window[-1], delta, out=self._new)
         rec = {"step": self.step, "horizon": k, "steps_ahead": k * self.stride,
                "seconds": 0.0, "applied": False}
         if not bool(torch.isfinite(new).all()):
@@ -190,10 +204,7 @@ class NowcastHook:
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             log.warning(msg)
         else:
-            parts = new.split(self._sizes)
-            dst = [self._tensors[i] for i in self._moved_idx]
-            src = [parts[i].view(self._tensors[i].shape) for i in self._moved_idx]
-            torch._foreach_copy_(dst, src)  # casts to each tensor's dtype/device
+            torch._foreach_copy_(self._moved_tensors, self._new_views)  # casts to each tensor's dtype/device
             if self.optimizer_state == "reset":
                 for p in self._params:
                     self.optimizer.state.pop(p, None)
