@@ -60,7 +60,12 @@ def _fmt(s: dict, unit: str = "s", scale: float = 1.0) -> str:
 
 
 def graph_bytes(g: ws.ParameterGraph) -> int:
-    return sum(v.numel() * v.element_size() for v in g.values() if isinstance(v, torch.Tensor))
+    """Bytes of every tensor's storage, each counted once (a broadcast ``edge_kernel`` is one row)."""
+    seen = {}
+    for v in g.values():
+        if isinstance(v, torch.Tensor):
+            seen[v.untyped_storage().data_ptr()] = v.untyped_storage().nbytes()
+    return sum(seen.values())
 
 
 def convert_once(name: str) -> dict:
@@ -189,7 +194,8 @@ def markdown(res: dict) -> str:
         "# Converter benchmark",
         "",
         f"Machine: {res['machine']}; torch {res['torch']}; {res['repeats']} repeats (mean ± std); device: CPU.",
-        f"CUDA: {res['cuda']}.",
+        f"CUDA: {res['cuda']}. Load average (1, 5, 15 min) at the start: {res.get('load_avg_start', 'not recorded')} "
+        "(the 2 cores are shared with other work; timings include that).",
         "",
         "## Spec build + conversion (fresh process per repeat)",
         "",
@@ -250,6 +256,7 @@ def main() -> None:
         "torch": torch.__version__,
         "cuda": "not available on this machine" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         "repeats": args.repeats,
+        "load_avg_start": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "networks": big_networks(args.repeats, torch.get_num_threads()),
         "checkpoints": checkpoints(args.repeats),
         "large_checkpoints": large_checkpoints(args.repeats),

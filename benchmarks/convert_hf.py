@@ -101,17 +101,22 @@ def convert_once(name: str) -> dict:
     }
 
 
-def jump_once(name: str, jumps: int = 2) -> dict:
-    """Fresh process: attach the nowcasting hook and time ``jumps`` jumps (period = context)."""
+def jump_once(name: str, kind: str = "graph", jumps: int = 2) -> dict:
+    """Fresh process: attach the nowcasting hook and time ``jumps`` jumps (period = context).
+    ``kind``: ``graph`` (the shipped nowcaster, or an untrained one of its config if the shipped
+    checkpoint does not load), ``mlp`` or ``linefit`` (untrained, same sizes: the hook's own cost)."""
     from weightspace.tasks.nowcast import Nowcaster
 
     limit = int(float(os.environ.get("CONVERT_HF_JUMP_GIB", "12")) * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # a shared machine: fail rather than swap others out
     model, ids = make(name)
-    try:
-        nowcaster, which = Nowcaster.pretrained(), "shipped checkpoint"
-    except Exception as exc:  # noqa: BLE001 - the shipped checkpoint may lag the nowcaster's format
-        nowcaster, which = Nowcaster(kind="graph", hidden=32, layers=2), f"untrained, shipped config ({exc})"
+    if kind != "graph":
+        nowcaster, which = Nowcaster(kind=kind, hidden=32, layers=2), "untrained"
+    else:
+        try:
+            nowcaster, which = Nowcaster.pretrained(), "shipped checkpoint"
+        except Exception as exc:  # noqa: BLE001 - the shipped checkpoint may lag the nowcaster's format
+            nowcaster, which = Nowcaster(kind="graph", hidden=32, layers=2), f"untrained, shipped config ({exc})"
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # steps without gradients: the hook's cost only
     rss0 = _rss()
     t0 = time.perf_counter()
@@ -192,7 +197,9 @@ def run(repeats: int, threads: int, jump: bool, timeout: float, parts: set[str])
             "errors": [r["error"] for r in runs if "error" in r],
         }
     if jump and "jump" in parts:
-        out["hook_minilm"] = {"load_avg_before": _load(), **_child("jump", "minilm", threads, timeout)}
+        for kind in ("graph", "mlp", "linefit"):
+            key = "hook_minilm" if kind == "graph" else f"hook_minilm_{kind}"
+            out[key] = {"load_avg_before": _load(), **_child(f"jump{kind}", "minilm", threads, timeout)}
     for rows in (0, 1024) if "encode" in parts else ():
         out[f"encode_minilm_{rows or 'all'}"] = {"load_avg_before": _load(),
                                                  **_child(f"encode{rows}", "minilm", threads, timeout)}
@@ -237,24 +244,23 @@ def markdown(res: dict) -> str:
         + ", ".join(f"{n}: {r[n]['index_map_bytes'] / r[n]['param_bytes']:.2f}×" for n in MODELS
                     if "index_map_bytes" in r.get(n, {}))
         + " param bytes. Peak RSS increase = `ru_maxrss` after conversion − RSS just before the spec build"
-        " (so it includes tracing, the index maps and the graph)",
+        " (so it includes tracing, the index maps and the graph).",
         "",
     ]
-    h = r.get("hook_minilm")
-    if h:
-        if "error" in h:
-            lines.append(f"Nowcasting hook on the MiniLM-sized model: failed: {h['error']}")
-        else:
-            js = h["jump_s"]
-            lines += [
-                "## Nowcasting hook, MiniLM-sized BERT",
-                "",
-                f"Nowcaster: {h['nowcaster']} ({h['which']}). `attach` (spec build included): {h['attach_s']:.2f} s; "
-                f"per jump: {', '.join(f'{s:.2f} s' for s in js)} (applied: {h['applied']}); "
-                f"peak RSS increase over the model: {h['peak_rss_increase_bytes'] / 2**30:.2f} GiB. "
-                f"Load average before: {h['load_avg_before']}.",
-                "",
-            ]
+    hooks = [(k, r[k]) for k in ("hook_minilm", "hook_minilm_mlp", "hook_minilm_linefit") if k in r]
+    if hooks:
+        lines += ["## Nowcasting hook, MiniLM-sized BERT (CPU, 12 GiB address-space limit per process)", "",
+                  "| nowcaster | attach (spec build included) | per jump | peak RSS increase | load before |",
+                  "|---|---|---|---|---|"]
+        for k, h in hooks:
+            kind = {"hook_minilm": "graph", "hook_minilm_mlp": "mlp", "hook_minilm_linefit": "linefit"}[k]
+            if "error" in h:
+                lines.append(f"| {kind} | failed: {h['error']} | | | {h['load_avg_before']} |")
+                continue
+            js = ", ".join(f"{s:.2f} s" for s in h["jump_s"])
+            lines.append(f"| {kind}: {h['nowcaster']} ({h['which']}) | {h['attach_s']:.2f} s | {js} "
+                         f"| {h['peak_rss_increase_bytes'] / 2**30:.2f} GiB | {h['load_avg_before']} |")
+        lines.append("")
     enc = [(k, r[k]) for k in ("encode_minilm_all", "encode_minilm_1024") if k in r]
     if enc:
         lines += ["## Graph metanetwork embedding, MiniLM-sized BERT (CPU, no gradients)", "",
@@ -292,7 +298,7 @@ def main() -> None:
         if kind.startswith("encode"):
             print(json.dumps(encode_once(name, int(kind[len("encode"):]))))
         else:
-            print(json.dumps(convert_once(name) if kind == "convert" else jump_once(name)))
+            print(json.dumps(convert_once(name) if kind == "convert" else jump_once(name, kind[len("jump"):])))
         return
     import transformers
 
