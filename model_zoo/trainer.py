@@ -274,6 +274,9 @@ class _Flat:
         return {n: t.contiguous() for n, t in self.views(flat).items()}
 
 
+_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
 def _eval_blocks(net: BatchedNet, x: Tensor, y: Tensor, bs: int) -> list[tuple[Tensor, Tensor]]:
     """A shared evaluation input cut into sample blocks in the batched network's layout."""
     return [(net.layout(x[i : i + bs]), y[i : i + bs]) for i in range(0, len(x), bs)]
@@ -283,23 +286,25 @@ def _correct(out: Tensor, y: Tensor) -> Tensor:
     """``(out.argmax(1) == y) & isfinite(out).all(1)`` for logits ``[M, K, B]``, with reductions over
     the short class axis that vectorize along the batch (``argmax(1)`` on this layout is ~50x slower):
     a finite sample is correct when its target's logit is the maximum and no earlier class ties it."""
+    y = y.expand(out.shape[0], -1)  # [B] (shared) or [M, B]
     mx, mn = out.amax(1), out.amin(1)
     finite = torch.isfinite(mx) & torch.isfinite(mn)
     at_max = out == mx.unsqueeze(1)
-    ok = at_max.gather(1, y.reshape(1, 1, -1).expand(out.shape[0], 1, -1)).squeeze(1) & finite
+    ok = at_max.gather(1, y.unsqueeze(1)).squeeze(1) & finite
     ties = (at_max.sum(1) > 1) & ok
     if bool(ties.any()):  # rare: the first maximum decides, as in argmax
         m, b = ties.nonzero(as_tuple=True)
-        ok[m, b] = out[m, :, b].argmax(-1) == y[b]
+        ok[m, b] = out[m, :, b].argmax(-1) == y[m, b]
     return ok
 
 
 def _per_sample(out: Tensor, y: Tensor, task: str) -> tuple[Tensor, Tensor | None]:
-    """Loss and correctness ``[M, B]`` of logits ``[M, K, B]`` (targets ``[B]`` or ``[B, d]``)."""
+    """Loss and correctness ``[M, B]`` of logits ``[M, K, B]``; targets shared (``[B]``, ``[B, d]``)
+    or per model (``[M, B]``, ``[M, B, d]``)."""
     if task == "classification":
         loss = F.cross_entropy(out, y.expand(out.shape[0], -1), reduction="none")
         return loss, _correct(out, y).float()
-    return ((out - y.T) ** 2).mean(1), None
+    return ((out - y.movedim(-2, -1)) ** 2).mean(1), None
 
 
 def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
@@ -376,23 +381,41 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
             gs = torch.autograd.grad((per * w).sum(), list(leaves.values()))  # w: per-model mean weights
             return torch.cat([g.reshape(k, -1) for g in gs], 1)
 
-        evals = _eval_blocks(net, torch.cat([xtr, xte]), torch.cat([ytr, yte]), cfg.eval_batch_size)
-        block = max(1, (1 << 22) // (net.activation_elements() * cfg.eval_batch_size))
+        ebs = cfg.eval_batch_size
+        test_blocks = _eval_blocks(net, xte, yte, ebs)
+        block = max(1, (1 << 23) // (net.activation_elements() * ebs))  # models per evaluation pass
+        # Train metrics over each model's own subset: per block of models (similar subset sizes, as
+        # they are ordered by steps per epoch), indices padded to the block's largest subset.
+        train_blocks = []
+        for a in range(0, M, block):
+            sub = subsets[a : a + block]
+            idx = torch.zeros(len(sub), max(len(x) for x in sub), dtype=torch.long)
+            valid = torch.zeros(idx.shape, dtype=torch.bool)
+            for j, x in enumerate(sub):
+                idx[j, : len(x)] = torch.from_numpy(x)
+                valid[j, : len(x)] = True
+            train_blocks.append((idx, valid))
 
         @torch.no_grad()
-        def per_sample_all() -> tuple[Tensor, Tensor | None]:
-            losses, correct = [], []
-            for a in range(0, M, block):
+        def evaluate() -> dict[str, Tensor]:
+            out: dict[str, list[Tensor]] = {k: [] for k in _METRICS}
+            for (idx, valid), a in zip(train_blocks, range(0, M, block)):
                 p = flat.views(P[a : a + block])
                 ls, cs = [], []
-                for x, y in evals:
-                    loss, ok = _per_sample(net.forward(p, x), y, task)
+                for c in range(0, idx.shape[1], ebs):
+                    ib = idx[:, c : c + ebs]
+                    loss, ok = _per_sample(net.forward(p, net.batch(xtr_t, ib)), ytr[ib], task)
                     ls.append(loss)
                     cs.append(ok)
-                losses.append(torch.cat(ls, 1))
-                if cs[0] is not None:
-                    correct.append(torch.cat(cs, 1))
-            return torch.cat(losses), (torch.cat(correct) if correct else None)
+                n = valid.sum(1)
+                out["train_loss"].append(torch.cat(ls, 1).masked_fill_(~valid, 0.0).sum(1) / n)
+                out["train_accuracy"].append(torch.cat(cs, 1).masked_fill_(~valid, 0.0).sum(1) / n
+                                             if cs[0] is not None else torch.full((len(n),), float("nan")))
+                ls, cs = zip(*[_per_sample(net.forward(p, x), y, task) for x, y in test_blocks])
+                out["test_loss"].append(torch.cat(ls, 1).mean(1))
+                out["test_accuracy"].append(torch.cat(cs, 1).mean(1) if cs[0] is not None
+                                            else torch.full((len(n),), float("nan")))
+            return {k: torch.cat(v) for k, v in out.items()}
     else:
         def loss_one(p: dict, b: dict, rate: Tensor, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
             _Dropout.rate = rate if use_drop else None
@@ -427,17 +450,17 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
             model.train()
             return torch.cat(losses, 1), (torch.cat(correct, 1) if correct else None)
 
-    n_tr = len(xtr)
-    w_te = torch.ones(M, len(xte))
+        n_tr = len(xtr)
+        w_te = torch.ones(M, len(xte))
 
-    def evaluate() -> dict[str, Tensor]:
-        loss, ok = per_sample_all()
-        out = {}
-        for split, sl, w in (("train", slice(0, n_tr), member), ("test", slice(n_tr, None), w_te)):
-            out[f"{split}_loss"] = (loss[:, sl] * w).sum(1) / w.sum(1)
-            out[f"{split}_accuracy"] = ((ok[:, sl] * w).sum(1) / w.sum(1)) if ok is not None \
-                else torch.full((M,), float("nan"))
-        return {k: out[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+        def evaluate() -> dict[str, Tensor]:
+            loss, ok = per_sample_all()
+            out = {}
+            for split, sl, w in (("train", slice(0, n_tr), member), ("test", slice(n_tr, None), w_te)):
+                out[f"{split}_loss"] = (loss[:, sl] * w).sum(1) / w.sum(1)
+                out[f"{split}_accuracy"] = ((ok[:, sl] * w).sum(1) / w.sum(1)) if ok is not None \
+                    else torch.full((M,), float("nan"))
+            return {k: out[k] for k in _METRICS}
 
     snaps: list[tuple[Tensor, dict[str, Tensor], Tensor, float | None, dict[str, Tensor]]] = []
 
