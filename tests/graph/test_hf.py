@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import networkx as nx
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -167,7 +169,8 @@ def test_llama_graph_types_rmsnorm_rotary_and_grouped_query_attention():
     assert n(NodeType.ATTN_OUT) == LH * LD  # one result per query head
     assert e(EdgeType.ATTN_QK) == LH * LD  # query unit i of head h -> key unit i of head h // 2
     assert e(EdgeType.ATTN_GROUP) == LH * LD
-    assert e(EdgeType.ROTARY) == (LH + LKV) * LD  # unit i mixed with unit i + d/2 and back
+    assert e(EdgeType.ROTARY) == (LH + LKV) * LD // 2  # unit i + d/2 -> unit i: the pairs RoPE mixes
+    assert nx.is_directed_acyclic_graph(ws.to_networkx(g))
     assert e(EdgeType.ATTN_OUT) == D * D
     rot = (g.node_type == NodeType.ROTARY_Q) | (g.node_type == NodeType.ROTARY_K)
     assert sorted(g.node_pos[rot].tolist()) == sorted(list(range(LD)) * (LH + LKV))  # index inside the head

@@ -806,8 +806,8 @@ class Builder:
     def rotary(self, a: Heads, b: Heads) -> Heads:
         """``a + b`` where ``b`` holds the same head units as ``a`` reordered inside each head: a
         rotary position embedding (``q*cos + rotate_half(q)*sin``), a fixed, parameter-free mixing
-        inside each head. The units become ``ROTARY_Q/K``-to-be: ``ROTARY`` edges join the units
-        each output mixes, and each unit keeps its index inside its head in ``node_pos``
+        inside each head. The units become ``ROTARY_Q/K``-to-be: a ``ROTARY`` edge joins each pair
+        of units the embedding mixes, and each unit keeps its index inside its head in ``node_pos``
         (only whole heads may be permuted)."""
         if (a.head, a.feat, a.ndim) != (b.head, b.feat, b.ndim) or a.nodes.shape != b.nodes.shape:
             raise self.fail("adding attention heads of different layouts")
@@ -819,7 +819,7 @@ class Builder:
                             "the same heads is supported)")
         rising = lambda h: bool((h.nodes[:, 1:] > h.nodes[:, :-1]).all())  # noqa: E731
         keep, other = (b, a) if rising(b) and not rising(a) else (a, b)
-        diff = keep.nodes != other.nodes
+        diff = other.nodes > keep.nodes  # one edge per mixed pair (keeps feed-forward graphs acyclic)
         self.add_edges(EdgeBlock(other.nodes[diff].clone(), keep.nodes[diff].clone(), EdgeType.ROTARY, 1, 1))
         d = keep.nodes.shape[1]
         for row in keep.nodes.tolist():
