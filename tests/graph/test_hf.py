@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 import networkx as nx
-
 import pytest
 import torch
 from hypothesis import given, settings

@@ -811,8 +811,7 @@ class Builder:
         (only whole heads may be permuted)."""
         if (a.head, a.feat, a.ndim) != (b.head, b.feat, b.ndim) or a.nodes.shape != b.nodes.shape:
             raise self.fail("adding attention heads of different layouts")
-        same = torch.equal(a.nodes, b.nodes)
-        if same:
+        if torch.equal(a.nodes, b.nodes):
             return a
         if not torch.equal(a.nodes.sort(1).values, b.nodes.sort(1).values):
             raise self.fail("adding different attention heads (only a rotary embedding's reordering of "
@@ -821,12 +820,11 @@ class Builder:
         keep, other = (b, a) if rising(b) and not rising(a) else (a, b)
         diff = other.nodes > keep.nodes  # one edge per mixed pair (keeps feed-forward graphs acyclic)
         self.add_edges(EdgeBlock(other.nodes[diff].clone(), keep.nodes[diff].clone(), EdgeType.ROTARY, 1, 1))
-        d = keep.nodes.shape[1]
         for row in keep.nodes.tolist():
             for j, i in enumerate(row):
                 self.s.node_pos[i] = j
         self.rotary_nodes.update(keep.nodes.reshape(-1).tolist())
-        return Heads(keep.nodes, keep.head, keep.feat, keep.ndim, keep.layer) if d else keep
+        return Heads(keep.nodes, keep.head, keep.feat, keep.ndim, max(a.layer, b.layer))
 
     def cat(self, items: list[Any], dim: int, label: str) -> Any:
         heads = [v for v in items if isinstance(v, Heads)]
