@@ -208,7 +208,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="budgets / 3")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="results prefix (default benchmarks/results/nowcast unless --quick)")
+    ap.add_argument("--render", default=None, metavar="JSON", help="only rewrite the Markdown table of a results JSON")
     args = ap.parse_args()
+    if args.render:
+        path = Path(args.render)
+        write_md(path.with_suffix(""), json.loads(path.read_text()))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     t_start = time.time()
@@ -313,11 +318,16 @@ def _print_task(tname: str, tres: dict) -> None:
 def write(prefix: Path, results: dict, curves: dict) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    write_md(prefix, results)
+    plot(prefix, results, curves)
+
+
+def write_md(prefix: Path, results: dict) -> None:
     lines = ["# Nowcasting benchmark", "", f"Command: `{results['command']}`; {results['seeds']} seeds; "
              f"{results['machine']['processor']}, torch {results['machine']['torch']}, "
              f"{results['machine']['threads']} thread(s); {results['machine']['note']} (load average "
-             f"{results['machine'].get('load_average_start', ['?'])[0]} at the start, "
-             f"{results['machine'].get('load_average_end', ['?'])[0]} at the end, on "
+             f"{results['machine'].get('load_average_start', [float('nan')])[0]:.1f} at the start, "
+             f"{results['machine'].get('load_average_end', [float('nan')])[0]:.1f} at the end, on "
              f"{os.cpu_count()} cores); {results['seconds']:.0f} s in all.", ""]
     for tname, t in results["tasks"].items():
         lines += [f"## {tname} — held out: {t['held_out']}", "",
@@ -344,6 +354,9 @@ def write(prefix: Path, results: dict, curves: dict) -> None:
     if results["hook"].get("tuning_adam"):
         lines.append(f"- Adam alone on the tuning task: {results['hook']['tuning_adam']['tune_steps']:.1f} steps")
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def plot(prefix: Path, results: dict, curves: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

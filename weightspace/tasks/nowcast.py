@@ -22,10 +22,15 @@ learned correction whose last layer starts at zero, so an untrained nowcaster is
 
 Three kinds share this interface and the meta-training loop, so baselines run in the same harness:
 
-* ``"graph"`` — the nowcaster: per-parameter encodings pooled into node (bias / norm columns) and
-  edge (weight, kernel entries) states, :class:`~weightspace.nn.GMNConv` message passing, and
-  equivariant per-edge / per-node readouts that emit every horizon for every parameter; the
-  per-parameter outputs are placed in their graph slots by the converter's decode map.
+* ``"graph"`` — the nowcaster, built so that a jump costs a few passes over the parameters: each
+  parameter is encoded on its own (``param_hidden`` numbers, plus an embedding of its edge type or
+  node column); every neuron averages the encodings of its incoming weights, outgoing weights and
+  own node parameters; :class:`_NodeLayer` message passing runs on neurons only, messages weighted
+  by per-weight scalars (one sparse product per layer, index tensors cached per architecture by
+  :meth:`NowcastLayout.graph_index`); each parameter's output reads its own encoding plus the states
+  of its two neurons (its own neuron for a bias / norm parameter) — equivariant to hidden-neuron
+  permutations. NiNo updates a state per edge in every layer instead, which costs ``O(D^2)`` per
+  weight and layer.
 * ``"mlp"`` — a per-parameter MLP on the same features, no graph (WNN-like; Jang et al., ICML 2023).
 * ``"linefit"`` — per-parameter linear extrapolation over the context, no parameters.
 
@@ -41,8 +46,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -76,6 +81,9 @@ _OLD_FORMATS = ("weightspace.nowcaster/1",)  # per-parameter kinds of /1 load un
 _FIXED = 3  # features besides the c-1 differences: last value, log step scale, slope
 _VOCAB_ROWS = 64  # embedding rows: edge types below 32, node-slot columns from 32 (room to grow)
 _CHANNELS = 3  # per-parameter scalars that weight a message: 1, normalized value, slope
+if (len(EdgeType) > _VOCAB_ROWS // 2 or len(NODE_FEATURES) > _VOCAB_ROWS // 2
+        or max(len(NodeType), len(Activation)) > _VOCAB_ROWS):  # pragma: no cover - vocabulary guard
+    raise RuntimeError("the graph vocabulary outgrew the nowcaster's embedding tables; raise _VOCAB_ROWS")
 
 
 # ----------------------------------------------------------------------------- layout
@@ -237,8 +245,7 @@ class _GraphIndex:
         order, mp_crow, mp_col = _csr(rows, cols, 2 * N)
         ctx_a = torch.where(edge, src, 2 * N + owner)
         ctx_b = torch.where(edge, N + dst, torch.full_like(owner, 3 * N))
-        out = cls(N, P, lay.node_type.clamp_max(_VOCAB_ROWS - 1), lay.node_act.clamp_max(_VOCAB_ROWS - 1),
-                  kind.clamp_max(_VOCAB_ROWS - 1), agg, mp_crow, mp_col, torch.cat(take)[order],
+        out = cls(N, P, lay.node_type, lay.node_act, kind, agg, mp_crow, mp_col, torch.cat(take)[order],
                   torch.cat(scale)[order], ctx_a, ctx_b)
         if device.type == "cpu":
             return out
