@@ -96,3 +96,10 @@ PERMUTABLE_NODE_TYPES: frozenset[int] = frozenset(
     {NodeType.HIDDEN, NodeType.SUM, NodeType.PRODUCT, NodeType.ATTN_Q, NodeType.ATTN_K, NodeType.ATTN_V,
      NodeType.ATTN_OUT}
 )
+
+#: Rows of the metanetworks' type-embedding tables: the first vocabularies' sizes plus 8 spare rows,
+#: fixed so that trained checkpoints keep loading when types are appended (append within them).
+NODE_TYPE_SLOTS = 18
+EDGE_TYPE_SLOTS = 23
+if len(NodeType) > NODE_TYPE_SLOTS or len(EdgeType) > EDGE_TYPE_SLOTS:  # pragma: no cover - vocabulary guard
+    raise RuntimeError("the node/edge type vocabularies outgrew their embedding slots")

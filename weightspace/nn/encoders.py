@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from weightspace.graph.vocab import Activation, EdgeType, NodeType
+from weightspace.graph.vocab import EDGE_TYPE_SLOTS, NODE_TYPE_SLOTS, Activation
 
 from ._utils import permutable_mask, reset_all, symlog
 from .edge_norm import LayerWeightNorm
@@ -43,7 +43,7 @@ class NeuronEncoder(nn.Module):
         self.hidden, self.num_features = hidden, num_features
         self.max_positions, self.max_depth = max_positions, max_depth
         self.lin = nn.Linear(num_features, hidden)
-        self.type_emb = nn.Embedding(len(NodeType) + 8, hidden)
+        self.type_emb = nn.Embedding(NODE_TYPE_SLOTS, hidden)
         self.act_emb = nn.Embedding(len(Activation) + 8, hidden)
         self.depth_emb = nn.Embedding(max_depth, hidden)
         self.pos_emb = nn.Embedding(max_positions, hidden)
@@ -91,7 +91,7 @@ class WeightEncoder(nn.Module):
         self.hidden, self.edge_dim = hidden, edge_dim
         self.norm = LayerWeightNorm()
         self.lin = nn.Linear(edge_dim + 1, hidden)
-        self.type_emb = nn.Embedding(len(EdgeType) + 8, hidden)
+        self.type_emb = nn.Embedding(EDGE_TYPE_SLOTS, hidden)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -343,7 +343,8 @@ class GraphHyperNetwork(nn.Module):
         self.rank = 16
         self.bilinear = nn.Linear(hidden + code_dim, 4 * F * self.rank, bias=False)  # (src, dst) x (hidden, readout)
         self.node_head = _mlp([hidden, hidden, 6])
-        self.init_gain = nn.Parameter(torch.zeros(len(EdgeType)))
+        # one gain per edge type of the first vocabulary (the shipped checkpoint's shape); dense and conv read
+        self.init_gain = nn.Parameter(torch.zeros(int(EdgeType.TOKEN) + 1))
         self.codes = nn.Embedding(num_codes, code_dim)
         self.reset_parameters()
 
