@@ -331,7 +331,7 @@ def _storage_bytes(g) -> int:
 
 
 def test_embedding_table_is_all_rows_with_compact_edge_structure():
-    """Every row of the table is a VOCAB node and every entry an edge; the structure costs 13 bytes
+    """Every row of the table is a VOCAB node and every entry an edge; the structure costs 9 bytes
     per edge (int32 edge_index, int8 edge_type, edge_kernel a broadcast view)."""
     torch.manual_seed(0)
     cfg = transformers.BertConfig(vocab_size=2000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -344,7 +344,7 @@ def test_embedding_table_is_all_rows_with_compact_edge_structure():
     assert g.edge_kernel.shape == (g.num_edges, 2) and g.edge_kernel.stride(0) == 0
     param_bytes = sum(p.numel() * 4 for p in model.parameters())
     structure = sum(_storage_bytes_of(t) for t in (g.edge_index, g.edge_type, g.edge_kernel))
-    assert structure <= 13 * g.num_edges + 64
+    assert structure <= 9 * g.num_edges + 64
     assert _storage_bytes(g) <= 4 * param_bytes
 
 

@@ -24,8 +24,8 @@ __all__ = ["GraphSpec"]
 
 _ZERO, _ONE, _MINUS_ONE = 0, 1, 2  # offsets of the constants appended after the parameters
 
-#: Storage types of the per-edge structure: a graph's structure costs 13 bytes per edge (+ its
-#: weights), a third of int64 fields. ``edge_index`` as int32 works with indexing and ``index_add_``;
+#: Storage types of the per-edge structure: 9 bytes per edge (17 when kernel sizes differ) instead of
+#: 40 with int64 fields, plus the weights. ``edge_index`` as int32 works with indexing and ``index_add_``;
 #: pass ``edge_index.long()`` to layers that insist on int64. ``edge_kernel`` is a broadcast view
 #: of one row when every edge has the same kernel size.
 EDGE_INDEX_DTYPE = torch.int32
