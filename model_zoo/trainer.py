@@ -362,9 +362,6 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
                           torch.tensor([r.l2 for r in runs]), flat.decay, P.shape[1], cfg)
     drop = torch.tensor([r.dropout for r in runs])
     use_drop = bool((drop > 0).any())
-    member = torch.zeros(M, len(xtr))
-    for m, s in enumerate(subsets):
-        member[m, torch.from_numpy(s)] = 1.0
     task = data.task
     S = int(spe.max())
     active = [int((spe > s).sum()) for s in range(S)]  # models inside their epoch at step s
@@ -452,6 +449,9 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
 
         n_tr = len(xtr)
         w_te = torch.ones(M, len(xte))
+        member = torch.zeros(M, n_tr)  # train metrics over each model's subset
+        for m, sub in enumerate(subsets):
+            member[m, torch.from_numpy(sub)] = 1.0
 
         def evaluate() -> dict[str, Tensor]:
             loss, ok = per_sample_all()
