@@ -259,7 +259,8 @@ def _group_sum(values: Tensor, group: Tensor, num: int) -> Tensor:
     return values.new_zeros(values.shape[0], num).index_add_(1, group, values)
 
 
-def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int) -> tuple[Tensor, Tensor, Tensor]:
+def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int, features: bool = True
+                    ) -> tuple[Tensor | None, Tensor, Tensor]:
     """Normalized per-parameter features of a context window.
 
     Every statistic is a per-parameter reduction over the window followed by one sum per group
@@ -269,6 +270,7 @@ def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int) -> tupl
         window: ``[B, c, P]`` snapshots, oldest first (``c >= 2``).
         tensor_id: ``[P]`` normalization group of each parameter.
         num_tensors: number of groups.
+        features: ``False`` skips the feature tensor (``None`` is returned; Linefit needs only the line).
 
     Returns:
         ``(features [B, P, c+2], scale [B, P], linefit [B, P, 2])`` where ``scale`` is the step scale
@@ -295,6 +297,8 @@ def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int) -> tupl
     kc = torch.arange(c, dtype=window.dtype, device=window.device) - (c - 1) / 2
     slope = torch.tensordot(kc / (kc * kc).sum(), window, dims=([0], [1])) / s
     at_last = (mean_r - lastv) / s + slope * ((c - 1) / 2)
+    if not features:
+        return None, s, torch.stack([at_last, slope], dim=-1)
     logscale = torch.log(step / sigma).clamp(-20, 5).index_select(1, tensor_id)
     d = diffs / s[:, None]
     feats = torch.stack([last, *d.unbind(1), logscale, slope], dim=-1).clamp_(-50, 50)
@@ -540,7 +544,7 @@ class Nowcaster(nn.Module):
         try:
             with torch.inference_mode():
                 wf = w.to(dev, torch.float32)
-                feats, s, line = window_features(wf, layout.slot_tensor, layout.num_tensors)
+                feats, s, line = window_features(wf, layout.slot_tensor, layout.num_tensors, self.kind != "linefit")
                 d = self(layout, feats, line, horizon)  # [B, P, H] or [B, P]
                 out = d * s if horizon is not None else (d * s[..., None]).transpose(1, 2)
         finally:
