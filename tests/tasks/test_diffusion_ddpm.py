@@ -14,12 +14,13 @@ def test_linear_schedule_properties():
     ab = s.alphas_cumprod
     assert torch.all(ab[1:] < ab[:-1]) and ab[0] < 1 and ab[-1] > 0
     assert ab[-1] < 1e-4  # the last step is (almost) pure noise
+    torch.manual_seed(0)
     z0 = torch.randn(4, 3)
     noise = torch.randn(4, 3)
     first = s.q_sample(z0, torch.zeros(4, dtype=torch.long), noise)
     last = s.q_sample(z0, torch.full((4,), 999), noise)
-    assert torch.allclose(first, z0, atol=0.02)
-    assert torch.allclose(last, noise, atol=0.02)
+    assert torch.allclose(first, z0, atol=0.05)  # sqrt(1 - abar_0) = 0.01
+    assert torch.allclose(last, noise, atol=0.05)
 
 
 @pytest.mark.parametrize("kwargs, match", [({"steps": 0}, "at least one step"),
@@ -44,13 +45,13 @@ def test_training_reduces_loss_and_sampling_is_seeded():
     opt = torch.optim.Adam(ddpm.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     cond = torch.ones(256, 1)
-    first = float(ddpm.loss(data, cond, torch.Generator().manual_seed(1)))
+    first = ddpm.loss(data, cond, torch.Generator().manual_seed(1)).item()
     for _ in range(300):
         loss = ddpm.loss(data[torch.randint(0, 256, (64,), generator=g)], cond[:64], g)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(ddpm.loss(data, cond, torch.Generator().manual_seed(1))) < first
+    assert ddpm.loss(data, cond, torch.Generator().manual_seed(1)).item() < first
     a = ddpm.sample(64, torch.ones(64, 1), torch.Generator().manual_seed(5))
     b = ddpm.sample(64, torch.ones(64, 1), torch.Generator().manual_seed(5))
     c = ddpm.sample(64, torch.ones(64, 1), torch.Generator().manual_seed(6))

@@ -257,6 +257,7 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
     ``results``: accuracy and novelty per architecture; ``throughput``; ``encode_decode``).
     """
     from safetensors.torch import save_file
+    from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +267,7 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
         archs = [gen.resolve_arch(arch)]
     counts = [n // len(archs) + (1 if i < n % len(archs) else 0) for i in range(len(archs))]
     samples, results, t_sample, made = [], [], 0.0, 0
+    bar = tqdm(total=n, desc="generating", disable=not progress)
     for k, (a, c) in enumerate(zip(archs, counts)):
         if c == 0:
             continue
@@ -282,6 +284,7 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
             save_file(state, str(out / name))
             samples.append({"file": name, "arch": dict(a),
                             "test_accuracy": float(accs[i])})
+            bar.update(1)
         summary = {kk: vv for kk, vv in ev.get("generated", {}).items() if kk != "values"}
         entry = {"arch": dict(a), "generated": summary}
         if ev.get("references", True) is not None:
@@ -290,6 +293,7 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
                 entry["heldout"] = {kk: vv for kk, vv in ev["heldout"].items() if kk != "values"}
             entry["encode_decode"] = gen.encode_decode_loss(a)
         results.append(entry)
+    bar.close()
     report = {"zoo": gen.population.zoo_path, "kind": gen.kind, "seed": seed, "n": made,
               "target_accuracy": accuracy,
               "throughput_nets_per_s": made / t_sample if t_sample > 0 else None,

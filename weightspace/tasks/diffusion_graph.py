@@ -316,8 +316,8 @@ class GraphLatentDiffusion(nn.Module):
             sched.step()
             if (step + 1) % config.eval_every == 0 or step + 1 == config.ae_steps:
                 v = self._val_kl(archs, data)
-                bar.set_postfix(kl=f"{float(kl):.3f}", val_kl=f"{v:.3f}")
-                log.info("graph autoencoder step %d: train/kl %.4f val/kl %.4f", step + 1, float(kl), v)
+                bar.set_postfix(kl=f"{kl.item():.3f}", val_kl=f"{v:.3f}")
+                log.info("graph autoencoder step %d: train/kl %.4f val/kl %.4f", step + 1, kl.item(), v)
                 if v < best:
                     best = v
                     best_state = copy.deepcopy({k2: v2 for k2, v2 in self.state_dict().items()
@@ -356,7 +356,7 @@ class GraphLatentDiffusion(nn.Module):
             opt.step()
             sched.step()
             if (step + 1) % 200 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{loss.item():.4f}")
         self.eval()
         return self
 

@@ -200,7 +200,7 @@ class PDiff(nn.Module):
             if (step + 1) % config.eval_every == 0 or step + 1 == config.ae_steps:
                 with torch.no_grad():
                     v = float((self.ae(xv) - xv).pow(2).mean())
-                bar.set_postfix(train=f"{float(loss):.4f}", val=f"{v:.4f}")
+                bar.set_postfix(train=f"{loss.item():.4f}", val=f"{v:.4f}")
                 if v < best:
                     best, best_state = v, copy.deepcopy(self.ae.state_dict())
         if best_state is not None:
@@ -222,7 +222,7 @@ class PDiff(nn.Module):
             opt.step()
             sched.step()
             if (step + 1) % 200 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{loss.item():.4f}")
         self.eval()
         return self
 
