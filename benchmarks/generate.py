@@ -262,12 +262,14 @@ def render(result: dict) -> str:
                   f"({s0['unseen']['n_per_arch']} per architecture), mean ± std over seeds.", "",
                   "| architecture | in training | generated | training runs | generated nearest TV | held-out nearest TV |",
                   "|---|---|---|---|---|---|"]
+        def cell(i: int, k: str) -> str:
+            vals = [s["unseen"]["rows"][i][k] for s in result["per_seed"]]
+            return pm([np.mean(vals), np.std(vals)]) if vals[0] is not None else "—"
+
         for i, row in enumerate(s0["unseen"]["rows"]):
-            vals = lambda k: [s["unseen"]["rows"][i][k] for s in result["per_seed"]]  # noqa: E731
-            cell = lambda k: pm([np.mean(vals(k)), np.std(vals(k))]) if row[k] is not None else "—"  # noqa: E731
             arch = f"depth {row['arch']['depth']}, width {row['arch']['width']}"
-            lines.append(f"| {arch} | {'yes' if row['seen'] else 'no'} | {cell('generated')} | {cell('training')} | "
-                         f"{cell('generated_nearest_tv')} | {cell('heldout_nearest_tv')} |")
+            lines.append(f"| {arch} | {'yes' if row['seen'] else 'no'} | {cell(i, 'generated')} | {cell(i, 'training')} | "
+                         f"{cell(i, 'generated_nearest_tv')} | {cell(i, 'heldout_nearest_tv')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -134,8 +134,9 @@ def load_population(zoo: Any, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), s
         UnknownArchitectureError: ``arch`` not in the zoo.
         ValueError: ``single_arch`` and several architectures, naming them; too few runs.
     """
-    import model_zoo
     from tqdm.auto import tqdm
+
+    import model_zoo
 
     if not isinstance(zoo, model_zoo.Zoo):
         zoo = model_zoo.load(zoo)

@@ -44,7 +44,14 @@ from torch import Tensor, nn
 from weightspace.graph import GraphSpec
 from weightspace.graph.vocab import NodeType
 
-from .diffusion_data import ArchPopulation, EvalData, Population, UnknownArchitectureError, arch_key, batched_logits
+from .diffusion_data import (
+    ArchPopulation,
+    EvalData,
+    Population,
+    UnknownArchitectureError,
+    arch_key,
+    batched_logits,
+)
 from .diffusion_ddpm import LatentDDPM
 
 log = logging.getLogger(__name__)
