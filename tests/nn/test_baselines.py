@@ -89,3 +89,29 @@ def test_layer_weight_norm_scale_feature():
     out2 = norm(3 * g.edge_attr, g.edge_index, g.edge_type, g.node_layer, b)
     assert torch.allclose(out[:, :-1], out2[:, :-1], atol=1e-5)  # scale-free weights
     assert torch.allclose(out2[:, -1] - out[:, -1], torch.full_like(out[:, -1], float(np.log(3))), atol=1e-5)
+
+
+def test_statistics_skip_structural_edges_of_tied_weights():
+    """A layer reusing an embedding table gets weightless TIED edges: they are not a tensor."""
+    import torch.nn.functional as F
+
+    from weightspace import to_graph
+    from weightspace.graph.vocab import STRUCTURAL_EDGE_TYPES, EdgeType
+
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.lin = torch.nn.Embedding(11, 6), torch.nn.Linear(6, 6)
+
+        def forward(self, x):
+            return F.linear(torch.tanh(self.lin(self.emb(x))), self.emb.weight)
+
+    torch.manual_seed(0)
+    g = to_graph(Tied(), torch.randint(0, 11, (2, 5)))
+    assert EdgeType.TIED in STRUCTURAL_EDGE_TYPES and bool((g.edge_type == EdgeType.TIED).any())
+    stats = tensor_statistics(g)[:-1].reshape(-1, 7)
+    constant_one = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert not any(torch.allclose(row, constant_one) for row in stats)
+    # sensitivity: counting TIED edges as a tensor would add exactly that constant row
+    g.edge_type[g.edge_type == EdgeType.TIED] = EdgeType.LINEAR
+    assert int(tensor_statistics(g)[-1]) > int(stats.shape[0])

@@ -91,6 +91,12 @@ class Activation(IntEnum):
 NODE_FEATURES: tuple[str, ...] = ("bias", "weight", "shift", "running_mean", "running_var")
 BIAS, WEIGHT, SHIFT, RUNNING_MEAN, RUNNING_VAR = range(len(NODE_FEATURES))
 
+#: Edge types that carry no weights (a constant 1 marking how neurons are wired).
+STRUCTURAL_EDGE_TYPES: frozenset[int] = frozenset(
+    {EdgeType.RESIDUAL, EdgeType.ATTN_QK, EdgeType.ATTN_HEAD, EdgeType.IDENTITY, EdgeType.PRODUCT,
+     EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP}
+)
+
 #: Node types whose members may be permuted among themselves without changing the function.
 PERMUTABLE_NODE_TYPES: frozenset[int] = frozenset(
     {NodeType.HIDDEN, NodeType.SUM, NodeType.PRODUCT, NodeType.ATTN_Q, NodeType.ATTN_K, NodeType.ATTN_V,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from weightspace.graph.param_graph import resize_kernel_grid
-from weightspace.graph.vocab import EdgeType, NodeType
+from weightspace.graph.vocab import STRUCTURAL_EDGE_TYPES, NodeType
 
 from ._utils import batch_grid, mlp, reset_all
 
@@ -17,7 +17,6 @@ __all__ = ["StatNN", "StatGBM", "tensor_statistics", "NUM_STATS"]
 
 #: mean, variance, 0/25/50/75/100 % quantiles
 NUM_STATS = 7
-_STRUCTURAL = {EdgeType.RESIDUAL, EdgeType.ATTN_QK, EdgeType.ATTN_HEAD, EdgeType.IDENTITY, EdgeType.PRODUCT}
 _NODE_COLUMNS = (0, 1, 2)  # bias, norm weight, norm shift
 _Q = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
 
@@ -58,7 +57,7 @@ def tensor_statistics(graph, max_tensors: int | None = None) -> Tensor:
     keyed: list[tuple[tuple[int, int, int], Tensor]] = []
     e_layer = layer[dst]
     for lt in torch.unique(torch.stack([e_layer, et], 1), dim=0).tolist():
-        if lt[1] in _STRUCTURAL:
+        if lt[1] in STRUCTURAL_EDGE_TYPES:
             continue
         sel = (e_layer == lt[0]) & (et == lt[1])
         keyed.append(((lt[0], 0, lt[1]), ea[sel][mask[sel]]))
