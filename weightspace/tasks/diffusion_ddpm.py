@@ -14,6 +14,7 @@ classifier-free guidance (Ho & Salimans 2022) with ``guidance`` :math:`w`:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -172,3 +173,25 @@ class LatentDDPM(nn.Module):
             else:
                 z = mean
         return z
+
+
+def fit_ddpm(ddpm: LatentDDPM, z: Tensor, *, steps: int, lr: float, batch: int, generator: torch.Generator,
+             cond: Callable[[Tensor], Tensor | None] | None = None, desc: str = "latent DDPM",
+             progress: bool = False) -> LatentDDPM:
+    """Train ``ddpm`` on latents ``z [M, d]``: AdamW with a cosine schedule, minibatches of ``batch``
+    rows drawn with ``generator``; ``cond(idx)`` gives the rows' conditioning (``None``: none)."""
+    from tqdm.auto import trange
+
+    opt = torch.optim.AdamW(ddpm.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    bar = trange(steps, desc=desc, disable=not progress)
+    for step in bar:
+        idx = torch.randint(0, len(z), (min(batch, len(z)),), generator=generator)
+        loss = ddpm.loss(z[idx], None if cond is None else cond(idx), generator)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 200 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return ddpm

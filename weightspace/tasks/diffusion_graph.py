@@ -52,7 +52,7 @@ from .diffusion_data import (
     arch_key,
     batched_logits,
 )
-from .diffusion_ddpm import LatentDDPM
+from .diffusion_ddpm import LatentDDPM, fit_ddpm
 
 log = logging.getLogger(__name__)
 
@@ -350,20 +350,12 @@ class GraphLatentDiffusion(nn.Module):
         self.acc_std.copy_(acc.std().clamp_min(1e-3))
         desc = torch.cat(conds_d)
         acc_n = ((acc - self.acc_mean) / self.acc_std)[:, None]
-        opt = torch.optim.AdamW(self.ddpm.parameters(), lr=config.ddpm_lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.ddpm_steps)
-        bar = trange(config.ddpm_steps, desc="latent DDPM", disable=not progress)
-        for step in bar:
-            idx = torch.randint(0, len(z), (min(128, len(z)),), generator=g)
+        def cond(idx: Tensor) -> Tensor:  # the accuracy prompt is dropped at rate acc_drop (guidance)
             flag = (torch.rand(len(idx), 1, generator=g) >= config.acc_drop).float()
-            c = torch.cat([desc[idx], acc_n[idx] * flag, flag], 1)
-            loss = self.ddpm.loss(z[idx], c, g)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if (step + 1) % 200 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+            return torch.cat([desc[idx], acc_n[idx] * flag, flag], 1)
+
+        fit_ddpm(self.ddpm, z, steps=config.ddpm_steps, lr=config.ddpm_lr, batch=128, generator=g, cond=cond,
+                 desc="latent DDPM", progress=progress)
         self.eval()
         return self
 

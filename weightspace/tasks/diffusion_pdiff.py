@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .diffusion_data import ArchPopulation, EvalData
-from .diffusion_ddpm import LatentDDPM
+from .diffusion_ddpm import LatentDDPM, fit_ddpm
 
 log = logging.getLogger(__name__)
 
@@ -211,18 +211,8 @@ class PDiff(nn.Module):
         self.z_mean.copy_(zt.mean())
         self.z_std.copy_(zt.std().clamp_min(1e-6))
         zt = (zt - self.z_mean) / self.z_std
-        opt = torch.optim.AdamW(self.ddpm.parameters(), lr=config.ddpm_lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.ddpm_steps)
-        bar = trange(config.ddpm_steps, desc="p-diff latent DDPM", disable=not progress)
-        for step in bar:
-            idx = torch.randint(0, len(zt), (min(64, len(zt)),), generator=g)
-            loss = self.ddpm.loss(zt[idx], None, g)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if (step + 1) % 200 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+        fit_ddpm(self.ddpm, zt, steps=config.ddpm_steps, lr=config.ddpm_lr, batch=64, generator=g,
+                 desc="p-diff latent DDPM", progress=progress)
         self.eval()
         return self
 
