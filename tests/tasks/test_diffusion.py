@@ -7,9 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import model_zoo
 from model_zoo.archs import instantiate
 from weightspace.tasks.diffusion import UnknownArchitectureError, WeightDiffusion, evaluate_flat
+
+from .tiny_zoo import tiny_zoo
 
 A = {"_target_": "model_zoo.archs.MLP", "in_features": 64, "num_outputs": 10, "depth": 1, "width": 8,
      "activation": "relu"}
@@ -29,12 +30,7 @@ GRAPH = {"latent_dim": 4, "enc_hidden": 8, "enc_layers": 1, "decoder_init": "scr
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    out = tmp_path_factory.getbasetemp() / "diffusion_tiny_zoo"
-    try:
-        model_zoo.load(out)
-    except Exception:
-        model_zoo.generate(TINY, out, progress=False)
-    return out
+    return tiny_zoo(tmp_path_factory, TINY, "diffusion_tiny_zoo")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A CI-sized heterogeneous digits CNN zoo, generated once per test session and shared by the
+"""A CI-sized heterogeneous digits CNN zoo (or any config), generated once per test session and shared by the
 task and CLI tests."""
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ TINY = {
 }
 
 
-def tiny_zoo(factory: pytest.TempPathFactory) -> Path:
-    """The zoo's folder (generated on first use in this session)."""
-    out = factory.getbasetemp() / "predict_tiny_zoo"
+def tiny_zoo(factory: pytest.TempPathFactory, config: dict | None = None, name: str = "predict_tiny_zoo") -> Path:
+    """The folder of a zoo generated from ``config`` (default :data:`TINY`) on first use in this session."""
+    out = factory.getbasetemp() / name
     try:
         model_zoo.load(out)
     except Exception:
-        model_zoo.generate(TINY, out, progress=False)
+        model_zoo.generate(TINY if config is None else config, out, progress=False)
     return out
