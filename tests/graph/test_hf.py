@@ -1,7 +1,9 @@
 """Hugging Face `transformers` models through the one traced converter (torch.export), no
 per-model code: round trips (BERT, GPT-2 tied and untied, Llama with grouped-query attention and
-rotary embeddings, ViT), permutations of heads and feed-forward units, and the sensitivity tests
-beside them; the predictor's ``encode`` and the nowcasting hook on a transformers model."""
+rotary embeddings, ViT); permutations of heads and feed-forward units that keep the outputs and only
+permute the graph's nodes (BERT, GPT-2 with its fused ``c_attn`` and tied table, Llama, ViT), each
+with a sensitivity test beside it (a query permuted without its keys); the predictor's ``encode``
+and the nowcasting hook on a transformers model."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 import weightspace as ws
 from weightspace.graph import NODE_FEATURES, EdgeType, NodeType
@@ -41,11 +44,11 @@ def bert(layers: int = 2, seed: int = 0):
     return transformers.BertModel(cfg).eval()
 
 
-def gpt2(tied: bool = True, seed: int = 0):
+def gpt2(tied: bool = True, seed: int = 0, init: float = 0.02):
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(vocab_size=V, n_embd=D, n_layer=2, n_head=H, n_positions=12,
                                   tie_word_embeddings=tied, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                  bos_token_id=0, eos_token_id=0)
+                                  bos_token_id=0, eos_token_id=0, initializer_range=init)
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
@@ -63,11 +66,11 @@ def llama(layers: int = 2, seed: int = 0, tied: bool = False):
     return model
 
 
-def vit(seed: int = 0):
+def vit(seed: int = 0, init: float = 0.02):
     torch.manual_seed(seed)
     cfg = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=D, num_hidden_layers=2,
                                  num_attention_heads=H, intermediate_size=FF, hidden_dropout_prob=0.0,
-                                 attention_probs_dropout_prob=0.0)
+                                 attention_probs_dropout_prob=0.0, initializer_range=init)
     return transformers.ViTModel(cfg).eval()
 
 
@@ -319,6 +322,125 @@ def test_bert_query_permuted_without_its_keys_is_visible():
     assert torch.allclose(_outputs(coupled), _outputs(base), atol=1e-5)
     assert qk_pairing_signature(ws.to_graph(coupled, IDS)) == qk_pairing_signature(g0)
     assert qk_pairing_signature(ws.to_graph(broken, IDS)) != qk_pairing_signature(g0)
+
+
+# ----------------------------------------------------------------------------- GPT-2 (fused c_attn, tied table)
+GFF = 4 * D  # GPT-2's feed-forward width (n_inner defaults to 4 * n_embd)
+
+
+def _gpt2_symmetry(gen: torch.Generator, layers: int = 2):
+    """Parameter rules and node-group permutations for GPT-2: heads (and units inside them) permuted
+    consistently in the q, k and v thirds of the fused ``c_attn`` (a Conv1D, weight ``[in, 3*D]``),
+    value units the same way in ``c_proj``'s rows; feed-forward units in ``c_fc``'s columns and
+    ``mlp.c_proj``'s rows."""
+    rules, groups = [], {}
+    for i in range(layers):
+        p = f"transformer.h.{i}"
+        qk, v = head_permutation(H, D // H, gen)
+        qkv = torch.cat([qk, D + qk, 2 * D + v])
+        ff = torch.randperm(GFF, generator=gen)
+        rules += [(f"{p}.attn.c_attn.weight", 1, qkv), (f"{p}.attn.c_attn.bias", 0, qkv),
+                  (f"{p}.attn.c_proj.weight", 0, v), (f"{p}.mlp.c_fc.weight", 1, ff),
+                  (f"{p}.mlp.c_fc.bias", 0, ff), (f"{p}.mlp.c_proj.weight", 0, ff)]
+        groups.update({f"{p}.attn.c_attn": qkv, f"{p}.mlp.c_fc": ff})
+    return rules, groups
+
+
+def _embedding_edges(g) -> Tensor:
+    keep = (g.edge_type == EdgeType.EMBEDDING) | (g.edge_type == EdgeType.TIED)
+    return torch.cat([g.edge_index[:, keep].T.float(), g.edge_attr[keep]], 1)
+
+
+@settings(max_examples=3, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_gpt2_tied_head_and_feedforward_permutations_permute_nodes_only(seed):
+    model = gpt2(tied=True, init=0.3)
+    spec = ws.GraphSpec.from_module(model, IDS)
+    assert spec.aliases == {"lm_head.weight": "transformer.wte.weight"}
+    table = model.transformer.wte.weight.detach().clone()
+    g0 = spec.to_graph(model.state_dict())
+    y0 = _outputs(model)
+    rules, groups = _gpt2_symmetry(torch.Generator().manual_seed(seed))
+    assert all(not torch.equal(perm, torch.arange(perm.numel())) for perm in groups.values())
+    permute_params(model, rules)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert torch.equal(model.transformer.wte.weight, table)
+    assert torch.allclose(_outputs(model), y0, atol=1e-5)
+    g1 = spec.to_graph(model.state_dict())
+    assert_graphs_permuted(g0, g1, node_permutation(spec.num_nodes, spec.node_groups, groups))
+    assert torch.equal(_embedding_edges(g1), _embedding_edges(g0))  # the shared table, untouched, once
+    state = spec.to_state_dict(g1)
+    assert state["lm_head.weight"] is state["transformer.wte.weight"]
+    assert torch.equal(state["transformer.wte.weight"], table)
+    assert_state_equal(state, model.state_dict())
+
+
+def test_gpt2_query_permuted_without_its_keys_is_visible():
+    """Inside the fused ``c_attn``: two query units of head 0 swapped alone change the function and
+    the query/key pairing in the graph; swapped in the key third too, neither changes."""
+    base = gpt2(tied=True, init=0.3)
+    g0 = ws.to_graph(base, IDS)
+    y0 = _outputs(base)
+    within = torch.arange(3 * D)
+    within[[0, 1]] = within[[1, 0]]  # query units 0 and 1 of head 0
+    broken = gpt2(tied=True, init=0.3)
+    permute_params(broken, [("transformer.h.0.attn.c_attn.weight", 1, within),
+                            ("transformer.h.0.attn.c_attn.bias", 0, within)])
+    coupled_perm = within.clone()
+    coupled_perm[[D, D + 1]] = coupled_perm[[D + 1, D]]  # the same two units of key head 0
+    coupled = gpt2(tied=True, init=0.3)
+    permute_params(coupled, [("transformer.h.0.attn.c_attn.weight", 1, coupled_perm),
+                             ("transformer.h.0.attn.c_attn.bias", 0, coupled_perm)])
+    assert not torch.allclose(_outputs(broken), y0, atol=1e-4)
+    assert torch.allclose(_outputs(coupled), y0, atol=1e-5)
+    assert qk_pairing_signature(ws.to_graph(coupled, IDS)) == qk_pairing_signature(g0)
+    assert qk_pairing_signature(ws.to_graph(broken, IDS)) != qk_pairing_signature(g0)
+
+
+# ----------------------------------------------------------------------------- ViT
+VFF = FF  # ViT's intermediate_size
+
+
+@settings(max_examples=3, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_vit_head_and_feedforward_permutations_permute_nodes_only(seed):
+    model = vit(init=0.3)
+    spec = ws.GraphSpec.from_module(model, PIXELS)
+    g0 = spec.to_graph(model.state_dict())
+    y0 = _outputs(model, PIXELS)
+    gen = torch.Generator().manual_seed(seed)
+    rules, groups = [], {}
+    for i in range(2):
+        a, m = f"layers.{i}.attention", f"layers.{i}.mlp"
+        qk, v = head_permutation(H, D // H, gen)
+        ff = torch.randperm(VFF, generator=gen)
+        rules += [(f"{a}.{n}.{k}", 0, perm) for n, perm in (("q_proj", qk), ("k_proj", qk), ("v_proj", v))
+                  for k in ("weight", "bias")]
+        rules += [(f"{a}.o_proj.weight", 1, v), (f"{m}.fc1.weight", 0, ff), (f"{m}.fc1.bias", 0, ff),
+                  (f"{m}.fc2.weight", 1, ff)]
+        groups.update({f"{a}.q_proj": qk, f"{a}.k_proj": qk, f"{a}.v_proj": v, f"{m}.fc1": ff})
+    assert all(not torch.equal(perm, torch.arange(perm.numel())) for perm in groups.values())
+    permute_params(model, rules)
+    assert torch.allclose(_outputs(model, PIXELS), y0, atol=1e-5)
+    g1 = spec.to_graph(model.state_dict())
+    assert_graphs_permuted(g0, g1, node_permutation(spec.num_nodes, spec.node_groups, groups))
+
+
+def test_vit_query_permuted_without_its_keys_is_visible():
+    base = vit(init=0.3)
+    g0 = ws.to_graph(base, PIXELS)
+    y0 = _outputs(base, PIXELS)
+    within = torch.tensor([1, 0] + list(range(2, D)))  # swap two query units of head 0 only
+    broken = vit(init=0.3)
+    permute_params(broken, [("layers.0.attention.q_proj.weight", 0, within),
+                            ("layers.0.attention.q_proj.bias", 0, within)])
+    coupled = vit(init=0.3)
+    permute_params(coupled, [(f"layers.0.attention.{n}.{k}", 0, within) for n in ("q_proj", "k_proj")
+                             for k in ("weight", "bias")])
+    assert not torch.allclose(_outputs(broken, PIXELS), y0, atol=1e-4)
+    assert torch.allclose(_outputs(coupled, PIXELS), y0, atol=1e-5)
+    assert qk_pairing_signature(ws.to_graph(coupled, PIXELS)) == qk_pairing_signature(g0)
+    assert qk_pairing_signature(ws.to_graph(broken, PIXELS)) != qk_pairing_signature(g0)
 
 
 # ----------------------------------------------------------------------------- memory
