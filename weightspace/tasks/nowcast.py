@@ -96,12 +96,14 @@ class NowcastLayout:
         num_nodes, num_edges: graph sizes (all copies).
         slot_edge: ``[P]`` bool, the parameter is an edge feature (weight / kernel entry), else a
             node feature (bias, normalization scale/shift, running statistics).
-        slot_owner: ``[P]`` its edge id or node id.
-        slot_col: ``[P]`` node column (:data:`~weightspace.graph.vocab.NODE_FEATURES`), or
+        slot_owner: ``[P]`` int32, its edge id or node id.
+        slot_col: ``[P]`` int32, node column (:data:`~weightspace.graph.vocab.NODE_FEATURES`), or
             ``len(NODE_FEATURES)`` for edge slots.
-        slot_tensor: ``[P]`` id of the parameter tensor it belongs to (normalization groups).
+        slot_tensor: ``[P]`` int32, id of the parameter tensor it belongs to (normalization groups).
         num_tensors: number of tensor ids.
-        edge_index, edge_type, node_type, node_act: the graph's structure.
+        edge_index, edge_type, node_type, node_act: the graph's structure (``edge_index`` int32,
+            ``edge_type`` int8, as the spec stores them: no copy).
+        shapes: the parameter tensors' shapes in flat order (one copy; empty for repeated layouts).
         cache: index tensors derived once per batch size and device (:meth:`graph_index`).
     """
 
@@ -117,6 +119,7 @@ class NowcastLayout:
     edge_type: Tensor
     node_type: Tensor
     node_act: Tensor
+    shapes: tuple = ()
     cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -130,12 +133,13 @@ class NowcastLayout:
         F = spec.kernel_shape[0] * spec.kernel_shape[1]
         idx = spec.decode_index.long()
         edge = idx >= N * Fn
-        owner = torch.where(edge, (idx - N * Fn) // F, idx // Fn)
-        col = torch.where(edge, torch.full_like(idx, Fn), idx % Fn)
+        owner = torch.where(edge, (idx - N * Fn) // F, idx // Fn).to(torch.int32)
+        col = torch.where(edge, Fn, idx % Fn).to(torch.int32)
+        del idx
         sizes = torch.tensor([math.prod(s) for s in spec.shapes], dtype=torch.long)
-        tensor = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
-        out = cls(int(idx.numel()), N, E, edge, owner, col, tensor, len(sizes), spec.edge_index.long(),
-                  spec.edge_type.long(), spec.node_type.long(), spec.node_act.long())
+        tensor = torch.repeat_interleave(torch.arange(len(sizes), dtype=torch.int32), sizes)
+        out = cls(int(edge.numel()), N, E, edge, owner, col, tensor, len(sizes), spec.edge_index,
+                  spec.edge_type, spec.node_type.long(), spec.node_act.long(), tuple(tuple(s) for s in spec.shapes))
         spec._cache["nowcast_layout"] = out
         return out
 
@@ -145,9 +149,9 @@ class NowcastLayout:
             return self
         r = torch.arange(copies)
         off = lambda n: (r * n)[:, None]  # noqa: E731
-        owner = torch.where(self.slot_edge[None], self.slot_owner[None] + off(self.num_edges),
-                            self.slot_owner[None] + off(self.num_nodes)).reshape(-1)
-        ei = (self.edge_index[:, None, :] + (r * self.num_nodes)[None, :, None]).reshape(2, -1)
+        owner = torch.where(self.slot_edge[None], self.slot_owner[None].long() + off(self.num_edges),
+                            self.slot_owner[None].long() + off(self.num_nodes)).reshape(-1)
+        ei = (self.edge_index.long()[:, None, :] + (r * self.num_nodes)[None, :, None]).reshape(2, -1)
         return NowcastLayout(
             self.num_params * copies, self.num_nodes * copies, self.num_edges * copies,
             self.slot_edge.repeat(copies), owner, self.slot_col.repeat(copies),
@@ -217,13 +221,14 @@ class _GraphIndex:
         N, P, C = lay.num_nodes, lay.num_params, _CHANNELS
         p = torch.arange(P)
         edge = lay.slot_edge
-        owner = lay.slot_owner
-        src = torch.where(edge, lay.edge_index[0, owner.clamp_max(max(lay.num_edges - 1, 0))]
+        owner = lay.slot_owner.long()
+        ei = lay.edge_index.long()
+        src = torch.where(edge, ei[0, owner.clamp_max(max(lay.num_edges - 1, 0))]
                           if lay.num_edges else owner, owner)
-        dst = torch.where(edge, lay.edge_index[1, owner.clamp_max(max(lay.num_edges - 1, 0))]
+        dst = torch.where(edge, ei[1, owner.clamp_max(max(lay.num_edges - 1, 0))]
                           if lay.num_edges else owner, owner)
-        etype = lay.edge_type[owner.clamp_max(max(lay.num_edges - 1, 0))] if lay.num_edges else owner
-        kind = torch.where(edge, etype, _VOCAB_ROWS // 2 + lay.slot_col)
+        etype = lay.edge_type.long()[owner.clamp_max(max(lay.num_edges - 1, 0))] if lay.num_edges else owner
+        kind = torch.where(edge, etype, _VOCAB_ROWS // 2 + lay.slot_col.long())
         ep = p[edge]
         np_ = p[~edge]
         # aggregation [3N, P]: incoming (dst), outgoing (N + src), own node slots (2N + owner)
@@ -259,12 +264,65 @@ def _group_sum(values: Tensor, group: Tensor, num: int) -> Tensor:
     return values.new_zeros(values.shape[0], num).index_add_(1, group, values)
 
 
+def group_stats(window: Tensor, tensor_id: Tensor, num_tensors: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-group statistics of a window ``[B, c, P]``: ``(mu, sigma, step)``, each ``[B, num_tensors]``
+    (mean and standard deviation of all the group's values in the window, mean absolute step)."""
+    window = window.float()
+    B, c, P = window.shape
+    G = num_tensors
+    cnt = window.new_zeros(G).index_add_(0, tensor_id, window.new_ones(P)).clamp_min(1)
+    mean_r = window.mean(1)  # per parameter, over the window (torch.var_mean over dim 1 is slow on CPU)
+    var_r = (window - mean_r[:, None]).square_().mean(1)
+    mu = _group_sum(mean_r, tensor_id, G) / cnt  # [B, G]
+    mu_p = mu.index_select(1, tensor_id)
+    var = _group_sum(var_r + (mean_r - mu_p) ** 2, tensor_id, G) / cnt  # mean of (theta - mu)^2
+    step = _group_sum((window[:, 1:] - window[:, :-1]).abs_().mean(1), tensor_id, G) / cnt
+    return mu, *_finish_stats(var, step)
+
+
+def _finish_stats(var: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sigma, step)`` from a group's variance and mean absolute step, floored away from zero."""
+    sigma = var.sqrt() + 1e-12
+    return sigma, torch.maximum(step, 1e-7 * sigma) + 1e-20
+
+
+def param_features(window: Tensor, tensor_id: Tensor | int, mu: Tensor, sigma: Tensor, step: Tensor,
+                   features: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
+    """Per-parameter features of a window ``[B, c, P]`` given its groups' statistics (:func:`group_stats`).
+
+    Works on any slice of the parameters (with the slice's ``tensor_id``, or one ``int`` when the
+    slice lies in one tensor), which is how :mod:`weightspace.tasks.nowcast_stream` bounds memory on
+    large models. Returns as :func:`window_features`.
+    """
+    window = window.float()
+    B, c, P = window.shape
+    if isinstance(tensor_id, int):
+        pick = lambda x: x[:, tensor_id: tensor_id + 1].expand(B, P)  # noqa: E731
+    else:
+        pick = lambda x: x.index_select(1, tensor_id)  # noqa: E731
+    s = pick(step)  # [B, P]
+    lastv = window[:, -1]
+    mean_r = window.mean(1)
+    # least-squares line through theta_k at k = 0..c-1, in units of s
+    kc = torch.arange(c, dtype=window.dtype, device=window.device) - (c - 1) / 2
+    slope = torch.tensordot(kc / (kc * kc).sum(), window, dims=([0], [1])) / s
+    at_last = (mean_r - lastv) / s + slope * ((c - 1) / 2)
+    line = torch.stack([at_last, slope], dim=-1)
+    if not features:
+        return None, s, line
+    last = (lastv - pick(mu)) / pick(sigma)
+    logscale = pick(torch.log(step / sigma).clamp(-20, 5))
+    d = (window[:, 1:] - window[:, :-1]) / s[:, None]
+    feats = torch.stack([last, *d.unbind(1), logscale, slope], dim=-1).clamp_(-50, 50)
+    return feats, s, line
+
+
 def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int, features: bool = True
                     ) -> tuple[Tensor | None, Tensor, Tensor]:
     """Normalized per-parameter features of a context window.
 
     Every statistic is a per-parameter reduction over the window followed by one sum per group
-    (no ``[B, c, P]`` temporaries besides the differences), so this costs a few passes over the window.
+    (:func:`group_stats`, then :func:`param_features`), so this costs a few passes over the window.
 
     Args:
         window: ``[B, c, P]`` snapshots, oldest first (``c >= 2``).
@@ -277,32 +335,8 @@ def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int, feature
         :math:`s_l` broadcast to parameters and ``linefit`` holds the fitted line's ``(value at the
         last snapshot minus the last snapshot, slope)`` in units of ``scale``.
     """
-    window = window.float()
-    B, c, P = window.shape
-    G = num_tensors
-    cnt = window.new_zeros(G).index_add_(0, tensor_id, window.new_ones(P)).clamp_min(1)
-    mean_r = window.mean(1)  # per parameter, over the window (torch.var_mean over dim 1 is slow on CPU)
-    var_r = (window - mean_r[:, None]).square_().mean(1)
-    mu = _group_sum(mean_r, tensor_id, G) / cnt  # [B, G]
-    mu_p = mu.index_select(1, tensor_id)
-    var = _group_sum(var_r + (mean_r - mu_p) ** 2, tensor_id, G) / cnt  # mean of (theta - mu)^2
-    sigma = var.sqrt() + 1e-12
-    diffs = window[:, 1:] - window[:, :-1]  # [B, c-1, P]
-    step = _group_sum(diffs.abs().mean(1), tensor_id, G) / cnt
-    step = torch.maximum(step, 1e-7 * sigma) + 1e-20
-    s = step.index_select(1, tensor_id)  # [B, P]
-    lastv = window[:, -1]
-    last = (lastv - mu_p) / sigma.index_select(1, tensor_id)
-    # least-squares line through theta_k at k = 0..c-1, in units of s
-    kc = torch.arange(c, dtype=window.dtype, device=window.device) - (c - 1) / 2
-    slope = torch.tensordot(kc / (kc * kc).sum(), window, dims=([0], [1])) / s
-    at_last = (mean_r - lastv) / s + slope * ((c - 1) / 2)
-    if not features:
-        return None, s, torch.stack([at_last, slope], dim=-1)
-    logscale = torch.log(step / sigma).clamp(-20, 5).index_select(1, tensor_id)
-    d = diffs / s[:, None]
-    feats = torch.stack([last, *d.unbind(1), logscale, slope], dim=-1).clamp_(-50, 50)
-    return feats, s, torch.stack([at_last, slope], dim=-1)
+    mu, sigma, step = group_stats(window, tensor_id, num_tensors)
+    return param_features(window, tensor_id, mu, sigma, step, features)
 
 
 def _linefit_deltas(line: Tensor, horizons: int) -> Tensor:
@@ -385,7 +419,11 @@ class _NodeLayer(nn.Module):
         N = h.shape[0]
         m = self.msg(h).view(N, 2 * self.channels, self.msg_dim).transpose(0, 1).reshape(-1, self.msg_dim)
         agg = S @ m  # [2N, Dm]
-        return h + self.update(torch.cat([self.norm(h), agg[:N], agg[N:]], dim=-1))
+        return self.combine(h, agg[:N], agg[N:])
+
+    def combine(self, h: Tensor, fwd: Tensor, bwd: Tensor) -> Tensor:
+        """The update from the aggregated forward and backward messages ``[N, Dm]`` each."""
+        return h + self.update(torch.cat([self.norm(h), fwd, bwd], dim=-1))
 
 
 class Nowcaster(nn.Module):
@@ -511,46 +549,65 @@ class Nowcaster(nn.Module):
         y = nn.functional.silu(self.mid(y), inplace=True)
         return y.view(B, P, De)
 
-    def predict(self, spec: GraphSpec | NowcastLayout, window: Tensor, horizon: int | None = None) -> Tensor:
+    def predict(self, spec: GraphSpec | NowcastLayout, window: Tensor | Sequence[Tensor],
+                horizon: int | None = None) -> Tensor:
         """Deltas ``theta(last + h spacings) - theta(last)`` for ``h = 1..horizons`` (or only ``horizon``).
 
         Runs under ``torch.inference_mode`` in eval mode; the index tensors of ``spec`` are built on the
-        first call and cached (:meth:`NowcastLayout.graph_index`).
+        first call and cached on its layout. One window (``[c, P]`` or a sequence of ``c`` rows) is
+        predicted in chunks of parameters (:mod:`weightspace.tasks.nowcast_stream`: memory beyond the
+        window and the output stays bounded on models with tens of millions of parameters); a batch
+        ``[B, c, P]`` in one pass over all of them (:meth:`forward`).
 
         Args:
             spec: the architecture's :class:`~weightspace.GraphSpec` (or its layout).
             window: ``[c, P]`` or ``[B, c, P]`` flat snapshots (``spec.flatten``), oldest first,
-                evenly spaced; ``c`` may differ from the training context (Linefit features
-                adapt; learned kinds need ``c == context``).
+                evenly spaced, or a sequence of ``c`` tensors ``[P]`` (e.g. a ring buffer's rows, read
+                in place); ``c`` may differ from the training context (Linefit features adapt;
+                learned kinds need ``c == context``).
             horizon: one horizon in ``1..horizons``; only its column is computed.
 
         Returns:
             ``[H, P]`` / ``[B, H, P]``, or ``[P]`` / ``[B, P]`` for one ``horizon``, in the window's dtype.
         """
         layout = spec if isinstance(spec, NowcastLayout) else NowcastLayout.from_spec(spec)
-        single = window.dim() == 2
-        w = window[None] if single else window
-        if w.shape[-1] != layout.num_params:
-            raise ValueError(f"window has {w.shape[-1]} parameters, the architecture stores {layout.num_params}")
-        if self.kind != "linefit" and w.shape[1] != self.context:
-            raise ValueError(f"this nowcaster reads windows of {self.context} snapshots, got {w.shape[1]}")
+        rows = None if isinstance(window, Tensor) else list(window)
+        if rows is not None:
+            if not rows or any(r.dim() != 1 for r in rows):
+                raise ValueError("a window given as a sequence holds c tensors of shape [P]")
+            shape, ref = (len(rows), rows[0].shape[0]), rows[0]
+        else:
+            if window.dim() not in (2, 3):
+                raise ValueError(f"window must be [c, P] or [B, c, P], got shape {tuple(window.shape)}")
+            shape, ref = tuple(window.shape[-2:]), window
+        if shape[-1] != layout.num_params or (rows is not None and any(r.shape[0] != shape[1] for r in rows)):
+            raise ValueError(f"window has {shape[-1]} parameters, the architecture stores {layout.num_params}")
+        if self.kind != "linefit" and shape[0] != self.context:
+            raise ValueError(f"this nowcaster reads windows of {self.context} snapshots, got {shape[0]}")
+        if shape[0] < 2:
+            raise ValueError(f"a window needs at least 2 snapshots, got {shape[0]}")
         if horizon is not None and not 1 <= horizon <= self.horizons:
             raise ValueError(f"horizon must lie in [1, {self.horizons}], got {horizon}")
-        dev = self._device(w.device)
+        dev = self._device(ref.device)
         if layout.slot_tensor.device != dev:
             layout = layout.cache.setdefault(("to", str(dev)), layout.to(dev))
         was = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                wf = w.to(dev, torch.float32)
-                feats, s, line = window_features(wf, layout.slot_tensor, layout.num_tensors, self.kind != "linefit")
-                d = self(layout, feats, line, horizon)  # [B, P, H] or [B, P]
-                out = d * s if horizon is not None else (d * s[..., None]).transpose(1, 2)
+                if rows is not None or window.dim() == 2:
+                    from .nowcast_stream import predict_stream
+
+                    out = predict_stream(self, layout, rows if rows is not None else window.unbind(0), horizon)
+                else:
+                    wf = window.to(dev, torch.float32)
+                    feats, s, line = window_features(wf, layout.slot_tensor, layout.num_tensors,
+                                                     self.kind != "linefit")
+                    d = self(layout, feats, line, horizon)  # [B, P, H] or [B, P]
+                    out = d * s if horizon is not None else (d * s[..., None]).transpose(1, 2)
         finally:
             self.train(was)
-        out = out.to(window.device, window.dtype)
-        return out[0] if single else out
+        return out.to(ref.device, ref.dtype)
 
     def _device(self, default: torch.device) -> torch.device:
         for p in self.parameters():

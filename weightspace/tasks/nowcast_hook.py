@@ -22,7 +22,9 @@ nowcaster's index tensors, the split of the flat vector into the model's tensors
 live in one preallocated ``[context, P]`` ring buffer, each written by one ``torch._foreach_copy_``
 into views of the row shaped like the model's tensors; a jump is one call of the nowcaster under
 ``torch.inference_mode`` for the one horizon it needs, and one ``torch._foreach_copy_`` writes the
-result back.
+result back. The prediction streams over chunks of parameters
+(:mod:`~weightspace.tasks.nowcast_stream`), so a jump on a model with tens of millions of
+parameters needs little memory beyond the ring buffer.
 """
 
 from __future__ import annotations
@@ -191,11 +193,11 @@ class NowcastHook:
         t0 = time.perf_counter()
         c = self.context
         pos = self._count % c  # the oldest snapshot; the buffer is full
-        window = self._buf if pos == 0 else torch.cat([self._buf[pos:], self._buf[:pos]])
-        delta = self.nowcaster.predict(self.layout, window, horizon=k)  # [P]
+        rows = [self._buf[(pos + i) % c] for i in range(c)]  # oldest first, read in place
+        delta = self.nowcaster.predict(self.layout, rows, horizon=k)  # [P], streamed in chunks
         if not self._all_moved:
             delta = delta * self._mask
-        new = torch.add(window[-1], delta, out=self._new)
+        new = torch.add(rows[-1], delta, out=self._new)
         rec = {"step": self.step, "horizon": k, "steps_ahead": k * self.stride,
                "seconds": 0.0, "applied": False}
         if not bool(torch.isfinite(new).all()):

@@ -1,0 +1,134 @@
+"""Streamed one-window prediction: equal to the batched forward pass with and without dense blocks,
+at any chunk size, for every nowcaster kind; dense-block detection and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import weightspace as ws
+from weightspace.examples import EXAMPLES, build_example
+from weightspace.tasks.nowcast import Nowcaster, NowcastLayout
+from weightspace.tasks.nowcast_stream import StreamIndex, predict_stream
+
+ALL_BLOCKS, NO_BLOCKS = 1, 1 << 40
+
+
+def _randomized(kind: str, seed: int = 0, horizons: int = 6) -> Nowcaster:
+    """A nowcaster whose every weight (zero-initialized heads too) is random, so outputs are not Linefit."""
+    nc = Nowcaster(kind=kind, horizons=horizons)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in nc.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return nc.eval()
+
+
+def _window(spec: ws.GraphSpec, model: nn.Module, seed: int, c: int = 5) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    flat = spec.flatten(model.state_dict())
+    drift = torch.randn(flat.shape, generator=g) * 0.01
+    return torch.stack([flat + k * drift + 0.003 * k * torch.randn(flat.shape, generator=g) for k in range(c)])
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), chunk=st.sampled_from([7, 64, 1 << 18]),
+       name=st.sampled_from(sorted(EXAMPLES)), kind=st.sampled_from(["graph", "mlp", "linefit"]))
+def test_streamed_prediction_equals_the_batched_forward(seed, chunk, name, kind):
+    model, x = build_example(name, seed=seed % 7)
+    spec = ws.GraphSpec.from_module(model, x)
+    lay = NowcastLayout.from_spec(spec)
+    nc = _randomized(kind, seed)
+    win = _window(spec, model, seed)
+    ref = nc.predict(lay, win[None])[0]  # the batched path, one window
+    ref_h = nc.predict(lay, win[None], horizon=4)[0]
+    tol = 1e-5 * (1 + ref.abs().max())
+    for block_min in (ALL_BLOCKS, NO_BLOCKS):
+        with torch.inference_mode():
+            got = predict_stream(nc, lay, win.unbind(0), None, chunk=chunk, block_min=block_min)
+            got_h = predict_stream(nc, lay, list(win), 4, chunk=chunk, block_min=block_min)
+        assert got.shape == ref.shape and got_h.shape == ref_h.shape
+        assert (got - ref).abs().max() <= tol, (name, kind, block_min)
+        assert (got_h - ref_h).abs().max() <= tol, (name, kind, block_min)
+
+
+def test_predict_of_one_window_is_streamed_and_accepts_ring_buffer_rows():
+    model, x = build_example("cnn_gap")
+    spec = ws.GraphSpec.from_module(model, x)
+    nc = _randomized("graph")
+    win = _window(spec, model, 0)
+    batched = nc.predict(spec, win[None], horizon=2)[0]
+    assert torch.allclose(nc.predict(spec, win, horizon=2), batched, atol=1e-6)
+    assert torch.allclose(nc.predict(spec, list(win.unbind(0)), horizon=2), batched, atol=1e-6)
+    # the rows are read, not changed
+    before = win.clone()
+    nc.predict(spec, list(win.unbind(0)))
+    assert torch.equal(win, before)
+    with pytest.raises(ValueError, match="parameters"):
+        nc.predict(spec, [r[:-1] for r in win.unbind(0)])
+    with pytest.raises(ValueError, match="snapshots"):
+        nc.predict(spec, list(win.unbind(0))[:3])
+
+
+def test_dense_blocks_are_found_in_linear_conv_and_embedding_weights():
+    emb = nn.Embedding(50, 16)
+    model = nn.Sequential(emb, nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    spec = ws.GraphSpec.from_module(model, torch.randint(0, 50, (2, 3)))
+    ix = StreamIndex.build(NowcastLayout.from_spec(spec), block_min=1)
+    by_start = {b.start: b for b in ix.blocks}
+    offsets = {}
+    o = 0
+    for name, shape in zip(spec.names, spec.shapes):
+        offsets[name] = o
+        o += int(torch.Size(shape).numel())
+    table, lin = by_start[offsets["0.weight"]], by_start[offsets["1.weight"]]
+    assert (table.d0, table.d1, table.dst_rows) == (50, 16, False)  # rows of the table are the sources
+    assert (lin.d0, lin.d1, lin.dst_rows) == (32, 16, True)  # nn.Linear: [out, in]
+    assert len(set(table.rows.tolist())) == 50 and len(set(lin.rows.tolist())) == 32
+    assert ix.rest is not None and ix.rest_size == spec.num_params - sum(b.size for b in ix.blocks)
+    # a convolution's kernel entries fold into one block entry per edge
+    cnn, x = build_example("cnn_gap")
+    cspec = ws.GraphSpec.from_module(cnn, x)
+    cix = StreamIndex.build(NowcastLayout.from_spec(cspec), block_min=1)
+    assert any(b.T > 1 for b in cix.blocks)
+
+
+def test_grouped_convolution_is_not_a_dense_block_but_gives_the_same_prediction():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.ReLU(), nn.Conv2d(4, 6, 1), nn.Flatten(),
+                          nn.LazyLinear(3))
+    x = torch.randn(1, 4, 5, 5)
+    model(x)
+    spec = ws.GraphSpec.from_module(model, x)
+    lay = NowcastLayout.from_spec(spec)
+    ix = StreamIndex.build(lay, block_min=1)
+    grouped = spec.names.index("0.weight")
+    start = sum(int(torch.Size(s).numel()) for s in spec.shapes[:grouped])
+    assert start not in {b.start for b in ix.blocks}  # in-channel depends on the out-channel's group
+    assert spec.names.index("2.weight") is not None and len(ix.blocks) >= 2
+    nc = _randomized("graph")
+    win = _window(spec, model, 1)
+    with torch.inference_mode():
+        got = predict_stream(nc, lay, list(win), None, chunk=5, block_min=1)
+    assert torch.allclose(got, nc.predict(lay, win[None])[0], atol=1e-5)
+
+
+def test_a_changed_weight_inside_a_dense_block_changes_other_predictions():
+    """Sensitivity beside the equality test: the block path really passes messages between neurons."""
+    model, x = build_example("mlp")
+    spec = ws.GraphSpec.from_module(model, x)
+    lay = NowcastLayout.from_spec(spec)
+    nc = _randomized("graph")
+    win = _window(spec, model, 2)
+    ix = StreamIndex.build(lay, block_min=1)
+    first, last = ix.blocks[0], ix.blocks[-1]
+    moved = win.clone()
+    moved[:, first.start] += torch.linspace(0, 0.5, win.shape[0])  # one weight of the first layer moves
+    with torch.inference_mode():
+        a = predict_stream(nc, lay, list(win), 3, block_min=1)
+        b = predict_stream(nc, lay, list(moved), 3, block_min=1)
+    far = slice(last.start, last.start + last.size)  # the last layer's weights, two layers away
+    assert not torch.allclose(a[far], b[far], atol=1e-6)
