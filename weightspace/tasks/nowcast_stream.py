@@ -34,8 +34,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .nowcast import (_CHANNELS, _VOCAB_ROWS, Nowcaster, NowcastLayout, _csr, _finish_stats, _sparse,
-                      param_features)
+from .nowcast import (
+    _CHANNELS,
+    _VOCAB_ROWS,
+    Nowcaster,
+    NowcastLayout,
+    _csr,
+    _finish_stats,
+    _sparse,
+    param_features,
+)
 
 __all__ = ["StreamIndex", "predict_stream", "CHUNK", "BLOCK_MIN"]
 
