@@ -592,7 +592,8 @@ class Nowcaster(nn.Module):
         if layout.slot_tensor.device != dev:
             layout = layout.cache.setdefault(("to", str(dev)), layout.to(dev))
         was = self.training
-        self.eval()
+        if was:  # (toggling walks every submodule: skipped when already in eval mode)
+            self.eval()
         try:
             with torch.inference_mode():
                 if rows is not None or window.dim() == 2:
@@ -606,7 +607,8 @@ class Nowcaster(nn.Module):
                     d = self(layout, feats, line, horizon)  # [B, P, H] or [B, P]
                     out = d * s if horizon is not None else (d * s[..., None]).transpose(1, 2)
         finally:
-            self.train(was)
+            if was:
+                self.train()
         return out.to(ref.device, ref.dtype)
 
     def _device(self, default: torch.device) -> torch.device:
@@ -630,7 +632,7 @@ class Nowcaster(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Nowcaster:
-        """Load a nowcaster written by :meth:`save` (``path`` with or without suffix)."""
+        """Load a nowcaster written by :meth:`save` (``path`` with or without suffix), in eval mode."""
         base = _base(path)
         cfg_path = base.with_suffix(".json")
         if not cfg_path.exists():
@@ -648,7 +650,7 @@ class Nowcaster(nn.Module):
             state = load_file(str(w), device=str(map_location))
             model.load_state_dict(state)
         model.info = meta.get("info", {})
-        return model.to(map_location)
+        return model.to(map_location).eval()
 
     @classmethod
     def pretrained(cls, name: str = "nowcaster") -> Nowcaster:

@@ -249,29 +249,59 @@ def _take(index: StreamIndex, win: _Window, tid: Tensor, seg) -> tuple[Tensor, T
     return win.slice(pos.start, pos.stop), what.tensor, pos
 
 
-def _stats(layout: NowcastLayout, index: StreamIndex, win: _Window, tid: Tensor, chunk: int):
+class _Chunks:
+    """The chunks of one prediction, read from the window on every pass; when all the parameters fit
+    in one chunk's budget, read once and kept with their features (a small model's jump then costs
+    one pass of reads)."""
+
+    def __init__(self, index: StreamIndex, win: _Window, tid: Tensor, chunk: int) -> None:
+        self.index, self.win, self.tid, self.chunk = index, win, tid, chunk
+        self.kept: list | None = None
+        self.keep = index.num_params <= chunk
+
+    def __iter__(self):
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept = []
+        for seg in _segments(self.index, self.chunk):
+            item = [seg, *_take(self.index, self.win, self.tid, seg), None]  # seg, w, t, pos, features
+            if self.keep:
+                kept.append(item)
+            yield item
+        if self.keep:
+            self.kept = kept
+
+    @staticmethod
+    def features(item: list, stats: tuple, features: bool) -> tuple:
+        """:func:`~weightspace.tasks.nowcast.param_features` of one chunk (computed once per kept chunk)."""
+        if item[4] is None or (features and item[4][0] is None):
+            f, s, line = param_features(item[1], item[2], *stats, features)
+            item[4] = (None if f is None else f[0], s[0], line[0])
+        return item[4]
+
+
+def _add(acc: Tensor, t: Tensor | int, v: Tensor) -> None:
+    if isinstance(t, int):
+        acc[:, t] += v.sum()
+    else:  # one window: a 1-D scatter (index_add_ along dim 1 takes a slow path on CPU)
+        acc[0].index_add_(0, t, v[0])
+
+
+def _stats(index: StreamIndex, chunks: _Chunks, G: int, dev: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`~weightspace.tasks.nowcast.group_stats` of the window, two passes over chunks."""
-    G, dev = layout.num_tensors, win.device
     cnt = index.tensor_count
     s_mean = torch.zeros(1, G, device=dev)
-    def add(acc: Tensor, t: Tensor | int, v: Tensor) -> None:
-        if isinstance(t, int):
-            acc[:, t] += v.sum()
-        else:
-            acc.index_add_(1, t, v)
-
-    for seg in _segments(index, chunk):
-        w, t, _ = _take(index, win, tid, seg)
-        add(s_mean, t, w.mean(1))
+    for _, w, t, _, _ in chunks:
+        _add(s_mean, t, w.mean(1))
     mu = s_mean / cnt
     s_var, s_step = torch.zeros(1, G, device=dev), torch.zeros(1, G, device=dev)
-    for seg in _segments(index, chunk):
-        w, t, _ = _take(index, win, tid, seg)
+    for _, w, t, _, _ in chunks:
         mean_r = w.mean(1)
         var_r = (w - mean_r[:, None]).square_().mean(1)
         mu_p = mu[:, t: t + 1] if isinstance(t, int) else mu.index_select(1, t)
-        add(s_var, t, var_r + (mean_r - mu_p) ** 2)
-        add(s_step, t, (w[:, 1:] - w[:, :-1]).abs_().mean(1))
+        _add(s_var, t, var_r + (mean_r - mu_p) ** 2)
+        _add(s_step, t, (w[:, 1:] - w[:, :-1]).abs_().mean(1))
     return (mu, *_finish_stats(s_var / cnt, s_step / cnt))
 
 
@@ -284,33 +314,30 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Sequence[Tenso
     Call under ``torch.inference_mode`` / ``no_grad`` with ``model`` in eval mode (as ``predict`` does).
     """
     dev = next(iter(model.parameters()), torch.empty(0, device=rows[0].device)).device
-    win = _Window(rows, dev)
     if layout.slot_tensor.device != dev:
         layout = layout.cache.setdefault(("to", str(dev)), layout.to(dev))
     index = stream_index(layout, dev, block_min)
-    tid = layout.slot_tensor
-    mu, sigma, step = _stats(layout, index, win, tid, chunk)
+    chunks = _Chunks(index, _Window(rows, dev), layout.slot_tensor, chunk)
+    stats = _stats(index, chunks, layout.num_tensors, dev)
     H = model.horizons
     hs = torch.arange(1, H + 1, dtype=torch.float32, device=dev) if horizon is None else None
     out = torch.empty((H, index.num_params) if horizon is None else (index.num_params,), device=dev)
+    learned = model.kind != "linefit"
     graph = _GraphState(model, index, dev) if model.kind == "graph" else None
     if graph is not None:
-        for seg in _segments(index, chunk):
-            w, t, pos = _take(index, win, tid, seg)
-            feats, _, _ = param_features(w, t, mu, sigma, step)
-            graph.absorb(seg, pos, feats[0])
+        for item in chunks:
+            graph.absorb(item[0], item[3], chunks.features(item, stats, True)[0])
         graph.propagate()
-    last = model.head[-1] if model.kind != "linefit" else None
-    for seg in _segments(index, chunk):
-        w, t, pos = _take(index, win, tid, seg)
-        feats, s, line = param_features(w, t, mu, sigma, step, model.kind != "linefit")
-        s, line = s[0], line[0]
+    last = model.head[-1] if learned else None
+    for item in chunks:
+        seg, pos = item[0], item[3]
+        feats, s, line = chunks.features(item, stats, learned)
         if horizon is None:
             d = line[:, :1] + line[:, 1:] * hs  # [K, H]
         else:
             d = line[:, 0] + line[:, 1] * horizon
         if last is not None:
-            y = graph.readout(seg, feats[0]) if graph is not None else model.head[:-1](model.encode(feats[0]))
+            y = graph.readout(seg, feats) if graph is not None else model.head[:-1](model.encode(feats))
             d = d + (last(y) if horizon is None else y @ last.weight[horizon - 1] + last.bias[horizon - 1])
         if horizon is None:
             out[:, pos] = (d * s[:, None]).t()
