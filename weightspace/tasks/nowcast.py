@@ -131,14 +131,23 @@ class NowcastLayout:
         N, E = spec.num_nodes, spec.num_edges
         Fn = len(NODE_FEATURES)
         F = spec.kernel_shape[0] * spec.kernel_shape[1]
-        idx = spec.decode_index.long()
+        idx = spec.decode_index  # int32 (int64 past 2**31 slots): index arithmetic stays in its dtype
         edge = idx >= N * Fn
-        owner = torch.where(edge, (idx - N * Fn) // F, idx // Fn).to(torch.int32)
-        col = torch.where(edge, Fn, idx % Fn).to(torch.int32)
-        del idx
-        sizes = torch.tensor([math.prod(s) for s in spec.shapes], dtype=torch.long)
-        tensor = torch.repeat_interleave(torch.arange(len(sizes), dtype=torch.int32), sizes)
-        out = cls(int(edge.numel()), N, E, edge, owner, col, tensor, len(sizes), spec.edge_index,
+        owner = idx - N * Fn  # edge slots: edge id (x kernel entries), fixed below for node slots
+        if F > 1:
+            owner = owner.div_(F, rounding_mode="floor")
+        nodes = (~edge).nonzero().squeeze(1)  # few: biases and normalization parameters
+        owner = owner.to(torch.int32)
+        owner[nodes] = (idx[nodes] // Fn).to(torch.int32)
+        col = torch.full(edge.shape, Fn, dtype=torch.int32)
+        col[nodes] = (idx[nodes] % Fn).to(torch.int32)
+        tensor = torch.empty(edge.shape, dtype=torch.int32)
+        o = 0
+        for t, shape in enumerate(spec.shapes):  # (a fill per tensor: repeat_interleave is slow at this size)
+            n = math.prod(shape)
+            tensor[o: o + n] = t
+            o += n
+        out = cls(int(edge.numel()), N, E, edge, owner, col, tensor, len(spec.shapes), spec.edge_index,
                   spec.edge_type, spec.node_type.long(), spec.node_act.long(), tuple(tuple(s) for s in spec.shapes))
         spec._cache["nowcast_layout"] = out
         return out
