@@ -322,8 +322,10 @@ def param_features(window: Tensor, tensor_id: Tensor | int, mu: Tensor, sigma: T
     last = (lastv - pick(mu)) / pick(sigma)
     logscale = pick(torch.log(step / sigma).clamp(-20, 5))
     d = (window[:, 1:] - window[:, :-1]) / s[:, None]
-    feats = torch.stack([last, *d.unbind(1), logscale, slope], dim=-1).clamp_(-50, 50)
-    return feats, s, line
+    # built feature-major ([B, F, P]: contiguous copies; stacking along the last axis interleaves slowly)
+    # and returned as its [B, P, F] view, which matrix products read without a copy
+    feats = torch.stack([last, *d.unbind(1), logscale, slope], dim=1).clamp_(-50, 50)
+    return feats.transpose(1, 2), s, line
 
 
 def window_features(window: Tensor, tensor_id: Tensor, num_tensors: int, features: bool = True
@@ -608,7 +610,7 @@ class Nowcaster(nn.Module):
                 if rows is not None or window.dim() == 2:
                     from .nowcast_stream import predict_stream
 
-                    out = predict_stream(self, layout, rows if rows is not None else window.unbind(0), horizon)
+                    out = predict_stream(self, layout, rows if rows is not None else window, horizon)
                 else:
                     wf = window.to(dev, torch.float32)
                     feats, s, line = window_features(wf, layout.slot_tensor, layout.num_tensors,

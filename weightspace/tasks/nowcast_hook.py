@@ -193,11 +193,12 @@ class NowcastHook:
         t0 = time.perf_counter()
         c = self.context
         pos = self._count % c  # the oldest snapshot; the buffer is full
-        rows = [self._buf[(pos + i) % c] for i in range(c)]  # oldest first, read in place
-        delta = self.nowcaster.predict(self.layout, rows, horizon=k)  # [P], streamed in chunks
+        # oldest first, read in place (with period = context x stride the buffer is in order at a jump)
+        window = self._buf if pos == 0 else [self._buf[(pos + i) % c] for i in range(c)]
+        delta = self.nowcaster.predict(self.layout, window, horizon=k)  # [P], streamed in chunks
         if not self._all_moved:
             delta = delta * self._mask
-        new = torch.add(rows[-1], delta, out=self._new)
+        new = torch.add(window[-1], delta, out=self._new)
         rec = {"step": self.step, "horizon": k, "steps_ahead": k * self.stride,
                "seconds": 0.0, "applied": False}
         if not bool(torch.isfinite(new).all()):

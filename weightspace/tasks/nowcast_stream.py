@@ -211,15 +211,21 @@ def stream_index(layout: NowcastLayout, device: torch.device, block_min: int = B
 
 # ----------------------------------------------------------------------------- chunks
 class _Window:
-    """The ``c`` snapshots (any sequence of ``[P]`` tensors: a ring buffer's rows are not copied)."""
+    """The ``c`` snapshots: a ``[c, P]`` tensor (chunks are views of it) or any sequence of ``[P]``
+    tensors (a ring buffer's rows, not copied; each chunk stacks its slices)."""
 
-    def __init__(self, rows: Sequence[Tensor], device: torch.device) -> None:
-        self.rows, self.device = list(rows), device
+    def __init__(self, rows: Tensor | Sequence[Tensor], device: torch.device) -> None:
+        self.base = rows if isinstance(rows, Tensor) else None
+        self.rows, self.device = (None if self.base is not None else list(rows)), device
 
     def slice(self, a: int, b: int) -> Tensor:
-        return torch.stack([r[a:b].to(self.device, torch.float32) for r in self.rows])[None]  # [1, c, K]
+        if self.base is not None:
+            return self.base[:, a:b].to(self.device, torch.float32)[None]  # [1, c, K]
+        return torch.stack([r[a:b].to(self.device, torch.float32) for r in self.rows])[None]
 
     def gather(self, idx: Tensor) -> Tensor:
+        if self.base is not None:
+            return self.base.index_select(1, idx.to(self.base.device)).to(self.device, torch.float32)[None]
         return torch.stack([r.index_select(0, idx.to(r.device)).to(self.device, torch.float32)
                             for r in self.rows])[None]
 
@@ -265,7 +271,7 @@ class _Chunks:
             return
         kept = []
         for seg in _segments(self.index, self.chunk):
-            item = [seg, *_take(self.index, self.win, self.tid, seg), None]  # seg, w, t, pos, features
+            item = [seg, *_take(self.index, self.win, self.tid, seg), None, None]  # seg, w, t, pos, features, z
             if self.keep:
                 kept.append(item)
             yield item
@@ -292,11 +298,11 @@ def _stats(index: StreamIndex, chunks: _Chunks, G: int, dev: torch.device) -> tu
     """:func:`~weightspace.tasks.nowcast.group_stats` of the window, two passes over chunks."""
     cnt = index.tensor_count
     s_mean = torch.zeros(1, G, device=dev)
-    for _, w, t, _, _ in chunks:
+    for _, w, t, *_ in chunks:
         _add(s_mean, t, w.mean(1))
     mu = s_mean / cnt
     s_var, s_step = torch.zeros(1, G, device=dev), torch.zeros(1, G, device=dev)
-    for _, w, t, _, _ in chunks:
+    for _, w, t, *_ in chunks:
         mean_r = w.mean(1)
         var_r = (w - mean_r[:, None]).square_().mean(1)
         mu_p = mu[:, t: t + 1] if isinstance(t, int) else mu.index_select(1, t)
@@ -306,10 +312,11 @@ def _stats(index: StreamIndex, chunks: _Chunks, G: int, dev: torch.device) -> tu
 
 
 # ----------------------------------------------------------------------------- prediction
-def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Sequence[Tensor], horizon: int | None = None,
-                   chunk: int = CHUNK, block_min: int = BLOCK_MIN) -> Tensor:
+def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Tensor | Sequence[Tensor],
+                   horizon: int | None = None, chunk: int = CHUNK, block_min: int = BLOCK_MIN) -> Tensor:
     """Deltas ``[P]`` for ``horizon`` (or ``[H, P]`` for all) of one window of ``c`` snapshots ``rows``
-    (each ``[P]``), as :meth:`Nowcaster.predict` computes them, in chunks of ``chunk`` parameters.
+    (``[c, P]``, or ``c`` tensors ``[P]``), as :meth:`Nowcaster.predict` computes them, in chunks of
+    ``chunk`` parameters.
 
     Call under ``torch.inference_mode`` / ``no_grad`` with ``model`` in eval mode (as ``predict`` does).
     """
@@ -326,7 +333,8 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Sequence[Tenso
     graph = _GraphState(model, index, dev) if model.kind == "graph" else None
     if graph is not None:
         for item in chunks:
-            graph.absorb(item[0], item[3], chunks.features(item, stats, True)[0])
+            z = graph.absorb(item[0], item[3], chunks.features(item, stats, True)[0], keep=chunks.keep)
+            item[5] = z  # a kept chunk's encodings serve the readout too
         graph.propagate()
     last = model.head[-1] if learned else None
     for item in chunks:
@@ -337,7 +345,7 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Sequence[Tenso
         else:
             d = line[:, 0] + line[:, 1] * horizon
         if last is not None:
-            y = graph.readout(seg, feats) if graph is not None else model.head[:-1](model.encode(feats))
+            y = graph.readout(seg, feats, item[5]) if graph is not None else model.head[:-1](model.encode(feats))
             d = d + (last(y) if horizon is None else y @ last.weight[horizon - 1] + last.bias[horizon - 1])
         if horizon is None:
             out[:, pos] = (d * s[:, None]).t()
@@ -367,19 +375,22 @@ class _GraphState:
         k = what.kind[a:b][..., None].expand(b - a, what.d1, what.T).reshape(-1)
         return z.add_(self.table.index_select(0, k))
 
-    def absorb(self, seg, pos, feats: Tensor) -> None:
-        """Add one chunk's encodings to the neurons' sums; keep its channel values."""
+    def absorb(self, seg, pos, feats: Tensor, keep: bool = False) -> Tensor | None:
+        """Add one chunk's encodings to the neurons' sums; keep its channel values. Returns the
+        encodings (before the activation) when ``keep``."""
         what, a, b = seg
         if isinstance(pos, slice):
             self.val[pos], self.slope[pos] = feats[:, 0], feats[:, -1]
         else:
             self.val.index_copy_(0, pos, feats[:, 0])
             self.slope.index_copy_(0, pos, feats[:, -1])
-        z = nn.functional.silu(self._z(seg, feats), inplace=True)
+        z0 = self._z(seg, feats)
+        kept = z0.clone() if keep else None
+        z = nn.functional.silu(z0, inplace=True)
         N = self.ix.num_nodes
         if what == "rest":
             self.agg.index_add_(0, self.ix.agg_a[a:b], z).index_add_(0, self.ix.agg_b[a:b], z)
-            return
+            return kept
         z = z.view(b - a, what.d1, what.T, -1)
         row_sum, col_sum = z.sum((1, 2)), z.sum((0, 2))
         rows = what.rows[a:b]
@@ -387,6 +398,7 @@ class _GraphState:
             self.agg.index_add_(0, rows, row_sum).index_add_(0, N + what.cols, col_sum)
         else:
             self.agg.index_add_(0, N + rows, row_sum).index_add_(0, what.cols, col_sum)
+        return kept
 
     def propagate(self) -> None:
         """Neuron states after the message-passing layers."""
@@ -431,10 +443,10 @@ class _GraphState:
         R = m.ctx(h).view(N, 3, De).transpose(0, 1).reshape(3 * N, De)
         self.R = torch.cat([R, R.new_zeros(1, De)])
 
-    def readout(self, seg, feats: Tensor) -> Tensor:
+    def readout(self, seg, feats: Tensor, z: Tensor | None = None) -> Tensor:
         """Per-parameter states ``[K, De]`` of one chunk before the horizon head."""
         what, a, b = seg
-        z = self._z(seg, feats)
+        z = self._z(seg, feats) if z is None else z
         N, R = self.ix.num_nodes, self.R
         if what == "rest":
             y = z.add_(R.index_select(0, self.ix.ctx_a[a:b])).add_(R.index_select(0, self.ix.ctx_b[a:b]))
