@@ -30,7 +30,9 @@ Three kinds share this interface and the meta-training loop, so baselines run in
   :meth:`NowcastLayout.graph_index`); each parameter's output reads its own encoding plus the states
   of its two neurons (its own neuron for a bias / norm parameter) — equivariant to hidden-neuron
   permutations. NiNo updates a state per edge in every layer instead, which costs ``O(D^2)`` per
-  weight and layer.
+  weight and layer. One window (a jump of the hook) is computed in chunks of parameters, dense
+  weight tensors as matrix products (:mod:`weightspace.tasks.nowcast_stream`), so memory stays
+  bounded on models with tens of millions of parameters.
 * ``"mlp"`` — a per-parameter MLP on the same features, no graph (WNN-like; Jang et al., ICML 2023).
 * ``"linefit"`` — per-parameter linear extrapolation over the context, no parameters.
 
