@@ -57,11 +57,13 @@ def budgets(quick: bool) -> dict:
         return {"pdiff": {"ae_steps": 40, "ddpm_steps": 40, "eval_every": 20, "timesteps": 100},
                 "graph": {"ae_steps": 10, "ddpm_steps": 40, "eval_every": 5, "timesteps": 100},
                 "graph_mixed": {"ae_steps": 6, "ddpm_steps": 40, "eval_every": 3, "timesteps": 100}}
-    # sized for a 2-core CPU shared with other jobs (about 4 CPU-minutes per seed)
+    # sized for a 2-core CPU shared with other jobs. The graph autoencoder needs its 600 steps: at 100
+    # steps its decoder still ignores the latent and every sample is the same function (pairwise IoU of
+    # reconstructions 1.000; see the README's diffusion section)
     return {"pdiff": {"channels": [16, 32, 64, 64], "ae_steps": 300, "ddpm_steps": 800, "eval_every": 50},
-            "graph": {"ae_steps": 100, "ddpm_steps": 800, "eval_every": 25, "batch_size": 6,
+            "graph": {"ae_steps": 600, "ddpm_steps": 800, "eval_every": 100, "batch_size": 6,
                       "inputs_per_step": 192},
-            "graph_mixed": {"ae_steps": 60, "ddpm_steps": 800, "eval_every": 20, "batch_size": 6,
+            "graph_mixed": {"ae_steps": 600, "ddpm_steps": 800, "eval_every": 100, "batch_size": 6,
                             "inputs_per_step": 192}}
 
 
@@ -313,6 +315,44 @@ def _machine() -> str:
             f"thread(s) per process, torch {torch.__version__} CPU, {time.strftime('%Y-%m-%d')}")
 
 
+def diagnose(args) -> str:
+    """Where a collapse comes from: the autoencoder or the DDPM. For the graph generator at 100 and at 600
+    autoencoder steps (seed 0, otherwise the benchmark budget): accuracy and within-set pairwise IoU of
+    100 training runs, their reconstructions decode(encode(.)), decodes of the zero latent and of
+    N(0, I) latents, and DDPM samples; the spread of the standardized latents; nearest-training TV."""
+    from weightspace.tasks.diffusion_data import predictions
+    from weightspace.tasks.diffusion_metrics import nearest_training, pairwise_iou
+
+    rows = []
+    for steps in (100, 600):
+        cfg = {**budgets(False)["graph"], "ae_steps": steps, "eval_every": min(steps // 4, 100)}
+        gen = WeightDiffusion.fit(args.zoo, "graph", seed=0, config=cfg, progress=args.progress)
+        m, pop, data = gen.model, gen.population.archs[0], gen.population.data
+        a, net, x, y = pop.config, pop.build(), data.x_test, data.y_test
+        _, prob_t = predictions(net, pop.spec, pop.flat["train"], x)
+        train = pop.flat["train"][:100]
+        z = m.encode(a, train)
+        g = torch.Generator().manual_seed(1)
+        zs = m.ddpm.sample(100, m.cond(a, 100, None), torch.Generator().manual_seed(0))
+        sets = {"training runs (100)": train, "held-out runs": pop.flat["test"],
+                "reconstructions of the training runs": m.decode(a, z),
+                "decode(0), 20 copies": m.decode(a, torch.zeros(20, z.shape[1])),
+                "decode(N(0, I))": m.decode(a, torch.randn(100, z.shape[1], generator=g)),
+                "DDPM samples": m.decode(a, zs)}
+        for name, flat in sets.items():
+            acc = accuracy(net, pop.spec, flat, x, y).numpy()
+            _, prob = predictions(net, pop.spec, flat, x)
+            tv = "—" if name.startswith("training") else f"{nearest_training(prob, prob_t, y)['nearest_tv'].mean():.4f}"
+            rows.append(f"| {steps} | {name} | {acc.mean():.3f} | {pairwise_iou(prob, y):.3f} | {tv} |")
+        rows.append(f"| {steps} | latent std per dim (training runs / DDPM samples) | "
+                    f"{z.std(0).mean():.2f} / {zs.std(0).mean():.2f} | | |")
+    md = ["# Weight generation: where the graph generator's collapse came from", "",
+          f"`python benchmarks/generate.py --diagnose --zoo {args.zoo}` (seed 0; {_machine()}).", "",
+          "| autoencoder steps | set | test accuracy | pairwise IoU (within set) | nearest-training TV |",
+          "|---|---|---|---|---|", *rows]
+    return "\n".join(md) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--zoo", default="zoos/digits_mlp_good")
@@ -327,11 +367,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only-seed", type=int, default=None,
                    help="run this one seed into <out>.seedS.json (run seeds in parallel, then --merge)")
     p.add_argument("--merge", action="store_true", help="aggregate <out>.seed*.json into <out>.json")
+    p.add_argument("--diagnose", action="store_true",
+                   help="autoencoder vs DDPM diagnosis of the graph generator into <out>.diagnosis.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     command = "python benchmarks/generate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.diagnose:
+        Path(f"{out}.diagnosis.md").write_text(md := diagnose(args))
+        print(md)
+        return
     if args.only_seed is not None:
         t0 = time.perf_counter()
         res = run_seed(args, args.only_seed, budgets(args.quick))

@@ -89,7 +89,7 @@ class GraphDiffusionConfig:
     dec_hidden: int = 48                # only for decoder_init="scratch"
     dec_layers: int = 2
     latent_noise: float = 0.1
-    ae_steps: int = 600
+    ae_steps: int = 600                 # 100 leave a decoder that ignores the latent (benchmarks/generate.py)
     ae_lr: float = 1e-3
     batch_size: int = 8
     inputs_per_step: int = 256
