@@ -272,6 +272,8 @@ class _GraphIndex:
 # ----------------------------------------------------------------------------- features
 def _group_sum(values: Tensor, group: Tensor, num: int) -> Tensor:
     """Sum of ``values [B, P]`` over the parameters of each group -> ``[B, num]``."""
+    if values.shape[0] == 1:  # a 1-D scatter (index_add_ along dim 1 takes a slow path on CPU)
+        return values.new_zeros(num).index_add_(0, group, values[0])[None]
     return values.new_zeros(values.shape[0], num).index_add_(1, group, values)
 
 

@@ -42,6 +42,7 @@ from .nowcast import (
     _csr,
     _finish_stats,
     _sparse,
+    group_stats,
     param_features,
 )
 
@@ -265,6 +266,25 @@ class _Chunks:
         self.kept: list | None = None
         self.keep = index.num_params <= chunk
 
+    def whole(self, num_tensors: int, features: bool) -> tuple:
+        """A small model (all parameters in one chunk's budget): statistics and features of the whole
+        window at once (a few dozen operations), every chunk then a view or gather of them."""
+        w = self.win.slice(0, self.index.num_params)
+        stats = group_stats(w, self.tid, num_tensors)
+        f, s, line = param_features(w, self.tid, *stats, features)
+        f, s, line = (None if f is None else f[0]), s[0], line[0]
+        kept = []
+        for seg in _segments(self.index, self.chunk):
+            what, a, b = seg
+            if what == "rest":
+                pos = slice(a, b) if self.index.rest is None else self.index.rest[a:b]
+            else:
+                step = what.d1 * what.T
+                pos = slice(what.start + a * step, what.start + b * step)
+            kept.append([seg, None, None, pos, tuple(None if x is None else _pick(x, pos) for x in (f, s, line)), None])
+        self.kept = kept
+        return stats
+
     def __iter__(self):
         if self.kept is not None:
             yield from self.kept
@@ -285,6 +305,10 @@ class _Chunks:
             f, s, line = param_features(item[1], item[2], *stats, features)
             item[4] = (None if f is None else f[0], s[0], line[0])
         return item[4]
+
+
+def _pick(x: Tensor, pos: slice | Tensor) -> Tensor:
+    return x[pos] if isinstance(pos, slice) else x.index_select(0, pos)
 
 
 def _add(acc: Tensor, t: Tensor | int, v: Tensor) -> None:
@@ -325,15 +349,18 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Tensor | Seque
         layout = layout.cache.setdefault(("to", str(dev)), layout.to(dev))
     index = stream_index(layout, dev, block_min)
     chunks = _Chunks(index, _Window(rows, dev), layout.slot_tensor, chunk)
-    stats = _stats(index, chunks, layout.num_tensors, dev)
+    learned = model.kind != "linefit"
+    if chunks.keep:
+        stats = chunks.whole(layout.num_tensors, learned)
+    else:
+        stats = _stats(index, chunks, layout.num_tensors, dev)
     H = model.horizons
     hs = torch.arange(1, H + 1, dtype=torch.float32, device=dev) if horizon is None else None
     out = torch.empty((H, index.num_params) if horizon is None else (index.num_params,), device=dev)
-    learned = model.kind != "linefit"
     graph = _GraphState(model, index, dev) if model.kind == "graph" else None
     if graph is not None:
         for item in chunks:
-            z = graph.absorb(item[0], item[3], chunks.features(item, stats, True)[0], keep=chunks.keep)
+            z = graph.absorb(item[0], item[3], chunks.features(item, stats, True)[0].t(), keep=chunks.keep)
             item[5] = z  # a kept chunk's encodings serve the readout too
         graph.propagate()
     last = model.head[-1] if learned else None
@@ -345,8 +372,13 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Tensor | Seque
         else:
             d = line[:, 0] + line[:, 1] * horizon
         if last is not None:
-            y = graph.readout(seg, feats, item[5]) if graph is not None else model.head[:-1](model.encode(feats))
-            d = d + (last(y) if horizon is None else y @ last.weight[horizon - 1] + last.bias[horizon - 1])
+            if graph is not None:  # [De, K]
+                y = graph.readout(seg, feats.t(), item[5])
+                d = d + (torch.addmm(last.bias[:, None], last.weight, y).t() if horizon is None
+                         else last.weight[horizon - 1] @ y + last.bias[horizon - 1])
+            else:  # [K, D]
+                y = model.head[:-1](model.encode(feats))
+                d = d + (last(y) if horizon is None else y @ last.weight[horizon - 1] + last.bias[horizon - 1])
         if horizon is None:
             out[:, pos] = (d * s[:, None]).t()
         else:
@@ -355,7 +387,12 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Tensor | Seque
 
 
 class _GraphState:
-    """Neuron-level state of the graph nowcaster during one streamed prediction."""
+    """Neuron-level state of the graph nowcaster during one streamed prediction.
+
+    Per-parameter tensors are feature-major (``[De, K]``: features ``[F, K]`` in, encodings
+    ``[De, K]``), so every product has the chunk as its long axis and a block's sums run over
+    contiguous rows.
+    """
 
     def __init__(self, model: Nowcaster, index: StreamIndex, dev: torch.device) -> None:
         self.m, self.ix, self.dev = model, index, dev
@@ -365,34 +402,36 @@ class _GraphState:
         self.slope = torch.empty(index.num_params, device=dev)
         self.table = model.kind_emb.weight + model.encode.bias  # [rows, De]: embedding + encoder bias
 
-    def _z(self, seg, feats: Tensor) -> Tensor:
+    def _z(self, seg, ft: Tensor) -> Tensor:
+        """Encodings ``[De, K]`` of a chunk's features ``ft [F, K]``."""
         what, a, b = seg
-        z = feats @ self.m.encode.weight.t()
+        z = self.m.encode.weight @ ft
         if what == "rest":
-            return z.add_(self.table.index_select(0, self.ix.kind[a:b]))
+            return z.add_(self.table.index_select(0, self.ix.kind[a:b]).t())
         if isinstance(what.kind, int):
-            return z.add_(self.table[what.kind])
+            return z.add_(self.table[what.kind][:, None])
         k = what.kind[a:b][..., None].expand(b - a, what.d1, what.T).reshape(-1)
-        return z.add_(self.table.index_select(0, k))
+        return z.add_(self.table.index_select(0, k).t())
 
-    def absorb(self, seg, pos, feats: Tensor, keep: bool = False) -> Tensor | None:
+    def absorb(self, seg, pos, ft: Tensor, keep: bool = False) -> Tensor | None:
         """Add one chunk's encodings to the neurons' sums; keep its channel values. Returns the
         encodings (before the activation) when ``keep``."""
         what, a, b = seg
         if isinstance(pos, slice):
-            self.val[pos], self.slope[pos] = feats[:, 0], feats[:, -1]
+            self.val[pos], self.slope[pos] = ft[0], ft[-1]
         else:
-            self.val.index_copy_(0, pos, feats[:, 0])
-            self.slope.index_copy_(0, pos, feats[:, -1])
-        z0 = self._z(seg, feats)
+            self.val.index_copy_(0, pos, ft[0])
+            self.slope.index_copy_(0, pos, ft[-1])
+        z0 = self._z(seg, ft)
         kept = z0.clone() if keep else None
         z = nn.functional.silu(z0, inplace=True)
         N = self.ix.num_nodes
         if what == "rest":
-            self.agg.index_add_(0, self.ix.agg_a[a:b], z).index_add_(0, self.ix.agg_b[a:b], z)
+            zt = z.t()
+            self.agg.index_add_(0, self.ix.agg_a[a:b], zt).index_add_(0, self.ix.agg_b[a:b], zt)
             return kept
-        z = z.view(b - a, what.d1, what.T, -1)
-        row_sum, col_sum = z.sum((1, 2)), z.sum((0, 2))
+        z = z.view(-1, b - a, what.d1, what.T)
+        row_sum, col_sum = z.sum((2, 3)).t(), z.sum((1, 3)).t()
         rows = what.rows[a:b]
         if what.dst_rows:  # rows are destinations (incoming sums), cols sources (outgoing sums)
             self.agg.index_add_(0, rows, row_sum).index_add_(0, N + what.cols, col_sum)
@@ -443,18 +482,19 @@ class _GraphState:
         R = m.ctx(h).view(N, 3, De).transpose(0, 1).reshape(3 * N, De)
         self.R = torch.cat([R, R.new_zeros(1, De)])
 
-    def readout(self, seg, feats: Tensor, z: Tensor | None = None) -> Tensor:
-        """Per-parameter states ``[K, De]`` of one chunk before the horizon head."""
+    def readout(self, seg, ft: Tensor, z: Tensor | None = None) -> Tensor:
+        """Per-parameter states ``[De, K]`` of one chunk before the horizon head."""
         what, a, b = seg
-        z = self._z(seg, feats) if z is None else z
+        z = self._z(seg, ft) if z is None else z
         N, R = self.ix.num_nodes, self.R
         if what == "rest":
-            y = z.add_(R.index_select(0, self.ix.ctx_a[a:b])).add_(R.index_select(0, self.ix.ctx_b[a:b]))
+            y = z.add_(R.index_select(0, self.ix.ctx_a[a:b]).t()).add_(R.index_select(0, self.ix.ctx_b[a:b]).t())
         else:
             rows, cols = what.rows[a:b], what.cols
             r_rows = R.index_select(0, N + rows if what.dst_rows else rows)  # destination / source context
             r_cols = R.index_select(0, cols if what.dst_rows else N + cols)
-            y = z.view(b - a, what.d1, what.T, -1).add_(r_rows[:, None, None]).add_(r_cols[None, :, None])
-            y = y.view(-1, z.shape[-1])
+            y = z.view(-1, b - a, what.d1, what.T)
+            y = y.add_(r_rows.t()[:, :, None, None]).add_(r_cols.t()[:, None, :, None]).view(z.shape)
         y = nn.functional.silu(y, inplace=True)
-        return nn.functional.silu(self.m.mid(y), inplace=True)
+        mid = self.m.mid
+        return nn.functional.silu(torch.addmm(mid.bias[:, None], mid.weight, y), inplace=True)
