@@ -511,17 +511,51 @@ def test_predictor_encode_on_a_transformers_model_is_head_permutation_invariant(
     assert bool(torch.isfinite(pred.encode([sampled])).all())  # a metanetwork reads a row sample too
 
 
-def test_message_passing_in_edge_chunks_gives_the_same_embedding(monkeypatch):
-    from weightspace.nn import GMNConv, GraphMetaNet
+def _perturbed_gmn(**kw):
+    from weightspace.nn import GraphMetaNet
 
     torch.manual_seed(0)
-    net = GraphMetaNet(hidden=16, num_layers=2, embed_dim=8, kernel_grid=(1, 1)).eval()
+    net = GraphMetaNet(hidden=16, num_layers=2, embed_dim=8, kernel_grid=(1, 1), **kw).eval()
+    with torch.no_grad():  # non-trivial FiLM and node updates (they start at zero)
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return net
+
+
+@pytest.mark.parametrize("layer_bins,stats", [(0, False), (3, False), (2, True)], ids=["plain", "bins", "hybrid"])
+def test_message_passing_in_edge_chunks_gives_the_same_embedding(monkeypatch, layer_bins, stats):
+    """Without gradients a big graph is embedded in edge chunks (edge encoder, message passing,
+    readout pools, edge states in one buffer): the embedding equals the ordinary path's (with
+    gradients), with depth bins and with the statistics hybrid."""
+    from weightspace.nn import GMNConv, tensor_statistics
+
     g = ws.to_graph(bert(layers=1), IDS)
+    net = _perturbed_gmn(layer_bins=layer_bins, stat_tensors=int(tensor_statistics(g)[-1]) if stats else 0)
+    whole = net.encode(g)  # gradients on: the ordinary path
+    monkeypatch.setattr(GMNConv, "chunk_edges", 500)  # a few chunks, the last one shorter
+    assert g.num_edges > 4 * 500 and g.num_edges % 500
     with torch.no_grad():
-        whole = net.encode(g)
-        monkeypatch.setattr(GMNConv, "chunk_edges", 1000)  # a few chunks
+        assert net._streamed(g)
         chunked = net.encode(g)
-    assert torch.allclose(whole, chunked, atol=1e-5)
+    assert torch.allclose(whole, chunked, atol=1e-5), (whole - chunked).abs().max()
+
+
+def test_edge_chunks_on_a_batch_with_sampled_rows(monkeypatch):
+    """The streamed path on a batch of two language-model graphs (with sampled embedding rows):
+    per-graph pools and depth bins, node and edge outputs kept in the edge-state buffer."""
+    from weightspace.nn import GMNConv
+
+    gen = torch.Generator().manual_seed(0)
+    graphs = [ws.graph.sample_rows(ws.to_graph(m, IDS), 7, generator=gen) for m in (bert(layers=1), gpt2())]
+    b = ws.graph.batch_graphs(graphs)
+    net = _perturbed_gmn(layer_bins=2, node_out=2, edge_out=1)
+    ref = net.encode(b), net.node_outputs(b), net.edge_outputs(b)
+    monkeypatch.setattr(GMNConv, "chunk_edges", 500)
+    with torch.no_grad():
+        assert net._streamed(b)
+        got = net.encode(b), net.node_outputs(b), net.edge_outputs(b)
+    for r, x in zip(ref, got):
+        assert torch.allclose(r, x, rtol=1e-5, atol=1e-5), (r - x).abs().max()
 
 
 @pytest.mark.parametrize("make", [lambda: gpt2(tied=True), lambda: llama(layers=1)], ids=["gpt2_tied", "llama"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from weightspace.graph.vocab import EDGE_TYPE_SLOTS, NODE_TYPE_SLOTS, Activation
@@ -103,5 +104,47 @@ class WeightEncoder(nn.Module):
         w = self.norm(edge_attr, edge_index, edge_type, node_layer, batch)
         return self.lin(w) + self.type_emb(edge_type.int())  # graphs store edge types as int8
 
+    def chunked(self, edge_attr: Tensor, edge_index: Tensor, edge_type: Tensor, node_layer: Tensor, batch: Tensor,
+                chunk: int) -> "_ChunkedWeights":
+        """Without gradients: the layer scales in one pass over edge chunks, then a callable giving the
+        encoding of edges ``[s, t)`` (equal to ``forward(...)[s:t]``) with no per-edge tensor kept."""
+        return _ChunkedWeights(self, edge_attr, edge_index, edge_type, node_layer, batch, chunk)
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(hidden={self.hidden}, edge_dim={self.edge_dim})"
+
+
+class _ChunkedWeights:
+    """:class:`WeightEncoder` over edge chunks (no gradients). The layers of
+    :class:`LayerWeightNorm` (graph, target depth, edge type) are numbered densely instead of by
+    ``torch.unique`` (no sort over the edges); their sums are accumulated chunk by chunk."""
+
+    def __init__(self, enc: WeightEncoder, edge_attr: Tensor, edge_index: Tensor, edge_type: Tensor,
+                 node_layer: Tensor, batch: Tensor, chunk: int) -> None:
+        self.enc, self.edge_attr, self.edge_index, self.edge_type = enc, edge_attr, edge_index, edge_type
+        self.node_layer, self.batch = node_layer, batch
+        self.n_types = int(edge_type.max()) + 1 if edge_type.numel() else 1
+        self.n_layers = int(node_layer.max()) + 1 if node_layer.numel() else 1
+        groups = (int(batch.max()) + 1 if batch.numel() else 1) * self.n_layers * self.n_types
+        tot = edge_attr.new_zeros(groups)
+        cnt = torch.zeros(groups, dtype=torch.long, device=edge_attr.device)
+        for s in range(0, edge_attr.shape[0], chunk):
+            key = self._key(s, s + chunk, edge_index[1, s : s + chunk].long())
+            tot.index_add_(0, key, edge_attr[s : s + chunk].pow(2).mean(-1))
+            cnt += torch.bincount(key, minlength=groups)
+        self.scale = (tot / cnt.clamp_min(1).to(tot.dtype) + enc.norm.eps).sqrt()
+        self.log_scale = self.scale.log()
+
+    def _key(self, s: int, t: int, dst: Tensor) -> Tensor:
+        key = self.batch.index_select(0, dst) * self.n_layers + self.node_layer.index_select(0, dst)
+        return key * self.n_types + self.edge_type[s:t].long()
+
+    def __call__(self, s: int, t: int, dst: Tensor, out: Tensor | None = None) -> Tensor:
+        """``[t-s, D]`` encodings of edges ``s..t-1`` (``dst``: their int64 targets), into ``out`` if given."""
+        key = self._key(s, t, dst)
+        w = torch.cat([self.edge_attr[s:t] / self.scale.index_select(0, key)[:, None],
+                       self.log_scale.index_select(0, key)[:, None]], dim=-1)
+        lin = self.enc.lin
+        out = torch.addmm(lin.bias, w, lin.weight.t(), out=out) if out is not None else \
+            torch.addmm(lin.bias, w, lin.weight.t())
+        return out.add_(self.enc.type_emb.weight.index_select(0, self.edge_type[s:t].long()))

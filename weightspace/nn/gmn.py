@@ -92,16 +92,57 @@ class GraphMetaNet(nn.Module):
                              f"{tuple(batch.edge_attr.shape)}")
         return resize_kernel_grid(batch.edge_attr, batch.edge_kernel, grid, self.kernel_grid)
 
+    def _streamed(self, batch) -> bool:
+        """Without gradients, graphs of more than ``GMNConv.chunk_edges`` edges are streamed."""
+        return not torch.is_grad_enabled() and batch.edge_index.shape[1] > GMNConv.chunk_edges
+
     def embed(self, batch) -> tuple[Tensor, Tensor]:
         """Node and edge states after the last layer: ``([N, D], [E, D])`` (equivariant)."""
         if batch.x.dim() != 2:
             raise ValueError(f"GraphMetaNet takes one checkpoint per graph (x [N, 5]), got {tuple(batch.x.shape)}")
+        if self._streamed(batch):
+            return self._embed_streamed(batch, keep_edges=True)
         b = graph_index(batch)
         h = self.node_enc(batch.x, batch.node_type, batch.node_act, batch.node_layer, batch.node_pos)
         e = self.edge_enc(self._edge_attr(batch), batch.edge_index, batch.edge_type, batch.node_layer, b)
         for conv in self.convs:
             h, e = conv(h, e, batch.edge_index)
         return h, e
+
+    def _embed_streamed(self, batch, keep_edges: bool, pools=None) -> tuple[Tensor, Tensor | None]:
+        """:meth:`embed` without gradients, edge chunk by edge chunk (same result): the edge encoder
+        runs per chunk inside the first layer, the edge states live in one ``[E, D]`` buffer updated in
+        place (none at all with one layer), and the last layer's edge states go, chunk by chunk, to
+        ``pools`` (:meth:`GraphReadout.edge_pools`) and are only kept when ``keep_edges``."""
+        b = graph_index(batch)
+        ei = batch.edge_index
+        h = self.node_enc(batch.x, batch.node_type, batch.node_act, batch.node_layer, batch.node_pos)
+        n, D = h.shape
+        E, c = ei.shape[1], GMNConv.chunk_edges
+        enc = self.edge_enc.chunked(self._edge_attr(batch), ei, batch.edge_type, batch.node_layer, b, c)
+        L = len(self.convs)
+        buf = h.new_empty(E, D) if keep_edges or L > 1 else None
+        scratch = h.new_empty(4, min(c, E), D)
+        if L:
+            deg_in = torch.bincount(ei[1], minlength=n).to(h.dtype)
+            deg_out = torch.bincount(ei[0], minlength=n).to(h.dtype)
+        for layer in range(max(L, 1)):
+            conv = self.convs[layer] if L else None
+            if conv is not None:
+                tables = conv._node_tables(h)
+                fwd, bwd = h.new_zeros(n, D), h.new_zeros(n, D)
+            last = layer == max(L, 1) - 1
+            for s in range(0, E, c):
+                t = min(s + c, E)
+                src, dst = ei[0, s:t].long(), ei[1, s:t].long()
+                ec = enc(s, t, dst, out=None if buf is None else buf[s:t]) if layer == 0 else buf[s:t]
+                if conv is not None:
+                    ec = conv._edge_chunk(ec, src, dst, tables, fwd, bwd, scratch, inplace=True)
+                if last and pools is not None:
+                    pools.add(ec, src, dst)
+            if conv is not None:
+                h = conv._node_update(h, fwd, bwd, deg_in, deg_out)
+        return h, buf if keep_edges else None
 
     def stat_features(self, batch) -> Tensor:
         """``[B, 7*stat_tensors+1]`` raw statistics (the cached ``stat_feats`` when present)."""
@@ -118,9 +159,20 @@ class GraphMetaNet(nn.Module):
         self.stat_norm.fit(feats)
 
     def encode(self, batch) -> Tensor:
-        """Graph-level embedding ``[B, embed_dim]``, invariant to hidden-neuron permutations."""
-        h, e = self.embed(batch)
-        z = self.readout(h, e, batch.edge_index, graph_index(batch), num_graphs(batch), batch.node_layer)
+        """Graph-level embedding ``[B, embed_dim]``, invariant to hidden-neuron permutations.
+
+        Without gradients, a graph (batch) of more than ``GMNConv.chunk_edges`` edges is embedded
+        in edge chunks (same result): with ``L`` layers the only per-edge tensor is one ``[E, D]``
+        buffer of edge states (none for ``L = 1``), the last layer's states go straight to the
+        readout's pools."""
+        if self._streamed(batch) and batch.x.dim() == 2:  # the readout pools edge chunks as they come
+            pools = self.readout.edge_pools(graph_index(batch), num_graphs(batch), batch.node_layer,
+                                            self.hparams["hidden"], self.readout.mlp[0].weight.dtype)
+            h, _ = self._embed_streamed(batch, keep_edges=False, pools=pools)
+            z = self.readout.pooled(h, pools)
+        else:
+            h, e = self.embed(batch)
+            z = self.readout(h, e, batch.edge_index, graph_index(batch), num_graphs(batch), batch.node_layer)
         if self.stat_tensors > 0:
             s = self.stat_mlp(self.stat_norm(self.stat_features(batch).to(z.dtype)))
             z = self.fuse(torch.cat([z, s], dim=-1))
