@@ -160,8 +160,12 @@ class BatchedNet:
             elif layer.kind == "conv":
                 w, b = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
                 n_out, C = w.shape[1], w.shape[2]
-                cols = F.pad(h, (0, 0, 0, 1)).index_select(-2, layer.index)  # [(M,) C, K*P, B]; S = zero slot
+                # [(M,) C, K*P, B]; S = zero slot. Gathered on a 3-D view: index_select along dim 1 of
+                # [M*C, S+1, B] is about twice as fast as along dim -2 of the 4-D tensor on CPU
+                padded = F.pad(h, (0, 0, 0, 1))
                 B = h.shape[-1]
+                cols = padded.view(-1, *padded.shape[-2:]).index_select(1, layer.index)
+                cols = cols.view(*padded.shape[:-2], layer.index.numel(), B)
                 cols = cols.reshape(*cols.shape[:-3], C * (layer.index.numel() // layer.out_positions),
                                     layer.out_positions * B)
                 wf = w.reshape(M, n_out, C, -1)
