@@ -137,11 +137,20 @@ class BatchedNet:
         x = x.movedim(len(lead), -1)  # [..., C, S, B]
         return (x if self.spatial else x.squeeze(-2)).contiguous()
 
+    def rows(self, x: Tensor) -> Tensor:
+        """Samples ``[N, *input_shape]`` -> a contiguous sample-major table ``[N, C·S]`` for :meth:`batch`."""
+        return x.reshape(x.shape[0], -1).contiguous()
+
     def batch(self, table: Tensor, index: Tensor) -> Tensor:
-        """Per-model batches ``[M, C, (S,) B]`` (a strided view) from samples in :meth:`layout`'s
-        layout ``[C, (S,) N]`` and indices ``[M, B]``: one ``index_select``, no transposing copy."""
+        """Per-model batches ``[M, C, (S,) B]`` (a strided view) from a :meth:`rows` table ``[N, C·S]``
+        and indices ``[M, B]``: one gather of contiguous rows (about 10× faster on CPU than gathering
+        single elements along the sample axis of a ``[C, S, N]`` table), no transposing copy; the
+        first layer's product or padding reads the view."""
         M, B = index.shape
-        return table.index_select(-1, index.reshape(-1)).view(*table.shape[:-1], M, B).movedim(-2, 0)
+        g = table.index_select(0, index.reshape(-1))
+        if self.spatial:
+            return g.view(M, B, self.in_features, -1).permute(0, 2, 3, 1)
+        return g.view(M, B, -1).transpose(1, 2)
 
     def forward(self, params: dict[str, Tensor], x: Tensor, dropout: Tensor | None = None) -> Tensor:
         """Logits ``[M, outputs, B]``; ``dropout`` (``[M]`` rates) masks every hidden activation.
@@ -164,7 +173,7 @@ class BatchedNet:
                 # [M*C, S+1, B] is about twice as fast as along dim -2 of the 4-D tensor on CPU
                 padded = F.pad(h, (0, 0, 0, 1))
                 B = h.shape[-1]
-                cols = padded.view(-1, *padded.shape[-2:]).index_select(1, layer.index)
+                cols = padded.reshape(-1, *padded.shape[-2:]).index_select(1, layer.index)
                 cols = cols.view(*padded.shape[:-2], layer.index.numel(), B)
                 cols = cols.reshape(*cols.shape[:-3], C * (layer.index.numel() // layer.out_positions),
                                     layer.out_positions * B)

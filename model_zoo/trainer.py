@@ -367,7 +367,7 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
     active = [int((spe > s).sum()) for s in range(S)]  # models inside their epoch at step s
 
     if net is not None:
-        xtr_t = net.layout(xtr)
+        xtr_t = net.rows(xtr)  # sample-major, for per-model batches
 
         def grads(k: int, bi: Tensor, w: Tensor) -> Tensor:
             leaves = {n: t.detach().requires_grad_() for n, t in flat.views(P[:k]).items()}
