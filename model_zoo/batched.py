@@ -46,6 +46,7 @@ class _Layer:
     taps: Tensor | None = None  # conv: the kernel offsets kept when some only ever see padding
     positions: int = 0  # conv: input positions S; output positions P
     out_positions: int = 0
+    zero_out: bool = False  # conv: the output carries a zero slot after its positions (read by the next conv)
     width: int = 0  # elements per sample of the layer's largest intermediate (im2col columns, output)
 
 
@@ -86,6 +87,7 @@ class BatchedNet:
         if isinstance(model, MLP):
             self.spatial: tuple[int, ...] = ()
             self.in_features = math.prod(self.input_shape)
+            self.zero_slots = False
             for name, mod in model.net.named_children():
                 if isinstance(mod, nn.Linear):
                     layers.append(_Layer("linear", f"net.{name}", width=max(mod.in_features, mod.out_features)))
@@ -112,6 +114,21 @@ class BatchedNet:
                 else:
                     layers.append(_Layer("act", module=mod))
             layers += [_Layer("gap"), _Layer("linear", "head", width=max(model.head.in_features, model.head.out_features))]
+            # Zero slots instead of padding copies: when every activation maps 0 to 0, a conv whose
+            # output feeds another conv computes one extra position whose taps all read the input's
+            # zero slot and whose bias is zeroed, so the next im2col reads it without F.pad; the
+            # input batches carry their zero slot from the sample table.
+            acts = [layer.module for layer in layers if layer.kind == "act"]
+            self.zero_slots = all(float(a(torch.zeros(1))) == 0.0 for a in acts)
+            if self.zero_slots:
+                convs = [i for i, layer in enumerate(layers) if layer.kind == "conv"]
+                for i in convs[:-1]:
+                    c = layers[i]
+                    P = c.out_positions
+                    by_tap = c.index.view(-1, P)
+                    index = torch.cat([by_tap, torch.full((by_tap.shape[0], 1), c.positions)], 1).reshape(-1)
+                    layers[i] = _Layer("conv", c.name, index=index, taps=c.taps, positions=c.positions,
+                                       out_positions=P, zero_out=True, width=c.width)
         self.layers = layers
 
     @staticmethod
@@ -130,15 +147,20 @@ class BatchedNet:
         return max([layer.width for layer in self.layers] + [math.prod(self.input_shape)])
 
     def layout(self, x: Tensor) -> Tensor:
-        """Samples ``[..., B, *input_shape]`` -> ``[..., features, (positions,) B]``."""
+        """Samples ``[..., B, *input_shape]`` -> ``[..., features, (positions (+ zero slot),) B]``."""
         lead = x.shape[: x.dim() - 1 - len(self.input_shape)]
         x = x.reshape(*lead, x.shape[len(lead)], self.in_features, -1) if self.spatial else \
             x.reshape(*lead, x.shape[len(lead)], self.in_features, 1)
+        if self.zero_slots:
+            x = F.pad(x, (0, 1))
         x = x.movedim(len(lead), -1)  # [..., C, S, B]
         return (x if self.spatial else x.squeeze(-2)).contiguous()
 
     def rows(self, x: Tensor) -> Tensor:
-        """Samples ``[N, *input_shape]`` -> a contiguous sample-major table ``[N, C·S]`` for :meth:`batch`."""
+        """Samples ``[N, *input_shape]`` -> a contiguous sample-major table ``[N, C·S]`` (``C·(S+1)``
+        with zero slots) for :meth:`batch`."""
+        if self.zero_slots:
+            return F.pad(x.reshape(x.shape[0], self.in_features, -1), (0, 1)).reshape(x.shape[0], -1).contiguous()
         return x.reshape(x.shape[0], -1).contiguous()
 
     def batch(self, table: Tensor, index: Tensor) -> Tensor:
@@ -171,16 +193,18 @@ class BatchedNet:
                 n_out, C = w.shape[1], w.shape[2]
                 # [(M,) C, K*P, B]; S = zero slot. Gathered on a 3-D view: index_select along dim 1 of
                 # [M*C, S+1, B] is about twice as fast as along dim -2 of the 4-D tensor on CPU
-                padded = F.pad(h, (0, 0, 0, 1))
+                padded = h if self.zero_slots else F.pad(h, (0, 0, 0, 1))
                 B = h.shape[-1]
+                Q = layer.out_positions + layer.zero_out
                 cols = padded.reshape(-1, *padded.shape[-2:]).index_select(1, layer.index)
                 cols = cols.view(*padded.shape[:-2], layer.index.numel(), B)
-                cols = cols.reshape(*cols.shape[:-3], C * (layer.index.numel() // layer.out_positions),
-                                    layer.out_positions * B)
+                cols = cols.reshape(*cols.shape[:-3], C * (layer.index.numel() // Q), Q * B)
                 wf = w.reshape(M, n_out, C, -1)
                 wf = (wf if layer.taps is None else wf.index_select(-1, layer.taps)).reshape(M, n_out, -1)
                 z = torch.matmul(wf, cols).add_(b.unsqueeze(-1)) if shared else torch.baddbmm(b.unsqueeze(-1), wf, cols)
-                h = z.reshape(M, n_out, layer.out_positions, B)
+                h = z.reshape(M, n_out, Q, B)
+                if layer.zero_out:  # the extra position read only zeros: drop its bias (baddbmm keeps no output)
+                    h[:, :, -1].zero_()
                 shared = False
             elif layer.kind == "gap":
                 h = h.mean(-2)
