@@ -324,8 +324,8 @@ def diagnose(args) -> str:
     from weightspace.tasks.diffusion_metrics import nearest_training, pairwise_iou
 
     rows = []
-    for steps in (100, 600):
-        cfg = {**budgets(False)["graph"], "ae_steps": steps, "eval_every": min(steps // 4, 100)}
+    for steps in ((4, 8) if args.quick else (100, 600)):
+        cfg = {**budgets(args.quick)["graph"], "ae_steps": steps, "eval_every": min(steps // 4, 100)}
         gen = WeightDiffusion.fit(args.zoo, "graph", seed=0, config=cfg, progress=args.progress)
         m, pop, data = gen.model, gen.population.archs[0], gen.population.data
         a, net, x, y = pop.config, pop.build(), data.x_test, data.y_test
