@@ -604,8 +604,6 @@ class Nowcaster(nn.Module):
         if horizon is not None and not 1 <= horizon <= self.horizons:
             raise ValueError(f"horizon must lie in [1, {self.horizons}], got {horizon}")
         dev = self._device(ref.device)
-        if layout.slot_tensor.device != dev:
-            layout = layout.cache.setdefault(("to", str(dev)), layout.to(dev))
         was = self.training
         if was:  # (toggling walks every submodule: skipped when already in eval mode)
             self.eval()
@@ -616,6 +614,8 @@ class Nowcaster(nn.Module):
 
                     out = predict_stream(self, layout, rows if rows is not None else window, horizon)
                 else:
+                    if layout.slot_tensor.device != dev:
+                        layout = layout.cache.setdefault(("to", str(dev)), layout.to(dev))
                     wf = window.to(dev, torch.float32)
                     feats, s, line = window_features(wf, layout.slot_tensor, layout.num_tensors,
                                                      self.kind != "linefit")

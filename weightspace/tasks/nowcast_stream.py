@@ -203,9 +203,10 @@ def stream_index(layout: NowcastLayout, device: torch.device, block_min: int = B
     hit = layout.cache.get(key)
     if hit is None:
         cpu = layout.cache.get(("stream", int(block_min), "cpu"))
-        if cpu is None:
+        if cpu is None:  # built on the CPU (its temporaries are parameter-sized), then moved
             with torch.inference_mode(False), torch.no_grad():
-                cpu = layout.cache[("stream", int(block_min), "cpu")] = StreamIndex.build(layout, block_min)
+                cpu = layout.cache[("stream", int(block_min), "cpu")] = StreamIndex.build(
+                    layout.to(torch.device("cpu")), block_min)
         hit = layout.cache[key] = cpu.to(device)
     return hit
 
@@ -345,10 +346,11 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Tensor | Seque
     Call under ``torch.inference_mode`` / ``no_grad`` with ``model`` in eval mode (as ``predict`` does).
     """
     dev = next(iter(model.parameters()), torch.empty(0, device=rows[0].device)).device
-    if layout.slot_tensor.device != dev:
-        layout = layout.cache.setdefault(("to", str(dev)), layout.to(dev))
     index = stream_index(layout, dev, block_min)
-    chunks = _Chunks(index, _Window(rows, dev), layout.slot_tensor, chunk)
+    tid = layout.slot_tensor
+    if tid.device != dev:  # only the tensor ids travel to the model's device
+        tid = layout.cache.setdefault(("slot_tensor", str(dev)), tid.to(dev))
+    chunks = _Chunks(index, _Window(rows, dev), tid, chunk)
     learned = model.kind != "linefit"
     if chunks.keep:
         stats = chunks.whole(layout.num_tensors, learned)
