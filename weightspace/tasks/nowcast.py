@@ -200,6 +200,41 @@ def _sparse(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) ->
         return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
 
 
+def _slot_ends(lay: NowcastLayout, which: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """For every parameter (or those at flat positions ``which``): ``(edge, owner, src, dst, kind)`` —
+    whether it is a weight entry, its edge or node id, the edge's two ends (the node itself for a
+    node parameter) and its embedding row (edge type, or ``_VOCAB_ROWS // 2 +`` node column)."""
+    sel = (lambda t: t) if which is None else (lambda t: t.index_select(0, which))  # noqa: E731
+    edge, owner = sel(lay.slot_edge), sel(lay.slot_owner).long()
+    if not lay.num_edges:
+        return edge, owner, owner, owner, _VOCAB_ROWS // 2 + sel(lay.slot_col).long()
+    e = owner.clamp_max(lay.num_edges - 1)
+    src = torch.where(edge, lay.edge_index[0].long()[e], owner)
+    dst = torch.where(edge, lay.edge_index[1].long()[e], owner)
+    kind = torch.where(edge, lay.edge_type.long()[e], _VOCAB_ROWS // 2 + sel(lay.slot_col).long())
+    return edge, owner, src, dst, kind
+
+
+def _message_csr(src: Tensor, dst: Tensor, pe: Tensor, N: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """CSR ``(order, crow, col, take)`` of the message matrix ``[2N, 2·C·N]`` over the weight entries at
+    positions ``pe``: row ``dst`` (forward) / ``N + src`` (backward), column ``(dir·C + c)·N + other end``;
+    ``take`` picks each entry's channel value from a flat ``[len(src), C]`` table. Entries are grouped by
+    channel, forward then backward within each (so per-entry scales repeat ``C`` times in that order)."""
+    C = _CHANNELS
+    s, d = src[pe], dst[pe]
+    rows = torch.cat([s_ for _ in range(C) for s_ in (d, N + s)])
+    cols = torch.cat([x for ch in range(C) for x in (ch * N + s, (C + ch) * N + d)])
+    take = torch.cat([x for ch in range(C) for x in (pe * C + ch, pe * C + ch)])
+    order, crow, col = _csr(rows, cols, 2 * N)
+    return order, crow, col, take[order]
+
+
+def _context_rows(edge: Tensor, owner: Tensor, src: Tensor, dst: Tensor, N: int) -> tuple[Tensor, Tensor]:
+    """Rows of the readout's context table ``[3N+1, D]`` for every parameter: source and ``N +``
+    destination of a weight entry; ``2N +`` its node and the zero row ``3N`` for a node parameter."""
+    return (torch.where(edge, src, 2 * N + owner), torch.where(edge, N + dst, torch.full_like(owner, 3 * N)))
+
+
 @dataclass(frozen=True, eq=False)
 class _GraphIndex:
     """Static indices of the graph nowcaster for one layout (``N`` nodes, ``P`` parameters).
@@ -231,15 +266,7 @@ class _GraphIndex:
     def build(cls, lay: NowcastLayout, device: torch.device) -> _GraphIndex:
         N, P, C = lay.num_nodes, lay.num_params, _CHANNELS
         p = torch.arange(P)
-        edge = lay.slot_edge
-        owner = lay.slot_owner.long()
-        ei = lay.edge_index.long()
-        src = torch.where(edge, ei[0, owner.clamp_max(max(lay.num_edges - 1, 0))]
-                          if lay.num_edges else owner, owner)
-        dst = torch.where(edge, ei[1, owner.clamp_max(max(lay.num_edges - 1, 0))]
-                          if lay.num_edges else owner, owner)
-        etype = lay.edge_type.long()[owner.clamp_max(max(lay.num_edges - 1, 0))] if lay.num_edges else owner
-        kind = torch.where(edge, etype, _VOCAB_ROWS // 2 + lay.slot_col.long())
+        edge, owner, src, dst, kind = _slot_ends(lay)
         ep = p[edge]
         np_ = p[~edge]
         # aggregation [3N, P]: incoming (dst), outgoing (N + src), own node slots (2N + owner)
@@ -251,18 +278,10 @@ class _GraphIndex:
         # message passing [2N, 2CN]
         deg_in = torch.bincount(dst[edge], minlength=N).clamp_min(1).float()
         deg_out = torch.bincount(src[edge], minlength=N).clamp_min(1).float()
-        r, c_, take, scale = [], [], [], []
-        for ch in range(C):
-            r += [dst[edge], N + src[edge]]
-            c_ += [ch * N + src[edge], (C + ch) * N + dst[edge]]
-            take += [ep * C + ch, ep * C + ch]
-            scale += [1.0 / deg_in[dst[edge]], 1.0 / deg_out[src[edge]]]
-        rows, cols = torch.cat(r), torch.cat(c_)
-        order, mp_crow, mp_col = _csr(rows, cols, 2 * N)
-        ctx_a = torch.where(edge, src, 2 * N + owner)
-        ctx_b = torch.where(edge, N + dst, torch.full_like(owner, 3 * N))
-        out = cls(N, P, lay.node_type, lay.node_act, kind, agg, mp_crow, mp_col, torch.cat(take)[order],
-                  torch.cat(scale)[order], ctx_a, ctx_b)
+        order, mp_crow, mp_col, take = _message_csr(src, dst, ep, N)
+        scale = torch.cat([1.0 / deg_in[dst[edge]], 1.0 / deg_out[src[edge]]] * C)
+        ctx_a, ctx_b = _context_rows(edge, owner, src, dst, N)
+        out = cls(N, P, lay.node_type, lay.node_act, kind, agg, mp_crow, mp_col, take, scale[order], ctx_a, ctx_b)
         if device.type == "cpu":
             return out
         return cls(N, P, *(getattr(out, f).to(device) for f in ("node_type", "node_act", "kind", "agg", "mp_crow",

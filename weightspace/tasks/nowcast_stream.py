@@ -36,11 +36,12 @@ from torch import Tensor, nn
 
 from .nowcast import (
     _CHANNELS,
-    _VOCAB_ROWS,
     Nowcaster,
     NowcastLayout,
-    _csr,
+    _context_rows,
     _finish_stats,
+    _message_csr,
+    _slot_ends,
     _sparse,
     group_stats,
     param_features,
@@ -78,12 +79,12 @@ class StreamIndex:
     """Per-architecture indices of the streamed path (built once, cached on the layout).
 
     ``inv_in``, ``inv_out``, ``inv_own [N]``: 1 / number of incoming weight entries, outgoing weight
-    entries and own node parameters of every neuron; ``tensor_count [G]``: parameters per tensor. ``rest [Pr]``: flat positions of the
-    parameters outside dense blocks (``None``: all of them, in order); for those, ``kind`` (embedding
-    row), ``agg_a``/``agg_b`` (aggregation rows: destination and ``N +`` source of a weight entry;
-    ``2N +`` owner and the discarded row ``3N`` of a node parameter), and the CSR of their messages
-    (unnormalized; ``mp_take`` picks a channel value from the ``[Pr, C]`` table). The readout's
-    context rows are ``agg_b - N`` (source) and ``agg_a + N`` (destination) for a weight entry.
+    entries and own node parameters of every neuron; ``tensor_count [G]``: parameters per tensor.
+    ``rest [Pr]``: flat positions of the parameters outside dense blocks (``None``: all of them, in
+    order); for those, ``kind`` (embedding row), ``agg_a``/``agg_b`` (aggregation rows: destination and
+    ``N +`` source of a weight entry; ``2N +`` owner and the discarded row ``3N`` of a node
+    parameter), ``ctx_a``/``ctx_b`` (readout context rows) and the CSR of their messages
+    (unnormalized; ``mp_take`` picks a channel value from the ``[Pr, C]`` table).
     """
 
     num_nodes: int
@@ -108,12 +109,11 @@ class StreamIndex:
 
     @classmethod
     def build(cls, lay: NowcastLayout, block_min: int = BLOCK_MIN) -> StreamIndex:
-        N, P, C = lay.num_nodes, lay.num_params, _CHANNELS
+        N, P = lay.num_nodes, lay.num_params
         if lay.shapes:
             tensor_count = torch.tensor([math.prod(s) for s in lay.shapes], dtype=torch.float32)
         else:  # a hand-made layout: no tensor shapes, so no dense blocks
             tensor_count = torch.bincount(lay.slot_tensor.long(), minlength=lay.num_tensors).float()
-        ei = lay.edge_index
         cnt_in = torch.zeros(N, dtype=torch.long)
         cnt_out = torch.zeros(N, dtype=torch.long)
         blocks, covered, o = [], [], 0
@@ -134,34 +134,18 @@ class StreamIndex:
             rest = keep.nonzero().squeeze(1)
         else:
             rest = None
-        sel = (lambda t: t) if rest is None else (lambda t: t.index_select(0, rest))  # noqa: E731
-        edge = sel(lay.slot_edge)
-        owner = sel(lay.slot_owner).long()
-        e = owner.clamp_max(max(lay.num_edges - 1, 0))
-        src = torch.where(edge, ei[0].long()[e], owner) if lay.num_edges else owner
-        dst = torch.where(edge, ei[1].long()[e], owner) if lay.num_edges else owner
-        etype = lay.edge_type.long()[e] if lay.num_edges else owner
-        kind = torch.where(edge, etype, _VOCAB_ROWS // 2 + sel(lay.slot_col).long())
+        edge, owner, src, dst, kind = _slot_ends(lay, rest)
         cnt_in += torch.bincount(dst[edge], minlength=N)
         cnt_out += torch.bincount(src[edge], minlength=N)
         cnt_own = torch.bincount(owner[~edge], minlength=N)
         agg_a = torch.where(edge, dst, 2 * N + owner)
         agg_b = torch.where(edge, N + src, torch.full_like(owner, 3 * N))
-        ctx_a = torch.where(edge, src, 2 * N + owner)
-        ctx_b = torch.where(edge, N + dst, torch.full_like(owner, 3 * N))
-        # messages of the rest: row dst (forward) / N + src (backward), column (dir·C + c)·N + other end
-        pe = edge.nonzero().squeeze(1)
-        r, c_, take = [], [], []
-        for ch in range(C):
-            r += [dst[pe], N + src[pe]]
-            c_ += [ch * N + src[pe], (C + ch) * N + dst[pe]]
-            take += [pe * C + ch, pe * C + ch]
-        order, crow, col = _csr(torch.cat(r), torch.cat(c_), 2 * N)
+        ctx_a, ctx_b = _context_rows(edge, owner, src, dst, N)
+        _, crow, col, take = _message_csr(src, dst, edge.nonzero().squeeze(1), N)  # unnormalized
         inv = lambda x: 1.0 / x.clamp_min(1).float()  # noqa: E731
         return cls(N, P, lay.node_type, lay.node_act, inv(cnt_in), inv(cnt_out), inv(cnt_own),
                    tensor_count.clamp_min(1), tuple(blocks), rest,
-                   P if rest is None else int(rest.numel()), kind, agg_a, agg_b, ctx_a, ctx_b, crow, col,
-                   torch.cat(take)[order])
+                   P if rest is None else int(rest.numel()), kind, agg_a, agg_b, ctx_a, ctx_b, crow, col, take)
 
     def to(self, device: torch.device) -> StreamIndex:
         if self.inv_in.device == torch.device(device):
