@@ -91,6 +91,7 @@ def run_seed(args, seed: int, bud: dict) -> dict:
         log.info("seed %d %s: fit %.0f s, %.1f nets/s, round trip %s", seed, name, out["fit_s"][name],
                  out["sample_nets_per_s"][name], out["encode_decode"][name])
     graph = gens["graph latent diffusion"]
+    out["graph_val_kl"] = graph.model.val_history  # [(autoencoder step, validation KL)]; the lowest is kept
     pop, data = graph.population.archs[0], graph.population.data
     target = float(np.quantile(pop.val_accuracy["train"].numpy(), 0.9))
     t0 = time.perf_counter()
@@ -157,7 +158,7 @@ def run_unseen(args, seed: int, bud: dict) -> dict:
         acc = accuracy(instantiate(arch), gen._spec(arch), flat, data.x_test, data.y_test).numpy()
         rows.append({"arch": arch, "seen": False, "generated": float(acc.mean()), "training": None,
                      "generated_nearest_tv": None, "heldout_nearest_tv": None})
-    return {"rows": rows, "n_per_arch": n}
+    return {"rows": rows, "n_per_arch": n, "graph_val_kl": gen.model.val_history}
 
 
 def aggregate(per_seed: list[dict]) -> dict:
@@ -272,6 +273,15 @@ def render(result: dict) -> str:
             arch = f"depth {row['arch']['depth']}, width {row['arch']['width']}"
             lines.append(f"| {arch} | {'yes' if row['seen'] else 'no'} | {cell(i, 'generated')} | {cell(i, 'training')} | "
                          f"{cell(i, 'generated_nearest_tv')} | {cell(i, 'heldout_nearest_tv')} |")
+    if "graph_val_kl" in s0:
+        lines += ["", "## Graph autoencoder checkpoint selection (validation KL per evaluation; the lowest is kept)", "",
+                  "| zoo | seed | validation KL at steps " + ", ".join(str(st) for st, _ in s0["graph_val_kl"])
+                  + " | kept step |", "|---|---|---|---|"]
+        for s in result["per_seed"]:
+            for zoo, h in ((result["zoo"], s.get("graph_val_kl")), (result["mixed_zoo"], s.get("unseen", {}).get("graph_val_kl"))):
+                if h:
+                    kept = min(h, key=lambda r: r[1])[0]
+                    lines.append(f"| `{zoo}` | {s['seed']} | " + ", ".join(f"{v:.3f}" for _, v in h) + f" | {kept} |")
     return "\n".join(lines) + "\n"
 
 

@@ -184,3 +184,33 @@ def test_graph_decoder_uses_the_latent(zoo):
     zero = spread(gen.model.decode(A, torch.zeros(4, cfg["latent_dim"])))
     assert zero < 1e-6  # one latent: one function
     assert samples > 1e-3 * train and recon > 1e-3 * train, (samples, recon, train)
+
+
+def test_graph_latent_standardization_is_deterministic_and_matches_training(graph):
+    """In eval mode the latents are standardized with statistics fitted on each architecture's training
+    runs, so encoding them reproduces the batch standardization used in training (a BatchNorm's running
+    statistics, averaged over architectures and lagging the encoder, did not), and the validation KL that
+    picked the checkpoint is reproduced by the returned model (checkpoint selection scores what it keeps)."""
+    m = graph.model
+    assert not m.training
+    archs = [a for a in graph.population.archs if len(a.runs["train"])]
+    assert len(archs) == 2
+    for a in archs:
+        with torch.no_grad():
+            e = m._embed(a.config, a.flat["train"])
+            m.train()
+            try:
+                batch = m._embed(a.config, a.flat["train"])
+            finally:
+                m.eval()
+        torch.testing.assert_close(e, batch, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(e.mean(0), torch.zeros(e.shape[1]), atol=1e-4, rtol=0)
+        assert (e.std(0, unbiased=False) <= 1 + 1e-4).all()  # 1 unless a dimension's variance is ~ eps
+        # encode() is deterministic: one network alone gets the same latent as within the population
+        torch.testing.assert_close(m.encode(a.config, a.flat["train"][:1]), m.encode(a.config, a.flat["train"])[:1],
+                                   atol=1e-3, rtol=1e-3)
+    steps = [s for s, _ in m.val_history]
+    assert steps == list(range(1, GRAPH["ae_steps"] + 1))
+    best = min(v for _, v in m.val_history)
+    assert m._val_kl(archs, graph.population.data) == pytest.approx(best, rel=1e-5)
+    assert not m.training

@@ -62,6 +62,7 @@ __all__ = ["GraphDiffusionConfig", "GraphLatentDiffusion", "arch_descriptor", "M
 MAX_LAYERS = 4
 #: Width of :func:`arch_descriptor`.
 ARCH_DIM = MAX_LAYERS + 2
+_EPS = 1e-5
 
 
 def arch_descriptor(spec: GraphSpec) -> Tensor:
@@ -185,9 +186,15 @@ class GraphLatentDiffusion(nn.Module):
         self.config = config
         self.encoder = GraphMetaNet(hidden=config.enc_hidden, num_layers=config.enc_layers, out=1,
                                     embed_dim=config.latent_dim, kernel_grid=(3, 3))
-        # standardizes every latent dimension over the population (batch statistics in training), so
-        # the differences between networks, not a shared offset, carry the latent's scale
-        self.latent_norm = nn.BatchNorm1d(config.latent_dim, affine=False, momentum=0.05)
+        # every latent dimension is standardized over the networks of one architecture, so the differences
+        # between networks, not a shared offset, carry the latent's scale: with the statistics of the batch
+        # (one architecture's networks) in training, and deterministically, with statistics fitted on
+        # each architecture's training runs (:meth:`fit_latent_stats`), in eval mode. (A BatchNorm's
+        # running statistics lag the encoder and average over architectures; validation then scored a
+        # different model than the one trained, and checkpoint selection picked the wrong step.)
+        self.latent_stats: dict[str, tuple[Tensor, Tensor]] = {}
+        self.register_buffer("lat_mean", torch.zeros(config.latent_dim))  # pooled: architectures without stats
+        self.register_buffer("lat_std", torch.ones(config.latent_dim))
         if config.decoder_init == "hypernet":
             dec = _shipped_hypernetwork()
         elif config.decoder_init == "scratch":
@@ -203,6 +210,8 @@ class GraphLatentDiffusion(nn.Module):
         self.register_buffer("acc_mean", torch.zeros(()))
         self.register_buffer("acc_std", torch.ones(()))
         self.archs: dict[str, dict] = {}
+        #: ``(autoencoder step, validation KL)`` of every evaluation in :meth:`fit` (the lowest is kept)
+        self.val_history: list[tuple[int, float]] = []
         self._targets: dict[str, object] = {}
 
     # ------------------------------------------------------------------ pieces
@@ -215,11 +224,40 @@ class GraphLatentDiffusion(nn.Module):
             self._targets[k] = self.decoder.target(instantiate(dict(arch)))
         return self._targets[k]
 
-    def _embed(self, spec: GraphSpec, flat: Tensor) -> Tensor:
+    def _raw(self, spec: GraphSpec, flat: Tensor) -> Tensor:
+        """Encoder embeddings ``[B, latent_dim]`` of networks ``flat [B, P]``, before standardization."""
         from torch_geometric.data import Batch
 
         graphs = [spec.to_graph(f.detach().contiguous(), allow_nonfinite=True) for f in flat]
-        return self.latent_norm(self.encoder.encode(Batch.from_data_list(graphs)))
+        return self.encoder.encode(Batch.from_data_list(graphs))
+
+    def _standardize(self, arch: dict, e: Tensor) -> Tensor:
+        """Batch statistics in training mode (batches of two or more networks), else the fitted ones."""
+        if self.training and e.shape[0] > 1:
+            return (e - e.mean(0)) / (e.var(0, unbiased=False) + _EPS).sqrt()
+        mean, std = self.latent_stats.get(arch_key(arch), (self.lat_mean, self.lat_std))
+        return (e - mean) / std
+
+    def _embed(self, arch: dict, flat: Tensor) -> Tensor:
+        return self._standardize(arch, self._raw(self.target(arch).spec, flat))
+
+    @torch.no_grad()
+    def fit_latent_stats(self, archs: list[ArchPopulation]) -> None:
+        """Per-architecture mean and std of the encoder's embeddings of the training runs (the eval-mode
+        standardization); the pooled buffers (mean over architectures) serve architectures without runs."""
+        was = self.training
+        self.eval()
+        stats = {}
+        for a in archs:
+            if not len(a.runs["train"]):
+                continue
+            e = torch.cat([self._raw(a.spec, a.flat["train"][i : i + 64]) for i in range(0, len(a.runs["train"]), 64)])
+            stats[arch_key(a.config)] = (e.mean(0), (e.var(0, unbiased=False) + _EPS).sqrt())
+        self.train(was)
+        if stats:
+            self.latent_stats = stats
+            self.lat_mean.copy_(torch.stack([m for m, _ in stats.values()]).mean(0))
+            self.lat_std.copy_(torch.stack([s for _, s in stats.values()]).mean(0))
 
     def _decode(self, arch: dict, z: Tensor) -> Tensor:
         t = self.target(arch)
@@ -247,7 +285,7 @@ class GraphLatentDiffusion(nn.Module):
     def encode(self, arch: dict, flat: Tensor) -> Tensor:
         """Networks ``flat [B, P]`` of architecture ``arch`` -> standardized latents ``[B, latent_dim]``."""
         self.target(arch)
-        return (self._embed(self.target(arch).spec, flat) - self.z_mean) / self.z_std
+        return (self._embed(arch, flat) - self.z_mean) / self.z_std
 
     @torch.no_grad()
     def decode(self, arch: dict, z: Tensor) -> Tensor:
@@ -306,7 +344,7 @@ class GraphLatentDiffusion(nn.Module):
             a = archs[k]
             idx = torch.randint(0, len(a.runs["train"]), (min(config.batch_size, len(a.runs["train"])),), generator=g)
             xi = torch.randint(0, len(data.x_train), (config.inputs_per_step,), generator=g)
-            z = self._embed(a.spec, a.flat["train"][idx])
+            z = self._embed(a.config, a.flat["train"][idx])
             z = z + config.latent_noise * torch.randn(z.shape, generator=g)
             flat = self._decode(a.config, z)
             logits = batched_logits(a.build(), a.spec, flat, data.x_train[xi])
@@ -322,22 +360,28 @@ class GraphLatentDiffusion(nn.Module):
             opt.step()
             sched.step()
             if (step + 1) % config.eval_every == 0 or step + 1 == config.ae_steps:
+                self.fit_latent_stats(archs)
                 v = self._val_kl(archs, data)
                 bar.set_postfix(kl=f"{kl.item():.3f}", val_kl=f"{v:.3f}")
                 log.info("graph autoencoder step %d: train/kl %.4f val/kl %.4f", step + 1, kl.item(), v)
+                self.val_history.append((step + 1, v))
                 if v < best:
                     best = v
-                    best_state = copy.deepcopy({k2: v2 for k2, v2 in self.state_dict().items()
-                                                if k2.startswith(("encoder.", "decoder.", "latent_norm."))})
+                    best_state = copy.deepcopy(({k2: v2 for k2, v2 in self.state_dict().items()
+                                                 if k2.startswith(("encoder.", "decoder.", "lat_"))},
+                                                self.latent_stats))
         if best_state is not None:
-            self.load_state_dict(best_state, strict=False)
+            self.load_state_dict(best_state[0], strict=False)
+            self.latent_stats = best_state[1]
+        else:
+            self.fit_latent_stats(archs)
         self.eval()
         # latent DDPM on the training latents
         zs, conds_d, accs = [], [], []
         with torch.no_grad():
             for a in archs:
                 for i in range(0, len(a.runs["train"]), 64):
-                    zs.append(self._embed(a.spec, a.flat["train"][i : i + 64]))
+                    zs.append(self._embed(a.config, a.flat["train"][i : i + 64]))
                 n = len(a.runs["train"])
                 conds_d.append(arch_descriptor(a.spec).expand(n, -1))
                 accs.append(a.val_accuracy["train"])
@@ -369,7 +413,7 @@ class GraphLatentDiffusion(nn.Module):
                 continue
             model = a.build().eval()
             t = batched_logits(model, a.spec, a.flat["val"], data.x_val).log_softmax(-1)
-            flat = self._decode(a.config, self._embed(a.spec, a.flat["val"]))
+            flat = self._decode(a.config, self._embed(a.config, a.flat["val"]))
             logp = batched_logits(model, a.spec, flat, data.x_val).log_softmax(-1)
             tot += float((t.exp() * (t - logp)).sum(-1).mean()) * len(a.runs["val"])
             n += len(a.runs["val"])
