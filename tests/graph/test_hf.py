@@ -308,20 +308,25 @@ def test_bert_head_and_feedforward_permutations_permute_nodes_only(seed):
     assert_graphs_permuted(g0, g1, node_permutation(spec.num_nodes, spec.node_groups, groups))
 
 
-def test_bert_query_permuted_without_its_keys_is_visible():
-    base = bert(layers=1)
-    g0 = ws.to_graph(base, IDS)
+def _assert_query_without_keys_is_visible(make, inputs, query: str, key: str) -> None:
+    """Swapping two units of head 0's query (``query.weight``/``.bias`` rows) changes the outputs and
+    the graph's query-key pairing; swapping the same units of the key too changes neither."""
+    base = make()
+    g0 = ws.to_graph(base, inputs)
+    y0 = _outputs(base, inputs)
     within = torch.tensor([1, 0] + list(range(2, D)))  # swap two query units of head 0 only
-    broken = bert(layers=1)
-    permute_params(broken, [("encoder.layer.0.attention.self.query.weight", 0, within),
-                            ("encoder.layer.0.attention.self.query.bias", 0, within)])
-    coupled = bert(layers=1)
-    permute_params(coupled, [(f"encoder.layer.0.attention.self.{n}.{k}", 0, within) for n in ("query", "key")
-                             for k in ("weight", "bias")])
-    assert not torch.allclose(_outputs(broken), _outputs(base), atol=1e-4)
-    assert torch.allclose(_outputs(coupled), _outputs(base), atol=1e-5)
-    assert qk_pairing_signature(ws.to_graph(coupled, IDS)) == qk_pairing_signature(g0)
-    assert qk_pairing_signature(ws.to_graph(broken, IDS)) != qk_pairing_signature(g0)
+    broken, coupled = make(), make()
+    permute_params(broken, [(f"{query}.{k}", 0, within) for k in ("weight", "bias")])
+    permute_params(coupled, [(f"{n}.{k}", 0, within) for n in (query, key) for k in ("weight", "bias")])
+    assert not torch.allclose(_outputs(broken, inputs), y0, atol=1e-4)
+    assert torch.allclose(_outputs(coupled, inputs), y0, atol=1e-5)
+    assert qk_pairing_signature(ws.to_graph(coupled, inputs)) == qk_pairing_signature(g0)
+    assert qk_pairing_signature(ws.to_graph(broken, inputs)) != qk_pairing_signature(g0)
+
+
+def test_bert_query_permuted_without_its_keys_is_visible():
+    _assert_query_without_keys_is_visible(lambda: bert(layers=1), IDS, "encoder.layer.0.attention.self.query",
+                                          "encoder.layer.0.attention.self.key")
 
 
 # ----------------------------------------------------------------------------- GPT-2 (fused c_attn, tied table)
@@ -427,20 +432,8 @@ def test_vit_head_and_feedforward_permutations_permute_nodes_only(seed):
 
 
 def test_vit_query_permuted_without_its_keys_is_visible():
-    base = vit(init=0.3)
-    g0 = ws.to_graph(base, PIXELS)
-    y0 = _outputs(base, PIXELS)
-    within = torch.tensor([1, 0] + list(range(2, D)))  # swap two query units of head 0 only
-    broken = vit(init=0.3)
-    permute_params(broken, [("layers.0.attention.q_proj.weight", 0, within),
-                            ("layers.0.attention.q_proj.bias", 0, within)])
-    coupled = vit(init=0.3)
-    permute_params(coupled, [(f"layers.0.attention.{n}.{k}", 0, within) for n in ("q_proj", "k_proj")
-                             for k in ("weight", "bias")])
-    assert not torch.allclose(_outputs(broken, PIXELS), y0, atol=1e-4)
-    assert torch.allclose(_outputs(coupled, PIXELS), y0, atol=1e-5)
-    assert qk_pairing_signature(ws.to_graph(coupled, PIXELS)) == qk_pairing_signature(g0)
-    assert qk_pairing_signature(ws.to_graph(broken, PIXELS)) != qk_pairing_signature(g0)
+    _assert_query_without_keys_is_visible(lambda: vit(init=0.3), PIXELS, "layers.0.attention.q_proj",
+                                          "layers.0.attention.k_proj")
 
 
 # ----------------------------------------------------------------------------- memory
