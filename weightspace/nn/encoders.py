@@ -105,7 +105,7 @@ class WeightEncoder(nn.Module):
         return self.lin(w) + self.type_emb(edge_type.int())  # graphs store edge types as int8
 
     def chunked(self, edge_attr: Tensor, edge_index: Tensor, edge_type: Tensor, node_layer: Tensor, batch: Tensor,
-                chunk: int) -> "_ChunkedWeights":
+                chunk: int) -> _ChunkedWeights:
         """Without gradients: the layer scales in one pass over edge chunks, then a callable giving the
         encoding of edges ``[s, t)`` (equal to ``forward(...)[s:t]``) with no per-edge tensor kept."""
         return _ChunkedWeights(self, edge_attr, edge_index, edge_type, node_layer, batch, chunk)

@@ -87,13 +87,13 @@ class GraphReadout(nn.Module):
         return self._finish(h, batch, num_graphs, slot, e_mean, e_bins)
 
     def edge_pools(self, batch: Tensor, num_graphs: int, node_layer: Tensor | None, hidden: int,
-                   dtype: torch.dtype) -> "EdgePools":
+                   dtype: torch.dtype) -> EdgePools:
         """An accumulator of the edge pools, fed chunk by chunk (no ``[E, D]`` tensor needed);
         ``readout.pooled(h, pools)`` then equals ``readout(h, e, ...)``."""
         slot = self._slots(batch, num_graphs, node_layer, dtype) if self.layer_bins > 0 else None
         return EdgePools(batch, num_graphs, slot, num_graphs * self.layer_bins, hidden, dtype)
 
-    def pooled(self, h: Tensor, pools: "EdgePools") -> Tensor:
+    def pooled(self, h: Tensor, pools: EdgePools) -> Tensor:
         """``[B, out]`` from node states and the accumulated edge pools of :meth:`edge_pools`."""
         e_mean, e_bins = pools.means()
         return self._finish(h, pools.batch, pools.num_graphs, pools.slot, e_mean, e_bins)
