@@ -3,13 +3,20 @@ hyperparameters only, on a homogeneous and a heterogeneous digits zoo built by `
 
     weightspace zoo digits_cnn size=1000 zoo.trainer.epochs=6 out=ZOOS/digits_cnn
     python benchmarks/predict.py --make-hetero-zoo ZOOS/digits_hetero --hetero-size 1000   # HETERO_ZOO below
+    weightspace zoo mnist1d_cnn size=1000 out=ZOOS/mnist1d_cnn zoo.data.num_samples=16000 zoo.data.test_fraction=0.5
     python benchmarks/predict.py --cnn-zoo ZOOS/digits_cnn --hetero-zoo ZOOS/digits_hetero \
-        [--seeds 3] [--gmn-epochs 15] [--threads 1] [--out benchmarks/results]
+        [--zoo mnist1d_cnn=ZOOS/mnist1d_cnn] [--seeds 3] [--gmn-epochs 15] [--threads 1] [--out benchmarks/results]
 
 Each seed draws its own run-level 80/10/10 split and initialization; the test split is reported
 (selection on validation tau). Writes ``predict.json``, ``predict.md`` and ``predict.png`` (predicted
 vs true test accuracy for seed 0, and a PCA of the metanetwork's embeddings of the heterogeneous zoo).
 Every number is measured in this run.
+
+Two references per zoo and seed, on the same test runs: the *label-noise ceiling*
+(:func:`~weightspace.tasks.predict.label_noise_ceiling`: the tau a perfect predictor reaches against
+accuracies measured on the zoo's finite test set, by bootstrapping the test samples; digits has 359) and
+the tau of the runs' final *train* accuracy, a strong signal that is not read from the weights.
+The MNIST-1D zoo above is generated with 8,000 test sequences, so its targets are far less noisy.
 
 The heterogeneous zoo is ``configs/zoo/digits_hetero.yaml``'s six architectures (SmallCNN of
 2-4 layers, 8-32 channels, 3x3/5x5 kernels, and a SmallResNet) with Adam and ReLU fixed: the
@@ -31,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import kendalltau
 
 import model_zoo
-from weightspace.tasks.predict import PredictConfig, load_zoo_graphs, run_predict
+from weightspace.tasks.predict import PredictConfig, label_noise_ceiling, load_zoo_graphs, run_predict
 
 log = logging.getLogger("benchmarks.predict")
 
@@ -80,6 +88,24 @@ def wait_for_zoo(path: str, timeout: float = 1800) -> model_zoo.Zoo:
             time.sleep(20)
 
 
+def test_correctness(zoo: model_zoo.Zoo) -> np.ndarray:
+    """``[runs, test samples]``: whether each run's final network classifies each test sample correctly
+    (the zoo's embedded dataset, rebuilt exactly); checked against the stored test accuracies."""
+    ds = zoo.dataset()
+    if list(zoo.final_metrics()["run"]) != list(range(len(zoo))):
+        raise RuntimeError(f"{zoo.path}: runs are not numbered 0..{len(zoo) - 1}")
+    rows = []
+    with torch.no_grad():
+        for i in range(len(zoo)):
+            rows.append((zoo.build_model(i)(ds.x_test).argmax(1) == ds.y_test).numpy())
+    correct = np.stack(rows)
+    stored = np.asarray(zoo.final_metrics()["test_accuracy"], dtype=np.float64)
+    ok = np.isfinite(stored)
+    if not np.allclose(correct.mean(1)[ok], stored[ok], atol=1e-5):
+        raise RuntimeError(f"{zoo.path}: re-evaluated test accuracies differ from the stored ones")
+    return correct
+
+
 def mean_std(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a)), "values": [float(v) for v in a]}
@@ -89,6 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cnn-zoo")
     ap.add_argument("--hetero-zoo")
+    ap.add_argument("--zoo", action="append", default=[], metavar="NAME=DIR", help="another zoo (repeatable)")
     ap.add_argument("--make-hetero-zoo", metavar="DIR", help="generate HETERO_ZOO into DIR and exit")
     ap.add_argument("--hetero-size", type=int, default=HETERO_ZOO["size"], help="runs of the generated hetero zoo")
     ap.add_argument("--seeds", type=int, default=3)
@@ -103,8 +130,14 @@ def main() -> None:
     if args.make_hetero_zoo:
         model_zoo.generate({**HETERO_ZOO, "size": args.hetero_size}, args.make_hetero_zoo, progress=True)
         return
-    if not (args.cnn_zoo and args.hetero_zoo):
-        ap.error("--cnn-zoo and --hetero-zoo are required")
+    zoos = [(n, p) for n, p in (("digits_cnn", args.cnn_zoo), ("digits_hetero", args.hetero_zoo)) if p]
+    for item in args.zoo:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--zoo takes NAME=DIR, got {item!r}")
+        zoos.append((name, path))
+    if not zoos:
+        ap.error("give at least one zoo (--cnn-zoo, --hetero-zoo or --zoo NAME=DIR)")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,8 +151,11 @@ def main() -> None:
     scatter: dict = {}
     embed = None
     t_all = time.time()
-    for zname, zpath in (("digits_cnn", args.cnn_zoo), ("digits_hetero", args.hetero_zoo)):
+    for zname, zpath in zoos:
         zoo = wait_for_zoo(zpath)
+        correct = test_correctness(zoo)
+        train_acc = zoo.final_metrics()["train_accuracy"]
+        refs: dict = {"ceiling": [], "ceiling_std": [], "train_acc_tau": []}
         acc = zoo.final_metrics()["test_accuracy"]
         zres: dict = {"path": str(zpath), "runs": len(zoo), "archs": len(zoo.info["archs"]),
                       "final_test_accuracy_mean": float(np.nanmean(acc)), "methods": {}}
@@ -127,6 +163,12 @@ def main() -> None:
         for seed in range(args.seeds):
             data = load_zoo_graphs(zoo, "test_accuracy", (0.8, 0.1, 0.1), seed)
             zres["split_sizes"] = {k: len(v) for k, v in data.graphs.items()}
+            test_runs = [int(g.run) for g in data.graphs["test"]]
+            ceil = label_noise_ceiling(correct[test_runs], seed=seed)
+            refs["ceiling"].append(ceil["tau"])
+            refs["ceiling_std"].append(ceil["tau_std"])
+            refs["train_acc_tau"].append(float(kendalltau(train_acc[test_runs], correct[test_runs].mean(1)).statistic))
+            zres["n_test_samples"] = ceil["n_eval"]
             for m in methods:
                 spec = dict(METHODS[m])
                 spec.setdefault("epochs", args.gmn_epochs)
@@ -153,6 +195,9 @@ def main() -> None:
                         v = torch.linalg.svd(z, full_matrices=False)[2]
                         embed = ((z @ v[:2].T).numpy(), np.array([float(g.y[0]) for g in graphs]))
         zres["methods"] = {m: {k: mean_std(v) for k, v in per[m].items()} for m in methods}
+        zres["references"] = {k: mean_std(v) for k, v in refs.items()}
+        log.info("%s: label-noise ceiling tau %.3f, train-accuracy tau %.3f", zname,
+                 zres["references"]["ceiling"]["mean"], zres["references"]["train_acc_tau"]["mean"])
         results["zoos"][zname] = zres
     results["total_time_s"] = time.time() - t_all
     results["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -175,6 +220,18 @@ def write_markdown(results: dict, path: Path, methods: list[str]) -> None:
             lines.append(f"| {zname} | {m} | {f('test/tau')} | {f('test/r2')} | {f('test/mae')} | "
                          f"{f('test_trained/tau')} | {r['train/time_s']['mean']:.1f} | "
                          f"{r['train/graphs_per_s']['mean']:.1f} |")
+    lines += ["", "References on the same test runs: the label-noise ceiling is the τ a perfect predictor reaches "
+              "against accuracies measured on the zoo's finite test set (bootstrap over test samples); train "
+              "accuracy is the runs' own final train accuracy used as the prediction (not read from weights).", "",
+              "| zoo | test samples | label-noise ceiling τ | train-accuracy τ | best method | its τ | share of ceiling |",
+              "|---|---|---|---|---|---|---|"]
+    for zname, z in results["zoos"].items():
+        ref = z["references"]
+        best = max(methods, key=lambda m: z["methods"][m]["test/tau"]["mean"])
+        bt, ct = z["methods"][best]["test/tau"]["mean"], ref["ceiling"]["mean"]
+        lines.append(f"| {zname} | {z['n_test_samples']} | {ct:.3f} ± {ref['ceiling']['std']:.3f} | "
+                     f"{ref['train_acc_tau']['mean']:.3f} ± {ref['train_acc_tau']['std']:.3f} | {best} | {bt:.3f} | "
+                     f"{bt / ct:.0%} |")
     lines += ["", "Zoos: " + "; ".join(f"{k}: {z['runs']} runs, {z['archs']} architectures, split {z['split_sizes']}, "
                                        f"mean final test accuracy {z['final_test_accuracy_mean']:.3f}"
                                        for k, z in results["zoos"].items()),
@@ -189,9 +246,9 @@ def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    zones = ["digits_cnn", "digits_hetero"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.3))
-    for ax, z in zip(axes[:2], zones):
+    zones = list(dict.fromkeys(z for z, _ in scatter))
+    fig, axes = plt.subplots(1, len(zones) + 1, figsize=(4.7 * (len(zones) + 1), 4.3))
+    for ax, z in zip(axes[:-1], zones):
         for m in methods:
             if (z, m) in scatter:
                 yt, yp = scatter[(z, m)]
@@ -200,9 +257,9 @@ def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
         ax.set(title=f"{z} (test, seed 0)", xlabel="true test accuracy", ylabel="predicted")
         ax.legend(fontsize=8)
     if embed is not None:
-        sc = axes[2].scatter(embed[0][:, 0], embed[0][:, 1], c=embed[1], s=12, cmap="viridis")
-        fig.colorbar(sc, ax=axes[2], label="test accuracy")
-        axes[2].set(title="GMN embeddings, digits_hetero (PCA)", xlabel="PC1", ylabel="PC2")
+        sc = axes[-1].scatter(embed[0][:, 0], embed[0][:, 1], c=embed[1], s=12, cmap="viridis")
+        fig.colorbar(sc, ax=axes[-1], label="test accuracy")
+        axes[-1].set(title="GMN embeddings, digits_hetero (PCA)", xlabel="PC1", ylabel="PC2")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

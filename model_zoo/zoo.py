@@ -15,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from .archs import instantiate
+from .data import Dataset
 from .store import METRIC_COLUMNS, ZooFormatError, read_csv_rows, read_json, run_key
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,35 @@ class Zoo:
     def split(self) -> dict[str, list[int]]:
         """The dataset's exact train/test sample indices (``split.json``)."""
         return read_json(self.path / self.info.get("split_file", "split.json"))
+
+    def dataset(self) -> Dataset:
+        """The embedded dataset the runs were trained and evaluated on, rebuilt from ``zoo.json``
+        (generator options, split seed, preprocessing) and checked against the stored split.
+
+        Raises:
+            ZooFormatError: the zoo's data is not one of the embedded datasets (imported zoos), or the
+                rebuilt train/test split differs from the one recorded in ``zoo.json``.
+        """
+        import inspect
+
+        from . import data as data_mod
+
+        d = self.info.get("dataset", {})
+        name = d.get("name")
+        gen = getattr(data_mod, f"_{name}", None) if name in data_mod.DATASETS else None
+        if gen is None or "split_seed" not in d:
+            raise ZooFormatError(f"{self.path / 'zoo.json'}: dataset {name!r} is not an embedded dataset "
+                                 f"that can be rebuilt (choose one of {data_mod.DATASETS})")
+        options = {k: d[k] for k in inspect.signature(gen).parameters if k in d and k != "flatten"}
+        if name == "synthetic":
+            options.update(in_features=int(d["input_shape"][0]), out_features=int(d["num_outputs"]))
+        ds = data_mod.load_dataset(name, test_fraction=float(d["test_fraction"]), seed=int(d["split_seed"]),
+                                   flatten=bool(d.get("flatten", False)), **options)
+        for part in ("train_index", "test_index"):
+            if part in d and not np.array_equal(np.asarray(d[part]), getattr(ds, part)):
+                raise ZooFormatError(f"{self.path / 'zoo.json'}: the rebuilt {name} dataset has a different "
+                                     f"{part} than the one stored with the zoo")
+        return ds
 
     # ------------------------------------------------------------------ weights and models
     def arch_config(self, i: int) -> dict:

@@ -35,6 +35,27 @@ def test_build_model_reproduces_stored_metrics(small_zoo):
             assert acc == pytest.approx(stored, abs=1e-6)
 
 
+def test_dataset_is_rebuilt_exactly(small_zoo, tmp_path):
+    d = small_zoo.dataset()
+    ref = model_zoo.load_dataset("digits", flatten=True)
+    assert torch.equal(d.x_test, ref.x_test) and torch.equal(d.y_train, ref.y_train)
+    model = small_zoo.build_model(3)
+    with torch.no_grad():
+        acc = float((model(d.x_test).argmax(-1) == d.y_test).float().mean())
+    assert acc == pytest.approx(small_zoo.rows(3)["test_accuracy"][-1], abs=1e-6)
+    # a stored split that the rebuilt dataset does not reproduce is refused, not silently used
+    dst = _copy(small_zoo, tmp_path)
+    info = json.loads((dst / "zoo.json").read_text())
+    info["dataset"]["split_seed"] = 1
+    (dst / "zoo.json").write_text(json.dumps(info))
+    with pytest.raises(ZooFormatError, match="different train_index"):
+        model_zoo.load(dst).dataset()
+    info["dataset"]["name"] = "cifar10"
+    (dst / "zoo.json").write_text(json.dumps(info))
+    with pytest.raises(ZooFormatError, match="'cifar10' is not an embedded dataset"):
+        model_zoo.load(dst).dataset()
+
+
 def test_state_dict_steps(small_zoo):
     steps = small_zoo.steps(2)
     first, last = small_zoo.state_dict(2, steps[0]), small_zoo.state_dict(2)

@@ -40,7 +40,7 @@ from weightspace.nn import GraphMetaNet, HParamNet, StatGBM, StatNN, tensor_stat
 log = logging.getLogger(__name__)
 
 __all__ = ["PredictConfig", "HParamEncoder", "Predictor", "load_zoo_graphs", "train_predictor", "evaluate",
-           "regression_metrics", "run_predict", "load_predictor", "METANETS"]
+           "regression_metrics", "label_noise_ceiling", "run_predict", "load_predictor", "METANETS"]
 
 METANETS = ("gmn", "statnn", "statnn_gbm", "hparams")
 
@@ -360,6 +360,35 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     tau = kendalltau(y_true, y_pred).statistic if np.ptp(y_pred) > 0 else float("nan")
     return {"tau": float(tau), "r2": float(r2_score(y_true, y_pred)), "mae": float(np.abs(y_true - y_pred).mean()),
             "n": int(y_true.size)}
+
+
+def label_noise_ceiling(correct: np.ndarray, draws: int = 200, seed: int = 0) -> dict[str, float]:
+    """Kendall tau-b that a perfect predictor reaches against accuracies measured on a finite test set.
+
+    A zoo's targets are accuracies on ``n`` test samples. Even an oracle that knows every network's
+    accuracy on the whole input distribution does not rank the measured values perfectly: networks
+    of near-equal accuracy swap places by sampling noise. This bootstrap resamples the test set
+    (one resample shared by all networks, so correlated mistakes and networks that output the same
+    constant class stay tied) and scores the measured accuracies against the resampled ones.
+
+    Args:
+        correct: ``[networks, n]`` booleans, whether each network classifies each test sample correctly.
+
+    Returns:
+        ``{"tau": mean, "tau_std": std over draws, "n_eval": n}``.
+    """
+    from scipy.stats import kendalltau
+
+    c = np.asarray(correct, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] < 1:
+        raise ValueError(f"correct must be a [networks, test samples] matrix, got shape {c.shape}")
+    n = c.shape[1]
+    if c.shape[0] < 2:
+        return {"tau": float("nan"), "tau_std": float("nan"), "n_eval": n}
+    acc = c.mean(1)
+    rng = np.random.default_rng(seed)
+    taus = [kendalltau(acc, c[:, rng.integers(0, n, n)].mean(1)).statistic for _ in range(draws)]
+    return {"tau": float(np.nanmean(taus)), "tau_std": float(np.nanstd(taus)), "n_eval": n}
 
 
 def evaluate(predictor: Predictor, graphs: Sequence[ParameterGraph], threshold: float, prefix: str,
