@@ -18,6 +18,7 @@ from weightspace.tasks.predict import (
     label_noise_ceiling,
     load_predictor,
     load_zoo_graphs,
+    pairwise_rank_loss,
     regression_metrics,
     run_predict,
 )
@@ -64,8 +65,9 @@ def test_run_save_reload(metanet, zoo_dir, data, tmp_path):
 
 def test_gmn_predicts_unseen_architecture_and_encodes(zoo_dir, data, tmp_path):
     cfg = PredictConfig(metanet="gmn", model={"hidden": 8, "num_layers": 1, "embed_dim": 8}, epochs=1,
-                        batch_size=4, progress=False, fractions=(0.6, 0.2, 0.2))
-    pred, _ = run_predict(zoo_dir, cfg, tmp_path, data=data)
+                        batch_size=4, progress=False, fractions=(0.6, 0.2, 0.2), rank_weight=0.5)
+    pred, met = run_predict(zoo_dir, cfg, tmp_path, data=data)
+    assert all(math.isfinite(v) for v in met["history"]["train/loss"])
     mlp, _ = build_example("mlp")  # never seen: an MLP, the zoo holds CNNs
     assert math.isfinite(pred(mlp))
     z = pred.encode(data.graphs["test"])
@@ -126,6 +128,19 @@ def test_regression_metrics():
     m = regression_metrics(np.array([0.1, 0.5, 0.9]), np.array([0.2, 0.4, 0.95]))
     assert m["tau"] == pytest.approx(1.0) and m["mae"] == pytest.approx(0.25 / 3) and m["n"] == 3
     assert math.isnan(regression_metrics(np.array([0.5]), np.array([0.5]))["tau"])
+
+
+def test_pairwise_rank_loss_scores_order_only():
+    y = torch.tensor([0.1, 0.5, 0.9])
+    right, wrong = torch.tensor([-1.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, -1.0])
+    assert pairwise_rank_loss(right, y) < 0.01 < 5.0 < pairwise_rank_loss(wrong, y)
+    # a shift or a positive scale of the scores that keeps the order keeps the loss small
+    assert pairwise_rank_loss(right * 3 + 7, y) < 0.01
+    # gradients push a swapped pair apart in the right direction
+    s = torch.tensor([0.0, 0.2], requires_grad=True)
+    pairwise_rank_loss(s, torch.tensor([0.9, 0.1])).backward()
+    assert s.grad[0] < 0 < s.grad[1]
+    assert float(pairwise_rank_loss(torch.zeros(3), torch.full((3,), 0.5))) == 0.0
 
 
 def test_label_noise_ceiling_falls_with_fewer_test_samples():

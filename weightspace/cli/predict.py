@@ -32,7 +32,8 @@ def config_from(cfg: DictConfig) -> PredictConfig:
                          trained_threshold=None if cfg.trained_threshold is None else float(cfg.trained_threshold),
                          device=str(cfg.device), progress=bool(cfg.progress),
                          max_runs=None if cfg.max_runs is None else int(cfg.max_runs),
-                         train_checkpoints=_checkpoints(cfg.get("train_checkpoints", "final")))
+                         train_checkpoints=_checkpoints(cfg.get("train_checkpoints", "final")),
+                         rank_weight=float(cfg.get("rank_weight", 0.0)))
 
 
 def _checkpoints(value):

@@ -64,6 +64,9 @@ class PredictConfig:
         train_checkpoints: which checkpoints of the *train* runs to learn from: ``"final"``, ``"all"``
             (every checkpoint with its own target, as in the Small CNN Zoo protocol) or a list of
             epochs. Validation and test always use each run's final checkpoint.
+        rank_weight: weight of a pairwise ranking term added to the MSE for trained metanetworks
+            (RankNet, Burges et al. 2005: ``softplus(-(s_i - s_j) / 0.1)`` over the batch's pairs with
+            ``y_i > y_j``, targets standardized), since Kendall's tau only scores the order; 0 = MSE only.
 
     For ``gmn``, ``model.stats=True`` fuses StatNN's invariant per-tensor statistics into the graph
     embedding (``GraphMetaNet(stat_tensors=...)``).
@@ -84,6 +87,7 @@ class PredictConfig:
     progress: bool = True
     max_runs: int | None = None
     train_checkpoints: str | list[float] = "final"
+    rank_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.metanet not in METANETS:
@@ -510,7 +514,10 @@ def train_predictor(data: ZooGraphs, cfg: PredictConfig) -> tuple[Predictor, dic
                 idx = mine[:1] if mine.numel() else perm[:1]
             b = Batch.from_data_list([tr[int(i)] for i in idx]).to(device)
             target = (b.y.reshape(-1).float() - y_mean) / y_std
-            loss = nn.functional.mse_loss(net(b)[:, 0], target)
+            out = net(b)[:, 0]
+            loss = nn.functional.mse_loss(out, target)
+            if cfg.rank_weight:
+                loss = loss + cfg.rank_weight * pairwise_rank_loss(out, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -533,6 +540,16 @@ def train_predictor(data: ZooGraphs, cfg: PredictConfig) -> tuple[Predictor, dic
     hist["train/graphs_per_s"] = seen * world / max(train_time, 1e-9)
     hist["best_epoch"] = best[2]
     return pred, hist
+
+
+def pairwise_rank_loss(score: Tensor, target: Tensor, temperature: float = 0.1) -> Tensor:
+    """RankNet's logistic loss over all ordered pairs of a batch: ``mean softplus(-(s_i - s_j) / T)``
+    over pairs with ``target_i > target_j`` (0 when the batch has no such pair)."""
+    higher = target[:, None] > target[None, :]
+    if not bool(higher.any()):
+        return score.sum() * 0.0
+    diff = (score[:, None] - score[None, :])[higher]
+    return nn.functional.softplus(-diff / temperature).mean()
 
 
 def run_predict(zoo: Any, cfg: PredictConfig, out_dir: str | os.PathLike | None = None,
