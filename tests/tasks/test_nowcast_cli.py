@@ -16,7 +16,8 @@ def test_nowcast_cli_tiny_run_and_resume(tmp_path):
     args = ["nowcast", f"work_dir={tmp_path}", f"out={tmp_path}/ckpt", "progress=false", "model.hidden=8",
             "model.layers=1", "model.horizons=2", "train.steps=4", "train.log_every=2", "train.save_every=2",
             "train.strides=[1]", "train.batch=1", "~zoos.digits_cnn", "~zoos.digits_mlp_depth",
-            "~zoos.synthetic_vit", "model.param_hidden=4"]
+            "~zoos.synthetic_vit", "~zoos.digits_mlp_long", "~zoos.digits_cnn_long", "~zoos.synthetic_vit_long",
+            "model.param_hidden=4"]
     args += [a.format(z="digits_mlp") for a in TINY]
     main(args)
     nc = Nowcaster.load(tmp_path / "ckpt")
