@@ -62,9 +62,9 @@ def budgets(quick: bool) -> dict:
     # reconstructions 1.000; see the README's diffusion section)
     return {"pdiff": {"channels": [16, 32, 64, 64], "ae_steps": 300, "ddpm_steps": 800, "eval_every": 50},
             "graph": {"ae_steps": 600, "ddpm_steps": 800, "eval_every": 100, "batch_size": 6,
-                      "inputs_per_step": 192},
+                      "inputs_per_step": 192, "contrast_weight": 0.1},
             "graph_mixed": {"ae_steps": 600, "ddpm_steps": 800, "eval_every": 100, "batch_size": 6,
-                            "inputs_per_step": 192}}
+                            "inputs_per_step": 192, "contrast_weight": 0.1}}
 
 
 def _strip(entry: dict) -> dict:
@@ -403,8 +403,9 @@ def main(argv: list[str] | None = None) -> None:
         if not files:
             raise SystemExit(f"no {out}.seed*.json to merge")
         per_seed = sorted((json.loads(f.read_text()) for f in files), key=lambda r: r["seed"])
-        result = {"command": f"{per_seed[0]['command']}  (seeds {[r['seed'] for r in per_seed]} run in parallel, then "
-                             f"python benchmarks/generate.py --merge)",
+        merge_cmd = "python benchmarks/generate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        result = {"command": f"{per_seed[0]['command']}  (one process per seed {[r['seed'] for r in per_seed]}, "
+                             f"each with --only-seed S, at most two at a time; then {merge_cmd})",
                   "machine": _machine(), "zoo": args.zoo, "mixed_zoo": args.mixed_zoo, "n": args.n,
                   "budgets": budgets(args.quick), "wall_s": max(r["wall_s"] for r in per_seed), "per_seed": per_seed}
         result["aggregate"] = aggregate(per_seed)

@@ -21,6 +21,11 @@ target loss.
   training inputs, softened by a temperature (2 by default; Hinton et al.'s distillation, which
   brings out where good networks differ), plus a little cross-entropy with the labels. A decoded network reproduces the
   function of its source up to a neuron permutation of the decoder's choosing.
+* **Contrastive term** (``contrast_weight``; :func:`_contrastive`): the KL alone lets a decoder that
+  under-uses the latent write one typical, good function for every source (a small KL, since good
+  networks are alike), and DDPM samples then collapse onto it. An InfoNCE loss over each batch (van den
+  Oord et al. 2018, "Representation Learning with Contrastive Predictive Coding") asks every
+  reconstruction to be closer, in the same KL, to its own source than to the batch's other sources.
 * **Latent DDPM** (:class:`~weightspace.tasks.diffusion_ddpm.LatentDDPM`) on the standardized latents of
   the training networks, conditioned on ``[architecture descriptor, target accuracy, accuracy given]``;
   the accuracy label is each training net's accuracy on the validation inputs and is dropped in 20% of
@@ -96,6 +101,8 @@ class GraphDiffusionConfig:
     inputs_per_step: int = 256
     ce_weight: float = 0.1
     temperature: float = 2.0
+    contrast_weight: float = 0.1        # InfoNCE: a reconstruction is closer to its own source than to the batch's others
+    contrast_tau: float = 0.1           # its temperature, relative to the batch's mean source-to-source KL
     eval_every: int = 100
     ddpm_steps: int = 3000
     ddpm_lr: float = 1e-3
@@ -167,6 +174,30 @@ class _LatentNeuronEncoder(nn.Module):
         if self.offsets is not None:
             h = h + self.offsets
         return h
+
+
+def _contrastive(t: Tensor, s: Tensor, idx: Tensor, tau: float) -> Tensor:
+    r"""InfoNCE over a batch in function space: reconstruction ``i`` must be closer to its own source than
+    to the batch's other sources.
+
+    :math:`D_{ij} = \mathrm{KL}(p_{t_j} \Vert p_{s_i})` (mean over inputs) between source ``j`` and
+    reconstruction ``i``; logits :math:`-D_{ij} / (\tau \bar d)`, with :math:`\bar d` the batch's mean
+    KL between distinct sources (detached), so ``tau`` is free of the zoo's scale of differences.
+    A decoder that ignores the latent writes one function for every source and scores chance here,
+    although it can score a small reconstruction KL when the sources are alike.
+
+    Args:
+        t, s: ``[B, n, C]`` log-probabilities of the sources and their reconstructions.
+        idx: ``[B]`` run indices (a run drawn twice is no negative of itself).
+    """
+    pt = t.exp()
+    d = (pt[None] * (t[None] - s[:, None])).sum(-1).mean(-1)  # [i (recon), j (source)]
+    same = idx[:, None] == idx[None, :]
+    with torch.no_grad():
+        dt = (pt[None] * (t[None] - t[:, None])).sum(-1).mean(-1)
+        scale = dt[~same].mean() if (~same).any() else dt.new_ones(())
+    logits = (-d / (tau * scale.clamp_min(1e-8))).masked_fill(same & ~torch.eye(len(idx), dtype=torch.bool), float("-inf"))
+    return nn.functional.cross_entropy(logits, torch.arange(len(idx)))
 
 
 class GraphLatentDiffusion(nn.Module):
@@ -351,9 +382,12 @@ class GraphLatentDiffusion(nn.Module):
             logp = logits.log_softmax(-1)
             T = config.temperature
             t = (teach[k][idx][:, xi] / T).log_softmax(-1)
-            kl = (t.exp() * (t - (logits / T).log_softmax(-1))).sum(-1).mean() * T * T
+            s = (logits / T).log_softmax(-1)
+            kl = (t.exp() * (t - s)).sum(-1).mean() * T * T
             ce = -logp.gather(-1, data.y_train[xi][None, :, None].expand(len(idx), -1, 1)).mean()
             loss = kl + config.ce_weight * ce + 1e-3 * z.pow(2).mean()
+            if config.contrast_weight > 0 and len(idx) > 1:
+                loss = loss + config.contrast_weight * _contrastive(t, s, idx, config.contrast_tau)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
