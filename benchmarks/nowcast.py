@@ -69,7 +69,10 @@ TASKS = {
 # hook hyperparameters tried on the tuning task: period (optimizer steps between jumps; the 5 snapshots
 # are period / 5 steps apart) and the largest horizon k_max (snapshot spacings; decays to 1 over the budget)
 PERIODS = (10, 20, 50, 100)
-K_MAX = (4, 8, 16)
+K_MAX = (4, 8, 16, 32)  # those above a nowcaster's horizons are skipped
+# ``nino_lean``: the graph nowcaster at the fastest setting whose hook time before the target stays within
+# this share of the time it saves on the tuning task (the overhead goal, imposed while tuning)
+LEAN_SHARE = 0.10
 
 
 def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: dict) -> dict:
@@ -206,6 +209,17 @@ def tune(args, methods) -> dict[str, dict]:
                                      for (p, kk), v in scores.items()}}
         log.info("tuned %s: period %d, k_max %d (%.1f steps, %.1f step-equivalents with the hook, to %.3f)",
                  name, period, k, steps_of[(period, k)], sc, target)
+        if name == "nino":  # a second operating point: the overhead goal as a constraint
+            adam_steps = best["adam"]["tune_steps"]
+            share = {key: (scores[key] - steps_of[key]) / (adam_steps - steps_of[key])
+                     for key in scores if steps_of[key] < adam_steps}
+            ok = [key for key, v in share.items() if v <= LEAN_SHARE]
+            key = (min(ok, key=lambda kk: scores[kk]) if ok else min(share, key=share.get)) if share else (period, k)
+            best["nino_lean"] = {"period": key[0], "k_max": key[1], "tune_steps": steps_of[key],
+                                 "tune_cost": scores[key], "tune_overhead_share": share.get(key),
+                                 "constraint_met": bool(ok)}
+            log.info("tuned nino_lean: period %d, k_max %d (%.1f steps, overhead %.1f%% of the time saved)",
+                     key[0], key[1], steps_of[key], 100 * (share.get(key) or float("nan")))
     return best
 
 
@@ -242,6 +256,8 @@ def main() -> None:
     else:
         hp = tune(args, methods)
     hp = {k: v for k, v in hp.items() if "period" in v} | {"tuning_adam": hp.get("adam", {})}
+    if "nino_lean" in hp:
+        methods["nino_lean"] = methods["nino"]
     results = {"tasks": {}, "hook": hp, "seeds": args.seeds,
                "tuning": {"task": "digits_mlp_tune", "budget": TASKS["digits_mlp_tune"].budget, "periods": list(PERIODS),
                           "k_max": list(K_MAX), "seeds": args.tune_seeds}}
@@ -378,6 +394,12 @@ def write_md(prefix: Path, results: dict) -> None:
                          + (f"(tuning task: {h['tune_steps']:.1f} steps to target" if 'tune_steps' in h else "")
                          + (f", {h['tune_cost']:.1f} with the hook's time in plain steps)" if 'tune_cost' in h
                             else (")" if 'tune_steps' in h else "")))
+    if "nino_lean" in results["hook"]:
+        lean = results["hook"]["nino_lean"]
+        lines.append(f"- nino_lean is the same graph nowcaster at the fastest setting whose hook time before the "
+                     f"target stays within {100 * LEAN_SHARE:.0f}% of the time it saves on the tuning task "
+                     + ("(met there: " if lean.get("constraint_met") else "(no setting met it; the lowest share: ")
+                     + f"{100 * (lean.get('tune_overhead_share') or float('nan')):.1f}%)")
     if results["hook"].get("tuning_adam"):
         lines.append(f"- Adam alone on the tuning task: {results['hook']['tuning_adam']['tune_steps']:.1f} steps")
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
