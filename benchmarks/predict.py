@@ -41,7 +41,13 @@ import torch
 from scipy.stats import kendalltau
 
 import model_zoo
-from weightspace.tasks.predict import PredictConfig, label_noise_ceiling, load_zoo_graphs, run_predict
+from weightspace.tasks.predict import (
+    PredictConfig,
+    label_noise_ceiling,
+    load_predictor,
+    load_zoo_graphs,
+    run_predict,
+)
 
 log = logging.getLogger("benchmarks.predict")
 
@@ -50,6 +56,8 @@ METHODS = {
                 batch_size=16),
     "gmn_stats": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, layer_bins=4, stats=True),
                       lr=2e-3, batch_size=16),
+    "gmn_stats_rank": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, layer_bins=4, stats=True),
+                           lr=2e-3, batch_size=16, rank_weight=1.0),
     "statnn": dict(metanet="statnn", model=dict(hidden=(1000, 1000), dropout=0.1), epochs=60, lr=1e-3),
     "statnn_gbm": dict(metanet="statnn_gbm", model={}, epochs=0),
     "hparams": dict(metanet="hparams", model=dict(hidden=(256, 256), dropout=0.1), epochs=60, lr=1e-3),
@@ -147,7 +155,8 @@ def main() -> None:
                                                                                       for k, v in METHODS[m].items()} for m in methods}},
                      "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                  "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-                                 "note": "2 CPU cores shared with other jobs while measuring"}}
+                                 "note": "2 CPU cores shared with other jobs while measuring"},
+                     "cached": []}
     scatter: dict = {}
     embed = None
     t_all = time.time()
@@ -175,12 +184,16 @@ def main() -> None:
                 cfg = PredictConfig(seed=seed, split_seed=seed, progress=False, device="cpu", **spec)
                 cached = Path(args.cache) / f"{zname}_{m}_{seed}.json" if args.cache else None
                 t0 = time.time()
+                saved = cached.with_suffix("") if cached is not None else None  # the trained predictor
                 if cached is not None and cached.is_file():
-                    pred, met = None, json.loads(cached.read_text())
+                    met = json.loads(cached.read_text())
+                    pred = load_predictor(saved) if saved.is_dir() else None
+                    results["cached"].append(f"{zname}/{m}/{seed}")
                 else:
                     pred, met = run_predict(None, cfg, data=data)
                     if cached is not None:
                         cached.parent.mkdir(parents=True, exist_ok=True)
+                        pred.save(saved)
                         cached.write_text(json.dumps({k: v for k, v in met.items() if k != "history"}))
                 log.info("%s %s seed %d: tau %.3f r2 %.3f (%.0f s)", zname, m, seed, met["test/tau"], met["test/r2"],
                          time.time() - t0)
@@ -188,12 +201,13 @@ def main() -> None:
                     per[m][k].append(met.get(k, float("nan")))
                 if seed == 0:
                     scatter[(zname, m)] = (met["test/y_true"], met["test/y_pred"])
-                    if zname == "digits_hetero" and m == "gmn" and pred is not None:
+                    # the first graph metanetwork trained in this run (cached ones are not reloaded)
+                    if zname == "digits_hetero" and m.startswith("gmn") and pred is not None and embed is None:
                         graphs = [g for s in ("train", "val", "test") for g in data.graphs[s]]
                         z = pred.encode(graphs).double()
                         z = z - z.mean(0)
                         v = torch.linalg.svd(z, full_matrices=False)[2]
-                        embed = ((z @ v[:2].T).numpy(), np.array([float(g.y[0]) for g in graphs]))
+                        embed = ((z @ v[:2].T).numpy(), np.array([float(g.y[0]) for g in graphs]), m)
         zres["methods"] = {m: {k: mean_std(v) for k, v in per[m].items()} for m in methods}
         zres["references"] = {k: mean_std(v) for k, v in refs.items()}
         log.info("%s: label-noise ceiling tau %.3f, train-accuracy tau %.3f", zname,
@@ -220,6 +234,13 @@ def write_markdown(results: dict, path: Path, methods: list[str]) -> None:
             lines.append(f"| {zname} | {m} | {f('test/tau')} | {f('test/r2')} | {f('test/mae')} | "
                          f"{f('test_trained/tau')} | {r['train/time_s']['mean']:.1f} | "
                          f"{r['train/graphs_per_s']['mean']:.1f} |")
+    if results.get("cached"):
+        cached = set(results["cached"])
+        trained = [f"{z}/{m}/{s}" for z in results["zoos"] for s in range(c["seeds"]) for m in methods
+                   if f"{z}/{m}/{s}" not in cached]
+        lines += ["", f"Provenance: {len(trained)} of {len(trained) + len(cached)} zoo/method/seed results were trained "
+                  f"in this run ({', '.join(trained) or 'none'}); the others were read from `--cache`, where earlier "
+                  f"runs of this script with the same settings kept them (their train times are those runs')."]
     lines += ["", "References on the same test runs: the label-noise ceiling is the τ a perfect predictor reaches "
               "against accuracies measured on the zoo's finite test set (bootstrap over test samples); train "
               "accuracy is the runs' own final train accuracy used as the prediction (not read from weights).", "",
@@ -259,7 +280,7 @@ def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
     if embed is not None:
         sc = axes[-1].scatter(embed[0][:, 0], embed[0][:, 1], c=embed[1], s=12, cmap="viridis")
         fig.colorbar(sc, ax=axes[-1], label="test accuracy")
-        axes[-1].set(title="GMN embeddings, digits_hetero (PCA)", xlabel="PC1", ylabel="PC2")
+        axes[-1].set(title=f"{embed[2]} embeddings, digits_hetero (PCA)", xlabel="PC1", ylabel="PC2")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
