@@ -336,11 +336,25 @@ def main() -> None:
                           "torch": torch.__version__, "threads": args.threads,
                           "note": "CPU shared with other jobs during the run; wall-clock figures are noisy",
                           "load_average_start": load_start, "load_average_end": list(os.getloadavg())}
+    results["nowcasters"] = nowcaster_info(methods)
     results["seconds"] = round(time.time() - t_start, 1)
     results["command"] = "python benchmarks/nowcast.py " + " ".join(sys.argv[1:])
     out = args.out or (None if args.quick else str(ROOT / "benchmarks/results/nowcast"))
     if out:
         write(Path(out), results, curves)
+
+
+def nowcaster_info(methods: dict) -> dict:
+    """What each learned method was meta-trained on (from its checkpoint's JSON)."""
+    out = {}
+    for name, nc in methods.items():
+        info = getattr(nc, "info", None) or {}
+        if nc is None or nc.kind == "linefit" or name == "nino_lean":
+            continue
+        out[name] = {"kind": nc.kind, "horizons": nc.horizons, "command": info.get("command"),
+                     "trajectories": info.get("trajectories"), "meta_steps": info.get("steps"),
+                     "val_loss": info.get("val/loss"), "val_linefit_loss": info.get("val/linefit_loss")}
+    return out
 
 
 def _print_task(tname: str, tres: dict) -> None:
@@ -400,6 +414,10 @@ def write_md(prefix: Path, results: dict) -> None:
                      f"target stays within {100 * LEAN_SHARE:.0f}% of the time it saves on the tuning task "
                      + ("(met there: " if lean.get("constraint_met") else "(no setting met it; the lowest share: ")
                      + f"{100 * (lean.get('tune_overhead_share') or float('nan')):.1f}%)")
+    for n, i in results.get("nowcasters", {}).items():
+        lines.append(f"- {n}: `{i['command']}` ({i['kind']}, {i['horizons']} horizons; {i['trajectories']} "
+                     f"trajectories, {i['meta_steps']} meta-training steps; validation L1 {i['val_loss']:.3f} vs "
+                     f"Linefit {i['val_linefit_loss']:.3f})")
     if results["hook"].get("tuning_adam"):
         lines.append(f"- Adam alone on the tuning task: {results['hook']['tuning_adam']['tune_steps']:.1f} steps")
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
