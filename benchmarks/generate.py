@@ -216,6 +216,7 @@ def render(result: dict) -> str:
              f"split by run, per seed: {result['per_seed'][0]['splits']}). N = {result['n']} networks per set, "
              f"{seeds} seeds (mean ± std over seeds). Accuracy and novelty on the test half of the digits test split "
              "(never read in training or selection).", "",
+             f"Generator budgets (overrides of the library defaults): `{json.dumps(result['budgets'])}`.", "",
              "Novelty: `nearest TV` = mean total-variation distance between a net's predicted class distribution "
              "and that of its nearest training net (higher = more novel); `max IoU` = max IoU of wrong-prediction "
              "sets with any training net (lower = more novel); `pairwise IoU` = mean IoU within the set "
