@@ -115,6 +115,17 @@ def _synthetic(num_samples: int = 512, in_features: int = 8, out_features: int =
 DATASETS = ("digits", "mnist1d", "synthetic")
 
 
+def dataset_options(name: str) -> tuple[str, ...]:
+    """The generator options that ``load_dataset(name, **options)`` takes besides ``flatten`` (they are
+    recorded in the dataset's :meth:`Dataset.describe`, so a stored description can be rebuilt)."""
+    import inspect
+
+    gen = {"digits": _digits, "mnist1d": _mnist1d, "synthetic": _synthetic}.get(name)
+    if gen is None:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    return tuple(k for k in inspect.signature(gen).parameters if k != "flatten")
+
+
 def load_dataset(name: str = "digits", *, test_fraction: float = 0.2, seed: int = 0, flatten: bool = False,
                  **kwargs) -> Dataset:
     """Load an embedded dataset with a seeded train/test split.

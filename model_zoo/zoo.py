@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from .archs import instantiate
-from .data import Dataset
+from .data import DATASETS, Dataset, dataset_options, load_dataset
 from .store import METRIC_COLUMNS, ZooFormatError, read_csv_rows, read_json, run_key
 
 log = logging.getLogger(__name__)
@@ -162,21 +162,16 @@ class Zoo:
             ZooFormatError: the zoo's data is not one of the embedded datasets (imported zoos), or the
                 rebuilt train/test split differs from the one recorded in ``zoo.json``.
         """
-        import inspect
-
-        from . import data as data_mod
-
         d = self.info.get("dataset", {})
         name = d.get("name")
-        gen = getattr(data_mod, f"_{name}", None) if name in data_mod.DATASETS else None
-        if gen is None or "split_seed" not in d:
+        if name not in DATASETS or "split_seed" not in d:
             raise ZooFormatError(f"{self.path / 'zoo.json'}: dataset {name!r} is not an embedded dataset "
-                                 f"that can be rebuilt (choose one of {data_mod.DATASETS})")
-        options = {k: d[k] for k in inspect.signature(gen).parameters if k in d and k != "flatten"}
+                                 f"that can be rebuilt (choose one of {DATASETS})")
+        options = {k: d[k] for k in dataset_options(name) if k in d}
         if name == "synthetic":
             options.update(in_features=int(d["input_shape"][0]), out_features=int(d["num_outputs"]))
-        ds = data_mod.load_dataset(name, test_fraction=float(d["test_fraction"]), seed=int(d["split_seed"]),
-                                   flatten=bool(d.get("flatten", False)), **options)
+        ds = load_dataset(name, test_fraction=float(d["test_fraction"]), seed=int(d["split_seed"]),
+                          flatten=bool(d.get("flatten", False)), **options)
         for part in ("train_index", "test_index"):
             if part in d and not np.array_equal(np.asarray(d[part]), getattr(ds, part)):
                 raise ZooFormatError(f"{self.path / 'zoo.json'}: the rebuilt {name} dataset has a different "
