@@ -92,6 +92,7 @@ def run_seed(args, seed: int, bud: dict) -> dict:
                  out["sample_nets_per_s"][name], out["encode_decode"][name])
     graph = gens["graph latent diffusion"]
     out["graph_val_kl"] = graph.model.val_history  # [(autoencoder step, validation KL)]; the lowest is kept
+    out["graph_calibration"] = graph.model.calibration  # latent temperature candidates (validation split only)
     pop, data = graph.population.archs[0], graph.population.data
     target = float(np.quantile(pop.val_accuracy["train"].numpy(), 0.9))
     t0 = time.perf_counter()
@@ -158,7 +159,8 @@ def run_unseen(args, seed: int, bud: dict) -> dict:
         acc = accuracy(instantiate(arch), gen._spec(arch), flat, data.x_test, data.y_test).numpy()
         rows.append({"arch": arch, "seen": False, "generated": float(acc.mean()), "training": None,
                      "generated_nearest_tv": None, "heldout_nearest_tv": None})
-    return {"rows": rows, "n_per_arch": n, "graph_val_kl": gen.model.val_history}
+    return {"rows": rows, "n_per_arch": n, "graph_val_kl": gen.model.val_history,
+            "graph_calibration": gen.model.calibration}
 
 
 def aggregate(per_seed: list[dict]) -> dict:
@@ -283,6 +285,22 @@ def render(result: dict) -> str:
                 if h:
                     kept = min(h, key=lambda r: r[1])[0]
                     lines.append(f"| `{zoo}` | {s['seed']} | " + ", ".join(f"{v:.3f}" for _, v in h) + f" | {kept} |")
+    if s0.get("graph_calibration"):
+        lines += ["", "## Latent temperature (chosen on the validation split: validation inputs, validation runs)", "",
+                  "Per candidate scale of the DDPM samples: mean validation accuracy of the decoded samples, the "
+                  "probability that a decoded sample is farther from the training runs than a validation run is "
+                  "(nearest TV; 0.5 = as far), and their pairwise IoU on validation inputs. Kept: the probability "
+                  "largest scale reached, in increasing order, while the accuracy stays at least the training runs' mean.", "",
+                  "| zoo | seed | training runs' validation accuracy | scale: accuracy / farther probability / pairwise IoU | kept |",
+                  "|---|---|---|---|---|"]
+        for s in result["per_seed"]:
+            for zoo, cal in ((result["zoo"], s.get("graph_calibration")),
+                             (result["mixed_zoo"], s.get("unseen", {}).get("graph_calibration"))):
+                if cal:
+                    cells = "; ".join(f"{r['scale']:g}: {r['val_accuracy']:.3f} / {r['farther_probability']:.2f} / "
+                                      f"{r['pairwise_iou']:.2f}" for r in cal)
+                    kept = next(r["scale"] for r in cal if r["kept"])
+                    lines.append(f"| `{zoo}` | {s['seed']} | {cal[0]['training_val_accuracy']:.3f} | {cells} | {kept:g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -406,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
         per_seed = sorted((json.loads(f.read_text()) for f in files), key=lambda r: r["seed"])
         merge_cmd = "python benchmarks/generate.py " + " ".join(sys.argv[1:] if argv is None else argv)
         result = {"command": f"{per_seed[0]['command']}  (one process per seed {[r['seed'] for r in per_seed]}, "
-                             f"each with --only-seed S, at most two at a time; then {merge_cmd})",
+                             f"each with --only-seed S, one after another; then {merge_cmd})",
                   "machine": _machine(), "zoo": args.zoo, "mixed_zoo": args.mixed_zoo, "n": args.n,
                   "budgets": budgets(args.quick), "wall_s": max(r["wall_s"] for r in per_seed), "per_seed": per_seed}
         result["aggregate"] = aggregate(per_seed)

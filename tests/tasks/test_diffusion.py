@@ -247,3 +247,52 @@ def test_graph_reconstructions_are_specific_to_their_source(zoo):
     collapsed = _own_source_rank(prob(m.decode(A, z.mean(0, keepdim=True).expand_as(z))), prob(src))
     assert collapsed == pytest.approx(0.5)
     assert rank < 0.25, rank
+
+
+def test_graph_latent_temperature_is_calibrated_on_validation_only(graph):
+    """The latent temperature is chosen on the validation split: the scale is raised through the grid while
+    the decoded samples' validation accuracy stays at least the training runs' mean, and ``sample`` applies
+    it. Invariance: replacing the test inputs, test labels and test runs changes nothing; sensitivity:
+    replacing the validation inputs changes the figures."""
+    import dataclasses
+
+    m, data = graph.model, graph.population.data
+    rows = m.calibration
+    assert [r["scale"] for r in rows] == list(m.config.scale_grid)
+    assert sum(r["kept"] for r in rows) == 1
+    kept = next(r for r in rows if r["kept"])
+    assert float(m.scale) == kept["scale"]
+    ref = rows[0]["training_val_accuracy"]
+    i = rows.index(kept)
+    assert all(r["val_accuracy"] >= ref for r in rows[:i])  # every smaller scale held the accuracy
+    if i:
+        assert kept["val_accuracy"] >= ref
+    if i + 1 < len(rows):  # and the next one did not (or the first already fell short)
+        assert rows[i + 1]["val_accuracy"] < ref or kept["val_accuracy"] < ref
+    assert all(0 <= r["farther_probability"] <= 1 and 0 <= r["pairwise_iou"] <= 1 for r in rows)
+    # sample() decodes scale * (DDPM sample)
+    z = m.ddpm.sample(3, m.cond(A, 3, None), torch.Generator().manual_seed(5))
+    torch.testing.assert_close(m.sample(A, 3, torch.Generator().manual_seed(5)), m.decode(A, z * m.scale))
+    archs = [a for a in graph.population.archs if len(a.runs["train"])]
+    saved = (m.scale.clone(), list(rows))
+    g = torch.Generator()
+    try:
+        base = m.calibrate_scale(archs, data, g.manual_seed(0)), m.calibration
+        noise = torch.Generator().manual_seed(1)
+        no_test = dataclasses.replace(data, x_test=torch.randn(data.x_test.shape, generator=noise),
+                                      y_test=torch.randint(0, 10, data.y_test.shape, generator=noise))
+        archs_no_test = [dataclasses.replace(a, flat={**a.flat, "test": torch.randn(a.flat["test"].shape, generator=noise)})
+                         for a in archs]
+        assert (m.calibrate_scale(archs_no_test, no_test, g.manual_seed(0)), m.calibration) == base
+        other_val = dataclasses.replace(data, x_val=torch.rand(data.x_val.shape, generator=noise))
+        m.calibrate_scale(archs, other_val, g.manual_seed(0))
+        assert [r["val_accuracy"] for r in m.calibration] != [r["val_accuracy"] for r in base[1]]
+    finally:
+        m.scale.copy_(saved[0])
+        m.calibration = saved[1]
+
+
+def test_graph_fixed_latent_temperature_skips_calibration(zoo):
+    torch.set_num_threads(1)
+    gen = WeightDiffusion.fit(zoo, "graph", arch=A, config={**GRAPH, "sample_scale": 1.5}, progress=False)
+    assert float(gen.model.scale) == 1.5 and gen.model.calibration == []

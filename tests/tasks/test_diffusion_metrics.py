@@ -1,6 +1,7 @@
 """Novelty metrics, neuron alignment and the non-learned baselines of weight diffusion."""
 
 import numpy as np
+import pytest
 import torch
 
 from model_zoo.archs import MLP
@@ -76,3 +77,14 @@ def test_baselines_shapes_and_knobs():
         assert "9 of 5" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_farther_probability():
+    from weightspace.tasks.diffusion_metrics import farther_probability
+
+    a = np.array([0.1, 0.2, 0.3])
+    assert farther_probability(a, a) == 0.5  # one set against itself: ties count half
+    assert farther_probability(a + 1, a) == 1.0 and farther_probability(a - 1, a) == 0.0
+    assert farther_probability(np.array([0.2]), a) == 0.5
+    with pytest.raises(ValueError, match="two non-empty sets"):
+        farther_probability(np.array([]), a)

@@ -88,8 +88,9 @@ class WeightDiffusion:
         if bad:
             raise ValueError(f"unknown {kind} generator option(s) {bad}; options: {sorted(fields)}")
         opts = dict(config or {})
-        if "channels" in opts:
-            opts["channels"] = tuple(opts["channels"])
+        for key in ("channels", "scale_grid"):
+            if key in opts:
+                opts[key] = tuple(opts[key])
         cfg = cfg_cls(**opts)
         pop = load_population(zoo, fractions=fractions, seed=seed, arch=arch, single_arch=(kind == "pdiff"),
                               progress=progress)

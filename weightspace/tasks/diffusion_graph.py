@@ -30,6 +30,12 @@ target loss.
   the training networks, conditioned on ``[architecture descriptor, target accuracy, accuracy given]``;
   the accuracy label is each training net's accuracy on the validation inputs and is dropped in 20% of
   training steps, so sampling works with or without a target.
+* **Latent temperature** (``sample_scale``; :meth:`GraphLatentDiffusion.calibrate_scale`): DDPM samples
+  are multiplied by a scale before decoding. The decoder pulls its outputs toward one typical, accurate
+  function, so samples decoded as drawn are less diverse than the runs and can lie closer to the training
+  set than independently trained runs do; by default the scale is chosen on the validation split: the
+  largest candidate reached, step by step, while the decoded samples' mean validation accuracy stays at
+  least the training runs' mean.
 
 The architecture descriptor (:func:`arch_descriptor`) is read from the graph: the number of hidden
 layers and the log-width of each (up to :data:`MAX_LAYERS`), so unseen widths and depths have a
@@ -110,6 +116,9 @@ class GraphDiffusionConfig:
     ddpm_blocks: int = 3
     timesteps: int = 1000
     acc_drop: float = 0.2
+    sample_scale: float = 0.0           # latent temperature: DDPM samples are scaled by it; 0: calibrated (below)
+    scale_grid: tuple[float, ...] = (1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0)  # the calibration's candidates
+    calibration_samples: int = 100      # DDPM samples (over all architectures) the calibration decodes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -240,9 +249,12 @@ class GraphLatentDiffusion(nn.Module):
         self.register_buffer("z_std", torch.ones(config.latent_dim))
         self.register_buffer("acc_mean", torch.zeros(()))
         self.register_buffer("acc_std", torch.ones(()))
+        self.register_buffer("scale", torch.ones(()))  # the latent temperature :meth:`sample` applies
         self.archs: dict[str, dict] = {}
         #: ``(autoencoder step, validation KL)`` of every evaluation in :meth:`fit` (the lowest is kept)
         self.val_history: list[tuple[int, float]] = []
+        #: one row per candidate latent temperature of :meth:`calibrate_scale` (validation figures; ``kept``)
+        self.calibration: list[dict] = []
         self._targets: dict[str, object] = {}
 
     # ------------------------------------------------------------------ pieces
@@ -328,7 +340,7 @@ class GraphLatentDiffusion(nn.Module):
                accuracy: float | None = None, guidance: float = 0.0) -> Tensor:
         """``n`` new networks ``[n, P]`` of ``arch`` (a ``_target_`` config), optionally prompted with a
         target accuracy (on the validation inputs' scale)."""
-        z = self.ddpm.sample(n, self.cond(arch, n, accuracy), generator, guidance)
+        z = self.ddpm.sample(n, self.cond(arch, n, accuracy), generator, guidance) * self.scale
         out = []
         for i in range(0, n, 32):
             out.append(self.decode(arch, z[i : i + 32]))
@@ -435,7 +447,78 @@ class GraphLatentDiffusion(nn.Module):
         fit_ddpm(self.ddpm, z, steps=config.ddpm_steps, lr=config.ddpm_lr, batch=128, generator=g, cond=cond,
                  desc="latent DDPM", progress=progress)
         self.eval()
+        if config.sample_scale > 0:
+            self.scale.fill_(config.sample_scale)
+        else:
+            self.calibrate_scale(archs, data, g)
         return self
+
+    @torch.no_grad()
+    def calibrate_scale(self, archs: list[ArchPopulation], data: EvalData, generator: torch.Generator) -> float:
+        """Choose the latent temperature on the validation split; sets and returns :attr:`scale`.
+
+        The decoder pulls its outputs toward one typical, accurate function (its reconstructions' mistakes
+        crowd onto the same hard inputs), so DDPM samples decoded as drawn are less diverse than the runs
+        and about as far from the training set as held-out runs, sometimes closer. Scaling the latents
+        moves decoded functions away from the typical one: farther from the training runs and more diverse,
+        at some cost in accuracy. For the scales of ``config.scale_grid``, in increasing order, the same DDPM
+        samples ``s * z`` are decoded and scored on the validation inputs; the scale is raised while the
+        decoded samples' mean validation accuracy stays at least the training runs' mean (the accuracy goal):
+        kept is the last scale before the first one that falls short (the first candidate if it already does).
+        Recorded per candidate in :attr:`calibration`: that accuracy, the probability that a decoded sample is
+        farther (nearest-training TV) from the training runs than a held-out validation run is
+        (:func:`~weightspace.tasks.diffusion_metrics.farther_probability`; 0.5 = as far) and the pairwise IoU.
+        Neither test inputs nor test runs are read. Architectures without validation runs do not vote; with
+        none at all the scale stays 1.
+        """
+        from .diffusion_data import accuracy, predictions
+        from .diffusion_metrics import farther_probability, nearest_training, pairwise_iou
+
+        cfg = self.config
+        voters = [a for a in archs if len(a.runs["val"]) and len(a.runs["train"])]
+        self.calibration = []
+        if not voters:
+            self.scale.fill_(1.0)
+            return 1.0
+        per_arch = max(8, math.ceil(cfg.calibration_samples / len(voters)))
+        x, y = data.x_val, data.y_val
+        rows = {s: {"scale": s, "val_accuracy": 0.0, "farther_probability": 0.0, "pairwise_iou": 0.0} for s in cfg.scale_grid}
+        ref_acc, weight = 0.0, 0
+        for a in voters:
+            model = a.build().eval()
+            _, p_train = predictions(model, a.spec, a.flat["train"], x)
+            _, p_val = predictions(model, a.spec, a.flat["val"], x)
+            ref_tv = nearest_training(p_val, p_train, y)["nearest_tv"]
+            w = len(a.runs["val"])
+            ref_acc += float(a.val_accuracy["train"].mean()) * w
+            weight += w
+            z = self.ddpm.sample(per_arch, self.cond(a.config, per_arch, None), generator)
+            for s, row in rows.items():
+                flat = torch.cat([self.decode(a.config, z[i : i + 32] * s) for i in range(0, per_arch, 32)])
+                _, prob = predictions(model, a.spec, flat, x)
+                tv = nearest_training(prob, p_train, y)["nearest_tv"]
+                row["val_accuracy"] += float(accuracy(model, a.spec, flat, x, y).mean()) * w
+                row["farther_probability"] += farther_probability(tv, ref_tv) * w
+                row["pairwise_iou"] += pairwise_iou(prob, y) * w
+        for row in rows.values():
+            for k in ("val_accuracy", "farther_probability", "pairwise_iou"):
+                row[k] /= weight
+        ref_acc /= weight
+        ordered = sorted(rows.values(), key=lambda r: r["scale"])
+        best = ordered[0]
+        for r in ordered[1:]:
+            if r["val_accuracy"] < ref_acc or best["val_accuracy"] < ref_acc:
+                break
+            best = r
+        for r in rows.values():
+            r["training_val_accuracy"] = ref_acc
+            r["kept"] = r is best
+        self.calibration = list(rows.values())
+        self.scale.fill_(best["scale"])
+        log.info("latent temperature %.2f (validation: accuracy %.4f vs training runs %.4f, farther-than-validation-runs "
+                 "probability %.3f, pairwise IoU %.3f)", best["scale"], best["val_accuracy"], ref_acc,
+                 best["farther_probability"], best["pairwise_iou"])
+        return best["scale"]
 
     @torch.no_grad()
     def _val_kl(self, archs: list[ArchPopulation], data: EvalData) -> float:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["nearest_training", "pairwise_iou", "summarize", "not_closer_pvalue"]
+__all__ = ["nearest_training", "pairwise_iou", "summarize", "not_closer_pvalue", "farther_probability"]
 
 
 def _iou(wa: Tensor, wb: Tensor) -> Tensor:
@@ -78,3 +78,14 @@ def not_closer_pvalue(generated_tv: np.ndarray, heldout_tv: np.ndarray) -> float
     from scipy.stats import mannwhitneyu
 
     return float(mannwhitneyu(generated_tv, heldout_tv, alternative="less").pvalue)
+
+
+def farther_probability(generated_tv: np.ndarray | Tensor, reference_tv: np.ndarray | Tensor) -> float:
+    r""":math:`P(d_g > d_r) + \tfrac12 P(d_g = d_r)` for a generated net's and a reference net's nearest-training
+    distances drawn independently: the Mann-Whitney statistic :math:`U / (n_g n_r)` (the AUC). 0.5: the two
+    sets are as far from the training set as each other; below 0.5: the generated nets are closer."""
+    g = torch.as_tensor(np.asarray(generated_tv), dtype=torch.float64).reshape(-1, 1)
+    r = torch.as_tensor(np.asarray(reference_tv), dtype=torch.float64).reshape(1, -1)
+    if g.numel() == 0 or r.numel() == 0:
+        raise ValueError(f"farther_probability needs two non-empty sets, got {g.numel()} and {r.numel()} values")
+    return float((g > r).double().mean() + 0.5 * (g == r).double().mean())
