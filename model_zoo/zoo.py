@@ -96,6 +96,9 @@ class Zoo:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        if not self.path.is_dir():
+            raise ZooFormatError(f"{self.path}: not a zoo folder ({'a file' if self.path.exists() else 'no such folder'}); "
+                                 "a zoo is the folder holding zoo.json")
         self.info: dict = read_json(self.path / "zoo.json")
         if self.info.get("schema_version") != 1:
             raise ZooFormatError(f"{self.path / 'zoo.json'}: unsupported schema_version {self.info.get('schema_version')!r}")

@@ -88,6 +88,15 @@ def test_missing_metrics_means_incomplete(small_zoo, tmp_path):
         model_zoo.load(dst)
 
 
+def test_not_a_zoo_folder(small_zoo, tmp_path):
+    with pytest.raises(ZooFormatError, match="not a zoo folder \\(a file\\)"):
+        model_zoo.load(small_zoo.path / "zoo.json")
+    with pytest.raises(ZooFormatError, match="not a zoo folder \\(no such folder\\)"):
+        model_zoo.load(tmp_path / "missing")
+    with pytest.raises(ZooFormatError, match="zoo.json: file not found"):
+        model_zoo.load(tmp_path)  # a folder, but no zoo in it
+
+
 def test_corrupt_zoo_json(small_zoo, tmp_path):
     dst = _copy(small_zoo, tmp_path)
     (dst / "zoo.json").write_text((dst / "zoo.json").read_text()[:100])

@@ -61,6 +61,19 @@ def test_run_save_reload(metanet, zoo_dir, data, tmp_path):
         assert math.isfinite(again(net, hparams=zoo.hparams(0)))
     else:
         assert math.isfinite(again(net))
+    if metanet == "statnn":  # damaged files name the file and the problem
+        saved_dir = tmp_path / "predictor"
+        assert load_predictor(saved_dir / "predictor.safetensors").kind == "statnn"  # the weights file finds its config
+        w = (saved_dir / "predictor.safetensors").read_bytes()
+        (saved_dir / "predictor.safetensors").write_bytes(w[: len(w) // 2])
+        with pytest.raises(ValueError, match="predictor.safetensors: cannot read the predictor's weights"):
+            load_predictor(saved_dir)
+        (saved_dir / "predictor.safetensors").unlink()
+        with pytest.raises(FileNotFoundError, match="predictor.safetensors: missing"):
+            load_predictor(saved_dir)
+        (saved_dir / "predictor.json").write_bytes(b"\x00garbage")
+        with pytest.raises(ValueError, match="predictor.json: not a weightspace predictor"):
+            load_predictor(saved_dir)
 
 
 def test_gmn_predicts_unseen_architecture_and_encodes(zoo_dir, data, tmp_path):

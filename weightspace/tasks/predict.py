@@ -274,18 +274,35 @@ class Predictor:
         from safetensors.torch import load_file
 
         path = Path(path)
-        cfg_path = path / "predictor.json" if path.is_dir() else path
+        if path.is_dir():
+            cfg_path = path / "predictor.json"
+        elif path.name == "predictor.safetensors":  # the weights file of a saved predictor
+            cfg_path = path.with_name("predictor.json")
+        else:
+            cfg_path = path
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path}: no predictor.json (save a predictor with Predictor.save)")
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("format") != "weightspace.predictor":
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{cfg_path}: not a weightspace predictor (not a JSON file: {e})") from None
+        if not isinstance(cfg, dict) or cfg.get("format") != "weightspace.predictor":
             raise ValueError(f"{cfg_path}: not a weightspace predictor")
-        tensors = load_file(str(cfg_path.parent / "predictor.safetensors"))
+        weights = cfg_path.parent / "predictor.safetensors"
+        try:
+            tensors = load_file(str(weights))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{weights}: missing; a saved predictor is predictor.json + predictor.safetensors") from None
+        except Exception as e:  # safetensors raises its own error type for corrupt or truncated files
+            raise ValueError(f"{weights}: cannot read the predictor's weights ({e})") from None
         kind = cfg["kind"]
         if kind == "statnn_gbm":
             return cls(kind, None, cfg["y_mean"], cfg["y_std"], cfg["meta"], StatGBM.from_tensors(tensors, **cfg["model"]))
         model = build_metanet(kind, cfg["model"])
-        model.load_state_dict(tensors)
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise ValueError(f"{weights}: the weights do not fit the {kind} described in {cfg_path.name}: {e}") from None
         return cls(kind, model.eval(), cfg["y_mean"], cfg["y_std"], cfg["meta"])
 
     def __repr__(self) -> str:
