@@ -16,6 +16,9 @@ Writes ``benchmarks/results/zoo.json``, ``zoo.md`` and ``zoo.png``.
     python benchmarks/zoo.py                      # the figures in the README (quiet machine)
     python benchmarks/zoo.py --size 100 --seq-models 4 --repeats 1 --zoos digits_mlp   # a quick check
     python benchmarks/zoo.py --threads 1 --zoos digits_cnn:300 digits_mlp   # on a busy machine
+
+``--threads 2 1`` measures both legs at each thread count: with 2 threads the batched trainer uses both
+cores while a tiny model trained one by one barely can; with 1 thread the ratio is per core.
 """
 
 from __future__ import annotations
@@ -167,21 +170,22 @@ def write_outputs(results: list[dict], meta: dict) -> None:
     import matplotlib.pyplot as plt
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(results) + 1, figsize=(4.2 * (len(results) + 1), 3.3))
-    for ax, r in zip(axes, results):
+    first = [r for i, r in enumerate(results) if r["zoo"] not in {q["zoo"] for q in results[:i]}]  # a histogram per zoo
+    fig, axes = plt.subplots(1, len(first) + 1, figsize=(4.2 * (len(first) + 1), 3.3))
+    for ax, r in zip(axes, first):
         ax.hist(r["_acc"], bins=np.linspace(0, 1, 41), color="#3b6ea5")
         ax.set_title(f"{r['zoo']}: {r['size']} runs, {r['epochs']} epochs", fontsize=9)
         ax.set_xlabel("final test accuracy")
         ax.set_ylabel("runs")
     ax = axes[-1]
-    names = [r["zoo"] for r in results]
+    names = [f"{r['zoo']}\n{r['threads']} thr." for r in results]
     x = np.arange(len(results))
     ax.bar(x - 0.2, [r["batched"]["models_per_minute"] for r in results], 0.4, label="batched")
     ax.bar(x + 0.2, [r["sequential"]["models_per_minute"] for r in results], 0.4, label="one by one")
     for i, r in enumerate(results):
         ax.annotate(f"{r['speedup']['wall']:.1f}x", (i, r["batched"]["models_per_minute"]), ha="center",
                     va="bottom", fontsize=8)
-    ax.set_xticks(x, names)
+    ax.set_xticks(x, names, fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("models / minute")
     ax.legend(fontsize=8)
@@ -195,18 +199,18 @@ def write_outputs(results: list[dict], meta: dict) -> None:
         "# Zoo generation benchmark",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} threads. {meta['note']}",
+        f"Machine: {meta['machine']}; torch {meta['torch']}. {meta['note']}",
         "",
-        "| zoo | runs | epochs | batched build (s) | batched models/min | one by one (s/model, mean ± s.e.) | "
+        "| zoo | threads | runs | epochs | batched build (s) | batched models/min | one by one (s/model, mean ± s.e.) | "
         "one-by-one models/min | speed-up (± s.e.) | speed-up by CPU time | final test acc mean ± std | median | max "
         "| ≤ chance+2% | ≥ 90% |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in clean:
         s, a, q, b = r["sequential"], r["final_test_accuracy"], r["speedup"], r["batched"]
         builds = " / ".join(f"{w:.1f}" for w in b["seconds_per_build"])
         lines.append(
-            f"| {r['zoo']} | {r['size']} | {r['epochs']} | {builds} ({b['cpu_seconds']:.1f} CPU) | "
+            f"| {r['zoo']} | {r['threads']} | {r['size']} | {r['epochs']} | {builds} ({b['cpu_seconds']:.1f} CPU) | "
             f"{b['models_per_minute']:.0f} | {s['seconds_per_model_mean']:.3f} ± {s['seconds_per_model_sem']:.3f} "
             f"(n={s['models_timed']}) | {s['models_per_minute']:.0f} | {q['wall']:.1f} ± {q['wall_se']:.1f} | "
             f"{q['cpu']:.1f} | {a['mean']:.3f} ± {a['std']:.3f} | "
@@ -216,7 +220,7 @@ def write_outputs(results: list[dict], meta: dict) -> None:
               "plain `torch.optim` loop per model (same init, data order, dropout, L2, checkpoint evaluations; no "
               "storage) over a uniform random sample of the zoo's runs. Speed-up = mean one-by-one time per model "
               "× runs ÷ batched build time; its standard error combines the sampling error of the mean time per "
-              "model with the spread of the builds. Both legs use the same torch thread count. CPU time: the "
+              "model with the spread of the builds. Both legs of a row use the row's torch thread count. CPU time: the "
               "process's own core time (`time.process_time`); speed-up by CPU time = mean one-by-one CPU time "
               "per model × runs ÷ batched CPU time.", ""]
     (RESULTS / "zoo.md").write_text("\n".join(lines))
@@ -228,30 +232,34 @@ def main() -> None:
     ap.add_argument("--zoos", nargs="+", default=["digits_cnn", "digits_mlp"],
                     help="zoo names, optionally NAME:SIZE to override --size for one zoo")
     ap.add_argument("--size", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[0],
+                    help="torch thread counts, each measured in turn (0: torch's default)")
     ap.add_argument("--seq-models", type=int, default=40, help="runs timed one by one (a random sample)")
     ap.add_argument("--repeats", type=int, default=2, help="batched builds of each zoo (timing noise)")
     ap.add_argument("--out", default="/tmp/weightspace_bench_zoos")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
+    default_threads = torch.get_num_threads()
     results = []
-    for z in args.zoos:
-        name, _, size = z.partition(":")
-        results.append(bench(name, int(size) if size else args.size, args.seq_models, Path(args.out), args.repeats))
+    for threads in args.threads:
+        torch.set_num_threads(threads or default_threads)
+        for z in args.zoos:
+            name, _, size = z.partition(":")
+            r = bench(name, int(size) if size else args.size, args.seq_models, Path(args.out), args.repeats)
+            r["threads"] = torch.get_num_threads()
+            results.append(r)
     meta = {
         "command": "python benchmarks/zoo.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items() if k not in ("out", "note") and v != ap.get_default(k)),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": sorted({r["threads"] for r in results}),
         "load_average_before": load0,
         "load_average_after": os.getloadavg(),
-        "note": args.note or ("CPUs shared with another engineer's jobs during the run (load average "
-                              f"{load0[0]:.1f} before, {os.getloadavg()[0]:.1f} after), so absolute times are pessimistic."),
+        "note": args.note or (f"Load average (1 min) {load0[0]:.1f} before the run and {os.getloadavg()[0]:.1f} after "
+                              "(the latter includes the benchmark's own threads)."),
     }
     write_outputs(results, meta)
 
