@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 import model_zoo
 from model_zoo.generator import normalize_config
 from weightspace.cli.main import config_dir
-from weightspace.cli.zoo import positional_overrides, zoo_config
+from weightspace.cli.zoo import contention_warning, positional_overrides, zoo_config
 
 ZOOS = sorted(p.stem for p in (config_dir() / "zoo").glob("*.yaml"))
 
@@ -92,6 +92,12 @@ def test_unknown_zoo_name_fails(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "weightspace.cli.main", "zoo", "imagenet_giant", f"out={tmp_path}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "imagenet_giant" in proc.stderr
+
+
+def test_contention_warning():
+    assert "threads=1" in contention_warning(threads=2, load=2.3, cores=2)
+    assert contention_warning(threads=2, load=0.4, cores=2) is None  # a quiet machine
+    assert contention_warning(threads=1, load=8.0, cores=2) is None  # one thread cannot contend with itself
 
 
 def test_paths():

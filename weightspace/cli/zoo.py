@@ -10,6 +10,7 @@ interrupted zoo. Sharded generation is a Hydra multirun::
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +33,18 @@ def zoo_config(cfg: DictConfig) -> dict:
     return z
 
 
+def contention_warning(threads: int, load: float, cores: int) -> str | None:
+    """A warning when several torch threads would compete with other jobs for every core.
+
+    Measured on the 2-core benchmark machine: with both cores taken by other jobs, 2 intra-op threads
+    built a zoo ~10x slower than 1, since the threads wait on each other at every op.
+    """
+    if threads > 1 and load >= cores - 0.5:
+        return (f"load average {load:.1f} on {cores} cores: other jobs hold the CPUs, and {threads} torch threads "
+                "will wait on each other; threads=1 is usually much faster here")
+    return None
+
+
 def run(cfg: DictConfig) -> None:
     import torch
 
@@ -41,6 +54,10 @@ def run(cfg: DictConfig) -> None:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    elif hasattr(os, "getloadavg"):
+        msg = contention_warning(torch.get_num_threads(), os.getloadavg()[0], os.cpu_count() or 1)
+        if msg:
+            log.warning(msg)
     out = Path(str(cfg.out))
     zoo = model_zoo.generate(zoo_config(cfg), out, shard=int(cfg.shard), num_shards=int(cfg.num_shards),
                              progress=bool(cfg.progress))
