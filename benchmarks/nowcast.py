@@ -8,7 +8,9 @@ mean over seeds of Adam's accuracy at the end of its budget; the metric is the f
 it. Budgets of 1,000-1,500 steps (NiNo's protocol uses long budgets and far jumps, so that a jump's
 cost is small beside the steps it saves). Hook hyperparameters (period, largest horizon) are chosen per
 method on an in-distribution task of the meta-training family, by the time to target with the hook's
-cost included (see :func:`tune`), never on the held-out tasks.
+cost included (see :func:`tune`), never on the held-out tasks; what the hook holds back from its
+jumps (``hold``: nothing, or attention's query/key/value maps) is chosen per method on an
+in-distribution transformer task (see :func:`choose_hold`).
 
     python benchmarks/nowcast.py                      # full run -> benchmarks/results/nowcast.{json,md,png}
     python benchmarks/nowcast.py --seeds 3 --quick    # smoke run (no files written unless --out)
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from model_zoo.archs import MLP, SmallCNN, TinyViT  # noqa: E402
 from model_zoo.data import load_dataset  # noqa: E402
 from weightspace.tasks.nowcast import Nowcaster  # noqa: E402
+from weightspace.tasks.nowcast_hook import HOLD_DEFAULT  # noqa: E402
 
 log = logging.getLogger("benchmarks.nowcast")
 
@@ -51,6 +54,9 @@ class Task:
     budget: int
     held_out: str
     eval_every: int = 1
+    loss: str = "ce"  # "ce": classification, scored by validation accuracy; "mse": regression, scored by
+    #                   minus the validation loss (so that for both a run reaches the target from below)
+    data_kw: tuple = ()  # extra arguments of load_dataset
 
 
 TASKS = {
@@ -64,7 +70,18 @@ TASKS = {
     # in-distribution task of the meta-training family, used only to choose hook hyperparameters
     "digits_mlp_tune": Task("digits_mlp_tune", "digits", True, lambda: MLP(width=32, depth=2), 3e-3, 32, 900,
                             "none (meta-training family; tuning only)", eval_every=2),
+    # in-distribution transformer task (the meta-training zoo synthetic_vit_long's architecture and data
+    # generator, a teacher of another seed), used only to choose what the hook holds (``hold``)
+    "synthetic_vit_tune": Task("synthetic_vit_tune", "synthetic", False,
+                               lambda: TinyViT(in_channels=1, num_classes=4, image_size=16, patch=2, dim=16, heads=2,
+                                               depth=1, mlp_ratio=2, dims=1),
+                               3e-3, 32, 1500, "none (meta-training family; tuning only)", eval_every=4, loss="mse",
+                               data_kw=(("num_samples", 1024), ("in_features", 16), ("out_features", 4),
+                                        ("hidden", 32), ("generator_seed", 6))),
 }
+# ``hold`` options compared on synthetic_vit_tune: jump every parameter (NiNo), or leave attention's
+# query/key/value maps to the optimizer (the hook's default)
+HOLDS = {"none": (), "attn_qkv": HOLD_DEFAULT}
 
 # hook hyperparameters tried on the tuning task: period (optimizer steps between jumps; the 5 snapshots
 # are period / 5 steps apart) and the largest horizon k_max (snapshot spacings; decays to 1 over the budget)
@@ -85,6 +102,7 @@ def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: d
     model = task.make()
     opt = torch.optim.Adam(model.parameters(), lr=task.lr)
     xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
+    lossf = F.mse_loss if task.loss == "mse" else F.cross_entropy
     handle = None
     if nowcaster is not None:
         handle = nowcaster.attach(model, opt, total_steps=task.budget, example_input=xtr[:2], **hook_kw)
@@ -99,7 +117,7 @@ def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: d
         c0 = time.thread_time()  # CPU clock outside the wall-clock window (its system call may yield the CPU)
         t0 = time.perf_counter()
         model.train()
-        loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+        loss = lossf(model(xtr[idx]), ytr[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -107,14 +125,14 @@ def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: d
         train_cpu += time.thread_time() - c0
         tloss.append(loss.item())
         if (len(tloss) % task.eval_every) and len(tloss) != task.budget:  # not measured: carry the last value
-            acc.append(acc[-1] if acc else 0.0)
+            acc.append(acc[-1] if acc else (float("-inf") if task.loss == "mse" else 0.0))
             vloss.append(vloss[-1] if vloss else float("nan"))
             continue
         model.eval()
         with torch.no_grad():
             out = model(xte)
-            acc.append(float((out.argmax(-1) == yte).float().mean()))
-            vloss.append(float(F.cross_entropy(out, yte)))
+            vloss.append(float(lossf(out, yte)))
+            acc.append(-vloss[-1] if task.loss == "mse" else float((out.argmax(-1) == yte).float().mean()))
     res = {"acc": acc, "val_loss": vloss, "train_loss": tloss, "train_seconds": train_s, "train_cpu_seconds": train_cpu,
            "hook_seconds": handle.seconds if handle else 0.0, "jumps": handle.jumps if handle else 0,
            "skipped": handle.skipped if handle else 0}
@@ -135,8 +153,9 @@ def hook_cpu_ms(task: Task, data, nowcaster: Nowcaster, hook_kw: dict, repeats: 
     kw = {k: v for k, v in hook_kw.items() if k != "horizon"}
     h = nowcaster.attach(model, opt, horizon=4, start=10**9, example_input=data.x_train[:2], **kw)
     x, y = data.x_train[: task.batch], data.y_train[: task.batch]
+    lossf = F.mse_loss if task.loss == "mse" else F.cross_entropy
     for _ in range(h.period):
-        loss = F.cross_entropy(model(x), y)
+        loss = lossf(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -181,7 +200,7 @@ def tune(args, methods) -> dict[str, dict]:
     its own plain steps (so the machine's load cancels out), averaged over the tuning seeds.
     """
     task = TASKS["digits_mlp_tune"]
-    data = load_dataset(task.dataset, flatten=task.flatten)
+    data = _data(task)
     seeds = list(range(100, 100 + args.tune_seeds))
     adam = [run_one(task, data, s, None, {}) for s in seeds]
     target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in adam)
@@ -223,6 +242,43 @@ def tune(args, methods) -> dict[str, dict]:
     return best
 
 
+def choose_hold(args, methods, best: dict) -> dict:
+    """Choose ``hold`` (:data:`HOLDS`) per learned method on the in-distribution transformer task.
+
+    Each method runs at its tuned period and largest horizon, with each option; the option with fewer
+    steps to the target (Adam's end-of-budget validation loss there) is kept (the hook's cost is the
+    same for both). ``nino_lean`` takes ``nino``'s choice.
+    """
+    task = TASKS["synthetic_vit_tune"]
+    data = _data(task)
+    seeds = list(range(100, 100 + args.tune_seeds))
+    adam = [run_one(task, data, s, None, {}) for s in seeds]
+    target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in adam)
+    table = {"adam": statistics.mean(first_reach(r["acc"], target) or task.budget for r in adam)}
+    for name, nc in methods.items():
+        if nc is None or name not in best:
+            continue
+        h = best[name]
+        steps = {}
+        for opt, hold in HOLDS.items():
+            kw = {"period": h["period"], "horizon": None if h["k_max"] == nc.horizons else _decay(h["k_max"], task.budget),
+                  "hold": hold}
+            runs = [run_one(task, data, s, nc, kw) for s in seeds]
+            steps[opt] = statistics.mean(first_reach(r["acc"], target) or task.budget for r in runs)
+        pick = min(steps, key=steps.get)
+        h["hold"], h["hold_steps"] = pick, steps
+        table[name] = steps
+        log.info("hold for %s: %s (%s; Adam %.1f)", name, pick, steps, table["adam"])
+    if "nino_lean" in best and "nino" in best:
+        best["nino_lean"]["hold"] = best["nino"]["hold"]
+    return {"task": task.name, "budget": task.budget, "seeds": args.tune_seeds, "target_val_loss": -target,
+            "steps": table}
+
+
+def _data(task: Task):
+    return load_dataset(task.dataset, flatten=task.flatten, **dict(task.data_kw))
+
+
 def _decay(k_max: int, total: int):
     from weightspace.tasks.nowcast_hook import horizon_schedule
 
@@ -252,28 +308,33 @@ def main() -> None:
     load_start = list(os.getloadavg())
     methods = load_methods(args)
     if args.no_tune:
-        hp = {n: {"period": 20, "k_max": nc.horizons} for n, nc in methods.items() if nc is not None}
+        hp = {n: {"period": 20, "k_max": nc.horizons, "hold": "attn_qkv"} for n, nc in methods.items()
+              if nc is not None}
+        hold_tuning = None
     else:
         hp = tune(args, methods)
+        hold_tuning = choose_hold(args, methods, hp)
     hp = {k: v for k, v in hp.items() if "period" in v} | {"tuning_adam": hp.get("adam", {})}
     if "nino_lean" in hp:
         methods["nino_lean"] = methods["nino"]
     results = {"tasks": {}, "hook": hp, "seeds": args.seeds,
                "tuning": {"task": "digits_mlp_tune", "budget": TASKS["digits_mlp_tune"].budget, "periods": list(PERIODS),
-                          "k_max": list(K_MAX), "seeds": args.tune_seeds}}
+                          "k_max": list(K_MAX), "seeds": args.tune_seeds},
+               "hold_tuning": hold_tuning}
     curves = {}
     for tname in args.tasks.split(","):
         task = TASKS[tname]
         if args.quick:
             task = Task(**{**task.__dict__, "budget": task.budget // 3})
-        data = load_dataset(task.dataset, flatten=task.flatten)
+        data = _data(task)
         runs: dict[str, list[dict]] = {}
         kws: dict[str, dict] = {}
         for name, nc in methods.items():
             kw = {}
             if nc is not None:
                 h = hp[name]
-                kw = {"period": h["period"], "horizon": None if h["k_max"] == nc.horizons else _decay(h["k_max"], task.budget)}
+                kw = {"period": h["period"], "horizon": None if h["k_max"] == nc.horizons else _decay(h["k_max"], task.budget),
+                      "hold": HOLDS[h.get("hold", "attn_qkv")]}
             kws[name] = kw
             runs[name] = []
             for s in range(args.seeds):
@@ -407,7 +468,20 @@ def write_md(prefix: Path, results: dict) -> None:
             lines.append(f"- {n}: period {h['period']}, largest horizon {h['k_max']} snapshot spacings "
                          + (f"(tuning task: {h['tune_steps']:.1f} steps to target" if 'tune_steps' in h else "")
                          + (f", {h['tune_cost']:.1f} with the hook's time in plain steps)" if 'tune_cost' in h
-                            else (")" if 'tune_steps' in h else "")))
+                            else (")" if 'tune_steps' in h else ""))
+                         + (f"; hold: {h['hold']}" if 'hold' in h else ""))
+    ht = results.get("hold_tuning")
+    if ht:
+        opts = " / ".join(HOLDS)
+        lines += ["", f"What the hook holds (``hold``; none: every parameter jumps, NiNo; attn_qkv: attention's "
+                  f"query/key/value maps stay with the optimizer), chosen per method on the in-distribution "
+                  f"transformer task {ht['task']} (1-D TinyViT regressing a synthetic teacher of a seed unseen in "
+                  f"meta-training; budget {ht['budget']}, {ht['seeds']} seeds, target validation MSE "
+                  f"{ht['target_val_loss']:.4f}; Adam {ht['steps']['adam']:.1f} steps), steps to target {opts}:", ""]
+        for n, st in ht["steps"].items():
+            if n != "adam":
+                lines.append(f"- {n}: " + " / ".join(f"{st[o]:.1f}" for o in HOLDS))
+        lines.append("")
     if "nino_lean" in results["hook"]:
         lean = results["hook"]["nino_lean"]
         lines.append(f"- nino_lean is the same graph nowcaster at the fastest setting whose hook time before the "

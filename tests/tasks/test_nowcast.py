@@ -4,6 +4,7 @@ persistence, meta-training (finite, logged, resumable) and loading zoo trajector
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import weightspace as ws
+from model_zoo.archs import TinyViT
 from weightspace.examples import build_example
 from weightspace.tasks.nowcast import (
     MetaTrainConfig,
@@ -346,7 +348,58 @@ def test_layout_slots_agree_with_the_converter(name):
     xd[lay.slot_owner[node], lay.slot_col[node]] = delta[node]
     ed[lay.slot_owner[lay.slot_edge], pos[lay.slot_edge]] = delta[lay.slot_edge]
     assert torch.equal(spec.decode(xd, ed), delta)
-    assert int(lay.slot_tensor.max()) + 1 == lay.num_tensors == len(spec.names)
+    assert int(lay.slot_tensor.max()) + 1 == lay.num_tensors
+    fused = sum(2 for n in spec.names if n.endswith(("in_proj_weight", "in_proj_bias")))
+    assert lay.num_tensors == len(spec.names) + fused  # q, k, v of a fused projection: three groups
+
+
+def test_normalization_groups_split_a_fused_attention_projection_by_role():
+    """``in_proj_weight`` / ``in_proj_bias`` pack the query, key and value maps: each gets its own group
+    (row blocks, in flat order); every other tensor is one group."""
+    model = TinyViT(image_size=8, patch=2, dim=16, heads=2, depth=1, mlp_ratio=2)
+    x = torch.randn(2, 1, 8, 8)
+    spec = ws.GraphSpec.from_module(model, x)
+    lay = NowcastLayout.from_spec(spec)
+    o, seen = 0, []
+    for name, shape in zip(spec.names, spec.shapes):
+        n = math.prod(shape)
+        g = lay.slot_tensor[o: o + n].view(shape[0], -1)
+        if "in_proj" in name:
+            blocks = g.view(3, shape[0] // 3, -1)
+            assert all(bool((b == b.flatten()[0]).all()) for b in blocks), name
+            ids = [int(b.flatten()[0]) for b in blocks]
+            assert len(set(ids)) == 3 and ids == sorted(ids), name
+        else:
+            ids = g.unique().tolist()
+            assert len(ids) == 1, name
+        seen += ids
+        o += n
+    assert seen == list(range(lay.num_tensors))  # numbered in flat order, no group shared by two tensors
+
+
+def test_normalization_groups_scale_query_and_key_apart():
+    """A query block moving 100x slower than the value block is normalized by its own step size: its
+    features and its Linefit-relative prediction do not change when the value block's scale changes."""
+    model = TinyViT(image_size=8, patch=2, dim=16, heads=2, depth=1, mlp_ratio=2)
+    x = torch.randn(2, 1, 8, 8)
+    spec = ws.GraphSpec.from_module(model, x)
+    lay = NowcastLayout.from_spec(spec)
+    g = torch.Generator().manual_seed(0)
+    win = torch.randn(5, spec.num_params, generator=g).cumsum(0) * 0.01
+    o = 0
+    for name, shape in zip(spec.names, spec.shapes):
+        if name.endswith("in_proj_weight"):
+            break
+        o += math.prod(shape)
+    third = math.prod(spec.shapes[spec.names.index(name)]) // 3
+    q = slice(o, o + third)
+    v = slice(o + 2 * third, o + 3 * third)
+    feats, s, _ = window_features(win[None], lay.slot_tensor, lay.num_tensors)
+    win2 = win.clone()
+    win2[:, v] *= 100.0
+    feats2, s2, _ = window_features(win2[None], lay.slot_tensor, lay.num_tensors)
+    assert torch.allclose(feats[0, q], feats2[0, q]) and torch.allclose(s[0, q], s2[0, q])
+    assert not torch.allclose(s[0, v], s2[0, v])
 
 
 # ----------------------------------------------------------------------------- cached fast path

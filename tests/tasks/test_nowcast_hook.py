@@ -314,3 +314,57 @@ def test_jump_with_a_subset_of_parameters_in_the_optimizer_moves_only_those():
     h = Nowcaster(kind="linefit").attach(model, opt, period=4, context=2, horizon=4)
     _train(model, opt, data, 8)
     assert h.jumps == 2 and torch.equal(model[0].weight, frozen)
+
+
+def _vit_setup(seed: int = 0):
+    from model_zoo.archs import TinyViT
+
+    torch.manual_seed(seed)
+    model = TinyViT(image_size=8, patch=2, dim=16, heads=2, depth=1, mlp_ratio=2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    data = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(8)]
+    return model, opt, data
+
+
+def _vit_train(model, opt, data, steps):
+    for i in range(steps):
+        x, y = data[i % len(data)]
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("hold", [None, ()])
+def test_attention_projections_are_held_by_default_and_jump_with_an_empty_hold(hold):
+    """By default a jump leaves the query/key/value weights and biases where the optimizer put them and
+    moves every other parameter; ``hold=()`` moves them too."""
+    model, opt, data = _vit_setup()
+    before: dict[str, torch.Tensor] = {}
+    # registered first, so it runs after the optimizer's update and before the nowcast hook's jump
+    opt.register_step_post_hook(lambda *_: before.update({n: p.detach().clone() for n, p in model.named_parameters()}))
+    nc = Nowcaster(kind="linefit", horizons=4)
+    kw = {} if hold is None else {"hold": hold}
+    h = nc.attach(model, opt, period=8, context=4, horizon=4, example_input=data[0][0][:2], **kw)
+    _vit_train(model, opt, data, 8)
+    assert h.jumps == 1
+    after = dict(model.named_parameters())
+    for name in ("encoder.layers.0.self_attn.in_proj_weight", "encoder.layers.0.self_attn.in_proj_bias"):
+        assert torch.equal(after[name], before[name]) == (hold is None), name
+    for name in ("encoder.layers.0.linear1.weight", "head.weight", "encoder.layers.0.self_attn.out_proj.weight"):
+        assert not torch.equal(after[name], before[name]), name
+    assert h.held == (48 * 16 + 48 if hold is None else 0)
+
+
+def test_hold_names_a_role_and_refuses_unknown_ones():
+    model, opt, data = _vit_setup()
+    nc = Nowcaster(kind="linefit", horizons=4)
+    h = nc.attach(model, opt, period=8, context=4, example_input=data[0][0][:2], hold=("attn_q",))
+    assert h.held == 16 * 16 + 16  # the query rows of in_proj_weight and their biases
+    h.remove()
+    with pytest.raises(ValueError, match="unknown role 'attention'"):
+        nc.attach(model, opt, period=8, context=4, example_input=data[0][0][:2], hold=("attention",))
+    # a model without attention holds nothing by default
+    m2, o2, _ = _setup()
+    assert nc.attach(m2, o2, period=8, context=4).held == 0

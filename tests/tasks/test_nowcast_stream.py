@@ -132,3 +132,32 @@ def test_a_changed_weight_inside_a_dense_block_changes_other_predictions():
         b = predict_stream(nc, lay, list(moved), 3, block_min=1)
     far = slice(last.start, last.start + last.size)  # the last layer's weights, two layers away
     assert not torch.allclose(a[far], b[far], atol=1e-6)
+
+
+def test_a_fused_attention_projection_streams_as_one_dense_block_per_normalization_group():
+    """``in_proj_weight`` holds q, k and v (three normalization groups): three row blocks, each with its
+    own group, and the streamed prediction equals the batched one."""
+    from model_zoo.archs import TinyViT
+
+    torch.manual_seed(0)
+    model = TinyViT(image_size=8, patch=2, dim=16, heads=2, depth=1, mlp_ratio=2)
+    spec = ws.GraphSpec.from_module(model, torch.randn(2, 1, 8, 8))
+    lay = NowcastLayout.from_spec(spec)
+    o = 0
+    for name, shape in zip(spec.names, spec.shapes):
+        if name.endswith("in_proj_weight"):
+            break
+        o += int(torch.Size(shape).numel())
+    ix = StreamIndex.build(lay, block_min=1)
+    by_start = {b.start: b for b in ix.blocks}
+    third = 16 * 16
+    qkv = [by_start[o + j * third] for j in range(3)]
+    assert [(b.d0, b.d1) for b in qkv] == [(16, 16)] * 3
+    assert len({b.tensor for b in qkv}) == 3
+    assert [b.tensor for b in qkv] == [int(lay.slot_tensor[o + j * third]) for j in range(3)]
+    nc = _randomized("graph")
+    win = _window(spec, model, 0)
+    ref = nc.predict(lay, win[None], horizon=3)[0]
+    with torch.inference_mode():
+        got = predict_stream(nc, lay, list(win), 3, chunk=64, block_min=1)
+    assert (got - ref).abs().max() <= 1e-5 * (1 + ref.abs().max())

@@ -7,7 +7,10 @@ edges, :class:`~weightspace.GraphSpec`), a graph network predicts the change of 
 ``horizons`` future snapshot spacings at once, and training jumps there
 (:mod:`weightspace.tasks.nowcast_hook`).
 
-Normalization (per parameter tensor ``l`` — a layer's weight, its bias, ...; undone after):
+Normalization (per group ``l``: a parameter tensor — a layer's weight, its bias, ... — split by role
+where it packs several maps, so the query, key and value blocks of a fused attention projection are
+three groups, as NiNo's per-layer scaling treats separate layers; see :func:`_normalization_groups`;
+undone after):
 
 .. math::
     \mu_l, \sigma_l = \operatorname{mean}, \operatorname{std}\ \text{of}\ \{\theta^{(k)}_p : p \in l,\ k < c\},
@@ -101,8 +104,10 @@ class NowcastLayout:
         slot_owner: ``[P]`` int32, its edge id or node id.
         slot_col: ``[P]`` int32, node column (:data:`~weightspace.graph.vocab.NODE_FEATURES`), or
             ``len(NODE_FEATURES)`` for edge slots.
-        slot_tensor: ``[P]`` int32, id of the parameter tensor it belongs to (normalization groups).
-        num_tensors: number of tensor ids.
+        slot_tensor: ``[P]`` int32, its normalization group (:func:`_normalization_groups`): the
+            parameter tensor it belongs to, split by role where one tensor packs several maps (the
+            query, key and value blocks of a fused attention projection), numbered in flat order.
+        num_tensors: number of normalization groups.
         edge_index, edge_type, node_type, node_act: the graph's structure (``edge_index`` int32,
             ``edge_type`` int8, as the spec stores them: no copy).
         shapes: the parameter tensors' shapes in flat order (one copy; empty for repeated layouts).
@@ -143,13 +148,8 @@ class NowcastLayout:
         owner[nodes] = (idx[nodes] // Fn).to(torch.int32)
         col = torch.full(edge.shape, Fn, dtype=torch.int32)
         col[nodes] = (idx[nodes] % Fn).to(torch.int32)
-        tensor = torch.empty(edge.shape, dtype=torch.int32)
-        o = 0
-        for t, shape in enumerate(spec.shapes):  # (a fill per tensor: repeat_interleave is slow at this size)
-            n = math.prod(shape)
-            tensor[o: o + n] = t
-            o += n
-        out = cls(int(edge.numel()), N, E, edge, owner, col, tensor, len(spec.shapes), spec.edge_index,
+        tensor, groups = _normalization_groups(spec, edge, owner)
+        out = cls(int(edge.numel()), N, E, edge, owner, col, tensor, groups, spec.edge_index,
                   spec.edge_type, spec.node_type.long(), spec.node_act.long(), tuple(tuple(s) for s in spec.shapes))
         spec._cache["nowcast_layout"] = out
         return out
@@ -184,6 +184,53 @@ class NowcastLayout:
             with torch.inference_mode(False), torch.no_grad():
                 hit = self.cache[key] = _GraphIndex.build(self.repeat(copies), torch.device(device))
         return hit
+
+
+def _normalization_groups(spec: GraphSpec, edge: Tensor, owner: Tensor) -> tuple[Tensor, int]:
+    """``(group [P] int32, number of groups)``: the per-layer normalization groups of the flat parameters.
+
+    A group is one parameter tensor, split by role where the tensor packs several maps: the role of
+    a weight entry is its edge type, that of a node parameter its neuron's node type. So the query,
+    key and value blocks of a fused attention projection (``in_proj_weight``, GPT-2's ``c_attn``) and
+    their biases are normalized apart, as if they were separate layers, each with its own scale and
+    step size (NiNo normalizes per layer; packing q, k and v into one group gives the one with the
+    smallest steps a scale set by the others). Tensors of one role (every Linear, conv, norm) are one
+    group each, as before. Groups are numbered in flat order, so a group's positions are contiguous
+    whenever the roles of a tensor are (row blocks, as in a fused projection).
+    """
+    group = torch.empty(edge.shape, dtype=torch.int32)
+    E = spec.num_edges
+    etype = spec.edge_type.long() if E else None
+    ntype = spec.node_type.long()
+    g = o = 0
+    for shape in spec.shapes:  # (a fill per tensor: repeat_interleave is slow at this size)
+        n = math.prod(shape)
+        sl = slice(o, o + n)
+        o += n
+        if n == 0:
+            continue
+        e, w = edge[sl], owner[sl].long()
+        if bool(e.all()):
+            role = etype[w]
+        elif not bool(e.any()):
+            role = ntype[w]
+        else:
+            role = torch.where(e, etype[w.clamp_max(E - 1)], _VOCAB_ROWS + ntype[w.clamp_max(ntype.numel() - 1)])
+        if bool((role == role[0]).all()):
+            group[sl] = g
+            g += 1
+            continue
+        change = torch.ones(n, dtype=torch.bool)  # roles in order of first appearance
+        change[1:] = role[1:] != role[:-1]
+        first = {}
+        runs = change.nonzero().squeeze(1).tolist() + [n]
+        for a, b in zip(runs[:-1], runs[1:]):
+            r = int(role[a])
+            if r not in first:
+                first[r] = g + len(first)
+            group[o - n + a: o - n + b] = first[r]
+        g += len(first)
+    return group, g
 
 
 def _csr(rows: Tensor, cols: Tensor, num_rows: int) -> tuple[Tensor, Tensor, Tensor]:

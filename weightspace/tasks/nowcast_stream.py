@@ -67,7 +67,7 @@ class _Block:
     cols: Tensor
     dst_rows: bool
     kind: Tensor | int  # embedding row of every (a, b) (``[d0, d1]``), or the one row of all
-    tensor: int  # its tensor id (normalization group)
+    tensor: int  # its normalization group
 
     @property
     def size(self) -> int:
@@ -79,7 +79,8 @@ class StreamIndex:
     """Per-architecture indices of the streamed path (built once, cached on the layout).
 
     ``inv_in``, ``inv_out``, ``inv_own [N]``: 1 / number of incoming weight entries, outgoing weight
-    entries and own node parameters of every neuron; ``tensor_count [G]``: parameters per tensor.
+    entries and own node parameters of every neuron; ``tensor_count [G]``: parameters per
+    normalization group.
     ``rest [Pr]``: flat positions of the parameters outside dense blocks (``None``: all of them, in
     order); for those, ``kind`` (embedding row), ``agg_a``/``agg_b`` (aggregation rows: destination and
     ``N +`` source of a weight entry; ``2N +`` owner and the discarded row ``3N`` of a node
@@ -110,14 +111,11 @@ class StreamIndex:
     @classmethod
     def build(cls, lay: NowcastLayout, block_min: int = BLOCK_MIN) -> StreamIndex:
         N, P = lay.num_nodes, lay.num_params
-        if lay.shapes:
-            tensor_count = torch.tensor([math.prod(s) for s in lay.shapes], dtype=torch.float32)
-        else:  # a hand-made layout: no tensor shapes, so no dense blocks
-            tensor_count = torch.bincount(lay.slot_tensor.long(), minlength=lay.num_tensors).float()
+        tensor_count = torch.bincount(lay.slot_tensor.long(), minlength=lay.num_tensors).float()
         cnt_in = torch.zeros(N, dtype=torch.long)
         cnt_out = torch.zeros(N, dtype=torch.long)
-        blocks, covered, o = [], [], 0
-        for tid, shape in enumerate(lay.shapes):
+        blocks, covered = [], []
+        for o, shape, tid in _group_pieces(lay):  # (shapes are empty for a hand-made layout: no blocks)
             n = math.prod(shape)
             b = _detect_block(lay, o, shape, tid) if n >= block_min and len(shape) >= 2 else None
             if b is not None:
@@ -126,7 +124,6 @@ class StreamIndex:
                 dst, src = (b.rows, b.cols) if b.dst_rows else (b.cols, b.rows)
                 cnt_in.index_add_(0, dst, torch.full_like(dst, n // len(dst)))
                 cnt_out.index_add_(0, src, torch.full_like(src, n // len(src)))
-            o += n
         if covered:
             keep = torch.ones(P, dtype=torch.bool)
             for a, b_ in covered:
@@ -155,6 +152,29 @@ class StreamIndex:
                        for b in self.blocks)
         kw = {k: mv(v) for k, v in self.__dict__.items() if k != "blocks"}
         return StreamIndex(**{**kw, "blocks": blocks})
+
+
+def _group_pieces(lay: NowcastLayout):
+    """``(start, shape, group)`` of every piece of a parameter tensor in one normalization group: the
+    whole tensor, or, for a tensor split into groups along whole rows of its first dimension (the
+    q/k/v blocks of a fused projection), each row block; pieces split otherwise are not yielded (their
+    parameters take the generic path)."""
+    o = 0
+    for shape in lay.shapes:
+        n = math.prod(shape)
+        if n == 0:
+            continue
+        g = lay.slot_tensor[o: o + n]
+        if int(g[0]) == int(g[-1]) and bool((g == g[0]).all()):
+            yield o, tuple(shape), int(g[0])
+        else:
+            row = n // int(shape[0])
+            change = (g[1:] != g[:-1]).nonzero().squeeze(1) + 1
+            cuts = [0, *change.tolist(), n]
+            if all(c % row == 0 for c in cuts) and len(set(int(g[c]) for c in cuts[:-1])) == len(cuts) - 1:
+                for a, b in zip(cuts[:-1], cuts[1:]):
+                    yield o + a, ((b - a) // row, *shape[1:]), int(g[a])
+        o += n
 
 
 def _detect_block(lay: NowcastLayout, start: int, shape: tuple, tensor: int) -> _Block | None:
