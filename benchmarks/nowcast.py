@@ -470,18 +470,6 @@ def write_md(prefix: Path, results: dict) -> None:
                          + (f", {h['tune_cost']:.1f} with the hook's time in plain steps)" if 'tune_cost' in h
                             else (")" if 'tune_steps' in h else ""))
                          + (f"; hold: {h['hold']}" if 'hold' in h else ""))
-    ht = results.get("hold_tuning")
-    if ht:
-        opts = " / ".join(HOLDS)
-        lines += ["", f"What the hook holds (``hold``; none: every parameter jumps, NiNo; attn_qkv: attention's "
-                  f"query/key/value maps stay with the optimizer), chosen per method on the in-distribution "
-                  f"transformer task {ht['task']} (1-D TinyViT regressing a synthetic teacher of a seed unseen in "
-                  f"meta-training; budget {ht['budget']}, {ht['seeds']} seeds, target validation MSE "
-                  f"{ht['target_val_loss']:.4f}; Adam {ht['steps']['adam']:.1f} steps), steps to target {opts}:", ""]
-        for n, st in ht["steps"].items():
-            if n != "adam":
-                lines.append(f"- {n}: " + " / ".join(f"{st[o]:.1f}" for o in HOLDS))
-        lines.append("")
     if "nino_lean" in results["hook"]:
         lean = results["hook"]["nino_lean"]
         lines.append(f"- nino_lean is the same graph nowcaster at the fastest setting whose hook time before the "
@@ -494,6 +482,17 @@ def write_md(prefix: Path, results: dict) -> None:
                      f"Linefit {i['val_linefit_loss']:.3f})")
     if results["hook"].get("tuning_adam"):
         lines.append(f"- Adam alone on the tuning task: {results['hook']['tuning_adam']['tune_steps']:.1f} steps")
+    ht = results.get("hold_tuning")
+    if ht:
+        opts = " / ".join(HOLDS)
+        lines += ["", f"What the hook holds (``hold``; none: every parameter jumps, NiNo; attn_qkv: attention's "
+                  f"query/key/value maps stay with the optimizer), chosen per method on the in-distribution "
+                  f"transformer task {ht['task']} (1-D TinyViT regressing a synthetic teacher of a seed unseen in "
+                  f"meta-training; budget {ht['budget']}, {ht['seeds']} seeds, target validation MSE "
+                  f"{ht['target_val_loss']:.4f}; Adam {ht['steps']['adam']:.1f} steps), steps to target {opts}:", ""]
+        for n, st in ht["steps"].items():
+            if n != "adam":
+                lines.append(f"- {n}: " + " / ".join(f"{st[o]:.1f}" for o in HOLDS))
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -67,7 +67,7 @@ class _Block:
     cols: Tensor
     dst_rows: bool
     kind: Tensor | int  # embedding row of every (a, b) (``[d0, d1]``), or the one row of all
-    tensor: int  # its normalization group
+    tensor: int | Tensor  # its normalization group, or the group of every column ``[d1]``
 
     @property
     def size(self) -> int:
@@ -148,17 +148,19 @@ class StreamIndex:
         if self.inv_in.device == torch.device(device):
             return self
         mv = lambda t: t.to(device) if isinstance(t, Tensor) else t  # noqa: E731
-        blocks = tuple(_Block(b.start, b.d0, b.d1, b.T, mv(b.rows), mv(b.cols), b.dst_rows, mv(b.kind), b.tensor)
+        blocks = tuple(_Block(b.start, b.d0, b.d1, b.T, mv(b.rows), mv(b.cols), b.dst_rows, mv(b.kind), mv(b.tensor))
                        for b in self.blocks)
         kw = {k: mv(v) for k, v in self.__dict__.items() if k != "blocks"}
         return StreamIndex(**{**kw, "blocks": blocks})
 
 
 def _group_pieces(lay: NowcastLayout):
-    """``(start, shape, group)`` of every piece of a parameter tensor in one normalization group: the
-    whole tensor, or, for a tensor split into groups along whole rows of its first dimension (the
-    q/k/v blocks of a fused projection), each row block; pieces split otherwise are not yielded (their
-    parameters take the generic path)."""
+    """``(start, shape, group)`` of the pieces of parameter tensors that may be dense blocks: a tensor
+    in one normalization group (``group`` an int); for a tensor split into groups along whole rows of
+    its first dimension (the q/k/v blocks of ``nn.MultiheadAttention.in_proj_weight``), each row
+    block; for one split along its second dimension (GPT-2's ``Conv1D`` ``c_attn``, ``[in, 3·out]``), the
+    whole tensor with ``group`` the ``[d1]`` group of every column. Tensors split otherwise are not
+    yielded (their parameters take the generic path)."""
     o = 0
     for shape in lay.shapes:
         n = math.prod(shape)
@@ -174,6 +176,11 @@ def _group_pieces(lay: NowcastLayout):
             if all(c % row == 0 for c in cuts) and len(set(int(g[c]) for c in cuts[:-1])) == len(cuts) - 1:
                 for a, b in zip(cuts[:-1], cuts[1:]):
                     yield o + a, ((b - a) // row, *shape[1:]), int(g[a])
+            elif len(shape) >= 2:
+                g3 = g.view(int(shape[0]), int(shape[1]), -1)
+                col = g3[0, :, 0]
+                if bool((g3 == col[None, :, None]).all()):
+                    yield o, tuple(shape), col.long()
         o += n
 
 
@@ -258,7 +265,10 @@ def _take(index: StreamIndex, win: _Window, tid: Tensor, seg) -> tuple[Tensor, T
         return win.gather(pos), tid.index_select(0, pos.to(tid.device)), pos
     step = what.d1 * what.T
     pos = slice(what.start + a * step, what.start + b * step)
-    return win.slice(pos.start, pos.stop), what.tensor, pos
+    t = what.tensor
+    if isinstance(t, Tensor):  # groups by column: the chunk's ids, [rows, d1, T] flattened
+        t = t.to(tid.device)[None, :, None].expand(b - a, what.d1, what.T).reshape(-1)
+    return win.slice(pos.start, pos.stop), t, pos
 
 
 class _Chunks:
