@@ -17,13 +17,14 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
   dropped, so e.g. Adam restarts its moments and bias correction).
 * A jump that would produce NaN/inf is skipped with a ``RuntimeWarning`` and never applied.
 * ``hold``: roles of the parameter graph whose parameters the jumps leave to the optimizer. By
-  default the query, key and value projections of attention (weights and biases; :data:`HOLD_DEFAULT`):
-  a head's output is a product of the three maps through a softmax, ``softmax(x W_q (x W_k)^T) x W_v``,
-  so extrapolating each factor on its own errs in their product to second order in the horizon, and
-  the softmax amplifies errors in the logits. Measured on the in-distribution transformer task of
-  ``benchmarks/nowcast.py`` (1-D TinyViTs regressing a synthetic teacher unseen in meta-training),
-  jumping them makes the graph nowcaster slower than Adam alone, holding them makes it faster; the
-  benchmark records that comparison. ``hold=()`` jumps every parameter (NiNo).
+  default the query, key and value projections of attention (weights and biases; :data:`HOLD_DEFAULT`).
+  The reason is empirical: on the in-distribution transformer task of ``benchmarks/nowcast.py``
+  (1-D TinyViTs regressing a synthetic teacher unseen in meta-training), jumping them made the graph
+  nowcaster slower than Adam alone and holding them made it faster (the benchmark records the
+  comparison). A likely cause is that a head's output is a product of the three maps through a
+  softmax, ``softmax(x W_q (x W_k)^T) x W_v``. A per-parameter prediction extrapolates each factor on
+  its own, so its errors multiply, and the softmax amplifies errors in the logits. ``hold=()`` jumps
+  every parameter, as NiNo does.
 
 Cost: everything that does not change between jumps is built once (the :class:`GraphSpec`, the
 nowcaster's index tensors, the split of the flat vector into the model's tensors); the snapshots
@@ -251,9 +252,10 @@ class NowcastHook:
         # oldest first, read in place (with period = context x stride the buffer is in order at a jump)
         window = self._buf if pos == 0 else [self._buf[(pos + i) % c] for i in range(c)]
         delta = self.nowcaster.predict(self.layout, window, horizon=k)  # [P], streamed in chunks
-        if not self._all_moved:
-            delta = delta * self._mask
-        new = torch.add(window[-1], delta, out=self._new)
+        if self._all_moved:
+            new = torch.add(window[-1], delta, out=self._new)
+        else:  # held / frozen parameters stay: one fused pass, no parameter-sized temporary
+            new = torch.addcmul(window[-1], delta, self._mask, out=self._new)
         rec = {"step": self.step, "horizon": k, "steps_ahead": k * self.stride,
                "seconds": 0.0, "applied": False}
         if not bool(torch.isfinite(new).all()):
@@ -319,4 +321,4 @@ class NowcastHook:
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(kind={self.nowcaster.kind!r}, period={self.period}, "
                 f"context={self.context}, step={self.step}, jumps={self.jumps}, skipped={self.skipped}, "
-                f"optimizer_state={self.optimizer_state!r})")
+                f"optimizer_state={self.optimizer_state!r}, hold={self.hold!r}, held={self.held})")
