@@ -5,7 +5,8 @@ For every seed (the run split, initializations and draws all follow it):
 1. the homogeneous zoo's final checkpoints are split train/val/test *by run*;
 2. generators are trained on the training runs (selection on validation runs / validation inputs):
    p-diff (flattened parameters), p-diff on neuron-aligned parameters, and the architecture-aware
-   graph latent diffusion (unprompted, and prompted with a high target accuracy, G.pt-style);
+   graph latent diffusion (unprompted, and prompted with a high target accuracy, G.pt-style; its latent
+   temperature is calibrated on the validation inputs and validation runs, the table at the end);
 3. baselines, each a family with one knob (Zeng et al. 2025): training nets + Gaussian noise
    (sigma x tensor RMS), averages of k aligned training nets, a per-coordinate Gaussian fit to the
    aligned training nets (std x shrink);
@@ -289,8 +290,8 @@ def render(result: dict) -> str:
         lines += ["", "## Latent temperature (chosen on the validation split: validation inputs, validation runs)", "",
                   "Per candidate scale of the DDPM samples: mean validation accuracy of the decoded samples, the "
                   "probability that a decoded sample is farther from the training runs than a validation run is "
-                  "(nearest TV; 0.5 = as far), and their pairwise IoU on validation inputs. Kept: the probability "
-                  "largest scale reached, in increasing order, while the accuracy stays at least the training runs' mean.", "",
+                  "(nearest TV; 0.5 = as far), and their pairwise IoU on validation inputs. Kept: the largest "
+                  "scale reached, in increasing order, while the accuracy stays at least the training runs' mean.", "",
                   "| zoo | seed | training runs' validation accuracy | scale: accuracy / farther probability / pairwise IoU | kept |",
                   "|---|---|---|---|---|"]
         for s in result["per_seed"]:

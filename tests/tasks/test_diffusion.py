@@ -136,6 +136,8 @@ def test_cli_end_to_end(zoo, tmp_path):
         net.load_state_dict(load_file(str(out / s["file"])))
         assert 0 <= s["test_accuracy"] <= 1
     assert {"generated", "training", "encode_decode"} <= set(report["results"][0])
+    kept = [r for r in report["latent_scale_calibration"] if r["kept"]]
+    assert len(kept) == 1 and report["latent_scale"] == kept[0]["scale"]
 
 
 def test_cli_bad_input(zoo, tmp_path):

@@ -4,7 +4,8 @@ Trains a generator on the zoo's final checkpoints (``kind=graph``: the architect
 latent diffusion; ``kind=pdiff``: the fixed-architecture p-diff baseline), samples ``n`` networks
 and writes ``OUT/sample_XXXX.safetensors`` (keys = the target module's ``state_dict`` keys) and
 ``OUT/report.json`` (each sample's file, ``_target_`` architecture and test accuracy; accuracy and
-novelty figures against the zoo's training and held-out runs; sampling throughput).
+novelty figures against the zoo's training and held-out runs; sampling throughput; for ``kind=graph``
+the latent temperature, chosen on the validation split unless ``graph.sample_scale`` fixes it).
 ``arch={_target_:model_zoo.archs.MLP,depth:3,width:24}`` generates for one architecture (for
 ``kind=graph`` also one the zoo does not hold); without it a mixed zoo's architectures share ``n``.
 ``accuracy=0.97`` prompts the graph generator with a target (validation) accuracy.
@@ -63,6 +64,8 @@ def run(cfg: DictConfig) -> None:
         if "training" in r:
             line += f" (training nets mean {r['training']['test_accuracy']['mean']:.3f})"
         log.info(line)
+    if report["latent_scale"] is not None:
+        log.info("latent temperature %.2f", report["latent_scale"])
     log.info("%d networks in %s (%.1f nets/s)", report["n"], cfg.out, report["throughput_nets_per_s"] or 0.0)
 
 

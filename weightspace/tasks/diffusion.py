@@ -255,7 +255,8 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
 
     With ``arch=None`` on a zoo of several architectures, the ``n`` networks are spread over them.
     Returns the report (``samples``: file + ``_target_`` architecture + test accuracy per network;
-    ``results``: accuracy and novelty per architecture; ``throughput``; ``encode_decode``).
+    ``results``: accuracy and novelty per architecture; ``throughput``; ``encode_decode``; for the graph
+    generator ``latent_scale`` and the validation figures that chose it, ``latent_scale_calibration``).
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -297,6 +298,8 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
     bar.close()
     report = {"zoo": gen.population.zoo_path, "kind": gen.kind, "seed": seed, "n": made,
               "target_accuracy": accuracy,
+              "latent_scale": float(gen.model.scale) if gen.kind == "graph" else None,
+              "latent_scale_calibration": list(getattr(gen.model, "calibration", [])),
               "throughput_nets_per_s": made / t_sample if t_sample > 0 else None,
               "accuracy_inputs": "test half of the zoo dataset's test split (never used in training or selection)",
               "samples": samples, "results": results}
