@@ -7,7 +7,8 @@ For each built-in zoo (``digits_cnn`` and ``digits_mlp`` by default) this script
    the one-time scikit-learn import);
 2. trains a uniform random sample of ``--seq-models`` runs of the same zoo one by one with a plain
    PyTorch loop (``nn.Module`` + ``torch.optim``, same initialization, data order, dropout, L2 and
-   checkpoint evaluations, no storage) and times each;
+   checkpoint evaluations, no storage) and times each; the legs alternate (a build, a share of the
+   one-by-one runs, the next build, ...) so that drifts of the machine's speed fall on both;
 3. reports models/minute for both, the speed-up with its standard error, and the final test-accuracy
    distribution.
 
@@ -101,30 +102,30 @@ def bench(name: str, size: int, seq_models: int, out_root: Path, repeats: int = 
     out = out_root / name
     # Loaded (and its libraries imported) before either leg is timed; generate() loads it again.
     data = model_zoo.load_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
-    walls, cpus = [], []
-    for _ in range(repeats):  # the same zoo built again from scratch: the timing noise of the batched leg
-        shutil.rmtree(out, ignore_errors=True)
-        t0, c0 = time.perf_counter(), time.process_time()
-        zoo = model_zoo.generate(cfg, out, progress=True)
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    t_batched, c_batched = float(np.mean(walls)), float(np.mean(cpus))
-    acc = np.asarray(zoo.final_metrics()["test_accuracy"], dtype=float)
-    loss = np.asarray(zoo.final_metrics()["test_loss"], dtype=float)
-    disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-
     tcfg = trainer_config(cfg)
     # A uniform random sample of the zoo's runs (fixed seed), timed one by one.
     all_runs = model_zoo.sample_runs(cfg["space"], cfg["arch"], size, cfg["seed"])
     pick = np.random.default_rng(0).choice(size, size=min(seq_models, size), replace=False)
     runs = [all_runs[i] for i in sorted(pick)]
-    per_model, per_model_cpu, seq_acc = [], [], []
-    for run in runs:
-        torch.manual_seed(run.seed)
-        t, c = time.perf_counter(), time.process_time()
-        seq_acc.append(train_one_by_one(run, data, tcfg))
-        per_model.append(time.perf_counter() - t)
-        per_model_cpu.append(time.process_time() - c)
+    # The legs alternate (build, a share of the one-by-one runs, build, ...), so a drift of the
+    # machine's speed over the run (tens of percent within minutes here) falls on both legs alike.
+    walls, cpus, per_model, per_model_cpu, seq_acc = [], [], [], [], []
+    for rep in range(repeats):
+        shutil.rmtree(out, ignore_errors=True)
+        t0, c0 = time.perf_counter(), time.process_time()
+        zoo = model_zoo.generate(cfg, out, progress=True)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        for run in runs[rep::repeats]:
+            torch.manual_seed(run.seed)
+            t, c = time.perf_counter(), time.process_time()
+            seq_acc.append(train_one_by_one(run, data, tcfg))
+            per_model.append(time.perf_counter() - t)
+            per_model_cpu.append(time.process_time() - c)
+    t_batched, c_batched = float(np.mean(walls)), float(np.mean(cpus))
+    acc = np.asarray(zoo.final_metrics()["test_accuracy"], dtype=float)
+    loss = np.asarray(zoo.final_metrics()["test_loss"], dtype=float)
+    disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     per_model, per_model_cpu = np.array(per_model), np.array(per_model_cpu)
     n = len(per_model)
     sem = float(per_model.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
@@ -218,7 +219,8 @@ def write_outputs(results: list[dict], meta: dict) -> None:
     lines += ["", "Batched: full builds of the zoo (sampling, training, metrics at every checkpoint, safetensors "
               "storage), each from scratch; the table lists every build's time and uses their mean. One by one: a "
               "plain `torch.optim` loop per model (same init, data order, dropout, L2, checkpoint evaluations; no "
-              "storage) over a uniform random sample of the zoo's runs. Speed-up = mean one-by-one time per model "
+              "storage) over a uniform random sample of the zoo's runs, timed in shares after each build (the legs "
+              "alternate, so a drift of the machine's speed falls on both). Speed-up = mean one-by-one time per model "
               "× runs ÷ batched build time; its standard error combines the sampling error of the mean time per "
               "model with the spread of the builds. Both legs of a row use the row's torch thread count. CPU time: the "
               "process's own core time (`time.process_time`); speed-up by CPU time = mean one-by-one CPU time "
