@@ -56,7 +56,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -65,6 +65,9 @@ from tqdm.auto import tqdm
 
 from weightspace.graph import GraphSpec
 from weightspace.graph.vocab import NODE_FEATURES, Activation, EdgeType, NodeType
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .nowcast_plan import JumpPlan
 
 log = logging.getLogger(__name__)
 
@@ -630,7 +633,7 @@ class Nowcaster(nn.Module):
         y = nn.functional.silu(self.mid(y), inplace=True)
         return y.view(B, P, De)
 
-    def predict(self, spec: GraphSpec | NowcastLayout, window: Tensor | Sequence[Tensor],
+    def predict(self, spec: GraphSpec | NowcastLayout | JumpPlan, window: Tensor | Sequence[Tensor],
                 horizon: int | None = None) -> Tensor:
         """Deltas ``theta(last + h spacings) - theta(last)`` for ``h = 1..horizons`` (or only ``horizon``).
 
@@ -641,7 +644,10 @@ class Nowcaster(nn.Module):
         ``[B, c, P]`` in one pass over all of them (:meth:`forward`).
 
         Args:
-            spec: the architecture's :class:`~weightspace.GraphSpec` (or its layout).
+            spec: the architecture's :class:`~weightspace.GraphSpec` (or its layout), or a
+                :class:`~weightspace.tasks.nowcast_plan.JumpPlan` of it: a window ``[c, P]`` (or ``c`` rows)
+                and one ``horizon`` then take the plan's prepared path (the hook's jump), anything
+                else the plan's layout.
             window: ``[c, P]`` or ``[B, c, P]`` flat snapshots (``spec.flatten``), oldest first,
                 evenly spaced, or a sequence of ``c`` tensors ``[P]`` (e.g. a ring buffer's rows, read
                 in place); ``c`` may differ from the training context (Linefit features adapt;
@@ -651,6 +657,11 @@ class Nowcaster(nn.Module):
         Returns:
             ``[H, P]`` / ``[B, H, P]``, or ``[P]`` / ``[B, P]`` for one ``horizon``, in the window's dtype.
         """
+        if not isinstance(spec, (NowcastLayout, GraphSpec)):  # a JumpPlan
+            plan, spec = spec, spec.layout
+            if (plan.nowcaster is self and horizon is not None
+                    and (not isinstance(window, Tensor) or window.dim() == 2)):
+                return plan(window, horizon)
         layout = spec if isinstance(spec, NowcastLayout) else NowcastLayout.from_spec(spec)
         rows = None if isinstance(window, Tensor) else list(window)
         if rows is not None:

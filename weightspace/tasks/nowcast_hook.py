@@ -31,7 +31,10 @@ nowcaster's index tensors, the split of the flat vector into the model's tensors
 live in one preallocated ``[context, P]`` ring buffer, each written by one ``torch._foreach_copy_``
 into views of the row shaped like the model's tensors; a jump is one call of the nowcaster under
 ``torch.inference_mode`` for the one horizon it needs, and one ``torch._foreach_copy_`` writes the
-result back. The prediction streams over chunks of parameters
+result back. On a model of up to :data:`~weightspace.tasks.nowcast_plan.PLAN_MAX` parameters the
+call runs a :class:`~weightspace.tasks.nowcast_plan.JumpPlan` made at attach time (indices, buffers
+and what it derives from the nowcaster's weights prepared once; the same predictions up to float
+rounding); a larger model's prediction streams over chunks of parameters
 (:mod:`~weightspace.tasks.nowcast_stream`), so a jump on a model with tens of millions of
 parameters needs little memory beyond the ring buffer.
 """
@@ -52,6 +55,7 @@ from weightspace.graph import GraphSpec
 from weightspace.graph.vocab import EdgeType, NodeType
 
 from .nowcast import Nowcaster, NowcastLayout
+from .nowcast_plan import PLAN_MAX, JumpPlan
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +206,9 @@ class NowcastHook:
         self._new_views = self._views(self._new, self._moved_idx)
         self._moved_tensors = [self._tensors[i] for i in self._moved_idx]
         self._same_device = all(t.device == device for t in self._tensors)
+        # a small model's jump is prepared once (indices, buffers, gathered nowcaster weights); a larger
+        # one is streamed in chunks (bounded memory)
+        self._plan = self._make_plan() if self.spec.num_params <= PLAN_MAX else None
         self._handles = [
             optimizer.register_step_post_hook(self._on_step),
             optimizer.register_state_dict_post_hook(self._sd_post),
@@ -215,6 +222,9 @@ class NowcastHook:
         n = min(self._count, self.context)
         order = [(self._count - n + i) % self.context for i in range(n)]
         return self._buf[order].clone()
+
+    def _make_plan(self) -> JumpPlan:
+        return JumpPlan(self.nowcaster, self.layout, self.context, self.nowcaster._device(self._buf.device))
 
     def _views(self, flat: Tensor, which) -> list[Tensor]:
         offsets = [0]
@@ -251,7 +261,10 @@ class NowcastHook:
         pos = self._count % c  # the oldest snapshot; the buffer is full
         # oldest first, read in place (with period = context x stride the buffer is in order at a jump)
         window = self._buf if pos == 0 else [self._buf[(pos + i) % c] for i in range(c)]
-        delta = self.nowcaster.predict(self.layout, window, horizon=k)  # [P], streamed in chunks
+        plan = self._plan
+        if plan is not None and plan.device != self.nowcaster._device(plan.device):  # the nowcaster moved
+            plan = self._plan = self._make_plan()
+        delta = self.nowcaster.predict(plan if plan is not None else self.layout, window, horizon=k)  # [P]
         if self._all_moved:
             new = torch.add(window[-1], delta, out=self._new)
         else:  # held / frozen parameters stay: one fused pass, no parameter-sized temporary
@@ -313,6 +326,7 @@ class NowcastHook:
             h.remove()
         self._handles = []
         self._count = 0
+        self._plan = None  # its buffers are freed; a removed hook makes no more jumps
 
     @property
     def attached(self) -> bool:

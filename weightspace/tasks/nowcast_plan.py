@@ -1,0 +1,324 @@
+r"""A prepared jump: the one-window prediction of :class:`~weightspace.tasks.nowcast.Nowcaster` for one
+small architecture, with everything except the window computed once.
+
+A :class:`~weightspace.tasks.nowcast_hook.NowcastHook` predicts windows of the same architecture
+with the same nowcaster again and again, and on a model of a few thousand parameters the prediction
+is a few hundred small tensor operations whose fixed costs (dispatch, allocation, index building)
+outweigh the arithmetic. :class:`JumpPlan` computes the same function as
+:func:`~weightspace.tasks.nowcast_stream.predict_stream` (and the batched
+:meth:`Nowcaster.forward <weightspace.tasks.nowcast.Nowcaster.forward>`) for one horizon, with:
+
+* every index that depends only on the graph built once (normalization groups, the aggregation of
+  parameter encodings into neurons as one sparse ``[3N, P]`` matrix with the averaging folded into
+  its values, the message matrix of the weights outside dense blocks, the readout's context rows);
+* what depends only on the nowcaster's weights gathered once and refreshed when a weight changes
+  (the per-parameter embedding row plus encoder bias ``[P, De]``; the neurons' type, activation and
+  input-layer bias ``[N, D]``);
+* the features written into one preallocated buffer, feature-major, with the encoder's columns
+  permuted to the buffer's row order so that statistics, features and encodings take no copies;
+* the readout's three-term sum (a parameter's own encoding and its two neurons' contexts) as one
+  ``embedding_bag`` over a table holding both;
+* Linefit in closed form: its prediction ``(mean - last) + slope·((c-1)/2 + h)`` does not depend on
+  the step scale, which the general path divides by and multiplies back.
+
+Results equal the streamed path's up to float rounding (``tests/tasks/test_nowcast_plan.py``).
+Memory: about ``(c + 3·De + 16)`` floats per parameter besides the window, so a plan is made only for
+models of at most :data:`PLAN_MAX` parameters; larger ones take the streamed path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .nowcast import _CHANNELS, Nowcaster, NowcastLayout, _context_rows, _csr, _slot_ends, _sparse
+from .nowcast_stream import BLOCK_MIN, stream_index
+
+__all__ = ["JumpPlan", "PLAN_MAX"]
+
+PLAN_MAX = 1 << 17  # parameters: larger models take the streamed path (bounded memory)
+_DENSE_GROUPS = 1 << 21  # groups x parameters up to which group means are a product with a dense [P, G] matrix
+
+
+class JumpPlan:
+    """One architecture's prepared one-window, one-horizon prediction by ``nowcaster`` (see module docs).
+
+    Args:
+        nowcaster: the predictor (``graph``, ``mlp`` or ``linefit``); the plan reads its weights at
+            every call and re-gathers what it derives from them when any of them changed.
+        layout: the architecture (:meth:`NowcastLayout.from_spec`).
+        context: snapshots per window (default: the nowcaster's; Linefit takes any ``c >= 2``).
+        device: where to compute (default: the nowcaster's device).
+        block_min: weight tensors with at least this many entries pass messages as dense blocks
+            (:data:`~weightspace.tasks.nowcast_stream.BLOCK_MIN`).
+
+    Shapes:
+        ``plan(window, horizon)``: ``window [c, P]`` (or ``c`` tensors ``[P]``), oldest first ->
+        deltas ``[P]`` (``theta(last + horizon spacings) - theta(last)``), on the window's device and
+        in its dtype.
+    """
+
+    def __init__(self, nowcaster: Nowcaster, layout: NowcastLayout, context: int | None = None,
+                 device: torch.device | str | None = None, block_min: int = BLOCK_MIN) -> None:
+        c = int(context or nowcaster.context)
+        if nowcaster.kind != "linefit" and c != nowcaster.context:
+            raise ValueError(f"this nowcaster reads {nowcaster.context} snapshots, got context={c}")
+        if c < 2:
+            raise ValueError(f"a window needs at least 2 snapshots, got {c}")
+        self.nowcaster, self.layout, self.context = nowcaster, layout, c
+        self.kind, self.horizons = nowcaster.kind, nowcaster.horizons
+        self.device = torch.device(device) if device is not None else nowcaster._device(torch.device("cpu"))
+        self.num_params = layout.num_params
+        with torch.inference_mode(False), torch.no_grad():
+            self._build(layout.to(torch.device("cpu")), block_min)
+        self._weights_key: tuple | None = None
+
+    # ------------------------------------------------------------------ structure (once)
+    def _build(self, lay: NowcastLayout, block_min: int) -> None:
+        P, N, G, c, dev = lay.num_params, lay.num_nodes, lay.num_tensors, self.context, self.device
+        tid = lay.slot_tensor.long()
+        self._win = torch.empty(c, P, device=dev)  # the window when it arrives as rows or on another device
+        kc = torch.arange(c, dtype=torch.float32) - (c - 1) / 2
+        self._kcw = (kc / (kc * kc).sum()).to(dev)  # least-squares slope over k = 0..c-1
+        self._base = torch.empty(P, device=dev)
+        self._x = torch.empty(2, P, device=dev)  # per-parameter mean over the window; sum of |steps|
+        if self.kind == "linefit":
+            return
+        self.num_tensors = G
+        self._tid = tid.to(dev)
+        cnt = torch.bincount(tid, minlength=G).clamp_min(1).float()
+        if G * P <= _DENSE_GROUPS:  # group means as one small matrix product
+            gm = torch.zeros(P, G)
+            gm[torch.arange(P), tid] = 1.0 / cnt[tid]
+            self._gm, self._inv_cnt = gm.to(dev), None
+        else:
+            self._gm, self._inv_cnt = None, (1.0 / cnt).to(dev)
+        self._tab = torch.empty(3, G, device=dev)  # per group: step scale, sigma, log(step / sigma)
+        # feature buffer, flat so that the message values can also read a constant 1 at its end:
+        # rows 0 s_p, 1 sigma_p, then the c+2 features [logscale, last, d_1..d_{c-1}, slope], 1.0
+        self._rows = c + 4
+        self._flat = torch.empty(self._rows * P + 1, device=dev)
+        self._flat[-1] = 1.0
+        self._buf = self._flat[:-1].view(self._rows, P)
+        self._dev = torch.empty(c, P, device=dev)  # theta - mu of its group
+        self._abs = torch.empty(c - 1, P, device=dev)
+        self._mu = torch.empty(P, device=dev)
+        # the encoder's input columns in the buffer's row order (features are [last, d.., logscale, slope])
+        self._perm = [c, 0, *range(1, c), c + 1]
+        if self.kind != "graph":
+            return
+        De = self.nowcaster.config.param_hidden
+        self._N = N
+        edge, owner, src, dst, kind = _slot_ends(lay)
+        self._kind = kind
+        p = torch.arange(P)
+        ep, np_ = p[edge], p[~edge]
+        # aggregation [3N, P], row 3n + (0 incoming, 1 outgoing, 2 own), values 1 / count of the row
+        rows = torch.cat([3 * dst[edge], 3 * src[edge] + 1, 3 * owner[~edge] + 2])
+        cols = torch.cat([ep, ep, np_])
+        cnt = torch.bincount(rows, minlength=3 * N).clamp_min(1).float()
+        order, crow, col = _csr(rows, cols, 3 * N)
+        self._agg = _csr32(crow, col, (1.0 / cnt)[rows[order]], (3 * N, P), dev)
+        # readout table [P + 3N + 1, De]: encodings z, then the neuron contexts ctx(h) ([N, 3·De] rows:
+        # source, destination, own context of neuron n at P + 3n + 0/1/2), then a zero row
+        self._table = torch.zeros(P + 3 * N + 1, De, device=dev)
+        a, b = _context_rows(edge, owner, src, dst, N)  # rows of the [3N + 1, De] context table
+
+        def remap(q: Tensor) -> Tensor:
+            return torch.where(q == 3 * N, P + 3 * N, P + 3 * (q % N) + q // N)
+
+        self._bag = torch.stack([p, remap(a), remap(b)], 1).reshape(-1).to(dev)  # three rows per parameter
+        self._bag_offsets = torch.arange(0, 3 * P, 3, device=dev)
+        self._act = torch.empty(P, De, device=dev)
+        # message passing: dense blocks (matrix products with the weight-shaped channel values) and
+        # a sparse [2N, 2CN] matrix for the other weight entries: row 2n + direction, column
+        # 2C·(other end) + direction·C + channel, value a channel (1, normalized value, slope) read
+        # from the feature buffer into the matrix's own values at every call, unnormalized (the sums
+        # are divided by the degrees after the blocks add theirs)
+        ix = stream_index(lay, torch.device("cpu"), block_min)
+        rest = edge.clone()
+        blocks = []
+        for blk in ix.blocks:
+            rest[blk.start: blk.start + blk.size] = False
+            dst_n, src_n = (blk.rows, blk.cols) if blk.dst_rows else (blk.cols, blk.rows)
+            blocks.append((blk.start, blk.d0, blk.d1, blk.T, blk.dst_rows, _sel(dst_n, dev), _sel(src_n, dev)))
+        self._blocks = blocks
+        C = _CHANNELS
+        re = rest.nonzero().squeeze(1)
+        self._mp = None
+        if re.numel():
+            s_, d_ = src[re], dst[re]
+            val = [torch.full_like(re, self._rows * P), 3 * P + re, (c + 3) * P + re]  # 1, last, slope
+            rows = torch.cat([r for _ in range(C) for r in (2 * d_, 2 * s_ + 1)])
+            cols = torch.cat([x for ch in range(C) for x in (2 * C * s_ + ch, 2 * C * d_ + C + ch)])
+            take = torch.cat([v for ch in range(C) for v in (val[ch], val[ch])])
+            order, crow, col = _csr(rows, cols, 2 * N)
+            S = _csr32(crow, col, torch.zeros(len(order)), (2 * N, 2 * C * N), dev)
+            self._mp = (S, take[order].to(dev))
+        self._inv2 = torch.stack([1.0 / torch.bincount(dst[edge], minlength=N).clamp_min(1).float(),
+                                  1.0 / torch.bincount(src[edge], minlength=N).clamp_min(1).float()], 1
+                                 ).reshape(2 * N, 1).to(dev)
+        self._node_type, self._node_act = lay.node_type.to(dev), lay.node_act.to(dev)
+
+    # ------------------------------------------------------------------ weights (when they change)
+    def _derived_from(self) -> tuple[Tensor, ...]:
+        """The nowcaster's weights the plan gathers in advance (the others are read at every call)."""
+        m = self.nowcaster
+        if self.kind == "graph":
+            return (m.encode.weight, m.encode.bias, m.kind_emb.weight, m.node_in.bias, m.node_type_emb.weight,
+                    m.act_emb.weight)
+        return (m.encode[0].weight,) if self.kind == "mlp" else ()
+
+    def _refresh(self) -> None:
+        key = tuple((t.data_ptr(), t._version) for t in self._derived_from())
+        if key == self._weights_key:
+            return
+        m = self.nowcaster
+        with torch.inference_mode(False), torch.no_grad():
+            if self.kind == "graph":
+                w = m.encode.weight
+                self._w_enc = w[:, self._perm].to(self.device)
+                table = m.kind_emb.weight + m.encode.bias  # [rows, De]
+                self._tk = table.index_select(0, self._kind.to(table.device)).to(self.device)  # [P, De]
+                self._hconst = (m.node_in.bias + m.node_type_emb(self._node_type.to(w.device))
+                                + m.act_emb(self._node_act.to(w.device))).to(self.device)
+            elif self.kind == "mlp":
+                self._w_enc = m.encode[0].weight[:, self._perm].to(self.device)
+        self._weights_key = key
+
+    # ------------------------------------------------------------------ the jump
+    def __call__(self, window: Tensor | Sequence[Tensor], horizon: int) -> Tensor:
+        if not 1 <= horizon <= self.horizons:
+            raise ValueError(f"horizon must lie in [1, {self.horizons}], got {horizon}")
+        ref = window if isinstance(window, Tensor) else window[0]
+        if isinstance(window, Tensor) and window.device == self.device and window.dtype == torch.float32:
+            W = window
+        elif isinstance(window, Tensor):
+            W = self._win.copy_(window)
+        else:
+            W = torch.stack([r.to(self.device, torch.float32) for r in window], out=self._win)
+        if tuple(W.shape) != (self.context, self.num_params):
+            raise ValueError(f"window must be [{self.context}, {self.num_params}], got {tuple(W.shape)}")
+        self._refresh()
+        with torch.inference_mode():
+            out = self._linefit(W, horizon) if self.kind == "linefit" else self._learned(W, horizon)
+        return out.to(ref.device, ref.dtype)
+
+    def _linefit(self, W: Tensor, k: int) -> Tensor:
+        """``(mean - last) + slope·((c-1)/2 + k)``: the fitted line ``k`` spacings past the last snapshot."""
+        c = self.context
+        slope = torch.mv(W.t(), self._kcw)
+        return torch.mean(W, 0, out=self._x[0]).sub(W[-1]).add_(slope, alpha=(c - 1) / 2 + k)
+
+    def _group_mean(self, x: Tensor) -> Tensor:
+        """Means ``[r, G]`` over the parameters of every normalization group of ``x [r, P]``."""
+        if self._gm is not None:
+            return torch.mm(x, self._gm)
+        return torch.stack([x.new_zeros(self.num_tensors).index_add_(0, self._tid, r) for r in x]).mul_(self._inv_cnt)
+
+    def _learned(self, W: Tensor, k: int) -> Tensor:
+        c = self.context
+        B, x, tab = self._buf, self._x, self._tab
+        s_p, sigma_p, last, diff, slope = B[0], B[1], B[3], B[4: c + 3], B[c + 3]
+        # group statistics (as group_stats): the mean and standard deviation of the group's values in
+        # the window, and its mean absolute step
+        torch.sub(W[1:], W[:-1], out=diff)
+        torch.sum(torch.abs(diff, out=self._abs), 0, out=x[1])
+        mean_r = torch.mean(W, 0, out=x[0])
+        g = self._group_mean(x)  # [2, G]: mu, (c - 1) x mean absolute step
+        mu_p = torch.index_select(g[0], 0, self._tid, out=self._mu)
+        dev = torch.sub(W, mu_p, out=self._dev)
+        var = self._group_mean(torch.linalg.vecdot(dev, dev, dim=0)[None])[0]  # c x variance
+        sigma = torch.div(var, c, out=tab[1]).sqrt_().add_(1e-12)
+        step = torch.maximum(g[1].div_(c - 1), 1e-7 * sigma, out=tab[0]).add_(1e-20)
+        torch.div(step, sigma, out=tab[2]).log_().clamp_(-20, 5)
+        torch.index_select(tab, 1, self._tid, out=B[:3])  # s_p, sigma_p, logscale_p
+        # features (as param_features), and the fitted line k spacings ahead in units of s_p
+        torch.div(dev[-1], sigma_p, out=last)
+        diff.div_(s_p)
+        torch.mv(W.t(), self._kcw, out=slope).div_(s_p)
+        base = torch.sub(mean_r, W[-1], out=self._base).div_(s_p).add_(slope, alpha=(c - 1) / 2 + k)
+        feats = B[2:].clamp_(-50, 50)  # [c+2, P]
+        m = self.nowcaster
+        if self.kind == "mlp":
+            h = torch.addmm(m.encode[0].bias, feats.t(), self._w_enc.t())
+            for mod in (*m.encode[1:], *m.head[:-1]):
+                h = mod(h)
+        else:
+            h = self._graph(feats)
+        head = m.head[-1]
+        return torch.addmv(base, h, head.weight[k - 1]).add_(head.bias[k - 1]).mul_(s_p)
+
+    def _graph(self, feats: Tensor) -> Tensor:
+        """Per-parameter states ``[P, De]`` before the horizon head, from the features ``[c+2, P]``."""
+        m, P, N, C = self.nowcaster, self.num_params, self._N, _CHANNELS
+        De = m.config.param_hidden
+        z = torch.addmm(self._tk, feats.t(), self._w_enc.t(), out=self._table[:P])  # encodings [P, De]
+        act = torch._C._nn.silu(z, out=self._act)
+        agg = torch.mm(self._agg, act).view(N, 3 * De)  # means over incoming, outgoing, own
+        h = torch.addmm(self._hconst, agg, m.node_in.weight.t())
+        if len(m.convs):
+            S = None
+            if self._mp is not None:
+                S, take = self._mp
+                torch.index_select(self._flat, 0, take, out=S.values())
+            blocks = []  # (kernel entries, destinations, sources, normalized values, slopes [dst, src])
+            for start, d0, d1, T, dst_rows, dst, src in self._blocks:
+                vs = []
+                for r in (3, self.context + 3):
+                    v = self._buf[r, start: start + d0 * d1 * T]
+                    v = v.view(d0, d1) if T == 1 else v.view(d0, d1, T).sum(-1)
+                    vs.append(v if dst_rows else v.t())
+                blocks.append((T, dst, src, *vs))
+            for conv in m.convs:
+                Dm = conv.msg_dim
+                M = torch.addmm(conv.msg.bias, h, conv.msg.weight.t())  # [N, 2C·Dm]
+                acc = torch.mm(S, M.view(2 * C * N, Dm)) if S is not None else h.new_zeros(2 * N, Dm)
+                acc3 = acc.view(N, 2, Dm)
+                M3 = M.view(N, 2 * C, Dm)
+                for T, dst, src, Vv, Vs in blocks:
+                    Mf, Mb = _rows(M3, src), _rows(M3, dst)  # forward reads sources, backward destinations
+                    f = torch.addmm(Mf[:, 0].sum(0).mul_(T), Vv, Mf[:, 1]).addmm_(Vs, Mf[:, 2])
+                    g = torch.addmm(Mb[:, C].sum(0).mul_(T), Vv.t(), Mb[:, C + 1]).addmm_(Vs.t(), Mb[:, C + 2])
+                    _add_rows(acc3[:, 0], dst, f)
+                    _add_rows(acc3[:, 1], src, g)
+                acc.mul_(self._inv2)
+                x = torch.cat([F.layer_norm(h, (h.shape[1],), conv.norm.weight, conv.norm.bias, conv.norm.eps),
+                               acc.view(N, 2 * Dm)], 1)
+                u = conv.update
+                h = h + F.linear(F.silu(F.linear(x, u[0].weight, u[0].bias)), u[2].weight, u[2].bias)
+        torch.addmm(m.ctx.bias, h, m.ctx.weight.t(), out=self._table[P: P + 3 * N].view(N, 3 * De))
+        # z + (source or own context) + (destination context or the zero row)
+        y = F.embedding_bag(self._bag, self._table, self._bag_offsets, mode="sum")
+        y = F.silu(y, inplace=True)
+        y = torch.addmm(m.mid.bias, y, m.mid.weight.t(), out=self._act)
+        return F.silu(y, inplace=True)
+
+
+def _csr32(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int], dev: torch.device) -> Tensor:
+    """A CSR matrix with 32-bit indices (the sparse product converts 64-bit ones at every call)."""
+    small = max(size) < 2**31 and col.numel() < 2**31
+    it = torch.int32 if small else torch.int64
+    return _sparse(crow.to(dev, it), col.to(dev, it), values.to(dev), size)
+
+
+def _sel(nodes: Tensor, dev: torch.device) -> slice | Tensor:
+    """A run of consecutive neurons as a slice (a view, no gather), else their ids on ``dev``."""
+    n = nodes.numel()
+    if n and bool((nodes == torch.arange(int(nodes[0]), int(nodes[0]) + n)).all()):
+        return slice(int(nodes[0]), int(nodes[0]) + n)
+    return nodes.to(dev)
+
+
+def _rows(x: Tensor, sel: slice | Tensor) -> Tensor:
+    return x[sel] if isinstance(sel, slice) else x.index_select(0, sel)
+
+
+def _add_rows(acc: Tensor, sel: slice | Tensor, v: Tensor) -> None:
+    if isinstance(sel, slice):
+        acc[sel] += v
+    else:
+        acc.index_add_(0, sel, v)
