@@ -17,7 +17,9 @@ outweigh the arithmetic. :class:`JumpPlan` computes the same function as
 * the features written into one preallocated buffer, feature-major, with the encoder's columns
   permuted to the buffer's row order so that statistics, features and encodings take no copies;
 * the readout's three-term sum (a parameter's own encoding and its two neurons' contexts) as one
-  ``embedding_bag`` over a table holding both;
+  sparse product over a table holding both;
+* no parameter-sized tensor allocated per call but the result (fresh allocations of that size cost
+  page faults at every call);
 * Linefit in closed form: its prediction ``(mean - last) + slope·((c-1)/2 + h)`` does not depend on
   the step scale, which the general path divides by and multiplies back.
 
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .nowcast import _CHANNELS, Nowcaster, NowcastLayout, _context_rows, _csr, _slot_ends, _sparse
 from .nowcast_stream import BLOCK_MIN, stream_index
@@ -104,10 +106,15 @@ class JumpPlan:
         self._flat[-1] = 1.0
         self._buf = self._flat[:-1].view(self._rows, P)
         self._dev = torch.empty(c, P, device=dev)  # theta - mu of its group
+        self._sq = torch.empty(c, P, device=dev)
+        self._v = torch.empty(1, P, device=dev)
         self._abs = torch.empty(c - 1, P, device=dev)
         self._mu = torch.empty(P, device=dev)
         # the encoder's input columns in the buffer's row order (features are [last, d.., logscale, slope])
         self._perm = [c, 0, *range(1, c), c + 1]
+        if self.kind == "mlp":
+            width = max(mod.out_features for mod in self.nowcaster.modules() if isinstance(mod, nn.Linear))
+            self._hidden = [torch.empty(P * width, device=dev) for _ in range(2)]
         if self.kind != "graph":
             return
         De = self.nowcaster.config.param_hidden
@@ -130,9 +137,18 @@ class JumpPlan:
         def remap(q: Tensor) -> Tensor:
             return torch.where(q == 3 * N, P + 3 * N, P + 3 * (q % N) + q // N)
 
-        self._bag = torch.stack([p, remap(a), remap(b)], 1).reshape(-1).to(dev)  # three rows per parameter
-        self._bag_offsets = torch.arange(0, 3 * P, 3, device=dev)
+        # the readout's sum z_p + R[a_p] + R[b_p] as a sparse [P, P + 3N + 1] matrix of ones (the zero row
+        # left out), so that one product writes it into a preallocated buffer
+        rows = torch.arange(P).repeat_interleave(3)
+        cols = torch.stack([p, remap(a), remap(b)], 1).reshape(-1)
+        keep = cols != P + 3 * N
+        rows, cols = rows[keep], cols[keep]
+        crow = torch.zeros(P + 1, dtype=torch.long)
+        crow[1:] = torch.bincount(rows, minlength=P).cumsum(0)
+        self._readout = _csr32(crow, cols, torch.ones(len(cols)), (P, P + 3 * N + 1), dev)
         self._act = torch.empty(P, De, device=dev)
+        self._y = torch.empty(P, De, device=dev)
+        self._aggregated = torch.empty(3 * N, De, device=dev)
         # message passing: dense blocks (matrix products with the weight-shaped channel values) and
         # a sparse [2N, 2CN] matrix for the other weight entries: row 2n + direction, column
         # 2C·(other end) + direction·C + channel, value a channel (1, normalized value, slope) read
@@ -231,7 +247,8 @@ class JumpPlan:
         g = self._group_mean(x)  # [2, G]: mu, (c - 1) x mean absolute step
         mu_p = torch.index_select(g[0], 0, self._tid, out=self._mu)
         dev = torch.sub(W, mu_p, out=self._dev)
-        var = self._group_mean(torch.linalg.vecdot(dev, dev, dim=0)[None])[0]  # c x variance
+        v = torch.sum(torch.mul(dev, dev, out=self._sq), 0, keepdim=True, out=self._v)
+        var = self._group_mean(v)[0]  # c x variance
         sigma = torch.div(var, c, out=tab[1]).sqrt_().add_(1e-12)
         step = torch.maximum(g[1].div_(c - 1), 1e-7 * sigma, out=tab[0]).add_(1e-20)
         torch.div(step, sigma, out=tab[2]).log_().clamp_(-20, 5)
@@ -243,10 +260,16 @@ class JumpPlan:
         base = torch.sub(mean_r, W[-1], out=self._base).div_(s_p).add_(slope, alpha=(c - 1) / 2 + k)
         feats = B[2:].clamp_(-50, 50)  # [c+2, P]
         m = self.nowcaster
-        if self.kind == "mlp":
-            h = torch.addmm(m.encode[0].bias, feats.t(), self._w_enc.t())
-            for mod in (*m.encode[1:], *m.head[:-1]):
-                h = mod(h)
+        if self.kind == "mlp":  # Linear / SiLU layers, each written into one of two preallocated buffers
+            h, n = feats.t(), 0
+            for mod in (*m.encode, *m.head[:-1]):
+                if isinstance(mod, nn.Linear):
+                    w = self._w_enc if n == 0 else mod.weight
+                    buf = self._hidden[n % 2][: h.shape[0] * w.shape[0]].view(h.shape[0], w.shape[0])
+                    n += 1
+                    h = torch.addmm(mod.bias, h, w.t(), out=buf)
+                else:
+                    h = mod(h) if not isinstance(mod, nn.SiLU) else F.silu(h, inplace=True)
         else:
             h = self._graph(feats)
         head = m.head[-1]
@@ -258,7 +281,8 @@ class JumpPlan:
         De = m.config.param_hidden
         z = torch.addmm(self._tk, feats.t(), self._w_enc.t(), out=self._table[:P])  # encodings [P, De]
         act = torch._C._nn.silu(z, out=self._act)
-        agg = torch.mm(self._agg, act).view(N, 3 * De)  # means over incoming, outgoing, own
+        agg = self._aggregated  # means over incoming, outgoing, own: [3N, De] viewed [N, 3·De]
+        agg = torch.addmm(agg, self._agg, act, beta=0, out=agg).view(N, 3 * De)
         h = torch.addmm(self._hconst, agg, m.node_in.weight.t())
         if len(m.convs):
             S = None
@@ -291,9 +315,8 @@ class JumpPlan:
                 u = conv.update
                 h = h + F.linear(F.silu(F.linear(x, u[0].weight, u[0].bias)), u[2].weight, u[2].bias)
         torch.addmm(m.ctx.bias, h, m.ctx.weight.t(), out=self._table[P: P + 3 * N].view(N, 3 * De))
-        # z + (source or own context) + (destination context or the zero row)
-        y = F.embedding_bag(self._bag, self._table, self._bag_offsets, mode="sum")
-        y = F.silu(y, inplace=True)
+        # z + (source or own context) + (destination context or nothing)
+        y = F.silu(torch.addmm(self._y, self._readout, self._table, beta=0, out=self._y), inplace=True)
         y = torch.addmm(m.mid.bias, y, m.mid.weight.t(), out=self._act)
         return F.silu(y, inplace=True)
 
