@@ -217,8 +217,8 @@ def render(result: dict) -> str:
              f"`{result['command']}`", "",
              f"Machine: {result['machine']}. Zoo `{result['zoo']}` (final checkpoints of independent runs; "
              f"split by run, per seed: {result['per_seed'][0]['splits']}). N = {result['n']} networks per set, "
-             f"{seeds} seeds (mean ± std over seeds). Accuracy and novelty on the test half of the digits test split "
-             "(never read in training or selection).", "",
+             f"{seeds} seeds (mean ± std over seeds). Accuracy and novelty on the test half of the zoo's test split "
+             "(never read in training or selection; the other half holds the validation inputs).", "",
              f"Generator budgets (overrides of the library defaults): `{json.dumps(result['budgets'])}`.", "",
              "Novelty: `nearest TV` = mean total-variation distance between a net's predicted class distribution "
              "and that of its nearest training net (higher = more novel); `max IoU` = max IoU of wrong-prediction "
@@ -290,8 +290,9 @@ def render(result: dict) -> str:
         lines += ["", "## Latent temperature (chosen on the validation split: validation inputs, validation runs)", "",
                   "Per candidate scale of the DDPM samples: mean validation accuracy of the decoded samples, the "
                   "probability that a decoded sample is farther from the training runs than a validation run is "
-                  "(nearest TV; 0.5 = as far), and their pairwise IoU on validation inputs. Kept: the largest "
-                  "scale reached, in increasing order, while the accuracy stays at least the training runs' mean.", "",
+                  "(nearest TV; 0.5 = as far), and their pairwise IoU on validation inputs. Kept: among the scales "
+                  "reached, in increasing order, while the accuracy stays at least the training runs' mean, the one "
+                  "whose farther probability is nearest the novelty target 0.5 (as novel as independently trained runs).", "",
                   "| zoo | seed | training runs' validation accuracy | scale: accuracy / farther probability / pairwise IoU | kept |",
                   "|---|---|---|---|---|"]
         for s in result["per_seed"]:

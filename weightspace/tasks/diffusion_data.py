@@ -79,15 +79,14 @@ class EvalData:
 
     @classmethod
     def from_zoo(cls, zoo: Any, seed: int = 0) -> EvalData:
-        """The zoo's own dataset and split; the test half is a seeded half of the zoo's test split."""
-        from model_zoo import load_dataset
+        """The zoo's own dataset and split (:meth:`model_zoo.Zoo.dataset`: rebuilt with the zoo's generator
+        options and checked against the stored split); the test half is a seeded half of the zoo's test split.
 
-        d = zoo.info["dataset"]
-        data = load_dataset(d["name"], test_fraction=float(d.get("test_fraction", 0.2)),
-                            seed=int(d.get("split_seed", 0)), flatten=bool(d.get("flatten", False)))
-        if "test_index" in d and list(data.test_index) != list(d["test_index"]):
-            raise ValueError(f"{zoo.path}: the dataset split recorded in zoo.json differs from "
-                             f"load_dataset({d['name']!r}) - the zoo was made with other data")
+        Raises:
+            model_zoo.ZooFormatError: the zoo's data cannot be rebuilt (not an embedded dataset) or its
+                split differs from the one stored with the zoo.
+        """
+        data = zoo.dataset()
         perm = torch.randperm(len(data.y_test), generator=torch.Generator().manual_seed(10_000 + seed))
         half = len(perm) // 2
         va, te = perm[:half], perm[half:]

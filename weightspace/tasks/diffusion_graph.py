@@ -33,9 +33,10 @@ target loss.
 * **Latent temperature** (``sample_scale``; :meth:`GraphLatentDiffusion.calibrate_scale`): DDPM samples
   are multiplied by a scale before decoding. The decoder pulls its outputs toward one typical, accurate
   function, so samples decoded as drawn are less diverse than the runs and can lie closer to the training
-  set than independently trained runs do; by default the scale is chosen on the validation split: the
-  largest candidate reached, step by step, while the decoded samples' mean validation accuracy stays at
-  least the training runs' mean.
+  set than independently trained runs do; by default the scale is chosen on the validation split: among
+  the candidates reached, step by step, while the decoded samples' mean validation accuracy stays at
+  least the training runs' mean, the one whose samples are as far from the training runs as held-out
+  validation runs are (``novelty_target``).
 
 The architecture descriptor (:func:`arch_descriptor`) is read from the graph: the number of hidden
 layers and the log-width of each (up to :data:`MAX_LAYERS`), so unseen widths and depths have a
@@ -118,11 +119,31 @@ class GraphDiffusionConfig:
     timesteps: int = 1000
     acc_drop: float = 0.2
     sample_scale: float = 0.0           # latent temperature: DDPM samples are scaled by it; 0: calibrated (below)
-    scale_grid: tuple[float, ...] = (1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0)  # the calibration's candidates
-    calibration_samples: int = 100      # DDPM samples (over all architectures) the calibration decodes
+    scale_grid: tuple[float, ...] = tuple(1.0 + 0.125 * i for i in range(17))  # the calibration's candidates: 1 .. 3
+    novelty_target: float = 0.5         # calibration aims at this farther-than-held-out probability (0.5: as novel as runs)
+    calibration_samples: int = 200      # DDPM samples (over all architectures) the calibration decodes
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def pick_scale(rows: list[dict], min_accuracy: float, novelty_target: float = 0.5) -> dict:
+    """The latent-temperature rule of :meth:`GraphLatentDiffusion.calibrate_scale` on its table.
+
+    ``rows`` hold ``scale``, ``val_accuracy`` and ``farther_probability``. The candidates are the scales
+    reached in increasing order while ``val_accuracy >= min_accuracy`` (just the smallest scale if it
+    already falls short); returned is the candidate whose ``farther_probability`` is nearest
+    ``novelty_target``, the smaller scale on a tie.
+    """
+    if not rows:
+        raise ValueError("pick_scale: no candidate scales")
+    ordered = sorted(rows, key=lambda r: r["scale"])
+    allowed = [ordered[0]]
+    for r in ordered[1:]:
+        if r["val_accuracy"] < min_accuracy or allowed[-1]["val_accuracy"] < min_accuracy:
+            break
+        allowed.append(r)
+    return min(allowed, key=lambda r: (abs(r["farther_probability"] - novelty_target), r["scale"]))
 
 
 def _shipped_hypernetwork() -> nn.Module:
@@ -463,12 +484,14 @@ class GraphLatentDiffusion(nn.Module):
         and about as far from the training set as held-out runs, sometimes closer. Scaling the latents
         moves decoded functions away from the typical one: farther from the training runs and more diverse,
         at some cost in accuracy. For the scales of ``config.scale_grid``, in increasing order, the same DDPM
-        samples ``s * z`` are decoded and scored on the validation inputs; the scale is raised while the
-        decoded samples' mean validation accuracy stays at least the training runs' mean (the accuracy goal):
-        kept is the last scale before the first one that falls short (the first candidate if it already does).
-        Recorded per candidate in :attr:`calibration`: that accuracy, the probability that a decoded sample is
-        farther (nearest-training TV) from the training runs than a held-out validation run is
-        (:func:`~weightspace.tasks.diffusion_metrics.farther_probability`; 0.5 = as far) and the pairwise IoU.
+        samples ``s * z`` are decoded and scored on the validation inputs: their mean accuracy, the probability
+        that a decoded sample is farther (nearest-training TV) from the training runs than a held-out
+        validation run is (:func:`~weightspace.tasks.diffusion_metrics.farther_probability`; 0.5 = as far)
+        and their pairwise IoU, all recorded in :attr:`calibration`. The candidates are the scales reached,
+        in increasing order, while the mean accuracy stays at least the training runs' mean (the accuracy
+        goal; the first scale if it already falls short); kept among them is the one whose farther
+        probability is nearest ``config.novelty_target`` (0.5: as novel as independently trained runs, the
+        novelty goal), the smaller scale on a tie.
         Neither test inputs nor test runs are read. Architectures without validation runs do not vote; with
         none at all the scale stays 1.
         """
@@ -505,12 +528,7 @@ class GraphLatentDiffusion(nn.Module):
             for k in ("val_accuracy", "farther_probability", "pairwise_iou"):
                 row[k] /= weight
         ref_acc /= weight
-        ordered = sorted(rows.values(), key=lambda r: r["scale"])
-        best = ordered[0]
-        for r in ordered[1:]:
-            if r["val_accuracy"] < ref_acc or best["val_accuracy"] < ref_acc:
-                break
-            best = r
+        best = pick_scale(list(rows.values()), ref_acc, cfg.novelty_target)
         for r in rows.values():
             r["training_val_accuracy"] = ref_acc
             r["kept"] = r is best
