@@ -195,7 +195,7 @@ class NowcastHook:
         self.step = 0
         self.jumps = 0
         self.skipped = 0
-        self.seconds = 0.0  # wall-clock time spent inside the hook (snapshots + predictions + writes)
+        self.seconds = 0.0  # wall-clock time spent inside the hook (preparing the jump, snapshots, predictions, writes)
         self.history: list[dict[str, Any]] = []
         self._buf = torch.empty(context, self.spec.num_params, dtype=torch.float32, device=device)
         self._count = 0  # snapshots in the buffer since the last jump (the newest at (count-1) % context)
@@ -206,9 +206,11 @@ class NowcastHook:
         self._new_views = self._views(self._new, self._moved_idx)
         self._moved_tensors = [self._tensors[i] for i in self._moved_idx]
         self._same_device = all(t.device == device for t in self._tensors)
-        # a small model's jump is prepared once (indices, buffers, gathered nowcaster weights); a larger
-        # one is streamed in chunks (bounded memory)
+        # a small model's jump is prepared once (indices, buffers, gathered nowcaster weights; its time
+        # counts as the hook's); a larger one is streamed in chunks (bounded memory)
+        t0 = time.perf_counter()
         self._plan = self._make_plan() if self.spec.num_params <= PLAN_MAX else None
+        self.seconds += time.perf_counter() - t0
         self._handles = [
             optimizer.register_step_post_hook(self._on_step),
             optimizer.register_state_dict_post_hook(self._sd_post),

@@ -92,12 +92,16 @@ class JumpPlan:
         self.num_tensors = G
         self._tid = tid.to(dev)
         cnt = torch.bincount(tid, minlength=G).clamp_min(1).float()
-        if G * P <= _DENSE_GROUPS:  # group means as one small matrix product
+        self._gm = self._gm_rows = self._inv_cnt = None
+        if G * P <= _DENSE_GROUPS:  # group means as products with a dense [P, G] matrix
             gm = torch.zeros(P, G)
             gm[torch.arange(P), tid] = 1.0 / cnt[tid]
-            self._gm, self._inv_cnt = gm.to(dev), None
+            if G <= 16:  # few long groups: a matrix-vector product per row with [G, P] (measured faster)
+                self._gm_rows = gm.t().contiguous().to(dev)
+            else:
+                self._gm = gm.to(dev)
         else:
-            self._gm, self._inv_cnt = None, (1.0 / cnt).to(dev)
+            self._inv_cnt = (1.0 / cnt).to(dev)
         self._tab = torch.empty(3, G, device=dev)  # per group: step scale, sigma, log(step / sigma)
         # feature buffer, flat so that the message values can also read a constant 1 at its end:
         # rows 0 s_p, 1 sigma_p, then the c+2 features [logscale, last, d_1..d_{c-1}, slope], 1.0
@@ -145,7 +149,7 @@ class JumpPlan:
         rows, cols = rows[keep], cols[keep]
         crow = torch.zeros(P + 1, dtype=torch.long)
         crow[1:] = torch.bincount(rows, minlength=P).cumsum(0)
-        self._readout = _csr32(crow, cols, torch.ones(len(cols)), (P, P + 3 * N + 1), dev)
+        self._readout_sum = _csr32(crow, cols, torch.ones(len(cols)), (P, P + 3 * N + 1), dev)
         self._act = torch.empty(P, De, device=dev)
         self._y = torch.empty(P, De, device=dev)
         self._aggregated = torch.empty(3 * N, De, device=dev)
@@ -231,16 +235,30 @@ class JumpPlan:
 
     def _group_mean(self, x: Tensor) -> Tensor:
         """Means ``[r, G]`` over the parameters of every normalization group of ``x [r, P]``."""
+        if self._gm_rows is not None:
+            return torch.stack([torch.mv(self._gm_rows, r) for r in x])
         if self._gm is not None:
             return torch.mm(x, self._gm)
         return torch.stack([x.new_zeros(self.num_tensors).index_add_(0, self._tid, r) for r in x]).mul_(self._inv_cnt)
 
     def _learned(self, W: Tensor, k: int) -> Tensor:
+        feats, base = self._features(W, k)
+        m = self.nowcaster
+        if self.kind == "mlp":
+            h = self._mlp(feats)
+        else:
+            h = self._readout(self._propagate(self._encode(feats)))
+        head = m.head[-1]
+        return torch.addmv(base, h, head.weight[k - 1]).add_(head.bias[k - 1]).mul_(self._buf[0])
+
+    def _features(self, W: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """``(features [c+2, P], line [P])``: the features in the buffer's row order and the fitted line
+        ``k`` spacings past the last snapshot in units of the step scale (as ``group_stats`` and
+        ``param_features``: every group's mean and standard deviation of its values in the window and
+        mean absolute step, then per parameter)."""
         c = self.context
         B, x, tab = self._buf, self._x, self._tab
         s_p, sigma_p, last, diff, slope = B[0], B[1], B[3], B[4: c + 3], B[c + 3]
-        # group statistics (as group_stats): the mean and standard deviation of the group's values in
-        # the window, and its mean absolute step
         torch.sub(W[1:], W[:-1], out=diff)
         torch.sum(torch.abs(diff, out=self._abs), 0, out=x[1])
         mean_r = torch.mean(W, 0, out=x[0])
@@ -253,70 +271,78 @@ class JumpPlan:
         step = torch.maximum(g[1].div_(c - 1), 1e-7 * sigma, out=tab[0]).add_(1e-20)
         torch.div(step, sigma, out=tab[2]).log_().clamp_(-20, 5)
         torch.index_select(tab, 1, self._tid, out=B[:3])  # s_p, sigma_p, logscale_p
-        # features (as param_features), and the fitted line k spacings ahead in units of s_p
         torch.div(dev[-1], sigma_p, out=last)
         diff.div_(s_p)
         torch.mv(W.t(), self._kcw, out=slope).div_(s_p)
         base = torch.sub(mean_r, W[-1], out=self._base).div_(s_p).add_(slope, alpha=(c - 1) / 2 + k)
-        feats = B[2:].clamp_(-50, 50)  # [c+2, P]
-        m = self.nowcaster
-        if self.kind == "mlp":  # Linear / SiLU layers, each written into one of two preallocated buffers
-            h, n = feats.t(), 0
-            for mod in (*m.encode, *m.head[:-1]):
-                if isinstance(mod, nn.Linear):
-                    w = self._w_enc if n == 0 else mod.weight
-                    buf = self._hidden[n % 2][: h.shape[0] * w.shape[0]].view(h.shape[0], w.shape[0])
-                    n += 1
-                    h = torch.addmm(mod.bias, h, w.t(), out=buf)
-                else:
-                    h = mod(h) if not isinstance(mod, nn.SiLU) else F.silu(h, inplace=True)
-        else:
-            h = self._graph(feats)
-        head = m.head[-1]
-        return torch.addmv(base, h, head.weight[k - 1]).add_(head.bias[k - 1]).mul_(s_p)
+        return B[2:].clamp_(-50, 50), base
 
-    def _graph(self, feats: Tensor) -> Tensor:
-        """Per-parameter states ``[P, De]`` before the horizon head, from the features ``[c+2, P]``."""
-        m, P, N, C = self.nowcaster, self.num_params, self._N, _CHANNELS
-        De = m.config.param_hidden
-        z = torch.addmm(self._tk, feats.t(), self._w_enc.t(), out=self._table[:P])  # encodings [P, De]
+    def _mlp(self, feats: Tensor) -> Tensor:
+        """The per-parameter MLP's states ``[P, D]`` before its horizon head (Linear / SiLU layers, each
+        written into one of two preallocated buffers)."""
+        m = self.nowcaster
+        h, n = feats.t(), 0
+        for mod in (*m.encode, *m.head[:-1]):
+            if isinstance(mod, nn.Linear):
+                w = self._w_enc if n == 0 else mod.weight
+                buf = self._hidden[n % 2][: h.shape[0] * w.shape[0]].view(h.shape[0], w.shape[0])
+                n += 1
+                h = torch.addmm(mod.bias, h, w.t(), out=buf)
+            else:
+                h = mod(h) if not isinstance(mod, nn.SiLU) else F.silu(h, inplace=True)
+        return h
+
+    def _encode(self, feats: Tensor) -> Tensor:
+        """Neuron states ``[N, D]`` before message passing; the encodings ``z [P, De]`` go to the table."""
+        m, P, N = self.nowcaster, self.num_params, self._N
+        z = torch.addmm(self._tk, feats.t(), self._w_enc.t(), out=self._table[:P])
         act = torch._C._nn.silu(z, out=self._act)
         agg = self._aggregated  # means over incoming, outgoing, own: [3N, De] viewed [N, 3·De]
-        agg = torch.addmm(agg, self._agg, act, beta=0, out=agg).view(N, 3 * De)
-        h = torch.addmm(self._hconst, agg, m.node_in.weight.t())
-        if len(m.convs):
-            S = None
-            if self._mp is not None:
-                S, take = self._mp
-                torch.index_select(self._flat, 0, take, out=S.values())
-            blocks = []  # (kernel entries, destinations, sources, normalized values, slopes [dst, src])
-            for start, d0, d1, T, dst_rows, dst, src in self._blocks:
-                vs = []
-                for r in (3, self.context + 3):
-                    v = self._buf[r, start: start + d0 * d1 * T]
-                    v = v.view(d0, d1) if T == 1 else v.view(d0, d1, T).sum(-1)
-                    vs.append(v if dst_rows else v.t())
-                blocks.append((T, dst, src, *vs))
-            for conv in m.convs:
-                Dm = conv.msg_dim
-                M = torch.addmm(conv.msg.bias, h, conv.msg.weight.t())  # [N, 2C·Dm]
-                acc = torch.mm(S, M.view(2 * C * N, Dm)) if S is not None else h.new_zeros(2 * N, Dm)
-                acc3 = acc.view(N, 2, Dm)
-                M3 = M.view(N, 2 * C, Dm)
-                for T, dst, src, Vv, Vs in blocks:
-                    Mf, Mb = _rows(M3, src), _rows(M3, dst)  # forward reads sources, backward destinations
-                    f = torch.addmm(Mf[:, 0].sum(0).mul_(T), Vv, Mf[:, 1]).addmm_(Vs, Mf[:, 2])
-                    g = torch.addmm(Mb[:, C].sum(0).mul_(T), Vv.t(), Mb[:, C + 1]).addmm_(Vs.t(), Mb[:, C + 2])
-                    _add_rows(acc3[:, 0], dst, f)
-                    _add_rows(acc3[:, 1], src, g)
-                acc.mul_(self._inv2)
-                x = torch.cat([F.layer_norm(h, (h.shape[1],), conv.norm.weight, conv.norm.bias, conv.norm.eps),
-                               acc.view(N, 2 * Dm)], 1)
-                u = conv.update
-                h = h + F.linear(F.silu(F.linear(x, u[0].weight, u[0].bias)), u[2].weight, u[2].bias)
-        torch.addmm(m.ctx.bias, h, m.ctx.weight.t(), out=self._table[P: P + 3 * N].view(N, 3 * De))
+        agg = torch.addmm(agg, self._agg, act, beta=0, out=agg).view(N, -1)
+        return torch.addmm(self._hconst, agg, m.node_in.weight.t())
+
+    def _propagate(self, h: Tensor) -> Tensor:
+        """The message-passing layers (:class:`~weightspace.tasks.nowcast._NodeLayer`) on ``h [N, D]``."""
+        m, N, C = self.nowcaster, self._N, _CHANNELS
+        if not len(m.convs):
+            return h
+        S = None
+        if self._mp is not None:
+            S, take = self._mp
+            torch.index_select(self._flat, 0, take, out=S.values())
+        blocks = []  # (kernel entries, destinations, sources, normalized values, slopes [dst, src])
+        for start, d0, d1, T, dst_rows, dst, src in self._blocks:
+            vs = []
+            for r in (3, self.context + 3):
+                v = self._buf[r, start: start + d0 * d1 * T]
+                v = v.view(d0, d1) if T == 1 else v.view(d0, d1, T).sum(-1)
+                vs.append(v if dst_rows else v.t())
+            blocks.append((T, dst, src, *vs))
+        for conv in m.convs:
+            Dm = conv.msg_dim
+            M = torch.addmm(conv.msg.bias, h, conv.msg.weight.t())  # [N, 2C·Dm]
+            acc = torch.mm(S, M.view(2 * C * N, Dm)) if S is not None else h.new_zeros(2 * N, Dm)
+            acc3 = acc.view(N, 2, Dm)
+            M3 = M.view(N, 2 * C, Dm)
+            for T, dst, src, Vv, Vs in blocks:
+                Mf, Mb = _rows(M3, src), _rows(M3, dst)  # forward reads sources, backward destinations
+                f = torch.addmm(Mf[:, 0].sum(0).mul_(T), Vv, Mf[:, 1]).addmm_(Vs, Mf[:, 2])
+                g = torch.addmm(Mb[:, C].sum(0).mul_(T), Vv.t(), Mb[:, C + 1]).addmm_(Vs.t(), Mb[:, C + 2])
+                _add_rows(acc3[:, 0], dst, f)
+                _add_rows(acc3[:, 1], src, g)
+            acc.mul_(self._inv2)
+            x = torch.cat([F.layer_norm(h, (h.shape[1],), conv.norm.weight, conv.norm.bias, conv.norm.eps),
+                           acc.view(N, 2 * Dm)], 1)
+            u = conv.update
+            h = h + F.linear(F.silu(F.linear(x, u[0].weight, u[0].bias)), u[2].weight, u[2].bias)
+        return h
+
+    def _readout(self, h: Tensor) -> Tensor:
+        """Per-parameter states ``[P, De]`` before the horizon head, from the neuron states ``h [N, D]``."""
+        m, P, N = self.nowcaster, self.num_params, self._N
+        torch.addmm(m.ctx.bias, h, m.ctx.weight.t(), out=self._table[P: P + 3 * N].view(N, -1))
         # z + (source or own context) + (destination context or nothing)
-        y = F.silu(torch.addmm(self._y, self._readout, self._table, beta=0, out=self._y), inplace=True)
+        y = F.silu(torch.addmm(self._y, self._readout_sum, self._table, beta=0, out=self._y), inplace=True)
         y = torch.addmm(m.mid.bias, y, m.mid.weight.t(), out=self._act)
         return F.silu(y, inplace=True)
 
