@@ -87,6 +87,7 @@ class JumpPlan:
         self._kcw = (kc / (kc * kc).sum()).to(dev)  # least-squares slope over k = 0..c-1
         self._base = torch.empty(P, device=dev)
         self._x = torch.empty(2, P, device=dev)  # per-parameter mean over the window; sum of |steps|
+        self._xviews = tuple(self._x)
         if self.kind == "linefit":
             return
         self.num_tensors = G
@@ -96,20 +97,25 @@ class JumpPlan:
         if G * P <= _DENSE_GROUPS:  # group means as products with a dense [P, G] matrix
             gm = torch.zeros(P, G)
             gm[torch.arange(P), tid] = 1.0 / cnt[tid]
-            if G <= 16:  # few long groups: a matrix-vector product per row with [G, P] (measured faster)
+            if G <= 16:  # few long groups: the product with [G, P] on the left (measured faster)
                 self._gm_rows = gm.t().contiguous().to(dev)
             else:
                 self._gm = gm.to(dev)
         else:
             self._inv_cnt = (1.0 / cnt).to(dev)
         self._tab = torch.empty(3, G, device=dev)  # per group: step scale, sigma, log(step / sigma)
+        self._tabviews = tuple(self._tab)
         # feature buffer, flat so that the message values can also read a constant 1 at its end:
         # rows 0 s_p, 1 sigma_p, then the c+2 features [logscale, last, d_1..d_{c-1}, slope], 1.0
         self._rows = c + 4
         self._flat = torch.empty(self._rows * P + 1, device=dev)
         self._flat[-1] = 1.0
-        self._buf = self._flat[:-1].view(self._rows, P)
+        self._buf = B = self._flat[:-1].view(self._rows, P)
+        # persistent views: s_p, sigma_p, [s_p; sigma_p; logscale_p], last, differences, slope, features
+        self._rowviews = (B[0], B[1], B[:3], B[3], B[4: c + 3], B[c + 3], B[2:], B[2:].t())
         self._dev = torch.empty(c, P, device=dev)  # theta - mu of its group
+        self._dev_last = self._dev[-1]
+        self._window_views: tuple = (None,)
         self._sq = torch.empty(c, P, device=dev)
         self._v = torch.empty(1, P, device=dev)
         self._abs = torch.empty(c - 1, P, device=dev)
@@ -153,6 +159,8 @@ class JumpPlan:
         self._act = torch.empty(P, De, device=dev)
         self._y = torch.empty(P, De, device=dev)
         self._aggregated = torch.empty(3 * N, De, device=dev)
+        self._aggregated_nodes = self._aggregated.view(N, 3 * De)
+        self._table_z, self._table_ctx = self._table[:P], self._table[P: P + 3 * N].view(N, 3 * De)
         # message passing: dense blocks (matrix products with the weight-shaped channel values) and
         # a sparse [2N, 2CN] matrix for the other weight entries: row 2n + direction, column
         # 2C·(other end) + direction·C + channel, value a channel (1, normalized value, slope) read
@@ -164,7 +172,10 @@ class JumpPlan:
         for blk in ix.blocks:
             rest[blk.start: blk.start + blk.size] = False
             dst_n, src_n = (blk.rows, blk.cols) if blk.dst_rows else (blk.cols, blk.rows)
-            blocks.append((blk.start, blk.d0, blk.d1, blk.T, blk.dst_rows, _sel(dst_n, dev), _sel(src_n, dev)))
+            # normalized values and slopes of its entries, viewed [d0, d1] ([d0, d1, T] for kernels)
+            views = [self._buf[r, blk.start: blk.start + blk.size].view(blk.d0, blk.d1, -1) for r in (3, c + 3)]
+            views = [v[..., 0] for v in views] if blk.T == 1 else views
+            blocks.append((blk.T, _sel(dst_n, dev), _sel(src_n, dev), views, blk.dst_rows))
         self._blocks = blocks
         C = _CHANNELS
         re = rest.nonzero().squeeze(1)
@@ -201,6 +212,7 @@ class JumpPlan:
             if self.kind == "graph":
                 w = m.encode.weight
                 self._w_enc = w[:, self._perm].to(self.device)
+                self._w_enc_t = self._w_enc.t()
                 table = m.kind_emb.weight + m.encode.bias  # [rows, De]
                 self._tk = table.index_select(0, self._kind.to(table.device)).to(self.device)  # [P, De]
                 self._hconst = (m.node_in.bias + m.node_type_emb(self._node_type.to(w.device))
@@ -236,7 +248,7 @@ class JumpPlan:
     def _group_mean(self, x: Tensor) -> Tensor:
         """Means ``[r, G]`` over the parameters of every normalization group of ``x [r, P]``."""
         if self._gm_rows is not None:
-            return torch.stack([torch.mv(self._gm_rows, r) for r in x])
+            return torch.mm(self._gm_rows, x.t()).t()
         if self._gm is not None:
             return torch.mm(x, self._gm)
         return torch.stack([x.new_zeros(self.num_tensors).index_add_(0, self._tid, r) for r in x]).mul_(self._inv_cnt)
@@ -249,7 +261,7 @@ class JumpPlan:
         else:
             h = self._readout(self._propagate(self._encode(feats)))
         head = m.head[-1]
-        return torch.addmv(base, h, head.weight[k - 1]).add_(head.bias[k - 1]).mul_(self._buf[0])
+        return torch.addmv(base, h, head.weight[k - 1]).add_(head.bias[k - 1]).mul_(self._rowviews[0])
 
     def _features(self, W: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """``(features [c+2, P], line [P])``: the features in the buffer's row order and the fitted line
@@ -257,25 +269,29 @@ class JumpPlan:
         ``param_features``: every group's mean and standard deviation of its values in the window and
         mean absolute step, then per parameter)."""
         c = self.context
-        B, x, tab = self._buf, self._x, self._tab
-        s_p, sigma_p, last, diff, slope = B[0], B[1], B[3], B[4: c + 3], B[c + 3]
-        torch.sub(W[1:], W[:-1], out=diff)
-        torch.sum(torch.abs(diff, out=self._abs), 0, out=x[1])
-        mean_r = torch.mean(W, 0, out=x[0])
+        s_p, sigma_p, scaled, last, diff, slope, feats, _ = self._rowviews
+        x, (x_mean, x_step), (t_step, t_sigma, t_log) = self._x, self._xviews, self._tabviews
+        Wv = self._window_views
+        if Wv[0] is not W:  # views of the window, kept while the same tensor comes back (the ring buffer)
+            Wv = self._window_views = (W, W[1:], W[:-1], W[-1], W.t())
+        _, w_next, w_prev, w_last, w_t = Wv
+        torch.sub(w_next, w_prev, out=diff)
+        torch.sum(torch.abs(diff, out=self._abs), 0, out=x_step)
+        mean_r = torch.mean(W, 0, out=x_mean)
         g = self._group_mean(x)  # [2, G]: mu, (c - 1) x mean absolute step
         mu_p = torch.index_select(g[0], 0, self._tid, out=self._mu)
         dev = torch.sub(W, mu_p, out=self._dev)
         v = torch.sum(torch.mul(dev, dev, out=self._sq), 0, keepdim=True, out=self._v)
         var = self._group_mean(v)[0]  # c x variance
-        sigma = torch.div(var, c, out=tab[1]).sqrt_().add_(1e-12)
-        step = torch.maximum(g[1].div_(c - 1), 1e-7 * sigma, out=tab[0]).add_(1e-20)
-        torch.div(step, sigma, out=tab[2]).log_().clamp_(-20, 5)
-        torch.index_select(tab, 1, self._tid, out=B[:3])  # s_p, sigma_p, logscale_p
-        torch.div(dev[-1], sigma_p, out=last)
+        sigma = torch.div(var, c, out=t_sigma).sqrt_().add_(1e-12)
+        step = torch.maximum(g[1].div_(c - 1), 1e-7 * sigma, out=t_step).add_(1e-20)
+        torch.div(step, sigma, out=t_log).log_().clamp_(-20, 5)
+        torch.index_select(self._tab, 1, self._tid, out=scaled)  # s_p, sigma_p, logscale_p
+        torch.div(self._dev_last, sigma_p, out=last)
         diff.div_(s_p)
-        torch.mv(W.t(), self._kcw, out=slope).div_(s_p)
-        base = torch.sub(mean_r, W[-1], out=self._base).div_(s_p).add_(slope, alpha=(c - 1) / 2 + k)
-        return B[2:].clamp_(-50, 50), base
+        torch.mv(w_t, self._kcw, out=slope).div_(s_p)
+        base = torch.sub(mean_r, w_last, out=self._base).div_(s_p).add_(slope, alpha=(c - 1) / 2 + k)
+        return feats.clamp_(-50, 50), base
 
     def _mlp(self, feats: Tensor) -> Tensor:
         """The per-parameter MLP's states ``[P, D]`` before its horizon head (Linear / SiLU layers, each
@@ -294,12 +310,11 @@ class JumpPlan:
 
     def _encode(self, feats: Tensor) -> Tensor:
         """Neuron states ``[N, D]`` before message passing; the encodings ``z [P, De]`` go to the table."""
-        m, P, N = self.nowcaster, self.num_params, self._N
-        z = torch.addmm(self._tk, feats.t(), self._w_enc.t(), out=self._table[:P])
+        z = torch.addmm(self._tk, self._rowviews[-1], self._w_enc_t, out=self._table_z)
         act = torch._C._nn.silu(z, out=self._act)
-        agg = self._aggregated  # means over incoming, outgoing, own: [3N, De] viewed [N, 3·De]
-        agg = torch.addmm(agg, self._agg, act, beta=0, out=agg).view(N, -1)
-        return torch.addmm(self._hconst, agg, m.node_in.weight.t())
+        agg = self._aggregated  # means over incoming, outgoing, own: [3N, De], viewed [N, 3·De]
+        torch.addmm(agg, self._agg, act, beta=0, out=agg)
+        return torch.addmm(self._hconst, self._aggregated_nodes, self.nowcaster.node_in.weight.t())
 
     def _propagate(self, h: Tensor) -> Tensor:
         """The message-passing layers (:class:`~weightspace.tasks.nowcast._NodeLayer`) on ``h [N, D]``."""
@@ -311,16 +326,12 @@ class JumpPlan:
             S, take = self._mp
             torch.index_select(self._flat, 0, take, out=S.values())
         blocks = []  # (kernel entries, destinations, sources, normalized values, slopes [dst, src])
-        for start, d0, d1, T, dst_rows, dst, src in self._blocks:
-            vs = []
-            for r in (3, self.context + 3):
-                v = self._buf[r, start: start + d0 * d1 * T]
-                v = v.view(d0, d1) if T == 1 else v.view(d0, d1, T).sum(-1)
-                vs.append(v if dst_rows else v.t())
-            blocks.append((T, dst, src, *vs))
+        for T, dst, src, views, dst_rows in self._blocks:
+            vs = views if T == 1 else [v.sum(-1) for v in views]
+            blocks.append((T, dst, src, *(vs if dst_rows else [v.t() for v in vs])))
         for conv in m.convs:
             Dm = conv.msg_dim
-            M = torch.addmm(conv.msg.bias, h, conv.msg.weight.t())  # [N, 2C·Dm]
+            M = F.linear(h, conv.msg.weight, conv.msg.bias)  # [N, 2C·Dm]
             acc = torch.mm(S, M.view(2 * C * N, Dm)) if S is not None else h.new_zeros(2 * N, Dm)
             acc3 = acc.view(N, 2, Dm)
             M3 = M.view(N, 2 * C, Dm)
@@ -339,8 +350,8 @@ class JumpPlan:
 
     def _readout(self, h: Tensor) -> Tensor:
         """Per-parameter states ``[P, De]`` before the horizon head, from the neuron states ``h [N, D]``."""
-        m, P, N = self.nowcaster, self.num_params, self._N
-        torch.addmm(m.ctx.bias, h, m.ctx.weight.t(), out=self._table[P: P + 3 * N].view(N, -1))
+        m = self.nowcaster
+        torch.addmm(m.ctx.bias, h, m.ctx.weight.t(), out=self._table_ctx)
         # z + (source or own context) + (destination context or nothing)
         y = F.silu(torch.addmm(self._y, self._readout_sum, self._table, beta=0, out=self._y), inplace=True)
         y = torch.addmm(m.mid.bias, y, m.mid.weight.t(), out=self._act)
