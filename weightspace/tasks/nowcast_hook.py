@@ -31,10 +31,10 @@ nowcaster's index tensors, the split of the flat vector into the model's tensors
 live in one preallocated ``[context, P]`` ring buffer, each written by one ``torch._foreach_copy_``
 into views of the row shaped like the model's tensors; a jump is one call of the nowcaster under
 ``torch.inference_mode`` for the one horizon it needs, and one ``torch._foreach_copy_`` writes the
-result back. On a model of up to :data:`~weightspace.tasks.nowcast_plan.PLAN_MAX` parameters the
-call runs a :class:`~weightspace.tasks.nowcast_plan.JumpPlan` made at attach time (indices, buffers
-and what it derives from the nowcaster's weights prepared once; the same predictions up to float
-rounding); a larger model's prediction streams over chunks of parameters
+result back. On a model of up to :data:`~weightspace.tasks.nowcast_plan.PLAN_MAX` parameters, with
+the nowcaster on the CPU, the call runs a :class:`~weightspace.tasks.nowcast_plan.JumpPlan` made at
+attach time (indices, buffers and what it derives from the nowcaster's weights prepared once; the
+same predictions up to float rounding); a larger model's prediction streams over chunks of parameters
 (:mod:`~weightspace.tasks.nowcast_stream`), so a jump on a model with tens of millions of
 parameters needs little memory beyond the ring buffer.
 """
@@ -209,7 +209,7 @@ class NowcastHook:
         # a small model's jump is prepared once (indices, buffers, gathered nowcaster weights; its time
         # counts as the hook's); a larger one is streamed in chunks (bounded memory)
         t0 = time.perf_counter()
-        self._plan = self._make_plan() if self.spec.num_params <= PLAN_MAX else None
+        self._plan = self._make_plan()
         self.seconds += time.perf_counter() - t0
         self._handles = [
             optimizer.register_step_post_hook(self._on_step),
@@ -225,8 +225,13 @@ class NowcastHook:
         order = [(self._count - n + i) % self.context for i in range(n)]
         return self._buf[order].clone()
 
-    def _make_plan(self) -> JumpPlan:
-        return JumpPlan(self.nowcaster, self.layout, self.context, self.nowcaster._device(self._buf.device))
+    def _make_plan(self) -> JumpPlan | None:
+        """A :class:`JumpPlan` for a model of at most ``PLAN_MAX`` parameters and a nowcaster on the CPU
+        (where it was measured and tested), else ``None`` (the streamed path)."""
+        dev = self.nowcaster._device(self._buf.device)
+        if self.spec.num_params > PLAN_MAX or dev.type != "cpu":
+            return None
+        return JumpPlan(self.nowcaster, self.layout, self.context, dev)
 
     def _views(self, flat: Tensor, which) -> list[Tensor]:
         offsets = [0]
