@@ -36,6 +36,20 @@ def test_copy_is_nearest_and_independent_nets_are_not():
     assert not_closer_pvalue(np.ones(20), np.zeros(20)) > 0.5
 
 
+def test_nearest_tv_is_the_mean_total_variation_to_the_nearest_training_net():
+    """Against the definition, computed per input with a loop; the nearest net, not the mean, counts."""
+    g = torch.Generator().manual_seed(0)
+    prob = torch.rand(5, 30, 4, generator=g).softmax(-1)
+    prob_t = torch.rand(7, 30, 4, generator=g).softmax(-1)
+    y = torch.randint(0, 4, (30,), generator=g)
+    ref = [min(float(sum(0.5 * (p[k] - q[k]).abs().sum() for k in range(30)) / 30) for q in prob_t) for p in prob]
+    got = nearest_training(prob, prob_t, y, chunk=2)["nearest_tv"]
+    assert np.allclose(got, ref, atol=1e-6)
+    moved = prob_t.clone()
+    moved[int(np.argmin([float((0.5 * (prob[0] - q).abs().sum(-1)).mean()) for q in prob_t]))] = prob[0]
+    assert nearest_training(prob[:1], moved, y)["nearest_tv"][0] < 1e-6 < got[0]
+
+
 def test_alignment_undoes_a_permutation_and_keeps_functions():
     model, spec, flats = _nets(4, seed=1)
     x = torch.randn(300, 6)

@@ -33,7 +33,7 @@ def _iou(wa: Tensor, wb: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(inter))
 
 
-def nearest_training(prob: Tensor, prob_train: Tensor, y: Tensor, chunk: int = 16) -> dict[str, np.ndarray]:
+def nearest_training(prob: Tensor, prob_train: Tensor, y: Tensor, chunk: int = 128) -> dict[str, np.ndarray]:
     """Per-network distance to the nearest training network (see the module docstring).
 
     Args:
@@ -45,10 +45,13 @@ def nearest_training(prob: Tensor, prob_train: Tensor, y: Tensor, chunk: int = 1
         ``{"nearest_tv": [B], "max_iou": [B], "max_agreement": [B]}``.
     """
     pred, pred_t = prob.argmax(-1), prob_train.argmax(-1)
+    n = prob.shape[1]
+    flat_train = prob_train.reshape(prob_train.shape[0], -1)
     tv, agree = [], []
     for i in range(0, prob.shape[0], chunk):
         p = prob[i : i + chunk]
-        d = 0.5 * (p[:, None] - prob_train[None]).abs().sum(-1).mean(-1)  # [b, T]
+        # mean over inputs of 0.5 * |p - q|_1 per input = 0.5 * (L1 distance of the flattened tables) / n
+        d = 0.5 / n * torch.cdist(p.reshape(len(p), -1), flat_train, p=1)  # [b, T]
         tv.append(d.min(1).values)
         agree.append((pred[i : i + chunk, None] == pred_t[None]).float().mean(-1).max(1).values)
     iou = _iou(pred != y[None], pred_t != y[None]).max(1).values
