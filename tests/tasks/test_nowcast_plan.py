@@ -68,6 +68,34 @@ def test_prepared_jump_equals_the_streamed_and_the_batched_prediction(seed, name
     assert torch.equal(win, _window(spec, model, seed))  # the window is read, not changed
 
 
+@pytest.mark.parametrize("one_hot_max, dense_groups", [(0, 1 << 21), (16, 1 << 21), (16, 0)])
+@pytest.mark.parametrize("name", ["vit", "cnn_flatten_bn"])
+def test_every_way_of_summing_groups_and_adding_embeddings_gives_the_same_prediction(
+        name, one_hot_max, dense_groups, monkeypatch):
+    """Groups as runs (segment means), scattered groups (a dense product, or scatter-adds past its size
+    limit); embedding rows as one-hot features or as a gathered table."""
+    import dataclasses
+
+    import weightspace.tasks.nowcast_plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "_ONE_HOT_MAX", one_hot_max)
+    monkeypatch.setattr(plan_mod, "_DENSE_GROUPS", dense_groups)
+    model, x = build_example(name)
+    spec = ws.GraphSpec.from_module(model, x)
+    lay = NowcastLayout.from_spec(spec)
+    g = lay.slot_tensor.clone()
+    g[: g.numel() // 2] = g[: g.numel() // 2].flip(0)  # groups no longer runs in flat order
+    scattered = dataclasses.replace(lay, slot_tensor=g, cache={})
+    nc = _randomized("graph", 5)
+    win = _window(spec, model, 5)
+    for layout, runs in ((lay, True), (scattered, False)):
+        plan = JumpPlan(nc, layout)
+        assert (plan._lengths is not None) == runs and (plan._kinds is not None) == (one_hot_max > 0)
+        assert (plan._gm is not None) == (not runs and dense_groups > 0)
+        assert _close(plan(win, 3), _reference(nc, layout, win, 3))
+    assert not torch.allclose(JumpPlan(nc, scattered)(win, 3), JumpPlan(nc, lay)(win, 3), atol=1e-4)
+
+
 @pytest.mark.parametrize("c", [2, 3, 7])
 def test_prepared_linefit_takes_any_context(c):
     model, x = build_example("cnn_gap")

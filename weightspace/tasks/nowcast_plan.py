@@ -12,10 +12,13 @@ outweigh the arithmetic. :class:`JumpPlan` computes the same function as
   parameter encodings into neurons as one sparse ``[3N, P]`` matrix with the averaging folded into
   its values, the message matrix of the weights outside dense blocks, the readout's context rows);
 * what depends only on the nowcaster's weights gathered once and refreshed when a weight changes
-  (the per-parameter embedding row plus encoder bias ``[P, De]``; the neurons' type, activation and
-  input-layer bias ``[N, D]``);
+  (the embedding row plus encoder bias of every kind of parameter, appended to the encoder's weight
+  so that one-hot rows of the feature buffer add them in the encoder's product; the neurons' type,
+  activation and input-layer bias ``[N, D]``);
 * the features written into one preallocated buffer, feature-major, with the encoder's columns
   permuted to the buffer's row order so that statistics, features and encodings take no copies;
+* group statistics as segment means when the groups are runs in flat order (as in every example
+  architecture), else a product with a dense ``[P, G]`` matrix;
 * the readout's three-term sum (a parameter's own encoding and its two neurons' contexts) as one
   sparse product over a table holding both;
 * no parameter-sized tensor allocated per call but the result (fresh allocations of that size cost
@@ -24,12 +27,16 @@ outweigh the arithmetic. :class:`JumpPlan` computes the same function as
   the step scale, which the general path divides by and multiplies back.
 
 Results equal the streamed path's up to float rounding (``tests/tasks/test_nowcast_plan.py``).
-Memory: about ``(c + 3·De + 16)`` floats per parameter besides the window, so a plan is made only for
-models of at most :data:`PLAN_MAX` parameters; larger ones take the streamed path.
+Memory: about ``2·c + 2·De + 16`` floats per parameter besides the window (less than the streamed path
+allocates per call), held while the hook lives, so a plan is made only for models of at most
+:data:`PLAN_MAX` parameters; larger ones take the streamed path. Every buffer a call touches is
+preallocated and reused, and few are used, because in a training loop the jump runs with cold caches:
+there its parts cost two to three times what they cost when repeated back to back.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -37,12 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .nowcast import _CHANNELS, Nowcaster, NowcastLayout, _context_rows, _csr, _slot_ends, _sparse
-from .nowcast_stream import BLOCK_MIN, stream_index
+from .nowcast_stream import BLOCK_MIN, _detect_block, _group_pieces
 
 __all__ = ["JumpPlan", "PLAN_MAX"]
 
 PLAN_MAX = 1 << 17  # parameters: larger models take the streamed path (bounded memory)
 _DENSE_GROUPS = 1 << 21  # groups x parameters up to which group means are a product with a dense [P, G] matrix
+_ONE_HOT_MAX = 16  # kinds of parameters up to which their embedding rows enter the encoder as one-hot features
 
 
 class JumpPlan:
@@ -91,34 +99,41 @@ class JumpPlan:
         if self.kind == "linefit":
             return
         self.num_tensors = G
-        self._tid = tid.to(dev)
-        cnt = torch.bincount(tid, minlength=G).clamp_min(1).float()
-        self._gm = self._gm_rows = self._inv_cnt = None
-        if G * P <= _DENSE_GROUPS:  # group means as products with a dense [P, G] matrix
+        self._tid = tid.to(dev, torch.int32 if P < 2**31 else torch.int64)
+        counts = torch.bincount(tid, minlength=G)
+        cnt = counts.clamp_min(1).float()
+        self._lengths = self._gm = self._inv_cnt = None
+        if bool((tid[1:] >= tid[:-1]).all()) and bool((counts > 0).all()):  # groups are runs in flat order
+            self._lengths = [counts.expand(r, G).contiguous().to(dev) for r in (1, 2)]
+        elif G * P <= _DENSE_GROUPS:  # group means as a product with a dense [P, G] matrix
             gm = torch.zeros(P, G)
             gm[torch.arange(P), tid] = 1.0 / cnt[tid]
-            if G <= 16:  # few long groups: the product with [G, P] on the left (measured faster)
-                self._gm_rows = gm.t().contiguous().to(dev)
-            else:
-                self._gm = gm.to(dev)
+            self._gm = gm.to(dev)
         else:
             self._inv_cnt = (1.0 / cnt).to(dev)
         self._tab = torch.empty(3, G, device=dev)  # per group: step scale, sigma, log(step / sigma)
         self._tabviews = tuple(self._tab)
-        # feature buffer, flat so that the message values can also read a constant 1 at its end:
-        # rows 0 s_p, 1 sigma_p, then the c+2 features [logscale, last, d_1..d_{c-1}, slope], 1.0
-        self._rows = c + 4
-        self._flat = torch.empty(self._rows * P + 1, device=dev)
+        # the embedding row of every parameter enters the encoder as one-hot rows of the feature buffer when
+        # the architecture has few kinds of parameters (else as a gathered [P, De] table)
+        ends = _slot_ends(lay) if self.kind == "graph" else None
+        kind = ends[4] if ends is not None else None
+        kinds = torch.unique(kind) if kind is not None else None
+        self._kinds = kinds if kinds is not None and kinds.numel() <= _ONE_HOT_MAX else None
+        K = 0 if self._kinds is None else self._kinds.numel()
+        # feature buffer, flat so that the message values can also read a constant 1 at its end: rows
+        # 0 s_p, 1 sigma_p, then the c+2 features [logscale, last, d_1..d_{c-1}, slope], K one-hot rows, 1.0
+        self._rows = c + 4 + K
+        self._flat = torch.zeros(self._rows * P + 1, device=dev)
         self._flat[-1] = 1.0
         self._buf = B = self._flat[:-1].view(self._rows, P)
-        # persistent views: s_p, sigma_p, [s_p; sigma_p; logscale_p], last, differences, slope, features
-        self._rowviews = (B[0], B[1], B[:3], B[3], B[4: c + 3], B[c + 3], B[2:], B[2:].t())
-        self._dev = torch.empty(c, P, device=dev)  # theta - mu of its group
-        self._dev_last = self._dev[-1]
+        if K:
+            B[c + 4:] = (kind[None] == self._kinds[:, None]).float().to(dev)
+        # persistent views: s_p, sigma_p, [s_p; sigma_p; logscale_p], last, differences, slope, features,
+        # the encoder's input [P, c+2+K]
+        self._rowviews = (B[0], B[1], B[:3], B[3], B[4: c + 3], B[c + 3], B[2: c + 4], B[2:].t())
+        self._scratch = torch.empty(c, P, device=dev)
         self._window_views: tuple = (None,)
-        self._sq = torch.empty(c, P, device=dev)
         self._v = torch.empty(1, P, device=dev)
-        self._abs = torch.empty(c - 1, P, device=dev)
         self._mu = torch.empty(P, device=dev)
         # the encoder's input columns in the buffer's row order (features are [last, d.., logscale, slope])
         self._perm = [c, 0, *range(1, c), c + 1]
@@ -129,7 +144,7 @@ class JumpPlan:
             return
         De = self.nowcaster.config.param_hidden
         self._N = N
-        edge, owner, src, dst, kind = _slot_ends(lay)
+        edge, owner, src, dst, kind = ends
         self._kind = kind
         p = torch.arange(P)
         ep, np_ = p[edge], p[~edge]
@@ -157,7 +172,6 @@ class JumpPlan:
         crow[1:] = torch.bincount(rows, minlength=P).cumsum(0)
         self._readout_sum = _csr32(crow, cols, torch.ones(len(cols)), (P, P + 3 * N + 1), dev)
         self._act = torch.empty(P, De, device=dev)
-        self._y = torch.empty(P, De, device=dev)
         self._aggregated = torch.empty(3 * N, De, device=dev)
         self._aggregated_nodes = self._aggregated.view(N, 3 * De)
         self._table_z, self._table_ctx = self._table[:P], self._table[P: P + 3 * N].view(N, 3 * De)
@@ -166,10 +180,11 @@ class JumpPlan:
         # 2C·(other end) + direction·C + channel, value a channel (1, normalized value, slope) read
         # from the feature buffer into the matrix's own values at every call, unnormalized (the sums
         # are divided by the degrees after the blocks add theirs)
-        ix = stream_index(lay, torch.device("cpu"), block_min)
+        found = (_detect_block(lay, o, shape, tid) for o, shape, tid in _group_pieces(lay)
+                 if len(shape) >= 2 and math.prod(shape) >= block_min)  # as the streamed path finds them
         rest = edge.clone()
         blocks = []
-        for blk in ix.blocks:
+        for blk in (b for b in found if b is not None):
             rest[blk.start: blk.start + blk.size] = False
             dst_n, src_n = (blk.rows, blk.cols) if blk.dst_rows else (blk.cols, blk.rows)
             # normalized values and slopes of its entries, viewed [d0, d1] ([d0, d1, T] for kernels)
@@ -211,10 +226,13 @@ class JumpPlan:
         with torch.inference_mode(False), torch.no_grad():
             if self.kind == "graph":
                 w = m.encode.weight
-                self._w_enc = w[:, self._perm].to(self.device)
-                self._w_enc_t = self._w_enc.t()
                 table = m.kind_emb.weight + m.encode.bias  # [rows, De]
-                self._tk = table.index_select(0, self._kind.to(table.device)).to(self.device)  # [P, De]
+                if self._kinds is not None:
+                    self._w_enc = torch.cat([w[:, self._perm], table[self._kinds.to(w.device)].t()], 1).to(self.device)
+                else:
+                    self._w_enc = w[:, self._perm].to(self.device)
+                    self._tk = table.index_select(0, self._kind.to(table.device)).to(self.device)  # [P, De]
+                self._w_enc_t = self._w_enc.t()
                 self._hconst = (m.node_in.bias + m.node_type_emb(self._node_type.to(w.device))
                                 + m.act_emb(self._node_act.to(w.device))).to(self.device)
             elif self.kind == "mlp":
@@ -247,8 +265,8 @@ class JumpPlan:
 
     def _group_mean(self, x: Tensor) -> Tensor:
         """Means ``[r, G]`` over the parameters of every normalization group of ``x [r, P]``."""
-        if self._gm_rows is not None:
-            return torch.mm(self._gm_rows, x.t()).t()
+        if self._lengths is not None:
+            return torch.segment_reduce(x, "mean", lengths=self._lengths[x.shape[0] - 1], axis=1)
         if self._gm is not None:
             return torch.mm(x, self._gm)
         return torch.stack([x.new_zeros(self.num_tensors).index_add_(0, self._tid, r) for r in x]).mul_(self._inv_cnt)
@@ -275,19 +293,19 @@ class JumpPlan:
         if Wv[0] is not W:  # views of the window, kept while the same tensor comes back (the ring buffer)
             Wv = self._window_views = (W, W[1:], W[:-1], W[-1], W.t())
         _, w_next, w_prev, w_last, w_t = Wv
+        scratch = self._scratch
         torch.sub(w_next, w_prev, out=diff)
-        torch.sum(torch.abs(diff, out=self._abs), 0, out=x_step)
+        torch.sum(torch.abs(diff, out=scratch[1:]), 0, out=x_step)
         mean_r = torch.mean(W, 0, out=x_mean)
         g = self._group_mean(x)  # [2, G]: mu, (c - 1) x mean absolute step
         mu_p = torch.index_select(g[0], 0, self._tid, out=self._mu)
-        dev = torch.sub(W, mu_p, out=self._dev)
-        v = torch.sum(torch.mul(dev, dev, out=self._sq), 0, keepdim=True, out=self._v)
+        v = torch.sum(torch.sub(W, mu_p, out=scratch).square_(), 0, keepdim=True, out=self._v)
         var = self._group_mean(v)[0]  # c x variance
         sigma = torch.div(var, c, out=t_sigma).sqrt_().add_(1e-12)
         step = torch.maximum(g[1].div_(c - 1), 1e-7 * sigma, out=t_step).add_(1e-20)
         torch.div(step, sigma, out=t_log).log_().clamp_(-20, 5)
         torch.index_select(self._tab, 1, self._tid, out=scaled)  # s_p, sigma_p, logscale_p
-        torch.div(self._dev_last, sigma_p, out=last)
+        torch.sub(w_last, mu_p, out=last).div_(sigma_p)
         diff.div_(s_p)
         torch.mv(w_t, self._kcw, out=slope).div_(s_p)
         base = torch.sub(mean_r, w_last, out=self._base).div_(s_p).add_(slope, alpha=(c - 1) / 2 + k)
@@ -310,7 +328,10 @@ class JumpPlan:
 
     def _encode(self, feats: Tensor) -> Tensor:
         """Neuron states ``[N, D]`` before message passing; the encodings ``z [P, De]`` go to the table."""
-        z = torch.addmm(self._tk, self._rowviews[-1], self._w_enc_t, out=self._table_z)
+        if self._kinds is not None:  # [features, one-hot kinds] x [encoder, embedding rows + encoder bias]
+            z = torch.mm(self._rowviews[-1], self._w_enc_t, out=self._table_z)
+        else:
+            z = torch.addmm(self._tk, self._rowviews[-1], self._w_enc_t, out=self._table_z)
         act = torch._C._nn.silu(z, out=self._act)
         agg = self._aggregated  # means over incoming, outgoing, own: [3N, De], viewed [N, 3·De]
         torch.addmm(agg, self._agg, act, beta=0, out=agg)
@@ -353,8 +374,8 @@ class JumpPlan:
         m = self.nowcaster
         torch.addmm(m.ctx.bias, h, m.ctx.weight.t(), out=self._table_ctx)
         # z + (source or own context) + (destination context or nothing)
-        y = F.silu(torch.addmm(self._y, self._readout_sum, self._table, beta=0, out=self._y), inplace=True)
-        y = torch.addmm(m.mid.bias, y, m.mid.weight.t(), out=self._act)
+        y = F.silu(torch.addmm(self._act, self._readout_sum, self._table, beta=0, out=self._act), inplace=True)
+        y = torch.addmm(m.mid.bias, y, m.mid.weight.t(), out=self._table_z)  # (the encodings were read)
         return F.silu(y, inplace=True)
 
 
