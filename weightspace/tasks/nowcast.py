@@ -35,7 +35,8 @@ Three kinds share this interface and the meta-training loop, so baselines run in
   permutations. NiNo updates a state per edge in every layer instead, which costs ``O(D^2)`` per
   weight and layer. One window (a jump of the hook) is computed in chunks of parameters, dense
   weight tensors as matrix products (:mod:`weightspace.tasks.nowcast_stream`), so memory stays
-  bounded on models with tens of millions of parameters.
+  bounded on models with tens of millions of parameters; on a small model the hook runs the same
+  function prepared once per architecture (:mod:`weightspace.tasks.nowcast_plan`).
 * ``"mlp"`` — a per-parameter MLP on the same features, no graph (WNN-like; Jang et al., ICML 2023).
 * ``"linefit"`` — per-parameter linear extrapolation over the context, no parameters.
 
