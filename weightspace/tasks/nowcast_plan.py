@@ -94,8 +94,7 @@ class JumpPlan:
         kc = torch.arange(c, dtype=torch.float32) - (c - 1) / 2
         self._kcw = (kc / (kc * kc).sum()).to(dev)  # least-squares slope over k = 0..c-1
         self._base = torch.empty(P, device=dev)
-        self._x = torch.empty(2, P, device=dev)  # per-parameter mean over the window; sum of |steps|
-        self._xviews = tuple(self._x)
+        self._mean = torch.empty(P, device=dev)  # Linefit's mean over the window
         if self.kind == "linefit":
             return
         self.num_tensors = G
@@ -121,22 +120,31 @@ class JumpPlan:
         self._kinds = kinds if kinds is not None and kinds.numel() <= _ONE_HOT_MAX else None
         K = 0 if self._kinds is None else self._kinds.numel()
         # feature buffer, flat so that the message values can also read a constant 1 at its end: rows
-        # 0 s_p, 1 sigma_p, then the c+2 features [logscale, last, d_1..d_{c-1}, slope], K one-hot rows, 1.0
-        self._rows = c + 4 + K
+        # 0 s_p, 1 sigma_p, then the c+2 features [logscale, last, d_1..d_{c-1}, slope], the mean over the
+        # window and the sum of absolute steps (the encoder gives them weight 0), K one-hot rows, 1.0
+        self._rows = c + 6 + K
         self._flat = torch.zeros(self._rows * P + 1, device=dev)
         self._flat[-1] = 1.0
         self._buf = B = self._flat[:-1].view(self._rows, P)
         if K:
-            B[c + 4:] = (kind[None] == self._kinds[:, None]).float().to(dev)
+            B[c + 6:] = (kind[None] == self._kinds[:, None]).float().to(dev)
+        # differences, least-squares slope and mean of the window: one product [c+1, c] x [c, P]
+        lin = torch.zeros(c + 1, c)
+        lin[torch.arange(c - 1), torch.arange(1, c)] = 1.0
+        lin[torch.arange(c - 1), torch.arange(c - 1)] = -1.0
+        lin[c - 1], lin[c] = kc / (kc * kc).sum(), 1.0 / c
+        self._lin = lin.to(dev)
         # persistent views: s_p, sigma_p, [s_p; sigma_p; logscale_p], last, differences, slope, features,
         # the encoder's input [P, c+2+K]
         self._rowviews = (B[0], B[1], B[:3], B[3], B[4: c + 3], B[c + 3], B[2: c + 4], B[2:].t())
+        self._linviews = (B[4: c + 5], B[4: c + 4], B[c + 4: c + 6], B[c + 4], B[c + 5])
         self._scratch = torch.empty(c, P, device=dev)
         self._window_views: tuple = (None,)
         self._v = torch.empty(1, P, device=dev)
         self._mu = torch.empty(P, device=dev)
         # the encoder's input columns in the buffer's row order (features are [last, d.., logscale, slope])
         self._perm = [c, 0, *range(1, c), c + 1]
+        self._stat_cols = 2  # zero columns of the encoder for the mean and step-sum rows
         if self.kind == "mlp":
             width = max(mod.out_features for mod in self.nowcaster.modules() if isinstance(mod, nn.Linear))
             self._hidden = [torch.empty(P * width, device=dev) for _ in range(2)]
@@ -228,16 +236,22 @@ class JumpPlan:
                 w = m.encode.weight
                 table = m.kind_emb.weight + m.encode.bias  # [rows, De]
                 if self._kinds is not None:
-                    self._w_enc = torch.cat([w[:, self._perm], table[self._kinds.to(w.device)].t()], 1).to(self.device)
+                    self._w_enc = self._encoder_input_weight(w, table[self._kinds.to(w.device)].t())
                 else:
-                    self._w_enc = w[:, self._perm].to(self.device)
+                    self._w_enc = self._encoder_input_weight(w)
                     self._tk = table.index_select(0, self._kind.to(table.device)).to(self.device)  # [P, De]
                 self._w_enc_t = self._w_enc.t()
                 self._hconst = (m.node_in.bias + m.node_type_emb(self._node_type.to(w.device))
                                 + m.act_emb(self._node_act.to(w.device))).to(self.device)
             elif self.kind == "mlp":
-                self._w_enc = m.encode[0].weight[:, self._perm].to(self.device)
+                self._w_enc = self._encoder_input_weight(m.encode[0].weight)
         self._weights_key = key
+
+    def _encoder_input_weight(self, w: Tensor, extra: Tensor | None = None) -> Tensor:
+        """The encoder's weight ``[out, c+2]`` for the buffer's rows: features permuted, zeros for the two
+        statistics rows, then ``extra`` (the embedding rows of the one-hot kinds)."""
+        parts = [w[:, self._perm], w.new_zeros(w.shape[0], self._stat_cols)]
+        return torch.cat(parts + ([extra] if extra is not None else []), 1).to(self.device)
 
     # ------------------------------------------------------------------ the jump
     def __call__(self, window: Tensor | Sequence[Tensor], horizon: int) -> Tensor:
@@ -261,7 +275,7 @@ class JumpPlan:
         """``(mean - last) + slope·((c-1)/2 + k)``: the fitted line ``k`` spacings past the last snapshot."""
         c = self.context
         slope = torch.mv(W.t(), self._kcw)
-        return torch.mean(W, 0, out=self._x[0]).sub(W[-1]).add_(slope, alpha=(c - 1) / 2 + k)
+        return torch.mean(W, 0, out=self._mean).sub(W[-1]).add_(slope, alpha=(c - 1) / 2 + k)
 
     def _group_mean(self, x: Tensor) -> Tensor:
         """Means ``[r, G]`` over the parameters of every normalization group of ``x [r, P]``."""
@@ -275,7 +289,7 @@ class JumpPlan:
         feats, base = self._features(W, k)
         m = self.nowcaster
         if self.kind == "mlp":
-            h = self._mlp(feats)
+            h = self._mlp()
         else:
             h = self._readout(self._propagate(self._encode(feats)))
         head = m.head[-1]
@@ -288,15 +302,15 @@ class JumpPlan:
         mean absolute step, then per parameter)."""
         c = self.context
         s_p, sigma_p, scaled, last, diff, slope, feats, _ = self._rowviews
-        x, (x_mean, x_step), (t_step, t_sigma, t_log) = self._x, self._xviews, self._tabviews
+        lin_out, normed, x, mean_r, x_step = self._linviews
+        t_step, t_sigma, t_log = self._tabviews
         Wv = self._window_views
         if Wv[0] is not W:  # views of the window, kept while the same tensor comes back (the ring buffer)
-            Wv = self._window_views = (W, W[1:], W[:-1], W[-1], W.t())
-        _, w_next, w_prev, w_last, w_t = Wv
+            Wv = self._window_views = (W, W[-1])
+        w_last = Wv[1]
         scratch = self._scratch
-        torch.sub(w_next, w_prev, out=diff)
+        torch.mm(self._lin, W, out=lin_out)  # differences, raw slope, mean
         torch.sum(torch.abs(diff, out=scratch[1:]), 0, out=x_step)
-        mean_r = torch.mean(W, 0, out=x_mean)
         g = self._group_mean(x)  # [2, G]: mu, (c - 1) x mean absolute step
         mu_p = torch.index_select(g[0], 0, self._tid, out=self._mu)
         v = torch.sum(torch.sub(W, mu_p, out=scratch).square_(), 0, keepdim=True, out=self._v)
@@ -306,16 +320,15 @@ class JumpPlan:
         torch.div(step, sigma, out=t_log).log_().clamp_(-20, 5)
         torch.index_select(self._tab, 1, self._tid, out=scaled)  # s_p, sigma_p, logscale_p
         torch.sub(w_last, mu_p, out=last).div_(sigma_p)
-        diff.div_(s_p)
-        torch.mv(w_t, self._kcw, out=slope).div_(s_p)
+        normed.div_(s_p)  # differences and slope in units of the step scale
         base = torch.sub(mean_r, w_last, out=self._base).div_(s_p).add_(slope, alpha=(c - 1) / 2 + k)
         return feats.clamp_(-50, 50), base
 
-    def _mlp(self, feats: Tensor) -> Tensor:
-        """The per-parameter MLP's states ``[P, D]`` before its horizon head (Linear / SiLU layers, each
-        written into one of two preallocated buffers)."""
+    def _mlp(self) -> Tensor:
+        """The per-parameter MLP's states ``[P, D]`` before its horizon head, from the feature buffer
+        (Linear / SiLU layers, each written into one of two preallocated buffers)."""
         m = self.nowcaster
-        h, n = feats.t(), 0
+        h, n = self._rowviews[-1], 0  # the buffer rows from the features on, [P, c+4]
         for mod in (*m.encode, *m.head[:-1]):
             if isinstance(mod, nn.Linear):
                 w = self._w_enc if n == 0 else mod.weight
