@@ -96,6 +96,24 @@ def test_every_way_of_summing_groups_and_adding_embeddings_gives_the_same_predic
     assert not torch.allclose(JumpPlan(nc, scattered)(win, 3), JumpPlan(nc, lay)(win, 3), atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["graph", "mlp"])
+def test_a_parameter_far_outside_its_group_is_clamped_in_the_features_but_not_in_the_line(kind):
+    """One weight moves 100 times further per step than its group on average: its features (slope,
+    differences) hit the clamp at 50 step scales, its fitted line does not; as in the streamed path."""
+    model, x = build_example("mlp")
+    spec = ws.GraphSpec.from_module(model, x)
+    lay = NowcastLayout.from_spec(spec)
+    nc = _randomized(kind, 6)
+    flat = spec.flatten(model.state_dict()).float()
+    win = flat.repeat(5, 1)
+    win[:, 0] += torch.arange(5.0)  # the group's other entries stay: its step scale is 1 / (group size)
+    plan = JumpPlan(nc, lay)
+    got, ref = plan(win, 2), _reference(nc, lay, win, 2)
+    assert _close(got, ref)
+    assert plan._rowviews[5][0] == 50.0  # the slope feature is clamped
+    assert abs(float(got[0]) - 2.0) < 0.5  # the line (1 per spacing, 2 spacings ahead) is not
+
+
 @pytest.mark.parametrize("c", [2, 3, 7])
 def test_prepared_linefit_takes_any_context(c):
     model, x = build_example("cnn_gap")

@@ -94,6 +94,7 @@ class JumpPlan:
         kc = torch.arange(c, dtype=torch.float32) - (c - 1) / 2
         self._kcw = (kc / (kc * kc).sum()).to(dev)  # least-squares slope over k = 0..c-1
         self._base = torch.empty(P, device=dev)
+        self._line = torch.empty(P, device=dev)
         self._mean = torch.empty(P, device=dev)  # Linefit's mean over the window
         if self.kind == "linefit":
             return
@@ -286,20 +287,24 @@ class JumpPlan:
         return torch.stack([x.new_zeros(self.num_tensors).index_add_(0, self._tid, r) for r in x]).mul_(self._inv_cnt)
 
     def _learned(self, W: Tensor, k: int) -> Tensor:
-        feats, base = self._features(W, k)
+        feats, drift, line = self._features(W, k)
         m = self.nowcaster
         if self.kind == "mlp":
             h = self._mlp()
         else:
             h = self._readout(self._propagate(self._encode(feats)))
         head = m.head[-1]
-        return torch.addmv(base, h, head.weight[k - 1]).add_(head.bias[k - 1]).mul_(self._rowviews[0])
+        # the fitted line k spacings ahead plus the learned correction, in units of s_p, back in weight
+        # units: (mean - last) + s_p·(slope·((c-1)/2 + k) + head_k(h))
+        y = torch.addmv(line, h, head.weight[k - 1]).add_(head.bias[k - 1])
+        return torch.addcmul(drift, y, self._rowviews[0])
 
-    def _features(self, W: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """``(features [c+2, P], line [P])``: the features in the buffer's row order and the fitted line
-        ``k`` spacings past the last snapshot in units of the step scale (as ``group_stats`` and
-        ``param_features``: every group's mean and standard deviation of its values in the window and
-        mean absolute step, then per parameter)."""
+    def _features(self, W: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``(features [c+2, P], mean - last [P], slope·((c-1)/2 + k) [P])``: the features in the buffer's
+        row order (as ``group_stats`` and ``param_features``: every group's mean and standard deviation
+        of its values in the window and mean absolute step, then per parameter), the window's mean
+        minus its last snapshot and the fitted line's rise to ``k`` spacings past the mean's position
+        (unclamped slope, in units of the step scale)."""
         c = self.context
         s_p, sigma_p, scaled, last, diff, slope, feats, _ = self._rowviews
         lin_out, normed, x, mean_r, x_step = self._linviews
@@ -310,19 +315,18 @@ class JumpPlan:
         w_last = Wv[1]
         scratch = self._scratch
         torch.mm(self._lin, W, out=lin_out)  # differences, raw slope, mean
-        torch.sum(torch.abs(diff, out=scratch[1:]), 0, out=x_step)
-        g = self._group_mean(x)  # [2, G]: mu, (c - 1) x mean absolute step
+        torch.mean(torch.abs(diff, out=scratch[1:]), 0, out=x_step)
+        g = self._group_mean(x)  # [2, G]: mu, mean absolute step
         mu_p = torch.index_select(g[0], 0, self._tid, out=self._mu)
-        v = torch.sum(torch.sub(W, mu_p, out=scratch).square_(), 0, keepdim=True, out=self._v)
-        var = self._group_mean(v)[0]  # c x variance
-        sigma = torch.div(var, c, out=t_sigma).sqrt_().add_(1e-12)
-        step = torch.maximum(g[1].div_(c - 1), 1e-7 * sigma, out=t_step).add_(1e-20)
+        v = torch.mean(torch.sub(W, mu_p, out=scratch).square_(), 0, keepdim=True, out=self._v)
+        sigma = torch.sqrt(self._group_mean(v)[0], out=t_sigma).add_(1e-12)
+        step = torch.maximum(g[1], 1e-7 * sigma, out=t_step).add_(1e-20)
         torch.div(step, sigma, out=t_log).log_().clamp_(-20, 5)
         torch.index_select(self._tab, 1, self._tid, out=scaled)  # s_p, sigma_p, logscale_p
         torch.sub(w_last, mu_p, out=last).div_(sigma_p)
         normed.div_(s_p)  # differences and slope in units of the step scale
-        base = torch.sub(mean_r, w_last, out=self._base).div_(s_p).add_(slope, alpha=(c - 1) / 2 + k)
-        return feats.clamp_(-50, 50), base
+        line = torch.mul(slope, (c - 1) / 2 + k, out=self._line)
+        return feats.clamp_(-50, 50), torch.sub(mean_r, w_last, out=self._base), line
 
     def _mlp(self) -> Tensor:
         """The per-parameter MLP's states ``[P, D]`` before its horizon head, from the feature buffer
