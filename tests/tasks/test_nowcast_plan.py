@@ -20,17 +20,12 @@ from weightspace.tasks.nowcast import Nowcaster, NowcastLayout
 from weightspace.tasks.nowcast_plan import JumpPlan
 from weightspace.tasks.nowcast_stream import predict_stream
 
+from .nowcast_helpers import randomized_nowcaster, train_steps
+
 ALL_BLOCKS, NO_BLOCKS = 1, 1 << 40
 
 
-def _randomized(kind: str, seed: int = 0, horizons: int = 6) -> Nowcaster:
-    """A nowcaster whose every weight (zero-initialized heads too) is random, so outputs are not Linefit."""
-    nc = Nowcaster(kind=kind, horizons=horizons)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in nc.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return nc.eval()
+_randomized = randomized_nowcaster
 
 
 def _window(spec: ws.GraphSpec, model: nn.Module, seed: int, c: int = 5) -> torch.Tensor:
@@ -190,13 +185,7 @@ def _setup(seed: int = 0):
     return model, opt, data
 
 
-def _train(model, opt, data, steps, start=0):
-    for i in range(start, start + steps):
-        x, y = data[i % len(data)]
-        loss = ((model(x) - y) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+_train = train_steps
 
 
 def _flat(model):

@@ -11,20 +11,15 @@ from torch import nn
 
 import weightspace as ws
 from weightspace.examples import EXAMPLES, build_example
-from weightspace.tasks.nowcast import Nowcaster, NowcastLayout
+from weightspace.tasks.nowcast import NowcastLayout
 from weightspace.tasks.nowcast_stream import StreamIndex, predict_stream
+
+from .nowcast_helpers import randomized_nowcaster
 
 ALL_BLOCKS, NO_BLOCKS = 1, 1 << 40
 
 
-def _randomized(kind: str, seed: int = 0, horizons: int = 6) -> Nowcaster:
-    """A nowcaster whose every weight (zero-initialized heads too) is random, so outputs are not Linefit."""
-    nc = Nowcaster(kind=kind, horizons=horizons)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in nc.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return nc.eval()
+_randomized = randomized_nowcaster
 
 
 def _window(spec: ws.GraphSpec, model: nn.Module, seed: int, c: int = 5) -> torch.Tensor:
