@@ -1,0 +1,184 @@
+"""Learning curve of generalization prediction: test tau against the number of training runs.
+
+    weightspace zoo mnist1d_cnn size=2000 out=ZOOS/mnist1d_cnn_2k zoo.data.num_samples=16000 zoo.data.test_fraction=0.5 threads=1
+    python benchmarks/predict_scaling.py --zoo mnist1d_cnn_2k=ZOOS/mnist1d_cnn_2k --sizes 200,400,800 \
+        [--seeds 3] [--methods gmn_stats_rank,statnn,statnn_gbm] [--cache runs/predict_cache] [--out benchmarks/results]
+
+Per seed the zoo gets the same run-level 80/10/10 split as ``benchmarks/predict.py``; a point of the
+curve trains each method on the first ``n`` runs of the train split and reports on the whole test split
+(selection on the whole validation split), so all points of a seed are scored on the same networks.
+Trained methods (all but ``statnn_gbm``) get ``epochs x full / n`` epochs at size ``n``: every point
+takes the same number of optimizer steps as the full train split, so the curve measures data, not
+compute. The full train split is the last point; with ``--cache`` it is read from (or written to) the
+same cache entries as ``benchmarks/predict.py`` (same zoo name, method, seed and settings).
+Writes ``predict_scaling.json``, ``predict_scaling.md`` and ``predict_scaling.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+
+import model_zoo
+from weightspace.tasks.predict import PredictConfig, label_noise_ceiling, load_zoo_graphs, run_predict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predict import METHODS, mean_std, test_correctness  # noqa: E402
+
+log = logging.getLogger("benchmarks.predict_scaling")
+KEYS = ("test/tau", "test/r2", "test/mae", "test_trained/tau", "train/time_s")
+
+
+def subset(data, n: int):
+    """``data`` with only the first ``n`` train runs (validation and test unchanged)."""
+    return replace(data, graphs={**data.graphs, "train": data.graphs["train"][:n]},
+                   hparams={**data.hparams, "train": data.hparams["train"][:n]})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", required=True, metavar="NAME=DIR")
+    ap.add_argument("--sizes", default="200,400,800", help="train-run counts below the full train split")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--methods", default="gmn_stats_rank,statnn,statnn_gbm")
+    ap.add_argument("--gmn-epochs", type=int, default=15, help="epochs of the graph metanetworks on the full split")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default=None, help="folder of per (zoo, method, seed, size) results to resume from")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    zname, sep, zpath = args.zoo.partition("=")
+    if not sep or not zname or not zpath:
+        ap.error(f"--zoo takes NAME=DIR, got {args.zoo!r}")
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    torch.set_num_threads(args.threads)
+    zoo = model_zoo.load(zpath)
+    correct = test_correctness(zoo)
+    train_acc = zoo.final_metrics()["train_accuracy"]
+    t_all = time.time()
+    per: dict = {}
+    refs: dict = {"ceiling": [], "train_acc_tau": []}
+    cached: list[str] = []
+    full = None
+    for seed in range(args.seeds):
+        data = load_zoo_graphs(zoo, "test_accuracy", (0.8, 0.1, 0.1), seed)
+        full = len(data.graphs["train"])
+        sizes = sorted({n for n in map(int, args.sizes.split(",")) if 0 < n < full} | {full})
+        test_runs = [int(g.run) for g in data.graphs["test"]]
+        refs["ceiling"].append(label_noise_ceiling(correct[test_runs], seed=seed)["tau"])
+        refs["train_acc_tau"].append(float(kendalltau(train_acc[test_runs], correct[test_runs].mean(1)).statistic))
+        for n in sizes:
+            for m in methods:
+                spec = dict(METHODS[m])
+                spec.setdefault("epochs", args.gmn_epochs)
+                if n < full and spec["epochs"] > 0:
+                    spec["epochs"] = int(round(spec["epochs"] * full / n))
+                suffix = "" if n == full else f"_n{n}"
+                path = Path(args.cache) / f"{zname}_{m}_{seed}{suffix}.json" if args.cache else None
+                if path is not None and path.is_file():
+                    met = json.loads(path.read_text())
+                    cached.append(f"{m}/{seed}/{n}")
+                else:
+                    cfg = PredictConfig(seed=seed, split_seed=seed, progress=False, device="cpu", **spec)
+                    pred, met = run_predict(None, cfg, data=subset(data, n))
+                    met = {k: v for k, v in met.items() if k != "history"}
+                    if path is not None:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        pred.save(path.with_suffix(""))
+                        path.write_text(json.dumps(met))
+                log.info("%s n=%d seed %d: tau %.3f r2 %.3f", m, n, seed, met["test/tau"], met["test/r2"])
+                for k in KEYS:
+                    per.setdefault(m, {}).setdefault(n, {}).setdefault(k, []).append(met.get(k, float("nan")))
+    results = {
+        "zoo": {"name": zname, "path": zpath, "runs": len(zoo), "train_runs_full": full,
+                "n_test_samples": int(correct.shape[1])},
+        "config": {"seeds": args.seeds, "gmn_epochs": args.gmn_epochs, "threads": args.threads, "methods": methods,
+                   "epochs_rule": "epochs x full / n at n train runs (equal optimizer steps at every point)"},
+        "curve": {m: {str(n): {k: mean_std(v) for k, v in d.items()} for n, d in sorted(per[m].items())}
+                  for m in methods},
+        "references": {k: mean_std(v) for k, v in refs.items()},
+        "cached": cached,
+        "total_time_s": time.time() - t_all,
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "machine": {"platform": platform.platform(), "torch": torch.__version__,
+                    "note": "2 CPU cores shared with other jobs while measuring"},
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predict_scaling.json").write_text(json.dumps(results, indent=1))
+    write_markdown(results, out / "predict_scaling.md")
+    plot(results, out / "predict_scaling.png")
+    print((out / "predict_scaling.md").read_text())
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    z, c = results["zoo"], results["config"]
+    sizes = sorted({int(n) for m in c["methods"] for n in results["curve"][m]})
+    lines = [f"# Generalization prediction: test τ against training runs ({z['name']}, mean ± std over "
+             f"{c['seeds']} seeds)", "", f"Command: `{results['command']}`", "",
+             f"Zoo `{z['path']}`: {z['runs']} runs, the full train split holds {z['train_runs_full']}; every point is "
+             f"scored on the same test runs per seed ({z['n_test_samples']} test samples per network). Trained methods "
+             f"take {c['epochs_rule']}.", "",
+             "| method | " + " | ".join(f"n={n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for m in c["methods"]:
+        cells = []
+        for n in sizes:
+            r = results["curve"][m].get(str(n))
+            cells.append(f"{r['test/tau']['mean']:.3f} ± {r['test/tau']['std']:.3f}" if r else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    ref = results["references"]
+    lines += ["", f"References on the same test runs: label-noise ceiling τ {ref['ceiling']['mean']:.3f} ± "
+              f"{ref['ceiling']['std']:.3f}; the runs' own train accuracy as the prediction τ "
+              f"{ref['train_acc_tau']['mean']:.3f} ± {ref['train_acc_tau']['std']:.3f}.", "",
+              "R² (mean over seeds):", "", "| method | " + " | ".join(f"n={n}" for n in sizes) + " |",
+              "|---|" + "---|" * len(sizes)]
+    for m in c["methods"]:
+        lines.append(f"| {m} | " + " | ".join(
+            f"{results['curve'][m][str(n)]['test/r2']['mean']:.3f}" if str(n) in results["curve"][m] else "–"
+            for n in sizes) + " |")
+    n_cached = len(results["cached"])
+    lines += ["", f"{n_cached} method/seed/size results were read from `--cache` (earlier runs with the same "
+              f"settings); total {results['total_time_s']:.0f} s. Machine: {results['machine']['platform']} "
+              f"({results['machine']['note']})."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for m in results["config"]["methods"]:
+        pts = sorted((int(n), r["test/tau"]) for n, r in results["curve"][m].items())
+        x = np.array([n for n, _ in pts])
+        y = np.array([r["mean"] for _, r in pts])
+        e = np.array([r["std"] for _, r in pts])
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=m)
+    ref = results["references"]
+    ax.axhline(ref["ceiling"]["mean"], color="k", ls="--", lw=0.8, label="label-noise ceiling")
+    ax.axhline(ref["train_acc_tau"]["mean"], color="gray", ls=":", lw=0.8, label="train accuracy (not from weights)")
+    ax.set(xscale="log", xlabel="training runs", ylabel="test Kendall τ", title=results["zoo"]["name"])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
