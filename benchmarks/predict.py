@@ -109,8 +109,16 @@ def test_correctness(zoo: model_zoo.Zoo) -> np.ndarray:
     correct = np.stack(rows)
     stored = np.asarray(zoo.final_metrics()["test_accuracy"], dtype=np.float64)
     ok = np.isfinite(stored)
-    if not np.allclose(correct.mean(1)[ok], stored[ok], atol=1e-5):
-        raise RuntimeError(f"{zoo.path}: re-evaluated test accuracies differ from the stored ones")
+    # the zoo evaluated its networks batched; a single network's logits differ by float rounding,
+    # which can flip the argmax of a sample whose two largest logits (nearly) tie
+    diff = np.abs(correct.mean(1)[ok] - stored[ok]) * correct.shape[1]  # in samples
+    if diff.max(initial=0.0) > 2.5:
+        worst = int(np.flatnonzero(ok)[diff.argmax()])
+        raise RuntimeError(f"{zoo.path}: re-evaluated test accuracies differ from the stored ones (run {worst}: "
+                           f"{diff.max():.1f} of {correct.shape[1]} test samples)")
+    if (diff > 0.5).any():
+        log.info("%s: %d runs' re-evaluated accuracies differ from the stored ones by 1-2 test samples "
+                 "(near-tied logits under float rounding)", zoo.path, int((diff > 0.5).sum()))
     return correct
 
 
