@@ -173,7 +173,10 @@ def plot(results: dict, path: Path) -> None:
     ref = results["references"]
     ax.axhline(ref["ceiling"]["mean"], color="k", ls="--", lw=0.8, label="label-noise ceiling")
     ax.axhline(ref["train_acc_tau"]["mean"], color="gray", ls=":", lw=0.8, label="train accuracy (not from weights)")
+    sizes = sorted({int(n) for m in results["config"]["methods"] for n in results["curve"][m]})
     ax.set(xscale="log", xlabel="training runs", ylabel="test Kendall τ", title=results["zoo"]["name"])
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
