@@ -14,6 +14,8 @@ import weightspace as ws
 from weightspace.tasks.nowcast import Nowcaster
 from weightspace.tasks.nowcast_hook import NowcastHook, horizon_schedule
 
+from .nowcast_helpers import train_steps as _train
+
 
 def _setup(seed: int = 0, lr: float = 1e-2):
     torch.manual_seed(seed)
@@ -22,17 +24,6 @@ def _setup(seed: int = 0, lr: float = 1e-2):
     g = torch.Generator().manual_seed(seed)
     data = [(torch.randn(16, 6, generator=g), torch.randn(16, 3, generator=g)) for _ in range(8)]
     return model, opt, data
-
-
-def _train(model, opt, data, steps, start=0, sched=None):
-    for i in range(start, start + steps):
-        x, y = data[i % len(data)]
-        loss = ((model(x) - y) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
 
 
 def _flat(model):
