@@ -7,6 +7,10 @@ hyperparameters only, on a homogeneous and a heterogeneous digits zoo built by `
     python benchmarks/predict.py --cnn-zoo ZOOS/digits_cnn --hetero-zoo ZOOS/digits_hetero \
         [--zoo mnist1d_cnn=ZOOS/mnist1d_cnn] [--seeds 3] [--gmn-epochs 15] [--threads 1] [--out benchmarks/results]
 
+``--cache DIR`` keeps each zoo/method/seed result so that an interrupted or extended run resumes; with
+it, ``--only-seed S`` (repeatable) makes a worker that trains and caches only those seeds and writes no
+results, so workers on separate cores share a long run; a last run without it writes the results.
+
 Each seed draws its own run-level 80/10/10 split and initialization; the test split is reported
 (selection on validation tau). Writes ``predict.json``, ``predict.md`` and ``predict.png`` (predicted
 vs true test accuracy for seed 0, and a PCA of the metanetwork's embeddings of the heterogeneous zoo).
@@ -141,8 +145,13 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--cache", default=None, help="folder keeping each (zoo, method, seed) result so that an "
                     "interrupted run resumes; every number still comes from a run of this script")
+    ap.add_argument("--only-seed", type=int, action="append", default=None, metavar="S",
+                    help="worker mode (repeatable): train and cache only these seeds, write no results; run "
+                    "several workers side by side, then once without it to write the results from the cache")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.only_seed and not args.cache:
+        ap.error("--only-seed fills the cache: give --cache")
     if args.make_hetero_zoo:
         model_zoo.generate({**HETERO_ZOO, "size": args.hetero_size}, args.make_hetero_zoo, progress=True)
         return
@@ -177,7 +186,7 @@ def main() -> None:
         zres: dict = {"path": str(zpath), "runs": len(zoo), "archs": len(zoo.info["archs"]),
                       "final_test_accuracy_mean": float(np.nanmean(acc)), "methods": {}}
         per: dict = {m: {k: [] for k in KEYS} for m in methods}
-        for seed in range(args.seeds):
+        for seed in (args.only_seed or range(args.seeds)):
             data = load_zoo_graphs(zoo, "test_accuracy", (0.8, 0.1, 0.1), seed)
             zres["split_sizes"] = {k: len(v) for k, v in data.graphs.items()}
             test_runs = [int(g.run) for g in data.graphs["test"]]
@@ -221,6 +230,10 @@ def main() -> None:
         log.info("%s: label-noise ceiling tau %.3f, train-accuracy tau %.3f", zname,
                  zres["references"]["ceiling"]["mean"], zres["references"]["train_acc_tau"]["mean"])
         results["zoos"][zname] = zres
+    if args.only_seed:
+        log.info("worker for seeds %s done: the cache holds their results; run without --only-seed to write them",
+                 args.only_seed)
+        return
     results["total_time_s"] = time.time() - t_all
     results["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     (out / "predict.json").write_text(json.dumps(results, indent=1))

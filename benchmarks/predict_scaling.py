@@ -1,8 +1,9 @@
 """Learning curve of generalization prediction: test tau against the number of training runs.
 
     weightspace zoo mnist1d_cnn size=2000 out=ZOOS/mnist1d_cnn_2k zoo.data.num_samples=16000 zoo.data.test_fraction=0.5 threads=1
-    python benchmarks/predict_scaling.py --zoo mnist1d_cnn_2k=ZOOS/mnist1d_cnn_2k --sizes 200,400,800 \
-        [--seeds 3] [--methods gmn_stats_rank,statnn,statnn_gbm] [--cache runs/predict_cache] [--out benchmarks/results]
+    python benchmarks/predict_scaling.py --zoo mnist1d_cnn_2k=ZOOS/mnist1d_cnn_2k [--zoo NAME=DIR ...] --sizes 200,400,800 \
+        [--seeds 3] [--methods gmn_stats_rank,statnn,statnn_gbm] [--cache runs/predict_cache] [--only-seed S ...] \
+        [--out benchmarks/results]
 
 Per seed the zoo gets the same run-level 80/10/10 split as ``benchmarks/predict.py``; a point of the
 curve trains each method on the first ``n`` runs of the train split and reports on the whole test split
@@ -11,7 +12,10 @@ Trained methods (all but ``statnn_gbm``) get ``epochs x full / n`` epochs at siz
 takes the same number of optimizer steps as the full train split, so the curve measures data, not
 compute. The full train split is the last point; with ``--cache`` it is read from (or written to) the
 same cache entries as ``benchmarks/predict.py`` (same zoo name, method, seed and settings).
-Writes ``predict_scaling.json``, ``predict_scaling.md`` and ``predict_scaling.png``.
+Several ``--zoo`` give one table and one panel per zoo. ``--only-seed S`` (repeatable, with ``--cache``)
+makes a worker that trains and caches only those seeds, so workers on separate cores share a long run;
+a last run without it writes the results. Writes ``predict_scaling.json``, ``predict_scaling.md`` and
+``predict_scaling.png``.
 """
 
 from __future__ import annotations
@@ -46,35 +50,23 @@ def subset(data, n: int):
                    hparams={**data.hparams, "train": data.hparams["train"][:n]})
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--zoo", required=True, metavar="NAME=DIR")
-    ap.add_argument("--sizes", default="200,400,800", help="train-run counts below the full train split")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--methods", default="gmn_stats_rank,statnn,statnn_gbm")
-    ap.add_argument("--gmn-epochs", type=int, default=15, help="epochs of the graph metanetworks on the full split")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cache", default=None, help="folder of per (zoo, method, seed, size) results to resume from")
-    ap.add_argument("--out", default="benchmarks/results")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    zname, sep, zpath = args.zoo.partition("=")
-    if not sep or not zname or not zpath:
-        ap.error(f"--zoo takes NAME=DIR, got {args.zoo!r}")
-    methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        ap.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
-    torch.set_num_threads(args.threads)
+def parse_zoo(ap: argparse.ArgumentParser, item: str) -> tuple[str, str]:
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        ap.error(f"--zoo takes NAME=DIR, got {item!r}")
+    return name, path
+
+
+def curve(zname: str, zpath: str, args, methods: list[str], seeds) -> dict:
+    """One zoo's learning curve: per method and size, the KEYS over ``seeds`` (cache-aware)."""
     zoo = model_zoo.load(zpath)
     correct = test_correctness(zoo)
     train_acc = zoo.final_metrics()["train_accuracy"]
-    t_all = time.time()
     per: dict = {}
     refs: dict = {"ceiling": [], "train_acc_tau": []}
     cached: list[str] = []
     full = None
-    for seed in range(args.seeds):
+    for seed in seeds:
         data = load_zoo_graphs(zoo, "test_accuracy", (0.8, 0.1, 0.1), seed)
         full = len(data.graphs["train"])
         sizes = sorted({n for n in map(int, args.sizes.split(",")) if 0 < n < full} | {full})
@@ -100,18 +92,51 @@ def main() -> None:
                         path.parent.mkdir(parents=True, exist_ok=True)
                         pred.save(path.with_suffix(""))
                         path.write_text(json.dumps(met))
-                log.info("%s n=%d seed %d: tau %.3f r2 %.3f", m, n, seed, met["test/tau"], met["test/r2"])
+                log.info("%s %s n=%d seed %d: tau %.3f r2 %.3f", zname, m, n, seed, met["test/tau"], met["test/r2"])
                 for k in KEYS:
                     per.setdefault(m, {}).setdefault(n, {}).setdefault(k, []).append(met.get(k, float("nan")))
-    results = {
+    return {
         "zoo": {"name": zname, "path": zpath, "runs": len(zoo), "train_runs_full": full,
                 "n_test_samples": int(correct.shape[1])},
-        "config": {"seeds": args.seeds, "gmn_epochs": args.gmn_epochs, "threads": args.threads, "methods": methods,
-                   "epochs_rule": "epochs x full / n at n train runs (equal optimizer steps at every point)"},
         "curve": {m: {str(n): {k: mean_std(v) for k, v in d.items()} for n, d in sorted(per[m].items())}
                   for m in methods},
         "references": {k: mean_std(v) for k, v in refs.items()},
         "cached": cached,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", required=True, action="append", metavar="NAME=DIR", help="a zoo (repeatable)")
+    ap.add_argument("--sizes", default="200,400,800", help="train-run counts below the full train split")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--methods", default="gmn_stats_rank,statnn,statnn_gbm")
+    ap.add_argument("--gmn-epochs", type=int, default=15, help="epochs of the graph metanetworks on the full split")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default=None, help="folder of per (zoo, method, seed, size) results to resume from")
+    ap.add_argument("--only-seed", type=int, action="append", default=None, metavar="S",
+                    help="worker mode (repeatable): train and cache only these seeds, write no results")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    zoos = [parse_zoo(ap, z) for z in args.zoo]
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    if args.only_seed and not args.cache:
+        ap.error("--only-seed fills the cache: give --cache")
+    torch.set_num_threads(args.threads)
+    t_all = time.time()
+    seeds = args.only_seed or range(args.seeds)
+    per_zoo = {name: curve(name, path, args, methods, seeds) for name, path in zoos}
+    if args.only_seed:
+        log.info("worker for seeds %s done; run without --only-seed to write the results", args.only_seed)
+        return
+    results = {
+        "zoos": per_zoo,
+        "config": {"seeds": args.seeds, "gmn_epochs": args.gmn_epochs, "threads": args.threads, "methods": methods,
+                   "epochs_rule": "epochs x full / n at n train runs (equal optimizer steps at every point)"},
         "total_time_s": time.time() - t_all,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
@@ -126,34 +151,38 @@ def main() -> None:
 
 
 def write_markdown(results: dict, path: Path) -> None:
-    z, c = results["zoo"], results["config"]
-    sizes = sorted({int(n) for m in c["methods"] for n in results["curve"][m]})
-    lines = [f"# Generalization prediction: test τ against training runs ({z['name']}, mean ± std over "
-             f"{c['seeds']} seeds)", "", f"Command: `{results['command']}`", "",
-             f"Zoo `{z['path']}`: {z['runs']} runs, the full train split holds {z['train_runs_full']}; every point is "
-             f"scored on the same test runs per seed ({z['n_test_samples']} test samples per network). Trained methods "
-             f"take {c['epochs_rule']}.", "",
-             "| method | " + " | ".join(f"n={n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    for m in c["methods"]:
-        cells = []
-        for n in sizes:
-            r = results["curve"][m].get(str(n))
-            cells.append(f"{r['test/tau']['mean']:.3f} ± {r['test/tau']['std']:.3f}" if r else "–")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    ref = results["references"]
-    lines += ["", f"References on the same test runs: label-noise ceiling τ {ref['ceiling']['mean']:.3f} ± "
-              f"{ref['ceiling']['std']:.3f}; the runs' own train accuracy as the prediction τ "
-              f"{ref['train_acc_tau']['mean']:.3f} ± {ref['train_acc_tau']['std']:.3f}.", "",
-              "R² (mean over seeds):", "", "| method | " + " | ".join(f"n={n}" for n in sizes) + " |",
-              "|---|" + "---|" * len(sizes)]
-    for m in c["methods"]:
-        lines.append(f"| {m} | " + " | ".join(
-            f"{results['curve'][m][str(n)]['test/r2']['mean']:.3f}" if str(n) in results["curve"][m] else "–"
-            for n in sizes) + " |")
-    n_cached = len(results["cached"])
-    lines += ["", f"{n_cached} method/seed/size results were read from `--cache` (earlier runs with the same "
-              f"settings); total {results['total_time_s']:.0f} s. Machine: {results['machine']['platform']} "
-              f"({results['machine']['note']})."]
+    c = results["config"]
+    lines = [f"# Generalization prediction: test τ against training runs (mean ± std over {c['seeds']} seeds)", "",
+             f"Command: `{results['command']}`", "",
+             f"Trained methods take {c['epochs_rule']}; every point of a zoo and seed is scored on the same test runs."]
+    n_cached = 0
+    for zname, zr in results["zoos"].items():
+        z = zr["zoo"]
+        sizes = sorted({int(n) for m in c["methods"] for n in zr["curve"][m]})
+        lines += ["", f"## {zname}", "",
+                  f"Zoo `{z['path']}`: {z['runs']} runs, the full train split holds {z['train_runs_full']} "
+                  f"({z['n_test_samples']} test samples per network).", "",
+                  "| method | " + " | ".join(f"n={n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+        for m in c["methods"]:
+            cells = []
+            for n in sizes:
+                r = zr["curve"][m].get(str(n))
+                cells.append(f"{r['test/tau']['mean']:.3f} ± {r['test/tau']['std']:.3f}" if r else "–")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        ref = zr["references"]
+        lines += ["", f"References on the same test runs: label-noise ceiling τ {ref['ceiling']['mean']:.3f} ± "
+                  f"{ref['ceiling']['std']:.3f}; the runs' own train accuracy as the prediction τ "
+                  f"{ref['train_acc_tau']['mean']:.3f} ± {ref['train_acc_tau']['std']:.3f}.", "",
+                  "R² (mean over seeds):", "", "| method | " + " | ".join(f"n={n}" for n in sizes) + " |",
+                  "|---|" + "---|" * len(sizes)]
+        for m in c["methods"]:
+            lines.append(f"| {m} | " + " | ".join(
+                f"{zr['curve'][m][str(n)]['test/r2']['mean']:.3f}" if str(n) in zr["curve"][m] else "–"
+                for n in sizes) + " |")
+        n_cached += len(zr["cached"])
+    lines += ["", f"{n_cached} zoo/method/seed/size results were read from `--cache` (earlier runs or workers "
+              f"with the same settings); total {results['total_time_s']:.0f} s in this run. Machine: "
+              f"{results['machine']['platform']} ({results['machine']['note']})."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -163,21 +192,25 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    for m in results["config"]["methods"]:
-        pts = sorted((int(n), r["test/tau"]) for n, r in results["curve"][m].items())
-        x = np.array([n for n, _ in pts])
-        y = np.array([r["mean"] for _, r in pts])
-        e = np.array([r["std"] for _, r in pts])
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=m)
-    ref = results["references"]
-    ax.axhline(ref["ceiling"]["mean"], color="k", ls="--", lw=0.8, label="label-noise ceiling")
-    ax.axhline(ref["train_acc_tau"]["mean"], color="gray", ls=":", lw=0.8, label="train accuracy (not from weights)")
-    sizes = sorted({int(n) for m in results["config"]["methods"] for n in results["curve"][m]})
-    ax.set(xscale="log", xlabel="training runs", ylabel="test Kendall τ", title=results["zoo"]["name"])
-    ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.minorticks_off()
-    ax.legend(fontsize=8)
+    zoos = results["zoos"]
+    fig, axes = plt.subplots(1, len(zoos), figsize=(5.0 * len(zoos), 4.2), sharey=True, squeeze=False)
+    for ax, (zname, zr) in zip(axes[0], zoos.items()):
+        for m in results["config"]["methods"]:
+            pts = sorted((int(n), r["test/tau"]) for n, r in zr["curve"][m].items())
+            x = np.array([n for n, _ in pts])
+            y = np.array([r["mean"] for _, r in pts])
+            e = np.array([r["std"] for _, r in pts])
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=m)
+        ref = zr["references"]
+        ax.axhline(ref["ceiling"]["mean"], color="k", ls="--", lw=0.8, label="label-noise ceiling")
+        ax.axhline(ref["train_acc_tau"]["mean"], color="gray", ls=":", lw=0.8,
+                   label="train accuracy (not from weights)")
+        sizes = sorted({int(n) for m in results["config"]["methods"] for n in zr["curve"][m]})
+        ax.set(xscale="log", xlabel="training runs", title=f"{zname} ({zr['zoo']['runs']} runs)")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
+    axes[0][0].set_ylabel("test Kendall τ")
+    axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
