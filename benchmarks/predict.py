@@ -289,7 +289,13 @@ def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     zones = list(dict.fromkeys(z for z, _ in scatter))
-    fig, axes = plt.subplots(1, len(zones) + 1, figsize=(4.7 * (len(zones) + 1), 4.3))
+    cols = min(3, len(zones) + 1)
+    rows = -(-(len(zones) + 1) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.7 * cols, 4.3 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(zones) + 1:]:
+        ax.axis("off")
+    axes = axes[: len(zones)] + [axes[len(zones)]]
     for ax, z in zip(axes[:-1], zones):
         for m in methods:
             if (z, m) in scatter:
@@ -302,6 +308,8 @@ def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
         sc = axes[-1].scatter(embed[0][:, 0], embed[0][:, 1], c=embed[1], s=12, cmap="viridis")
         fig.colorbar(sc, ax=axes[-1], label="test accuracy")
         axes[-1].set(title=f"{embed[2]} embeddings, digits_hetero (PCA)", xlabel="PC1", ylabel="PC2")
+    else:
+        axes[-1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
