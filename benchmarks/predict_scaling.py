@@ -1,7 +1,7 @@
 """Learning curve of generalization prediction: test tau against the number of training runs.
 
     weightspace zoo mnist1d_cnn size=2000 out=ZOOS/mnist1d_cnn_2k zoo.data.num_samples=16000 zoo.data.test_fraction=0.5 threads=1
-    python benchmarks/predict_scaling.py --zoo mnist1d_cnn_2k=ZOOS/mnist1d_cnn_2k [--zoo NAME=DIR ...] --sizes 200,400,800 \
+    python benchmarks/predict_scaling.py --zoo mnist1d_cnn_2k=ZOOS/mnist1d_cnn_2k --sizes 200,400,800 [--zoo NAME=DIR --sizes N,...] \
         [--seeds 3] [--methods gmn_stats_rank,statnn,statnn_gbm] [--cache runs/predict_cache] [--only-seed S ...] \
         [--out benchmarks/results]
 
@@ -57,7 +57,7 @@ def parse_zoo(ap: argparse.ArgumentParser, item: str) -> tuple[str, str]:
     return name, path
 
 
-def curve(zname: str, zpath: str, args, methods: list[str], seeds) -> dict:
+def curve(zname: str, zpath: str, sizes_arg: str, args, methods: list[str], seeds) -> dict:
     """One zoo's learning curve: per method and size, the KEYS over ``seeds`` (cache-aware)."""
     zoo = model_zoo.load(zpath)
     correct = test_correctness(zoo)
@@ -69,7 +69,7 @@ def curve(zname: str, zpath: str, args, methods: list[str], seeds) -> dict:
     for seed in seeds:
         data = load_zoo_graphs(zoo, "test_accuracy", (0.8, 0.1, 0.1), seed)
         full = len(data.graphs["train"])
-        sizes = sorted({n for n in map(int, args.sizes.split(",")) if 0 < n < full} | {full})
+        sizes = sorted({n for n in map(int, sizes_arg.split(",")) if 0 < n < full} | {full})
         test_runs = [int(g.run) for g in data.graphs["test"]]
         refs["ceiling"].append(label_noise_ceiling(correct[test_runs], seed=seed)["tau"])
         refs["train_acc_tau"].append(float(kendalltau(train_acc[test_runs], correct[test_runs].mean(1)).statistic))
@@ -108,7 +108,9 @@ def curve(zname: str, zpath: str, args, methods: list[str], seeds) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", required=True, action="append", metavar="NAME=DIR", help="a zoo (repeatable)")
-    ap.add_argument("--sizes", default="200,400,800", help="train-run counts below the full train split")
+    ap.add_argument("--sizes", action="append", default=None,
+                    help="train-run counts below the full train split (default 200,400,800); once for every zoo, "
+                    "or once per --zoo in the same order")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--methods", default="gmn_stats_rank,statnn,statnn_gbm")
     ap.add_argument("--gmn-epochs", type=int, default=15, help="epochs of the graph metanetworks on the full split")
@@ -120,6 +122,10 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     zoos = [parse_zoo(ap, z) for z in args.zoo]
+    sizes = args.sizes or ["200,400,800"]
+    if len(sizes) not in (1, len(zoos)):
+        ap.error(f"give --sizes once, or once per --zoo ({len(zoos)}), not {len(sizes)} times")
+    sizes = sizes * len(zoos) if len(sizes) == 1 else sizes
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -129,7 +135,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t_all = time.time()
     seeds = args.only_seed or range(args.seeds)
-    per_zoo = {name: curve(name, path, args, methods, seeds) for name, path in zoos}
+    per_zoo = {name: curve(name, path, sz, args, methods, seeds) for (name, path), sz in zip(zoos, sizes)}
     if args.only_seed:
         log.info("worker for seeds %s done; run without --only-seed to write the results", args.only_seed)
         return
