@@ -131,6 +131,26 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a)), "values": [float(v) for v in a]}
 
 
+def parse_zoo(ap: argparse.ArgumentParser, item: str) -> tuple[str, str]:
+    """``NAME=DIR`` of a ``--zoo`` argument."""
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        ap.error(f"--zoo takes NAME=DIR, got {item!r}")
+    return name, path
+
+
+def add_only_seed(ap: argparse.ArgumentParser) -> None:
+    """The ``--only-seed`` worker option (checked by :func:`check_only_seed`)."""
+    ap.add_argument("--only-seed", type=int, action="append", default=None, metavar="S",
+                    help="worker mode (repeatable): train and cache only these seeds, write no results; run "
+                    "several workers side by side, then once without it to write the results from the cache")
+
+
+def check_only_seed(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.only_seed and not args.cache:
+        ap.error("--only-seed fills the cache: give --cache")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cnn-zoo")
@@ -145,22 +165,15 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--cache", default=None, help="folder keeping each (zoo, method, seed) result so that an "
                     "interrupted run resumes; every number still comes from a run of this script")
-    ap.add_argument("--only-seed", type=int, action="append", default=None, metavar="S",
-                    help="worker mode (repeatable): train and cache only these seeds, write no results; run "
-                    "several workers side by side, then once without it to write the results from the cache")
+    add_only_seed(ap)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.only_seed and not args.cache:
-        ap.error("--only-seed fills the cache: give --cache")
+    check_only_seed(ap, args)
     if args.make_hetero_zoo:
         model_zoo.generate({**HETERO_ZOO, "size": args.hetero_size}, args.make_hetero_zoo, progress=True)
         return
     zoos = [(n, p) for n, p in (("digits_cnn", args.cnn_zoo), ("digits_hetero", args.hetero_zoo)) if p]
-    for item in args.zoo:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            ap.error(f"--zoo takes NAME=DIR, got {item!r}")
-        zoos.append((name, path))
+    zoos += [parse_zoo(ap, item) for item in args.zoo]
     if not zoos:
         ap.error("give at least one zoo (--cnn-zoo, --hetero-zoo or --zoo NAME=DIR)")
     torch.set_num_threads(args.threads)
@@ -292,10 +305,9 @@ def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
     cols = min(3, len(zones) + 1)
     rows = -(-(len(zones) + 1) // cols)
     fig, grid = plt.subplots(rows, cols, figsize=(4.7 * cols, 4.3 * rows), squeeze=False)
-    axes = list(grid.flat)
-    for ax in axes[len(zones) + 1:]:
+    for ax in grid.flat[len(zones) + 1:]:
         ax.axis("off")
-    axes = axes[: len(zones)] + [axes[len(zones)]]
+    axes = list(grid.flat)[: len(zones) + 1]
     for ax, z in zip(axes[:-1], zones):
         for m in methods:
             if (z, m) in scatter:

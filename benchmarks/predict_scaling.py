@@ -38,7 +38,7 @@ import model_zoo
 from weightspace.tasks.predict import PredictConfig, label_noise_ceiling, load_zoo_graphs, run_predict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict import METHODS, mean_std, test_correctness  # noqa: E402
+from predict import METHODS, add_only_seed, check_only_seed, mean_std, parse_zoo, test_correctness  # noqa: E402
 
 log = logging.getLogger("benchmarks.predict_scaling")
 KEYS = ("test/tau", "test/r2", "test/mae", "test_trained/tau", "train/time_s")
@@ -48,13 +48,6 @@ def subset(data, n: int):
     """``data`` with only the first ``n`` train runs (validation and test unchanged)."""
     return replace(data, graphs={**data.graphs, "train": data.graphs["train"][:n]},
                    hparams={**data.hparams, "train": data.hparams["train"][:n]})
-
-
-def parse_zoo(ap: argparse.ArgumentParser, item: str) -> tuple[str, str]:
-    name, sep, path = item.partition("=")
-    if not sep or not name or not path:
-        ap.error(f"--zoo takes NAME=DIR, got {item!r}")
-    return name, path
 
 
 def curve(zname: str, zpath: str, sizes_arg: str, args, methods: list[str], seeds) -> dict:
@@ -116,8 +109,7 @@ def main() -> None:
     ap.add_argument("--gmn-epochs", type=int, default=15, help="epochs of the graph metanetworks on the full split")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=None, help="folder of per (zoo, method, seed, size) results to resume from")
-    ap.add_argument("--only-seed", type=int, action="append", default=None, metavar="S",
-                    help="worker mode (repeatable): train and cache only these seeds, write no results")
+    add_only_seed(ap)
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -130,8 +122,7 @@ def main() -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
-    if args.only_seed and not args.cache:
-        ap.error("--only-seed fills the cache: give --cache")
+    check_only_seed(ap, args)
     torch.set_num_threads(args.threads)
     t_all = time.time()
     seeds = args.only_seed or range(args.seeds)
