@@ -76,6 +76,12 @@ BREAK = {"mlp": ("0.weight", 32), "cnn_flatten_bn": ("0.weight", 6), "resnet": (
          "vit": ("blocks.0.linear1.weight", 32)}
 
 
+def example_module(name: str) -> torch.nn.Module:
+    """The example network ``name`` as a ``_target_`` factory (``{"_target_": "tests.perm_cases.example_module",
+    "name": ...}``) for metanetworks that run the networks they read."""
+    return build_example(name)[0]
+
+
 def permuted_pair(name: str, seed: int) -> tuple[ws.ParameterGraph, ws.ParameterGraph, Tensor]:
     """``(g0, g1, pi)``: the example's graph, the graph after a function-preserving hidden
     permutation (checked on the network's outputs), and the node map old id -> new id."""

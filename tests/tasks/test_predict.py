@@ -36,10 +36,12 @@ def data(zoo_dir):
     return load_zoo_graphs(zoo_dir, fractions=(0.6, 0.2, 0.2))
 
 
-@pytest.mark.parametrize("metanet", ["gmn", "statnn", "statnn_gbm", "hparams"])
+@pytest.mark.parametrize("metanet", ["gmn", "probe", "statnn", "statnn_gbm", "hparams"])
 def test_run_save_reload(metanet, zoo_dir, data, tmp_path):
     model = {"hidden": 8, "num_layers": 1, "embed_dim": 8} if metanet == "gmn" else (
         {"n_estimators": 5} if metanet == "statnn_gbm" else {"hidden": [16]})
+    if metanet == "probe":
+        model.update(num_probes=4, latent_dim=4, gen_hidden=8, stats=True)
     cfg = PredictConfig(metanet=metanet, model=model, epochs=2, batch_size=4, progress=False, device="cpu",
                         fractions=(0.6, 0.2, 0.2))
     pred, metrics = run_predict(zoo_dir, cfg, tmp_path, data=data)
@@ -61,6 +63,10 @@ def test_run_save_reload(metanet, zoo_dir, data, tmp_path):
         assert math.isfinite(again(net, hparams=zoo.hparams(0)))
     else:
         assert math.isfinite(again(net))
+    if metanet == "probe":  # it runs the zoo's architectures only, and says which
+        with pytest.raises(ValueError, match="none of the architectures this probing predictor runs.*SmallCNN"):
+            again(build_example("resnet")[0])
+        assert pred.encode(data.graphs["test"]).shape == (len(data.graphs["test"]), 16)
     if metanet == "statnn":  # damaged files name the file and the problem
         saved_dir = tmp_path / "predictor"
         assert load_predictor(saved_dir / "predictor.safetensors").kind == "statnn"  # the weights file finds its config

@@ -5,7 +5,8 @@ architecture, with a seeded train/val/test split *of runs* (every run is indepen
 initialization and batch order). :class:`EvalData` holds the zoo's dataset with its test split cut
 in two halves: ``val`` (conditioning labels, model selection) and ``test`` (the reported accuracy
 and novelty); nothing that trains or selects a generator reads ``test``.
-:func:`batched_logits` runs a stack of flat parameter vectors of one architecture in one call.
+:func:`batched_logits` (re-exported from :mod:`weightspace.nn.functional`) runs a stack of flat parameter
+vectors of one architecture in one call.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from weightspace.graph import GraphSpec
+from weightspace.nn.functional import batched_logits
 
 log = logging.getLogger(__name__)
 
@@ -190,23 +192,6 @@ def load_population(zoo: Any, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), s
     for a in archs:
         log.info("population %s: %s runs", a.config, {s: len(r) for s, r in a.runs.items()})
     return Population(str(zoo.path), archs, data)
-
-
-def batched_logits(model: nn.Module, spec: GraphSpec, flat: Tensor, x: Tensor, chunk: int = 256) -> Tensor:
-    """Outputs ``[B, n, C]`` of ``B`` parameter vectors ``flat [B, P]`` of ``model``'s architecture on ``x``.
-
-    Differentiable in ``flat`` (a ``torch.func.vmap`` of ``functional_call``).
-    """
-    from torch.func import functional_call, vmap
-
-    names = spec.names
-
-    def one(theta: Tensor) -> Tensor:
-        params = spec.unflatten(theta)
-        return functional_call(model, {n: params[n] for n in names}, (x,), tie_weights=False, strict=False)
-
-    outs = [vmap(one)(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)]
-    return torch.cat(outs) if outs else flat.new_zeros(0, x.shape[0], 0)
 
 
 @torch.no_grad()

@@ -35,14 +35,14 @@ from tqdm.auto import tqdm
 
 from weightspace.graph import ParameterGraph
 from weightspace.graph.param_graph import resize_kernel_grid
-from weightspace.nn import GraphMetaNet, HParamNet, StatGBM, StatNN, tensor_statistics
+from weightspace.nn import GraphMetaNet, HParamNet, ProbeNet, StatGBM, StatNN, tensor_statistics
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PredictConfig", "HParamEncoder", "Predictor", "load_zoo_graphs", "train_predictor", "evaluate",
            "regression_metrics", "label_noise_ceiling", "run_predict", "load_predictor", "METANETS"]
 
-METANETS = ("gmn", "statnn", "statnn_gbm", "hparams")
+METANETS = ("gmn", "probe", "statnn", "statnn_gbm", "hparams")
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -51,7 +51,8 @@ class PredictConfig:
     """Everything ``run_predict`` needs besides the zoo.
 
     Args:
-        metanet: ``gmn``, ``statnn`` (MLP), ``statnn_gbm`` (gradient boosting) or ``hparams``.
+        metanet: ``gmn``, ``probe`` (:class:`~weightspace.nn.ProbeNet`), ``statnn`` (MLP),
+            ``statnn_gbm`` (gradient boosting) or ``hparams``.
         model: keyword arguments of the metanetwork (``hidden``, ``num_layers``, ...).
         target: the metrics column to predict.
         fractions, split_seed: run-level split (see :func:`model_zoo.split_runs`).
@@ -68,8 +69,9 @@ class PredictConfig:
             (RankNet, Burges et al. 2005: ``softplus(-(s_i - s_j) / 0.1)`` over the batch's pairs with
             ``y_i > y_j``, targets standardized), since Kendall's tau only scores the order; 0 = MSE only.
 
-    For ``gmn``, ``model.stats=True`` fuses StatNN's invariant per-tensor statistics into the graph
-    embedding (``GraphMetaNet(stat_tensors=...)``).
+    For ``gmn`` and ``probe``, ``model.stats=True`` fuses StatNN's invariant per-tensor statistics
+    into the embedding (``stat_tensors=...``). ``probe`` runs every network on learned inputs, so it
+    needs the zoo's architecture configs (read by :func:`load_zoo_graphs`).
     """
 
     metanet: str = "gmn"
@@ -198,6 +200,8 @@ class Predictor:
                 g.kernel_shape = torch.tensor([list(grid)])
             if "max_tensors" in self.meta:
                 g.stat_feats = tensor_statistics(graph, int(self.meta["max_tensors"]))[None]
+        elif self.kind == "probe":  # flat parameters + architecture index (+ statistics)
+            g = self.model.prepare(graph)
         elif self.kind in ("statnn", "statnn_gbm"):  # a feature vector is all these models read
             g = Data(stat_feats=tensor_statistics(g, int(self.meta["max_tensors"]))[None], num_nodes=1)
         elif self.kind == "hparams":
@@ -318,6 +322,8 @@ def build_metanet(kind: str, kwargs: Mapping[str, Any]) -> nn.Module:
     kwargs = dict(kwargs)
     if kind == "gmn":
         return GraphMetaNet(**kwargs)
+    if kind == "probe":
+        return ProbeNet(**kwargs)
     if kind == "statnn":
         return StatNN(**kwargs)
     if kind == "hparams":
@@ -328,11 +334,14 @@ def build_metanet(kind: str, kwargs: Mapping[str, Any]) -> nn.Module:
 # ----------------------------------------------------------------------------- data
 @dataclass
 class ZooGraphs:
-    """Final-checkpoint graphs of a zoo's runs with targets and hyperparameters, split by run."""
+    """Final-checkpoint graphs of a zoo's runs with targets and hyperparameters, split by run, and
+    what a probing predictor needs to run them: the zoo's architecture configs and input shape."""
 
     graphs: dict[str, list[ParameterGraph]]
     hparams: dict[str, list[dict[str, Any]]]
     chance: float
+    archs: list[dict[str, Any]] = field(default_factory=list)
+    input_shape: list[int] | None = None
 
 
 def load_zoo_graphs(zoo: Any, target: str = "test_accuracy", fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -366,7 +375,9 @@ def load_zoo_graphs(zoo: Any, target: str = "test_accuracy", fractions: Sequence
             log.info("%s: dropped %d non-finite checkpoints", split, ds.dropped)
     classes = zoo.info.get("dataset", {}).get("num_outputs") or zoo.info.get("dataset", {}).get("num_classes")
     chance = 1.0 / float(classes) if classes else 0.0
-    return ZooGraphs(graphs, hps, chance)
+    archs = [dict(zoo.info["archs"][a]) for a in sorted(zoo.info.get("archs", {}))]
+    shape = zoo.info.get("dataset", {}).get("input_shape")
+    return ZooGraphs(graphs, hps, chance, archs, [int(d) for d in shape] if shape else None)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -474,6 +485,14 @@ def train_predictor(data: ZooGraphs, cfg: PredictConfig) -> tuple[Predictor, dic
         if kwargs.pop("stats", False):
             meta["max_tensors"] = int(max(int(tensor_statistics(g)[-1]) for g in train_g))
             kwargs["stat_tensors"] = meta["max_tensors"]
+    elif kind == "probe":
+        if not data.archs or not data.input_shape:
+            raise ValueError("the probe predictor runs the zoo's networks: it needs the zoo's architecture "
+                             "configs and input shape (zoo.json 'archs' and 'dataset.input_shape')")
+        kwargs["archs"], kwargs["input_shape"] = data.archs, data.input_shape
+        if kwargs.pop("stats", False):
+            meta["max_tensors"] = int(max(int(tensor_statistics(g)[-1]) for g in train_g))
+            kwargs["stat_tensors"] = meta["max_tensors"]
     elif kind in ("statnn", "statnn_gbm"):
         meta["max_tensors"] = int(kwargs.pop("max_tensors", None) or max(int(tensor_statistics(g)[-1]) for g in train_g))
         if kind == "statnn":
@@ -502,7 +521,7 @@ def train_predictor(data: ZooGraphs, cfg: PredictConfig) -> tuple[Predictor, dic
         hist["train/graphs_per_s"] = len(tr) / max(hist["train/time_s"], 1e-9)
         return pred, hist
 
-    if kind in ("statnn", "hparams") or (kind == "gmn" and "max_tensors" in meta):
+    if kind in ("statnn", "hparams") or (kind in ("gmn", "probe") and "max_tensors" in meta):
         model.fit_normalizer(torch.cat([g.hparams if kind == "hparams" else g.stat_feats for g in tr]))
     rank, world = _dist()
     model.to(device)
