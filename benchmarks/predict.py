@@ -1,4 +1,4 @@
-"""Generalization prediction benchmark: graph metanetwork vs StatNN (MLP and boosting) vs
+"""Generalization prediction benchmark: graph metanetwork and probing vs StatNN (MLP and boosting) vs
 hyperparameters only, on a homogeneous and a heterogeneous digits zoo built by ``model_zoo``.
 
     weightspace zoo digits_cnn size=1000 zoo.trainer.epochs=6 out=ZOOS/digits_cnn
@@ -62,6 +62,10 @@ METHODS = {
                       lr=2e-3, batch_size=16),
     "gmn_stats_rank": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, layer_bins=4, stats=True),
                            lr=2e-3, batch_size=16, rank_weight=1.0),
+    "probe": dict(metanet="probe", model=dict(num_probes=256, hidden=(256, 256), stats=False), lr=1e-3,
+                  batch_size=32, rank_weight=0.5),
+    "probe_stats": dict(metanet="probe", model=dict(num_probes=256, hidden=(256, 256), stats=True), lr=1e-3,
+                        batch_size=32, rank_weight=0.5),
     "statnn": dict(metanet="statnn", model=dict(hidden=(1000, 1000), dropout=0.1), epochs=60, lr=1e-3),
     "statnn_gbm": dict(metanet="statnn_gbm", model={}, epochs=0),
     "hparams": dict(metanet="hparams", model=dict(hidden=(256, 256), dropout=0.1), epochs=60, lr=1e-3),

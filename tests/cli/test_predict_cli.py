@@ -33,6 +33,21 @@ def test_predict_verb_writes_metrics_predictor_and_plot(tmp_path_factory, tmp_pa
     assert (out / "embedding.png").is_file()
 
 
+def test_predict_verb_trains_the_probing_metanetwork(tmp_path_factory, tmp_path):
+    zoo = tiny_zoo(tmp_path_factory)
+    out = tmp_path / "probe"
+    cmd = [sys.executable, "-m", "weightspace.cli.main", "predict", f"zoo={zoo}", "metanet=probe", "metanet.epochs=1",
+           "metanet.batch_size=4", "metanet.model.num_probes=4", "metanet.model.hidden=[8]", "rank_weight=0.5",
+           "progress=false", "threads=1", "fractions=[0.6,0.2,0.2]", f"hydra.run.dir={out}"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metanet"] == "probe" and "test/tau" in metrics
+    saved = json.loads((out / "predictor" / "predictor.json").read_text())
+    assert saved["kind"] == "probe" and saved["model"]["archs"][0]["_target_"] == "model_zoo.archs.SmallCNN"
+    assert (out / "embedding.png").is_file()
+
+
 def test_predict_verb_rejects_unknown_metanet(tmp_path_factory, tmp_path):
     zoo = tiny_zoo(tmp_path_factory)
     cmd = [sys.executable, "-m", "weightspace.cli.main", "predict", f"zoo={zoo}", "metanet=nfn",
