@@ -20,6 +20,7 @@ def test_demo_writes_report_and_graph_png(tmp_path):
     for section in ("## 3. Predicting accuracy", "## 4. Nowcasting", "## 5. Weights for unseen"):
         assert section in report
     assert (out / "predict_gmn" / "metrics.json").exists() and (out / "nowcast.png").exists()
+    assert (out / "predict_probe" / "metrics.json").exists()
     assert (out / "zoo" / "summary.png").exists() and (out / "zoo" / "zoo.json").exists()
     png = (out / "graph_resnet.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
