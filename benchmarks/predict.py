@@ -299,6 +299,11 @@ def write_markdown(results: dict, path: Path, methods: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+#: methods drawn in the scatter panels, top layer first (one per family, so the points stay readable);
+#: every method when none of these ran
+SCATTER_METHODS = ("probe", "gmn_stats_rank", "statnn", "hparams")
+
+
 def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
     import matplotlib
 
@@ -312,8 +317,9 @@ def plot(scatter: dict, embed, path: Path, methods: list[str]) -> None:
     for ax in grid.flat[len(zones) + 1:]:
         ax.axis("off")
     axes = list(grid.flat)[: len(zones) + 1]
+    drawn = [m for m in SCATTER_METHODS[::-1] if m in methods] or methods
     for ax, z in zip(axes[:-1], zones):
-        for m in methods:
+        for m in drawn:
             if (z, m) in scatter:
                 yt, yp = scatter[(z, m)]
                 ax.scatter(yt, yp, s=14, alpha=0.75, label=m)
