@@ -476,23 +476,20 @@ def train_predictor(data: ZooGraphs, cfg: PredictConfig) -> tuple[Predictor, dic
     meta: dict[str, Any] = {"target": cfg.target, "trained_threshold": threshold}
     kwargs = dict(cfg.model)
     kind = cfg.metanet
+    if kind in ("gmn", "probe") and kwargs.pop("stats", False):  # fuse StatNN's statistics
+        meta["max_tensors"] = int(max(int(tensor_statistics(g)[-1]) for g in train_g))
+        kwargs["stat_tensors"] = meta["max_tensors"]
     if kind == "gmn":
         kh = max(max(g.edge_kernel[:, 0].max().item(), 1) for g in train_g)
         kw = max(max(g.edge_kernel[:, 1].max().item(), 1) for g in train_g)
         grid = kwargs.pop("kernel_grid", None) or [kh, kw]
         kwargs["kernel_grid"] = [int(grid[0]), int(grid[1])]
         meta["kernel_grid"] = kwargs["kernel_grid"]
-        if kwargs.pop("stats", False):
-            meta["max_tensors"] = int(max(int(tensor_statistics(g)[-1]) for g in train_g))
-            kwargs["stat_tensors"] = meta["max_tensors"]
     elif kind == "probe":
         if not data.archs or not data.input_shape:
             raise ValueError("the probe predictor runs the zoo's networks: it needs the zoo's architecture "
                              "configs and input shape (zoo.json 'archs' and 'dataset.input_shape')")
         kwargs["archs"], kwargs["input_shape"] = data.archs, data.input_shape
-        if kwargs.pop("stats", False):
-            meta["max_tensors"] = int(max(int(tensor_statistics(g)[-1]) for g in train_g))
-            kwargs["stat_tensors"] = meta["max_tensors"]
     elif kind in ("statnn", "statnn_gbm"):
         meta["max_tensors"] = int(kwargs.pop("max_tensors", None) or max(int(tensor_statistics(g)[-1]) for g in train_g))
         if kind == "statnn":
