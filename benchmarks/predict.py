@@ -55,6 +55,7 @@ from weightspace.tasks.predict import (
 
 log = logging.getLogger("benchmarks.predict")
 
+_PROBE = dict(num_probes=256, hidden=(256, 256))
 METHODS = {
     "gmn": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, layer_bins=4), lr=2e-3,
                 batch_size=16),
@@ -62,10 +63,8 @@ METHODS = {
                       lr=2e-3, batch_size=16),
     "gmn_stats_rank": dict(metanet="gmn", model=dict(hidden=32, num_layers=3, embed_dim=64, layer_bins=4, stats=True),
                            lr=2e-3, batch_size=16, rank_weight=1.0),
-    "probe": dict(metanet="probe", model=dict(num_probes=256, hidden=(256, 256), stats=False), lr=1e-3,
-                  batch_size=32, rank_weight=0.5),
-    "probe_stats": dict(metanet="probe", model=dict(num_probes=256, hidden=(256, 256), stats=True), lr=1e-3,
-                        batch_size=32, rank_weight=0.5),
+    "probe": dict(metanet="probe", model=dict(_PROBE, stats=False), lr=1e-3, batch_size=32, rank_weight=0.5),
+    "probe_stats": dict(metanet="probe", model=dict(_PROBE, stats=True), lr=1e-3, batch_size=32, rank_weight=0.5),
     "statnn": dict(metanet="statnn", model=dict(hidden=(1000, 1000), dropout=0.1), epochs=60, lr=1e-3),
     "statnn_gbm": dict(metanet="statnn_gbm", model={}, epochs=0),
     "hparams": dict(metanet="hparams", model=dict(hidden=(256, 256), dropout=0.1), epochs=60, lr=1e-3),
