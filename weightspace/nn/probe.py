@@ -131,7 +131,7 @@ class ProbeNet(nn.Module):
                           for a in self.hparams["archs"])
         raise ArchitectureMismatchError(f"the network is none of the architectures this probing predictor runs: {known}")
 
-    def prepare(self, graph, stats: bool = True) -> Data:
+    def prepare(self, graph) -> Data:
         """What :meth:`forward` reads for one graph: its flat parameters (zero padded to
         ``max_params``), its architecture index and, with ``stat_tensors``, its statistics."""
         k = self.arch_index(graph)
@@ -144,7 +144,7 @@ class ProbeNet(nn.Module):
             raise ValueError("ProbeNet takes one checkpoint per graph")
         d = Data(flat=nn.functional.pad(flat, (0, self.max_params - flat.numel()))[None],
                  arch=torch.tensor([k]), num_nodes=1)
-        if stats and self.stat_tensors > 0:
+        if self.stat_tensors > 0:
             d.stat_feats = tensor_statistics(graph, self.stat_tensors)[None]
         return d
 
