@@ -368,6 +368,18 @@ def test_same_shapes_other_wiring_is_refused():
     assert_state_equal(dst.state_dict(), before)
 
 
+def test_same_shapes_other_activation_is_refused_naming_the_node():
+    src = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    dst = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ws.ArchitectureMismatchError, match=r"node 4 \(layer 1\) applies tanh in the graph but relu"):
+        ws.from_graph(ws.to_graph(src), dst)
+    assert_state_equal(dst.state_dict(), before)
+    twin = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))  # same activation: accepted, exact
+    ws.from_graph(ws.to_graph(src), twin)
+    assert_state_equal(twin.state_dict(), src.state_dict())
+
+
 def test_state_dict_of_other_architecture_names_missing_key():
     spec = ws.GraphSpec.from_module(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)))
     with pytest.raises(ws.ArchitectureMismatchError, match="'1.weight'"):

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .errors import ArchitectureMismatchError, NonFiniteWeightsError
 from .param_graph import ParameterGraph, _slots, resize_kernel_grid
 from .trace import trace_structure
-from .vocab import NODE_FEATURES
+from .vocab import NODE_FEATURES, Activation
 
 __all__ = ["GraphSpec"]
 
@@ -469,6 +469,15 @@ class GraphSpec:
                            ("edge_kernel", g.edge_kernel, self.edge_kernel), ("node_type", g.node_type, self.node_type)]:
             if a.shape != b.shape or not torch.equal(a.cpu().to(b.dtype), b):
                 raise ArchitectureMismatchError(f"the graph's {what} differs from the model's: another architecture")
+        act = getattr(g, "node_act", None)
+        if act is not None:  # same node count, checked above
+            diff = (act.cpu().to(self.node_act.dtype) != self.node_act).nonzero().flatten()
+            if diff.numel():
+                i = int(diff[0])
+                raise ArchitectureMismatchError(
+                    f"node {i} (layer {int(self.node_layer[i])}) applies {_act_name(act[i])} in the graph but "
+                    f"{_act_name(self.node_act[i])} in the model: same shapes, another activation"
+                )
 
     def to_state_dict(self, g: ParameterGraph, *, check: bool = True) -> dict[str, Tensor]:
         """Decode a graph (one checkpoint or a stack) into a state dict with every key of the
@@ -486,6 +495,13 @@ class GraphSpec:
             tensors[k] = scalars[..., i].to(dt).reshape(batch) if scalars is not None else torch.zeros(batch, dtype=dt)
         canon = {k: self.aliases.get(k, k) for k in self.keys}
         return {k: tensors[c] for k, c in canon.items()}
+
+
+def _act_name(code: Tensor | int) -> str:
+    try:
+        return Activation(int(code)).name.lower()
+    except ValueError:
+        return f"activation code {int(code)}"
 
 
 def _common_dtype(dtypes: list[torch.dtype]) -> torch.dtype:
