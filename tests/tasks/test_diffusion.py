@@ -23,7 +23,7 @@ TINY = {"name": "diffusion_tiny", "size": 20, "seed": 3, "chunk_size": 20,
         "trainer": {"epochs": 1}}
 PDIFF = {"channels": [4, 4], "latent_channels": 2, "ae_steps": 2, "eval_every": 1, "ddpm_steps": 2,
          "ddpm_hidden": 16, "ddpm_blocks": 1, "timesteps": 10, "batch_size": 4}
-GRAPH = {"latent_dim": 4, "enc_hidden": 8, "enc_layers": 1, "decoder_init": "scratch", "dec_hidden": 8,
+GRAPH = {"latent_dim": 4, "encoder": "graph", "enc_hidden": 8, "enc_layers": 1, "decoder_init": "scratch", "dec_hidden": 8,
          "dec_layers": 1, "ae_steps": 2, "batch_size": 2, "inputs_per_step": 32, "eval_every": 1, "ddpm_steps": 2,
          "ddpm_hidden": 16, "ddpm_blocks": 1, "timesteps": 10}
 
@@ -331,3 +331,50 @@ def test_graph_fixed_latent_temperature_skips_calibration(zoo):
     torch.set_num_threads(1)
     gen = WeightDiffusion.fit(zoo, "graph", arch=A, config={**GRAPH, "sample_scale": 1.5}, progress=False)
     assert float(gen.model.scale) == 1.5 and gen.model.calibration == []
+
+
+PROBE_GRAPH = {**GRAPH, "encoder": "probe", "probes": 6, "probe_hidden": 8, "latent_map_hidden": 8}
+
+
+@pytest.fixture(scope="module")
+def graph_probe(zoo):
+    torch.set_num_threads(1)
+    return WeightDiffusion.fit(zoo, "graph", config=PROBE_GRAPH, progress=False)
+
+
+def test_probe_encoder_latent_is_permutation_invariant_and_sensitive(graph_probe):
+    """The probe encoder reads what a network computes, so permuting its hidden units leaves the latent
+    exactly as it was, while another network (one weight changed) gets another latent."""
+    from tests.helpers import permute_params
+
+    m = graph_probe.model
+    assert type(m.encoder).__name__ == "_ProbeEncoder" and m.encoder.probes.shape == (6, 64)
+    net = instantiate(A)
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    twin = instantiate(A)
+    twin.load_state_dict(net.state_dict())
+    permute_params(twin, [("net.1.weight", 0, perm), ("net.1.bias", 0, perm), ("net.3.weight", 1, perm)])
+    assert not torch.equal(twin.state_dict()["net.1.weight"], net.state_dict()["net.1.weight"])
+    z, z_perm = graph_probe.encode(net, A), graph_probe.encode(twin, A)
+    torch.testing.assert_close(z_perm, z, atol=1e-5, rtol=1e-5)
+    other = instantiate(A)
+    other.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        other.net[1].weight.mul_(3.0)
+    assert (graph_probe.encode(other, A) - z).abs().max() > 1e-4
+
+
+def test_probe_encoder_generator_fills_seen_and_unseen_architectures(graph_probe):
+    unseen = {**A, "width": 7}
+    for arch in (A, B, unseen):
+        states = graph_probe.sample(2, arch, seed=0)
+        fresh = instantiate(arch)
+        fresh.load_state_dict(states[0])
+        assert torch.isfinite(fresh(torch.rand(2, 64))).all()
+    twin = graph_probe.decode(graph_probe.encode(instantiate(B), B), B)
+    assert list(twin.state_dict()) == list(instantiate(B).state_dict())
+
+
+def test_unknown_encoder_is_refused(zoo):
+    with pytest.raises(ValueError, match="encoder must be 'graph' or 'probe', got 'pixels'"):
+        WeightDiffusion.fit(zoo, "graph", config={**GRAPH, "encoder": "pixels"}, progress=False)

@@ -1,20 +1,25 @@
 r"""Architecture-aware latent weight diffusion on parameter graphs.
 
-A network is encoded into a latent vector by a graph metanetwork, a graph decoder writes weights for
-any architecture of the family from a latent, and a DDPM learns the latents, conditioned on the
-architecture and (optionally) on a target accuracy, as G.pt (Peebles et al. 2022) conditions on a
-target loss.
+A network is encoded into a latent vector (by default by running it on learned probe inputs), a
+graph decoder writes weights for any architecture of the family from a latent, and a DDPM learns the
+latents, conditioned on the architecture and (optionally) on a target accuracy, as G.pt (Peebles et
+al. 2022) conditions on a target loss.
 
-* **Encoder**: :class:`~weightspace.nn.GraphMetaNet` over the network's
-  :class:`~weightspace.ParameterGraph`; its graph embedding is invariant to hidden-neuron
-  permutations, so the latent describes the *function class* of a network, not the arbitrary order of
-  its units. The latent is perturbed with Gaussian noise in training (:math:`\sigma` = ``latent_noise``,
-  p-diff's augmentation).
+* **Encoder** (``encoder``): by default (``"probe"``, :class:`_ProbeEncoder`) the network is *run* on
+  ``probes`` learned inputs (initialized from training inputs) and an MLP encodes its log-probabilities
+  there, as probing metanetworks read a network (ProbeGen; :class:`~weightspace.nn.ProbeNet`). It reads
+  the function only, so the latent is exactly invariant to hidden-neuron permutations, and it sees the
+  differences between networks' predictions that the reconstruction loss below asks the decoder to
+  reproduce. ``"graph"`` reads the weights instead, with a :class:`~weightspace.nn.GraphMetaNet` over the
+  network's :class:`~weightspace.ParameterGraph` (its invariant graph embedding). Measured on the digits
+  MLP zoo (``benchmarks/generate.py``; README), the probe encoder's reconstructions keep more of each
+  network's own mistakes, and it trains in about half the time. The latent is perturbed with Gaussian
+  noise in training (:math:`\sigma` = ``latent_noise``, p-diff's augmentation).
 * **Decoder**: a graph hypernetwork (:class:`~weightspace.tasks.hyper.GraphHyperNetwork`, per-edge and
   per-neuron heads decoded exactly through :meth:`GraphSpec.decode`) whose neuron embeddings receive a
-  learned projection of the latent. By default it starts from the shipped hypernetwork checkpoint
-  (trained on the digits training split, no zoo weights), so an untrained decoder already writes
-  working networks for unseen MLP/CNN architectures, and the autoencoder learns to steer it.
+  learned map of the latent (an MLP of width ``latent_map_hidden``; 0: linear). By default it starts from
+  the shipped hypernetwork checkpoint (trained on the digits training split, no zoo weights), so an
+  untrained decoder already writes working networks for unseen MLP/CNN architectures, and the autoencoder learns to steer it.
 * **Reconstruction loss in function space**: a permutation-invariant latent cannot tell the decoder
   in which order a network's units were; so instead of a weight-space error the autoencoder minimizes
   the KL divergence from the encoded network's predictive distribution to the decoded network's on
@@ -97,12 +102,17 @@ class GraphDiffusionConfig:
     """Hyperparameters of :class:`GraphLatentDiffusion`."""
 
     latent_dim: int = 16
-    enc_hidden: int = 32
-    enc_layers: int = 2
+    encoder: str = "probe"              # "probe": the network is run on learned inputs and its predictions are
+    #                                     encoded (:class:`_ProbeEncoder`); "graph": a GraphMetaNet reads the weights
+    probes: int = 128                   # encoder="probe": learned inputs, initialized from training inputs
+    probe_hidden: int = 256             # encoder="probe": width of the MLP over the predictions
+    enc_hidden: int = 32                # encoder="graph" only
+    enc_layers: int = 2                 # encoder="graph" only
     decoder_init: str = "hypernet"      # "hypernet": the shipped checkpoint; "scratch": a fresh GraphHyperNetwork
     dec_hidden: int = 48                # only for decoder_init="scratch"
     dec_layers: int = 2
     latent_noise: float = 0.1
+    latent_map_hidden: int = 256        # the latent -> per-unit offsets map: an MLP of this width (0: linear)
     ae_steps: int = 600                 # 100 leave a decoder that ignores the latent (benchmarks/generate.py)
     ae_lr: float = 1e-3
     batch_size: int = 8
@@ -190,15 +200,20 @@ class _LatentNeuronEncoder(nn.Module):
     each unit of the decoded network differs from the others.
     """
 
-    def __init__(self, base: nn.Module, latent_dim: int, hidden: int, codes: int) -> None:
+    def __init__(self, base: nn.Module, latent_dim: int, hidden: int, codes: int, map_hidden: int = 0) -> None:
         super().__init__()
         self.base, self.hidden, self.codes = base, hidden, codes
         self.shared = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.per_unit = nn.Linear(latent_dim, codes * hidden)
+        if map_hidden > 0:  # a nonlinear map: the units' offsets need not lie in a latent_dim-dimensional subspace
+            self.per_unit = nn.Sequential(nn.Linear(latent_dim, map_hidden), nn.SiLU(), nn.Linear(map_hidden, codes * hidden))
+            last, fan_in = self.per_unit[-1], map_hidden
+        else:
+            last, fan_in = nn.Linear(latent_dim, codes * hidden), latent_dim
+            self.per_unit = last
         nn.init.normal_(self.shared[-1].weight, std=0.3 / math.sqrt(hidden))
         nn.init.zeros_(self.shared[-1].bias)
-        nn.init.normal_(self.per_unit.weight, std=0.5 / math.sqrt(latent_dim))
-        nn.init.zeros_(self.per_unit.bias)
+        nn.init.normal_(last.weight, std=0.5 / math.sqrt(fan_in))
+        nn.init.zeros_(last.bias)
         self.offsets: Tensor | None = None
 
     def node_offsets(self, z: Tensor, rank: Tensor) -> Tensor:
@@ -213,6 +228,24 @@ class _LatentNeuronEncoder(nn.Module):
         if self.offsets is not None:
             h = h + self.offsets
         return h
+
+
+class _ProbeEncoder(nn.Module):
+    """Encodes a network by what it computes: its log-probabilities on ``probes`` learned inputs
+    (initialized from training inputs), through an MLP, to a latent. It reads the function only, so it
+    is exactly invariant to hidden-neuron permutations, and it sees the differences in the predictions
+    that the function-space reconstruction loss asks the decoder to reproduce."""
+
+    def __init__(self, probes: Tensor, num_classes: int, latent_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.probes = nn.Parameter(probes.detach().clone().float())
+        self.num_classes = num_classes
+        self.mlp = nn.Sequential(nn.Linear(probes.shape[0] * num_classes, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, latent_dim))
+
+    def forward(self, model: nn.Module, spec: GraphSpec, flat: Tensor) -> Tensor:
+        logp = batched_logits(model, spec, flat, self.probes).log_softmax(-1)
+        return self.mlp(logp.flatten(1).nan_to_num(0.0, 0.0, 0.0))
 
 
 def _contrastive(t: Tensor, s: Tensor, idx: Tensor, tau: float) -> Tensor:
@@ -254,8 +287,13 @@ class GraphLatentDiffusion(nn.Module):
         from .hyper import GraphHyperNetwork
 
         self.config = config
-        self.encoder = GraphMetaNet(hidden=config.enc_hidden, num_layers=config.enc_layers, out=1,
-                                    embed_dim=config.latent_dim, kernel_grid=(3, 3))
+        if config.encoder == "graph":
+            self.encoder: nn.Module | None = GraphMetaNet(hidden=config.enc_hidden, num_layers=config.enc_layers, out=1,
+                                                          embed_dim=config.latent_dim, kernel_grid=(3, 3))
+        elif config.encoder == "probe":
+            self.encoder = None  # built by :meth:`fit` from the training inputs (:meth:`build_probe_encoder`)
+        else:
+            raise ValueError(f"encoder must be 'graph' or 'probe', got {config.encoder!r}")
         # every latent dimension is standardized over the networks of one architecture, so the differences
         # between networks, not a shared offset, carry the latent's scale: with the statistics of the batch
         # (one architecture's networks) in training, and deterministically, with statistics fitted on
@@ -271,7 +309,8 @@ class GraphLatentDiffusion(nn.Module):
             dec = GraphHyperNetwork(hidden=config.dec_hidden, layers=config.dec_layers)
         else:
             raise ValueError(f"decoder_init must be 'hypernet' or 'scratch', got {config.decoder_init!r}")
-        dec.node_enc = _LatentNeuronEncoder(dec.node_enc, config.latent_dim, dec.hidden, dec.num_codes)
+        dec.node_enc = _LatentNeuronEncoder(dec.node_enc, config.latent_dim, dec.hidden, dec.num_codes,
+                                            config.latent_map_hidden)
         self.decoder = dec
         self.ddpm = LatentDDPM(config.latent_dim, ARCH_DIM + 2, config.timesteps, hidden=config.ddpm_hidden,
                                blocks=config.ddpm_blocks)
@@ -286,8 +325,18 @@ class GraphLatentDiffusion(nn.Module):
         #: one row per candidate latent temperature of :meth:`calibrate_scale` (validation figures; ``kept``)
         self.calibration: list[dict] = []
         self._targets: dict[str, object] = {}
+        self._models: dict[str, nn.Module] = {}
 
     # ------------------------------------------------------------------ pieces
+    def _model(self, arch: dict) -> nn.Module:
+        """A module of the architecture (its own weights are never read: :func:`batched_logits`), cached."""
+        from model_zoo import instantiate
+
+        k = arch_key(arch)
+        if k not in self._models:
+            self._models[k] = instantiate(dict(arch)).eval()
+        return self._models[k]
+
     def target(self, arch: dict):
         """The decoder's :class:`~weightspace.tasks.hyper.HyperTarget` of an architecture config (cached)."""
         from model_zoo import instantiate
@@ -297,10 +346,20 @@ class GraphLatentDiffusion(nn.Module):
             self._targets[k] = self.decoder.target(instantiate(dict(arch)))
         return self._targets[k]
 
-    def _raw(self, spec: GraphSpec, flat: Tensor) -> Tensor:
+    def build_probe_encoder(self, x_train: Tensor, num_classes: int, generator: torch.Generator | None = None) -> None:
+        """``encoder="probe"``: the encoder's learned inputs start as ``config.probes`` training inputs."""
+        idx = torch.randperm(len(x_train), generator=generator)[: self.config.probes]
+        self.encoder = _ProbeEncoder(x_train[idx], num_classes, self.config.latent_dim, self.config.probe_hidden)
+
+    def _raw(self, arch: dict, flat: Tensor) -> Tensor:
         """Encoder embeddings ``[B, latent_dim]`` of networks ``flat [B, P]``, before standardization."""
         from torch_geometric.data import Batch
 
+        if self.encoder is None:
+            raise RuntimeError("the probe encoder is built by fit() (or build_probe_encoder) from training inputs")
+        spec = self.target(arch).spec
+        if isinstance(self.encoder, _ProbeEncoder):
+            return self.encoder(self._model(arch), spec, flat)
         graphs = [spec.to_graph(f.detach().contiguous(), allow_nonfinite=True) for f in flat]
         return self.encoder.encode(Batch.from_data_list(graphs))
 
@@ -312,7 +371,7 @@ class GraphLatentDiffusion(nn.Module):
         return (e - mean) / std
 
     def _embed(self, arch: dict, flat: Tensor) -> Tensor:
-        return self._standardize(arch, self._raw(self.target(arch).spec, flat))
+        return self._standardize(arch, self._raw(arch, flat))
 
     @torch.no_grad()
     def fit_latent_stats(self, archs: list[ArchPopulation]) -> None:
@@ -324,7 +383,7 @@ class GraphLatentDiffusion(nn.Module):
         for a in archs:
             if not len(a.runs["train"]):
                 continue
-            e = torch.cat([self._raw(a.spec, a.flat["train"][i : i + 64]) for i in range(0, len(a.runs["train"]), 64)])
+            e = torch.cat([self._raw(a.config, a.flat["train"][i : i + 64]) for i in range(0, len(a.runs["train"]), 64)])
             stats[arch_key(a.config)] = (e.mean(0), (e.var(0, unbiased=False) + _EPS).sqrt())
         self.train(was)
         if stats:
@@ -406,6 +465,8 @@ class GraphLatentDiffusion(nn.Module):
             with torch.no_grad():
                 teach[k] = batched_logits(a.build().eval(), a.spec, a.flat["train"], data.x_train)
         sizes = torch.tensor([len(a.runs["train"]) for a in archs], dtype=torch.float)
+        if self.encoder is None:
+            self.build_probe_encoder(data.x_train, int(teach[0].shape[-1]), g)
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
         opt = torch.optim.AdamW(params, lr=config.ae_lr, weight_decay=1e-5)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.ae_steps)
