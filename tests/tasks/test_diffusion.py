@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import weightspace as ws
 from model_zoo.archs import instantiate
 from weightspace.tasks.diffusion import UnknownArchitectureError, WeightDiffusion, evaluate_flat
 
@@ -362,6 +363,10 @@ def test_probe_encoder_latent_is_permutation_invariant_and_sensitive(graph_probe
     with torch.no_grad():
         other.net[1].weight.mul_(3.0)
     assert (graph_probe.encode(other, A) - z).abs().max() > 1e-4
+    with torch.no_grad():
+        other.net[3].bias[0] = float("nan")
+    with pytest.raises(ws.NonFiniteWeightsError, match="net.3.bias"):
+        graph_probe.encode(other, A)
 
 
 def test_probe_encoder_generator_fills_seen_and_unseen_architectures(graph_probe):
