@@ -6,7 +6,7 @@ train/val/test by run; selection uses the validation runs and validation inputs 
 * ``kind="pdiff"`` - the p-diff baseline (Wang et al. 2024) for one fixed architecture: flattened
   parameters, 1-D conv autoencoder with input/latent noise, latent DDPM
   (:mod:`~weightspace.tasks.diffusion_pdiff`; ``align=True`` adds neuron alignment).
-* ``kind="graph"`` - architecture-aware: probing (or graph-metanetwork) encoder, graph-hypernetwork decoder through
+* ``kind="graph"`` - architecture-aware: graph-metanetwork (or probing) encoder, graph-hypernetwork decoder through
   :class:`~weightspace.GraphSpec`, function-space reconstruction, latent DDPM conditioned on the
   architecture and optionally a target accuracy (:mod:`~weightspace.tasks.diffusion_graph`).
 

@@ -1,19 +1,20 @@
 r"""Architecture-aware latent weight diffusion on parameter graphs.
 
-A network is encoded into a latent vector (by default by running it on learned probe inputs), a
-graph decoder writes weights for any architecture of the family from a latent, and a DDPM learns the
-latents, conditioned on the architecture and (optionally) on a target accuracy, as G.pt (Peebles et
+A network is encoded into a latent vector by a graph metanetwork (or by running it on learned probe
+inputs), a graph decoder writes weights for any architecture of the family from a latent, and a DDPM
+learns the latents, conditioned on the architecture and (optionally) on a target accuracy, as G.pt (Peebles et
 al. 2022) conditions on a target loss.
 
-* **Encoder** (``encoder``): by default (``"probe"``, :class:`_ProbeEncoder`) the network is *run* on
-  ``probes`` learned inputs (initialized from training inputs) and an MLP encodes its log-probabilities
-  there, as probing metanetworks read a network (ProbeGen; :class:`~weightspace.nn.ProbeNet`). It reads
-  the function only, so the latent is exactly invariant to hidden-neuron permutations, and it sees the
-  differences between networks' predictions that the reconstruction loss below asks the decoder to
-  reproduce. ``"graph"`` reads the weights instead, with a :class:`~weightspace.nn.GraphMetaNet` over the
-  network's :class:`~weightspace.ParameterGraph` (its invariant graph embedding). Measured on the digits
-  MLP zoo (``benchmarks/generate.py``; README), the probe encoder's reconstructions keep more of each
-  network's own mistakes, and it trains in about half the time. The latent is perturbed with Gaussian
+* **Encoder** (``encoder``): by default (``"graph"``) a :class:`~weightspace.nn.GraphMetaNet` over the
+  network's :class:`~weightspace.ParameterGraph`; its graph embedding is invariant to hidden-neuron
+  permutations, so the latent describes the *function class* of a network, not the arbitrary order of
+  its units. ``"probe"`` (:class:`_ProbeEncoder`) *runs* the network on ``probes`` learned inputs
+  (initialized from training inputs) and an MLP encodes its log-probabilities there, as probing
+  metanetworks read a network (ProbeGen; :class:`~weightspace.nn.ProbeNet`): it reads the function
+  only (exactly invariant), and sees the differences between networks' predictions that the
+  reconstruction loss below asks the decoder to reproduce. On the digits MLP zoo it reconstructs
+  better and trains faster, but its samples are not more novel or diverse on test inputs
+  (``benchmarks/generate.py``; README), so it is not the default. The latent is perturbed with Gaussian
   noise in training (:math:`\sigma` = ``latent_noise``, p-diff's augmentation).
 * **Decoder**: a graph hypernetwork (:class:`~weightspace.tasks.hyper.GraphHyperNetwork`, per-edge and
   per-neuron heads decoded exactly through :meth:`GraphSpec.decode`) whose neuron embeddings receive a
@@ -102,17 +103,17 @@ class GraphDiffusionConfig:
     """Hyperparameters of :class:`GraphLatentDiffusion`."""
 
     latent_dim: int = 16
-    encoder: str = "probe"              # "probe": the network is run on learned inputs and its predictions are
-    #                                     encoded (:class:`_ProbeEncoder`); "graph": a GraphMetaNet reads the weights
+    encoder: str = "graph"              # "graph": a GraphMetaNet reads the weights; "probe": the network is run on
+    #                                     learned inputs and its predictions are encoded (:class:`_ProbeEncoder`)
     probes: int = 128                   # encoder="probe": learned inputs, initialized from training inputs
     probe_hidden: int = 256             # encoder="probe": width of the MLP over the predictions
-    enc_hidden: int = 32                # encoder="graph" only
-    enc_layers: int = 2                 # encoder="graph" only
+    enc_hidden: int = 32                # encoder="graph": GraphMetaNet width
+    enc_layers: int = 2                 # encoder="graph": GraphMetaNet layers
     decoder_init: str = "hypernet"      # "hypernet": the shipped checkpoint; "scratch": a fresh GraphHyperNetwork
     dec_hidden: int = 48                # only for decoder_init="scratch"
     dec_layers: int = 2
     latent_noise: float = 0.1
-    latent_map_hidden: int = 256        # the latent -> per-unit offsets map: an MLP of this width (0: linear)
+    latent_map_hidden: int = 0          # the latent -> per-unit offsets map: 0: linear; > 0: an MLP of this width
     ae_steps: int = 600                 # 100 leave a decoder that ignores the latent (benchmarks/generate.py)
     ae_lr: float = 1e-3
     batch_size: int = 8
