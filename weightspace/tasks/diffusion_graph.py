@@ -2,8 +2,8 @@ r"""Architecture-aware latent weight diffusion on parameter graphs.
 
 A network is encoded into a latent vector by a graph metanetwork (or by running it on learned probe
 inputs), a graph decoder writes weights for any architecture of the family from a latent, and a DDPM
-learns the latents, conditioned on the architecture and (optionally) on a target accuracy, as G.pt (Peebles et
-al. 2022) conditions on a target loss.
+learns the latents, conditioned on the architecture and (optionally) on a target accuracy, as G.pt
+(Peebles et al. 2022) conditions on a target loss.
 
 * **Encoder** (``encoder``): by default (``"graph"``) a :class:`~weightspace.nn.GraphMetaNet` over the
   network's :class:`~weightspace.ParameterGraph`; its graph embedding is invariant to hidden-neuron
@@ -20,7 +20,8 @@ al. 2022) conditions on a target loss.
   per-neuron heads decoded exactly through :meth:`GraphSpec.decode`) whose neuron embeddings receive a
   learned map of the latent (an MLP of width ``latent_map_hidden``; 0: linear). By default it starts from
   the shipped hypernetwork checkpoint (trained on the digits training split, no zoo weights), so an
-  untrained decoder already writes working networks for unseen MLP/CNN architectures, and the autoencoder learns to steer it.
+  untrained decoder already writes working networks for unseen MLP/CNN architectures, and the
+  autoencoder learns to steer it.
 * **Reconstruction loss in function space**: a permutation-invariant latent cannot tell the decoder
   in which order a network's units were; so instead of a weight-space error the autoencoder minimizes
   the KL divergence from the encoded network's predictive distribution to the decoded network's on
