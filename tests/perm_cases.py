@@ -14,26 +14,33 @@ from .helpers import head_permutation, node_permutation, permute_params
 CASES = ("mlp", "cnn_flatten_bn", "resnet", "vit")
 
 
+def _randperm(n: int, gen: torch.Generator) -> Tensor:
+    """A random permutation of ``n`` that is never the identity (so every drawn case moves neurons;
+    ``randperm(6)`` alone is the identity once in 720 draws, which made a test fail at random)."""
+    p = torch.randperm(n, generator=gen)
+    return p.roll(1) if torch.equal(p, torch.arange(n)) else p
+
+
 def _bn_rules(prefix: str, p: Tensor) -> list:
     return [(f"{prefix}.{k}", 0, p) for k in ("weight", "bias", "running_mean", "running_var")]
 
 
 def _rules(name: str, gen: torch.Generator) -> tuple[list, dict]:
     if name == "mlp":
-        p1, p2 = torch.randperm(32, generator=gen), torch.randperm(32, generator=gen)
+        p1, p2 = _randperm(32, gen), _randperm(32, gen)
         rules = [("0.weight", 0, p1), ("0.bias", 0, p1), ("2.weight", 1, p1), ("2.weight", 0, p2), ("2.bias", 0, p2),
                  ("4.weight", 1, p2)]
         return rules, {"0": p1, "2": p2}
     if name == "cnn_flatten_bn":
-        p = torch.randperm(6, generator=gen)
+        p = _randperm(6, gen)
         cols = (p[:, None] * 9 + torch.arange(9)).reshape(-1)
         rules = [("0.weight", 0, p), ("0.bias", 0, p)]
         rules += [(f"1.{k}", 0, p) for k in ("weight", "bias", "running_mean", "running_var")]
         rules += [("4.weight", 0, p), ("4.bias", 0, p), ("7.weight", 1, cols)]
         return rules, {"0": p, "4": p}
     if name == "resnet":
-        ps, p1 = torch.randperm(8, generator=gen), torch.randperm(8, generator=gen)
-        p2, p3 = torch.randperm(16, generator=gen), torch.randperm(16, generator=gen)
+        ps, p1 = _randperm(8, gen), _randperm(8, gen)
+        p2, p3 = _randperm(16, gen), _randperm(16, gen)
         rules = [("stem.0.weight", 0, ps), *_bn_rules("stem.1", ps),
                  ("layers.0.conv1.weight", 0, p1), ("layers.0.conv1.weight", 1, ps), *_bn_rules("layers.0.bn1", p1),
                  ("layers.0.conv2.weight", 0, ps), ("layers.0.conv2.weight", 1, p1), *_bn_rules("layers.0.bn2", ps),
@@ -46,14 +53,14 @@ def _rules(name: str, gen: torch.Generator) -> tuple[list, dict]:
         return rules, groups
     if name == "vit":
         D, H, dh = 16, 2, 8
-        pd = torch.randperm(D, generator=gen)
+        pd = _randperm(D, gen)
         rules = [("cls_token", 2, pd), ("pos_embed", 2, pd), ("patch.weight", 0, pd), ("patch.bias", 0, pd),
                  ("norm.weight", 0, pd), ("norm.bias", 0, pd), ("head.weight", 1, pd)]
         groups = {"patch": pd}
         for b in range(2):
             pre = f"blocks.{b}"
             qk, v = head_permutation(H, dh, gen)
-            pff = torch.randperm(2 * D, generator=gen)
+            pff = _randperm(2 * D, gen)
             rows = torch.cat([qk, D + qk, 2 * D + v])
             rules += [(f"{pre}.self_attn.in_proj_weight", 0, rows), (f"{pre}.self_attn.in_proj_weight", 1, pd),
                       (f"{pre}.self_attn.in_proj_bias", 0, rows),
