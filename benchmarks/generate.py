@@ -327,16 +327,26 @@ def plot(result: dict, path: Path) -> None:
              "graph latent diffusion": ("tab:red", "graph latent diffusion"),
              "graph latent diffusion, prompted": ("tab:purple", "graph LD, prompted"),
              "graph latent diffusion, probe encoder": ("tab:pink", "graph LD, probe encoder")}
-    for name, (c, label) in style.items():
-        if name in vals and "nearest_tv" in vals[name]:
-            ax.scatter(vals[name]["nearest_tv"], vals[name]["test_accuracy"], s=8, alpha=0.35, color=c)
-            ax.scatter([sets[name]["nearest_tv"]["mean"]], [sets[name]["test_accuracy"]["mean"]], s=90, color=c,
-                       edgecolor="white", label=label, zorder=5)
-    for fam, c in (("noise", "tab:blue"), ("average", "tab:green"), ("gaussian", "tab:orange")):
-        names = s0["knobs"][fam]
-        ax.plot([sets[n]["nearest_tv"]["mean"] for n in names], [sets[n]["test_accuracy"]["mean"] for n in names],
-                "-o", color=c, ms=4, label=f"baseline: {fam}")
-    ax.axhline(sets["training"]["test_accuracy"]["mean"], color="k", ls=":", lw=1, label="training runs (mean)")
+    # the generators that work all sit near (TV 0.02, accuracy 0.98): an inset shows that corner
+    inset = ax.inset_axes([0.55, 0.53, 0.43, 0.35])
+    for a, main in ((ax, True), (inset, False)):
+        for name, (c, label) in style.items():
+            if name in vals and "nearest_tv" in vals[name]:
+                a.scatter(vals[name]["nearest_tv"], vals[name]["test_accuracy"], s=8 if main else 10, alpha=0.35,
+                          color=c)
+                a.scatter([sets[name]["nearest_tv"]["mean"]], [sets[name]["test_accuracy"]["mean"]], s=90 if main else 70,
+                          color=c, edgecolor="white", label=label if main else None, zorder=5)
+        for fam, c in (("noise", "tab:blue"), ("average", "tab:green"), ("gaussian", "tab:orange")):
+            names = s0["knobs"][fam]
+            a.plot([sets[n]["nearest_tv"]["mean"] for n in names], [sets[n]["test_accuracy"]["mean"] for n in names],
+                   "-o", color=c, ms=4, label=f"baseline: {fam}" if main else None)
+        a.axhline(sets["training"]["test_accuracy"]["mean"], color="k", ls=":", lw=1,
+                  label="training runs (mean)" if main else None)
+    inset.set_xlim(0, 0.08)
+    inset.set_ylim(0.93, 1.0)
+    inset.tick_params(labelsize=7)
+    inset.set_title("zoom: TV ≤ 0.08, accuracy ≥ 0.93", fontsize=7)
+    ax.indicate_inset_zoom(inset, edgecolor="0.5")
     ax.set_xlabel("novelty: TV distance to nearest training net (higher = newer)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)
