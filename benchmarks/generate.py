@@ -237,6 +237,7 @@ def render(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     main = ["training", "heldout", "p-diff", "p-diff + alignment", "graph latent diffusion",
             "graph latent diffusion, prompted", "graph latent diffusion, probe encoder"]
+    main = [n for n in main if n in agg["sets"]]  # results files written before a row existed lack it
     others = [n for n in agg["sets"] if n not in main]
     for name in main + others:
         e = agg["sets"][name]
