@@ -339,13 +339,19 @@ def test_tied_parameters_used_once_are_stored_once_and_restored_to_both_keys():
     assert torch.equal(back["a.weight"], back["b.weight"])
 
 
+def _assert_refused_untouched(src: nn.Module, dst: nn.Module, match: str) -> None:
+    """Writing ``src``'s graph into ``dst`` raises ``ArchitectureMismatchError`` matching ``match`` and
+    leaves ``dst``'s weights as they were."""
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ws.ArchitectureMismatchError, match=match):
+        ws.from_graph(ws.to_graph(src), dst)
+    assert_state_equal(dst.state_dict(), before)
+
+
 def test_graph_into_other_architecture_names_parameter_and_leaves_model_untouched():
     src = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     dst = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
-    before = {k: v.clone() for k, v in dst.state_dict().items()}
-    with pytest.raises(ws.ArchitectureMismatchError, match=r"'0.weight'.*\(8, 4\).*\(6, 4\)"):
-        ws.from_graph(ws.to_graph(src), dst)
-    assert_state_equal(dst.state_dict(), before)
+    _assert_refused_untouched(src, dst, r"'0.weight'.*\(8, 4\).*\(6, 4\)")
 
 
 def test_same_shapes_other_wiring_is_refused():
@@ -361,20 +367,13 @@ def test_same_shapes_other_wiring_is_refused():
         def forward(self, x):
             return self.b(torch.relu(self.a(x))) + x
 
-    dst = Skip()
-    before = {k: v.clone() for k, v in dst.state_dict().items()}
-    with pytest.raises(ws.ArchitectureMismatchError, match="another architecture|number of"):
-        ws.from_graph(ws.to_graph(Plain()), dst)
-    assert_state_equal(dst.state_dict(), before)
+    _assert_refused_untouched(Plain(), Skip(), "another architecture|number of")
 
 
 def test_same_shapes_other_activation_is_refused_naming_the_node():
     src = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
     dst = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    before = {k: v.clone() for k, v in dst.state_dict().items()}
-    with pytest.raises(ws.ArchitectureMismatchError, match=r"node 4 \(layer 1\) applies tanh in the graph but relu"):
-        ws.from_graph(ws.to_graph(src), dst)
-    assert_state_equal(dst.state_dict(), before)
+    _assert_refused_untouched(src, dst, r"node 4 \(layer 1\) applies tanh in the graph but relu")
     twin = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))  # same activation: accepted, exact
     ws.from_graph(ws.to_graph(src), twin)
     assert_state_equal(twin.state_dict(), src.state_dict())
