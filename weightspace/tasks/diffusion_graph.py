@@ -241,7 +241,6 @@ class _ProbeEncoder(nn.Module):
     def __init__(self, probes: Tensor, num_classes: int, latent_dim: int, hidden: int) -> None:
         super().__init__()
         self.probes = nn.Parameter(probes.detach().clone().float())
-        self.num_classes = num_classes
         self.mlp = nn.Sequential(nn.Linear(probes.shape[0] * num_classes, hidden), nn.SiLU(),
                                  nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, latent_dim))
 
