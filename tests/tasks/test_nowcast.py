@@ -111,6 +111,25 @@ def test_window_features_shapes_and_finiteness():
     assert torch.isfinite(feats).all() and torch.isfinite(s).all() and (s > 0).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_parameter_that_did_not_move_has_zero_slope_and_differences(threads):
+    """A still parameter's window features are exactly 0 (no rounding residue divided by the floor of its
+    group's step scale), whatever the thread count; a parameter that moves, even slightly, is not."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        w = (torch.randn(1, 1, 300, generator=g) * 0.1).repeat(1, 5, 1)  # values of a trained layer, still
+        w[:, :, 200:] += torch.arange(5.0)[None, :, None] * 1e-3  # a second group that moves
+        tid = torch.tensor([0] * 200 + [1] * 100)
+        feats, s, line = window_features(w, tid, 2)
+        # features: last, the c-1 differences, logscale, slope
+        assert (feats[0, :200, 1:5] == 0).all() and (feats[0, :200, -1] == 0).all() and (line[0, :200, 1] == 0).all()
+        assert (feats[0, 200:, -1] > 0.5).all()  # sensitivity: the moving group's slope is seen
+    finally:
+        torch.set_num_threads(prev)
+
+
 # ----------------------------------------------------------------------------- equivariance
 def _permute_flat(spec: ws.GraphSpec, flat: torch.Tensor, rules) -> torch.Tensor:
     """Apply ``(name, axis, perm)`` rules to flat vectors ``[..., P]``."""

@@ -386,16 +386,21 @@ def param_features(window: Tensor, tensor_id: Tensor | int, mu: Tensor, sigma: T
     s = pick(step)  # [B, P]
     lastv = window[:, -1]
     mean_r = window.mean(1)
-    # least-squares line through theta_k at k = 0..c-1, in units of s
+    # least-squares line through theta_k at k = 0..c-1, in units of s; its slope is summed from the
+    # differences (sum_k kc_k theta_k = sum_j d_j sum_{k>j} kc_k), so a parameter that did not move gets
+    # exactly 0 rather than a rounding residue, which the floor of a still group's s (1e-7 sigma) would
+    # blow up to a feature of order 1
     kc = torch.arange(c, dtype=window.dtype, device=window.device) - (c - 1) / 2
-    slope = torch.tensordot(kc / (kc * kc).sum(), window, dims=([0], [1])) / s
+    dw = window[:, 1:] - window[:, :-1]
+    suffix = torch.flip(torch.cumsum(torch.flip(kc, (0,)), 0), (0,))[1:]
+    slope = torch.tensordot(suffix / (kc * kc).sum(), dw, dims=([0], [1])) / s
     at_last = (mean_r - lastv) / s + slope * ((c - 1) / 2)
     line = torch.stack([at_last, slope], dim=-1)
     if not features:
         return None, s, line
     last = (lastv - pick(mu)) / pick(sigma)
     logscale = pick(torch.log(step / sigma).clamp(-20, 5))
-    d = (window[:, 1:] - window[:, :-1]) / s[:, None]
+    d = dw / s[:, None]
     # built feature-major ([B, F, P]: contiguous copies; stacking along the last axis interleaves slowly)
     # and returned as its [B, P, F] view, which matrix products read without a copy
     feats = torch.stack([last, *d.unbind(1), logscale, slope], dim=1).clamp_(-50, 50)
