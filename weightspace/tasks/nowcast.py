@@ -369,6 +369,16 @@ def _finish_stats(var: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
     return sigma, torch.maximum(step, 1e-7 * sigma) + 1e-20
 
 
+def _slope_weights(c: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
+    """``[c-1]`` weights of the least-squares slope over ``k = 0..c-1`` applied to the differences
+    ``d_j = theta_{j+1} - theta_j``: ``sum_k kc_k theta_k = sum_j d_j sum_{k>j} kc_k`` (``kc`` centred), so a
+    parameter that did not move gets exactly 0 rather than a rounding residue, which the floor of a still
+    group's step scale (1e-7 sigma) would blow up to a feature of order 1 (its size depended on the BLAS
+    kernel: thread count, CPU)."""
+    kc = torch.arange(c, dtype=dtype, device=device) - (c - 1) / 2
+    return torch.flip(torch.cumsum(torch.flip(kc, (0,)), 0), (0,))[1:] / (kc * kc).sum()
+
+
 def param_features(window: Tensor, tensor_id: Tensor | int, mu: Tensor, sigma: Tensor, step: Tensor,
                    features: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
     """Per-parameter features of a window ``[B, c, P]`` given its groups' statistics (:func:`group_stats`).
@@ -386,14 +396,9 @@ def param_features(window: Tensor, tensor_id: Tensor | int, mu: Tensor, sigma: T
     s = pick(step)  # [B, P]
     lastv = window[:, -1]
     mean_r = window.mean(1)
-    # least-squares line through theta_k at k = 0..c-1, in units of s; its slope is summed from the
-    # differences (sum_k kc_k theta_k = sum_j d_j sum_{k>j} kc_k), so a parameter that did not move gets
-    # exactly 0 rather than a rounding residue, which the floor of a still group's s (1e-7 sigma) would
-    # blow up to a feature of order 1
-    kc = torch.arange(c, dtype=window.dtype, device=window.device) - (c - 1) / 2
+    # least-squares line through theta_k at k = 0..c-1, in units of s (slope from the differences)
     dw = window[:, 1:] - window[:, :-1]
-    suffix = torch.flip(torch.cumsum(torch.flip(kc, (0,)), 0), (0,))[1:]
-    slope = torch.tensordot(suffix / (kc * kc).sum(), dw, dims=([0], [1])) / s
+    slope = torch.tensordot(_slope_weights(c, window.dtype, window.device), dw, dims=([0], [1])) / s
     at_last = (mean_r - lastv) / s + slope * ((c - 1) / 2)
     line = torch.stack([at_last, slope], dim=-1)
     if not features:

@@ -43,7 +43,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nowcast import _CHANNELS, Nowcaster, NowcastLayout, _context_rows, _csr, _slot_ends, _sparse
+from .nowcast import (
+    _CHANNELS,
+    Nowcaster,
+    NowcastLayout,
+    _context_rows,
+    _csr,
+    _slope_weights,
+    _slot_ends,
+    _sparse,
+)
 from .nowcast_stream import BLOCK_MIN, _detect_block, _group_pieces
 
 __all__ = ["JumpPlan", "PLAN_MAX"]
@@ -135,12 +144,9 @@ class JumpPlan:
         lin[torch.arange(c - 1), torch.arange(c - 1)] = -1.0
         lin[c - 1], lin[c] = kc / (kc * kc).sum(), 1.0 / c
         self._lin = lin.to(dev)
-        # the slope again, from the differences d_j = W_{j+1} - W_j: sum_i kc_i W_i = sum_j d_j sum_{i>j} kc_i.
-        # A parameter that did not move then gets a slope of exactly 0; from the snapshots themselves the
-        # sum leaves a rounding residue that depends on the BLAS kernel (its thread count, the CPU), and
-        # divided by the floor of a still group's step scale (1e-7 sigma) that residue became a feature
-        # of order 1 that message passing spread to moving neighbours
-        self._dslope = (torch.flip(torch.cumsum(torch.flip(kc, (0,)), 0), (0,))[1:] / (kc * kc).sum()).to(dev)
+        # the slope is then rewritten from the differences, as param_features computes it (exact 0 for a
+        # parameter that did not move; see _slope_weights)
+        self._dslope = _slope_weights(c).to(dev)
         # persistent views: s_p, sigma_p, [s_p; sigma_p; logscale_p], last, differences, slope, features,
         # the encoder's input [P, c+2+K]
         self._rowviews = (B[0], B[1], B[:3], B[3], B[4: c + 3], B[c + 3], B[2: c + 4], B[2:].t())
@@ -320,8 +326,8 @@ class JumpPlan:
             Wv = self._window_views = (W, W[-1])
         w_last = Wv[1]
         scratch = self._scratch
-        torch.mm(self._lin, W, out=lin_out)  # differences, raw slope, mean
-        torch.mv(diff.t(), self._dslope, out=slope)  # the slope from the (exact) differences: see _build
+        torch.mm(self._lin, W, out=lin_out)  # differences, (a slope rewritten next), mean
+        torch.mv(diff.t(), self._dslope, out=slope)  # the slope from the exact differences (_slope_weights)
         torch.mean(torch.abs(diff, out=scratch[1:]), 0, out=x_step)
         g = self._group_mean(x)  # [2, G]: mu, mean absolute step
         mu_p = torch.index_select(g[0], 0, self._tid, out=self._mu)
