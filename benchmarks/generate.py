@@ -403,6 +403,67 @@ def diagnose(args) -> str:
     return "\n".join(md) + "\n"
 
 
+GENERATORS = ("graph latent diffusion", "graph latent diffusion, probe encoder", "graph latent diffusion, prompted")
+
+
+def _match_accuracy(acc: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Indices of distinct runs, one per target accuracy, each the unused run nearest to it (ties: lowest index)."""
+    if len(targets) > len(acc):
+        raise ValueError(f"cannot match {len(targets)} accuracies with {len(acc)} runs")
+    free, pick = np.ones(len(acc), bool), []
+    for a in np.sort(targets):
+        j = int(np.argmin(np.where(free, np.abs(acc - a), np.inf)))
+        free[j] = False
+        pick.append(j)
+    return np.asarray(pick)
+
+
+def diversity_by_accuracy(args) -> str:
+    """Is within-set diversity tied to accuracy among independent runs? Per seed split: the training runs'
+    pairwise IoU of mistakes (test half) for all runs, for the most accurate runs chosen by their
+    *validation* accuracy (never the test half), and, descriptively, in bins of test accuracy. A generator
+    whose samples are more accurate than the runs could look less diverse only because of that; this
+    measures how much of the gap such a shift could explain. With ``<out>.json`` present, each generator's
+    set is also compared with training runs matched one to one to its nets' test accuracies."""
+    from weightspace.tasks.diffusion_data import load_population, predictions
+    from weightspace.tasks.diffusion_metrics import pairwise_iou
+
+    rows = []
+    path = Path(args.out).with_suffix(".json")
+    results = json.loads(path.read_text()) if path.exists() else None
+    for seed in range(args.seeds):
+        P = load_population(args.zoo, seed=seed, progress=args.progress)
+        pop, data = P.archs[0], P.data
+        net, train, y = pop.build(), pop.flat["train"], P.data.y_test
+        acc = accuracy(net, pop.spec, train, data.x_test, y).numpy()
+        _, prob = predictions(net, pop.spec, train, data.x_test)
+        subsets = {"all training runs": np.arange(len(acc))}
+        order = np.argsort(-pop.val_accuracy["train"].numpy(), kind="stable")
+        for q in (0.5, 0.25, 0.1):
+            subsets[f"top {q:.0%} by validation accuracy"] = order[: int(len(order) * q)]
+        for lo, hi in ((0.96, 0.975), (0.975, 0.985), (0.985, 1.0)):
+            subsets[f"test accuracy in [{lo}, {hi}{']' if hi == 1.0 else ')'}"] = np.where(
+                (acc >= lo) & ((acc <= hi) if hi == 1.0 else (acc < hi)))[0]
+        stored = results["per_seed"][seed] if results and seed < len(results["per_seed"]) else None
+        for name in GENERATORS if stored else ():
+            if name in stored["values"]:  # runs matched one to one to a generated set's accuracies
+                subsets[f"matched to '{name}' (its IoU {stored['sets'][name]['pairwise_iou']:.3f})"] = \
+                    _match_accuracy(acc, np.asarray(stored["values"][name]["test_accuracy"]))
+        for name, idx in subsets.items():
+            if len(idx) < 2:
+                continue
+            t = torch.as_tensor(idx)
+            rows.append(f"| {seed} | {name} | {len(idx)} | {acc[idx].mean():.4f} | {pairwise_iou(prob[t], y):.3f} |")
+    md = ["# Weight generation: within-set diversity of independent runs against their accuracy", "",
+          f"`python benchmarks/generate.py --diversity-by-accuracy --zoo {args.zoo} --seeds {args.seeds}` "
+          f"({_machine()}). Pairwise IoU of wrong-prediction sets on the test half (lower: more diverse). "
+          "'matched to' rows: training runs chosen one per generated net, the unused run nearest in test accuracy, "
+          f"against that set's own IoU as stored in `{path}`"
+          f"{'' if results is None else ' (' + results['machine'] + '; if the zoo was regenerated since, its runs differ slightly)'}.", "",
+          "| seed | training runs | n | test accuracy | pairwise IoU |", "|---|---|---|---|---|", *rows]
+    return "\n".join(md) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--zoo", default="zoos/digits_mlp_good")
@@ -419,6 +480,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--merge", action="store_true", help="aggregate <out>.seed*.json into <out>.json")
     p.add_argument("--diagnose", action="store_true",
                    help="autoencoder vs DDPM diagnosis of the graph generator into <out>.diagnosis.md")
+    p.add_argument("--diversity-by-accuracy", action="store_true",
+                   help="training runs' pairwise IoU by accuracy into <out>.diversity_by_accuracy.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -426,6 +489,10 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/generate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.diagnose:
         Path(f"{out}.diagnosis.md").write_text(md := diagnose(args))
+        print(md)
+        return
+    if args.diversity_by_accuracy:
+        Path(f"{out}.diversity_by_accuracy.md").write_text(md := diversity_by_accuracy(args))
         print(md)
         return
     if args.only_seed is not None:
