@@ -406,6 +406,13 @@ def diagnose(args) -> str:
 GENERATORS = ("graph latent diffusion", "graph latent diffusion, probe encoder", "graph latent diffusion, prompted")
 
 
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(RESULTS.parent.parent.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _match_accuracy(acc: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Indices of distinct runs, one per target accuracy, each the unused run nearest to it (ties: lowest index)."""
     if len(targets) > len(acc):
@@ -458,7 +465,7 @@ def diversity_by_accuracy(args) -> str:
           f"`python benchmarks/generate.py --diversity-by-accuracy --zoo {args.zoo} --seeds {args.seeds}` "
           f"({_machine()}). Pairwise IoU of wrong-prediction sets on the test half (lower: more diverse). "
           "'matched to' rows: training runs chosen one per generated net, the unused run nearest in test accuracy, "
-          f"against that set's own IoU as stored in `{path}`"
+          f"against that set's own IoU as stored in `{_relative(path)}`"
           f"{'' if results is None else ' (' + results['machine'] + '; if the zoo was regenerated since, its runs differ slightly)'}.", "",
           "| seed | training runs | n | test accuracy | pairwise IoU |", "|---|---|---|---|---|", *rows]
     return "\n".join(md) + "\n"
