@@ -100,8 +100,8 @@ class JumpPlan:
         P, N, G, c, dev = lay.num_params, lay.num_nodes, lay.num_tensors, self.context, self.device
         tid = lay.slot_tensor.long()
         self._win = torch.empty(c, P, device=dev)  # the window when it arrives as rows or on another device
-        kc = torch.arange(c, dtype=torch.float32) - (c - 1) / 2
-        self._kcw = (kc / (kc * kc).sum()).to(dev)  # least-squares slope over k = 0..c-1
+        # least-squares slope over k = 0..c-1, from the differences (exact 0 for a parameter that did not move)
+        self._dslope = _slope_weights(c).to(dev)
         self._base = torch.empty(P, device=dev)
         self._line = torch.empty(P, device=dev)
         self._mean = torch.empty(P, device=dev)  # Linefit's mean over the window
@@ -138,15 +138,13 @@ class JumpPlan:
         self._buf = B = self._flat[:-1].view(self._rows, P)
         if K:
             B[c + 6:] = (kind[None] == self._kinds[:, None]).float().to(dev)
-        # differences, least-squares slope and mean of the window: one product [c+1, c] x [c, P]
+        # differences and mean of the window: one product [c+1, c] x [c, P]; its slope row stays 0 and is
+        # filled from the differences, as param_features computes it (see _slope_weights)
         lin = torch.zeros(c + 1, c)
         lin[torch.arange(c - 1), torch.arange(1, c)] = 1.0
         lin[torch.arange(c - 1), torch.arange(c - 1)] = -1.0
-        lin[c - 1], lin[c] = kc / (kc * kc).sum(), 1.0 / c
+        lin[c] = 1.0 / c
         self._lin = lin.to(dev)
-        # the slope is then rewritten from the differences, as param_features computes it (exact 0 for a
-        # parameter that did not move; see _slope_weights)
-        self._dslope = _slope_weights(c).to(dev)
         # persistent views: s_p, sigma_p, [s_p; sigma_p; logscale_p], last, differences, slope, features,
         # the encoder's input [P, c+2+K]
         self._rowviews = (B[0], B[1], B[:3], B[3], B[4: c + 3], B[c + 3], B[2: c + 4], B[2:].t())
@@ -287,7 +285,7 @@ class JumpPlan:
     def _linefit(self, W: Tensor, k: int) -> Tensor:
         """``(mean - last) + slope·((c-1)/2 + k)``: the fitted line ``k`` spacings past the last snapshot."""
         c = self.context
-        slope = torch.mv(W.t(), self._kcw)
+        slope = torch.mv((W[1:] - W[:-1]).t(), self._dslope)
         return torch.mean(W, 0, out=self._mean).sub(W[-1]).add_(slope, alpha=(c - 1) / 2 + k)
 
     def _group_mean(self, x: Tensor) -> Tensor:
@@ -326,7 +324,7 @@ class JumpPlan:
             Wv = self._window_views = (W, W[-1])
         w_last = Wv[1]
         scratch = self._scratch
-        torch.mm(self._lin, W, out=lin_out)  # differences, (a slope rewritten next), mean
+        torch.mm(self._lin, W, out=lin_out)  # differences, (0: the slope, filled next), mean
         torch.mv(diff.t(), self._dslope, out=slope)  # the slope from the exact differences (_slope_weights)
         torch.mean(torch.abs(diff, out=scratch[1:]), 0, out=x_step)
         g = self._group_mean(x)  # [2, G]: mu, mean absolute step
