@@ -1,6 +1,6 @@
 """Compare candidate graph-nowcaster checkpoints without touching the held-out tasks of ``nowcast.py``.
 
-Two checks, both written to a JSON file:
+Three checks, each written to a JSON file:
 
 * ``score``: the in-distribution tuning score the README uses to choose a checkpoint. Each candidate is
   tuned as in ``benchmarks/nowcast.py`` (period x largest horizon on ``digits_mlp_tune``, the hook's cost
@@ -11,8 +11,13 @@ Two checks, both written to a JSON file:
   tasks have been looked at (an MLP on MNIST-1D: meta-training uses neither, and ``nowcast.py`` uses
   MNIST-1D only with a 1-D CNN). Each candidate runs at the period and horizon its ``score`` chose.
 
+* ``val``: meta-training's validation L1 of each candidate on the same windows: the split and the
+  window sampler of ``weightspace nowcast`` (meta-training seed ``--split-seed``, ``--batch`` windows per
+  batch) over the zoos of ``--work-dir``, with Linefit's beside it.
+
     python benchmarks/nowcast_candidates.py score shipped runs/v1/nowcaster --out runs/candidates_score.json
     python benchmarks/nowcast_candidates.py fresh shipped:20:32 runs/v1/nowcaster:10:32 --out runs/fresh.json
+    python benchmarks/nowcast_candidates.py val shipped runs/v1/nowcaster --work-dir runs/nowcast_long --out runs/val.json
 """
 
 from __future__ import annotations
@@ -81,16 +86,58 @@ def fresh(candidates: list[str], seeds: int = 10) -> dict:
     return out
 
 
+def val(paths: list[str], work_dir: str, split_seed: int = 0, batch: int = 4) -> dict:
+    import yaml
+
+    from weightspace.tasks import nowcast as N
+
+    # the zoos in the order of configs/nowcast.yaml, as `weightspace nowcast` loads them (the split depends on it)
+    defaults = yaml.safe_load((B.ROOT / "configs/nowcast.yaml").read_text())["defaults"]
+    names = [next(iter(d)).split("zoos.", 1)[1] for d in defaults if isinstance(d, dict) and "zoos." in next(iter(d))]
+    trajs = N.load_trajectories([Path(work_dir) / "zoos" / n for n in names])
+    cfg = N.MetaTrainConfig(seed=split_seed, batch=batch)
+    perm = torch.randperm(len(trajs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    held = [trajs[i] for i in perm[: max(1, int(round(cfg.val_fraction * len(trajs))))]]
+    strides = tuple(yaml.safe_load((B.ROOT / "configs/nowcast.yaml").read_text())["train"]["strides"])
+    cands = {p: _load(p) for p in paths}
+    shapes = {(m.context, m.horizons) for m in cands.values()}
+    if len(shapes) != 1:
+        raise SystemExit(f"val compares candidates of one context and horizon count, got {sorted(shapes)}")
+    (c, H), = shapes
+    models = {"linefit": N.Nowcaster(kind="linefit", context=c, horizons=H), **cands}
+    gen, windows = torch.Generator().manual_seed(cfg.seed + 1), []
+    for j in range(16):  # meta_train's validation batches
+        tr = held[j % len(held)]
+        b = N._sample(tr, c, H, strides[j % len(strides)], batch, gen)
+        if b is not None:
+            windows.append((tr, *b))
+    out = {"work_dir": work_dir, "split_seed": split_seed, "batch": batch, "val_runs": len(held), "val_l1": {}}
+    for name, m in models.items():
+        m.eval()
+        with torch.no_grad():
+            out["val_l1"][name] = sum(float(N._loss(m, tr, *b)) for tr, *b in windows) / len(windows)
+        log.info("%s: validation L1 %.4f", name, out["val_l1"][name])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("check", choices=("score", "fresh"))
-    ap.add_argument("candidates", nargs="+", help="score: PATH or 'shipped'; fresh: PATH:PERIOD:K_MAX")
+    ap.add_argument("check", choices=("score", "fresh", "val"))
+    ap.add_argument("candidates", nargs="+", help="score, val: PATH or 'shipped'; fresh: PATH:PERIOD:K_MAX")
+    ap.add_argument("--work-dir", default="runs/nowcast_long", help="val: the `weightspace nowcast` work_dir")
+    ap.add_argument("--split-seed", type=int, default=0, help="val: meta-training seed whose split is used")
+    ap.add_argument("--batch", type=int, default=4, help="val: windows per validation batch")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    res = score(args.candidates) if args.check == "score" else fresh(args.candidates)
+    if args.check == "score":
+        res = score(args.candidates)
+    elif args.check == "fresh":
+        res = fresh(args.candidates)
+    else:
+        res = val(args.candidates, args.work_dir, args.split_seed, args.batch)
     res["command"] = "python benchmarks/nowcast_candidates.py " + " ".join(sys.argv[1:])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
