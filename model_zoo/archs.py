@@ -9,12 +9,12 @@ layer; 1-D or 2-D), :class:`SmallResNet` (BasicBlocks with BatchNorm) and :class
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from weightspace.instantiate import instantiate, resolve_target
 
 __all__ = ["MLP", "SmallCNN", "SmallResNet", "TinyViT", "ACTIVATIONS", "instantiate", "resolve_target"]
 
@@ -36,24 +36,6 @@ def _act(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
 
 
-def resolve_target(path: str) -> Any:
-    """Import ``package.module.Name`` (a Hydra ``_target_``) and return the object."""
-    if not isinstance(path, str) or "." not in path:
-        raise ValueError(f"_target_ must be a dotted path like 'model_zoo.archs.MLP', got {path!r}")
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot resolve _target_ {path!r}: {e}") from e
-
-
-def instantiate(config: Mapping[str, Any], **overrides: Any) -> Any:
-    """Build ``config["_target_"](**rest, **overrides)``; Hydra-compatible for flat configs."""
-    if not isinstance(config, Mapping) or "_target_" not in config:
-        raise ValueError(f"an architecture config needs a '_target_' key, got {dict(config) if isinstance(config, Mapping) else config!r}")
-    kwargs = {k: v for k, v in config.items() if k != "_target_" and not k.startswith("_")}
-    kwargs.update(overrides)
-    return resolve_target(config["_target_"])(**kwargs)
 
 
 class MLP(nn.Module):

@@ -8,18 +8,6 @@ from torch import Tensor, nn
 from weightspace.graph.vocab import PERMUTABLE_NODE_TYPES
 
 
-def mlp(dims: list[int], act: type[nn.Module] = nn.SiLU, dropout: float = 0.0) -> nn.Sequential:
-    """``Linear -> act -> (dropout) -> ... -> Linear`` through ``dims``."""
-    layers: list[nn.Module] = []
-    for i in range(len(dims) - 1):
-        layers.append(nn.Linear(dims[i], dims[i + 1]))
-        if i < len(dims) - 2:
-            layers.append(act())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
-
-
 def reset_all(module: nn.Module) -> None:
     """Call ``reset_parameters`` on every sub-module that has one."""
     for m in module.modules():

@@ -9,11 +9,12 @@ from torch import Tensor, nn
 
 from weightspace.graph.param_graph import resize_kernel_grid
 
-from ._utils import batch_grid, graph_index, mlp, num_graphs, reset_all
+from ._utils import batch_grid, graph_index, num_graphs, reset_all
 from .encoders import NeuronEncoder, WeightEncoder
 from .gmn_conv import GMNConv
+from .mlp import MLP, FeatureNormalizer
 from .readout import EdgeReadout, GraphReadout, NodeReadout
-from .statnn import NUM_STATS, _FeatureNormalizer, tensor_statistics
+from .statnn import NUM_STATS, tensor_statistics
 
 __all__ = ["GraphMetaNet"]
 
@@ -72,8 +73,8 @@ class GraphMetaNet(nn.Module):
         self.stat_tensors = int(stat_tensors)
         if self.stat_tensors > 0:
             stat_dim = NUM_STATS * self.stat_tensors + 1
-            self.stat_norm = _FeatureNormalizer(stat_dim)
-            self.stat_mlp = mlp([stat_dim, 2 * embed_dim, embed_dim])
+            self.stat_norm = FeatureNormalizer(stat_dim)
+            self.stat_mlp = MLP([stat_dim, 2 * embed_dim, embed_dim])
             self.fuse = nn.Sequential(nn.SiLU(), nn.Linear(2 * embed_dim, embed_dim))
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, out))
         self.node_head = NodeReadout(hidden, node_out) if node_out > 0 else None

@@ -7,13 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._utils import mlp, reset_all
-from .statnn import _FeatureMLP, _FeatureNormalizer
+from ._utils import reset_all
+from .mlp import MLP, FeatureMLP, FeatureNormalizer
 
 __all__ = ["HParamNet"]
 
 
-class HParamNet(_FeatureMLP):
+class HParamNet(FeatureMLP):
     r"""An MLP on encoded training hyperparameters (learning rate, optimizer, ...), no weights.
 
     The reference point of Unterthiner et al. (2020, "Predicting Neural Network Accuracy from
@@ -35,8 +35,8 @@ class HParamNet(_FeatureMLP):
         super().__init__()
         self.hparams: dict[str, Any] = dict(in_dim=in_dim, hidden=list(hidden), out=out, dropout=dropout)
         self.in_dim = in_dim
-        self.norm = _FeatureNormalizer(in_dim)
-        self.body = mlp([in_dim, *hidden], dropout=dropout)
+        self.norm = FeatureNormalizer(in_dim)
+        self.body = MLP([in_dim, *hidden], dropout=dropout)
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden[-1], out))
         self.reset_parameters()
 

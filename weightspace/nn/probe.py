@@ -12,9 +12,10 @@ from torch_geometric.data import Data
 from weightspace.graph import ArchitectureMismatchError, GraphSpec, UnsupportedModuleError
 from weightspace.graph.param_graph import resize_kernel_grid
 
-from ._utils import mlp, reset_all
+from ._utils import reset_all
 from .functional import batched_logits
-from .statnn import NUM_STATS, _FeatureNormalizer, tensor_statistics
+from .mlp import MLP, FeatureNormalizer
+from .statnn import NUM_STATS, tensor_statistics
 
 __all__ = ["ProbeNet"]
 
@@ -100,9 +101,9 @@ class ProbeNet(nn.Module):
         self.stat_tensors = int(stat_tensors)
         feat = num_probes * (self.num_classes + 1)
         if self.stat_tensors > 0:
-            self.stat_norm = _FeatureNormalizer(NUM_STATS * self.stat_tensors + 1)
+            self.stat_norm = FeatureNormalizer(NUM_STATS * self.stat_tensors + 1)
             feat += NUM_STATS * self.stat_tensors + 1
-        self.body = mlp([feat, *hidden], act=nn.GELU, dropout=dropout)
+        self.body = MLP([feat, *hidden], act=nn.GELU, dropout=dropout)
         self.head = nn.Sequential(nn.GELU(), nn.Linear(list(hidden)[-1], out))
         self.reset_parameters()
 

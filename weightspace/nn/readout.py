@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._utils import mlp, reset_all
+from ._utils import reset_all
+from .mlp import MLP
 
 __all__ = ["GraphReadout", "NodeReadout", "EdgeReadout"]
 
@@ -42,7 +43,7 @@ class GraphReadout(nn.Module):
     def __init__(self, hidden: int, out: int, layer_bins: int = 0) -> None:
         super().__init__()
         self.hidden, self.out, self.layer_bins = hidden, out, int(layer_bins)
-        self.mlp = mlp([(3 + 2 * self.layer_bins) * hidden, 2 * hidden, out])
+        self.mlp = MLP([(3 + 2 * self.layer_bins) * hidden, 2 * hidden, out])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -113,7 +114,7 @@ class NodeReadout(nn.Module):
     def __init__(self, hidden: int, out: int) -> None:
         super().__init__()
         self.hidden, self.out = hidden, out
-        self.mlp = mlp([hidden, hidden, out])
+        self.mlp = MLP([hidden, hidden, out])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -140,7 +141,7 @@ class EdgeReadout(nn.Module):
     def __init__(self, hidden: int, out: int) -> None:
         super().__init__()
         self.hidden, self.out = hidden, out
-        self.mlp = mlp([3 * hidden, hidden, out])
+        self.mlp = MLP([3 * hidden, hidden, out])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

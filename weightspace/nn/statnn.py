@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from weightspace.graph.param_graph import resize_kernel_grid
 from weightspace.graph.vocab import STRUCTURAL_EDGE_TYPES, NodeType
 
-from ._utils import batch_grid, mlp, reset_all
+from ._utils import batch_grid, reset_all
+from .mlp import MLP, FeatureMLP, FeatureNormalizer
 
 __all__ = ["StatNN", "StatGBM", "tensor_statistics", "NUM_STATS"]
 
@@ -78,38 +79,7 @@ def tensor_statistics(graph, max_tensors: int | None = None) -> Tensor:
     return torch.cat([out.reshape(-1), torch.tensor([float(n)])])
 
 
-class _FeatureNormalizer(nn.Module):
-    """Standardizes features with statistics fitted on the training set (saved as buffers)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def fit(self, feats: Tensor) -> None:
-        self.mean.copy_(feats.mean(0))
-        self.std.copy_(feats.std(0, unbiased=False).clamp_min(1e-6))
-
-    def forward(self, feats: Tensor) -> Tensor:
-        return ((feats - self.mean) / self.std).clamp(-10, 10)
-
-
-class _FeatureMLP(nn.Module):
-    """Shared tail of the feature baselines: fixed-size ``features(batch)`` -> standardization
-    (``norm``, fitted on the training set) -> MLP ``body`` -> ``head``."""
-
-    def fit_normalizer(self, feats: Tensor) -> None:
-        self.norm.fit(feats)
-
-    def encode(self, batch) -> Tensor:
-        """Penultimate representation ``[B, hidden[-1]]``."""
-        return self.body(self.norm(self.features(batch)))
-
-    def forward(self, batch) -> Tensor:
-        return self.head(self.encode(batch))
-
-
-class StatNN(_FeatureMLP):
+class StatNN(FeatureMLP):
     r"""StatNN (Unterthiner et al., "Predicting Neural Network Accuracy from Weights", 2020).
 
     For every weight and bias tensor: mean, variance and the 0/25/50/75/100 % quantiles
@@ -134,8 +104,8 @@ class StatNN(_FeatureMLP):
         self.hparams: dict[str, Any] = dict(max_tensors=max_tensors, hidden=list(hidden), out=out, dropout=dropout)
         self.max_tensors = max_tensors
         self.in_dim = NUM_STATS * max_tensors + 1
-        self.norm = _FeatureNormalizer(self.in_dim)
-        self.body = mlp([self.in_dim, *hidden], dropout=dropout)
+        self.norm = FeatureNormalizer(self.in_dim)
+        self.body = MLP([self.in_dim, *hidden], dropout=dropout)
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden[-1], out))
         self.reset_parameters()
 
