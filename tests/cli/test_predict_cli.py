@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ..tasks.tiny_zoo import tiny_zoo
+from ..tiny_zoo import tiny_zoo
 
 ARGS = ["metanet.epochs=1", "metanet.batch_size=4", "metanet.model.hidden=8", "metanet.model.num_layers=1",
         "progress=false", "threads=1", "fractions=[0.6,0.2,0.2]"]

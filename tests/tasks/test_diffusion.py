@@ -11,7 +11,7 @@ import weightspace as ws
 from model_zoo.archs import instantiate
 from weightspace.tasks.diffusion import UnknownArchitectureError, WeightDiffusion, evaluate_flat
 
-from .tiny_zoo import tiny_zoo
+from ..tiny_zoo import tiny_zoo
 
 A = {"_target_": "model_zoo.archs.MLP", "in_features": 64, "num_outputs": 10, "depth": 1, "width": 8,
      "activation": "relu"}

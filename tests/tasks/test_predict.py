@@ -23,7 +23,7 @@ from weightspace.tasks.predict import (
     run_predict,
 )
 
-from .tiny_zoo import tiny_zoo
+from ..tiny_zoo import tiny_zoo
 
 
 @pytest.fixture(scope="module")

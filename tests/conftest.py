@@ -1,0 +1,18 @@
+"""Fixtures shared by the whole suite."""
+
+import pytest
+import torch
+
+#: test folders of the capabilities: many small ops, far faster single-threaded (no OpenMP spinning)
+_ONE_THREAD_DIRS = {"tasks", "predict", "nowcast", "hyper", "diffusion"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(request):
+    if request.path.parent.name not in _ONE_THREAD_DIRS:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
