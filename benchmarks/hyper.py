@@ -1,6 +1,6 @@
 """Benchmark of the graph hypernetwork on held-out architectures (digits test split).
 
-For every split of :mod:`weightspace.tasks.hyper_family` (``unseen`` in-distribution, ``wide``,
+For every split of :mod:`weightspace.hyper.family` (``unseen`` in-distribution, ``wide``,
 ``deep``, ``activation``) and ``--per-split`` architectures never drawn in training:
 
 * zero-shot test accuracy of the predicted weights, of PyTorch's default random init, and of the
@@ -34,9 +34,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from model_zoo import RunConfig, TrainerConfig, instantiate, load_dataset, train_group  # noqa: E402
-from weightspace.tasks.hyper import load_hypernetwork  # noqa: E402
-from weightspace.tasks.hyper_family import SPLITS, ArchSpace  # noqa: E402
-from weightspace.tasks.hyper_train import accuracy, steps_to_target  # noqa: E402
+from weightspace.hyper import SPLITS, ArchSpace, accuracy, load_hypernetwork, steps_to_target  # noqa: E402
 
 log = logging.getLogger("benchmarks.hyper")
 
@@ -59,7 +57,7 @@ def family(c: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None, help="hypernetwork checkpoint stem (default: shipped)")
+    ap.add_argument("--checkpoint", default=None, help="hypernetwork checkpoint directory or shipped name (default: the shipped one)")
     ap.add_argument("--per-split", type=int, default=50)
     ap.add_argument("--finetune", type=int, default=10, help="architectures per split for fine-tuning")
     ap.add_argument("--epochs", type=int, default=20, help="epochs of the Adam-trained reference")
@@ -81,7 +79,7 @@ def main() -> None:
 
     data = load_dataset("digits", seed=args.seed)
     hyper = load_hypernetwork(args.checkpoint)
-    space = ArchSpace.from_dict(hyper.meta["space"]) if "space" in getattr(hyper, "meta", {}) else ArchSpace()
+    space = ArchSpace.from_dict(hyper.meta["space"]) if "space" in hyper.meta else ArchSpace()
     xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
 
     results: dict[str, dict] = {}

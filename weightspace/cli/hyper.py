@@ -1,11 +1,12 @@
 """Train the graph hypernetwork or measure a checkpoint: weightspace hyper train|eval [key=value ...]
 
 ``weightspace hyper train`` trains on sklearn digits (embedded) over the architecture family of
-``configs/hyper.yaml`` and writes ``<out>.safetensors`` + ``<out>.json``, plus ``history.json`` and
-``loss.png`` in the run directory; ``init=STEM`` continues from a checkpoint. The shipped checkpoint
-``weightspace/checkpoints/hypernet`` is ``weightspace hyper train`` followed by
-``weightspace hyper train init=weightspace/checkpoints/hypernet train.lr=0.0015 train.max_minutes=11``. ``weightspace hyper eval`` reports the
-zero-shot test accuracy of predicted weights on held-out architectures of each split.
+``configs/hyper.yaml`` and writes the directory ``out`` (``config.json`` + ``model.safetensors``,
+:meth:`~weightspace.hyper.GraphHyperNetwork.save_pretrained`), plus ``history.json`` and ``loss.png``
+in the run directory; ``init=DIR_OR_NAME`` continues from a checkpoint. The shipped checkpoint
+(``weightspace/checkpoints/hypernet/``) is ``weightspace hyper train`` followed by
+``weightspace hyper train init=hypernet train.lr=0.0015 train.max_minutes=11``. ``weightspace hyper eval``
+reports the zero-shot test accuracy of predicted weights on held-out architectures of each split.
 """
 
 from __future__ import annotations
@@ -32,27 +33,26 @@ def positional_overrides(argv: list[str]) -> list[str]:
 
 
 def _space(cfg: DictConfig):
-    from weightspace.tasks.hyper_family import ArchSpace
+    from weightspace.hyper import ArchSpace
 
     return ArchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
 
 
 def train(cfg: DictConfig, run_dir: Path) -> None:
     from model_zoo import load_dataset
-    from weightspace.tasks.hyper import GraphHyperNetwork
-    from weightspace.tasks.hyper_train import HyperTrainConfig, train_hypernetwork
+    from weightspace.hyper import GraphHyperNetwork, HyperNetworkConfig, HyperTrainConfig, train_hypernetwork
 
     from ._report import markdown_table
 
     data = load_dataset("digits", seed=int(cfg.seed))
     torch.manual_seed(int(cfg.seed))
     if cfg.get("init"):  # continue from a checkpoint (its architecture wins over cfg.model)
-        from weightspace.tasks.hyper import load_hypernetwork
+        from weightspace.hyper import load_hypernetwork
 
         hyper = load_hypernetwork(str(cfg.init))
-        previous = dict(getattr(hyper, "meta", {}))
+        previous = dict(hyper.meta)
     else:
-        hyper = GraphHyperNetwork(**OmegaConf.to_container(cfg.model, resolve=True))
+        hyper = GraphHyperNetwork.from_config(HyperNetworkConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
         previous = None
     tcfg = HyperTrainConfig(**OmegaConf.to_container(cfg.train, resolve=True), seed=int(cfg.seed))
     space = _space(cfg)
@@ -65,12 +65,12 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
             "command": "weightspace hyper train " + " ".join(HydraConfig.get().overrides.task)}
     if previous is not None:
         meta["continued_from"] = {k: v for k, v in previous.items() if k != "space"}
-    st, js = hyper.save(str(cfg.out), meta)
-    log.info("wrote %s (%.1f kB) and %s", st, st.stat().st_size / 1e3, js)
+    out = hyper.save_pretrained(str(cfg.out), extras=meta)
+    log.info("wrote %s (%.1f kB of weights)", out, (out / "model.safetensors").stat().st_size / 1e3)
     (run_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     _plot_history(history, run_dir / "loss.png")
     print(markdown_table(history[-5:], ["step", "train/loss", "train/accuracy"]))
-    print(f"\ncheckpoint: {st}")
+    print(f"\ncheckpoint: {out}")
 
 
 def _plot_history(history: list[dict], path: Path) -> None:
@@ -94,13 +94,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     import numpy as np
 
     from model_zoo import load_dataset
-    from weightspace.tasks.hyper import load_hypernetwork
-    from weightspace.tasks.hyper_train import zero_shot_accuracy
+    from weightspace.hyper import load_hypernetwork, zero_shot_accuracy
 
     from ._report import markdown_table
 
     data = load_dataset("digits", seed=int(cfg.seed))
-    hyper = load_hypernetwork(cfg.checkpoint)
+    hyper = load_hypernetwork(cfg.checkpoint)  # None: the shipped checkpoint
     space = _space(cfg)
     rows = []
     for split in cfg.eval.splits:

@@ -11,11 +11,24 @@ import torch
 from torch import nn
 
 import weightspace as ws
-from model_zoo import instantiate, load_dataset
+from model_zoo import load_dataset
 from model_zoo.archs import MLP, SmallCNN, TinyViT
-from weightspace.tasks.hyper import GraphHyperNetwork, load_hypernetwork, recalibrate_batchnorm
-from weightspace.tasks.hyper_family import SPLITS, ArchSpace, config_key, is_held_out
-from weightspace.tasks.hyper_train import HyperTrainConfig, accuracy, train_hypernetwork, zero_shot_accuracy
+from weightspace.hyper import (
+    SPLITS,
+    ArchSpace,
+    GraphHyperNetwork,
+    HyperNetworkConfig,
+    HyperTrainConfig,
+    accuracy,
+    config_key,
+    is_held_out,
+    load_hypernetwork,
+    recalibrate_batchnorm,
+    train_hypernetwork,
+    zero_shot_accuracy,
+)
+from weightspace.instantiate import instantiate
+from weightspace.pretrained import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -171,25 +184,75 @@ def test_ci_training_run_takes_a_few_steps(digits):
     assert any(not torch.equal(a, b) for a, b in zip(before, hyper.parameters()))
 
 
-def test_checkpoint_round_trip_is_safetensors_and_json(small_hyper, tmp_path):
-    st, js = small_hyper.save(tmp_path / "h", meta={"note": "test"})
-    assert st.suffix == ".safetensors" and js.suffix == ".json"
-    assert st.read_bytes()[8:9] == b"{"  # safetensors: a length, then a JSON header; no pickle
-    info = json.loads(js.read_text())
-    assert info["format"] == "weightspace.hypernet/1" and info["meta"] == {"note": "test"}
-    loaded = load_hypernetwork(tmp_path / "h.safetensors")
+def test_save_pretrained_round_trip(small_hyper, tmp_path):
+    small_hyper.meta = {"note": "test"}
+    d = small_hyper.save_pretrained(tmp_path / "h")
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors"]
+    assert (d / "model.safetensors").read_bytes()[8:9] == b"{"  # safetensors: a length, then a JSON header
+    doc = json.loads((d / "config.json").read_text())
+    assert doc["format"] == "weightspace.hypernet" and doc["extras"] == {"note": "test"}
+    assert doc["config"]["hidden"] == 16 and doc["config"]["layers"] == 1
+    loaded = GraphHyperNetwork.from_pretrained(d)
+    assert loaded.config == small_hyper.config == HyperNetworkConfig(hidden=16, layers=1)
+    assert loaded.meta == {"note": "test"}
     m = MLP(depth=2, width=[8, 8])
     a, b = small_hyper.predict_state_dict(m), loaded.predict_state_dict(m)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = load_hypernetwork(d)  # the alias reads the same directory
+    assert all(torch.equal(a[k], v) for k, v in c.predict_state_dict(m).items())
+    small_hyper.meta = {}
 
 
-def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+def test_save_alias_writes_the_same_directory(small_hyper, tmp_path):
+    d = small_hyper.save(tmp_path / "h", meta={"note": 1})
+    assert GraphHyperNetwork.from_pretrained(d).meta == {"note": 1}
+
+
+def test_load_hypernetwork_reads_the_legacy_layout(small_hyper, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in small_hyper.state_dict().items()}, str(tmp_path / "h.safetensors"))
+    cfg = {"hidden": 16, "layers": 1, "grid": 3, "max_positions": 1024, "max_depth": 64, "code_dim": 32,
+           "num_codes": 64}
+    (tmp_path / "h.json").write_text(json.dumps({"format": "weightspace.hypernet/1", "config": cfg,
+                                                 "meta": {"old": True}}))
+    m = MLP(depth=1, width=8)
+    ref = small_hyper.predict_state_dict(m)
+    for path in (tmp_path / "h", tmp_path / "h.safetensors", tmp_path / "h.json"):
+        loaded = load_hypernetwork(path)
+        assert loaded.meta == {"old": True}
+        assert all(torch.equal(ref[k], v) for k, v in loaded.predict_state_dict(m).items())
+    (tmp_path / "h.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CheckpointError, match="h.json.*not a hypernetwork checkpoint"):
+        load_hypernetwork(tmp_path / "h")
+
+
+def test_load_errors_name_the_file(small_hyper, tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
         load_hypernetwork(tmp_path / "missing")
-    GraphHyperNetwork(hidden=8, layers=1).save(tmp_path / "bad")
-    (tmp_path / "bad.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="not a hypernetwork checkpoint"):
-        load_hypernetwork(tmp_path / "bad")
+    d = small_hyper.save_pretrained(tmp_path / "partial")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing"):
+        GraphHyperNetwork.from_pretrained(d)
+    d = small_hyper.save_pretrained(tmp_path / "corrupt")
+    (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot read"):
+        GraphHyperNetwork.from_pretrained(d)
+    d = small_hyper.save_pretrained(tmp_path / "badjson")
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"config\.json: not valid JSON"):
+        load_hypernetwork(d)
+    d = small_hyper.save_pretrained(tmp_path / "wrongkind")
+    doc = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**doc, "format": "weightspace.nowcaster"}))
+    with pytest.raises(CheckpointError, match=r"config\.json: holds format 'weightspace.nowcaster'"):
+        GraphHyperNetwork.from_pretrained(d)
+    d = small_hyper.save_pretrained(tmp_path / "mismatch")
+    doc = json.loads((d / "config.json").read_text())
+    doc["config"]["hidden"] = 24
+    (d / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: the weights do not fit"):
+        GraphHyperNetwork.from_pretrained(d)
 
 
 # ---------------------------------------------------------------- family and splits
@@ -216,3 +279,43 @@ def test_shipped_checkpoint_beats_chance_on_unseen_architectures(shipped, digits
     assert np.mean(acc) > 0.5, acc  # chance is 0.1
     random_init = [accuracy(instantiate(c), digits.x_test, digits.y_test) for c in configs]
     assert np.mean(acc) > np.mean(random_init) + 0.2
+
+
+# Predictions of the shipped checkpoint recorded before it moved to weightspace/checkpoints/hypernet/
+# (first four values and the sum of every predicted tensor; fixed tiny models, fixed seeds).
+_SHIPPED_MLP = {  # nn.Sequential(Linear(64, 16), ReLU(), Linear(16, 10)), seed=0
+    "0.weight": ([-0.3229910135269165, -0.8385058641433716, 1.5996272563934326, -0.3035831153392792],
+                 0.0004804708732990548),
+    "0.bias": ([-0.8418802618980408, -0.9265179634094238, -0.7937758564949036, -0.8762112855911255],
+               -13.65828138589859),
+    "2.weight": ([-7.739184856414795, 7.6486897468566895, -1.0358325242996216, 3.3421661853790283],
+                 -69.70000105267536),
+    "2.bias": ([0.06831534951925278, -0.16583092510700226, -0.05581725016236305, -0.10509071499109268],
+               -0.6166444756090641),
+}
+_SHIPPED_CNN = {  # Conv2d(1, 8, 3, padding=1), Tanh, AdaptiveAvgPool2d(1), Flatten, Linear(8, 10); seed=3
+    "0.weight": ([-0.1706925481557846, 1.9780986309051514, 3.056976556777954, -0.6983377933502197], 0.0),
+    "0.bias": ([-0.8729177713394165, -0.9356896281242371, -0.8266921043395996, -0.918722927570343],
+               -6.706147253513336),
+    "4.weight": ([-14.490255355834961, 22.087806701660156, 14.649120330810547, -8.26091194152832],
+                 -41.17153763771057),
+    "4.bias": ([0.011774005368351936, -0.13314346969127655, -0.027620822191238403, -0.06536424905061722],
+               -0.28424889780581),
+}
+
+
+def test_shipped_checkpoint_loads_by_name_with_recorded_outputs():
+    hyper = GraphHyperNetwork.from_pretrained("hypernet")
+    assert hyper.config == HyperNetworkConfig(hidden=48, layers=2)
+    assert hyper.meta["train"]["steps"] == 2000 and "continued_from" in hyper.meta
+    mlp = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 10))
+    for model, seed, ref in ((mlp, 0, _SHIPPED_MLP), (cnn, 3, _SHIPPED_CNN)):
+        sd = hyper.predict_state_dict(model, seed=seed)
+        assert sd.keys() == ref.keys()
+        for k, (head, total) in ref.items():
+            torch.testing.assert_close(sd[k].flatten()[:4], torch.tensor(head), rtol=1e-5, atol=1e-5)
+            assert abs(float(sd[k].double().sum()) - total) < 1e-3, k
+    same = load_hypernetwork()  # the alias, None -> the shipped checkpoint
+    assert all(torch.equal(a, b) for a, b in zip(hyper.state_dict().values(), same.state_dict().values()))
