@@ -46,10 +46,10 @@ def _rules(name: str, gen: torch.Generator) -> tuple[list, dict]:
                  ("layers.0.conv2.weight", 0, ps), ("layers.0.conv2.weight", 1, p1), *_bn_rules("layers.0.bn2", ps),
                  ("layers.1.conv1.weight", 0, p2), ("layers.1.conv1.weight", 1, ps), *_bn_rules("layers.1.bn1", p2),
                  ("layers.1.conv2.weight", 0, p3), ("layers.1.conv2.weight", 1, p2), *_bn_rules("layers.1.bn2", p3),
-                 ("layers.1.downsample.0.weight", 0, p3), ("layers.1.downsample.0.weight", 1, ps),
-                 *_bn_rules("layers.1.downsample.1", p3), ("fc.weight", 1, p3)]
+                 ("layers.1.shortcut.0.weight", 0, p3), ("layers.1.shortcut.0.weight", 1, ps),
+                 *_bn_rules("layers.1.shortcut.1", p3), ("fc.weight", 1, p3)]
         groups = {"stem.0": ps, "layers.0.conv1": p1, "layers.0.conv2": ps, "add": ps, "layers.1.conv1": p2,
-                  "layers.1.conv2": p3, "layers.1.downsample.0": p3, "add_1": p3}
+                  "layers.1.conv2": p3, "layers.1.shortcut.0": p3, "add_1": p3}
         return rules, groups
     if name == "vit":
         D, H, dh = 16, 2, 8

@@ -1,8 +1,8 @@
 """Built-in example networks: the shapes the converter must handle, small enough for a demo.
 
-Each builder returns ``(model, example_input)``. The hand-written blocks (``BasicBlock``,
-``TinyViT``) exercise nesting, skip connections with a downsample branch, raw ``nn.Parameter``
-tokens and positional tables.
+Each builder returns ``(model, example_input)``. :class:`ResNet` (stages of the zoo family's
+:class:`~weightspace.archs.BasicBlock`) and :class:`ClassTokenViT` exercise nesting, skip
+connections with a projection shortcut, raw ``nn.Parameter`` tokens and positional tables.
 """
 
 from __future__ import annotations
@@ -12,31 +12,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BasicBlock", "ResNet", "TinyViT", "EXAMPLES", "build_example", "resnet18"]
+from weightspace.archs import BasicBlock
 
-
-class BasicBlock(nn.Module):
-    """ResNet basic block (He et al., 2016) with an optional 1x1-conv + BN downsample branch."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.downsample = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return torch.relu(out + identity)
+__all__ = ["ResNet", "ClassTokenViT", "EXAMPLES", "build_example", "resnet18"]
 
 
 class ResNet(nn.Module):
-    """A ResNet of :class:`BasicBlock` stages with global average pooling and a linear head."""
+    """A ResNet of :class:`~weightspace.archs.BasicBlock` stages with global average pooling and a linear head."""
 
     def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (8, 16), blocks: tuple[int, ...] = (1, 1),
                  num_classes: int = 10, stem_kernel: int = 3):
@@ -49,7 +31,7 @@ class ResNet(nn.Module):
         layers, c = [], widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
             for j in range(n):
-                layers.append(BasicBlock(c, w, stride=2 if (i > 0 and j == 0) else 1))
+                layers.append(BasicBlock(c, w, stride=2 if (i > 0 and j == 0) else 1, activation="relu"))
                 c = w
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -61,12 +43,12 @@ class ResNet(nn.Module):
 
 
 def resnet18(num_classes: int = 10, in_channels: int = 3, stem_kernel: int = 3) -> ResNet:
-    """ResNet-18 built from :class:`BasicBlock` (11.2M parameters with the CIFAR-style 3x3 stem
+    """ResNet-18 built from :class:`~weightspace.archs.BasicBlock` (11.2M parameters with the CIFAR-style 3x3 stem
     and 10 classes). A 7x7 stem widens every edge's feature grid to 7x7 (see the README)."""
     return ResNet(in_channels, (64, 128, 256, 512), (2, 2, 2, 2), num_classes, stem_kernel=stem_kernel)
 
 
-class TinyViT(nn.Module):
+class ClassTokenViT(nn.Module):
     """A small ViT (Dosovitskiy et al., 2021): conv patch embedding, a class token and a
     positional table as raw ``nn.Parameter``s, ``nn.TransformerEncoderLayer`` blocks."""
 
@@ -140,7 +122,7 @@ EXAMPLES: dict[str, Callable[[], tuple[nn.Module, Tensor]]] = {
     "cnn_flatten_bn": _cnn_flatten,
     "conv1d": _conv1d,
     "resnet": lambda: (ResNet(), torch.rand(2, 1, 8, 8)),
-    "vit": lambda: (TinyViT(), torch.rand(2, 1, 8, 8)),
+    "vit": lambda: (ClassTokenViT(), torch.rand(2, 1, 8, 8)),
     "transformer": lambda: (_TokenClassifier(), torch.randint(0, 20, (2, 7))),
 }
 

@@ -11,6 +11,7 @@ from torch_geometric.data import Data
 
 from weightspace.graph import ArchitectureMismatchError, GraphSpec, UnsupportedModuleError
 from weightspace.graph.param_graph import resize_kernel_grid
+from weightspace.instantiate import instantiate
 
 from ._utils import reset_all
 from .functional import batched_logits
@@ -61,8 +62,6 @@ class ProbeNet(nn.Module):
                  hidden: Sequence[int] = (256, 256), out: int = 1, dropout: float = 0.0,
                  stat_tensors: int = 0) -> None:
         super().__init__()
-        from model_zoo import instantiate
-
         if not archs:
             raise ValueError("ProbeNet needs at least one architecture config")
         if num_probes < 1 or gen_layers < 1:
