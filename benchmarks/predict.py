@@ -17,7 +17,7 @@ vs true test accuracy for seed 0, and a PCA of the metanetwork's embeddings of t
 Every number is measured in this run.
 
 Two references per zoo and seed, on the same test runs: the *label-noise ceiling*
-(:func:`~weightspace.tasks.predict.label_noise_ceiling`: the tau a perfect predictor reaches against
+(:func:`~weightspace.predict.label_noise_ceiling`: the tau a perfect predictor reaches against
 accuracies measured on the zoo's finite test set, by bootstrapping the test samples; digits has 359) and
 the tau of the runs' final *train* accuracy, a strong signal that is not read from the weights.
 The MNIST-1D zoo above is generated with 8,000 test sequences, so its targets are far less noisy.
@@ -45,7 +45,7 @@ import torch
 from scipy.stats import kendalltau
 
 import model_zoo
-from weightspace.tasks.predict import (
+from weightspace.predict import (
     PredictConfig,
     label_noise_ceiling,
     load_predictor,
@@ -226,7 +226,7 @@ def main() -> None:
                     pred, met = run_predict(None, cfg, data=data)
                     if cached is not None:
                         cached.parent.mkdir(parents=True, exist_ok=True)
-                        pred.save(saved)
+                        pred.save_pretrained(saved)
                         cached.write_text(json.dumps({k: v for k, v in met.items() if k != "history"}))
                 log.info("%s %s seed %d: tau %.3f r2 %.3f (%.0f s)", zname, m, seed, met["test/tau"], met["test/r2"],
                          time.time() - t0)

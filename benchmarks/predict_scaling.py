@@ -35,7 +35,7 @@ import torch
 from scipy.stats import kendalltau
 
 import model_zoo
-from weightspace.tasks.predict import PredictConfig, label_noise_ceiling, load_zoo_graphs, run_predict
+from weightspace.predict import PredictConfig, label_noise_ceiling, load_zoo_graphs, run_predict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict import METHODS, add_only_seed, check_only_seed, mean_std, parse_zoo, test_correctness  # noqa: E402
@@ -83,7 +83,7 @@ def curve(zname: str, zpath: str, sizes_arg: str, args, methods: list[str], seed
                     met = {k: v for k, v in met.items() if k != "history"}
                     if path is not None:
                         path.parent.mkdir(parents=True, exist_ok=True)
-                        pred.save(path.with_suffix(""))
+                        pred.save_pretrained(path.with_suffix(""))
                         path.write_text(json.dumps(met))
                 log.info("%s %s n=%d seed %d: tau %.3f r2 %.3f", zname, m, n, seed, met["test/tau"], met["test/r2"])
                 for k in KEYS:

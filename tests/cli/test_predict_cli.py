@@ -28,8 +28,8 @@ def test_predict_verb_writes_metrics_predictor_and_plot(tmp_path_factory, tmp_pa
     subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=300)
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"test/tau", "test/r2", "test/mae"} <= metrics.keys() and metrics["seed"] == 1
-    assert (out / "predictor" / "predictor.safetensors").is_file()
-    assert (out / "predictor" / "predictor.json").is_file()
+    assert (out / "predictor" / "model.safetensors").is_file()
+    assert (out / "predictor" / "config.json").is_file()
     assert (out / "embedding.png").is_file()
 
 
@@ -43,8 +43,10 @@ def test_predict_verb_trains_the_probing_metanetwork(tmp_path_factory, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metanet"] == "probe" and "test/tau" in metrics
-    saved = json.loads((out / "predictor" / "predictor.json").read_text())
-    assert saved["kind"] == "probe" and saved["model"]["archs"][0]["_target_"] == "model_zoo.archs.SmallCNN"
+    saved = json.loads((out / "predictor" / "config.json").read_text())
+    assert saved["format"] == "weightspace.predictor"
+    assert saved["config"]["kind"] == "probe"
+    assert saved["config"]["metanet"]["archs"][0]["_target_"] == "model_zoo.archs.SmallCNN"
     assert (out / "embedding.png").is_file()
 
 

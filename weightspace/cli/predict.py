@@ -11,7 +11,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from weightspace.tasks.predict import PredictConfig, load_zoo_graphs, run_predict
+from weightspace.predict import PredictConfig, load_zoo_graphs, run_predict
 
 log = logging.getLogger(__name__)
 

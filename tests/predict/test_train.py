@@ -1,4 +1,4 @@
-"""The prediction task on a CI-sized zoo: every metanetwork trains for a few steps, reports metrics,
+"""Training predictors on a CI-sized zoo: every metanetwork trains for a few steps, reports metrics,
 saves a predictor that reloads to the same predictions and answers for unseen networks."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 import model_zoo
 from weightspace.examples import build_example
-from weightspace.tasks.predict import (
+from weightspace.predict import (
     HParamEncoder,
     PredictConfig,
     label_noise_ceiling,
@@ -22,6 +22,7 @@ from weightspace.tasks.predict import (
     regression_metrics,
     run_predict,
 )
+from weightspace.pretrained import CheckpointError
 
 from ..tiny_zoo import tiny_zoo
 
@@ -69,16 +70,17 @@ def test_run_save_reload(metanet, zoo_dir, data, tmp_path):
         assert pred.encode(data.graphs["test"]).shape == (len(data.graphs["test"]), 16)
     if metanet == "statnn":  # damaged files name the file and the problem
         saved_dir = tmp_path / "predictor"
-        assert load_predictor(saved_dir / "predictor.safetensors").kind == "statnn"  # the weights file finds its config
-        w = (saved_dir / "predictor.safetensors").read_bytes()
-        (saved_dir / "predictor.safetensors").write_bytes(w[: len(w) // 2])
-        with pytest.raises(ValueError, match="predictor.safetensors: cannot read the predictor's weights"):
+        assert sorted(p.name for p in saved_dir.iterdir()) == ["config.json", "model.safetensors"]
+        assert load_predictor(saved_dir / "model.safetensors").kind == "statnn"  # the weights file finds its config
+        w = (saved_dir / "model.safetensors").read_bytes()
+        (saved_dir / "model.safetensors").write_bytes(w[: len(w) // 2])
+        with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot read the weights"):
             load_predictor(saved_dir)
-        (saved_dir / "predictor.safetensors").unlink()
-        with pytest.raises(FileNotFoundError, match="predictor.safetensors: missing"):
+        (saved_dir / "model.safetensors").unlink()
+        with pytest.raises(CheckpointError, match=r"model\.safetensors: missing"):
             load_predictor(saved_dir)
-        (saved_dir / "predictor.json").write_bytes(b"\x00garbage")
-        with pytest.raises(ValueError, match="predictor.json: not a weightspace predictor"):
+        (saved_dir / "config.json").write_bytes(b"\x00garbage")
+        with pytest.raises(CheckpointError, match=r"config\.json: not valid JSON"):
             load_predictor(saved_dir)
 
 
@@ -127,7 +129,7 @@ def test_bad_config_and_paths(tmp_path):
         PredictConfig(metanet="nfn")
     with pytest.raises(ValueError, match="epochs must be >= 0"):
         PredictConfig(epochs=-1)
-    with pytest.raises(FileNotFoundError, match="no predictor.json"):
+    with pytest.raises(CheckpointError, match=r"config\.json: missing"):
         load_predictor(tmp_path)
 
 
