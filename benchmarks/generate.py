@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_zoo import instantiate
-from weightspace.tasks.diffusion import WeightDiffusion, evaluate_flat
-from weightspace.tasks.diffusion_align import align_population
-from weightspace.tasks.diffusion_baselines import averages, gaussian_fit, noisy_copies
-from weightspace.tasks.diffusion_data import accuracy
+from weightspace.diffusion import WeightDiffusion, evaluate_flat
+from weightspace.diffusion.align import align_population
+from weightspace.diffusion.baselines import averages, gaussian_fit, noisy_copies
+from weightspace.diffusion.data import accuracy
+from weightspace.instantiate import instantiate
 
 log = logging.getLogger("benchmarks.generate")
 RESULTS = Path(__file__).parent / "results"
@@ -370,8 +370,8 @@ def diagnose(args) -> str:
     autoencoder steps (seed 0, otherwise the benchmark budget): accuracy and within-set pairwise IoU of
     100 training runs, their reconstructions decode(encode(.)), decodes of the zero latent and of
     N(0, I) latents, and DDPM samples; the spread of the standardized latents; nearest-training TV."""
-    from weightspace.tasks.diffusion_data import predictions
-    from weightspace.tasks.diffusion_metrics import nearest_training, pairwise_iou
+    from weightspace.diffusion.data import predictions
+    from weightspace.diffusion.metrics import nearest_training, pairwise_iou
 
     rows = []
     for steps in ((4, 8) if args.quick else (100, 600)):
@@ -432,8 +432,8 @@ def diversity_by_accuracy(args) -> str:
     whose samples are more accurate than the runs could look less diverse only because of that; this
     measures how much of the gap such a shift could explain. With ``<out>.json`` present, each generator's
     set is also compared with training runs matched one to one to its nets' test accuracies."""
-    from weightspace.tasks.diffusion_data import load_population, predictions
-    from weightspace.tasks.diffusion_metrics import pairwise_iou
+    from weightspace.diffusion.data import load_population, predictions
+    from weightspace.diffusion.metrics import pairwise_iou
 
     rows = []
     path = Path(args.out).with_suffix(".json")

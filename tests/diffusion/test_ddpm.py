@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from weightspace.tasks.diffusion_ddpm import LatentDDPM, NoiseSchedule, timestep_embedding
+from weightspace.diffusion.ddpm import LatentDDPM, NoiseSchedule, timestep_embedding
 
 
 def test_linear_schedule_properties():

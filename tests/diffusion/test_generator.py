@@ -1,4 +1,4 @@
-"""Latent weight diffusion (weightspace.tasks.diffusion) on a CI-sized digits MLP zoo."""
+"""Latent weight diffusion (weightspace.diffusion) on a CI-sized digits MLP zoo."""
 
 import json
 import re
@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 import weightspace as ws
 from model_zoo.archs import instantiate
-from weightspace.tasks.diffusion import UnknownArchitectureError, WeightDiffusion, evaluate_flat
+from weightspace.diffusion import UnknownArchitectureError, WeightDiffusion, evaluate_flat
 
 from ..tiny_zoo import tiny_zoo
 
@@ -139,6 +139,19 @@ def test_cli_end_to_end(zoo, tmp_path):
     assert {"generated", "training", "encode_decode"} <= set(report["results"][0])
     kept = [r for r in report["latent_scale_calibration"] if r["kept"]]
     assert len(kept) == 1 and report["latent_scale"] == kept[0]["scale"]
+    # the run saved its generator into OUT: generator=OUT samples the same networks without training
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    again = tmp_path / "again"
+    _cli(f"generator={out}", "n=4", f"out={again}", "progress=false")
+    report2 = json.loads((again / "report.json").read_text())
+    assert not (again / "config.json").exists()  # nothing trained, nothing saved
+    assert [s["test_accuracy"] for s in report2["samples"]] == [s["test_accuracy"] for s in report["samples"]]
+    assert report2["latent_scale"] == report["latent_scale"] and report2["zoo"] == report["zoo"]
+    for s in report["samples"]:
+        a, b = load_file(str(out / s["file"])), load_file(str(again / s["file"]))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit, match="generator=.*nowhere: no such directory"):
+        _cli(f"generator={tmp_path / 'nowhere'}", "n=1", f"out={tmp_path / 'x'}", "progress=false")
 
 
 def test_cli_bad_input(zoo, tmp_path):
@@ -146,7 +159,8 @@ def test_cli_bad_input(zoo, tmp_path):
 
     from weightspace.cli.generate import positional_overrides, run
 
-    assert positional_overrides(["zoo=D", "arch={a:1}", "n=3"]) == ["zoo_dir=D", "target_arch={a:1}", "n=3"]
+    assert positional_overrides(["zoo=D", "arch={a:1}", "n=3", "graph.ae_steps=2"]) == [
+        "zoo_dir=D", "target_arch={a:1}", "n=3", "++graph.ae_steps=2"]
     base = {"zoo_dir": str(zoo), "n": 1, "out": str(tmp_path / "o"), "target_arch": None, "kind": "graph",
             "accuracy": None, "seed": 0, "threads": 1, "progress": False}
     cases = [({"target_arch": {"_target_": "model_zoo.archs.MLP", "depht": 2}}, "has no argument(s) ['depht']"),
@@ -168,7 +182,7 @@ def test_graph_decoder_uses_the_latent(zoo):
     one-epoch runs (60 steps: sample spread about 1.6% of the runs' spread; see benchmarks/generate.md
     for the full-size figures), so this only guards against a latent that does not reach the weights.
     """
-    from weightspace.tasks.diffusion_data import predictions
+    from weightspace.diffusion.data import predictions
 
     torch.set_num_threads(1)
     cfg = {"latent_dim": 8, "ae_steps": 60, "batch_size": 4, "inputs_per_step": 64, "eval_every": 60,
@@ -235,7 +249,7 @@ def test_graph_reconstructions_are_specific_to_their_source(zoo):
     decoder that ignores the latent writes one function for every run and ranks its own source at
     chance (0.5); the sensitivity check feeds every run the same latent and must score exactly that.
     (Measured at this size: 0.11 with the contrastive term, 0.49 without it, contrast_weight=0.)"""
-    from weightspace.tasks.diffusion_data import predictions
+    from weightspace.diffusion.data import predictions
 
     torch.set_num_threads(1)
     cfg = {"latent_dim": 8, "ae_steps": 60, "batch_size": 4, "inputs_per_step": 64, "eval_every": 60,
@@ -300,7 +314,7 @@ def test_graph_latent_temperature_is_calibrated_on_validation_only(graph):
 def test_pick_scale_rule():
     """Among the scales reached while the accuracy holds: the largest (default), or the one nearest a
     novelty target."""
-    from weightspace.tasks.diffusion_graph import pick_scale
+    from weightspace.diffusion.graph import pick_scale
 
     def rows(acc, far):
         return [{"scale": 1 + 0.5 * i, "val_accuracy": a, "farther_probability": f} for i, (a, f) in enumerate(zip(acc, far))]
@@ -383,3 +397,83 @@ def test_probe_encoder_generator_fills_seen_and_unseen_architectures(graph_probe
 def test_unknown_encoder_is_refused(zoo):
     with pytest.raises(ValueError, match="encoder must be 'graph' or 'probe', got 'pixels'"):
         WeightDiffusion.fit(zoo, "graph", config={**GRAPH, "encoder": "pixels"}, progress=False)
+
+
+# ----------------------------------------------------------------------------- persistence
+def _same_states(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert list(x) == list(y) and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.parametrize("name, arch", [("pdiff", None), ("graph", A), ("graph", B), ("graph_probe", A)])
+def test_save_and_reload_sample_the_same_networks(request, tmp_path, name, arch):
+    """save_pretrained -> from_pretrained: the reloaded generator (without its zoo) samples, encodes and
+    decodes exactly as the trained one did."""
+    gen = request.getfixturevalue(name)
+    before = gen.sample(3, arch, seed=7)
+    d = gen.save_pretrained(tmp_path / "gen")
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors"]
+    again = WeightDiffusion.from_pretrained(d)
+    assert again.kind == gen.kind and again.population is None and again.archs == gen.archs
+    assert again.zoo_path == gen.population.zoo_path and again.seed == gen.seed
+    _same_states(again.sample(3, arch, seed=7), before)
+    net = instantiate(A if arch is None else arch)
+    torch.testing.assert_close(again.encode(net, arch), gen.encode(net, arch), atol=0, rtol=0)
+    if name != "pdiff":
+        assert again.model.calibration == gen.model.calibration and float(again.model.scale) == float(gen.model.scale)
+        assert again.model.val_history == gen.model.val_history
+        unseen = {**A, "depth": 2, "width": 12}
+        torch.testing.assert_close(again.sample_flat(2, unseen, seed=1), gen.sample_flat(2, unseen, seed=1), atol=0, rtol=0)
+    with pytest.raises(RuntimeError, match="loaded without"):
+        again.evaluate(gen.sample_flat(1, arch, seed=0), arch)
+
+
+def test_reload_with_zoo_reattaches_the_same_population(pdiff, zoo, tmp_path):
+    again = WeightDiffusion.from_pretrained(pdiff.save_pretrained(tmp_path / "gen"), zoo=zoo)
+    a, b = again.population.find(A), pdiff.population.find(A)
+    assert a.runs == b.runs and torch.equal(a.flat["train"], b.flat["train"])
+    assert again.encode_decode_loss() == pdiff.encode_decode_loss()
+
+
+def test_aligned_pdiff_round_trip(zoo, tmp_path):
+    """``align=True`` keeps its alignment reference and inputs in the checkpoint: encode() is unchanged."""
+    gen = WeightDiffusion.fit(zoo, "pdiff", arch=A, config={**PDIFF, "align": True}, progress=False)
+    again = WeightDiffusion.from_pretrained(gen.save_pretrained(tmp_path / "aligned"))
+    assert again.model.align_reference is not None
+    src = gen.population.find(A).flat["train"][:3]
+    torch.testing.assert_close(again.model.encode(src), gen.model.encode(src), atol=0, rtol=0)
+    _same_states(again.sample(2, seed=3), gen.sample(2, seed=3))
+
+
+def test_damaged_checkpoint_names_the_file(pdiff, graph, tmp_path):
+    from weightspace.diffusion import GraphLatentDiffusion, PDiff
+    from weightspace.pretrained import CheckpointError
+
+    for gen, cls in ((pdiff, PDiff), (graph, GraphLatentDiffusion)):
+        d = gen.save_pretrained(tmp_path / gen.kind)
+        w, c = d / "model.safetensors", d / "config.json"
+        good_w, good_c = w.read_bytes(), c.read_text()
+        w.write_bytes(good_w[: len(good_w) // 2])
+        with pytest.raises(CheckpointError, match=re.escape(str(w)) + ": cannot read"):
+            WeightDiffusion.from_pretrained(d)
+        w.unlink()
+        with pytest.raises(CheckpointError, match=re.escape(str(w)) + ": missing"):
+            WeightDiffusion.from_pretrained(d)
+        w.write_bytes(good_w)
+        c.write_text("{not json")
+        with pytest.raises(CheckpointError, match=re.escape(str(c)) + ": not a JSON object"):
+            WeightDiffusion.from_pretrained(d)
+        c.unlink()
+        with pytest.raises(CheckpointError, match=re.escape(str(c)) + ": missing"):
+            WeightDiffusion.from_pretrained(d)
+        c.write_text(good_c)
+        other = GraphLatentDiffusion if cls is PDiff else PDiff
+        with pytest.raises(CheckpointError, match=re.escape(str(c)) + ": holds format 'weightspace.diffusion"):
+            other.from_pretrained(d)
+        assert isinstance(cls.from_pretrained(d), cls)
+    hyper = tmp_path / "not_a_generator"
+    hyper.mkdir()
+    (hyper / "config.json").write_text(json.dumps({"format": "weightspace.hypernet", "version": 1, "config": {}}))
+    with pytest.raises(CheckpointError, match="not a weight generator"):
+        WeightDiffusion.from_pretrained(hyper)

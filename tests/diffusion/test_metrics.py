@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from model_zoo.archs import MLP
+from weightspace.diffusion.align import MLPChain, align_population
+from weightspace.diffusion.baselines import averages, gaussian_fit, noisy_copies
+from weightspace.diffusion.data import batched_logits
+from weightspace.diffusion.metrics import nearest_training, not_closer_pvalue, pairwise_iou
 from weightspace.graph import GraphSpec
-from weightspace.tasks.diffusion_align import MLPChain, align_population
-from weightspace.tasks.diffusion_baselines import averages, gaussian_fit, noisy_copies
-from weightspace.tasks.diffusion_data import batched_logits
-from weightspace.tasks.diffusion_metrics import nearest_training, not_closer_pvalue, pairwise_iou
 
 
 def _nets(n, seed=0):
@@ -94,7 +94,7 @@ def test_baselines_shapes_and_knobs():
 
 
 def test_farther_probability():
-    from weightspace.tasks.diffusion_metrics import farther_probability
+    from weightspace.diffusion.metrics import farther_probability
 
     a = np.array([0.1, 0.2, 0.3])
     assert farther_probability(a, a) == 0.5  # one set against itself: ties count half

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from weightspace.graph import GraphSpec
+from weightspace.instantiate import instantiate
 from weightspace.nn.functional import batched_logits
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,6 @@ class ArchPopulation:
     val_accuracy: dict[str, Tensor] = field(default_factory=dict)
 
     def build(self) -> nn.Module:
-        from model_zoo import instantiate
-
         return instantiate(self.config)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NoiseSchedule", "LatentDenoiser", "LatentDDPM", "timestep_embedding"]
+__all__ = ["NoiseSchedule", "LatentDenoiser", "LatentDDPM", "timestep_embedding", "fit_ddpm"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,20 +5,20 @@ train/val/test by run; selection uses the validation runs and validation inputs 
 
 * ``kind="pdiff"`` - the p-diff baseline (Wang et al. 2024) for one fixed architecture: flattened
   parameters, 1-D conv autoencoder with input/latent noise, latent DDPM
-  (:mod:`~weightspace.tasks.diffusion_pdiff`; ``align=True`` adds neuron alignment).
+  (:mod:`~weightspace.diffusion.pdiff`; ``align=True`` adds neuron alignment).
 * ``kind="graph"`` - architecture-aware: graph-metanetwork (or probing) encoder, graph-hypernetwork decoder through
   :class:`~weightspace.GraphSpec`, function-space reconstruction, latent DDPM conditioned on the
-  architecture and optionally a target accuracy (:mod:`~weightspace.tasks.diffusion_graph`).
+  architecture and optionally a target accuracy (:mod:`~weightspace.diffusion.graph`).
 
 Usage::
 
-    from weightspace.tasks.diffusion import WeightDiffusion
+    from weightspace.diffusion import WeightDiffusion
     gen = WeightDiffusion.fit("zoos/digits_mlp_good", kind="graph", seed=0)
     states = gen.sample(100, seed=0)                 # list of state dicts of the zoo's architecture
     z = gen.encode(model); model2 = gen.decode(z)     # network -> latent -> network
     report = gen.evaluate(gen.sample_flat(100))       # test accuracy and novelty (function space)
 
-Accuracy and novelty (:mod:`~weightspace.tasks.diffusion_metrics`) are measured on the test half of the
+Accuracy and novelty (:mod:`~weightspace.diffusion.metrics`) are measured on the test half of the
 zoo dataset's test split, which neither training nor model selection reads.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .diffusion_data import (
+from weightspace.instantiate import instantiate
+from weightspace.pretrained import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, shipped_checkpoint
+from weightspace.resolver import Registry
+
+from .data import (
     ArchPopulation,
     Population,
     UnknownArchitectureError,
@@ -45,22 +50,73 @@ from .diffusion_data import (
     load_population,
     predictions,
 )
-from .diffusion_graph import GraphDiffusionConfig, GraphLatentDiffusion
-from .diffusion_metrics import nearest_training, not_closer_pvalue, pairwise_iou, summarize
-from .diffusion_pdiff import PDiff, PDiffConfig
+from .graph import GraphLatentDiffusion
+from .metrics import nearest_training, not_closer_pvalue, pairwise_iou, summarize
+from .pdiff import PDiff
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WeightDiffusion", "KINDS", "evaluate_flat", "write_samples", "UnknownArchitectureError"]
+__all__ = ["WeightDiffusion", "GENERATORS", "KINDS", "evaluate_flat", "write_samples", "UnknownArchitectureError"]
 
-KINDS = ("graph", "pdiff")
+#: ``kind=`` -> generator class. A generator class has ``config_class``, ``checkpoint_format``, ``kind``,
+#: ``single_arch`` (trains on one architecture only) and ``fit_population(population, config, seed, progress)``.
+GENERATORS: Registry[type] = Registry("generator kind")
+GENERATORS.register("graph", GraphLatentDiffusion)
+GENERATORS.register("pdiff", PDiff)
+
+#: The registered kinds.
+KINDS = GENERATORS.names()
+
+
+def generator_class(name_or_path: str | os.PathLike) -> type:
+    """The generator class of a saved generator directory (or shipped checkpoint name), read from its
+    ``config.json`` ``format``.
+
+    Raises:
+        CheckpointError: ``config.json`` is missing, not JSON, or holds no weight generator.
+    """
+    p = Path(name_or_path)
+    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME):
+        p = p.parent
+    if not p.is_dir() and (p.is_absolute() or len(p.parts) > 1):
+        raise CheckpointError(f"{p}: no such directory (a saved generator is a directory with {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME})")
+    d = p if p.is_dir() else shipped_checkpoint(str(name_or_path))
+    cfg = d / CONFIG_NAME
+    if not cfg.is_file():
+        raise CheckpointError(f"{cfg}: missing; a saved generator is a directory with {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME} (written by WeightDiffusion.save_pretrained)")
+    try:
+        fmt = json.loads(cfg.read_text()).get("format")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{cfg}: not a JSON object ({e})") from None
+    by_format = {GENERATORS.resolve(k).checkpoint_format: GENERATORS.resolve(k) for k in GENERATORS}
+    if fmt not in by_format:
+        raise CheckpointError(f"{cfg}: holds format {fmt!r}, not a weight generator (formats {sorted(by_format)})")
+    return by_format[fmt]
 
 
 class WeightDiffusion:
-    """A trained weight generator with the population it learned from (see the module docstring)."""
+    """A trained weight generator, with the population it learned from when that is loaded.
 
-    def __init__(self, kind: str, model: nn.Module, population: Population, seed: int = 0) -> None:
+    Args:
+        kind: the generator's kind (a name of :data:`GENERATORS`).
+        model: the generator (:class:`~weightspace.diffusion.graph.GraphLatentDiffusion` or
+            :class:`~weightspace.diffusion.pdiff.PDiff`).
+        population: the zoo runs it was trained on (:func:`~weightspace.diffusion.data.load_population`);
+            ``None`` for a generator loaded without its zoo, which samples, encodes and decodes but
+            cannot :meth:`evaluate`.
+        seed: the seed of the run split and the training.
+        fractions: the train/val/test fractions of the run split.
+        arch: the architecture the training population was restricted to (``None``: all of the zoo's).
+    """
+
+    def __init__(self, kind: str, model: nn.Module, population: Population | None, seed: int = 0,
+                 fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                 arch: Mapping[str, Any] | None = None) -> None:
         self.kind, self.model, self.population, self.seed = kind, model, population, seed
+        self.fractions = tuple(float(f) for f in fractions)
+        self.arch_filter = None if arch is None else dict(arch)
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -71,40 +127,95 @@ class WeightDiffusion:
 
         Args:
             zoo: a :class:`model_zoo.Zoo` or its folder.
-            kind: ``"graph"`` or ``"pdiff"``.
+            kind: a name of :data:`GENERATORS` (``"graph"`` or ``"pdiff"``).
             arch: restrict training to this architecture (``pdiff`` needs exactly one).
             seed: seed of the run split, the initialization and the training draws.
-            config: overrides of :class:`GraphDiffusionConfig` / :class:`PDiffConfig`.
+            config: overrides of the kind's config dataclass (:class:`GraphDiffusionConfig` /
+                :class:`PDiffConfig`).
 
         Raises:
             ValueError: unknown ``kind`` or config key; ``pdiff`` on a zoo of several architectures.
             UnknownArchitectureError: ``arch`` is not in the zoo.
         """
-        if kind not in KINDS:
-            raise ValueError(f"unknown generator kind {kind!r}; choose one of {KINDS}")
-        cfg_cls = GraphDiffusionConfig if kind == "graph" else PDiffConfig
+        gen_cls = GENERATORS.resolve(kind)
+        cfg_cls = gen_cls.config_class
         fields = set(cfg_cls.__dataclass_fields__)
         bad = sorted(set(config or {}) - fields)
         if bad:
-            raise ValueError(f"unknown {kind} generator option(s) {bad}; options: {sorted(fields)}")
+            raise ValueError(f"unknown {gen_cls.kind} generator option(s) {bad}; options: {sorted(fields)}")
         opts = dict(config or {})
         for key in ("channels", "scale_grid"):
             if key in opts:
                 opts[key] = tuple(opts[key])
         cfg = cfg_cls(**opts)
-        pop = load_population(zoo, fractions=fractions, seed=seed, arch=arch, single_arch=(kind == "pdiff"),
+        pop = load_population(zoo, fractions=fractions, seed=seed, arch=arch, single_arch=gen_cls.single_arch,
                               progress=progress)
-        if kind == "pdiff":
-            model: nn.Module = PDiff.fit(pop.archs[0], pop.data, cfg, seed=seed, progress=progress)
-        else:
-            model = GraphLatentDiffusion.fit(pop, cfg, seed=seed, progress=progress)
-        return cls(kind, model, pop, seed)
+        model = gen_cls.fit_population(pop, cfg, seed=seed, progress=progress)
+        return cls(gen_cls.kind, model, pop, seed, fractions, arch)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the generator to ``directory`` (``config.json`` + ``model.safetensors``, atomically).
+
+        The generator's config, tensors and what it needs to sample (its architectures, normalization,
+        latent statistics and temperature) are stored; so are the zoo path, seed, run split and
+        architecture filter (``extras["generator"]``), so that :meth:`from_pretrained` can reattach the
+        population. Returns the directory.
+        """
+        meta = {"kind": self.kind, "seed": int(self.seed), "fractions": list(self.fractions),
+                "arch": self.arch_filter, "zoo": None if self.population is None else self.population.zoo_path,
+                "population_archs": self.archs}
+        return self.model.save_pretrained(directory, extras={"generator": meta})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, zoo: Any = None, *, progress: bool = False,
+                        map_location: str | torch.device = "cpu") -> WeightDiffusion:
+        """Load a generator written by :meth:`save_pretrained`.
+
+        Args:
+            name_or_path: its directory (or the name of a shipped checkpoint).
+            zoo: the zoo (or its folder) to reattach as :attr:`population` (the same run split as in
+                training), needed by :meth:`evaluate`, :meth:`encode_decode_loss` and the report of
+                :func:`write_samples`; ``None``: sample, encode and decode only.
+            progress: tqdm bar while reading the zoo.
+
+        Raises:
+            CheckpointError: a file is missing, corrupt or holds no generator (the message names it).
+        """
+        gen_cls = generator_class(name_or_path)
+        model = gen_cls.from_pretrained(name_or_path, map_location=map_location)
+        meta = dict(model.info.get("generator", {}))
+        seed = int(meta.get("seed", 0))
+        fractions = tuple(meta.get("fractions", (0.8, 0.1, 0.1)))
+        gen = cls(gen_cls.kind, model, None, seed, fractions, meta.get("arch"))
+        return gen if zoo is None else gen.attach_zoo(zoo, progress=progress)
+
+    def attach_zoo(self, zoo: Any, progress: bool = False) -> WeightDiffusion:
+        """Read the training population again from ``zoo`` (the same run split and architecture filter as
+        in training) into :attr:`population`; returns ``self``.
+
+        Raises:
+            UnknownArchitectureError, ValueError: as :func:`~weightspace.diffusion.data.load_population`.
+        """
+        self.population = load_population(zoo, fractions=self.fractions, seed=self.seed, arch=self.arch_filter,
+                                          single_arch=GENERATORS.resolve(self.kind).single_arch, progress=progress)
+        return self
+
+    @property
+    def zoo_path(self) -> str | None:
+        """The zoo the generator was trained on (``None`` if unknown)."""
+        if self.population is not None:
+            return self.population.zoo_path
+        return getattr(self.model, "info", {}).get("generator", {}).get("zoo")
 
     # ------------------------------------------------------------------ architectures
     @property
     def archs(self) -> list[dict]:
         """Architectures of the training population."""
-        return [dict(a.config) for a in self.population.archs]
+        if self.population is not None:
+            return [dict(a.config) for a in self.population.archs]
+        saved = getattr(self.model, "info", {}).get("generator", {}).get("population_archs")
+        return [dict(a) for a in saved] if saved else [dict(a) for a in self.model.trained_archs()]
 
     def resolve_arch(self, arch: Mapping[str, Any] | None) -> dict:
         """The architecture to generate: ``arch`` (checked) or, if None, the population's only one.
@@ -113,31 +224,41 @@ class WeightDiffusion:
             UnknownArchitectureError: ``pdiff`` and an architecture other than its own; ``arch`` None
                 and several architectures; an architecture the graph decoder cannot build.
         """
+        archs = self.archs
         if arch is None:
-            if len(self.population.archs) > 1:
-                raise UnknownArchitectureError(f"the zoo holds {len(self.population.archs)} architectures; "
-                                               f"pass arch=... (one of {self.archs})")
-            return dict(self.population.archs[0].config)
+            if len(archs) > 1:
+                raise UnknownArchitectureError(f"the zoo holds {len(archs)} architectures; "
+                                               f"pass arch=... (one of {archs})")
+            return dict(archs[0])
         arch = dict(arch)
         if self.kind == "pdiff":
-            own = self.population.archs[0].config
+            own = archs[0]
             if arch_key(arch) != arch_key(own):
                 raise UnknownArchitectureError(f"the p-diff generator is fixed to {own}; cannot generate {arch}")
             return arch
         self.model.check_arch(arch)
         return arch
 
-    def _spec(self, arch: dict):
-        try:
-            return self.population.find(arch).spec
-        except UnknownArchitectureError:
-            return self.model.target(arch).spec
+    def spec(self, arch: Mapping[str, Any]):
+        """The :class:`~weightspace.GraphSpec` of an architecture (the order of flat parameter vectors)."""
+        if self.population is not None:
+            try:
+                return self.population.find(arch).spec
+            except UnknownArchitectureError:
+                pass
+        return self.model.arch_spec(dict(arch))
+
+    def _require_population(self, what: str) -> Population:
+        if self.population is None:
+            raise RuntimeError(f"{what} needs the training zoo: this generator was loaded without it; pass "
+                               f"zoo=... to WeightDiffusion.from_pretrained (trained on {self.zoo_path!r})")
+        return self.population
 
     # ------------------------------------------------------------------ encode / decode / sample
     def encode(self, model: nn.Module | Mapping[str, Tensor], arch: Mapping[str, Any] | None = None) -> Tensor:
         """A network (module or state dict) -> its latent ``[D]``."""
         arch = self.resolve_arch(arch)
-        spec = self._spec(arch)
+        spec = self.spec(arch)
         state = model.state_dict() if isinstance(model, nn.Module) else model
         flat = spec.flatten(state).float()[None]
         z = self.model.encode(flat) if self.kind == "pdiff" else self.model.encode(arch, flat)
@@ -150,11 +271,9 @@ class WeightDiffusion:
 
     def decode(self, z: Tensor, arch: Mapping[str, Any] | None = None) -> nn.Module:
         """A latent ``[D]`` -> a new ``nn.Module`` of ``arch`` holding the decoded weights (eval mode)."""
-        from model_zoo import instantiate
-
         arch = self.resolve_arch(arch)
         model = instantiate(arch)
-        model.load_state_dict(flat_to_state_dict(self._spec(arch), self.decode_flat(z[None], arch)[0]))
+        model.load_state_dict(flat_to_state_dict(self.spec(arch), self.decode_flat(z[None], arch)[0]))
         return model.eval()
 
     def sample_flat(self, n: int, arch: Mapping[str, Any] | None = None, seed: int = 0,
@@ -175,34 +294,34 @@ class WeightDiffusion:
                accuracy: float | None = None) -> list[dict[str, Tensor]]:
         """``n`` generated state dicts (every key of the target module)."""
         arch = self.resolve_arch(arch)
-        spec = self._spec(arch)
+        spec = self.spec(arch)
         return [flat_to_state_dict(spec, f) for f in self.sample_flat(n, arch, seed, accuracy)]
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, flat: Tensor, arch: Mapping[str, Any] | None = None) -> dict:
         """Test accuracy and novelty of generated nets ``flat [n, P]`` (see :func:`evaluate_flat`)."""
+        population = self._require_population("evaluate()")
         arch = self.resolve_arch(arch)
         try:
-            pop = self.population.find(arch)
+            pop = population.find(arch)
         except UnknownArchitectureError:
             pop = None
         if pop is None:  # an architecture without trained references: accuracy only
-            from model_zoo import instantiate
-
-            spec = self._spec(arch)
-            acc = accuracy(instantiate(arch), spec, flat, self.population.data.x_test, self.population.data.y_test)
+            spec = self.spec(arch)
+            acc = accuracy(instantiate(arch), spec, flat, population.data.x_test, population.data.y_test)
             return {"generated": {"test_accuracy": summarize(acc.numpy()), "values": {"test_accuracy": acc.tolist()}},
                     "references": None}
-        return evaluate_flat(pop, self.population.data, {"generated": flat})
+        return evaluate_flat(pop, population.data, {"generated": flat})
 
     def encode_decode_loss(self, arch: Mapping[str, Any] | None = None) -> dict:
         """Round trip of the validation runs: test accuracy before and after ``decode(encode(.))``."""
+        population = self._require_population("encode_decode_loss()")
         arch = self.resolve_arch(arch)
-        pop = self.population.find(arch)
+        pop = population.find(arch)
         src = pop.flat["val"] if len(pop.flat["val"]) else pop.flat["train"][:16]
         z = self.model.encode(src) if self.kind == "pdiff" else self.model.encode(arch, src)
         rec = self.decode_flat(z, arch)
-        m, d = pop.build(), self.population.data
+        m, d = pop.build(), population.data
         before = accuracy(m, pop.spec, src, d.x_test, d.y_test).numpy()
         after = accuracy(m, pop.spec, rec, d.x_test, d.y_test).numpy()
         return {"networks": int(len(src)), "test_accuracy_before": float(before.mean()),
@@ -220,7 +339,7 @@ def evaluate_flat(pop: ArchPopulation, data: Any, sets: Mapping[str, Tensor], re
         ``{name: {"test_accuracy": summary, "nearest_tv": summary, "max_iou": summary,
         "max_agreement": summary, "pairwise_iou": float, "values": {...}}}`` plus ``"training"`` and
         ``"heldout"`` entries and ``"notcloser_p"`` per set (one-sided Mann-Whitney, see
-        :func:`~weightspace.tasks.diffusion_metrics.not_closer_pvalue`).
+        :func:`~weightspace.diffusion.metrics.not_closer_pvalue`).
     """
     model = pop.build()
     x, y = data.x_test, data.y_test
@@ -254,6 +373,8 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
     """Generate ``n`` networks into ``out/*.safetensors`` and write ``out/report.json``.
 
     With ``arch=None`` on a zoo of several architectures, the ``n`` networks are spread over them.
+    A generator loaded without its zoo (``gen.population`` None) writes the networks with test accuracy
+    ``None`` and ``results[i]["generated"]`` ``None``.
     Returns the report (``samples``: file + ``_target_`` architecture + test accuracy per network;
     ``results``: accuracy and novelty per architecture; ``throughput``; ``encode_decode``; for the graph
     generator ``latent_scale`` and the validation figures that chose it, ``latent_scale_calibration``).
@@ -263,7 +384,7 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if arch is None and len(gen.population.archs) > 1:
+    if arch is None and len(gen.archs) > 1:
         archs = gen.archs
     else:
         archs = [gen.resolve_arch(arch)]
@@ -277,16 +398,19 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
         flat = gen.sample_flat(c, a, seed=seed + 1000 * k, accuracy=accuracy)
         t_sample += time.perf_counter() - t0
         made += c
-        spec = gen._spec(a)
-        ev = gen.evaluate(flat, a)
-        accs = ev["generated"]["values"]["test_accuracy"]
+        spec = gen.spec(a)
+        ev = gen.evaluate(flat, a) if gen.population is not None else None  # loaded without its zoo: no scores
+        accs = ev["generated"]["values"]["test_accuracy"] if ev is not None else [None] * c
         for i, f in enumerate(flat):
             name = f"sample_{len(samples):04d}.safetensors"
             state = {kk: v.contiguous() for kk, v in flat_to_state_dict(spec, f).items()}
             save_file(state, str(out / name))
             samples.append({"file": name, "arch": dict(a),
-                            "test_accuracy": float(accs[i])})
+                            "test_accuracy": None if accs[i] is None else float(accs[i])})
             bar.update(1)
+        if ev is None:
+            results.append({"arch": dict(a), "generated": None})
+            continue
         summary = {kk: vv for kk, vv in ev.get("generated", {}).items() if kk != "values"}
         entry = {"arch": dict(a), "generated": summary}
         if ev.get("references", True) is not None:
@@ -296,7 +420,7 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
             entry["encode_decode"] = gen.encode_decode_loss(a)
         results.append(entry)
     bar.close()
-    report = {"zoo": gen.population.zoo_path, "kind": gen.kind, "seed": seed, "n": made,
+    report = {"zoo": gen.zoo_path, "kind": gen.kind, "seed": seed, "n": made,
               "target_accuracy": accuracy,
               "latent_scale": float(gen.model.scale) if gen.kind == "graph" else None,
               "latent_scale_calibration": list(getattr(gen.model, "calibration", [])),

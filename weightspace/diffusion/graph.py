@@ -16,7 +16,7 @@ learns the latents, conditioned on the architecture and (optionally) on a target
   better and trains faster, but its samples are not more novel or diverse on test inputs
   (``benchmarks/generate.py``; README), so it is not the default. The latent is perturbed with Gaussian
   noise in training (:math:`\sigma` = ``latent_noise``, p-diff's augmentation).
-* **Decoder**: a graph hypernetwork (:class:`~weightspace.tasks.hyper.GraphHyperNetwork`, per-edge and
+* **Decoder**: a graph hypernetwork (:class:`~weightspace.hyper.GraphHyperNetwork`, per-edge and
   per-neuron heads decoded exactly through :meth:`GraphSpec.decode`) whose neuron embeddings receive a
   learned map of the latent (an MLP of width ``latent_map_hidden``; 0: linear). By default it starts from
   the shipped hypernetwork checkpoint (trained on the digits training split, no zoo weights), so an
@@ -33,7 +33,7 @@ learns the latents, conditioned on the architecture and (optionally) on a target
   networks are alike), and DDPM samples then collapse onto it. An InfoNCE loss over each batch (van den
   Oord et al. 2018, "Representation Learning with Contrastive Predictive Coding") asks every
   reconstruction to be closer, in the same KL, to its own source than to the batch's other sources.
-* **Latent DDPM** (:class:`~weightspace.tasks.diffusion_ddpm.LatentDDPM`) on the standardized latents of
+* **Latent DDPM** (:class:`~weightspace.diffusion.ddpm.LatentDDPM`) on the standardized latents of
   the training networks, conditioned on ``[architecture descriptor, target accuracy, accuracy given]``;
   the accuracy label is each training net's accuracy on the validation inputs and is dropped in 20% of
   training steps, so sampling works with or without a target.
@@ -56,14 +56,19 @@ import copy
 import logging
 import math
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from weightspace.graph import GraphSpec
 from weightspace.graph.vocab import NodeType
+from weightspace.hyper import GraphHyperNetwork
+from weightspace.instantiate import instantiate
+from weightspace.nn import GraphMetaNet
+from weightspace.pretrained import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, PretrainedMixin
 
-from .diffusion_data import (
+from .data import (
     ArchPopulation,
     EvalData,
     Population,
@@ -72,11 +77,11 @@ from .diffusion_data import (
     batched_logits,
     predictions,
 )
-from .diffusion_ddpm import LatentDDPM, fit_ddpm
+from .ddpm import LatentDDPM, fit_ddpm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphDiffusionConfig", "GraphLatentDiffusion", "arch_descriptor", "MAX_LAYERS", "ARCH_DIM"]
+__all__ = ["GraphDiffusionConfig", "GraphLatentDiffusion", "arch_descriptor", "pick_scale", "MAX_LAYERS", "ARCH_DIM"]
 
 #: Hidden layers the architecture descriptor describes individually (deeper ones only count).
 MAX_LAYERS = 4
@@ -167,30 +172,8 @@ def pick_scale(rows: list[dict], min_accuracy: float, novelty_target: float | No
 
 
 def _shipped_hypernetwork() -> nn.Module:
-    """The shipped hypernetwork checkpoint; vocabulary tables (node/edge-type embeddings, per-type gains)
-    written before the vocabularies grew keep their rows, and rows of newer types keep their fresh init."""
-    import json
-
-    from safetensors.torch import load_file
-
-    from .hyper import GraphHyperNetwork, default_checkpoint
-
-    stem = default_checkpoint()
-    info = json.loads(stem.with_suffix(".json").read_text())
-    hyper = GraphHyperNetwork(**info["config"])
-    saved = load_file(str(stem.with_suffix(".safetensors")))
-    state = hyper.state_dict()
-    for k, v in saved.items():
-        if k not in state:
-            raise ValueError(f"shipped hypernetwork checkpoint has an unknown tensor {k!r}")
-        cur = state[k]
-        if v.shape == cur.shape:
-            cur.copy_(v)
-        elif v.dim() == cur.dim() and v.shape[1:] == cur.shape[1:] and v.shape[0] < cur.shape[0]:
-            cur[: v.shape[0]].copy_(v)
-        else:
-            raise ValueError(f"shipped hypernetwork tensor {k!r} has shape {tuple(v.shape)}, expected {tuple(cur.shape)}")
-    return hyper
+    """The shipped hypernetwork checkpoint (``GraphHyperNetwork.from_pretrained("hypernet")``), in training mode."""
+    return GraphHyperNetwork.from_pretrained("hypernet").train()
 
 
 class _LatentNeuronEncoder(nn.Module):
@@ -273,21 +256,37 @@ def _contrastive(t: Tensor, s: Tensor, idx: Tensor, tau: float) -> Tensor:
     return nn.functional.cross_entropy(logits, torch.arange(len(idx)))
 
 
-class GraphLatentDiffusion(nn.Module):
+class GraphLatentDiffusion(PretrainedMixin, nn.Module):
     """Graph autoencoder + conditional latent DDPM (see the module docstring).
 
     ``GraphLatentDiffusion.fit(population, config, seed)`` trains it; :meth:`encode` /
     :meth:`decode` map networks to latents and back for any supported architecture;
     :meth:`sample` generates new networks for an architecture config, optionally at a target accuracy.
+
+    Args:
+        config: a :class:`GraphDiffusionConfig`; or its fields as keyword arguments.
+
+    Persistence: :meth:`save_pretrained` / :meth:`from_pretrained`. ``config.json`` holds the
+    :class:`GraphDiffusionConfig` and, as extras, the training architectures, the validation history,
+    the latent-temperature calibration and :attr:`info`; ``model.safetensors`` the encoder, decoder and
+    DDPM weights, the latent standardization (pooled and per architecture) and the latent temperature.
     """
 
-    def __init__(self, config: GraphDiffusionConfig = GraphDiffusionConfig()) -> None:
+    config_class = GraphDiffusionConfig
+    checkpoint_format = "weightspace.diffusion.graph"
+    #: the name of this generator in :data:`weightspace.diffusion.GENERATORS`
+    kind: ClassVar[str] = "graph"
+    #: trains on several architectures at once
+    single_arch: ClassVar[bool] = False
+
+    def __init__(self, config: GraphDiffusionConfig | None = None, **fields: Any) -> None:
         super().__init__()
-        from weightspace.nn import GraphMetaNet
-
-        from .hyper import GraphHyperNetwork
-
+        if config is not None and fields:
+            raise TypeError("GraphLatentDiffusion: pass a GraphDiffusionConfig or its fields, not both")
+        config = config if config is not None else GraphDiffusionConfig(**fields)
         self.config = config
+        #: provenance and other JSON extras stored with the checkpoint
+        self.info: dict[str, Any] = {}
         if config.encoder == "graph":
             self.encoder: nn.Module | None = GraphMetaNet(hidden=config.enc_hidden, num_layers=config.enc_layers, out=1,
                                                           embed_dim=config.latent_dim, kernel_grid=(3, 3))
@@ -328,20 +327,64 @@ class GraphLatentDiffusion(nn.Module):
         self._targets: dict[str, object] = {}
         self._models: dict[str, nn.Module] = {}
 
+    # ------------------------------------------------------------------ persistence hooks
+    def pretrained_tensors(self) -> dict[str, Tensor]:
+        tensors = dict(self.state_dict())
+        for i, (mean, std) in enumerate(self.latent_stats.values()):
+            tensors[f"latent_stats.{i}.mean"], tensors[f"latent_stats.{i}.std"] = mean, std
+        return tensors
+
+    def load_pretrained_tensors(self, tensors: dict[str, Tensor]) -> None:
+        tensors = dict(tensors)
+        stats = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("latent_stats.")]}
+        n = len(stats) // 2
+        self._loaded_stats = [(stats[f"latent_stats.{i}.mean"], stats[f"latent_stats.{i}.std"]) for i in range(n)]
+        if self.encoder is None:  # the probe encoder: its shape is read from the stored probes
+            if "encoder.probes" not in tensors or "encoder.mlp.0.weight" not in tensors:
+                raise KeyError("encoder='probe' but no 'encoder.probes' / 'encoder.mlp.0.weight' tensors")
+            probes = tensors["encoder.probes"]
+            classes = int(tensors["encoder.mlp.0.weight"].shape[1]) // int(probes.shape[0])
+            self.encoder = _ProbeEncoder(probes, classes, self.config.latent_dim, self.config.probe_hidden)
+        self.load_state_dict(tensors)
+
+    def pretrained_extras(self) -> dict[str, Any]:
+        return {**self.info, "archs": list(self.archs.values()),
+                "latent_stats_archs": [self.archs[k] for k in self.latent_stats],
+                "val_history": [list(r) for r in self.val_history], "calibration": list(self.calibration)}
+
+    def set_pretrained_extras(self, extras: dict[str, Any]) -> None:
+        extras = dict(extras)
+        archs = extras.pop("archs", [])
+        stats_archs = extras.pop("latent_stats_archs", [])
+        self.val_history = [tuple(r) for r in extras.pop("val_history", [])]
+        self.calibration = list(extras.pop("calibration", []))
+        self.info = extras
+        self.archs = {arch_key(a): dict(a) for a in archs}
+        loaded = getattr(self, "_loaded_stats", [])
+        if len(loaded) != len(stats_archs):
+            raise CheckpointError(f"{CONFIG_NAME}: {len(stats_archs)} architectures with latent statistics, but "
+                                  f"{WEIGHTS_NAME} holds {len(loaded)}")
+        self.latent_stats = {arch_key(a): st for a, st in zip(stats_archs, loaded)}
+        self._loaded_stats = []
+
+    def trained_archs(self) -> list[dict]:
+        """The architectures it was trained on (``_target_`` configs)."""
+        return [dict(a) for a in self.archs.values()]
+
+    def arch_spec(self, arch: dict):
+        """The :class:`~weightspace.GraphSpec` of an architecture config (cached)."""
+        return self.target(arch).spec
+
     # ------------------------------------------------------------------ pieces
     def _model(self, arch: dict) -> nn.Module:
         """A module of the architecture (its own weights are never read: :func:`batched_logits`), cached."""
-        from model_zoo import instantiate
-
         k = arch_key(arch)
         if k not in self._models:
             self._models[k] = instantiate(dict(arch)).eval()
         return self._models[k]
 
     def target(self, arch: dict):
-        """The decoder's :class:`~weightspace.tasks.hyper.HyperTarget` of an architecture config (cached)."""
-        from model_zoo import instantiate
-
+        """The decoder's :class:`~weightspace.hyper.HyperTarget` of an architecture config (cached)."""
         k = arch_key(arch)
         if k not in self._targets:
             self._targets[k] = self.decoder.target(instantiate(dict(arch)))
@@ -438,8 +481,6 @@ class GraphLatentDiffusion(nn.Module):
 
     def check_arch(self, arch: dict) -> None:
         """Raises :class:`UnknownArchitectureError` / ``UnsupportedModuleError`` for architectures it cannot fill."""
-        from model_zoo import instantiate
-
         try:
             instantiate(dict(arch))
         except Exception as e:  # noqa: BLE001 - reported with the culprit
@@ -447,6 +488,12 @@ class GraphLatentDiffusion(nn.Module):
         self.target(arch)
 
     # ------------------------------------------------------------------ training
+    @classmethod
+    def fit_population(cls, pop: Population, config: GraphDiffusionConfig = GraphDiffusionConfig(), seed: int = 0,
+                       progress: bool = True) -> GraphLatentDiffusion:
+        """:meth:`fit` (the :data:`~weightspace.diffusion.GENERATORS` entry)."""
+        return cls.fit(pop, config, seed=seed, progress=progress)
+
     @classmethod
     def fit(cls, pop: Population, config: GraphDiffusionConfig = GraphDiffusionConfig(), seed: int = 0,
             progress: bool = True) -> GraphLatentDiffusion:
@@ -556,7 +603,7 @@ class GraphLatentDiffusion(nn.Module):
         at some cost in accuracy. For the scales of ``config.scale_grid``, in increasing order, the same DDPM
         samples ``s * z`` are decoded and scored on the validation inputs: their mean accuracy, the probability
         that a decoded sample is farther (nearest-training TV) from the training runs than a held-out
-        validation run is (:func:`~weightspace.tasks.diffusion_metrics.farther_probability`; 0.5 = as far)
+        validation run is (:func:`~weightspace.diffusion.metrics.farther_probability`; 0.5 = as far)
         and their pairwise IoU, all recorded in :attr:`calibration`. The candidates are the scales reached,
         in increasing order, while the mean accuracy stays at least the training runs' mean (the accuracy
         goal; the first scale if it already falls short); kept is the largest of them, or with
@@ -564,7 +611,7 @@ class GraphLatentDiffusion(nn.Module):
         Neither test inputs nor test runs are read. Architectures without validation runs do not vote; with
         none at all the scale stays 1.
         """
-        from .diffusion_metrics import farther_probability, nearest_training, pairwise_iou
+        from .metrics import farther_probability, nearest_training, pairwise_iou
 
         cfg = self.config
         voters = [a for a in archs if len(a.runs["val"]) and len(a.runs["train"])]

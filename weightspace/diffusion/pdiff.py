@@ -4,13 +4,13 @@ Reproduces Wang et al. 2024 ("Neural Network Diffusion", p-diff) at the scale of
 every training network's parameters are flattened (the :class:`~weightspace.GraphSpec` order) and
 standardized per tensor; a 1-D convolutional autoencoder compresses the vector, trained with noise
 added to its input (:math:`\sigma_{in}` = 0.001) and to its latent (:math:`\sigma_{lat}` = 0.1), so
-that decoding tolerates imprecise latents; a DDPM (:class:`~weightspace.tasks.diffusion_ddpm.LatentDDPM`,
+that decoding tolerates imprecise latents; a DDPM (:class:`~weightspace.diffusion.ddpm.LatentDDPM`,
 linear :math:`\beta` 1e-4 -> 2e-2 over 1000 steps, :math:`\epsilon`-prediction) learns the latents;
 sampling decodes fresh latents into parameters. Unlike p-diff's release, the autoencoder checkpoint
 is selected on held-out *validation runs* (reconstruction error), never on test data.
 
 ``align=True`` first permutes every network's hidden units to a common reference
-(:mod:`~weightspace.tasks.diffusion_align`), removing the permutation symmetry between independent runs
+(:mod:`~weightspace.diffusion.align`), removing the permutation symmetry between independent runs
 that flattened-parameter models otherwise face (an addition, not part of p-diff).
 """
 
@@ -19,13 +19,19 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .diffusion_data import ArchPopulation, EvalData
-from .diffusion_ddpm import LatentDDPM, fit_ddpm
+from weightspace.graph import GraphSpec
+from weightspace.instantiate import instantiate
+from weightspace.pretrained import CONFIG_NAME, CheckpointError, PretrainedMixin
+
+from .data import ArchPopulation, EvalData, Population
+from .ddpm import LatentDDPM, fit_ddpm
 
 log = logging.getLogger(__name__)
 
@@ -109,26 +115,114 @@ class ParamAutoencoder1d(nn.Module):
         return self.decode(self.encode(flat))
 
 
-class PDiff(nn.Module):
+class PDiff(PretrainedMixin, nn.Module):
     """The fixed-architecture generator: per-tensor standardization, :class:`ParamAutoencoder1d`, latent DDPM.
 
     ``PDiff.fit(population, data, config, seed)`` trains it; :meth:`encode` / :meth:`decode` map
     networks (flat parameter vectors) to latents and back; :meth:`sample` generates new ones.
+
+    A new instance holds only its hyperparameters; :meth:`bind` fixes the architecture and builds the
+    autoencoder and the DDPM for its parameter count (:meth:`fit` and :meth:`from_pretrained` do).
+
+    Args:
+        config: a :class:`PDiffConfig`; or its fields as keyword arguments.
+
+    Persistence: :meth:`save_pretrained` / :meth:`from_pretrained` (``config.json`` holds the
+    :class:`PDiffConfig` and, as extras, the ``_target_`` architecture and :attr:`info`;
+    ``model.safetensors`` the weights, the standardization and, with ``align=True``, the alignment
+    reference and inputs).
     """
 
-    def __init__(self, pop: ArchPopulation, config: PDiffConfig) -> None:
+    config_class = PDiffConfig
+    checkpoint_format = "weightspace.diffusion.pdiff"
+    #: the name of this generator in :data:`weightspace.diffusion.GENERATORS`
+    kind: ClassVar[str] = "pdiff"
+    #: trains on one architecture only
+    single_arch: ClassVar[bool] = True
+
+    def __init__(self, config: PDiffConfig | None = None, **fields: Any) -> None:
         super().__init__()
-        self.config, self.arch = config, dict(pop.config)
-        self.spec = pop.spec
-        P = pop.spec.num_params
-        self.ae = ParamAutoencoder1d(P, tuple(config.channels), config.latent_channels)
+        if config is not None and fields:
+            raise TypeError("PDiff: pass a PDiffConfig or its fields, not both")
+        self.config = config if config is not None else PDiffConfig(**fields)
+        self.arch: dict | None = None
+        self.spec: GraphSpec | None = None
+        self.align_reference: list[Tensor] | None = None
+        self._x_align: Tensor | None = None
+        #: provenance and other JSON extras stored with the checkpoint
+        self.info: dict[str, Any] = {}
+
+    def _build(self, num_params: int) -> None:
+        config = self.config
+        self.ae = ParamAutoencoder1d(num_params, tuple(config.channels), config.latent_channels)
         self.ddpm = LatentDDPM(self.ae.latent_dim, 0, config.timesteps, hidden=config.ddpm_hidden,
                                blocks=config.ddpm_blocks)
-        self.register_buffer("mean", torch.zeros(P))
-        self.register_buffer("scale", torch.ones(P))
+        self.register_buffer("mean", torch.zeros(num_params))
+        self.register_buffer("scale", torch.ones(num_params))
         self.register_buffer("z_mean", torch.zeros(()))
         self.register_buffer("z_std", torch.ones(()))
-        self.align_reference: list[Tensor] | None = None
+
+    def bind(self, arch: Mapping[str, Any], spec: GraphSpec | None = None) -> PDiff:
+        """Fix the architecture (a ``_target_`` config; ``spec`` its :class:`~weightspace.GraphSpec`, traced
+        if not given) and build the autoencoder and DDPM for its parameter count; returns ``self``.
+
+        Raises:
+            ValueError: already bound to a different parameter count.
+        """
+        self.arch = dict(arch)
+        self.spec = spec if spec is not None else GraphSpec.from_module(instantiate(self.arch))
+        P = self.spec.num_params
+        if not hasattr(self, "ae"):
+            self._build(P)
+        elif self.ae.num_params != P:
+            raise ValueError(f"the p-diff generator holds {self.ae.num_params} parameters per network; "
+                             f"architecture {self.arch} has {P}")
+        return self
+
+    def trained_archs(self) -> list[dict]:
+        """The architecture it generates (a one-element list)."""
+        return [] if self.arch is None else [dict(self.arch)]
+
+    def arch_spec(self, arch: Mapping[str, Any]) -> GraphSpec:
+        """The :class:`~weightspace.GraphSpec` of its architecture."""
+        if self.spec is None:
+            raise RuntimeError("the p-diff generator has no architecture yet (fit() or from_pretrained() bind it)")
+        return self.spec
+
+    # ------------------------------------------------------------------ persistence hooks
+    def pretrained_tensors(self) -> dict[str, Tensor]:
+        tensors = dict(self.state_dict())
+        if self.align_reference is not None:
+            tensors.update({f"align_reference.{i}": r for i, r in enumerate(self.align_reference)})
+        if self._x_align is not None and self.config.align:
+            tensors["align_inputs"] = self._x_align
+        return tensors
+
+    def load_pretrained_tensors(self, tensors: dict[str, Tensor]) -> None:
+        tensors = dict(tensors)
+        refs = sorted((k for k in tensors if k.startswith("align_reference.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+        self.align_reference = [tensors.pop(k) for k in refs] or None
+        self._x_align = tensors.pop("align_inputs", None)
+        if "mean" not in tensors:
+            raise KeyError("no 'mean' tensor (the per-parameter standardization)")
+        if not hasattr(self, "ae"):
+            self._build(int(tensors["mean"].shape[0]))
+        self.load_state_dict(tensors)
+
+    def pretrained_extras(self) -> dict[str, Any]:
+        return {**self.info, "arch": self.arch}
+
+    def set_pretrained_extras(self, extras: dict[str, Any]) -> None:
+        extras = dict(extras)
+        arch = extras.pop("arch", None)
+        self.info = extras
+        if not isinstance(arch, dict) or "_target_" not in arch:
+            raise CheckpointError(f"{CONFIG_NAME}: the p-diff generator's extras name no '_target_' architecture "
+                                  f"(got {arch!r})")
+        try:
+            self.bind(arch)
+        except ValueError as e:
+            raise CheckpointError(f"{CONFIG_NAME}: {e}") from None
 
     def normalize(self, flat: Tensor) -> Tensor:
         return (flat - self.mean) / self.scale
@@ -153,10 +247,16 @@ class PDiff(nn.Module):
         return self.decode(self.ddpm.sample(n, None, generator))
 
     def _align(self, flat: Tensor) -> Tensor:
-        from .diffusion_align import align_population
+        from .align import align_population
 
-        model = _build(self.arch)
+        model = instantiate(self.arch)
         return align_population(model, self.spec, flat, self._x_align, reference=self.align_reference)[0]
+
+    @classmethod
+    def fit_population(cls, pop: Population, config: PDiffConfig = PDiffConfig(), seed: int = 0,
+                       progress: bool = True) -> PDiff:
+        """:meth:`fit` on the population's only architecture (the :data:`~weightspace.diffusion.GENERATORS` entry)."""
+        return cls.fit(pop.archs[0], pop.data, config, seed=seed, progress=progress)
 
     @classmethod
     def fit(cls, pop: ArchPopulation, data: EvalData, config: PDiffConfig = PDiffConfig(), seed: int = 0,
@@ -166,13 +266,13 @@ class PDiff(nn.Module):
 
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        self = cls(pop, config)
+        self = cls(config).bind(pop.config, pop.spec)
         train, val = pop.flat["train"], pop.flat["val"]
         self._x_align = data.x_train
         if config.align:
-            from .diffusion_align import align_population
+            from .align import align_population
 
-            model = _build(pop.config)
+            model = instantiate(pop.config)
             train, ref = align_population(model, pop.spec, train, data.x_train)
             self.align_reference = ref
             if len(val):
@@ -216,8 +316,3 @@ class PDiff(nn.Module):
         self.eval()
         return self
 
-
-def _build(config: dict) -> nn.Module:
-    from model_zoo import instantiate
-
-    return instantiate(config)
