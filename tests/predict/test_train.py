@@ -13,13 +13,10 @@ import torch
 import model_zoo
 from weightspace.examples import build_example
 from weightspace.predict import (
-    HParamEncoder,
     PredictConfig,
-    label_noise_ceiling,
     load_predictor,
     load_zoo_graphs,
     pairwise_rank_loss,
-    regression_metrics,
     run_predict,
 )
 from weightspace.pretrained import CheckpointError
@@ -133,24 +130,6 @@ def test_bad_config_and_paths(tmp_path):
         load_predictor(tmp_path)
 
 
-def test_hparam_encoder():
-    rows = [{"lr": 1e-3, "optimizer": "adam", "seed": 1, "dropout": 0.1, "const": 3},
-            {"lr": 1e-1, "optimizer": "sgd", "seed": 2, "dropout": 0.2, "const": 3}]
-    enc = HParamEncoder.fit(rows)
-    assert enc.numeric == {"dropout": False, "lr": True} and enc.categorical == {"optimizer": ["adam", "sgd"]}
-    v = enc(rows[0])
-    assert torch.allclose(v, torch.tensor([0.1, -3.0, 1.0, 0.0]))
-    assert HParamEncoder.from_dict(enc.to_dict()) == enc
-    with pytest.raises(KeyError, match="hyperparameter 'lr' is missing"):
-        enc({"dropout": 0.1})
-
-
-def test_regression_metrics():
-    m = regression_metrics(np.array([0.1, 0.5, 0.9]), np.array([0.2, 0.4, 0.95]))
-    assert m["tau"] == pytest.approx(1.0) and m["mae"] == pytest.approx(0.25 / 3) and m["n"] == 3
-    assert math.isnan(regression_metrics(np.array([0.5]), np.array([0.5]))["tau"])
-
-
 def test_pairwise_rank_loss_scores_order_only():
     y = torch.tensor([0.1, 0.5, 0.9])
     right, wrong = torch.tensor([-1.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, -1.0])
@@ -162,23 +141,3 @@ def test_pairwise_rank_loss_scores_order_only():
     pairwise_rank_loss(s, torch.tensor([0.9, 0.1])).backward()
     assert s.grad[0] < 0 < s.grad[1]
     assert float(pairwise_rank_loss(torch.zeros(3), torch.full((3,), 0.5))) == 0.0
-
-
-def test_label_noise_ceiling_falls_with_fewer_test_samples():
-    rng = np.random.default_rng(0)
-
-    def nets(acc, n):  # independent per-sample correctness with the given accuracies
-        return rng.random((len(acc), n)) < np.asarray(acc)[:, None]
-
-    close = np.linspace(0.48, 0.52, 40)  # a few hundred samples cannot rank these, a hundred thousand can
-    small, large = label_noise_ceiling(nets(close, 300), draws=50), label_noise_ceiling(nets(close, 100_000), draws=20)
-    assert large["tau"] > 0.9 and small["tau"] < large["tau"] - 0.25 and small["tau_std"] > 0 and small["n_eval"] == 300
-    assert label_noise_ceiling(nets(np.linspace(0.1, 0.9, 40), 300), draws=50)["tau"] > 0.9
-    # networks answering one constant class tie in every resample: they cost the oracle nothing
-    const = np.zeros((10, 300), dtype=bool)
-    const[:5, ::10] = True  # five networks predicting class 0 (10% of the samples) ...
-    const[5:, 1::10] = True  # ... and five predicting class 1
-    mixed = np.concatenate([const, nets(np.linspace(0.3, 0.9, 10), 300)])
-    assert label_noise_ceiling(mixed, draws=50)["tau"] > 0.9
-    with pytest.raises(ValueError, match="matrix"):
-        label_noise_ceiling(np.ones(5))
