@@ -8,6 +8,7 @@ missing (see :mod:`model_zoo.store`). ``shard``/``num_shards`` split the chunks 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -86,6 +87,9 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
     bad = sorted(set(cfg["trainer"]) - set(TrainerConfig.__dataclass_fields__))
     if bad:
         raise ValueError(f"unknown trainer keys {bad}; allowed: {sorted(TrainerConfig.__dataclass_fields__)}")
+    # every trainer field, defaults filled in: the same schedule always reads the same, whether a
+    # field came from a YAML file, the TrainerConfig schema or the defaults
+    cfg["trainer"] = {**dataclasses.asdict(TrainerConfig()), **cfg["trainer"]}
     if int(cfg["size"]) < 1 or int(cfg["chunk_size"]) < 1:
         raise ValueError(f"size and chunk_size must be positive, got size={cfg['size']} chunk_size={cfg['chunk_size']}")
     cfg["size"], cfg["chunk_size"], cfg["seed"] = int(cfg["size"]), int(cfg["chunk_size"]), int(cfg["seed"])
@@ -176,7 +180,11 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: in
     info = _zoo_info(cfg, desc, runs, chunks)
     if (root / "zoo.json").exists():
         old = read_json(root / "zoo.json")
-        if old.get("generator") != cfg:
+        try:
+            same = normalize_config(old.get("generator") or {}) == cfg
+        except (ValueError, TypeError, AttributeError):
+            same = False
+        if not same:
             raise ZooExistsError(f"{root} holds a zoo generated from another configuration; "
                                  "choose a new output folder or delete it")
         removed = clean_stale_tmp(root)

@@ -16,3 +16,11 @@ def _one_thread(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hydra_schemas():
+    """The config dataclasses the verbs' YAML files build on (as ``weightspace`` does before composing)."""
+    from weightspace.cli.schemas import register_schemas
+
+    register_schemas()

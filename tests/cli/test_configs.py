@@ -43,3 +43,77 @@ def test_group_option_composes(verb, group, option):
 
 def test_configs_folder_is_the_repository_one():
     assert CONFIGS == Path(__file__).resolve().parents[2] / "configs"
+
+
+def _schema_uses() -> list[tuple[str, str, str]]:
+    """``(yaml file, schema name, package)`` of every ``schema/<name>@<package>`` defaults entry."""
+    import yaml
+
+    out = []
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        for entry in doc.get("defaults", []) or []:
+            if isinstance(entry, str) and entry.lstrip("/").startswith("schema/"):
+                name, _, pkg = entry.lstrip("/")[len("schema/"):].partition("@")
+                out.append((str(path.relative_to(CONFIGS)), name, pkg or "_here_"))
+    return out
+
+
+def test_schemas_are_used():
+    from weightspace.cli.schemas import SCHEMAS
+
+    used = {name for _, name, _ in _schema_uses()}
+    assert set(SCHEMAS) <= used, f"schemas no YAML builds on: {set(SCHEMAS) - used}"
+
+
+def _problems(cls, node: dict) -> tuple[list[str], list[str]]:
+    """``(unknown keys, keys restating a default)`` of a YAML node built on the dataclass ``cls``."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(node) - set(fields))
+    defaults = {k: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                for k, f in fields.items()
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+
+    def plain(v):
+        return OmegaConf.to_container(OmegaConf.create({"v": v}))["v"]
+
+    same = sorted(k for k, v in node.items() if k in defaults and plain(v) == plain(defaults[k]))
+    return unknown, same
+
+
+@pytest.mark.parametrize("path,name,package", _schema_uses())
+def test_yaml_holds_only_what_differs_from_its_dataclass(path, name, package):
+    """A YAML node built on a config dataclass names only fields of it, and never restates a default
+    (a restated default is how YAML and dataclass drift apart)."""
+    import yaml
+
+    from weightspace.cli.schemas import schema_class
+
+    cls = schema_class(name)
+    node = yaml.safe_load((CONFIGS / path).read_text()) or {}
+    for part in ([] if package == "_here_" else package.split(".")):
+        node = (node or {}).get(part, {})
+    node = {k: v for k, v in (node or {}).items() if k != "defaults"}
+    unknown, same = _problems(cls, node)
+    assert not unknown, f"{path}: {unknown} are not fields of {cls.__name__}"
+    assert not same, f"{path}: {same} restate the defaults of {cls.__name__}; remove them from the YAML"
+
+
+def test_restated_default_and_unknown_key_are_detected():
+    """Sensitivity of the check above, on TrainerConfig (epochs defaults to 20, betas to (0.9, 0.999))."""
+    from model_zoo.trainer import TrainerConfig
+
+    assert _problems(TrainerConfig, {"epochs": 20, "betas": [0.9, 0.999], "epochz": 1}) == (["epochz"], ["betas", "epochs"])
+    assert _problems(TrainerConfig, {"epochs": 21, "dense_every": 4}) == ([], [])
+
+
+def test_unknown_override_names_valid_keys():
+    from hydra.errors import ConfigCompositionException
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        with pytest.raises(ConfigCompositionException):
+            compose(config_name="zoo", overrides=["zoo.trainer.epochz=3"])
+        cfg = compose(config_name="zoo", overrides=["zoo.trainer.epochs=3"])
+    assert cfg.zoo.trainer.epochs == 3 and cfg.zoo.trainer.eval_batch_size == 512

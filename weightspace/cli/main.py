@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import hydra
 
+    from .schemas import register_schemas
+
+    register_schemas()
     task = hydra.main(config_path=str(config_dir()), config_name=verb, version_base="1.3")(module.run)
     sys.argv = [f"weightspace {verb}", *rest]
     task()
