@@ -19,12 +19,7 @@ its masks come from the group's random stream, so they depend on the group.
 A group shares the architecture and the batch size (:func:`group_key`); mixing optimizers in one
 group is faster than one group per optimizer, since every step has a fixed cost.
 
-Measured on the 2-core benchmark machine (one thread, 104-model digits groups): the fused optimizer
-replaced ~140 per-parameter, per-optimizer kernel calls and the save/restore of idle models per
-step; the prefix order removed the gathers of active models; with both, ``BatchedNet`` trains a
-group 1.7x (MLP) and 1.45x (SmallCNN) faster than ``vmap`` (a vmapped conv is a grouped
-convolution; ``cross_entropy`` over ``[M·B, 10]`` logits is slow). What remains is mostly
-memory-bound elementwise work (optimizer passes, dropout masks, activations), not matrix products.
+Why the trainer is built this way: ``docs/design-notes/model_zoo.md``.
 """
 
 from __future__ import annotations

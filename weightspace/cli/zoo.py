@@ -34,11 +34,8 @@ def zoo_config(cfg: DictConfig) -> dict:
 
 
 def contention_warning(threads: int, load: float, cores: int) -> str | None:
-    """A warning when several torch threads would compete with other jobs for every core.
-
-    Measured on the 2-core benchmark machine: with both cores taken by other jobs, 2 intra-op threads
-    built a zoo ~10x slower than 1, since the threads wait on each other at every op.
-    """
+    """A warning when several torch threads would compete with other jobs for every core
+    (intra-op threads then wait on each other at every op; see ``docs/design-notes/model_zoo.md``)."""
     if threads > 1 and load >= cores - 0.5:
         return (f"load average {load:.1f} on {cores} cores: other jobs hold the CPUs, and {threads} torch threads "
                 "will wait on each other; threads=1 is usually much faster here")
