@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from model_zoo.archs import MLP, SmallCNN, TinyViT  # noqa: E402
 from model_zoo.data import load_dataset  # noqa: E402
-from weightspace.tasks.nowcast import Nowcaster  # noqa: E402
-from weightspace.tasks.nowcast_hook import HOLD_DEFAULT  # noqa: E402
+from weightspace.nowcast import HOLD_DEFAULT, Nowcaster  # noqa: E402
 
 log = logging.getLogger("benchmarks.nowcast")
 
@@ -183,7 +182,7 @@ def first_reach(acc: list[float], target: float) -> int | None:
 def load_methods(args) -> dict[str, Nowcaster | None]:
     methods: dict[str, Nowcaster | None] = {"adam": None, "linefit": Nowcaster(kind="linefit")}
     mlp_path = Path(args.mlp)
-    if mlp_path.with_suffix(".json").exists():
+    if (mlp_path / "config.json").exists() or mlp_path.with_suffix(".json").exists():  # or the former file pair
         methods["mlp"] = Nowcaster.load(mlp_path)
     else:
         log.warning("no per-parameter baseline at %s (make it with: weightspace nowcast model.kind=mlp "
@@ -280,7 +279,7 @@ def _data(task: Task):
 
 
 def _decay(k_max: int, total: int):
-    from weightspace.tasks.nowcast_hook import horizon_schedule
+    from weightspace.nowcast import horizon_schedule
 
     return horizon_schedule(k_max, 1, total)
 

@@ -36,8 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nowcast as B  # noqa: E402
 
 from model_zoo.archs import MLP  # noqa: E402
-from weightspace.tasks.nowcast import Nowcaster  # noqa: E402
-from weightspace.tasks.nowcast_hook import HOLD_DEFAULT  # noqa: E402
+from weightspace.nowcast import HOLD_DEFAULT, Nowcaster  # noqa: E402
 
 log = logging.getLogger("benchmarks.nowcast_candidates")
 
@@ -89,7 +88,7 @@ def fresh(candidates: list[str], seeds: int = 10) -> dict:
 def val(paths: list[str], work_dir: str, split_seed: int = 0, batch: int = 4) -> dict:
     import yaml
 
-    from weightspace.tasks import nowcast as N
+    from weightspace import nowcast as N
 
     # the zoos in the order of configs/nowcast.yaml, as `weightspace nowcast` loads them (the split depends on it)
     defaults = yaml.safe_load((B.ROOT / "configs/nowcast.yaml").read_text())["defaults"]
@@ -98,7 +97,7 @@ def val(paths: list[str], work_dir: str, split_seed: int = 0, batch: int = 4) ->
     cfg = N.MetaTrainConfig(seed=split_seed, batch=batch)
     perm = torch.randperm(len(trajs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     held = [trajs[i] for i in perm[: max(1, int(round(cfg.val_fraction * len(trajs))))]]
-    strides = tuple(yaml.safe_load((B.ROOT / "configs/nowcast.yaml").read_text())["train"]["strides"])
+    strides = cfg.strides  # the recipe's (configs/nowcast.yaml keeps MetaTrainConfig's default)
     cands = {p: _load(p) for p in paths}
     shapes = {(m.context, m.horizons) for m in cands.values()}
     if len(shapes) != 1:
@@ -108,14 +107,14 @@ def val(paths: list[str], work_dir: str, split_seed: int = 0, batch: int = 4) ->
     gen, windows = torch.Generator().manual_seed(cfg.seed + 1), []
     for j in range(16):  # meta_train's validation batches
         tr = held[j % len(held)]
-        b = N._sample(tr, c, H, strides[j % len(strides)], batch, gen)
+        b = N.sample_windows(tr, c, H, strides[j % len(strides)], batch, gen)
         if b is not None:
             windows.append((tr, *b))
     out = {"work_dir": work_dir, "split_seed": split_seed, "batch": batch, "val_runs": len(held), "val_l1": {}}
     for name, m in models.items():
         m.eval()
         with torch.no_grad():
-            out["val_l1"][name] = sum(float(N._loss(m, tr, *b)) for tr, *b in windows) / len(windows)
+            out["val_l1"][name] = sum(float(N.window_loss(m, tr, *b)) for tr, *b in windows) / len(windows)
         log.info("%s: validation L1 %.4f", name, out["val_l1"][name])
     return out
 

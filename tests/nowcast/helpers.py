@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from weightspace.tasks.nowcast import Nowcaster
+from weightspace.nowcast import Nowcaster
 
 
 def randomized_nowcaster(kind: str, seed: int = 0, horizons: int = 6) -> Nowcaster:

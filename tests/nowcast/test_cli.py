@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from weightspace.cli.main import main
-from weightspace.tasks.nowcast import Nowcaster
+from weightspace.nowcast import Nowcaster
 
 TINY = ["zoos.{z}.size=2", "zoos.{z}.space.batch_size=360", "zoos.{z}.trainer.epochs=2",
         "zoos.{z}.trainer.checkpoints=[0,2]", "zoos.{z}.trainer.dense_every=1"]
@@ -20,8 +20,8 @@ def test_nowcast_cli_tiny_run_and_resume(tmp_path):
             "model.param_hidden=4"]
     args += [a.format(z="digits_mlp") for a in TINY]
     main(args)
-    nc = Nowcaster.load(tmp_path / "ckpt")
-    assert nc.kind == "graph" and nc.config.hidden == 8
+    nc = Nowcaster.from_pretrained(tmp_path / "ckpt")  # a save_pretrained directory
+    assert nc.kind == "graph" and nc.config.hidden == 8 and nc.config.context == 5  # the rest: dataclass defaults
     assert nc.info["trajectories"] == 2 and nc.info["steps"] == 4
     assert (tmp_path / "graph/meta_train.png").exists()
     rows = (tmp_path / "graph/metrics.jsonl").read_text().splitlines()

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import weightspace as ws
 from model_zoo.archs import MLP
 from model_zoo.data import load_dataset
-from weightspace.tasks.nowcast import Nowcaster
+from weightspace.nowcast import Nowcaster
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 import weightspace as ws
-from weightspace.tasks.nowcast import Nowcaster
-from weightspace.tasks.nowcast_hook import NowcastHook, horizon_schedule
+from weightspace.nowcast import Nowcaster
+from weightspace.nowcast.hook import NowcastHook, horizon_schedule
 
-from .nowcast_helpers import train_steps as _train
+from .helpers import train_steps as _train
 
 
 def _setup(seed: int = 0, lr: float = 1e-2):
@@ -248,7 +248,7 @@ def test_pretrained_nowcaster_in_a_loop():
 
 def test_lightning_callback():
     pl = pytest.importorskip("lightning.pytorch" if _has("lightning") else "pytorch_lightning")
-    from weightspace.tasks.nowcast_lightning import NowcastCallback
+    from weightspace.nowcast.lightning import NowcastCallback
 
     class Module(pl.LightningModule):
         def __init__(self):

@@ -3,6 +3,7 @@ persistence, meta-training (finite, logged, resumable) and loading zoo trajector
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -15,7 +16,7 @@ from torch import nn
 import weightspace as ws
 from model_zoo.archs import TinyViT
 from weightspace.examples import build_example
-from weightspace.tasks.nowcast import (
+from weightspace.nowcast import (
     MetaTrainConfig,
     NowcastConfig,
     Nowcaster,
@@ -25,6 +26,7 @@ from weightspace.tasks.nowcast import (
     meta_train,
     window_features,
 )
+from weightspace.pretrained import CheckpointError
 
 from ..helpers import node_permutation, permute_params
 
@@ -99,7 +101,7 @@ def test_untrained_learned_kinds_start_as_linefit():
     for kind in ("graph", "mlp"):
         torch.manual_seed(1)
         d = Nowcaster(kind=kind).predict(spec, traj)
-        assert d.shape == (16, spec.num_params)
+        assert d.shape == (NowcastConfig().horizons, spec.num_params) == (32, spec.num_params)
         assert torch.allclose(d, ref, atol=1e-6)
 
 
@@ -206,24 +208,66 @@ def test_sensitivity_breaking_the_coupling_changes_predictions():
 
 
 # ----------------------------------------------------------------------------- persistence
-def test_save_load_round_trip(tmp_path):
-    nc = _randomize(Nowcaster(kind="graph", horizons=4, hidden=16, layers=2))
-    path = nc.save(tmp_path / "nc", info={"note": "test"})
-    assert path.suffix == ".safetensors"
-    meta = json.loads((tmp_path / "nc.json").read_text())
-    assert meta["config"]["hidden"] == 16 and meta["info"]["note"] == "test"
-    back = Nowcaster.load(tmp_path / "nc.safetensors")
-    assert back.config == nc.config
+@pytest.mark.parametrize("kind", ["graph", "mlp", "linefit"])
+def test_save_pretrained_round_trip(tmp_path, kind):
+    nc = _randomize(Nowcaster(kind=kind, horizons=4, hidden=16, layers=2))
+    nc.info = {"note": "test"}
+    d = nc.save_pretrained(tmp_path / "nc")
+    assert (d / "config.json").is_file() and (d / "model.safetensors").is_file()
+    doc = json.loads((d / "config.json").read_text())
+    assert doc["format"] == "weightspace.nowcaster" and doc["config"]["hidden"] == 16
+    assert doc["extras"]["note"] == "test"
+    back = Nowcaster.from_pretrained(d)
+    assert back.config == nc.config and back.info == {"note": "test"} and not back.training
     for (k, a), (_, b) in zip(nc.state_dict().items(), back.state_dict().items()):
         assert torch.equal(a, b), k
+    model = _mlp()
+    spec = ws.GraphSpec.from_module(model)
+    window = _adam_trajectory(model, steps=8)[-nc.context:]
+    assert torch.equal(nc.eval().predict(spec, window), back.predict(spec, window))
+    # the aliases: save(path, info) / load(path)
+    nc.save(tmp_path / "alias", info={"note": "alias"})
+    assert Nowcaster.load(tmp_path / "alias").info == {"note": "alias"}
 
 
-def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no nowcaster config"):
+def test_load_reads_the_former_file_pair(tmp_path):
+    """``<stem>.json`` + ``<stem>.safetensors`` (format ``weightspace.nowcaster/2``) still load."""
+    from safetensors.torch import save_file
+
+    nc = _randomize(Nowcaster(kind="graph", horizons=4, hidden=16, layers=1))
+    save_file({k: v.contiguous() for k, v in nc.state_dict().items()}, str(tmp_path / "old.safetensors"))
+    (tmp_path / "old.json").write_text(json.dumps({"format": "weightspace.nowcaster/2", "info": {"note": "old"},
+                                                   "config": dataclasses.asdict(nc.config)}))
+    for p in (tmp_path / "old", tmp_path / "old.safetensors", tmp_path / "old.json"):
+        back = Nowcaster.load(p)
+        assert back.config == nc.config and back.info == {"note": "old"}
+        for (k, a), (_, b) in zip(nc.state_dict().items(), back.state_dict().items()):
+            assert torch.equal(a, b), k
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="is not a checkpoint name|neither a directory"):
         Nowcaster.load(tmp_path / "missing")
     (tmp_path / "bad.json").write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(ValueError, match="not a nowcaster checkpoint"):
+    with pytest.raises(CheckpointError, match="bad.json: not a nowcaster checkpoint"):
         Nowcaster.load(tmp_path / "bad")
+    d = Nowcaster(kind="mlp", hidden=8, layers=1).save_pretrained(tmp_path / "ok")
+    # partial: the weights are missing
+    (d / "model.safetensors").rename(tmp_path / "weights")
+    with pytest.raises(CheckpointError, match="model.safetensors: missing"):
+        Nowcaster.from_pretrained(d)
+    # corrupt: truncated weights
+    (d / "model.safetensors").write_bytes((tmp_path / "weights").read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="model.safetensors: cannot read the weights"):
+        Nowcaster.from_pretrained(d)
+    # corrupt config
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
+        Nowcaster.from_pretrained(d)
+    # another kind of model
+    (d / "config.json").write_text(json.dumps({"format": "weightspace.hypernet", "version": 1, "config": {}}))
+    with pytest.raises(CheckpointError, match="config.json: holds format"):
+        Nowcaster.from_pretrained(d)
 
 
 def test_bad_config_and_input():
@@ -270,7 +314,7 @@ def test_meta_train_is_finite_logged_and_resumable(tmp_path):
     rows = [json.loads(r) for r in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert all(torch.isfinite(torch.tensor([r["train/loss"], r["val/loss"]])).all() for r in rows)
-    assert (tmp_path / "full/nowcaster.safetensors").exists()
+    assert (tmp_path / "full/nowcaster/model.safetensors").exists()
     torch.manual_seed(0)
     b = Nowcaster(kind="graph", horizons=4, hidden=16, layers=1)
     meta_train(b, trajs, tmp_path / "part", MetaTrainConfig(steps=4, **cfg), progress=False)
@@ -288,7 +332,7 @@ def test_meta_train_is_finite_logged_and_resumable(tmp_path):
 
 
 def test_meta_train_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    import weightspace.tasks.nowcast as nowcast_mod
+    import weightspace.nowcast.train as train_mod
 
     trajs = _trajectories()
     kw = dict(batch=2, strides=(1, 2), log_every=3, save_every=3)
@@ -296,18 +340,18 @@ def test_meta_train_resume_equals_uninterrupted(tmp_path, monkeypatch):
     a = Nowcaster(kind="mlp", horizons=4, hidden=16, layers=1)
     meta_train(a, trajs, tmp_path / "a", MetaTrainConfig(steps=6, **kw), progress=False)
     # the same 6-step run, killed right after its step-3 checkpoint is written
-    write = nowcast_mod._write_json
+    write = train_mod.write_json_atomic
 
     def write_then_die(path, obj):
         write(path, obj)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nowcast_mod, "_write_json", write_then_die)
+    monkeypatch.setattr(train_mod, "write_json_atomic", write_then_die)
     torch.manual_seed(0)
     b = Nowcaster(kind="mlp", horizons=4, hidden=16, layers=1)
     with pytest.raises(KeyboardInterrupt):
         meta_train(b, trajs, tmp_path / "b", MetaTrainConfig(steps=6, **kw), progress=False)
-    monkeypatch.setattr(nowcast_mod, "_write_json", write)
+    monkeypatch.setattr(train_mod, "write_json_atomic", write)
     assert json.loads((tmp_path / "b/last.json").read_text())["step"] == 3
     # a fresh module with other weights: everything must come back from disk
     torch.manual_seed(123)
@@ -449,7 +493,8 @@ def test_graph_index_is_cached_and_batches_are_block_diagonal():
 
 def test_sparse_messages_equal_a_dense_reference():
     """The cached CSR aggregation (duplicate entries for conv kernels included) equals explicit index_add."""
-    from weightspace.tasks.nowcast import _CHANNELS, _sparse
+    from weightspace.nowcast.features import CHANNELS
+    from weightspace.nowcast.layout import sparse_csr
 
     model, x, spec, window = _example_window("cnn_flatten_bn", 3)
     lay = NowcastLayout.from_spec(spec)
@@ -467,10 +512,10 @@ def test_sparse_messages_equal_a_dense_reference():
     cnt = torch.zeros(N).index_add_(0, owner[~edge], torch.ones(int((~edge).sum()))).clamp_min(1)
     assert torch.allclose(got[2 * N:], ref_node / cnt[:, None], atol=1e-5)
     # message passing: forward messages of channel 1 (values v) equal the explicit sum over incoming slots
-    v = torch.randn(P, _CHANNELS)
-    S = _sparse(gi.mp_crow, gi.mp_col, v.reshape(-1).index_select(0, gi.mp_take) * gi.mp_scale,
-                (2 * N, 2 * _CHANNELS * N))
-    m = torch.zeros(2 * _CHANNELS * N, 3)
+    v = torch.randn(P, CHANNELS)
+    S = sparse_csr(gi.mp_crow, gi.mp_col, v.reshape(-1).index_select(0, gi.mp_take) * gi.mp_scale,
+                (2 * N, 2 * CHANNELS * N))
+    m = torch.zeros(2 * CHANNELS * N, 3)
     m[N:2 * N] = torch.randn(N, 3)  # forward block of channel 1
     deg = torch.zeros(N).index_add_(0, dst[edge], torch.ones(int(edge.sum()))).clamp_min(1)
     ref = torch.zeros(N, 3).index_add_(0, dst[edge], v[edge, 1:2] * m[N + src[edge]]) / deg[:, None]
@@ -483,9 +528,9 @@ def test_cache_built_under_inference_mode_serves_meta_training():
     spec = ws.GraphSpec.from_module(model)
     nc = Nowcaster(kind="graph", context=3, horizons=2, hidden=8, layers=1)
     nc.predict(spec, traj[:3])  # builds the layout's index tensors under inference mode
-    from weightspace.tasks.nowcast import _loss
+    from weightspace.nowcast import window_loss
 
     t = Trajectory(spec, traj, 1)
-    loss = _loss(nc, t, traj[None, :3], (traj[3:5] - traj[2])[None], torch.ones(1, 2, dtype=torch.bool))
+    loss = window_loss(nc, t, traj[None, :3], (traj[3:5] - traj[2])[None], torch.ones(1, 2, dtype=torch.bool))
     loss.backward()
     assert all(p.grad is not None for p in nc.parameters() if p.requires_grad)

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 import weightspace as ws
-import weightspace.tasks.nowcast_hook as hook_mod
+import weightspace.nowcast.hook as hook_mod
 from weightspace.examples import EXAMPLES, build_example
-from weightspace.tasks.nowcast import Nowcaster, NowcastLayout
-from weightspace.tasks.nowcast_plan import JumpPlan
-from weightspace.tasks.nowcast_stream import predict_stream
+from weightspace.nowcast import Nowcaster, NowcastLayout
+from weightspace.nowcast.plan import JumpPlan
+from weightspace.nowcast.stream import predict_stream
 
-from .nowcast_helpers import randomized_nowcaster, train_steps
+from .helpers import randomized_nowcaster, train_steps
 
 ALL_BLOCKS, NO_BLOCKS = 1, 1 << 40
 
@@ -71,7 +71,7 @@ def test_every_way_of_summing_groups_and_adding_embeddings_gives_the_same_predic
     limit); embedding rows as one-hot features or as a gathered table."""
     import dataclasses
 
-    import weightspace.tasks.nowcast_plan as plan_mod
+    import weightspace.nowcast.plan as plan_mod
 
     monkeypatch.setattr(plan_mod, "_ONE_HOT_MAX", one_hot_max)
     monkeypatch.setattr(plan_mod, "_DENSE_GROUPS", dense_groups)

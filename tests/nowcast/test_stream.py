@@ -11,10 +11,10 @@ from torch import nn
 
 import weightspace as ws
 from weightspace.examples import EXAMPLES, build_example
-from weightspace.tasks.nowcast import NowcastLayout
-from weightspace.tasks.nowcast_stream import StreamIndex, predict_stream
+from weightspace.nowcast import NowcastLayout
+from weightspace.nowcast.stream import StreamIndex, predict_stream
 
-from .nowcast_helpers import randomized_nowcaster
+from .helpers import randomized_nowcaster
 
 ALL_BLOCKS, NO_BLOCKS = 1, 1 << 40
 

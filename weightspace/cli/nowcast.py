@@ -2,20 +2,51 @@
 
 Generates (or finishes) the zoos of ``configs/nowcast/zoo/*.yaml`` under ``work_dir/zoos``,
 meta-trains the nowcaster (``model.kind=graph``) or the per-parameter baseline (``model.kind=mlp``)
-in ``work_dir/<kind>`` (resumable: rerun the same command), and writes ``<out>.safetensors`` +
-``<out>.json``. ``report=true`` draws the logged losses to ``work_dir/<kind>/meta_train.png``.
+in ``work_dir/<kind>`` (resumable: rerun the same command), and saves it to the directory ``out``
+(``config.json`` + ``model.safetensors``, :meth:`~weightspace.nowcast.Nowcaster.save_pretrained`).
+``report=true`` draws the logged losses to ``work_dir/<kind>/meta_train.png``.
+
+Config nodes: ``model`` is :class:`~weightspace.nowcast.NowcastConfig`, ``train`` is
+:class:`~weightspace.nowcast.MetaTrainConfig` (schemas ``schema/nowcast_model`` and
+``schema/nowcast_train``); ``configs/nowcast.yaml`` holds only what differs from their defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from weightspace.nowcast import MetaTrainConfig, NowcastConfig
+
 log = logging.getLogger(__name__)
+
+#: schema name -> the config dataclass of a node of ``configs/nowcast.yaml``
+SCHEMAS = {"nowcast_model": NowcastConfig, "nowcast_train": MetaTrainConfig}
+
+
+def _schema_node(cls: type) -> Any:
+    node = OmegaConf.structured(cls)
+    OmegaConf.set_readonly(node, False)  # frozen dataclasses give read-only nodes; overrides must apply
+    return node
+
+
+def register_schemas() -> None:
+    """Store :data:`SCHEMAS` in Hydra's ConfigStore as ``schema/<name>`` (idempotent; done when the
+    ``weightspace`` command imports this verb)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for name, cls in SCHEMAS.items():
+        cs.store(group="schema", name=name, node=_schema_node(cls))
+
+
+register_schemas()
 
 
 def _plot(metrics_path: Path, png: Path) -> None:
@@ -42,13 +73,7 @@ def _plot(metrics_path: Path, png: Path) -> None:
 
 def run(cfg: DictConfig) -> None:
     import model_zoo
-    from weightspace.tasks.nowcast import (
-        MetaTrainConfig,
-        NowcastConfig,
-        Nowcaster,
-        load_trajectories,
-        meta_train,
-    )
+    from weightspace.nowcast import Nowcaster, load_trajectories, meta_train
 
     if int(cfg.get("threads", 0)) > 0:
         torch.set_num_threads(int(cfg.threads))
@@ -60,10 +85,8 @@ def run(cfg: DictConfig) -> None:
         model_zoo.generate(OmegaConf.to_container(zcfg, resolve=True), d, progress=bool(cfg.progress))
         zoo_dirs.append(d)
     trajs = load_trajectories(zoo_dirs)
-    mcfg = NowcastConfig(**OmegaConf.to_container(cfg.model, resolve=True))
-    tdict = OmegaConf.to_container(cfg.train, resolve=True)
-    tdict["strides"] = tuple(tdict["strides"])
-    tcfg = MetaTrainConfig(**tdict)
+    mcfg = _dataclass(NowcastConfig, cfg.get("model"))
+    tcfg = _dataclass(MetaTrainConfig, cfg.get("train"))
     torch.manual_seed(tcfg.seed)
     model = Nowcaster(mcfg)
     run_dir = work / mcfg.kind
@@ -71,11 +94,20 @@ def run(cfg: DictConfig) -> None:
             "zoos": {str(k): OmegaConf.to_container(v, resolve=True)["name"] for k, v in cfg.zoos.items()},
             "trajectories": len(trajs)}
     summary = meta_train(model, trajs, run_dir, tcfg, progress=bool(cfg.progress), info=info)
-    path = model.save(cfg.out, info=summary)
+    path = model.save_pretrained(cfg.out)  # meta_train put the summary in model.info (the extras)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     log.info("nowcaster written to %s (%.1f kB); val/loss %.4f vs linefit %.4f", path,
-             path.stat().st_size / 1024, summary["val/loss"], summary["val/linefit_loss"])
+             size / 1024, summary["val/loss"], summary["val/linefit_loss"])
     if cfg.report:
         _plot(run_dir / "metrics.jsonl", run_dir / "meta_train.png")
+
+
+def _dataclass(cls: type, node: Any) -> Any:
+    """``cls`` from a config node (absent keys take the dataclass defaults; lists become tuples)."""
+    values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) and "tuple" in str(types.get(k)) else v
+                  for k, v in values.items()})
 
 
 def _overrides() -> list[str]:

@@ -31,11 +31,11 @@ nowcaster's index tensors, the split of the flat vector into the model's tensors
 live in one preallocated ``[context, P]`` ring buffer, each written by one ``torch._foreach_copy_``
 into views of the row shaped like the model's tensors; a jump is one call of the nowcaster under
 ``torch.inference_mode`` for the one horizon it needs, and one ``torch._foreach_copy_`` writes the
-result back. On a model of up to :data:`~weightspace.tasks.nowcast_plan.PLAN_MAX` parameters, with
-the nowcaster on the CPU, the call runs a :class:`~weightspace.tasks.nowcast_plan.JumpPlan` made at
+result back. On a model of up to :data:`~weightspace.nowcast.plan.PLAN_MAX` parameters, with
+the nowcaster on the CPU, the call runs a :class:`~weightspace.nowcast.plan.JumpPlan` made at
 attach time (indices, buffers and what it derives from the nowcaster's weights prepared once; the
 same predictions up to float rounding); a larger model's prediction streams over chunks of parameters
-(:mod:`~weightspace.tasks.nowcast_stream`), so a jump on a model with tens of millions of
+(:mod:`~weightspace.nowcast.stream`), so a jump on a model with tens of millions of
 parameters needs little memory beyond the ring buffer.
 """
 
@@ -54,8 +54,8 @@ from torch import Tensor, nn
 from weightspace.graph import GraphSpec
 from weightspace.graph.vocab import EdgeType, NodeType
 
-from .nowcast import Nowcaster, NowcastLayout
-from .nowcast_plan import PLAN_MAX, JumpPlan
+from .layout import NowcastLayout
+from .plan import PLAN_MAX, JumpPlan
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def horizon_schedule(k_max: int, k_min: int = 1, total_steps: int | None = None,
 class NowcastHook:
     """Handle of a nowcaster attached to a model and its optimizer (see module docs).
 
-    Made by :meth:`weightspace.tasks.nowcast.Nowcaster.attach`.
+    Made by :meth:`weightspace.nowcast.Nowcaster.attach`.
 
     Args:
         nowcaster: the predictor (any kind: ``graph``, ``mlp``, ``linefit``).
@@ -147,12 +147,12 @@ class NowcastHook:
             can trace.
     """
 
-    def __init__(self, nowcaster: Nowcaster, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+    def __init__(self, nowcaster: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, *,
                  period: int = 20, context: int | None = None, horizon: int | Callable[[int], int] | None = None,
                  total_steps: int | None = None, optimizer_state: str = "keep", start: int = 0,
                  example_input: Any = None, hold: Sequence[str] = HOLD_DEFAULT) -> None:
         context = int(context or nowcaster.context)
-        if nowcaster.kind != "linefit" and context != nowcaster.context:
+        if nowcaster.learned and context != nowcaster.context:
             raise ValueError(f"this nowcaster reads {nowcaster.context} snapshots, got context={context}")
         if context < 2:
             raise ValueError(f"context must be at least 2, got {context}")
@@ -228,7 +228,7 @@ class NowcastHook:
     def _make_plan(self) -> JumpPlan | None:
         """A :class:`JumpPlan` for a model of at most ``PLAN_MAX`` parameters and a nowcaster on the CPU
         (where it was measured and tested), else ``None`` (the streamed path)."""
-        dev = self.nowcaster._device(self._buf.device)
+        dev = self.nowcaster.param_device(self._buf.device)
         if self.spec.num_params > PLAN_MAX or dev.type != "cpu":
             return None
         return JumpPlan(self.nowcaster, self.layout, self.context, dev)
@@ -269,7 +269,7 @@ class NowcastHook:
         # oldest first, read in place (with period = context x stride the buffer is in order at a jump)
         window = self._buf if pos == 0 else [self._buf[(pos + i) % c] for i in range(c)]
         plan = self._plan
-        if plan is not None and plan.device != self.nowcaster._device(plan.device):  # the nowcaster moved
+        if plan is not None and plan.device != self.nowcaster.param_device(plan.device):  # the nowcaster moved
             plan = self._plan = self._make_plan()
         delta = self.nowcaster.predict(plan if plan is not None else self.layout, window, horizon=k)  # [P]
         if self._all_moved:

@@ -1,7 +1,7 @@
 """``NowcastCallback``: the nowcasting hook as a PyTorch Lightning callback (optional extra).
 
 Needs ``lightning`` (or ``pytorch_lightning``); importing this module without either raises
-``ImportError``. The callback attaches :class:`~weightspace.tasks.nowcast_hook.NowcastHook` to the
+``ImportError``. The callback attaches :class:`~weightspace.nowcast.hook.NowcastHook` to the
 first optimizer when fitting starts and detaches it when fitting ends; the hook's state travels in
 the optimizer's state dict, so Lightning checkpoints resume it.
 """
@@ -18,7 +18,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed flavour
     from pytorch_lightning import Callback
 
-from .nowcast import Nowcaster
+from .model import Nowcaster
 
 __all__ = ["NowcastCallback"]
 
@@ -27,10 +27,10 @@ class NowcastCallback(Callback):
     """Attach a nowcaster to the trainer's first optimizer for the duration of ``fit``.
 
     Args:
-        nowcaster: the predictor (default: :meth:`Nowcaster.pretrained`).
+        nowcaster: the predictor (default: the shipped ``Nowcaster.from_pretrained("nowcaster")``).
         model: which module's parameters to convert and move: a callable ``LightningModule ->
             nn.Module`` (e.g. ``lambda m: m.net``); default the LightningModule itself.
-        **hook_kwargs: arguments of :class:`~weightspace.tasks.nowcast_hook.NowcastHook`
+        **hook_kwargs: arguments of :class:`~weightspace.nowcast.hook.NowcastHook`
             (``period``, ``context``, ``horizon``, ``total_steps``, ``optimizer_state``, ...).
     """
 
@@ -43,7 +43,7 @@ class NowcastCallback(Callback):
         self.handle = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        nc = self.nowcaster or Nowcaster.pretrained()
+        nc = self.nowcaster or Nowcaster.from_pretrained("nowcaster")
         module = self.model_fn(pl_module) if self.model_fn else pl_module
         kw = dict(self.hook_kwargs)
         if "total_steps" not in kw and getattr(trainer, "max_steps", -1) and trainer.max_steps > 0:

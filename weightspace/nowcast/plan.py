@@ -1,12 +1,12 @@
-r"""A prepared jump: the one-window prediction of :class:`~weightspace.tasks.nowcast.Nowcaster` for one
+r"""A prepared jump: the one-window prediction of :class:`~weightspace.nowcast.Nowcaster` for one
 small architecture, with everything except the window computed once.
 
-A :class:`~weightspace.tasks.nowcast_hook.NowcastHook` predicts windows of the same architecture
+A :class:`~weightspace.nowcast.hook.NowcastHook` predicts windows of the same architecture
 with the same nowcaster again and again, and on a model of a few thousand parameters the prediction
 is a few hundred small tensor operations whose fixed costs (dispatch, allocation, index building)
 outweigh the arithmetic. :class:`JumpPlan` computes the same function as
-:func:`~weightspace.tasks.nowcast_stream.predict_stream` (and the batched
-:meth:`Nowcaster.forward <weightspace.tasks.nowcast.Nowcaster.forward>`) for one horizon, with:
+:func:`~weightspace.nowcast.stream.predict_stream` (and the batched
+:meth:`Nowcaster.forward <weightspace.nowcast.Nowcaster.forward>`) for one horizon, with:
 
 * every index that depends only on the graph built once (normalization groups, the aggregation of
   parameter encodings into neurons as one sparse ``[3N, P]`` matrix with the averaging folded into
@@ -26,7 +26,7 @@ outweigh the arithmetic. :class:`JumpPlan` computes the same function as
 * Linefit in closed form: its prediction ``(mean - last) + slope·((c-1)/2 + h)`` does not depend on
   the step scale, which the general path divides by and multiplies back.
 
-Results equal the streamed path's up to float rounding (``tests/tasks/test_nowcast_plan.py``).
+Results equal the streamed path's up to float rounding (``tests/nowcast/test_plan.py``).
 Memory: about ``2·c + 2·De + 16`` floats per parameter besides the window (less than the streamed path
 allocates per call), held while the hook lives, so a plan is made only for models of at most
 :data:`PLAN_MAX` parameters; larger ones take the streamed path. Every buffer a call touches is
@@ -43,17 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nowcast import (
-    _CHANNELS,
-    Nowcaster,
-    NowcastLayout,
-    _context_rows,
-    _csr,
-    _slope_weights,
-    _slot_ends,
-    _sparse,
-)
-from .nowcast_stream import BLOCK_MIN, _detect_block, _group_pieces
+from .features import CHANNELS, slope_weights
+from .layout import NowcastLayout, context_rows, csr, slot_ends, sparse_csr
+from .stream import BLOCK_MIN, detect_block, group_pieces
 
 __all__ = ["JumpPlan", "PLAN_MAX"]
 
@@ -72,7 +64,7 @@ class JumpPlan:
         context: snapshots per window (default: the nowcaster's; Linefit takes any ``c >= 2``).
         device: where to compute (default: the nowcaster's device).
         block_min: weight tensors with at least this many entries pass messages as dense blocks
-            (:data:`~weightspace.tasks.nowcast_stream.BLOCK_MIN`).
+            (:data:`~weightspace.nowcast.stream.BLOCK_MIN`).
 
     Shapes:
         ``plan(window, horizon)``: ``window [c, P]`` (or ``c`` tensors ``[P]``), oldest first ->
@@ -80,16 +72,16 @@ class JumpPlan:
         in its dtype.
     """
 
-    def __init__(self, nowcaster: Nowcaster, layout: NowcastLayout, context: int | None = None,
+    def __init__(self, nowcaster: nn.Module, layout: NowcastLayout, context: int | None = None,
                  device: torch.device | str | None = None, block_min: int = BLOCK_MIN) -> None:
         c = int(context or nowcaster.context)
-        if nowcaster.kind != "linefit" and c != nowcaster.context:
+        if nowcaster.learned and c != nowcaster.context:
             raise ValueError(f"this nowcaster reads {nowcaster.context} snapshots, got context={c}")
         if c < 2:
             raise ValueError(f"a window needs at least 2 snapshots, got {c}")
         self.nowcaster, self.layout, self.context = nowcaster, layout, c
         self.kind, self.horizons = nowcaster.kind, nowcaster.horizons
-        self.device = torch.device(device) if device is not None else nowcaster._device(torch.device("cpu"))
+        self.device = torch.device(device) if device is not None else nowcaster.param_device(torch.device("cpu"))
         self.num_params = layout.num_params
         with torch.inference_mode(False), torch.no_grad():
             self._build(layout.to(torch.device("cpu")), block_min)
@@ -101,7 +93,7 @@ class JumpPlan:
         tid = lay.slot_tensor.long()
         self._win = torch.empty(c, P, device=dev)  # the window when it arrives as rows or on another device
         # least-squares slope over k = 0..c-1, from the differences (exact 0 for a parameter that did not move)
-        self._dslope = _slope_weights(c).to(dev)
+        self._dslope = slope_weights(c).to(dev)
         self._base = torch.empty(P, device=dev)
         self._line = torch.empty(P, device=dev)
         self._mean = torch.empty(P, device=dev)  # Linefit's mean over the window
@@ -124,7 +116,7 @@ class JumpPlan:
         self._tabviews = tuple(self._tab)
         # the embedding row of every parameter enters the encoder as one-hot rows of the feature buffer when
         # the architecture has few kinds of parameters (else as a gathered [P, De] table)
-        ends = _slot_ends(lay) if self.kind == "graph" else None
+        ends = slot_ends(lay) if self.kind == "graph" else None
         kind = ends[4] if ends is not None else None
         kinds = torch.unique(kind) if kind is not None else None
         self._kinds = kinds if kinds is not None and kinds.numel() <= _ONE_HOT_MAX else None
@@ -139,7 +131,7 @@ class JumpPlan:
         if K:
             B[c + 6:] = (kind[None] == self._kinds[:, None]).float().to(dev)
         # differences and mean of the window: one product [c+1, c] x [c, P]; its slope row stays 0 and is
-        # filled from the differences, as param_features computes it (see _slope_weights)
+        # filled from the differences, as param_features computes it (see slope_weights)
         lin = torch.zeros(c + 1, c)
         lin[torch.arange(c - 1), torch.arange(1, c)] = 1.0
         lin[torch.arange(c - 1), torch.arange(c - 1)] = -1.0
@@ -171,12 +163,12 @@ class JumpPlan:
         rows = torch.cat([3 * dst[edge], 3 * src[edge] + 1, 3 * owner[~edge] + 2])
         cols = torch.cat([ep, ep, np_])
         cnt = torch.bincount(rows, minlength=3 * N).clamp_min(1).float()
-        order, crow, col = _csr(rows, cols, 3 * N)
+        order, crow, col = csr(rows, cols, 3 * N)
         self._agg = _csr32(crow, col, (1.0 / cnt)[rows[order]], (3 * N, P), dev)
         # readout table [P + 3N + 1, De]: encodings z, then the neuron contexts ctx(h) ([N, 3·De] rows:
         # source, destination, own context of neuron n at P + 3n + 0/1/2), then a zero row
         self._table = torch.zeros(P + 3 * N + 1, De, device=dev)
-        a, b = _context_rows(edge, owner, src, dst, N)  # rows of the [3N + 1, De] context table
+        a, b = context_rows(edge, owner, src, dst, N)  # rows of the [3N + 1, De] context table
 
         def remap(q: Tensor) -> Tensor:
             return torch.where(q == 3 * N, P + 3 * N, P + 3 * (q % N) + q // N)
@@ -199,7 +191,7 @@ class JumpPlan:
         # 2C·(other end) + direction·C + channel, value a channel (1, normalized value, slope) read
         # from the feature buffer into the matrix's own values at every call, unnormalized (the sums
         # are divided by the degrees after the blocks add theirs)
-        found = (_detect_block(lay, o, shape, tid) for o, shape, tid in _group_pieces(lay)
+        found = (detect_block(lay, o, shape, tid) for o, shape, tid in group_pieces(lay)
                  if len(shape) >= 2 and math.prod(shape) >= block_min)  # as the streamed path finds them
         rest = edge.clone()
         blocks = []
@@ -211,7 +203,7 @@ class JumpPlan:
             views = [v[..., 0] for v in views] if blk.T == 1 else views
             blocks.append((blk.T, _sel(dst_n, dev), _sel(src_n, dev), views, blk.dst_rows))
         self._blocks = blocks
-        C = _CHANNELS
+        C = CHANNELS
         re = rest.nonzero().squeeze(1)
         self._mp = None
         if re.numel():
@@ -220,7 +212,7 @@ class JumpPlan:
             rows = torch.cat([r for _ in range(C) for r in (2 * d_, 2 * s_ + 1)])
             cols = torch.cat([x for ch in range(C) for x in (2 * C * s_ + ch, 2 * C * d_ + C + ch)])
             take = torch.cat([v for ch in range(C) for v in (val[ch], val[ch])])
-            order, crow, col = _csr(rows, cols, 2 * N)
+            order, crow, col = csr(rows, cols, 2 * N)
             S = _csr32(crow, col, torch.zeros(len(order)), (2 * N, 2 * C * N), dev)
             self._mp = (S, take[order].to(dev))
         self._inv2 = torch.stack([1.0 / torch.bincount(dst[edge], minlength=N).clamp_min(1).float(),
@@ -325,7 +317,7 @@ class JumpPlan:
         w_last = Wv[1]
         scratch = self._scratch
         torch.mm(self._lin, W, out=lin_out)  # differences, (0: the slope, filled next), mean
-        torch.mv(diff.t(), self._dslope, out=slope)  # the slope from the exact differences (_slope_weights)
+        torch.mv(diff.t(), self._dslope, out=slope)  # the slope from the exact differences (slope_weights)
         torch.mean(torch.abs(diff, out=scratch[1:]), 0, out=x_step)
         g = self._group_mean(x)  # [2, G]: mu, mean absolute step
         mu_p = torch.index_select(g[0], 0, self._tid, out=self._mu)
@@ -344,7 +336,7 @@ class JumpPlan:
         (Linear / SiLU layers, each written into one of two preallocated buffers)."""
         m = self.nowcaster
         h, n = self._rowviews[-1], 0  # the buffer rows from the features on, [P, c+4]
-        for mod in (*m.encode, *m.head[:-1]):
+        for mod in (*m.encode, *list(m.head)[:-1]):
             if isinstance(mod, nn.Linear):
                 w = self._w_enc if n == 0 else mod.weight
                 buf = self._hidden[n % 2][: h.shape[0] * w.shape[0]].view(h.shape[0], w.shape[0])
@@ -366,8 +358,8 @@ class JumpPlan:
         return torch.addmm(self._hconst, self._aggregated_nodes, self.nowcaster.node_in.weight.t())
 
     def _propagate(self, h: Tensor) -> Tensor:
-        """The message-passing layers (:class:`~weightspace.tasks.nowcast._NodeLayer`) on ``h [N, D]``."""
-        m, N, C = self.nowcaster, self._N, _CHANNELS
+        """The message-passing layers (:class:`~weightspace.nowcast.model.NodeLayer`) on ``h [N, D]``."""
+        m, N, C = self.nowcaster, self._N, CHANNELS
         if not len(m.convs):
             return h
         S = None
@@ -411,7 +403,7 @@ def _csr32(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int], dev
     """A CSR matrix with 32-bit indices (the sparse product converts 64-bit ones at every call)."""
     small = max(size) < 2**31 and col.numel() < 2**31
     it = torch.int32 if small else torch.int64
-    return _sparse(crow.to(dev, it), col.to(dev, it), values.to(dev), size)
+    return sparse_csr(crow.to(dev, it), col.to(dev, it), values.to(dev), size)
 
 
 def _sel(nodes: Tensor, dev: torch.device) -> slice | Tensor:

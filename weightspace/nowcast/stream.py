@@ -1,14 +1,14 @@
-r"""Streamed nowcasting of one window: the jump of :class:`~weightspace.tasks.nowcast.Nowcaster` on a
+r"""Streamed nowcasting of one window: the jump of :class:`~weightspace.nowcast.Nowcaster` on a
 large model in bounded memory.
 
-:meth:`Nowcaster.forward <weightspace.tasks.nowcast.Nowcaster.forward>` takes a batch of windows and
+:meth:`Nowcaster.forward <weightspace.nowcast.Nowcaster.forward>` takes a batch of windows and
 materializes every per-parameter tensor (features, encodings, channel values) at once, which is
 what meta-training on small networks wants. A jump of the hook predicts one window, and on a
 transformer the parameters number in the tens of millions; this module computes the same function
 for one window in chunks of parameters, so that besides the window and the output it holds only
 node-sized tensors and one chunk:
 
-1. group statistics (:func:`~weightspace.tasks.nowcast.group_stats`) in two passes over chunks;
+1. group statistics (:func:`~weightspace.nowcast.features.group_stats`) in two passes over chunks;
 2. every chunk's features and encodings, summed into the neurons (incoming, outgoing, own slots);
    two per-parameter scalars (normalized value, slope) are kept for the message passing;
 3. the message-passing layers on neurons only;
@@ -34,27 +34,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .nowcast import (
-    _CHANNELS,
-    Nowcaster,
-    NowcastLayout,
-    _context_rows,
-    _finish_stats,
-    _message_csr,
-    _slot_ends,
-    _sparse,
-    group_stats,
-    param_features,
-)
+from .features import CHANNELS, finish_stats, group_stats, param_features
+from .layout import NowcastLayout, context_rows, message_csr, slot_ends, sparse_csr
 
-__all__ = ["StreamIndex", "predict_stream", "CHUNK", "BLOCK_MIN"]
+__all__ = ["StreamIndex", "DenseBlock", "predict_stream", "stream_index", "group_pieces", "detect_block", "CHUNK",
+           "BLOCK_MIN"]
 
 CHUNK = 1 << 18  # parameters per chunk
 BLOCK_MIN = 1 << 12  # a weight tensor with at least this many entries may be a dense block
 
 
 @dataclass(frozen=True, eq=False)
-class _Block:
+class DenseBlock:
     """A weight tensor at flat positions ``start .. start + d0·d1·T``, viewed ``[d0, d1, T]``, whose
     entry ``(a, b, t)`` is a parameter of the edge between neurons ``rows[a]`` and ``cols[b]``
     (``rows`` the destinations when ``dst_rows``, else the sources)."""
@@ -115,9 +106,9 @@ class StreamIndex:
         cnt_in = torch.zeros(N, dtype=torch.long)
         cnt_out = torch.zeros(N, dtype=torch.long)
         blocks, covered = [], []
-        for o, shape, tid in _group_pieces(lay):  # (shapes are empty for a hand-made layout: no blocks)
+        for o, shape, tid in group_pieces(lay):  # (shapes are empty for a hand-made layout: no blocks)
             n = math.prod(shape)
-            b = _detect_block(lay, o, shape, tid) if n >= block_min and len(shape) >= 2 else None
+            b = detect_block(lay, o, shape, tid) if n >= block_min and len(shape) >= 2 else None
             if b is not None:
                 blocks.append(b)
                 covered.append((o, o + n))
@@ -131,14 +122,14 @@ class StreamIndex:
             rest = keep.nonzero().squeeze(1)
         else:
             rest = None
-        edge, owner, src, dst, kind = _slot_ends(lay, rest)
+        edge, owner, src, dst, kind = slot_ends(lay, rest)
         cnt_in += torch.bincount(dst[edge], minlength=N)
         cnt_out += torch.bincount(src[edge], minlength=N)
         cnt_own = torch.bincount(owner[~edge], minlength=N)
         agg_a = torch.where(edge, dst, 2 * N + owner)
         agg_b = torch.where(edge, N + src, torch.full_like(owner, 3 * N))
-        ctx_a, ctx_b = _context_rows(edge, owner, src, dst, N)
-        _, crow, col, take = _message_csr(src, dst, edge.nonzero().squeeze(1), N)  # unnormalized
+        ctx_a, ctx_b = context_rows(edge, owner, src, dst, N)
+        _, crow, col, take = message_csr(src, dst, edge.nonzero().squeeze(1), N)  # unnormalized
         inv = lambda x: 1.0 / x.clamp_min(1).float()  # noqa: E731
         return cls(N, P, lay.node_type, lay.node_act, inv(cnt_in), inv(cnt_out), inv(cnt_own),
                    tensor_count.clamp_min(1), tuple(blocks), rest,
@@ -148,13 +139,13 @@ class StreamIndex:
         if self.inv_in.device == torch.device(device):
             return self
         mv = lambda t: t.to(device) if isinstance(t, Tensor) else t  # noqa: E731
-        blocks = tuple(_Block(b.start, b.d0, b.d1, b.T, mv(b.rows), mv(b.cols), b.dst_rows, mv(b.kind), mv(b.tensor))
+        blocks = tuple(DenseBlock(b.start, b.d0, b.d1, b.T, mv(b.rows), mv(b.cols), b.dst_rows, mv(b.kind), mv(b.tensor))
                        for b in self.blocks)
         kw = {k: mv(v) for k, v in self.__dict__.items() if k != "blocks"}
         return StreamIndex(**{**kw, "blocks": blocks})
 
 
-def _group_pieces(lay: NowcastLayout):
+def group_pieces(lay: NowcastLayout):
     """``(start, shape, group)`` of the pieces of parameter tensors that may be dense blocks: a tensor
     in one normalization group (``group`` an int); for a tensor split into groups along whole rows of
     its first dimension (the q/k/v blocks of ``nn.MultiheadAttention.in_proj_weight``), each row
@@ -184,8 +175,8 @@ def _group_pieces(lay: NowcastLayout):
         o += n
 
 
-def _detect_block(lay: NowcastLayout, start: int, shape: tuple, tensor: int) -> _Block | None:
-    """A :class:`_Block` if the tensor at ``start`` (of ``shape``) is a full bipartite block of edges."""
+def detect_block(lay: NowcastLayout, start: int, shape: tuple, tensor: int) -> DenseBlock | None:
+    """A :class:`DenseBlock` if the tensor at ``start`` (of ``shape``) is a full bipartite block of edges."""
     n = math.prod(shape)
     d0, d1 = int(shape[0]), int(shape[1])
     T = n // (d0 * d1)
@@ -205,7 +196,7 @@ def _detect_block(lay: NowcastLayout, start: int, shape: tuple, tensor: int) -> 
         return None
     k = lay.edge_type[e].long()
     kind = int(k[0, 0]) if bool((k == k[0, 0]).all()) else k
-    return _Block(start, d0, d1, T, rows.long(), cols.long(), dst_rows, kind, tensor)
+    return DenseBlock(start, d0, d1, T, rows.long(), cols.long(), dst_rows, kind, tensor)
 
 
 def stream_index(layout: NowcastLayout, device: torch.device, block_min: int = BLOCK_MIN) -> StreamIndex:
@@ -315,7 +306,7 @@ class _Chunks:
 
     @staticmethod
     def features(item: list, stats: tuple, features: bool) -> tuple:
-        """:func:`~weightspace.tasks.nowcast.param_features` of one chunk (computed once per kept chunk)."""
+        """:func:`~weightspace.nowcast.features.param_features` of one chunk (computed once per kept chunk)."""
         if item[4] is None or (features and item[4][0] is None):
             f, s, line = param_features(item[1], item[2], *stats, features)
             item[4] = (None if f is None else f[0], s[0], line[0])
@@ -334,7 +325,7 @@ def _add(acc: Tensor, t: Tensor | int, v: Tensor) -> None:
 
 
 def _stats(index: StreamIndex, chunks: _Chunks, G: int, dev: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`~weightspace.tasks.nowcast.group_stats` of the window, two passes over chunks."""
+    """:func:`~weightspace.nowcast.features.group_stats` of the window, two passes over chunks."""
     cnt = index.tensor_count
     s_mean = torch.zeros(1, G, device=dev)
     for _, w, t, *_ in chunks:
@@ -347,11 +338,11 @@ def _stats(index: StreamIndex, chunks: _Chunks, G: int, dev: torch.device) -> tu
         mu_p = mu[:, t: t + 1] if isinstance(t, int) else mu.index_select(1, t)
         _add(s_var, t, var_r + (mean_r - mu_p) ** 2)
         _add(s_step, t, (w[:, 1:] - w[:, :-1]).abs_().mean(1))
-    return (mu, *_finish_stats(s_var / cnt, s_step / cnt))
+    return (mu, *finish_stats(s_var / cnt, s_step / cnt))
 
 
 # ----------------------------------------------------------------------------- prediction
-def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Tensor | Sequence[Tensor],
+def predict_stream(model: nn.Module, layout: NowcastLayout, rows: Tensor | Sequence[Tensor],
                    horizon: int | None = None, chunk: int = CHUNK, block_min: int = BLOCK_MIN) -> Tensor:
     """Deltas ``[P]`` for ``horizon`` (or ``[H, P]`` for all) of one window of ``c`` snapshots ``rows``
     (``[c, P]``, or ``c`` tensors ``[P]``), as :meth:`Nowcaster.predict` computes them, in chunks of
@@ -365,7 +356,7 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Tensor | Seque
     if tid.device != dev:  # only the tensor ids travel to the model's device
         tid = layout.cache.setdefault(("slot_tensor", str(dev)), tid.to(dev))
     chunks = _Chunks(index, _Window(rows, dev), tid, chunk)
-    learned = model.kind != "linefit"
+    learned = model.learned
     if chunks.keep:
         stats = chunks.whole(layout.num_tensors, learned)
     else:
@@ -393,7 +384,9 @@ def predict_stream(model: Nowcaster, layout: NowcastLayout, rows: Tensor | Seque
                 d = d + (torch.addmm(last.bias[:, None], last.weight, y).t() if horizon is None
                          else last.weight[horizon - 1] @ y + last.bias[horizon - 1])
             else:  # [K, D]
-                y = model.head[:-1](model.encode(feats))
+                y = model.encode(feats)
+                for layer in list(model.head)[:-1]:
+                    y = layer(y)
                 d = d + (last(y) if horizon is None else y @ last.weight[horizon - 1] + last.bias[horizon - 1])
         if horizon is None:
             out[:, pos] = (d * s[:, None]).t()
@@ -410,7 +403,7 @@ class _GraphState:
     contiguous rows.
     """
 
-    def __init__(self, model: Nowcaster, index: StreamIndex, dev: torch.device) -> None:
+    def __init__(self, model: nn.Module, index: StreamIndex, dev: torch.device) -> None:
         self.m, self.ix, self.dev = model, index, dev
         N, De = index.num_nodes, model.config.param_hidden
         self.agg = torch.zeros(3 * N + 1, De, device=dev)
@@ -458,7 +451,7 @@ class _GraphState:
     def propagate(self) -> None:
         """Neuron states after the message-passing layers."""
         m, ix = self.m, self.ix
-        N, De, C = ix.num_nodes, m.config.param_hidden, _CHANNELS
+        N, De, C = ix.num_nodes, m.config.param_hidden, CHANNELS
         agg = self.agg[: 3 * N].view(3, N, De)
         agg = agg * torch.stack([ix.inv_in, ix.inv_out, ix.inv_own])[..., None]
         h = m.node_in(agg.transpose(0, 1).reshape(N, 3 * De))
@@ -468,8 +461,8 @@ class _GraphState:
             val = self.val if ix.rest is None else self.val.index_select(0, ix.rest)
             slope = self.slope if ix.rest is None else self.slope.index_select(0, ix.rest)
             chans = torch.stack([torch.ones_like(val), val, slope], dim=-1).reshape(-1)
-            S = _sparse(ix.mp_crow, ix.mp_col, chans.index_select(0, ix.mp_take), (2 * N, 2 * C * N))
-        def weight_shaped(v: Tensor, b: _Block) -> Tensor:  # [d0, d1], kernel entries summed
+            S = sparse_csr(ix.mp_crow, ix.mp_col, chans.index_select(0, ix.mp_take), (2 * N, 2 * C * N))
+        def weight_shaped(v: Tensor, b: DenseBlock) -> Tensor:  # [d0, d1], kernel entries summed
             v = v[b.start: b.start + b.size]
             return v.view(b.d0, b.d1) if b.T == 1 else v.view(b.d0, b.d1, b.T).sum(-1)
 
