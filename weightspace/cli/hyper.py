@@ -54,7 +54,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     else:
         hyper = GraphHyperNetwork.from_config(HyperNetworkConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
         previous = None
-    tcfg = HyperTrainConfig(**OmegaConf.to_container(cfg.train, resolve=True), seed=int(cfg.seed))
+    # the top-level seed also seeds the data split and initialization, so it wins over train.seed
+    tcfg = HyperTrainConfig(**{**OmegaConf.to_container(cfg.train, resolve=True), "seed": int(cfg.seed)})
     space = _space(cfg)
     t0 = time.perf_counter()
     history = train_hypernetwork(hyper, data.x_train, data.y_train, space, tcfg, progress=bool(cfg.progress))
