@@ -34,16 +34,20 @@ def verbs() -> dict[str, str]:
 
 
 def config_dir() -> Path:
-    """Directory holding the Hydra configs (``configs/`` at the repository root).
+    """Directory holding the Hydra configs.
 
-    ``WEIGHTSPACE_CONFIGS`` overrides it; otherwise the checkout an editable install points at.
+    ``WEIGHTSPACE_CONFIGS`` overrides it; otherwise the configs installed with the package
+    (``weightspace/configs``: in a checkout a link to the repository's ``configs/``, in a wheel a copy).
     """
+    from importlib import resources
+
     env = os.environ.get("WEIGHTSPACE_CONFIGS")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    path = Path(env) if env else Path(str(resources.files("weightspace") / "configs")).resolve()
     if not (path / "demo.yaml").is_file():
+        where = "WEIGHTSPACE_CONFIGS" if env else "the installed package"
         raise FileNotFoundError(
-            f"weightspace configs not found at {path}; install the project editable "
-            "(pip install -e .) or set WEIGHTSPACE_CONFIGS to the repository's configs/ folder"
+            f"weightspace configs not found at {path} (from {where}); reinstall weightspace, or set "
+            "WEIGHTSPACE_CONFIGS to a folder holding the configs (the repository's configs/)"
         )
     return path
 
