@@ -18,6 +18,8 @@ __all__ = ["SCHEMAS", "register_schemas", "schema_class"]
 #: schema name -> ``"module:Class"`` of a config dataclass
 SCHEMAS: dict[str, str] = {
     "trainer": "model_zoo.trainer:TrainerConfig",
+    "nowcast_model": "weightspace.nowcast.model:NowcastConfig",
+    "nowcast_train": "weightspace.nowcast.train:MetaTrainConfig",
 }
 
 
