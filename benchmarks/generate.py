@@ -165,7 +165,7 @@ def run_unseen(args, seed: int, bud: dict) -> dict:
     for u in UNSEEN:
         arch = {**base, **u}
         flat = gen.sample_flat(n, arch, seed=seed)
-        acc = accuracy(instantiate(arch), gen._spec(arch), flat, data.x_test, data.y_test).numpy()
+        acc = accuracy(instantiate(arch), gen.spec(arch), flat, data.x_test, data.y_test).numpy()
         rows.append({"arch": arch, "seen": False, "generated": float(acc.mean()), "training": None,
                      "generated_nearest_tv": None, "heldout_nearest_tv": None})
     return {"rows": rows, "n_per_arch": n, "graph_val_kl": gen.model.val_history,

@@ -17,6 +17,8 @@ Usage::
     states = gen.sample(100, seed=0)                 # list of state dicts of the zoo's architecture
     z = gen.encode(model); model2 = gen.decode(z)     # network -> latent -> network
     report = gen.evaluate(gen.sample_flat(100))       # test accuracy and novelty (function space)
+    gen.save_pretrained("runs/gen")                   # config.json + model.safetensors
+    again = WeightDiffusion.from_pretrained("runs/gen")  # samples as gen does; zoo=... to evaluate
 
 Accuracy and novelty (:mod:`~weightspace.diffusion.metrics`) are measured on the test half of the
 zoo dataset's test split, which neither training nor model selection reads.

@@ -12,9 +12,7 @@ learns the latents, conditioned on the architecture and (optionally) on a target
   (initialized from training inputs) and an MLP encodes its log-probabilities there, as probing
   metanetworks read a network (ProbeGen; :class:`~weightspace.nn.ProbeNet`): it reads the function
   only (exactly invariant), and sees the differences between networks' predictions that the
-  reconstruction loss below asks the decoder to reproduce. On the digits MLP zoo it reconstructs
-  better and trains faster, but its samples are not more novel or diverse on test inputs
-  (``benchmarks/generate.py``; README), so it is not the default. The latent is perturbed with Gaussian
+  reconstruction loss below asks the decoder to reproduce. The latent is perturbed with Gaussian
   noise in training (:math:`\sigma` = ``latent_noise``, p-diff's augmentation).
 * **Decoder**: a graph hypernetwork (:class:`~weightspace.hyper.GraphHyperNetwork`, per-edge and
   per-neuron heads decoded exactly through :meth:`GraphSpec.decode`) whose neuron embeddings receive a
@@ -47,7 +45,11 @@ learns the latents, conditioned on the architecture and (optionally) on a target
 
 The architecture descriptor (:func:`arch_descriptor`) is read from the graph: the number of hidden
 layers and the log-width of each (up to :data:`MAX_LAYERS`), so unseen widths and depths have a
-descriptor and can be sampled; how well that extrapolates is measured in ``benchmarks/generate.py``.
+descriptor and can be sampled.
+
+Why the defaults are what they are (graph encoder rather than probe, the contrastive term, the
+temperature rule, the standardization of latents) is recorded with its evidence in
+``docs/design-notes/diffusion.md``.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class GraphDiffusionConfig:
     dec_layers: int = 2
     latent_noise: float = 0.1
     latent_map_hidden: int = 0          # the latent -> per-unit offsets map: 0: linear; > 0: an MLP of this width
-    ae_steps: int = 600                 # 100 leave a decoder that ignores the latent (benchmarks/generate.py)
+    ae_steps: int = 600                 # autoencoder steps (too few leave a decoder that ignores the latent)
     ae_lr: float = 1e-3
     batch_size: int = 8
     inputs_per_step: int = 256
@@ -153,10 +155,8 @@ def pick_scale(rows: list[dict], min_accuracy: float, novelty_target: float | No
     already falls short). Returned is the largest candidate (``novelty_target=None``, the default), or
     the candidate whose ``farther_probability`` is nearest ``novelty_target``, the smaller scale on a tie.
 
-    The default is the measured choice: aiming at 0.5 ("as novel as independently trained runs") put
-    test-set novelty on either side of the held-out runs' (``benchmarks/generate.py``; README), because
-    on small validation sets the farther probability moves by about 0.2 between input halves, while
-    the largest accuracy-keeping scale errs on the far side.
+    Raises:
+        ValueError: no rows.
     """
     if not rows:
         raise ValueError("pick_scale: no candidate scales")
@@ -297,9 +297,7 @@ class GraphLatentDiffusion(PretrainedMixin, nn.Module):
         # every latent dimension is standardized over the networks of one architecture, so the differences
         # between networks, not a shared offset, carry the latent's scale: with the statistics of the batch
         # (one architecture's networks) in training, and deterministically, with statistics fitted on
-        # each architecture's training runs (:meth:`fit_latent_stats`), in eval mode. (A BatchNorm's
-        # running statistics lag the encoder and average over architectures; validation then scored a
-        # different model than the one trained, and checkpoint selection picked the wrong step.)
+        # each architecture's training runs (:meth:`fit_latent_stats`), in eval mode.
         self.latent_stats: dict[str, tuple[Tensor, Tensor]] = {}
         self.register_buffer("lat_mean", torch.zeros(config.latent_dim))  # pooled: architectures without stats
         self.register_buffer("lat_std", torch.ones(config.latent_dim))
