@@ -106,7 +106,7 @@ def jump_once(name: str, kind: str = "graph", jumps: int = 3) -> dict:
     jump also builds the nowcaster's per-architecture indices). ``kind``: ``graph`` (the shipped
     nowcaster, or an untrained one of its config if the shipped checkpoint does not load), ``mlp`` or
     ``linefit`` (untrained, same sizes: the hook's own cost)."""
-    from weightspace.tasks.nowcast import Nowcaster
+    from weightspace.nowcast import Nowcaster
 
     limit = int(float(os.environ.get("CONVERT_HF_JUMP_GIB", "12")) * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # a shared machine: fail rather than swap others out
@@ -272,7 +272,7 @@ def markdown(res: dict) -> str:
             lines.append(f"| {model} | {kind}: {h['nowcaster']} ({h['which']}) | {h['attach_s']:.2f} s | {js} "
                          f"| {peak} | {ring} | {h['load_avg_before']} |")
         lines += ["", "The hook keeps `context` flat float32 snapshots (the ring buffer). A jump predicts one "
-                  "window in chunks of parameters (`weightspace.tasks.nowcast_stream`): weight tensors that are "
+                  "window in chunks of parameters (`weightspace.nowcast.stream`): weight tensors that are "
                   "full bipartite blocks between neurons (linear layers, embedding tables, fused projections) "
                   "aggregate and pass messages with matrix products, so the per-parameter index tensors of the "
                   "batched path are never built. Peak RSS increase is over the process before `attach` "

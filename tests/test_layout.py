@@ -18,7 +18,8 @@ PACKAGES = ("weightspace", "model_zoo")
 #: modules of ``weightspace`` that may import ``model_zoo`` (lazily): they open zoo directories or
 #: train zoos, so the zoo store is their input. Everything else depends on ``model_zoo`` only through
 #: duck-typed zoo objects.
-ZOO_FACING = ("weightspace.cli.", "weightspace.tasks.")
+ZOO_FACING = ("weightspace.cli.", "weightspace.tasks.", "weightspace.predict.data", "weightspace.nowcast.data",
+              "weightspace.diffusion.data")
 
 
 def _module_name(path: Path) -> str:

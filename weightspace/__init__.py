@@ -1,8 +1,23 @@
 """weightspace: trained neural networks as data.
 
-The top-level namespace holds the converter's public API; capabilities live in
-``weightspace.tasks`` and metanetwork layers in ``weightspace.nn``.
+The top-level namespace holds the converter's public API (:func:`to_graph`, :func:`from_graph`,
+:class:`GraphSpec`, :class:`ParameterGraph`, :func:`to_networkx`) and the most used names of the
+capabilities, which live in their own subpackages and are imported on first use:
+
+* :mod:`weightspace.predict` - predict a network's accuracy from its weights (:class:`Predictor`);
+* :mod:`weightspace.nowcast` - jump training ahead (:class:`Nowcaster`, ``nowcaster.attach``);
+* :mod:`weightspace.hyper` - weights for unseen architectures (:class:`GraphHyperNetwork`);
+* :mod:`weightspace.diffusion` - generate new weights (:class:`WeightDiffusion`);
+* :mod:`weightspace.nn` - metanetwork layers and models.
+
+Every trained model saves with ``save_pretrained(dir)`` and loads with ``from_pretrained(dir_or_name)``
+(:mod:`weightspace.pretrained`); :func:`list_checkpoints` names the shipped ones.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .graph import (
     ArchitectureMismatchError,
@@ -14,15 +29,21 @@ from .graph import (
     to_graph,
     to_networkx,
 )
+from .pretrained import CheckpointError, list_checkpoints
 
 __version__ = "0.1.0"
 
-# capabilities, imported on first use so that `import weightspace` stays light
+#: names re-exported from the capability subpackages, imported on first use so that
+#: ``import weightspace`` stays light
 _LAZY = {
-    "load_predictor": "weightspace.tasks.predict",
-    "Nowcaster": "weightspace.tasks.nowcast",
-    "load_hypernetwork": "weightspace.tasks.hyper",
+    "Predictor": "weightspace.predict",
+    "load_predictor": "weightspace.predict",
+    "Nowcaster": "weightspace.nowcast",
+    "GraphHyperNetwork": "weightspace.hyper",
+    "load_hypernetwork": "weightspace.hyper",
+    "WeightDiffusion": "weightspace.diffusion",
 }
+_SUBPACKAGES = ("predict", "nowcast", "hyper", "diffusion", "nn", "cli", "examples", "archs")
 
 __all__ = [
     "GraphSpec",
@@ -33,15 +54,21 @@ __all__ = [
     "UnsupportedModuleError",
     "ArchitectureMismatchError",
     "NonFiniteWeightsError",
+    "CheckpointError",
+    "list_checkpoints",
     *_LAZY,
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'weightspace' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))

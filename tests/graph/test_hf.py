@@ -487,7 +487,7 @@ def test_sampled_rows_keep_the_rest_of_the_graph():
 # ----------------------------------------------------------------------------- metanetworks and the hook
 def test_predictor_encode_on_a_transformers_model_is_head_permutation_invariant():
     from weightspace.nn import GraphMetaNet
-    from weightspace.tasks.predict import Predictor
+    from weightspace.predict import Predictor
 
     torch.manual_seed(0)
     net = GraphMetaNet(hidden=16, num_layers=2, embed_dim=8, kernel_grid=(1, 1))
@@ -553,7 +553,7 @@ def test_edge_chunks_on_a_batch_with_sampled_rows(monkeypatch):
 
 @pytest.mark.parametrize("make", [lambda: gpt2(tied=True), lambda: llama(layers=1)], ids=["gpt2_tied", "llama"])
 def test_nowcast_hook_jumps_on_a_transformers_model(make):
-    from weightspace.tasks.nowcast import Nowcaster
+    from weightspace.nowcast import Nowcaster
 
     torch.manual_seed(0)
     nowcaster = Nowcaster(kind="graph", hidden=8, layers=1)  # an untrained graph nowcaster: the full path

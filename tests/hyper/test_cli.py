@@ -12,9 +12,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 def test_hyper_train_then_eval(tmp_path):
     stem = tmp_path / "h"
-    # ``++``: the YAML holds only what differs from the config dataclasses' defaults
-    res = _run("train", "++train.steps=2", "++train.archs_per_step=1", "++train.batch_size=16", "++train.log_every=1",
-               "++model.hidden=8", "++model.layers=1", f"out={stem}", f"hydra.run.dir={tmp_path / 'run'}",
+    res = _run("train", "train.steps=2", "train.archs_per_step=1", "train.batch_size=16", "train.log_every=1",
+               "model.hidden=8", "model.layers=1", f"out={stem}", f"hydra.run.dir={tmp_path / 'run'}",
                "progress=false")
     assert res.returncode == 0, res.stderr[-2000:]
     info = json.loads((stem / "config.json").read_text())

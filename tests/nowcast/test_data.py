@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import weightspace as ws
 from model_zoo.archs import MLP
 from model_zoo.data import load_dataset
-from weightspace.nowcast import Nowcaster
+from weightspace.nowcast import Nowcaster, load_trajectories
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,3 +82,19 @@ def test_shipped_nowcaster_beats_linefit_far_ahead(horizon):
         err_nc += float((nc.predict(spec, win, horizon=horizon) - truth).abs().mean())
         err_lf += float((lf.predict(spec, win, horizon=horizon) - truth).abs().mean())
     assert err_nc < 0.6 * err_lf  # an untrained nowcaster is Linefit (ratio 1); the shipped one: 0.26-0.41
+
+
+def test_load_trajectories_from_a_dense_zoo(tmp_path):
+    import model_zoo
+
+    cfg = {"name": "dense", "size": 2, "seed": 0, "chunk_size": 2,
+           "data": {"name": "digits", "flatten": True},
+           "arch": {"_target_": "model_zoo.archs.MLP", "in_features": 64, "num_outputs": 10, "depth": 1, "width": 8},
+           "space": {"lr": 3e-3, "optimizer": "adam", "batch_size": 128, "dropout": 0.0, "train_fraction": 1.0},
+           "trainer": {"epochs": 1, "checkpoints": [0, 1], "dense_every": 2}}
+    model_zoo.generate(cfg, tmp_path / "z", progress=False)
+    trajs = load_trajectories([tmp_path / "z"])
+    assert len(trajs) == 2
+    t = trajs[0]
+    assert t.every == 2 and t.flat.shape[0] == 1 + 12 // 2  # 12 steps of 128 from 1437 samples
+    assert t.flat.shape[1] == t.spec.num_params and torch.isfinite(t.flat).all()

@@ -86,7 +86,7 @@ def zoo_step(cfg: DictConfig, out: Path) -> str:
 def predict_step(cfg: DictConfig, out: Path) -> str:
     """Learn to predict test accuracy from weights on the zoo (graph metanetwork, probing, StatNN)."""
     import model_zoo
-    from weightspace.tasks.predict import PredictConfig, load_zoo_graphs, run_predict
+    from weightspace.predict import PredictConfig, load_zoo_graphs, run_predict
 
     zoo = model_zoo.load(out / "zoo")
     data = load_zoo_graphs(zoo, "test_accuracy", (0.6, 0.2, 0.2), 0, None, False)

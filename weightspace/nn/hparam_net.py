@@ -19,7 +19,7 @@ class HParamNet(FeatureMLP):
     The reference point of Unterthiner et al. (2020, "Predicting Neural Network Accuracy from
     Weights"): how much of the accuracy is explained by the configuration alone. The task attaches
     the encoded hyperparameters to each graph as ``hparams`` (see
-    :class:`weightspace.tasks.predict.HParamEncoder`).
+    :class:`weightspace.predict.HParamEncoder`).
 
     Args:
         in_dim: encoded hyperparameter width ``H``.

@@ -72,9 +72,8 @@ def slope_weights(c: int, dtype: torch.dtype = torch.float32, device: torch.devi
 
     With :math:`d_j = \theta_{j+1} - \theta_j` and centred positions :math:`\bar k_k = k - (c-1)/2`,
     :math:`\sum_k \bar k_k \theta_k = \sum_j d_j \sum_{k>j} \bar k_k`, so the slope is a weighted sum
-    of the differences. A parameter that did not move then gets exactly 0 rather than a rounding
-    residue (which the floor of a still group's step scale, :math:`10^{-7}\sigma`, would blow up to a
-    feature of order 1 whose size depended on the BLAS kernel).
+    of the differences, so a parameter that did not move gets exactly 0 (see
+    ``docs/design-notes/nowcast.md``).
     """
     kc = torch.arange(c, dtype=dtype, device=device) - (c - 1) / 2
     return torch.flip(torch.cumsum(torch.flip(kc, (0,)), 0), (0,))[1:] / (kc * kc).sum()

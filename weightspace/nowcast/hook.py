@@ -17,14 +17,8 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
   dropped, so e.g. Adam restarts its moments and bias correction).
 * A jump that would produce NaN/inf is skipped with a ``RuntimeWarning`` and never applied.
 * ``hold``: roles of the parameter graph whose parameters the jumps leave to the optimizer. By
-  default the query, key and value projections of attention (weights and biases; :data:`HOLD_DEFAULT`).
-  The reason is empirical: on the in-distribution transformer task of ``benchmarks/nowcast.py``
-  (1-D TinyViTs regressing a synthetic teacher unseen in meta-training), jumping them made the graph
-  nowcaster slower than Adam alone and holding them made it faster (the benchmark records the
-  comparison). A likely cause is that a head's output is a product of the three maps through a
-  softmax, ``softmax(x W_q (x W_k)^T) x W_v``. A per-parameter prediction extrapolates each factor on
-  its own, so its errors multiply, and the softmax amplifies errors in the logits. ``hold=()`` jumps
-  every parameter, as NiNo does.
+  default the query, key and value projections of attention (weights and biases; :data:`HOLD_DEFAULT`;
+  a measured choice, ``docs/design-notes/nowcast.md``). ``hold=()`` jumps every parameter, as NiNo does.
 
 Cost: everything that does not change between jumps is built once (the :class:`GraphSpec`, the
 nowcaster's index tensors, the split of the flat vector into the model's tensors); the snapshots

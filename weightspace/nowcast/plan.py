@@ -30,8 +30,7 @@ Results equal the streamed path's up to float rounding (``tests/nowcast/test_pla
 Memory: about ``2·c + 2·De + 16`` floats per parameter besides the window (less than the streamed path
 allocates per call), held while the hook lives, so a plan is made only for models of at most
 :data:`PLAN_MAX` parameters; larger ones take the streamed path. Every buffer a call touches is
-preallocated and reused, and few are used, because in a training loop the jump runs with cold caches:
-there its parts cost two to three times what they cost when repeated back to back.
+preallocated and reused (``docs/design-notes/nowcast.md`` has the reasons).
 """
 
 from __future__ import annotations
