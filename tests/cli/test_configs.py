@@ -117,3 +117,38 @@ def test_unknown_override_names_valid_keys():
             compose(config_name="zoo", overrides=["zoo.trainer.epochz=3"])
         cfg = compose(config_name="zoo", overrides=["zoo.trainer.epochs=3"])
     assert cfg.zoo.trainer.epochs == 3 and cfg.zoo.trainer.eval_batch_size == 512
+
+
+def test_predict_yaml_agrees_with_predict_config():
+    """``predict.yaml`` is not built on a schema (``PredictConfig.train_checkpoints`` is a union Hydra
+    cannot type); its keys that are ``PredictConfig`` fields must carry the dataclass defaults."""
+    import dataclasses
+
+    import yaml
+
+    from weightspace.predict import PredictConfig
+
+    doc = yaml.safe_load((CONFIGS / "predict.yaml").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(PredictConfig) if f.default is not dataclasses.MISSING}
+    drift = {k: (doc[k], defaults[k]) for k in doc if k in defaults
+             and OmegaConf.to_container(OmegaConf.create({"v": doc[k]}))["v"]
+             != OmegaConf.to_container(OmegaConf.create({"v": defaults[k]}))["v"]}
+    assert not drift, f"predict.yaml disagrees with PredictConfig (yaml, dataclass): {drift}"
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONFIGS / "metanet").glob("*.yaml")))
+def test_metanet_yaml_names_constructor_arguments(option):
+    """Every ``model`` key of a metanet recipe is a constructor argument of the metanetwork it names."""
+    import inspect
+
+    import yaml
+
+    from weightspace.predict import METANETS
+
+    doc = yaml.safe_load((CONFIGS / "metanet" / f"{option}.yaml").read_text())
+    if doc["name"] not in METANETS:  # statnn_gbm: a scikit-learn model, its arguments checked by it
+        return
+    params = set(inspect.signature(METANETS.resolve(doc["name"])).parameters)
+    extra = {"stats", "kernel_grid", "max_tensors", "stat_tensors", "archs", "input_shape", "in_dim"}  # filled from the zoo
+    unknown = sorted(set(doc.get("model") or {}) - params - extra)
+    assert not unknown, f"metanet/{option}.yaml: {unknown} are not arguments of {METANETS.resolve(doc['name']).__name__}"
