@@ -1,7 +1,12 @@
-"""Capabilities, one module each: :mod:`~weightspace.tasks.predict` (generalization prediction),
-:mod:`~weightspace.tasks.nowcast` (+ ``nowcast_stream``, ``nowcast_plan``, ``nowcast_hook``, ``nowcast_lightning``),
-:mod:`~weightspace.tasks.hyper` (+ ``hyper_family``, ``hyper_train``) and
-:mod:`~weightspace.tasks.diffusion` (+ ``diffusion_ddpm``, ``diffusion_pdiff``, ``diffusion_graph``,
-``diffusion_data``, ``diffusion_align``, ``diffusion_baselines``, ``diffusion_metrics``). Import the module you need;
-the top-level ``weightspace`` namespace exports ``load_predictor``, ``Nowcaster`` and
-``load_hypernetwork``."""
+"""Deprecated import paths, kept for one release: each module here warns and re-exports the names it
+held from the capability subpackage that now owns them.
+
+=====================================  ======================================
+old                                    new
+=====================================  ======================================
+``weightspace.tasks.predict``          :mod:`weightspace.predict`
+``weightspace.tasks.nowcast*``         :mod:`weightspace.nowcast`
+``weightspace.tasks.hyper*``           :mod:`weightspace.hyper`
+``weightspace.tasks.diffusion*``       :mod:`weightspace.diffusion`
+=====================================  ======================================
+"""
