@@ -8,7 +8,8 @@ in ``work_dir/<kind>`` (resumable: rerun the same command), and saves it to the 
 
 Config nodes: ``model`` is :class:`~weightspace.nowcast.NowcastConfig`, ``train`` is
 :class:`~weightspace.nowcast.MetaTrainConfig` (schemas ``schema/nowcast_model`` and
-``schema/nowcast_train``); ``configs/nowcast.yaml`` holds only what differs from their defaults.
+``schema/nowcast_train`` of :mod:`weightspace.cli.schemas`); ``configs/nowcast.yaml`` holds only what
+differs from their defaults.
 """
 
 from __future__ import annotations
@@ -25,28 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 from weightspace.nowcast import MetaTrainConfig, NowcastConfig
 
 log = logging.getLogger(__name__)
-
-#: schema name -> the config dataclass of a node of ``configs/nowcast.yaml``
-SCHEMAS = {"nowcast_model": NowcastConfig, "nowcast_train": MetaTrainConfig}
-
-
-def _schema_node(cls: type) -> Any:
-    node = OmegaConf.structured(cls)
-    OmegaConf.set_readonly(node, False)  # frozen dataclasses give read-only nodes; overrides must apply
-    return node
-
-
-def register_schemas() -> None:
-    """Store :data:`SCHEMAS` in Hydra's ConfigStore as ``schema/<name>`` (idempotent; done when the
-    ``weightspace`` command imports this verb)."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    for name, cls in SCHEMAS.items():
-        cs.store(group="schema", name=name, node=_schema_node(cls))
-
-
-register_schemas()
 
 
 def _plot(metrics_path: Path, png: Path) -> None:
