@@ -17,25 +17,36 @@ Every trained model saves with ``save_pretrained(dir)`` and loads with ``from_pr
 from __future__ import annotations
 
 import importlib
-from typing import Any
-
-from .graph import (
-    ArchitectureMismatchError,
-    GraphSpec,
-    NonFiniteWeightsError,
-    ParameterGraph,
-    UnsupportedModuleError,
-    from_graph,
-    to_graph,
-    to_networkx,
-)
-from .pretrained import CheckpointError, list_checkpoints
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-#: names re-exported from the capability subpackages, imported on first use so that
-#: ``import weightspace`` stays light
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time names load on first use
+    from .graph import (  # noqa: F401
+        ArchitectureMismatchError,
+        GraphSpec,
+        NonFiniteWeightsError,
+        ParameterGraph,
+        UnsupportedModuleError,
+        from_graph,
+        to_graph,
+        to_networkx,
+    )
+    from .pretrained import CheckpointError, list_checkpoints  # noqa: F401
+
+#: public names and the module that defines each, imported on first use so that ``import weightspace``
+#: costs nothing (the command line's help never loads torch)
 _LAZY = {
+    "GraphSpec": "weightspace.graph",
+    "ParameterGraph": "weightspace.graph",
+    "to_graph": "weightspace.graph",
+    "from_graph": "weightspace.graph",
+    "to_networkx": "weightspace.graph",
+    "UnsupportedModuleError": "weightspace.graph",
+    "ArchitectureMismatchError": "weightspace.graph",
+    "NonFiniteWeightsError": "weightspace.graph",
+    "CheckpointError": "weightspace.pretrained",
+    "list_checkpoints": "weightspace.pretrained",
     "Predictor": "weightspace.predict",
     "load_predictor": "weightspace.predict",
     "Nowcaster": "weightspace.nowcast",
@@ -43,21 +54,9 @@ _LAZY = {
     "load_hypernetwork": "weightspace.hyper",
     "WeightDiffusion": "weightspace.diffusion",
 }
-_SUBPACKAGES = ("predict", "nowcast", "hyper", "diffusion", "nn", "cli", "examples", "archs")
+_SUBPACKAGES = ("graph", "predict", "nowcast", "hyper", "diffusion", "nn", "cli", "examples", "archs", "pretrained")
 
-__all__ = [
-    "GraphSpec",
-    "ParameterGraph",
-    "to_graph",
-    "from_graph",
-    "to_networkx",
-    "UnsupportedModuleError",
-    "ArchitectureMismatchError",
-    "NonFiniteWeightsError",
-    "CheckpointError",
-    "list_checkpoints",
-    *_LAZY,
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

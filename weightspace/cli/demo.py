@@ -1,4 +1,10 @@
-"""Convert the built-in example networks, check round trips and write a short report."""
+"""A tour of the capabilities: convert, build a zoo, predict accuracy, nowcast, fill with the hypernetwork.
+
+Converts the built-in example networks (round trips checked bit for bit, one graph drawn), builds
+a small digits MLP zoo, trains three accuracy predictors on it and accelerates a training run with
+the shipped nowcaster, and fills unseen architectures with the shipped hypernetwork; writes
+``report.md`` with the figures into the run folder.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,11 @@ from weightspace.examples import build_example
 from ._report import draw_parameter_graph, markdown_table, stack_equal
 
 log = logging.getLogger(__name__)
+
+EXAMPLES = (
+    "weightspace demo",
+    "weightspace demo hydra.run.dir=runs/my_demo draw=resnet",
+)
 
 
 def convert_step(cfg: DictConfig, out: Path) -> str:

@@ -55,6 +55,7 @@ def config_dir() -> Path:
 def _usage() -> str:
     lines = ["usage: weightspace <verb> [key=value ...]", "", "verbs:"]
     lines += [f"  {v:<10} {doc}" for v, doc in verbs().items()]
+    lines += ["", "weightspace <verb> --help: the verb's options, defaults and examples"]
     return "\n".join(lines)
 
 
@@ -67,6 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in verbs():
         print(f"weightspace: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)
+    if any(a in ("-h", "--help") for a in rest):
+        from ._help import verb_help
+        from .schemas import SCHEMAS
+
+        print(verb_help(verb, Path(__file__).with_name(f"{verb}.py"), config_dir(), SCHEMAS))
+        return
+    rest = ["--help" if a == "--hydra-help" else a for a in rest]
     module = importlib.import_module(f"weightspace.cli.{verb}")
     rest = getattr(module, "positional_overrides", lambda a: a)(rest)
 

@@ -17,6 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+USAGE = "weightspace zoo <name> [size=N] [out=DIR] [key=value ...]"
+EXAMPLES = (
+    "weightspace zoo digits_mlp_demo out=runs/zoo_demo",
+    "weightspace zoo digits_cnn size=200 out=zoos/digits_cnn zoo.trainer.epochs=10",
+    "weightspace zoo digits_cnn out=zoos/digits_cnn num_shards=2 shard=0,1 hydra/launcher=zoo_joblib --multirun",
+)
+
 
 def positional_overrides(argv: list[str]) -> list[str]:
     """``["digits_cnn", "size=10"]`` -> ``["zoo=digits_cnn", "size=10"]`` (one positional: the zoo)."""
