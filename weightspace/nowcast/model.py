@@ -174,18 +174,19 @@ class NodeLayer(nn.Module):
         return h + self.update(torch.cat([self.norm(h), fwd, bwd], dim=-1))
 
 
-
-
 class Nowcaster(PretrainedMixin, nn.Module):
     r"""Predicts future parameters from a window of past snapshots (NiNo-style; see module docs).
 
     Build one with a :class:`NowcastConfig` (or keyword arguments), load the shipped checkpoint with
     ``Nowcaster.from_pretrained("nowcaster")`` or a saved one with ``from_pretrained(directory)``
-    (:meth:`save_pretrained` writes it: ``config.json`` + ``model.safetensors``, :attr:`info` as extras); :meth:`attach` plugs it into a training
-    loop (:class:`~weightspace.nowcast.hook.NowcastHook`).
+    (:meth:`save_pretrained` writes it: ``config.json`` + ``model.safetensors``, :attr:`info` as
+    extras); :meth:`attach` plugs it into a training loop (:class:`~weightspace.nowcast.hook.NowcastHook`).
 
     Args:
         config: the architecture; keyword arguments override its fields.
+
+    Raises:
+        ValueError: an invalid config (see :class:`NowcastConfig`).
 
     Shapes:
         - :meth:`predict`: ``window [c, P]`` or ``[B, c, P]`` -> deltas ``[H, P]`` / ``[B, H, P]``
