@@ -108,7 +108,10 @@ def arch_descriptor(spec: GraphSpec) -> Tensor:
 
 @dataclass(frozen=True)
 class GraphDiffusionConfig:
-    """Hyperparameters of :class:`GraphLatentDiffusion`."""
+    """Hyperparameters of :class:`GraphLatentDiffusion`: its constructor arguments, stored in ``config.json``.
+
+    The defaults are the shipped recipe (``weightspace generate``); each field is described beside it.
+    """
 
     latent_dim: int = 16
     encoder: str = "graph"              # "graph": a GraphMetaNet reads the weights; "probe": the network is run on

@@ -40,7 +40,14 @@ __all__ = ["PDiffConfig", "ParamAutoencoder1d", "PDiff"]
 
 @dataclass(frozen=True)
 class PDiffConfig:
-    """Hyperparameters of :class:`PDiff` (defaults sized for ~3k-parameter nets on one CPU thread)."""
+    """Hyperparameters of :class:`PDiff`: its constructor arguments, stored in ``config.json``.
+
+    The defaults are the shipped recipe (``weightspace generate kind=pdiff``), sized for networks of a
+    few thousand parameters. ``channels``/``latent_channels``: the autoencoder; ``input_noise`` /
+    ``latent_noise``: p-diff's augmentation; ``ae_*``, ``batch_size``, ``eval_every``: its training and
+    checkpoint selection on validation runs; ``ddpm_*``, ``timesteps``: the latent DDPM; ``align``:
+    permute hidden units onto a common reference first.
+    """
 
     channels: tuple[int, ...] = (16, 32, 64, 64)
     latent_channels: int = 4
