@@ -115,3 +115,19 @@ def test_statistics_skip_structural_edges_of_tied_weights():
     # sensitivity: counting TIED edges as a tensor would add exactly that constant row
     g.edge_type[g.edge_type == EdgeType.TIED] = EdgeType.LINEAR
     assert int(tensor_statistics(g)[-1]) > int(stats.shape[0])
+
+
+def test_mlp_layers_names_and_slices():
+    import torch
+    from torch import nn
+
+    from weightspace.nn import MLP
+
+    m = MLP([4, 8, 8, 2], dropout=0.1)
+    assert [type(x).__name__ for x in m] == ["Linear", "SiLU", "Dropout", "Linear", "SiLU", "Dropout", "Linear"]
+    assert sorted(m.state_dict()) == ["0.bias", "0.weight", "3.bias", "3.weight", "6.bias", "6.weight"]
+    body = m[:-1]
+    assert type(body) is nn.Sequential and len(body) == 6 and body[0] is m[0]
+    m.eval()
+    x = torch.randn(3, 4)
+    assert torch.equal(m[-1](body(x)), m(x))

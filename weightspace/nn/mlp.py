@@ -44,6 +44,12 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.dims = tuple(dims)
 
+    def __getitem__(self, idx: int | slice) -> nn.Module:
+        """One layer, or a plain :class:`~torch.nn.Sequential` of the layers of a slice."""
+        if isinstance(idx, slice):
+            return nn.Sequential(*list(self)[idx])
+        return super().__getitem__(idx)
+
     def reset_parameters(self) -> None:
         for m in self:
             if isinstance(m, nn.Linear):
