@@ -71,7 +71,7 @@ def test_wrong_kind_and_wrong_weights(tmp_path):
     with pytest.raises(CheckpointError, match="not a Toy"):
         Toy.from_pretrained(d)
     (d / "config.json").write_text(json.dumps({**doc, "config": {**doc["config"], "width": 7}}))
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match="do not belong together"):
         Toy.from_pretrained(d)
 
 
@@ -108,3 +108,12 @@ def test_registry():
         reg.resolve("z")
     with pytest.raises(ValueError, match="already registered"):
         reg.register("a", float)
+
+
+def test_config_asking_for_a_huge_model_fails_before_allocating(tmp_path):
+    d = Toy(width=4).save_pretrained(tmp_path / "toy")
+    doc = json.loads((d / "config.json").read_text())
+    doc["config"]["width"] = 10**12  # a Linear(10**12, 2) would need 8 TB
+    (d / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"'lin.weight' has shape \[2, 4\].*needs \[2, 1000000000000\]"):
+        Toy.from_pretrained(d)

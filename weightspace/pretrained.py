@@ -304,6 +304,31 @@ class PretrainedMixin:
         return d, config, extras
 
     @classmethod
+    def _check_shapes_before_building(cls, config: Any, weights: Path) -> None:
+        """Compare the tensor shapes a model of ``config`` would have (built on the ``meta`` device,
+        which allocates nothing) with those recorded in the header of ``weights``, so a config that
+        does not describe the weights (e.g. an edited ``hidden``) fails with a message, not with an
+        allocation of whatever size the config asks for."""
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{weights}: cannot read the weights, the file is corrupt or truncated ({e})") from None
+        try:
+            with torch.device("meta"):
+                probe = cls.from_config(config)
+                wanted = {k: tuple(v.shape) for k, v in probe.pretrained_tensors().items()}
+        except Exception:  # noqa: BLE001 - a model that cannot be built on `meta` is checked after loading
+            return
+        for k, shape in wanted.items():
+            if k in stored and stored[k] != shape:
+                raise CheckpointError(f"{weights}: tensor {k!r} has shape {list(stored[k])}, but the {cls.__name__} "
+                                      f"described in {CONFIG_NAME} needs {list(shape)}; the two files do not belong "
+                                      "together")
+
+    @classmethod
     def from_pretrained(cls: type[T], name_or_path: str | os.PathLike,
                         map_location: str | torch.device = "cpu") -> T:
         """Load a model saved by :meth:`save_pretrained`, or a shipped checkpoint by name.
@@ -323,10 +348,11 @@ class PretrainedMixin:
         from safetensors.torch import load_file
 
         d, config, extras = cls.read_pretrained_config(name_or_path)
-        model = cls.from_config(config)
         w = d / WEIGHTS_NAME
         if not w.is_file():
             raise CheckpointError(f"{w}: missing; a saved {cls.__name__} is {CONFIG_NAME} + {WEIGHTS_NAME}")
+        cls._check_shapes_before_building(config, w)
+        model = cls.from_config(config)
         try:
             tensors = load_file(str(w), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
