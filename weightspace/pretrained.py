@@ -352,7 +352,11 @@ class PretrainedMixin:
         if not w.is_file():
             raise CheckpointError(f"{w}: missing; a saved {cls.__name__} is {CONFIG_NAME} + {WEIGHTS_NAME}")
         cls._check_shapes_before_building(config, w)
-        model = cls.from_config(config)
+        try:
+            model = cls.from_config(config)
+        except (ValueError, TypeError, RuntimeError, OverflowError, MemoryError) as e:
+            raise CheckpointError(f"{d / CONFIG_NAME}: the config does not describe a valid {cls.__name__}: "
+                                  f"{type(e).__name__}: {e}") from None
         try:
             tensors = load_file(str(w), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
