@@ -12,7 +12,7 @@ from weightspace.diffusion import WeightDiffusion
 from .tiny import GRAPH, A, B
 
 
-def test_graph_decoder_uses_the_latent(zoo):
+def test_graph_decoder_uses_the_latent(zoo, tmp_path):
     """The decoder must not ignore the latent: after training, different latents decode to different
     functions (a collapsed autoencoder writes one function for every latent).
 
@@ -39,6 +39,11 @@ def test_graph_decoder_uses_the_latent(zoo):
     zero = spread(gen.model.decode(A, torch.zeros(4, cfg["latent_dim"])))
     assert zero < 1e-6  # one latent: one function
     assert samples > 1e-3 * train and recon > 1e-3 * train, (samples, recon, train)
+
+    # the decoder that started from the shipped hypernetwork is saved with the generator: a reload samples the same
+    again = WeightDiffusion.from_pretrained(gen.save_pretrained(tmp_path / "gen"))
+    assert again.model.config.decoder_init == "hypernet"
+    torch.testing.assert_close(again.sample_flat(4, seed=3), gen.sample_flat(4, seed=3), atol=0, rtol=0)
 
 
 def test_graph_latent_standardization_is_deterministic_and_matches_training(graph):

@@ -175,7 +175,14 @@ def pick_scale(rows: list[dict], min_accuracy: float, novelty_target: float | No
 
 
 def _shipped_hypernetwork() -> nn.Module:
-    """The shipped hypernetwork checkpoint (``GraphHyperNetwork.from_pretrained("hypernet")``), in training mode."""
+    """The shipped hypernetwork checkpoint (``GraphHyperNetwork.from_pretrained("hypernet")``), in training mode.
+
+    On the ``meta`` device (the shape check of :meth:`~weightspace.pretrained.PretrainedMixin.from_pretrained`)
+    only its architecture is built: no weights are read.
+    """
+    if torch.empty(()).is_meta:
+        _, config, _ = GraphHyperNetwork.read_pretrained_config("hypernet")
+        return GraphHyperNetwork.from_config(config)
     return GraphHyperNetwork.from_pretrained("hypernet").train()
 
 
