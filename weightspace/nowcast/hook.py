@@ -7,11 +7,18 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
 
 * Counting is per optimizer step, so gradient accumulation (fewer ``step`` calls), AMP (a
   ``GradScaler`` that skips a step skips the hook too) and LR schedulers work unchanged.
-* Only tensors the optimizer updates are moved; buffers (BatchNorm statistics) and frozen
-  parameters stay as they are.
+* Only tensors the optimizer updates are moved, read again at every jump: parameters in one of its
+  param groups (groups added with ``add_param_group`` after attaching included) that require grad.
+  Buffers (BatchNorm statistics), frozen parameters (``requires_grad_(False)``, before or after
+  attaching) and parameters outside every param group stay bit-identical. A param group added after
+  attaching that holds tensors outside the converted model draws a ``UserWarning`` naming it.
+* A jump adds the predicted float32 delta to each parameter in the parameter's own dtype, so float64
+  (and bfloat16, float16) parameters keep their dtype and precision.
 * The hook's own state (step counter, the snapshots in flight, jump history) rides inside
-  ``optimizer.state_dict()`` under the key ``"nowcast"`` and is restored by
-  ``optimizer.load_state_dict()``; :meth:`NowcastHook.state_dict` gives it alone.
+  ``optimizer.state_dict()`` under the key ``"nowcast"`` (at the top level and, the same object, in its
+  ``"state"``) and is restored by ``optimizer.load_state_dict()``, whether the hook is attached before
+  the load or after it (the load leaves it in ``optimizer.state["nowcast"]``, which attaching takes);
+  :meth:`NowcastHook.state_dict` gives it alone.
 * Optimizer state after a jump: ``"keep"`` (default, as NiNo: Adam's moments and step counts carry
   on; the loss may spike for a few steps) or ``"reset"`` (the moved parameters' optimizer state is
   dropped, so e.g. Adam restarts its moments and bias correction).
@@ -139,6 +146,12 @@ class NowcastHook:
         start: no jump before this optimizer step.
         example_input: passed to :meth:`GraphSpec.from_module` for models only ``torch.export``
             can trace.
+
+    Raises:
+        ValueError: a bad argument (period, context, horizon, optimizer_state, hold), an optimizer that
+            updates none of ``model``'s parameters, or saved hook state in ``optimizer.state`` (from
+            ``optimizer.load_state_dict`` before attaching) of another period, context or architecture.
+        UnsupportedModuleError: ``model`` holds a layer the graph cannot represent.
     """
 
     def __init__(self, nowcaster: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -169,23 +182,17 @@ class NowcastHook:
             self._horizon = horizon_schedule(int(horizon))
         tensors = model.state_dict(keep_vars=True)
         self._tensors = [tensors[n] for n in self.spec.names]
-        in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        self._moved = [bool(isinstance(t, nn.Parameter) and id(t) in in_opt and t.requires_grad)
-                       for t in self._tensors]
-        if not any(self._moved):
+        self._model_ids = {id(t) for t in self._tensors}
+        moved = self._moved_now()
+        if not any(moved):
             raise ValueError("the optimizer updates none of the model's parameters")
-        self._params = [t for t, m in zip(self._tensors, self._moved) if m and isinstance(t, nn.Parameter)]
+        self._groups_seen = list(optimizer.param_groups)  # groups added later are checked at the next jump
         self._sizes = [math.prod(s) for s in self.spec.shapes]
-        self._moved_idx = [i for i, m in enumerate(self._moved) if m]
         device = self._tensors[0].device
         self.hold = tuple(hold)
-        mask = torch.cat([torch.full((n,), m) for n, m in zip(self._sizes, self._moved)])
         held = held_mask(self.layout, self.hold)
-        if held is not None:
-            mask &= ~held
         self.held = int(held.sum()) if held is not None else 0  # parameters left to the optimizer
-        self._mask = mask.to(device)
-        self._all_moved = all(self._moved) and held is None
+        self._held = held.to(device) if held is not None else None
         self.step = 0
         self.jumps = 0
         self.skipped = 0
@@ -197,9 +204,12 @@ class NowcastHook:
         # snapshot and a write-back are one torch._foreach_copy_ each, with no per-tensor Python work
         self._row_views = [self._views(self._buf[r], range(len(self._tensors))) for r in range(context)]
         self._new = torch.empty(self.spec.num_params, dtype=torch.float32, device=device)
-        self._new_views = self._views(self._new, self._moved_idx)
-        self._moved_tensors = [self._tensors[i] for i in self._moved_idx]
+        self._set_moved(moved)
         self._same_device = all(t.device == device for t in self._tensors)
+        saved = optimizer.state.get(STATE_KEY)  # left there by an optimizer.load_state_dict before attach
+        if saved is not None:
+            self._restore(saved)  # raises before any hook is registered
+            del optimizer.state[STATE_KEY]
         # a small model's jump is prepared once (indices, buffers, gathered nowcaster weights; its time
         # counts as the hook's); a larger one is streamed in chunks (bounded memory)
         t0 = time.perf_counter()
@@ -233,6 +243,48 @@ class NowcastHook:
             offsets.append(offsets[-1] + n)
         return [flat[offsets[i]: offsets[i + 1]].view(self._tensors[i].shape) for i in which]
 
+    def _moved_now(self) -> list[bool]:
+        """Per model tensor: whether the optimizer updates it now (a parameter in one of its param groups
+        that requires grad)."""
+        in_opt = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        return [isinstance(t, nn.Parameter) and t.requires_grad and id(t) in in_opt for t in self._tensors]
+
+    def _set_moved(self, moved: list[bool]) -> None:
+        """Point the jump's write-back at the tensors of ``moved`` (their entries outside ``hold``)."""
+        self._moved = moved
+        self._moved_idx = [i for i, m in enumerate(moved) if m]
+        self._moved_tensors = [self._tensors[i] for i in self._moved_idx]
+        self._params = self._moved_tensors
+        self._new_views = self._views(self._new, self._moved_idx)
+        mask = None
+        if not all(moved):
+            mask = torch.cat([torch.full((n,), m) for n, m in zip(self._sizes, moved)]).to(self._new.device)
+        if self._held is not None:
+            mask = ~self._held if mask is None else mask & ~self._held
+        self._mask = mask  # None: every entry moves
+
+    def _check_moved(self) -> None:
+        """Re-read which tensors the optimizer updates (parameters frozen or unfrozen, param groups added
+        or removed since the last jump) and warn once about a new param group holding parameters that
+        are not the model's (the jumps cannot move them)."""
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self._groups_seen) or any(g is not s for g, s in zip(groups, self._groups_seen)):
+            for i, g in enumerate(groups):
+                if any(g is s for s in self._groups_seen):
+                    continue
+                foreign = sum(id(p) not in self._model_ids for p in g["params"])
+                if foreign:
+                    msg = (f"param group {i} of the optimizer, added after the nowcaster was attached, holds "
+                           f"{foreign} parameter tensor(s) not in the model the hook converted; the jumps leave "
+                           f"them to the optimizer (attach the nowcaster to a module that contains them to "
+                           f"jump them too)")
+                    warnings.warn(msg, UserWarning, stacklevel=4)
+                    log.warning(msg)
+            self._groups_seen = list(groups)
+        moved = self._moved_now()
+        if moved != self._moved:
+            self._set_moved(moved)
+
     @torch.no_grad()
     def _snapshot(self) -> None:
         r = self._count % self.context
@@ -265,20 +317,32 @@ class NowcastHook:
         plan = self._plan
         if plan is not None and plan.device != self.nowcaster.param_device(plan.device):  # the nowcaster moved
             plan = self._plan = self._make_plan()
-        delta = self.nowcaster.predict(plan if plan is not None else self.layout, window, horizon=k)  # [P]
-        if self._all_moved:
-            new = torch.add(window[-1], delta, out=self._new)
-        else:  # held / frozen parameters stay: one fused pass, no parameter-sized temporary
-            new = torch.addcmul(window[-1], delta, self._mask, out=self._new)
+        self._check_moved()
         rec = {"step": self.step, "horizon": k, "steps_ahead": k * self.stride,
                "seconds": 0.0, "applied": False}
+        if not self._moved_tensors:  # every parameter frozen or out of the optimizer: nothing to predict
+            log.debug("nowcast jump at step %d: the optimizer updates none of the model's parameters", self.step)
+            self.history.append(rec)
+            self._count = 0
+            return
+        delta = self.nowcaster.predict(plan if plan is not None else self.layout, window, horizon=k)  # [P]
+        if self._mask is None:
+            new = self._new.copy_(delta)
+        else:  # held / frozen parameters stay: one fused pass, no parameter-sized temporary
+            new = torch.mul(delta, self._mask, out=self._new)
         if not bool(torch.isfinite(new).all()):
             self.skipped += 1
             msg = f"nowcast jump at step {self.step} would produce non-finite weights; skipped"
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             log.warning(msg)
         else:
-            torch._foreach_copy_(self._moved_tensors, self._new_views)  # casts to each tensor's dtype/device
+            # the float32 delta added in each tensor's own dtype (a float64 parameter keeps its precision;
+            # the last snapshot is the tensor itself, rounded to float32)
+            if self._same_device:
+                torch._foreach_add_(self._moved_tensors, self._new_views)
+            else:
+                for t, d in zip(self._moved_tensors, self._new_views):
+                    t.add_(d.to(t.device))
             if self.optimizer_state == "reset":
                 for p in self._params:
                     self.optimizer.state.pop(p, None)
@@ -310,12 +374,37 @@ class NowcastHook:
         self._buf[: w.shape[0]] = w.to(self._buf.device, torch.float32) if w.numel() else self._buf[:0]
         self._count = int(w.shape[0]) if w.numel() else 0
 
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """:meth:`load_state_dict` of the state that ``optimizer.load_state_dict`` left in the optimizer's
+        state before this hook was attached.
+
+        Raises:
+            ValueError: the saved state belongs to another period, context or architecture.
+        """
+        try:
+            self.load_state_dict(saved)
+        except ValueError as err:
+            raise ValueError(f"{err}; the optimizer holds this saved hook state since optimizer.load_state_dict: "
+                             f"attach with the saved period and context, or drop the state first with "
+                             f"optimizer.state.pop({STATE_KEY!r})") from None
+
     def _sd_post(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
-        state_dict[STATE_KEY] = self.state_dict()
+        state = self.state_dict()
+        state_dict[STATE_KEY] = state
+        # the same dict once more among the optimizer's per-parameter state, whose keys that name no
+        # parameter optimizer.load_state_dict keeps in optimizer.state: a hook attached after the load
+        # finds it there (stored once: pickling and deepcopy keep one copy of an object referenced twice)
+        state_dict["state"][STATE_KEY] = state
         return state_dict
 
     def _load_pre(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
-        saved = state_dict.pop(STATE_KEY, None)
+        saved = state_dict.pop(STATE_KEY, None)  # state_dict is the loader's shallow copy
+        inner = state_dict.get("state")
+        if isinstance(inner, dict) and STATE_KEY in inner:  # not left in optimizer.state: this hook takes it
+            inner = dict(inner)
+            nested = inner.pop(STATE_KEY)
+            state_dict["state"] = inner
+            saved = nested if saved is None else saved
         if saved is not None:
             self.load_state_dict(saved)
         return state_dict
