@@ -152,6 +152,12 @@ def test_damaged_checkpoint_names_the_file(pdiff, graph, tmp_path):
         c.unlink()
         with pytest.raises(CheckpointError, match=re.escape(str(c)) + ": missing"):
             WeightDiffusion.from_pretrained(d)
+        doc = json.loads(good_c)  # a config edited away from its weights
+        key = "latent_channels" if cls is PDiff else "latent_dim"
+        doc["config"][key] += 1
+        c.write_text(json.dumps(doc))
+        with pytest.raises(CheckpointError, match=re.escape(str(w))):
+            WeightDiffusion.from_pretrained(d)
         c.write_text(good_c)
         other = GraphLatentDiffusion if cls is PDiff else PDiff
         with pytest.raises(CheckpointError, match=re.escape(str(c)) + ": holds format 'weightspace.diffusion"):
