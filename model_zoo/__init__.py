@@ -5,13 +5,23 @@ format of ``DESIGN.md``, read them back (:func:`load` -> :class:`Zoo`) and impor
 publishes (:func:`import_small_cnn_zoo`, :func:`import_state_dicts`).
 """
 
-from .archs import MLP, SmallCNN, SmallResNet, TinyViT, instantiate
+from .archs import (
+    MLP,
+    ArchConfigError,
+    SmallCNN,
+    SmallResNet,
+    TinyViT,
+    UntrustedTargetError,
+    instantiate,
+    register_arch,
+)
 from .data import Dataset, load_dataset
 from .dataset import ZooGraphDataset, split_runs
 from .generator import ZooExistsError, generate
 from .importers import import_small_cnn_zoo, import_state_dicts
+from .lock import ZooLockedError
 from .sampling import RunConfig, sample_runs
-from .store import ZooFormatError
+from .store import ZooFormatError, ZooWriteError
 from .trainer import TrainerConfig, train_group
 from .zoo import MetricsTable, Zoo, load
 
@@ -37,4 +47,9 @@ __all__ = [
     "TinyViT",
     "ZooFormatError",
     "ZooExistsError",
+    "ZooLockedError",
+    "ZooWriteError",
+    "UntrustedTargetError",
+    "ArchConfigError",
+    "register_arch",
 ]

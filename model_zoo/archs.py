@@ -2,7 +2,13 @@
 files record: ``{"_target_": "model_zoo.archs.MLP", ...}``."""
 
 from weightspace.archs import ACTIVATIONS, MLP, BasicBlock, SmallCNN, SmallResNet, TinyViT, make_activation
-from weightspace.instantiate import instantiate, resolve_target
+from weightspace.instantiate import (
+           ArchConfigError,
+           UntrustedTargetError,
+           instantiate,
+           register_arch,
+           resolve_target,
+)
 
 __all__ = ["MLP", "SmallCNN", "SmallResNet", "BasicBlock", "TinyViT", "ACTIVATIONS", "make_activation", "instantiate",
-           "resolve_target"]
+           "resolve_target", "register_arch", "UntrustedTargetError", "ArchConfigError"]

@@ -22,16 +22,21 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from weightspace.instantiate import check_config
+
 from .data import load_dataset
+from .lock import ZooLock, ZooLockedError, _describe, _stale, read_lock, shard_lock_path
 from .sampling import RunConfig, sample_runs
 from .store import (
     SCHEMA_VERSION,
     chunk_done,
     chunk_paths,
+    chunk_record_path,
     clean_stale_tmp,
     finalize,
     read_json,
     run_key,
+    verify_chunk,
     write_chunk,
     write_json,
 )
@@ -39,7 +44,7 @@ from .trainer import RunResult, TrainerConfig, group_key, train_group
 
 log = logging.getLogger(__name__)
 
-__all__ = ["generate", "normalize_config", "plan_chunks", "Chunk", "ZooExistsError"]
+__all__ = ["generate", "normalize_config", "plan_chunks", "Chunk", "ZooExistsError", "ZooLockedError"]
 
 _DEFAULTS: dict[str, Any] = {
     "name": "zoo",
@@ -147,9 +152,45 @@ def _zoo_info(cfg: dict, data_desc: dict, runs: list[RunConfig], chunks: list[Ch
     }
 
 
+def _live_shard_locks(root: Path) -> list[tuple[Path, dict]]:
+    out = []
+    for p in sorted(root.glob(".lock-shard*")):
+        rec = read_lock(p)
+        if rec is not None and not _stale(rec, p):
+            out.append((p, rec))
+    return out
+
+
+def _open_or_create(root: Path, cfg: dict, info: dict, desc: dict) -> None:
+    """Create ``zoo.json`` and ``split.json``, or check that the existing zoo has the same config.
+    Called with the zoo lock held, so two writers never both find the folder empty."""
+    zpath = root / "zoo.json"
+    if zpath.exists():
+        old = read_json(zpath)
+        try:
+            same = normalize_config(old.get("generator") or {}) == cfg
+        except (ValueError, TypeError, AttributeError):
+            same = False
+        if not same:
+            raise ZooExistsError(f"{root} holds a zoo generated from another configuration ({zpath}); "
+                                 "choose a new output folder or delete it")
+        removed = clean_stale_tmp(root)
+        if removed:
+            log.info("removed %d temporary files left by an interrupted run", removed)
+    else:
+        write_json(root / "split.json", {"train_index": desc["train_index"], "test_index": desc["test_index"]})
+        write_json(zpath, info)
+
+
 def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: int = 0, num_shards: int = 1,
-             progress: bool = True) -> Any:
+             progress: bool = True, trust_code: bool = False) -> Any:
     """Generate (or finish) a zoo in ``out_dir``.
+
+    One process writes a zoo at a time (see :mod:`model_zoo.lock`): an unsharded run holds
+    ``out_dir/.lock`` throughout; the shards of a sharded run each hold their own
+    ``.lock-shard<k>`` and take ``.lock`` only while creating or checking ``zoo.json``. Before
+    counting a stored chunk as done, a resumed run checks its size and sha256 against the record
+    written with it, and trains it again (with a warning naming the file) when they differ.
 
     Args:
         config: generator config (see ``configs/zoo/*.yaml``): ``name``, ``size``, ``seed``,
@@ -158,47 +199,79 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: in
         out_dir: the zoo folder; created if missing, resumed if it holds the same zoo.
         shard, num_shards: train only chunks with ``id % num_shards == shard``.
         progress: show a tqdm bar over models.
+        trust_code: allow architecture ``_target_`` s outside the allowlist (see ``docs/trust-model.md``).
 
     Returns:
         The :class:`~model_zoo.zoo.Zoo` when every chunk is done, else ``None`` (other shards remain).
 
     Raises:
         ZooExistsError: ``out_dir`` holds a zoo made from a different configuration.
+        ZooLockedError: another process is writing the zoo (or the same shard of it), naming it.
+        UntrustedTargetError: an architecture outside the allowlist without ``trust_code``.
+        ArchConfigError: architecture arguments that do not fit the class.
+        ZooWriteError: a file cannot be written (e.g. a full disk), naming the file.
     """
-    from .zoo import load
-
     cfg = normalize_config(config)
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard must lie in [0, num_shards={num_shards}), got {shard}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     (root / "chunks").mkdir(exist_ok=True)
+    init = "creating or checking zoo.json"
+    if num_shards == 1:
+        writer = ZooLock(root / ".lock", "generating", wait=60, wait_if=(init,)).acquire()
+        try:
+            live = _live_shard_locks(root)
+            if live:
+                raise ZooLockedError(f"{root}: shards of a sharded run are writing this zoo: "
+                                     f"{_describe(*live[0])}; wait for them or rerun with the same num_shards")
+            return _generate_locked(cfg, root, shard, num_shards, progress, trust_code)
+        finally:
+            writer.release()
+    with ZooLock(root / ".lock", init, wait=60, wait_if=(init,)):
+        others = [(p, r) for p, r in _live_shard_locks(root) if r.get("num_shards") != num_shards]
+        if others:
+            raise ZooLockedError(f"{root}: a run with num_shards={others[0][1].get('num_shards')} is writing this "
+                                 f"zoo ({_describe(*others[0])}); shards must share num_shards")
+        writer = ZooLock(shard_lock_path(root, shard), f"generating shard {shard} of {num_shards}",
+                         extra={"num_shards": num_shards}).acquire()
+    try:
+        return _generate_locked(cfg, root, shard, num_shards, progress, trust_code)
+    finally:
+        writer.release()
+
+
+def _generate_locked(cfg: dict, root: Path, shard: int, num_shards: int, progress: bool, trust_code: bool) -> Any:
+    from .zoo import load
+
     data = load_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
     runs = sample_runs(cfg["space"], cfg["arch"], cfg["size"], cfg["seed"])
+    for arch in {json.dumps(r.arch, sort_keys=True): r.arch for r in runs}.values():
+        check_config(arch, trust_code=trust_code)  # before anything is written
     chunks = plan_chunks(runs, cfg["chunk_size"])
     desc = data.describe()
     info = _zoo_info(cfg, desc, runs, chunks)
-    if (root / "zoo.json").exists():
-        old = read_json(root / "zoo.json")
-        try:
-            same = normalize_config(old.get("generator") or {}) == cfg
-        except (ValueError, TypeError, AttributeError):
-            same = False
-        if not same:
-            raise ZooExistsError(f"{root} holds a zoo generated from another configuration; "
-                                 "choose a new output folder or delete it")
-        removed = clean_stale_tmp(root)
-        if removed:
-            log.info("removed %d temporary files left by an interrupted run", removed)
+    if num_shards == 1:
+        _open_or_create(root, cfg, info, desc)
     else:
-        write_json(root / "split.json", {"train_index": desc["train_index"], "test_index": desc["test_index"]})
-        write_json(root / "zoo.json", info)
+        with ZooLock(root / ".lock", "creating or checking zoo.json", wait=60,
+                     wait_if=("creating or checking zoo.json",)):
+            _open_or_create(root, cfg, info, desc)
     tcfg = trainer_config(cfg)
     tcfg.schedule()  # validate before training
-    todo = [c for c in chunks if c.id % num_shards == shard and not chunk_done(root, c.id)]
-    done = sum(len(c.runs) for c in chunks if c.id % num_shards == shard) - sum(len(c.runs) for c in todo)
-    log.info("zoo %s: %d runs in %d chunks; shard %d/%d trains %d runs (%d already stored)", cfg["name"],
-             len(runs), len(chunks), shard, num_shards, sum(len(c.runs) for c in todo), done)
+    mine = [c for c in chunks if c.id % num_shards == shard]
+    for c in mine:
+        if chunk_done(root, c.id):
+            problem = verify_chunk(root, c.id, hashes=True)
+            if problem:
+                log.warning("%s; training chunk %d again", problem, c.id)
+                chunk_paths(root, c.id)[1].unlink(missing_ok=True)
+                chunk_record_path(root, c.id).unlink(missing_ok=True)
+                (root / "manifest.json").unlink(missing_ok=True)
+    todo = [c for c in mine if not chunk_done(root, c.id)]
+    done = sum(len(c.runs) for c in mine) - sum(len(c.runs) for c in todo)
+    log.info("zoo %s: %d runs in %d chunks; shard %d/%d trains %d runs (%d already stored)",
+             cfg["name"], len(runs), len(chunks), shard, num_shards, sum(len(c.runs) for c in todo), done)
     by_index = {r.index: r for r in runs}
     bar = tqdm(total=sum(len(c.runs) for c in todo), unit="model", disable=not progress, desc=cfg["name"],
                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} models [{elapsed}<{remaining}]")
@@ -207,7 +280,8 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: in
         members = [by_index[i] for i in c.runs]
         n_max = max(max(1, round(r.train_fraction * len(data.x_train))) for r in members)
         per_step = len(members) / max(1, tcfg.epochs * math.ceil(n_max / members[0].batch_size))
-        results = train_group(members, data, tcfg, progress=lambda k, p=per_step: bar.update(p * k))
+        results = train_group(members, data, tcfg, progress=lambda k, p=per_step: bar.update(p * k),
+                              trust_code=trust_code)
         tensors, rows = {}, []
         for res, run in zip(results, members):
             for name, t in res.state.items():
@@ -218,4 +292,4 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: in
         bar.n = finished  # exact count once the chunk is stored
         bar.refresh()
     bar.close()
-    return load(root) if finalize(root) else None
+    return load(root, trust_code=trust_code) if finalize(root) else None

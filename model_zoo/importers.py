@@ -34,6 +34,7 @@ from .store import (
     finalize,
     read_csv_rows,
     run_key,
+    safe_join,
     write_chunk,
     write_json,
 )
@@ -149,7 +150,8 @@ def _numeric(row: dict, col: str, where: str) -> float:
 
 
 def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, arch: ArchSpec, *,
-                         input_shape: Sequence[int] | None = None, chunk_size: int = 1000) -> Any:
+                         input_shape: Sequence[int] | None = None, chunk_size: int = 1000,
+                         trust_code: bool = False) -> Any:
     """Import a zoo in the Small CNN Zoo layout.
 
     Layout rows map, in order, onto the parameters of the module built from ``arch`` (its
@@ -164,6 +166,7 @@ def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
             one (the Small CNN Zoo varies the activation per run).
         input_shape: model input shape without batch (recorded for graph tracing), e.g. ``[1, 28, 28]``.
         chunk_size: runs per safetensors shard.
+        trust_code: allow an architecture ``_target_`` outside the allowlist (see ``docs/trust-model.md``).
 
     Returns:
         The imported :class:`~model_zoo.zoo.Zoo`.
@@ -219,7 +222,7 @@ def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
             where0 = f"{mpath} row {run_rows[0] + 1}"
             a = _arch_for(arch, first, where0)
             aid = writer.arch_id(a)
-            model = instantiate(a)
+            model = instantiate(a, trust_code=trust_code)
             names = [n for n, _ in model.named_parameters()]
             if aid not in checked:
                 if len(names) != len(slots):
@@ -261,18 +264,21 @@ def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
         writer.abort()
         raise
     log.info("imported %d runs (%d rows) from %s into %s", len(writer.run_arch), len(rows), src, dst)
-    return load(dst)
+    return load(dst, trust_code=trust_code)
 
 
 def import_state_dicts(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, arch: ArchSpec, *,
                        metrics: str = "metrics.csv", file_column: str = "file", run_column: str = "run",
-                       input_shape: Sequence[int] | None = None, chunk_size: int = 1000) -> Any:
+                       input_shape: Sequence[int] | None = None, chunk_size: int = 1000,
+                       trust_code: bool = False) -> Any:
     """Import a folder of PyTorch state dicts described by a metrics CSV.
 
     Every CSV row names a checkpoint file (``file_column``, relative to ``src_dir``) and its metrics;
     rows with the same ``run_column`` value are checkpoints of one run (each row is its own run
     without that column), ordered by ``step`` (0 when absent). Files are read with
-    ``torch.load(weights_only=True)`` - never an unsafe fallback.
+    ``torch.load(weights_only=True)`` - never an unsafe fallback. File paths must stay inside
+    ``src_dir`` (no absolute paths, ``..`` or symbolic links leading out). ``trust_code`` allows an
+    architecture ``_target_`` outside the allowlist.
 
     Raises:
         ZooFormatError: unreadable/truncated files, non-tensor content, missing or extra keys, wrong
@@ -294,7 +300,7 @@ def import_state_dicts(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, a
         for run_rows in order.values():
             a = _arch_for(arch, rows[run_rows[0]], f"{mpath} row {run_rows[0] + 1}")
             aid = writer.arch_id(a)
-            ref = instantiate(a).state_dict()
+            ref = instantiate(a, trust_code=trust_code).state_dict()
             steps = [int(_numeric(rows[k], "step", f"{mpath} row {k + 1}")) if rows[k].get("step", "") != "" else 0
                      for k in run_rows]
             pairs = sorted(zip(steps, run_rows))
@@ -302,7 +308,7 @@ def import_state_dicts(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, a
                 raise ZooFormatError(f"{mpath} row {run_rows[0] + 1}: run {rows[run_rows[0]].get(run_column)!r} repeats a step")
             states, out_rows = [], []
             for st, k in pairs:
-                f = src / rows[k][file_column]
+                f = safe_join(src, rows[k][file_column], f"{mpath} row {k + 1} (column {file_column!r})")
                 where = f"{f} (CSV row {k + 1})"
                 try:
                     sd = torch.load(f, map_location="cpu", weights_only=True)
@@ -336,4 +342,4 @@ def import_state_dicts(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, a
     except BaseException:
         writer.abort()
         raise
-    return load(dst)
+    return load(dst, trust_code=trust_code)

@@ -308,7 +308,8 @@ def _per_sample(out: Tensor, y: Tensor, task: str) -> tuple[Tensor, Tensor | Non
 
 
 def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
-                progress: Callable[[int], None] | None = None, engine: str = "auto") -> list[RunResult]:
+                progress: Callable[[int], None] | None = None, engine: str = "auto",
+                trust_code: bool = False) -> list[RunResult]:
     """Train ``runs`` (same architecture and batch size) at once; return their checkpoints.
 
     Models are ordered by steps per epoch (longest first), so the models still inside their epoch are
@@ -325,6 +326,8 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
         engine: ``"batched"`` (:class:`~model_zoo.batched.BatchedNet`: MLP and SmallCNN),
             ``"vmap"`` (``torch.func.vmap`` over ``functional_call``: every family) or ``"auto"``
             (batched where supported).
+        trust_code: allow an architecture ``_target_`` outside the allowlist (see
+            :func:`weightspace.instantiate.resolve_target`).
 
     Raises:
         ValueError: runs of different groups; an unknown engine or one that does not support the
@@ -345,7 +348,7 @@ def train_group(runs: Sequence[RunConfig], data: Dataset, cfg: TrainerConfig, *,
     given, runs, subsets = runs, [runs[i] for i in order], [subsets[i] for i in order]
     spe = np.array([spe_given[i] for i in order])
     M = len(runs)
-    model = instantiate(runs[0].arch)
+    model = instantiate(runs[0].arch, trust_code=trust_code)
     net = None
     if engine != "vmap":
         if BatchedNet.supports(model):

@@ -14,9 +14,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from .archs import instantiate
+from weightspace.instantiate import UntrustedTargetError, check_config, instantiate
+
 from .data import DATASETS, Dataset, dataset_options, load_dataset
-from .store import METRIC_COLUMNS, ZooFormatError, read_csv_rows, read_json, run_key
+from .store import (
+    METRIC_COLUMNS,
+    ZooFormatError,
+    read_csv_rows,
+    read_json,
+    run_key,
+    safe_join,
+    verify_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,32 +103,125 @@ class Zoo:
         ds = zoo.graph_dataset(target="test_accuracy", split="train")
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, verify: bool | str = "size", trust_code: bool = False) -> None:
         self.path = Path(path)
+        self.trust_code = bool(trust_code)
+        if verify not in (True, False, "size"):
+            raise ValueError(f"verify must be True (hash every file), 'size' (the default) or False, got {verify!r}")
         if not self.path.is_dir():
             raise ZooFormatError(f"{self.path}: not a zoo folder ({'a file' if self.path.exists() else 'no such folder'}); "
                                  "a zoo is the folder holding zoo.json")
-        self.info: dict = read_json(self.path / "zoo.json")
+        zpath = self.path / "zoo.json"
+        self.info: dict = read_json(zpath)
+        if not isinstance(self.info, dict):
+            raise ZooFormatError(f"{zpath}: the top level must be a JSON object, got {type(self.info).__name__}")
         if self.info.get("schema_version") != 1:
-            raise ZooFormatError(f"{self.path / 'zoo.json'}: unsupported schema_version {self.info.get('schema_version')!r}")
+            raise ZooFormatError(f"{zpath}: unsupported schema_version {self.info.get('schema_version')!r}")
+        _validate_info(self.info, zpath)
+        self._file_of: dict[int, Path] = {}
+        for k, c in enumerate(self.info["chunks"]):
+            f = safe_join(self.path, c["file"], f"{zpath} (chunks[{k}].file)")
+            for r in c["runs"]:
+                self._file_of[int(r)] = f
+        self._check_archs(zpath)
         if not (self.path / "metrics.csv").is_file():
             raise ZooFormatError(f"{self.path}: no metrics.csv - the zoo is incomplete; rerun the generating "
                                  "command to finish it")
+        manifest = None
+        if verify:
+            chunk_files = sorted({c["file"] for c in self.info["chunks"]})
+            manifest = verify_manifest(self.path, hashes=verify is True,
+                                       required=["zoo.json", "metrics.csv", *chunk_files])
         rows = read_csv_rows(self.path / "metrics.csv", required=("run", "step"))
-        self.metrics = MetricsTable.from_rows(rows)
+        try:
+            self.metrics = MetricsTable.from_rows(rows)
+        except ValueError as e:
+            raise ZooFormatError(f"{self.path / 'metrics.csv'}: the run and step columns must hold integers ({e})") from None
         runs = self.metrics["run"]
         self._runs = np.unique(runs)
-        if len(self._runs) and not np.array_equal(self._runs, np.arange(len(self._runs))):
-            raise ZooFormatError(f"{self.path / 'metrics.csv'}: run numbers are not 0..N-1")
+        n = int(self.info["size"])
+        mpath = self.path / "metrics.csv"
+        if len(self._runs) != n or (len(self._runs) and not np.array_equal(self._runs, np.arange(n))):
+            raise ZooFormatError(f"{mpath}: holds rows of {len(self._runs)} runs, zoo.json records size {n} "
+                                 "(runs 0..N-1 each need rows); the file is truncated or belongs to another zoo")
+        if manifest is not None:
+            for key, have in (("runs", n), ("rows", len(self.metrics))):
+                if key in manifest and manifest[key] != have:
+                    raise ZooFormatError(f"{self.path / 'manifest.json'}: records {manifest[key]} {key}, but "
+                                         f"zoo.json and metrics.csv hold {have}")
         self._rows_of = {int(r): np.nonzero(runs == r)[0] for r in self._runs}
-        self._file_of: dict[int, Path] = {}
-        for c in self.info["chunks"]:
-            for r in c["runs"]:
-                self._file_of[int(r)] = self.path / c["file"]
-        missing = [int(r) for r in self._runs if int(r) not in self._file_of]
-        if missing:
-            raise ZooFormatError(f"{self.path / 'zoo.json'}: runs {missing[:5]} are in metrics.csv but in no chunk")
+        if verify:
+            self._check_shards()
         self._specs: dict[str, Any] = {}
+
+    def _check_archs(self, zpath: Path) -> None:
+        """Check every architecture's arguments against its class (allowlisted ones; others are
+        refused when a model is built)."""
+        for aid, a in self.info["archs"].items():
+            try:
+                check_config(a, trust_code=self.trust_code)
+            except UntrustedTargetError:
+                continue  # refused (naming zoo.json) only if a model is built: metrics stay readable
+            except ValueError as e:
+                raise ZooFormatError(f"{zpath}: archs[{aid!r}]: {e}") from None
+
+    def _check_shards(self) -> None:
+        """Every chunk file holds exactly the runs ``zoo.json`` assigns to it (safetensors headers only)."""
+        for k, c in enumerate(self.info["chunks"]):
+            f = self._file_of[int(c["runs"][0])] if c["runs"] else None
+            if f is None:
+                continue
+            try:
+                with safe_open(str(f), framework="pt") as h:
+                    held = {key.split("/", 1)[0] for key in h.keys()}
+            except (SafetensorError, OSError, ValueError) as e:
+                raise ZooFormatError(f"{f}: cannot read the safetensors header ({e})") from None
+            want = {run_key(int(r)) for r in c["runs"]}
+            if held != want:
+                raise ZooFormatError(f"{f}: holds checkpoints of {len(held)} runs, zoo.json (chunks[{k}]) assigns "
+                                     f"{len(want)} runs to it" + (f" (missing {sorted(want - held)[:3]})" if want - held else ""))
+
+    def _stored_shapes(self, aid: str) -> tuple[Path, int, dict[str, tuple[int, ...]]] | None:
+        """``(file, run, {name: shape})`` of a stored run of architecture ``aid`` (header only)."""
+        runs = [r for r, a in enumerate(self.info["run_arch"]) if a == aid]
+        if not runs or runs[0] not in self._file_of:
+            return None
+        f, prefix = self._file_of[runs[0]], run_key(runs[0]) + "/"
+        try:
+            with safe_open(str(f), framework="pt") as h:
+                return f, runs[0], {k[len(prefix):]: tuple(h.get_slice(k).get_shape()[1:])
+                                    for k in h.keys() if k.startswith(prefix)}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ZooFormatError(f"{f}: cannot read the safetensors header ({e})") from None
+
+    def _instantiate(self, aid: str) -> nn.Module:
+        """Build architecture ``aid``: first on the meta device (no memory), checked against the
+        shapes stored for its runs, so that a corrupted ``zoo.json`` can neither allocate a huge model
+        nor build one that does not fit its weights."""
+        zpath = self.path / "zoo.json"
+        config = self.info["archs"][aid]
+        try:
+            try:
+                with torch.device("meta"):
+                    meta = instantiate(config, trust_code=self.trust_code)
+            except (NotImplementedError, RuntimeError):
+                meta = None  # a class that cannot be built on the meta device: built directly below
+            stored = self._stored_shapes(aid) if isinstance(meta, nn.Module) else None
+            if stored is not None:
+                f, run, shapes = stored
+                built = {n: tuple(t.shape) for n, t in meta.state_dict().items()}
+                if built != shapes:
+                    diff = sorted(set(built.items()) ^ set(shapes.items()))[:2]
+                    raise ZooFormatError(f"{zpath}: archs[{aid!r}] builds tensors that differ from the weights of run "
+                                         f"{run} in {f} (e.g. {diff}); zoo.json or the chunk file is corrupt")
+            return instantiate(config, trust_code=self.trust_code)
+        except UntrustedTargetError as e:
+            raise UntrustedTargetError(f"{zpath}: archs[{aid!r}]: {e}; pass trust_code=True to model_zoo.load only "
+                                       "if you trust whoever made this zoo") from None
+        except ZooFormatError:
+            raise
+        except (ValueError, TypeError) as e:  # ArchConfigError, or the constructor refusing its arguments
+            raise ZooFormatError(f"{zpath}: archs[{aid!r}]: {e}") from None
 
     # ------------------------------------------------------------------ table access
     def __len__(self) -> int:
@@ -155,7 +257,17 @@ class Zoo:
     @cached_property
     def split(self) -> dict[str, list[int]]:
         """The dataset's exact train/test sample indices (``split.json``)."""
-        return read_json(self.path / self.info.get("split_file", "split.json"))
+        zpath = self.path / "zoo.json"
+        path = safe_join(self.path, self.info.get("split_file", "split.json"), f"{zpath} (split_file)")
+        split = read_json(path)
+        if not isinstance(split, dict):
+            raise ZooFormatError(f"{path}: the top level must be a JSON object with train_index and test_index")
+        for part in ("train_index", "test_index"):
+            v = split.get(part)
+            if v is not None and not (isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                                                  for i in v)):
+                raise ZooFormatError(f"{path}: {part} must be a list of integers or null")
+        return split
 
     def dataset(self) -> Dataset:
         """The embedded dataset the runs were trained and evaluated on, rebuilt from ``zoo.json``
@@ -218,8 +330,12 @@ class Zoo:
 
     def build_model(self, i: int, step: int | None = None) -> nn.Module:
         """The run's ``nn.Module`` with its weights (final by default), in eval mode."""
-        model = instantiate(self.arch_config(i))
-        model.load_state_dict(self.state_dict(i, step))
+        model = self._instantiate(self.info["run_arch"][self._check(i)])
+        try:
+            model.load_state_dict(self.state_dict(i, step))
+        except RuntimeError as e:
+            raise ZooFormatError(f"{self._file_of[i]}: the weights of run {i} do not fit its architecture in "
+                                 f"zoo.json ({str(e).splitlines()[0]})") from None
         return model.eval()
 
     def example_input(self) -> Tensor:
@@ -234,7 +350,7 @@ class Zoo:
 
         aid = self.info["run_arch"][self._check(i)]
         if aid not in self._specs:
-            model = instantiate(self.info["archs"][aid])
+            model = self._instantiate(aid)
             try:
                 self._specs[aid] = ws.GraphSpec.from_module(model)
             except ws.UnsupportedModuleError:
@@ -266,12 +382,74 @@ class Zoo:
                                         "nonfinite": int((~np.isfinite(acc)).sum())}}
 
 
-def load(path: str | os.PathLike) -> Zoo:
-    """Open a zoo folder (generated or imported).
+def _validate_info(info: dict, zpath: Path) -> None:
+    """Check the structure of ``zoo.json`` (types, lengths, cross references).
 
     Raises:
-        ZooFormatError: missing/corrupt ``zoo.json`` or ``metrics.csv``, or an incomplete zoo.
+        ZooFormatError: naming ``zoo.json`` and the field.
     """
-    return Zoo(path)
+    def bad(field: str, msg: str) -> ZooFormatError:
+        return ZooFormatError(f"{zpath}: field {field!r} {msg}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    size = info.get("size")
+    if not is_int(size) or size < 0:
+        raise bad("size", f"must be a non-negative integer, got {size!r}")
+    archs = info.get("archs")
+    if not isinstance(archs, dict) or not archs and size:
+        raise bad("archs", f"must be an object mapping ids to '_target_' configs, got {type(archs).__name__}")
+    for aid, a in archs.items():
+        if not isinstance(a, dict) or not isinstance(a.get("_target_"), str):
+            raise bad(f"archs.{aid}", f"must be an object with a string '_target_', got {a!r:.80}")
+    run_arch = info.get("run_arch")
+    if not isinstance(run_arch, list) or len(run_arch) != size:
+        n = len(run_arch) if isinstance(run_arch, list) else type(run_arch).__name__
+        raise bad("run_arch", f"must list the architecture id of each of the {size} runs, got {n}")
+    unknown = [a for a in run_arch if not isinstance(a, str) or a not in archs]
+    if unknown:
+        raise bad("run_arch", f"names architectures not in 'archs': {unknown[:3]}")
+    chunks = info.get("chunks")
+    if not isinstance(chunks, list):
+        raise bad("chunks", f"must be a list of {{'id', 'file', 'runs'}}, got {type(chunks).__name__}")
+    seen: set[int] = set()
+    for k, c in enumerate(chunks):
+        if not isinstance(c, dict) or not isinstance(c.get("file"), str) or not isinstance(c.get("runs"), list):
+            raise bad(f"chunks[{k}]", f"must be an object with a string 'file' and a list 'runs', got {c!r:.80}")
+        runs = c["runs"]
+        if not all(is_int(r) and 0 <= r < size for r in runs):
+            raise bad(f"chunks[{k}].runs", f"must hold run numbers in 0..{size - 1}")
+        dup = seen.intersection(runs)
+        if dup or len(set(runs)) != len(runs):
+            raise bad(f"chunks[{k}].runs", f"repeats runs {sorted(dup)[:3] or runs[:3]} stored in another chunk")
+        seen.update(runs)
+    if len(seen) != size:
+        raise bad("chunks", f"cover {len(seen)} runs, but the zoo has size {size}")
+    if "split_file" in info and not isinstance(info["split_file"], str):
+        raise bad("split_file", f"must be a relative path, got {info['split_file']!r}")
+    if not isinstance(info.get("dataset", {}), dict):
+        raise bad("dataset", "must be an object")
+
+
+def load(path: str | os.PathLike, *, verify: bool | str = "size", trust_code: bool = False) -> Zoo:
+    """Open a zoo folder (generated or imported) and check it.
+
+    Args:
+        path: the folder holding ``zoo.json``.
+        verify: ``"size"`` (default): every file listed in ``manifest.json`` exists with its recorded
+            size, and every chunk file holds exactly its runs (safetensors headers); ``True``: also
+            compare the sha256 of every file (reads the whole zoo); ``False``: skip these checks.
+            The structure of ``zoo.json`` and the run counts of ``zoo.json`` and ``metrics.csv`` are
+            checked always.
+        trust_code: allow architecture ``_target_`` s outside the allowlist when building models
+            (runs code named by the file: only for zoos from people you trust).
+
+    Raises:
+        ZooFormatError: missing/corrupt/malformed ``zoo.json``, ``metrics.csv`` or ``manifest.json``,
+            a file that does not match the manifest, counts that disagree, a path leaving the
+            folder, an incomplete zoo - naming the file (and the field).
+    """
+    return Zoo(path, verify=verify, trust_code=trust_code)
 
 

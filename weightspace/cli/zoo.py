@@ -5,6 +5,9 @@ digits_hetero, mnist1d_cnn, ...). Rerunning the same command on the same ``out``
 interrupted zoo. Sharded generation is a Hydra multirun::
 
     weightspace zoo digits_cnn out=DIR num_shards=2 shard=0,1 hydra/launcher=zoo_joblib --multirun
+
+One process writes a zoo at a time (``DIR/.lock``; shards each hold ``DIR/.lock-shard<k>``). An
+architecture ``_target_`` outside the allowlist (``docs/trust-model.md``) needs ``+trust_code=true``.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def run(cfg: DictConfig) -> None:
             log.warning(msg)
     out = Path(str(cfg.out))
     zoo = model_zoo.generate(zoo_config(cfg), out, shard=int(cfg.shard), num_shards=int(cfg.num_shards),
-                             progress=bool(cfg.progress))
+                             progress=bool(cfg.progress), trust_code=bool(cfg.get("trust_code", False)))
     if zoo is None:
         log.info("shard %d of %d done; %s completes when the other shards finish", cfg.shard, cfg.num_shards, out)
         return
