@@ -209,3 +209,37 @@ def test_every_parameter_frozen_after_attach_makes_the_jump_a_no_op():
     opt.step()  # step 4: the jump is due
     assert h.step == 4 and h.jumps == 0 and h.history[-1]["applied"] is False
     assert all(torch.equal(p, r) for p, r in zip(model.parameters(), ref))
+
+
+def test_group_outside_the_model_given_at_attach_draws_no_warning_even_after_a_load():
+    """Only groups added after attach are reported; ``optimizer.load_state_dict`` makes new group dicts
+    (around the same params lists), which are not new groups."""
+    model, data = _setup()
+    extra = nn.Parameter(torch.zeros(5))
+    opt = torch.optim.Adam([{"params": model.parameters()}, {"params": [extra]}], lr=1e-2)
+    h = Nowcaster(kind="linefit", horizons=4).attach(model, opt, period=8, context=4, horizon=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _train(model, opt, data, 5)
+        opt.load_state_dict(opt.state_dict())
+        _train(model, opt, data, 11, start=5)
+    assert h.jumps == 2
+
+
+def test_param_group_swapped_for_another_of_the_same_size_moves_the_new_one_only():
+    model, data = _setup()
+    model.add_module("3", nn.Linear(3, 3))
+    opt = torch.optim.SGD([{"params": model[0].parameters()}, {"params": model[2].parameters()}], lr=1e-2)
+    before = _before_jumps(model, opt)
+    h = Nowcaster(kind="linefit", horizons=4).attach(model, opt, period=8, context=4, horizon=4)
+    data = [(x, torch.randn(16, 3)) for x, _ in data]
+    _train(model, opt, data, 5)
+    del opt.param_groups[1]
+    opt.add_param_group({"params": list(model[3].parameters())})  # as many tensors, all with grad
+    out = {n: p.detach().clone() for n, p in model[2].named_parameters()}
+    _train(model, opt, data, 3, start=5)
+    assert h.jumps == 1
+    for n, p in model[2].named_parameters():
+        assert torch.equal(p, out[n]), n
+    for n, p in model[3].named_parameters():
+        assert not torch.equal(p, before[f"3.{n}"]), n

@@ -31,8 +31,10 @@ Cost: everything that does not change between jumps is built once (the :class:`G
 nowcaster's index tensors, the split of the flat vector into the model's tensors); the snapshots
 live in one preallocated ``[context, P]`` ring buffer, each written by one ``torch._foreach_copy_``
 into views of the row shaped like the model's tensors; a jump is one call of the nowcaster under
-``torch.inference_mode`` for the one horizon it needs, and one ``torch._foreach_copy_`` writes the
-result back. On a model of up to :data:`~weightspace.nowcast.plan.PLAN_MAX` parameters, with
+``torch.inference_mode`` for the one horizon it needs, and one ``torch._foreach_add_`` adds the
+result. Re-reading what moves costs, when nothing changed, one ``requires_grad`` read per parameter
+tensor in the optimizer and an identity check of the param groups' ``params`` lists; the write-back's
+views and mask are rebuilt only when that changed. On a model of up to :data:`~weightspace.nowcast.plan.PLAN_MAX` parameters, with
 the nowcaster on the CPU, the call runs a :class:`~weightspace.nowcast.plan.JumpPlan` made at
 attach time (indices, buffers and what it derives from the nowcaster's weights prepared once; the
 same predictions up to float rounding); a larger model's prediction streams over chunks of parameters
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -67,6 +70,7 @@ STATE_KEY = "nowcast"
 #: roles whose parameters jumps leave to the optimizer by default: attention's query, key and value maps
 #: (edge types ``ATTN_Q/K/V`` and the node types of their units: biases; ``ROTARY_Q/K`` units too)
 HOLD_DEFAULT = ("attn_q", "attn_k", "attn_v", "rotary_q", "rotary_k")
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 def held_mask(layout: NowcastLayout, hold: Sequence[str]) -> Tensor | None:
@@ -183,10 +187,10 @@ class NowcastHook:
         tensors = model.state_dict(keep_vars=True)
         self._tensors = [tensors[n] for n in self.spec.names]
         self._model_ids = {id(t) for t in self._tensors}
+        self._read_groups()
         moved = self._moved_now()
         if not any(moved):
             raise ValueError("the optimizer updates none of the model's parameters")
-        self._groups_seen = list(optimizer.param_groups)  # groups added later are checked at the next jump
         self._sizes = [math.prod(s) for s in self.spec.shapes]
         device = self._tensors[0].device
         self.hold = tuple(hold)
@@ -243,15 +247,32 @@ class NowcastHook:
             offsets.append(offsets[-1] + n)
         return [flat[offsets[i]: offsets[i + 1]].view(self._tensors[i].shape) for i in which]
 
+    def _read_groups(self) -> None:
+        """Note the optimizer's param groups (their ``params`` lists and lengths) and the model's
+        parameters among them (candidates to move, whichever of them require grad at a jump)."""
+        groups = self.optimizer.param_groups
+        self._group_sig = [(g["params"], len(g["params"])) for g in groups]
+        in_opt = {id(p) for g in groups for p in g["params"]}
+        self._cand_idx = [i for i, t in enumerate(self._tensors) if isinstance(t, nn.Parameter) and id(t) in in_opt]
+        self._cand = [self._tensors[i] for i in self._cand_idx]
+
+    def _groups_changed(self) -> bool:
+        groups, sig = self.optimizer.param_groups, self._group_sig
+        return len(groups) != len(sig) or any(g["params"] is not ps or len(ps) != n
+                                              for g, (ps, n) in zip(groups, sig))
+
     def _moved_now(self) -> list[bool]:
         """Per model tensor: whether the optimizer updates it now (a parameter in one of its param groups
         that requires grad)."""
-        in_opt = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-        return [isinstance(t, nn.Parameter) and t.requires_grad and id(t) in in_opt for t in self._tensors]
+        moved = [False] * len(self._tensors)
+        for i, rg in zip(self._cand_idx, map(_REQUIRES_GRAD, self._cand)):
+            moved[i] = rg
+        return moved
 
     def _set_moved(self, moved: list[bool]) -> None:
         """Point the jump's write-back at the tensors of ``moved`` (their entries outside ``hold``)."""
         self._moved = moved
+        self._flags = [moved[i] for i in self._cand_idx]
         self._moved_idx = [i for i, m in enumerate(moved) if m]
         self._moved_tensors = [self._tensors[i] for i in self._moved_idx]
         self._params = self._moved_tensors
@@ -267,10 +288,10 @@ class NowcastHook:
         """Re-read which tensors the optimizer updates (parameters frozen or unfrozen, param groups added
         or removed since the last jump) and warn once about a new param group holding parameters that
         are not the model's (the jumps cannot move them)."""
-        groups = self.optimizer.param_groups
-        if len(groups) != len(self._groups_seen) or any(g is not s for g, s in zip(groups, self._groups_seen)):
-            for i, g in enumerate(groups):
-                if any(g is s for s in self._groups_seen):
+        if self._groups_changed():  # groups are told apart by their params lists (load_state_dict keeps them)
+            seen = [ps for ps, _ in self._group_sig]
+            for i, g in enumerate(self.optimizer.param_groups):
+                if any(g["params"] is ps for ps in seen):
                     continue
                 foreign = sum(id(p) not in self._model_ids for p in g["params"])
                 if foreign:
@@ -280,10 +301,10 @@ class NowcastHook:
                            f"jump them too)")
                     warnings.warn(msg, UserWarning, stacklevel=4)
                     log.warning(msg)
-            self._groups_seen = list(groups)
-        moved = self._moved_now()
-        if moved != self._moved:
-            self._set_moved(moved)
+            self._read_groups()
+            self._set_moved(self._moved_now())
+        elif list(map(_REQUIRES_GRAD, self._cand)) != self._flags:  # the common case: one read per candidate
+            self._set_moved(self._moved_now())
 
     @torch.no_grad()
     def _snapshot(self) -> None:
