@@ -54,7 +54,7 @@ def test_cli_bad_input(zoo, tmp_path):
     from weightspace.cli.generate import positional_overrides, run
 
     assert positional_overrides(["zoo=D", "arch={a:1}", "n=3", "graph.ae_steps=2"]) == [
-        "zoo_dir=D", "target_arch={a:1}", "n=3", "++graph.ae_steps=2"]
+        "zoo_dir=D", "target_arch={a:1}", "n=3", "graph.ae_steps=2"]
     base = {"zoo_dir": str(zoo), "n": 1, "out": str(tmp_path / "o"), "target_arch": None, "kind": "graph",
             "accuracy": None, "seed": 0, "threads": 1, "progress": False}
     cases = [({"target_arch": {"_target_": "model_zoo.archs.MLP", "depht": 2}}, "has no argument(s) ['depht']"),

@@ -29,18 +29,14 @@ log = logging.getLogger(__name__)
 
 def positional_overrides(args: list[str]) -> list[str]:
     """``zoo=DIR`` and ``arch={...}`` name a folder and an architecture here, not the ``configs/zoo/`` and
-    ``configs/arch/`` groups: they become ``zoo_dir`` and ``target_arch``. ``graph.KEY=V`` / ``pdiff.KEY=V``
-    set a field of the generator's config dataclass (``GraphDiffusionConfig`` / ``PDiffConfig``), whose
-    defaults the YAML does not restate: they become ``++graph.KEY=V`` (unknown fields are refused by
-    :meth:`WeightDiffusion.fit`, naming the valid ones)."""
+    ``configs/arch/`` groups: they become ``zoo_dir`` and ``target_arch``. (``graph.KEY=V`` / ``pdiff.KEY=V``
+    set fields of ``GraphDiffusionConfig`` / ``PDiffConfig``, the schemas of those nodes.)"""
     out = []
     for a in args:
         if a.startswith("zoo="):
             a = "zoo_dir=" + a[4:]
         elif a.startswith("arch="):
             a = "target_arch=" + a[5:]
-        elif a.startswith(("graph.", "pdiff.")) and "=" in a:
-            a = "++" + a
         out.append(a)
     return out
 

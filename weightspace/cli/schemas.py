@@ -23,6 +23,8 @@ SCHEMAS: dict[str, str] = {
     "hyper_model": "weightspace.hyper.model:HyperNetworkConfig",
     "hyper_train": "weightspace.hyper.train:HyperTrainConfig",
     "hyper_space": "weightspace.hyper.family:ArchSpace",
+    "diffusion_graph": "weightspace.diffusion.graph:GraphDiffusionConfig",
+    "diffusion_pdiff": "weightspace.diffusion.pdiff:PDiffConfig",
 }
 
 
