@@ -29,6 +29,7 @@ from .lock import ZooLock, ZooLockedError, _describe, _stale, read_lock, shard_l
 from .sampling import RunConfig, sample_runs
 from .store import (
     SCHEMA_VERSION,
+    ZooFormatError,
     chunk_done,
     chunk_paths,
     chunk_record_path,
@@ -292,4 +293,9 @@ def _generate_locked(cfg: dict, root: Path, shard: int, num_shards: int, progres
         bar.n = finished  # exact count once the chunk is stored
         bar.refresh()
     bar.close()
-    return load(root, trust_code=trust_code) if finalize(root) else None
+    if finalize(root):
+        return load(root, trust_code=trust_code)
+    if num_shards == 1:  # every chunk was verified or trained above: only a change during the run gets here
+        raise ZooFormatError(f"{root}: a chunk changed on disk while the zoo was generated (see the warning "
+                             "above); rerun the same command to train it again")
+    return None

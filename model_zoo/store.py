@@ -311,8 +311,9 @@ def file_digest(path: Path) -> str:
 def finalize(root: str | os.PathLike) -> bool:
     """Merge the chunk CSVs into ``metrics.csv`` and write ``manifest.json`` once every chunk is done.
 
-    Safe to call from several shards at once (each writes the same files atomically). Returns whether
-    the zoo is complete.
+    Safe to call from several shards at once (each writes the same files atomically). Every chunk is
+    first checked against its ``.sha256.json`` record (a chunk that fails counts as not done, with a
+    warning naming the file). Returns whether the zoo is complete.
     """
     root = Path(root)
     info = read_json(root / "zoo.json")
@@ -321,11 +322,12 @@ def finalize(root: str | os.PathLike) -> bool:
     if missing:
         log.info("%s: %d of %d chunks still to train", root, len(missing), len(chunks))
         return False
-    for c in chunks:
-        problem = verify_chunk(root, c)
-        if problem:
-            raise ZooFormatError(f"{problem}; delete {chunk_paths(root, c)[1].name} and rerun the generating "
-                                 "command to train the chunk again")
+    problems = [(c, p) for c in chunks if (p := verify_chunk(root, c))]
+    for c, problem in problems:
+        log.warning("%s: chunk %d is not complete (%s); rerunning the generating command (its shard, when "
+                    "sharded) trains it again", root, c, problem)
+    if problems:
+        return False
     rows: list[dict[str, str]] = []
     for c in chunks:
         rows += read_csv_rows(chunk_paths(root, c)[1], required=("run", "step"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
@@ -342,6 +343,10 @@ class Zoo:
         shape = self.info.get("dataset", {}).get("input_shape")
         if not shape:
             raise ZooFormatError(f"{self.path / 'zoo.json'}: dataset.input_shape is missing")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                                  for d in shape) or math.prod(shape) > 1 << 26:
+            raise ZooFormatError(f"{self.path / 'zoo.json'}: field 'dataset.input_shape' must be a list of positive "
+                                 f"integers (at most 2**26 values in all), got {shape!r:.80}")
         return torch.zeros(1, *shape)
 
     def graph_spec(self, i: int) -> Any:

@@ -475,3 +475,23 @@ def test_architecture_that_does_not_fit_its_weights(small_zoo, tmp_path):
     _edit_info(dst, lambda info: info["archs"]["a0000"].update(width=16, activation="swishy"))
     with pytest.raises(ZooFormatError, match=r"zoo.json: archs\['a0000'\]: unknown activation 'swishy'"):
         model_zoo.load(dst).build_model(0)
+
+
+def test_shard_does_not_seal_another_shards_corrupt_chunk(tmp_path, caplog):
+    out = tmp_path / "z"
+    assert model_zoo.generate(TINY, out, shard=0, num_shards=2, progress=False) is None
+    c0 = out / "chunks" / "chunk-00000.safetensors"
+    c0.write_bytes(c0.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="model_zoo.store"):
+        assert model_zoo.generate(TINY, out, shard=1, num_shards=2, progress=False) is None
+    assert any("chunk-00000.safetensors: 100 bytes" in r.getMessage() for r in caplog.records)
+    assert not (out / "manifest.json").exists()
+    zoo = model_zoo.generate(TINY, out, shard=0, num_shards=2, progress=False)  # shard 0 trains it again
+    assert zoo is not None and len(model_zoo.load(out, verify=True)) == 4
+
+
+def test_input_shape_from_file_is_bounded(small_zoo, tmp_path):
+    dst = _copy(small_zoo, tmp_path)
+    _edit_info(dst, lambda info: info["dataset"].update(input_shape=[100000, 100000]))
+    with pytest.raises(ZooFormatError, match=r"zoo.json: field 'dataset.input_shape' must be a list of positive"):
+        model_zoo.load(dst).example_input()
