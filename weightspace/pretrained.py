@@ -45,6 +45,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "write_json_atomic",
+    "read_weights",
 ]
 
 CONFIG_NAME = "config.json"
@@ -170,6 +171,24 @@ def config_from_dict(cls: type, data: Any, where: str = "config") -> Any:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{where}: {e}") from None
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of the safetensors file ``path`` (on CPU; no pickle).
+
+    Raises:
+        CheckpointError: the file is missing, corrupt or truncated (the message names it).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot read the weights, the file is corrupt or truncated ({e})") from None
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
@@ -344,9 +363,6 @@ class PretrainedMixin:
         Raises:
             CheckpointError: a file is missing, corrupt or of another model kind (the message names it).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         d, config, extras = cls.read_pretrained_config(name_or_path)
         w = d / WEIGHTS_NAME
         if not w.is_file():
@@ -357,10 +373,7 @@ class PretrainedMixin:
         except (ValueError, TypeError, RuntimeError, OverflowError, MemoryError) as e:
             raise CheckpointError(f"{d / CONFIG_NAME}: the config does not describe a valid {cls.__name__}: "
                                   f"{type(e).__name__}: {e}") from None
-        try:
-            tensors = load_file(str(w), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{w}: cannot read the weights, the file is corrupt or truncated ({e})") from None
+        tensors = read_weights(w)
         try:
             model.load_pretrained_tensors(tensors)
         except (RuntimeError, KeyError, ValueError) as e:

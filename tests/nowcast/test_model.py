@@ -15,7 +15,6 @@ import weightspace as ws
 from weightspace.nowcast import (
     NowcastConfig,
     Nowcaster,
-    NowcastLayout,
 )
 from weightspace.pretrained import CheckpointError
 
@@ -202,15 +201,3 @@ def test_single_horizon_equals_its_column(kind):
         assert torch.allclose(nc.predict(spec, window, horizon=k), full[k - 1], atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="horizon"):
         nc.predict(spec, window, horizon=5)
-
-
-def test_graph_index_is_cached_and_batches_are_block_diagonal():
-    model, x, spec, window = _example_window("vit", 2)
-    nc = _randomize(Nowcaster(kind="graph", horizons=3, hidden=16, layers=2), 4)
-    lay = NowcastLayout.from_spec(spec)
-    d1 = nc.predict(spec, window)
-    gi = lay.graph_index(1)
-    assert lay.graph_index(1) is gi  # built once
-    w2 = torch.stack([window, window.flip(0)])
-    d2 = nc.predict(spec, w2)  # two copies, one block-diagonal graph
-    assert torch.allclose(d2[0], d1, atol=1e-5) and torch.allclose(d2[1], nc.predict(spec, window.flip(0)), atol=1e-5)

@@ -29,7 +29,13 @@ from torch_geometric.data import Batch, Data
 from weightspace.graph import ParameterGraph, to_graph
 from weightspace.graph.param_graph import resize_kernel_grid
 from weightspace.nn import StatGBM, tensor_statistics
-from weightspace.pretrained import CONFIG_NAME, CheckpointError, PretrainedMixin, config_from_dict
+from weightspace.pretrained import (
+    CONFIG_NAME,
+    CheckpointError,
+    PretrainedMixin,
+    config_from_dict,
+    read_weights,
+)
 
 from .encoders import HParamEncoder
 from .metanets import KINDS, build_metanet
@@ -211,9 +217,6 @@ class Predictor(PretrainedMixin):
 
 def _load_legacy(cfg_path: Path) -> Predictor:
     """A predictor of the old layout ``predictor.json`` + ``predictor.safetensors`` (read for one release)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         doc = json.loads(cfg_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -230,10 +233,7 @@ def _load_legacy(cfg_path: Path) -> Predictor:
     weights = cfg_path.parent / LEGACY_WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing; a saved predictor is {LEGACY_CONFIG} + {LEGACY_WEIGHTS}")
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{weights}: cannot read the predictor's weights ({e})") from None
+    tensors = read_weights(weights)
     try:
         pred.load_pretrained_tensors(tensors)
     except (RuntimeError, KeyError, ValueError) as e:
