@@ -137,12 +137,7 @@ class ZooLock:
                 return self
             rec = read_lock(self.path)
             if _stale(rec, self.path):
-                log.warning("taking over the stale lock %s: its owner %s no longer runs", self.path,
-                            _describe(self.path, rec))
-                try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
+                self._remove_stale(rec)
                 continue
             if rec is not None and rec.get("pid") == os.getpid() and rec.get("host") == socket.gethostname():
                 raise ZooLockedError(f"{self.path.parent}: this process already writes this zoo "
@@ -153,6 +148,25 @@ class ZooLock:
                     f"{self.path.parent}: another process is writing this zoo: {_describe(self.path, rec)}. "
                     "Wait for it to finish (or stop it); if no such process runs any more, delete the lock file")
             time.sleep(0.05)
+
+    def _remove_stale(self, rec: dict[str, Any] | None) -> None:
+        """Move the stale lock aside atomically; if another process replaced it in the meantime (it
+        took the stale lock over first), put that one back."""
+        grave = self.path.with_name(f".{self.path.name}.{os.getpid()}.stale.tmp")
+        try:
+            os.rename(self.path, grave)
+        except FileNotFoundError:
+            return
+        moved = read_lock(grave)
+        if (moved or {}).get("token") != (rec or {}).get("token"):
+            try:
+                os.link(grave, self.path)
+            except FileExistsError:
+                pass
+        else:
+            log.warning("taking over the stale lock %s: its owner %s no longer runs", self.path,
+                        _describe(self.path, rec))
+        grave.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Remove the lock file if this object still owns it."""
