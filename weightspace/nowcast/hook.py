@@ -47,8 +47,11 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import statistics
 import time
 import warnings
+from array import array
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,7 +66,8 @@ from .plan import PLAN_MAX, JumpPlan
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NowcastHook", "horizon_schedule", "held_mask", "OPTIMIZER_STATE_CHOICES", "HOLD_DEFAULT"]
+__all__ = ["NowcastHook", "AutoPeriod", "horizon_schedule", "held_mask", "total_steps_from_scheduler",
+           "OPTIMIZER_STATE_CHOICES", "HOLD_DEFAULT", "AUTO_BUDGET", "SPIKE_GUARD_DEFAULT"]
 
 OPTIMIZER_STATE_CHOICES = ("keep", "reset")
 STATE_KEY = "nowcast"
@@ -71,6 +75,16 @@ STATE_KEY = "nowcast"
 #: (edge types ``ATTN_Q/K/V`` and the node types of their units: biases; ``ROTARY_Q/K`` units too)
 HOLD_DEFAULT = ("attn_q", "attn_k", "attn_v", "rotary_q", "rotary_k")
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
+#: ``period="auto"``: the largest share of the time the jumps save that they may cost
+AUTO_BUDGET = 0.10
+#: ``period="auto"``: the period before the first jump was timed (rounded up to a multiple of context)
+AUTO_START_PERIOD = 20
+#: ``period="auto"``: the longest period chosen (rounded down to a multiple of context)
+AUTO_MAX_PERIOD = 1000
+#: a jump is undone when the next loss exceeds this factor times the loss before it
+SPIKE_GUARD_DEFAULT = 2.0
+#: reported losses averaged into the loss before a jump
+_LOSS_BEFORE = 4
 
 
 def held_mask(layout: NowcastLayout, hold: Sequence[str]) -> Tensor | None:
@@ -125,6 +139,100 @@ def horizon_schedule(k_max: int, k_min: int = 1, total_steps: int | None = None,
     return k
 
 
+def total_steps_from_scheduler(scheduler: Any) -> int | None:
+    """The number of optimizer steps an LR scheduler plans for, where its type says so, else ``None``.
+
+    Read from ``OneCycleLR.total_steps``, ``CosineAnnealingLR.T_max``, ``PolynomialLR.total_iters`` and
+    ``LinearLR.total_iters`` (a scheduler stepped once per optimizer step; one stepped per epoch counts
+    epochs and must not be passed here).
+    """
+    for attr in ("total_steps", "T_max", "total_iters"):
+        value = getattr(scheduler, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+class AutoPeriod:
+    """The period that keeps the jumps' cost within a share of the time they save (``period="auto"``).
+
+    A window of ``context`` snapshots spaced ``s`` optimizer steps apart ends in a jump ``k`` spacings
+    ahead, which saves about ``k * s`` plain steps. With ``C`` the hook's wall time per window (its
+    snapshots, the jump, the spike guard's bookkeeping) and ``t`` the wall time of a plain step (between
+    two optimizer steps, the hook's own time excluded), the jumps cost the share ``C / (k s t)`` of what
+    they save; :meth:`stride` is the smallest ``s`` (within ``[1, max_stride]``) for which that share is
+    at most ``budget``. ``C`` and ``t`` are medians of the latest windows and steps, so an evaluation or
+    a checkpoint between two steps does not move them.
+
+    Args:
+        context: snapshots per window (the period is ``context * stride``).
+        budget: the largest share of the saved time the jumps may cost (default :data:`AUTO_BUDGET`).
+        max_stride: the longest spacing considered (default: a period of at most :data:`AUTO_MAX_PERIOD`).
+        start_stride: the spacing before anything was measured (default: a period of about
+            :data:`AUTO_START_PERIOD` steps).
+
+    Raises:
+        ValueError: ``budget`` not in ``(0, 1]``.
+    """
+
+    def __init__(self, context: int, budget: float = 0.10, max_stride: int | None = None,
+                 start_stride: int | None = None) -> None:
+        if not 0 < budget <= 1:
+            raise ValueError(f"the auto period's budget is a share of the saved time in (0, 1], got {budget}")
+        self.context, self.budget = int(context), float(budget)
+        self.max_stride = int(max_stride or max(1, AUTO_MAX_PERIOD // self.context))
+        self.current = int(start_stride or max(1, math.ceil(AUTO_START_PERIOD / self.context)))
+        self.current = min(self.current, self.max_stride)
+        self.steps: deque[float] = deque(maxlen=64)  # seconds of the latest plain steps
+        self.windows: deque[float] = deque(maxlen=8)  # hook seconds of the latest windows
+
+    def add_step(self, seconds: float) -> None:
+        """Record the wall time of one plain optimizer step (the hook's time excluded)."""
+        self.steps.append(float(seconds))
+
+    def add_window(self, seconds: float) -> None:
+        """Record the hook's wall time over one window that ended in a jump."""
+        self.windows.append(float(seconds))
+
+    @property
+    def step_seconds(self) -> float | None:
+        """Median wall time of the latest plain steps (``None`` before two steps were timed)."""
+        return statistics.median(self.steps) if len(self.steps) >= 2 else None
+
+    @property
+    def window_seconds(self) -> float | None:
+        """Median hook time of the latest windows (``None`` before the first jump)."""
+        return statistics.median(self.windows) if self.windows else None
+
+    def share(self, stride: int, horizon: int) -> float | None:
+        """The jumps' cost as a share of the time they save at this spacing and horizon (``None``
+        until both times were measured)."""
+        c, t = self.window_seconds, self.step_seconds
+        if c is None or t is None:
+            return None
+        return c / (horizon * stride * t) if t > 0 else math.inf
+
+    def stride(self, horizon: int) -> int:
+        """The smallest spacing whose cost share is at most ``budget`` at horizon ``horizon``, within
+        ``[1, max_stride]``; the current spacing while nothing was measured. Sets :attr:`current`."""
+        c, t = self.window_seconds, self.step_seconds
+        if c is None or t is None:
+            return self.current
+        need = math.ceil(c / (self.budget * max(1, horizon) * t)) if t > 0 else self.max_stride
+        self.current = min(max(1, need), self.max_stride)
+        return self.current
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "steps": list(self.steps), "windows": list(self.windows)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.current = min(int(state["current"]), self.max_stride)
+        self.steps.clear()
+        self.steps.extend(float(x) for x in state.get("steps", []))
+        self.windows.clear()
+        self.windows.extend(float(x) for x in state.get("windows", []))
+
+
 class NowcastHook:
     """Handle of a nowcaster attached to a model and its optimizer (see module docs).
 
@@ -135,14 +243,19 @@ class NowcastHook:
         model: the network being trained; converted once with :class:`~weightspace.GraphSpec`
             (raises :class:`~weightspace.UnsupportedModuleError` naming the layer it cannot represent).
         optimizer: any ``torch.optim.Optimizer`` over (some of) ``model``'s parameters.
-        period: optimizer steps between jumps.
-        context: snapshots per prediction (default: the nowcaster's); ``period`` must be a
-            multiple of it, snapshots are ``period // context`` steps apart.
+        period: optimizer steps between jumps, a multiple of ``context`` (snapshots are
+            ``period // context`` steps apart); or ``"auto"`` (default): chosen after every jump so
+            that the jumps cost at most ``auto_budget`` of the time they save (:class:`AutoPeriod`;
+            it starts at about :data:`AUTO_START_PERIOD` steps and stays within ``[context,``
+            :data:`AUTO_MAX_PERIOD` ``]``); each change is logged at INFO.
+        context: snapshots per prediction (default: the nowcaster's).
         horizon: how far to jump, in snapshot spacings (``1..nowcaster.horizons``): an int, a
             callable ``step -> k``, or ``None`` for NiNo's decay from ``nowcaster.horizons`` to 1
             over ``total_steps`` (constant ``nowcaster.horizons`` without ``total_steps``).
         total_steps: the planned number of optimizer steps (for the horizon schedule); no jumps
-            happen after it.
+            happen after it. Without it (and without ``horizon``) the horizon stays at its maximum,
+            which attaching says in a ``UserWarning``; the Lightning and Hugging Face callbacks take
+            it from the trainer.
         optimizer_state: ``"keep"`` or ``"reset"`` (see module docs).
         hold: roles (edge or node type names, :func:`held_mask`) whose parameters jumps leave to the
             optimizer; default :data:`HOLD_DEFAULT` (attention's query, key and value maps; see module
@@ -150,25 +263,49 @@ class NowcastHook:
         start: no jump before this optimizer step.
         example_input: passed to :meth:`GraphSpec.from_module` for models only ``torch.export``
             can trace.
+        spike_guard: undo a jump whose next loss exceeds ``spike_guard`` times the loss before it
+            (the mean of the last 4 losses reported before the jump); ``None`` switches it off. It
+            needs the loss: :meth:`report_loss` in a plain loop (the callbacks report it); while no
+            loss is reported it does nothing. Undoing writes back the pre-jump weights kept in the
+            ring buffer's newest snapshot, so it costs no memory for float32, bfloat16 and float16
+            parameters and one copy of the moved float64 parameters, taken at each guarded jump;
+            the optimizer step taken on the jumped weights is discarded with the jump (under
+            ``optimizer_state="reset"`` the dropped optimizer state is put back; under ``"keep"``
+            the moments keep that step's gradient).
+        auto_budget: with ``period="auto"``, the largest share of the time the jumps save that they
+            may cost (default :data:`AUTO_BUDGET`).
 
     Raises:
-        ValueError: a bad argument (period, context, horizon, optimizer_state, hold), an optimizer that
+        ValueError: a bad argument (period, context, horizon, optimizer_state, hold, spike_guard,
+            auto_budget), an optimizer that
             updates none of ``model``'s parameters, or saved hook state in ``optimizer.state`` (from
             ``optimizer.load_state_dict`` before attaching) of another period, context or architecture.
         UnsupportedModuleError: ``model`` holds a layer the graph cannot represent.
     """
 
     def __init__(self, nowcaster: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-                 period: int = 20, context: int | None = None, horizon: int | Callable[[int], int] | None = None,
-                 total_steps: int | None = None, optimizer_state: str = "keep", start: int = 0,
-                 example_input: Any = None, hold: Sequence[str] = HOLD_DEFAULT) -> None:
+                 period: int | str = "auto", context: int | None = None,
+                 horizon: int | Callable[[int], int] | None = None, total_steps: int | None = None,
+                 optimizer_state: str = "keep", start: int = 0, example_input: Any = None,
+                 hold: Sequence[str] = HOLD_DEFAULT, spike_guard: float | None = SPIKE_GUARD_DEFAULT,
+                 auto_budget: float = AUTO_BUDGET) -> None:
         context = int(context or nowcaster.context)
         if nowcaster.learned and context != nowcaster.context:
             raise ValueError(f"this nowcaster reads {nowcaster.context} snapshots, got context={context}")
         if context < 2:
             raise ValueError(f"context must be at least 2, got {context}")
-        if period < context or period % context:
+        auto = None
+        if isinstance(period, str):
+            if period != "auto":
+                raise ValueError(f"period must be a positive multiple of context ({context}) or 'auto', "
+                                 f"got {period!r}")
+            auto = AutoPeriod(context, auto_budget)  # raises on a bad budget
+            period = context * auto.current
+        elif period < context or period % context:
             raise ValueError(f"period ({period}) must be a positive multiple of context ({context})")
+        if spike_guard is not None and not spike_guard > 1:
+            raise ValueError(f"spike_guard is the factor by which the loss may rise after a jump, above 1 "
+                             f"(or None to switch the guard off), got {spike_guard}")
         if optimizer_state not in OPTIMIZER_STATE_CHOICES:
             raise ValueError(f"optimizer_state must be one of {OPTIMIZER_STATE_CHOICES}, got {optimizer_state!r}")
         if isinstance(horizon, int) and not 1 <= horizon <= nowcaster.horizons:
@@ -177,6 +314,8 @@ class NowcastHook:
         self.layout = NowcastLayout.from_spec(self.spec)
         self.nowcaster, self.model, self.optimizer = nowcaster, model, optimizer
         self.period, self.context, self.stride = int(period), context, int(period) // context
+        self.auto = auto  # AutoPeriod with period="auto", else None
+        self.spike_guard = spike_guard
         self.total_steps, self.optimizer_state, self.start = total_steps, optimizer_state, int(start)
         if callable(horizon):
             self._horizon = horizon
@@ -202,6 +341,17 @@ class NowcastHook:
         self.skipped = 0
         self.seconds = 0.0  # wall-clock time spent inside the hook (preparing the jump, snapshots, predictions, writes)
         self.history: list[dict[str, Any]] = []
+        self.undone = 0
+        self._anchor = 0  # the step the current window counts from (moves at each jump with period="auto")
+        self._t_end: float | None = None  # when the hook last returned (plain step times are measured from it)
+        self._step_times: deque[float] = deque(maxlen=64)
+        self._window_seconds = 0.0  # hook time since the last jump
+        self._loss_at, self._loss_sum, self._loss_n = -1, None, 0  # losses reported at the current step
+        self._recent: deque[tuple[int, Any]] = deque(maxlen=_LOSS_BEFORE)  # (step, mean loss) before now
+        self._loss_steps, self._loss_values = array("q"), array("d")
+        self._loss_tensors: list[tuple[int, Tensor]] = []  # not yet read back (read in batches: no sync per step)
+        self._pending: dict[str, Any] | None = None  # the latest jump, while the spike guard waits for its loss
+        self._summary_logged = False
         self._buf = torch.empty(context, self.spec.num_params, dtype=torch.float32, device=device)
         self._count = 0  # snapshots in the buffer since the last jump (the newest at (count-1) % context)
         # views of every buffer row (and of the jump's target vector) shaped like the model's tensors, so a
@@ -224,6 +374,12 @@ class NowcastHook:
             optimizer.register_state_dict_post_hook(self._sd_post),
             optimizer.register_load_state_dict_pre_hook(self._load_pre),
         ]
+        if horizon is None and not total_steps:
+            msg = (f"no total_steps given: the jump horizon stays at its maximum ({nowcaster.horizons} snapshot "
+                   f"spacings) for the whole run; pass total_steps=<planned optimizer steps> to attach() so "
+                   f"that it decays as in NiNo, or horizon=<k> to fix it")
+            warnings.warn(msg, UserWarning, stacklevel=3)
+            log.warning(msg)
 
     # ------------------------------------------------------------------ hook
     @property
@@ -316,16 +472,126 @@ class NowcastHook:
                 v.copy_(t)
         self._count += 1
 
+    def _clock(self) -> float:
+        return time.perf_counter()  # no CPU-time clock here: its system call invites preemption into the timing
+
     def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        t0 = time.perf_counter()  # no CPU-time clock here: its system call invites preemption into the timing
+        t0 = self._clock()
+        if self._t_end is not None:  # a plain step: from the hook's last return to this call
+            self._step_times.append(t0 - self._t_end)
+            if self.auto is not None:
+                self.auto.add_step(t0 - self._t_end)
+        if self._loss_n:
+            self._close_loss()
+        if self._pending is not None:
+            self._judge()
         self.step += 1
-        if self.step % self.stride == 0:
+        rel = self.step - self._anchor
+        if rel % self.stride == 0:
             self._snapshot()
-        due = (self.step % self.period == 0 and self.step >= self.start
+        due = (rel % self.period == 0 and self.step >= self.start
                and (self.total_steps is None or self.step < self.total_steps))
-        if due and self._count >= self.context:
+        jumped = due and self._count >= self.context
+        if jumped:
             self._jump()
-        self.seconds += time.perf_counter() - t0
+        t1 = self._clock()
+        self.seconds += t1 - t0
+        self._window_seconds += t1 - t0
+        if jumped:
+            self._window_done()
+        self._t_end = t1
+
+    def _window_done(self) -> None:
+        """After a jump: time the window; with ``period="auto"`` choose the next period and count the next
+        window from this step."""
+        if self.history:
+            self.history[-1]["window_seconds"] = self._window_seconds
+        if self.auto is not None:
+            if self.history and self.history[-1]["applied"]:
+                self.auto.add_window(self._window_seconds)
+            self._anchor = self.step
+            k = max(1, min(int(self._horizon(self.step + self.period)), self.nowcaster.horizons))
+            stride = self.auto.stride(k)
+            if stride != self.stride:
+                share = self.auto.share(stride, k)
+                log.info("nowcast: period %d -> %d optimizer steps at step %d (a window of jumps costs %.2f ms, "
+                         "a plain step %.2f ms, horizon %d: the jumps cost %.1f%% of the %d steps they save; "
+                         "budget %.0f%%)", self.period, stride * self.context, self.step,
+                         1e3 * self.auto.window_seconds, 1e3 * self.auto.step_seconds, k,
+                         100 * share, k * stride, 100 * self.auto.budget)
+                self.stride, self.period = stride, stride * self.context
+        self._window_seconds = 0.0
+
+    # ------------------------------------------------------------------ loss and the spike guard
+    def report_loss(self, loss: Tensor | float) -> None:
+        """Tell the hook the training loss of a batch computed with the model's current weights.
+
+        Call it between the forward pass and ``optimizer.step()`` (several calls before one step, e.g.
+        under gradient accumulation, are averaged). It feeds the spike guard and :meth:`plot`'s loss
+        curve; a tensor is read back in batches, so reporting does not synchronize a GPU at every step.
+        The Lightning and Hugging Face callbacks call it for you.
+        """
+        value = loss.detach().float().reshape(()) if isinstance(loss, Tensor) else torch.tensor(float(loss))
+        if self._loss_n and self._loss_at != self.step:
+            self._close_loss()
+        self._loss_sum = value if not self._loss_n else self._loss_sum + value
+        self._loss_at = self.step
+        self._loss_n += 1
+
+    def _close_loss(self) -> None:
+        """The mean loss reported at one step is complete: keep it."""
+        mean = self._loss_sum / self._loss_n
+        self._recent.append((self._loss_at, mean))
+        self._loss_tensors.append((self._loss_at, mean))
+        if len(self._loss_tensors) >= 256:
+            self._read_losses()
+        self._loss_sum, self._loss_n = None, 0
+
+    def _read_losses(self) -> None:
+        if self._loss_tensors:
+            values = torch.stack([v.to("cpu", non_blocking=False) for _, v in self._loss_tensors]).tolist()
+            self._loss_steps.extend(s for s, _ in self._loss_tensors)
+            self._loss_values.extend(values)
+            self._loss_tensors = []
+
+    @property
+    def losses(self) -> list[tuple[int, float]]:
+        """``(step, loss)`` of every step with a reported loss: the mean loss reported while the hook had
+        counted ``step`` optimizer steps (computed with the weights after step ``step``)."""
+        if self._loss_n:
+            self._close_loss()
+        self._read_losses()
+        return list(zip(self._loss_steps, self._loss_values))
+
+    def _guard_ready(self) -> bool:
+        """Whether the spike guard watches this jump: on, with a loss reported just before it."""
+        return self.spike_guard is not None and bool(self._recent) and self._recent[-1][0] >= self.step - 1
+
+    def _judge(self) -> None:
+        """The step after a guarded jump: undo it when its loss rose beyond the guard's factor."""
+        pending, self._pending = self._pending, None
+        rec = pending["rec"]
+        after = [v for s, v in self._recent if s == rec["step"]]
+        if not after:  # no loss reported on the jumped weights: the guard cannot judge this jump
+            return
+        before, after = float(pending["before"]), float(after[-1])
+        rec["loss_before"], rec["loss_after"] = before, after
+        if not after > self.spike_guard * before:
+            return
+        with torch.no_grad():
+            row, tensors = pending["row"], pending["tensors"]
+            for i, t in zip(pending["idx"], tensors):
+                src = pending["exact"].get(i)
+                t.copy_(src if src is not None else self._row_views[row][i])
+            for p, st in pending["states"].items():
+                self.optimizer.state[p] = st
+        rec["undone"] = True
+        self.jumps -= 1
+        self.undone += 1
+        msg = (f"nowcast jump at step {rec['step']} undone: the loss rose from {before:.4g} to {after:.4g}, above "
+               f"spike_guard={self.spike_guard} times the loss before it; the weights are back where the "
+               f"optimizer left them at step {rec['step']}")
+        log.warning(msg)
 
     @torch.no_grad()
     def _jump(self) -> None:
@@ -339,8 +605,9 @@ class NowcastHook:
         if plan is not None and plan.device != self.nowcaster.param_device(plan.device):  # the nowcaster moved
             plan = self._plan = self._make_plan()
         self._check_moved()
-        rec = {"step": self.step, "horizon": k, "steps_ahead": k * self.stride,
-               "seconds": 0.0, "applied": False}
+        rec = {"step": self.step, "period": self.period, "horizon": k, "steps_ahead": k * self.stride,
+               "seconds": 0.0, "applied": False, "undone": False, "delta_norm": None, "window_norm": None,
+               "loss_before": None, "loss_after": None}
         if not self._moved_tensors:  # every parameter frozen or out of the optimizer: nothing to predict
             log.debug("nowcast jump at step %d: the optimizer updates none of the model's parameters", self.step)
             self.history.append(rec)
@@ -357,6 +624,17 @@ class NowcastHook:
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             log.warning(msg)
         else:
+            newest = (self._count - 1) % c
+            rec["delta_norm"] = float(new.norm())
+            rec["window_norm"] = float(torch.dist(self._buf[newest], self._buf[pos]))
+            guarded = self._guard_ready()
+            if guarded:  # the newest snapshot is the pre-jump weights; float64 ones are kept exactly
+                exact = {i: self._tensors[i].detach().clone() for i in self._moved_idx
+                         if self._tensors[i].dtype == torch.float64}
+                before = torch.stack([v for s, v in self._recent if s < self.step]).mean()
+                self._pending = {"rec": rec, "row": newest, "idx": list(self._moved_idx),
+                                 "tensors": list(self._moved_tensors), "exact": exact, "before": before,
+                                 "states": {}}
             # the float32 delta added in each tensor's own dtype (a float64 parameter keeps its precision;
             # the last snapshot is the tensor itself, rounded to float32)
             if self._same_device:
@@ -366,31 +644,48 @@ class NowcastHook:
                     t.add_(d.to(t.device))
             if self.optimizer_state == "reset":
                 for p in self._params:
-                    self.optimizer.state.pop(p, None)
+                    st = self.optimizer.state.pop(p, None)
+                    if guarded and st is not None:
+                        self._pending["states"][p] = st
             self.jumps += 1
             rec["applied"] = True
-            log.debug("nowcast jump at step %d: %d steps ahead", self.step, k * self.stride)
+            log.debug("nowcast jump at step %d: %d steps ahead (|delta| %.3g, optimizer's move over the window "
+                      "%.3g)", self.step, k * self.stride, rec["delta_norm"], rec["window_norm"])
         rec["seconds"] = time.perf_counter() - t0
         self.history.append(rec)
         self._count = 0
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """The hook's state: counters, history and the snapshots of the current window."""
+        """The hook's state: counters, history, the snapshots of the current window and, with
+        ``period="auto"``, the timings and the period chosen."""
         window = self.window.cpu()
-        return {"step": self.step, "jumps": self.jumps, "skipped": self.skipped, "window": window.clone(),
-                "history": [dict(h) for h in self.history], "period": self.period, "context": self.context}
+        state = {"step": self.step, "jumps": self.jumps, "skipped": self.skipped, "window": window.clone(),
+                 "history": [dict(h) for h in self.history], "period": self.period, "context": self.context,
+                 "undone": self.undone, "anchor": self._anchor}
+        if self.auto is not None:
+            state["period"] = "auto"
+            state["auto"] = self.auto.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (the same period, context and architecture)."""
-        if int(state["period"]) != self.period or int(state["context"]) != self.context:
+        mine = "auto" if self.auto is not None else self.period
+        theirs = state["period"] if state["period"] == "auto" else int(state["period"])
+        if theirs != mine or int(state["context"]) != self.context:
             raise ValueError(f"saved hook state has period={state['period']}, context={state['context']}; "
-                             f"this hook has period={self.period}, context={self.context}")
+                             f"this hook has period={mine!r}, context={self.context}")
         w = state["window"]
         if w.numel() and w.shape[-1] != self.spec.num_params:
             raise ValueError(f"saved window holds {w.shape[-1]} parameters, the model stores {self.spec.num_params}")
         self.step, self.jumps, self.skipped = int(state["step"]), int(state["jumps"]), int(state["skipped"])
         self.history = [dict(h) for h in state.get("history", [])]
+        self.undone, self._anchor = int(state.get("undone", 0)), int(state.get("anchor", 0))
+        if self.auto is not None and "auto" in state:
+            self.auto.load_state_dict(state["auto"])
+            self.stride = self.auto.current
+            self.period = self.stride * self.context
+        self._pending = None
         w = w[-self.context:] if w.numel() else w
         self._buf[: w.shape[0]] = w.to(self._buf.device, torch.float32) if w.numel() else self._buf[:0]
         self._count = int(w.shape[0]) if w.numel() else 0
@@ -431,19 +726,64 @@ class NowcastHook:
         return state_dict
 
     # ------------------------------------------------------------------ lifecycle
-    def remove(self) -> None:
-        """Detach from the optimizer (no more snapshots or jumps; state-dict hooks removed)."""
+    def remove(self) -> dict[str, Any]:
+        """Detach from the optimizer (no more snapshots or jumps; state-dict hooks removed) and log
+        :meth:`summary` at INFO (once). Returns the summary."""
+        if self._loss_n:
+            self._close_loss()
+        if self._pending is not None:  # a loss reported on the jumped weights before detaching still counts
+            self._judge()
         for h in self._handles:
             h.remove()
         self._handles = []
         self._count = 0
         self._plan = None  # its buffers are freed; a removed hook makes no more jumps
+        summary = self.summary()
+        if not self._summary_logged:
+            self._summary_logged = True
+            log.info("nowcast: %s", self.describe(summary))
+        return summary
+
+    close = remove
+    detach = remove
+
+    def summary(self) -> dict[str, Any]:
+        """What the hook did, as a dict.
+
+        Keys: ``steps`` (optimizer steps seen), ``jumps`` (applied and kept), ``undone`` (by the spike
+        guard), ``skipped`` (non-finite), ``steps_ahead`` (the kept jumps' sum of ``steps_ahead``),
+        ``seconds`` (wall time inside the hook), ``step_seconds`` (median plain step, ``None`` before
+        two steps), ``steps_saved`` (estimate: ``steps_ahead`` less the hook's time in plain steps and
+        one discarded step per undone jump; ``None`` without a step time), ``cost_share`` (hook time
+        over the time of ``steps_ahead`` steps), ``period`` (the one in force), ``auto`` (whether the
+        period is chosen automatically).
+        """
+        kept = [h for h in self.history if h.get("applied") and not h.get("undone")]
+        ahead = int(sum(h["steps_ahead"] for h in kept))
+        t = statistics.median(self._step_times) if len(self._step_times) >= 2 else None
+        saved = ahead - self.seconds / t - self.undone if t else None
+        share = self.seconds / (ahead * t) if t and ahead else None
+        return {"steps": self.step, "jumps": self.jumps, "undone": self.undone, "skipped": self.skipped,
+                "steps_ahead": ahead, "seconds": self.seconds, "step_seconds": t, "steps_saved": saved,
+                "cost_share": share, "period": self.period, "auto": self.auto is not None}
+
+    @staticmethod
+    def describe(summary: dict[str, Any]) -> str:
+        """One line of :meth:`summary` for a log."""
+        text = (f"{summary['jumps']} jumps ({summary['undone']} undone, {summary['skipped']} skipped) in "
+                f"{summary['steps']} optimizer steps, {summary['steps_ahead']} steps ahead, "
+                f"{summary['seconds']:.3g} s in the hook")
+        if summary["steps_saved"] is not None:
+            text += (f", about {summary['steps_saved']:.0f} steps saved net of the hook's time "
+                     f"(cost {100 * (summary['cost_share'] or 0):.1f}% of the time the jumps save)")
+        return text + f"; period {summary['period']}{' (auto)' if summary['auto'] else ''}"
 
     @property
     def attached(self) -> bool:
         return bool(self._handles)
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(kind={self.nowcaster.kind!r}, period={self.period}, "
+        period = f"auto:{self.period}" if self.auto is not None else self.period
+        return (f"{self.__class__.__name__}(kind={self.nowcaster.kind!r}, period={period!r}, "
                 f"context={self.context}, step={self.step}, jumps={self.jumps}, skipped={self.skipped}, "
                 f"optimizer_state={self.optimizer_state!r}, hold={self.hold!r}, held={self.held})")
