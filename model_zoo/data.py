@@ -15,7 +15,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dataset", "load_dataset", "DATASETS"]
+__all__ = ["Dataset", "load_dataset", "split_indices", "DATASETS"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,12 @@ class Dataset:
         }
 
 
-def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded train/test split of ``n`` samples: ``(train_index, test_index)``, each sorted.
+
+    Raises:
+        ValueError: ``test_fraction`` outside (0, 1).
+    """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     perm = np.random.default_rng(seed).permutation(n)
@@ -128,17 +133,22 @@ def dataset_options(name: str) -> tuple[str, ...]:
 
 def load_dataset(name: str = "digits", *, test_fraction: float = 0.2, seed: int = 0, flatten: bool = False,
                  **kwargs) -> Dataset:
-    """Load an embedded dataset with a seeded train/test split.
+    """Load an embedded dataset with a seeded train/test split, or read a source ``KIND:PATH`` from the
+    local disk (``file:x.npz``, ``folder:DIR``, ``mnist:ROOT``, ``cifar10:ROOT``, ...; see
+    :mod:`model_zoo.datasets`, whose :func:`~model_zoo.datasets.load_data` also takes in-memory data).
 
     Args:
-        name: one of :data:`DATASETS`.
+        name: one of :data:`DATASETS`, or a source string ``KIND:PATH``.
         test_fraction: share of samples in the test split.
         seed: seed of the split permutation.
         flatten: inputs as vectors (MLPs) instead of ``[C, L]``/``[C, H, W]`` (CNNs).
-        **kwargs: generator options (``num_samples``, ``generator_seed``, ... for mnist1d/synthetic).
+        **kwargs: generator options (``num_samples``, ``generator_seed``, ... for mnist1d/synthetic);
+            ``limit_train``/``limit_test`` for a source.
 
     Raises:
-        ValueError: unknown dataset name or invalid ``test_fraction``.
+        ValueError: unknown dataset name (the message lists the embedded names and the source kinds)
+            or invalid ``test_fraction``.
+        model_zoo.datasets.DataSourceError: a source whose files are missing or malformed.
     """
     if name == "digits":
         if kwargs:
@@ -152,8 +162,10 @@ def load_dataset(name: str = "digits", *, test_fraction: float = 0.2, seed: int 
         x, y, info = _synthetic(**kwargs)
         task, k = "regression", int(y.shape[1])
     else:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
-    tr, te = _split(len(x), test_fraction, seed)
+        from .datasets import read_source  # your own data from the local disk: KIND:PATH
+
+        return read_source(name, test_fraction=test_fraction, seed=seed, flatten=flatten, **kwargs)
+    tr, te = split_indices(len(x), test_fraction, seed)
     info = {**info, "test_fraction": test_fraction, "split_seed": seed, "flatten": flatten}
     return Dataset(name, torch.from_numpy(x[tr]), torch.from_numpy(y[tr]), torch.from_numpy(x[te]),
                    torch.from_numpy(y[te]), task, k, tr, te, info)
