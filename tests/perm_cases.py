@@ -8,6 +8,7 @@ from torch import Tensor
 
 import weightspace as ws
 from weightspace.examples import build_example
+from weightspace.instantiate import register_arch
 
 from .helpers import head_permutation, node_permutation, permute_params
 
@@ -83,6 +84,7 @@ BREAK = {"mlp": ("0.weight", 32), "cnn_flatten_bn": ("0.weight", 6), "resnet": (
          "vit": ("blocks.0.linear1.weight", 32)}
 
 
+@register_arch
 def example_module(name: str) -> torch.nn.Module:
     """The example network ``name`` as a ``_target_`` factory (``{"_target_": "tests.perm_cases.example_module",
     "name": ...}``) for metanetworks that run the networks they read."""
