@@ -4,8 +4,11 @@
   :data:`NOWCASTER_KINDS`): predicts the future change of every parameter from a window of past
   snapshots; ``Nowcaster.from_pretrained("nowcaster")`` loads the shipped one.
 * :class:`NowcastHook` (``nowcaster.attach(model, optimizer)``): periodic jumps inside an ordinary
-  training loop; :class:`~weightspace.nowcast.lightning.NowcastCallback` for Lightning (optional
-  extra, import :mod:`weightspace.nowcast.lightning`).
+  training loop, at a period chosen so that they pay for themselves (:class:`AutoPeriod`), undone
+  when the loss spikes (``report_loss``), with ``summary()`` and :func:`plot`;
+  :class:`~weightspace.nowcast.lightning.NowcastCallback` for Lightning and
+  :class:`~weightspace.nowcast.hf.NowcastTrainerCallback` for a Hugging Face ``Trainer`` (optional
+  extras, import :mod:`weightspace.nowcast.lightning` / :mod:`weightspace.nowcast.hf`).
 * Meta-training: :func:`meta_train` (:class:`MetaTrainConfig`) on :class:`Trajectory` windows
   (:func:`load_trajectories` from dense zoos).
 * Building blocks: :class:`NowcastLayout` (where each flat parameter sits in the graph),
@@ -15,10 +18,21 @@
 
 from .data import Trajectory, load_trajectories, sample_windows
 from .features import group_stats, param_features, window_features
-from .hook import HOLD_DEFAULT, OPTIMIZER_STATE_CHOICES, NowcastHook, held_mask, horizon_schedule
+from .hook import (
+    AUTO_BUDGET,
+    HOLD_DEFAULT,
+    OPTIMIZER_STATE_CHOICES,
+    SPIKE_GUARD_DEFAULT,
+    AutoPeriod,
+    NowcastHook,
+    held_mask,
+    horizon_schedule,
+    total_steps_from_scheduler,
+)
 from .layout import NowcastLayout
 from .model import KINDS, NOWCASTER_KINDS, NowcastConfig, Nowcaster, NowcasterKind
 from .plan import PLAN_MAX, JumpPlan
+from .plotting import plot
 from .stream import StreamIndex, predict_stream
 from .train import MetaTrainConfig, meta_train, window_loss
 
@@ -33,6 +47,11 @@ __all__ = [
     "held_mask",
     "HOLD_DEFAULT",
     "OPTIMIZER_STATE_CHOICES",
+    "AutoPeriod",
+    "AUTO_BUDGET",
+    "SPIKE_GUARD_DEFAULT",
+    "total_steps_from_scheduler",
+    "plot",
     "NowcastLayout",
     "Trajectory",
     "load_trajectories",
