@@ -20,6 +20,8 @@ against the annotations of the target's signature before it is called (:class:`A
 from __future__ import annotations
 
 import collections.abc as cabc
+import contextlib
+import contextvars
 import importlib
 import inspect
 import logging
@@ -32,7 +34,7 @@ from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["instantiate", "resolve_target", "register_arch", "check_config", "is_allowed_target",
+__all__ = ["instantiate", "resolve_target", "register_arch", "check_config", "is_allowed_target", "trusted_code",
            "UntrustedTargetError", "ArchConfigError", "ENTRY_POINT_GROUP"]
 
 #: entry point group through which installed packages publish architecture classes
@@ -46,6 +48,23 @@ _registry_lock = threading.Lock()
 _entry_points: dict[str, Any] | None = None
 
 T = TypeVar("T")
+
+_TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("weightspace_trusted_code", default=False)
+
+
+@contextlib.contextmanager
+def trusted_code(trust: bool = True):
+    """Within the block, every :func:`resolve_target` behaves as if called with ``trust_code=trust``.
+
+    For loaders that build architectures several calls deep (a probing predictor, a generator):
+    ``Predictor.from_pretrained(path, trust_code=True)`` enters this block. ``trust=False`` leaves
+    the allowlist in force (an outer block still applies).
+    """
+    token = _TRUSTED.set(_TRUSTED.get() or bool(trust))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
 
 
 class UntrustedTargetError(ValueError):
@@ -156,6 +175,7 @@ def resolve_target(path: str, *, trust_code: bool = False) -> Any:
     """
     if not isinstance(path, str) or "." not in path:
         raise ValueError(f"_target_ must be a dotted path like 'model_zoo.archs.MLP', got {path!r}")
+    trust_code = trust_code or _TRUSTED.get()
     obj = _allowlisted(path)
     if obj is not None:
         return obj

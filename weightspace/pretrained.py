@@ -35,6 +35,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from .instantiate import UntrustedTargetError, trusted_code
+
 __all__ = [
     "PretrainedMixin",
     "CheckpointError",
@@ -349,13 +351,16 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls: type[T], name_or_path: str | os.PathLike,
-                        map_location: str | torch.device = "cpu") -> T:
+                        map_location: str | torch.device = "cpu", *, trust_code: bool = False) -> T:
         """Load a model saved by :meth:`save_pretrained`, or a shipped checkpoint by name.
 
         Args:
             name_or_path: a directory (or its ``config.json``), or the name of a shipped checkpoint
                 (:func:`list_checkpoints`).
             map_location: device of the loaded model.
+            trust_code: let architectures named in the files (e.g. a probing predictor's networks)
+                resolve outside the allowlist of :mod:`weightspace.instantiate`: this imports and runs
+                code the file names, so only for files you trust.
 
         Returns:
             The model; ``nn.Module`` models are returned in eval mode.
@@ -367,12 +372,15 @@ class PretrainedMixin:
         w = d / WEIGHTS_NAME
         if not w.is_file():
             raise CheckpointError(f"{w}: missing; a saved {cls.__name__} is {CONFIG_NAME} + {WEIGHTS_NAME}")
-        cls._check_shapes_before_building(config, w)
-        try:
-            model = cls.from_config(config)
-        except (ValueError, TypeError, RuntimeError, OverflowError, MemoryError) as e:
-            raise CheckpointError(f"{d / CONFIG_NAME}: the config does not describe a valid {cls.__name__}: "
-                                  f"{type(e).__name__}: {e}") from None
+        with trusted_code(trust_code):
+            cls._check_shapes_before_building(config, w)
+            try:
+                model = cls.from_config(config)
+            except UntrustedTargetError as e:
+                raise CheckpointError(f"{d / CONFIG_NAME}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - whatever the constructor raises, the config file is the culprit
+                raise CheckpointError(f"{d / CONFIG_NAME}: the config does not describe a valid {cls.__name__}: "
+                                      f"{type(e).__name__}: {e}") from None
         tensors = read_weights(w)
         try:
             model.load_pretrained_tensors(tensors)
