@@ -1,8 +1,10 @@
 """model_zoo: populations of trained networks as data.
 
-Generate zoos on embedded datasets with a batched trainer (:func:`generate`), store them in the
-format of ``DESIGN.md``, read them back (:func:`load` -> :class:`Zoo`) and import the zoos the field
-publishes (:func:`import_small_cnn_zoo`, :func:`import_state_dicts`).
+Generate zoos with a batched trainer (:func:`generate`) on embedded datasets or your own data
+(:func:`load_data`: tensors, torch Datasets, ``.npz`` files, image folders, MNIST/Fashion-MNIST/
+CIFAR/SVHN files from a local root), store them in the format of ``DESIGN.md``, read them back
+(:func:`load` -> :class:`Zoo`) and import the zoos the field publishes (:func:`import_small_cnn_zoo`,
+:func:`import_state_dicts`).
 """
 
 from .archs import (
@@ -17,6 +19,7 @@ from .archs import (
 )
 from .data import Dataset, load_dataset
 from .dataset import ZooGraphDataset, split_runs
+from .datasets import DataMismatchError, DataSourceError, fingerprint, load_data
 from .generator import ZooExistsError, generate
 from .importers import import_small_cnn_zoo, import_state_dicts
 from .lock import ZooLockedError
@@ -35,6 +38,8 @@ __all__ = [
     "ZooGraphDataset",
     "split_runs",
     "load_dataset",
+    "load_data",
+    "fingerprint",
     "Dataset",
     "sample_runs",
     "RunConfig",
@@ -49,6 +54,8 @@ __all__ = [
     "ZooExistsError",
     "ZooLockedError",
     "ZooWriteError",
+    "DataSourceError",
+    "DataMismatchError",
     "UntrustedTargetError",
     "ArchConfigError",
     "register_arch",

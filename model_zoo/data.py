@@ -132,7 +132,7 @@ def dataset_options(name: str) -> tuple[str, ...]:
 
 
 def load_dataset(name: str = "digits", *, test_fraction: float = 0.2, seed: int = 0, flatten: bool = False,
-                 **kwargs) -> Dataset:
+                 limit_train: int | None = None, limit_test: int | None = None, **kwargs) -> Dataset:
     """Load an embedded dataset with a seeded train/test split, or read a source ``KIND:PATH`` from the
     local disk (``file:x.npz``, ``folder:DIR``, ``mnist:ROOT``, ``cifar10:ROOT``, ...; see
     :mod:`model_zoo.datasets`, whose :func:`~model_zoo.datasets.load_data` also takes in-memory data).
@@ -142,14 +142,19 @@ def load_dataset(name: str = "digits", *, test_fraction: float = 0.2, seed: int 
         test_fraction: share of samples in the test split.
         seed: seed of the split permutation.
         flatten: inputs as vectors (MLPs) instead of ``[C, L]``/``[C, H, W]`` (CNNs).
-        **kwargs: generator options (``num_samples``, ``generator_seed``, ... for mnist1d/synthetic);
-            ``limit_train``/``limit_test`` for a source.
+        limit_train, limit_test: keep a seeded random subset of this many train/test samples (``None``: all).
+        **kwargs: generator options (``num_samples``, ``generator_seed``, ... for mnist1d/synthetic).
 
     Raises:
         ValueError: unknown dataset name (the message lists the embedded names and the source kinds)
             or invalid ``test_fraction``.
         model_zoo.datasets.DataSourceError: a source whose files are missing or malformed.
     """
+    if limit_train is not None or limit_test is not None:
+        from .datasets import load_data
+
+        full = load_dataset(name, test_fraction=test_fraction, seed=seed, flatten=flatten, **kwargs)
+        return load_data(full, seed=seed, limit_train=limit_train, limit_test=limit_test)
     if name == "digits":
         if kwargs:
             raise ValueError(f"dataset 'digits' takes no options, got {sorted(kwargs)}")

@@ -1,7 +1,10 @@
 """Zoo generation: sample runs, train them in batched groups, store them chunk by chunk.
 
 ``generate(config, out_dir)`` is the whole pipeline; rerunning it on the same folder finishes what is
-missing (see :mod:`model_zoo.store`). ``shard``/``num_shards`` split the chunks between workers
+missing (see :mod:`model_zoo.store`). The data is an embedded dataset, a source ``KIND:PATH`` named in
+``config["data"]["name"]`` or the user's own tensors / torch Dataset passed as ``data=`` (see
+:mod:`model_zoo.datasets`); its fingerprint is recorded in ``zoo.json`` and a resumed run must use
+the same data. ``shard``/``num_shards`` split the chunks between workers
 (Hydra multirun) that write into the same folder; the last one to finish merges the metrics.
 """
 
@@ -24,7 +27,8 @@ from tqdm.auto import tqdm
 
 from weightspace.instantiate import check_config
 
-from .data import load_dataset
+from .data import Dataset
+from .datasets import IN_MEMORY, check_fingerprint, fingerprint, load_data
 from .lock import ZooLock, ZooLockedError, _describe, _stale, read_lock, shard_lock_path
 from .sampling import RunConfig, sample_runs
 from .store import (
@@ -74,9 +78,21 @@ class Chunk:
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Fill defaults and check the keys of a generator config (a plain dict, e.g. from Hydra).
 
+    ``data`` may be a mapping (``name``: an embedded dataset or a source ``KIND:PATH``, plus options,
+    see :func:`model_zoo.datasets.load_data`) or just the name/source string. Limits left at ``None``
+    are dropped, so a config that spells them out equals one that does not.
+
     Raises:
-        ValueError: unknown top-level, data or trainer keys; a non-positive size or chunk size.
+        ValueError: unknown top-level or trainer keys; ``data`` that is neither a mapping nor a string
+            (in-memory data goes to ``generate(..., data=...)``); a non-positive size or chunk size.
     """
+    config = dict(config)
+    d = config.get("data")
+    if isinstance(d, str):
+        config["data"] = {"name": d}
+    elif d is not None and not isinstance(d, Mapping):
+        raise ValueError(f"zoo config 'data' must be a mapping or a dataset name/source string, got a "
+                         f"{type(d).__name__}; pass tensors or a torch Dataset as generate(config, out_dir, data=...)")
     cfg = copy.deepcopy(_DEFAULTS)
     unknown = sorted(set(config) - set(cfg))
     if unknown:
@@ -90,6 +106,7 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
             cfg[k] = {str(a): (dict(b) if isinstance(b, Mapping) else b) for a, b in dict(v or {}).items()}
         else:
             cfg[k] = v
+    cfg["data"] = {k: v for k, v in cfg["data"].items() if not (k in ("limit_train", "limit_test") and v is None)}
     bad = sorted(set(cfg["trainer"]) - set(TrainerConfig.__dataclass_fields__))
     if bad:
         raise ValueError(f"unknown trainer keys {bad}; allowed: {sorted(TrainerConfig.__dataclass_fields__)}")
@@ -162,9 +179,10 @@ def _live_shard_locks(root: Path) -> list[tuple[Path, dict]]:
     return out
 
 
-def _open_or_create(root: Path, cfg: dict, info: dict, desc: dict) -> None:
-    """Create ``zoo.json`` and ``split.json``, or check that the existing zoo has the same config.
-    Called with the zoo lock held, so two writers never both find the folder empty."""
+def _open_or_create(root: Path, cfg: dict, info: dict, desc: dict, data: Dataset) -> None:
+    """Create ``zoo.json`` and ``split.json``, or check that the existing zoo has the same config and
+    data (its recorded fingerprint). Called with the zoo lock held, so two writers never both find the
+    folder empty."""
     zpath = root / "zoo.json"
     if zpath.exists():
         old = read_json(zpath)
@@ -175,6 +193,9 @@ def _open_or_create(root: Path, cfg: dict, info: dict, desc: dict) -> None:
         if not same:
             raise ZooExistsError(f"{root} holds a zoo generated from another configuration ({zpath}); "
                                  "choose a new output folder or delete it")
+        recorded = (old.get("dataset") or {}).get("fingerprint") if isinstance(old.get("dataset"), dict) else None
+        if isinstance(recorded, Mapping):
+            check_fingerprint(data, recorded, f"{zpath} (resuming)")
         removed = clean_stale_tmp(root)
         if removed:
             log.info("removed %d temporary files left by an interrupted run", removed)
@@ -183,8 +204,8 @@ def _open_or_create(root: Path, cfg: dict, info: dict, desc: dict) -> None:
         write_json(zpath, info)
 
 
-def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: int = 0, num_shards: int = 1,
-             progress: bool = True, trust_code: bool = False) -> Any:
+def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, data: Any = None, shard: int = 0,
+             num_shards: int = 1, progress: bool = True, trust_code: bool = False) -> Any:
     """Generate (or finish) a zoo in ``out_dir``.
 
     One process writes a zoo at a time (see :mod:`model_zoo.lock`): an unsharded run holds
@@ -198,6 +219,12 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: in
             ``chunk_size``, ``data``, ``arch`` (a ``_target_`` dict), ``space`` (see
             :mod:`model_zoo.sampling`), ``trainer`` (see :class:`~model_zoo.trainer.TrainerConfig`).
         out_dir: the zoo folder; created if missing, resumed if it holds the same zoo.
+        data: your own data instead of ``config["data"]["name"]``: ``(x_train, y_train, x_test, y_test)``
+            tensors or arrays, a map-style torch ``Dataset`` (or a pair train/test), a source string, ...
+            (anything :func:`model_zoo.datasets.load_data` takes); ``config["data"]`` then holds only
+            options (``flatten``, ``limit_train``, ``limit_test``, ``seed``, ``test_fraction``). In-memory
+            data is recorded as ``"in-memory"`` with its fingerprint: pass the same data to resume and
+            to ``Zoo.dataset(data=...)``.
         shard, num_shards: train only chunks with ``id % num_shards == shard``.
         progress: show a tqdm bar over models.
         trust_code: allow architecture ``_target_`` s outside the allowlist (see ``docs/trust-model.md``).
@@ -207,11 +234,21 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: in
 
     Raises:
         ZooExistsError: ``out_dir`` holds a zoo made from a different configuration.
+        DataMismatchError: resuming with data that differs from the fingerprint recorded in ``zoo.json``.
+        DataSourceError: a data source whose files are missing (naming the files expected) or malformed.
         ZooLockedError: another process is writing the zoo (or the same shard of it), naming it.
         UntrustedTargetError: an architecture outside the allowlist without ``trust_code``.
         ArchConfigError: architecture arguments that do not fit the class.
         ZooWriteError: a file cannot be written (e.g. a full disk), naming the file.
     """
+    config = dict(config)
+    if data is not None:
+        opts = config.get("data") or {}
+        if isinstance(opts, str) or (isinstance(opts, Mapping) and opts.get("name", IN_MEMORY) != IN_MEMORY):
+            name = opts if isinstance(opts, str) else opts["name"]
+            raise ValueError(f"data given twice: config data.name={name!r} and data=...; drop data.name from the "
+                             "config (keep only options such as flatten or limit_train) or do not pass data=")
+        config["data"] = {**opts, "name": IN_MEMORY}
     cfg = normalize_config(config)
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard must lie in [0, num_shards={num_shards}), got {shard}")
@@ -226,7 +263,7 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: in
             if live:
                 raise ZooLockedError(f"{root}: shards of a sharded run are writing this zoo: "
                                      f"{_describe(*live[0])}; wait for them or rerun with the same num_shards")
-            return _generate_locked(cfg, root, shard, num_shards, progress, trust_code)
+            return _generate_locked(cfg, root, shard, num_shards, progress, trust_code, data)
         finally:
             writer.release()
     with ZooLock(root / ".lock", init, wait=60, wait_if=(init,)):
@@ -237,27 +274,34 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, shard: in
         writer = ZooLock(shard_lock_path(root, shard), f"generating shard {shard} of {num_shards}",
                          extra={"num_shards": num_shards}).acquire()
     try:
-        return _generate_locked(cfg, root, shard, num_shards, progress, trust_code)
+        return _generate_locked(cfg, root, shard, num_shards, progress, trust_code, data)
     finally:
         writer.release()
 
 
-def _generate_locked(cfg: dict, root: Path, shard: int, num_shards: int, progress: bool, trust_code: bool) -> Any:
+def _generate_locked(cfg: dict, root: Path, shard: int, num_shards: int, progress: bool, trust_code: bool,
+                     user_data: Any = None) -> Any:
     from .zoo import load
 
-    data = load_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
+    options = {k: v for k, v in cfg["data"].items() if k != "name"}
+    if user_data is not None:
+        data = load_data(user_data, **options)
+    elif cfg["data"]["name"] == IN_MEMORY:
+        raise ValueError(f"{root}: the zoo config names in-memory data; pass the same data as generate(..., data=...)")
+    else:
+        data = load_data(cfg["data"])
     runs = sample_runs(cfg["space"], cfg["arch"], cfg["size"], cfg["seed"])
     for arch in {json.dumps(r.arch, sort_keys=True): r.arch for r in runs}.values():
         check_config(arch, trust_code=trust_code)  # before anything is written
     chunks = plan_chunks(runs, cfg["chunk_size"])
-    desc = data.describe()
+    desc = {**data.describe(), "fingerprint": fingerprint(data)}
     info = _zoo_info(cfg, desc, runs, chunks)
     if num_shards == 1:
-        _open_or_create(root, cfg, info, desc)
+        _open_or_create(root, cfg, info, desc, data)
     else:
         with ZooLock(root / ".lock", "creating or checking zoo.json", wait=60,
                      wait_if=("creating or checking zoo.json",)):
-            _open_or_create(root, cfg, info, desc)
+            _open_or_create(root, cfg, info, desc, data)
     tcfg = trainer_config(cfg)
     tcfg.schedule()  # validate before training
     mine = [c for c in chunks if c.id % num_shards == shard]
@@ -294,7 +338,9 @@ def _generate_locked(cfg: dict, root: Path, shard: int, num_shards: int, progres
         bar.refresh()
     bar.close()
     if finalize(root):
-        return load(root, trust_code=trust_code)
+        zoo = load(root, trust_code=trust_code)
+        zoo.attach_data(data)  # zoo.dataset() works at once, in-memory data included
+        return zoo
     if num_shards == 1:  # every chunk was verified or trained above: only a change during the run gets here
         raise ZooFormatError(f"{root}: a chunk changed on disk while the zoo was generated (see the warning "
                              "above); rerun the same command to train it again")

@@ -7,6 +7,10 @@
 
 Both validate everything (shapes, columns, finite weights, readable files) and write into a
 temporary folder that is moved into place at the end, so an error leaves nothing half-imported.
+Both take the data the runs were trained on (``data=``: a source such as ``"mnist:ROOT"``, tensors, a
+torch Dataset; see :mod:`model_zoo.datasets`): the zoo then records its description, split and
+fingerprint, so it can be re-evaluated (``zoo.dataset()``), used by ``predict`` and learned by
+``generate`` like a generated zoo. Without it, ``zoo.attach_data(data)`` gives it the data later.
 Errors are :class:`~model_zoo.store.ZooFormatError` naming the file and the row.
 """
 
@@ -27,6 +31,8 @@ import torch
 from torch import Tensor
 
 from .archs import instantiate
+from .data import Dataset
+from .datasets import fingerprint, load_data
 from .store import (
     METRIC_COLUMNS,
     SCHEMA_VERSION,
@@ -118,8 +124,12 @@ class _Writer:
 
     def commit(self, dataset: dict, extra: dict) -> Path:
         self.flush()
-        write_json(self.tmp / "split.json", {"train_index": None, "test_index": None,
-                                             "note": "the source zoo does not publish its data split"})
+        if "train_index" in dataset:
+            write_json(self.tmp / "split.json", {"train_index": dataset["train_index"],
+                                                 "test_index": dataset["test_index"]})
+        else:
+            write_json(self.tmp / "split.json", {"train_index": None, "test_index": None,
+                                                 "note": "the source zoo does not publish its data split"})
         write_json(self.tmp / "zoo.json", {
             "schema_version": SCHEMA_VERSION, "format": "weightspace-zoo", "name": self.dst.name,
             "size": len(self.run_arch), "dataset": dataset, "split_file": "split.json",
@@ -142,6 +152,32 @@ def _arch_for(arch: ArchSpec, row: dict, where: str) -> dict:
     return dict(a)
 
 
+def _import_data(data: Any, input_shape: Sequence[int] | None, name: str) -> tuple[Dataset | None, dict]:
+    """The data an imported zoo was trained on and the ``zoo.json`` description of it."""
+    if data is None:
+        return None, {"name": name, "input_shape": list(input_shape) if input_shape else None}
+    ds = load_data(data)
+    if input_shape is not None and list(input_shape) != list(ds.input_shape):
+        raise ValueError(f"input_shape={list(input_shape)} but the data has inputs of shape {list(ds.input_shape)}; "
+                         "leave input_shape out (the data's is used) or fix one of them")
+    return ds, {**ds.describe(), "fingerprint": fingerprint(ds)}
+
+
+def _check_fits(model: torch.nn.Module, ds: Dataset | None, arch: Mapping[str, Any]) -> None:
+    """The data's inputs run through the architecture and give one output per class (two samples)."""
+    if ds is None:
+        return
+    try:
+        with torch.no_grad():
+            out = model(ds.x_train[:2])
+    except Exception as e:  # shape errors from any layer
+        raise ValueError(f"the data (inputs {list(ds.input_shape)}) does not fit the architecture {arch['_target_']}: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if out.dim() != 2 or out.shape[1] != ds.num_outputs:
+        raise ValueError(f"the architecture {arch['_target_']} gives outputs of shape {list(out.shape[1:])}, the data "
+                         f"has {ds.num_outputs} {'classes' if ds.task == 'classification' else 'targets'}")
+
+
 def _numeric(row: dict, col: str, where: str) -> float:
     try:
         return float(row[col])
@@ -150,7 +186,7 @@ def _numeric(row: dict, col: str, where: str) -> float:
 
 
 def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, arch: ArchSpec, *,
-                         input_shape: Sequence[int] | None = None, chunk_size: int = 1000,
+                         data: Any = None, input_shape: Sequence[int] | None = None, chunk_size: int = 1000,
                          trust_code: bool = False) -> Any:
     """Import a zoo in the Small CNN Zoo layout.
 
@@ -164,19 +200,24 @@ def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
         dst_dir: new zoo folder (must not exist).
         arch: a ``_target_`` dict, or a callable taking a metrics row (dict of strings) and returning
             one (the Small CNN Zoo varies the activation per run).
-        input_shape: model input shape without batch (recorded for graph tracing), e.g. ``[1, 28, 28]``.
+        data: the data the runs were trained on (e.g. ``"mnist:ROOT"``, ``"svhn:ROOT"``, tensors; anything
+            :func:`model_zoo.datasets.load_data` takes), recorded with its fingerprint so that the zoo
+            can be re-evaluated; checked to fit the architecture. ``None``: attach it later.
+        input_shape: model input shape without batch (recorded for graph tracing), e.g. ``[1, 28, 28]``;
+            taken from ``data`` when given.
         chunk_size: runs per safetensors shard.
         trust_code: allow an architecture ``_target_`` outside the allowlist (see ``docs/trust-model.md``).
 
     Returns:
-        The imported :class:`~model_zoo.zoo.Zoo`.
+        The imported :class:`~model_zoo.zoo.Zoo` (with ``data`` attached).
 
     Raises:
         ZooFormatError: missing or truncated files, missing columns, shape mismatches, NaN weights,
             row counts that disagree - naming the file and row.
         FileExistsError: ``dst_dir`` exists.
+        ValueError: ``data`` that does not fit the architecture or ``input_shape``.
+        DataSourceError: a data source whose files are missing or malformed.
     """
-    from .zoo import load
 
     src, dst = Path(src_dir), Path(dst_dir)
     wpath, lpath = src / "weights.npy", src / "layout.csv"
@@ -191,6 +232,8 @@ def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
         raise ZooFormatError(f"{wpath}: expected a 2-D array (models x parameters), got shape {weights.shape}")
     layout = read_csv_rows(lpath, required=("varname", "start_idx", "end_idx", "shape"))
     rows = read_csv_rows(mpath, required=("step", "test_accuracy"))
+    dname = rows[0].get("config.dataset", "unknown") if rows else "unknown"
+    ds, desc = _import_data(data, input_shape, dname)
     if len(rows) != weights.shape[0]:
         raise ZooFormatError(f"{mpath}: {len(rows)} metrics rows but {wpath} holds {weights.shape[0]} weight rows")
     P = weights.shape[1]
@@ -236,6 +279,7 @@ def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
                         raise ZooFormatError(f"{lpath} row {k} ({var}): shape {shape} -> {conv} in PyTorch order, "
                                              f"but parameter {n!r} has shape {pshapes[n]}")
                 checked[aid] = pshapes
+                _check_fits(model, ds, a)
             run_rows = sorted(run_rows, key=lambda k: _numeric(rows[k], "step", f"{mpath} row {k + 1}"))
             steps = [int(_numeric(rows[k], "step", f"{mpath} row {k + 1}")) for k in run_rows]
             if len(set(steps)) != len(steps):
@@ -257,20 +301,27 @@ def import_small_cnn_zoo(src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
                 r.setdefault("epoch", "")
                 out_rows.append(r)
             writer.add_run(aid, state, out_rows)
-        dname = rows[0].get("config.dataset", "unknown") if rows else "unknown"
-        ds = {"name": dname, "input_shape": list(input_shape) if input_shape else None}
-        writer.commit(ds, {"source": str(src.resolve())})
+        writer.commit(desc, {"source": str(src.resolve())})
     except BaseException:
         writer.abort()
         raise
     log.info("imported %d runs (%d rows) from %s into %s", len(writer.run_arch), len(rows), src, dst)
-    return load(dst, trust_code=trust_code)
+    return _opened(dst, ds, trust_code)
+
+
+def _opened(dst: Path, ds: Dataset | None, trust_code: bool) -> Any:
+    from .zoo import load
+
+    zoo = load(dst, trust_code=trust_code)
+    if ds is not None:
+        zoo.attach_data(ds)
+    return zoo
 
 
 def import_state_dicts(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, arch: ArchSpec, *,
-                       metrics: str = "metrics.csv", file_column: str = "file", run_column: str = "run",
-                       input_shape: Sequence[int] | None = None, chunk_size: int = 1000,
-                       trust_code: bool = False) -> Any:
+                       data: Any = None, metrics: str = "metrics.csv", file_column: str = "file",
+                       run_column: str = "run", input_shape: Sequence[int] | None = None,
+                       chunk_size: int = 1000, trust_code: bool = False) -> Any:
     """Import a folder of PyTorch state dicts described by a metrics CSV.
 
     Every CSV row names a checkpoint file (``file_column``, relative to ``src_dir``) and its metrics;
@@ -278,29 +329,37 @@ def import_state_dicts(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, a
     without that column), ordered by ``step`` (0 when absent). Files are read with
     ``torch.load(weights_only=True)`` - never an unsafe fallback. File paths must stay inside
     ``src_dir`` (no absolute paths, ``..`` or symbolic links leading out). ``trust_code`` allows an
-    architecture ``_target_`` outside the allowlist.
+    architecture ``_target_`` outside the allowlist. ``data`` is the data the runs were trained on,
+    recorded with its fingerprint (see :func:`import_small_cnn_zoo`); ``input_shape`` is taken from it
+    when given.
 
     Raises:
         ZooFormatError: unreadable/truncated files, non-tensor content, missing or extra keys, wrong
             shapes, NaN weights, bad CSV rows - naming the file and the CSV row.
         FileExistsError: ``dst_dir`` exists.
+        ValueError: ``data`` that does not fit the architecture or ``input_shape``.
+        DataSourceError: a data source whose files are missing or malformed.
     """
-    from .zoo import load
-
     src, dst = Path(src_dir), Path(dst_dir)
     mpath = src / metrics
     rows = read_csv_rows(mpath, required=(file_column,))
     if not rows:
         raise ZooFormatError(f"{mpath}: no rows")
+    ds, desc = _import_data(data, input_shape, "unknown")
     order: dict[str, list[int]] = {}
     for k, r in enumerate(rows):
         order.setdefault(r.get(run_column, str(k)), []).append(k)
     writer = _Writer(dst, "state_dicts", chunk_size)
+    fitted: set[str] = set()
     try:
         for run_rows in order.values():
             a = _arch_for(arch, rows[run_rows[0]], f"{mpath} row {run_rows[0] + 1}")
             aid = writer.arch_id(a)
-            ref = instantiate(a, trust_code=trust_code).state_dict()
+            module = instantiate(a, trust_code=trust_code)
+            if aid not in fitted:
+                _check_fits(module, ds, a)
+                fitted.add(aid)
+            ref = module.state_dict()
             steps = [int(_numeric(rows[k], "step", f"{mpath} row {k + 1}")) if rows[k].get("step", "") != "" else 0
                      for k in run_rows]
             pairs = sorted(zip(steps, run_rows))
@@ -337,9 +396,8 @@ def import_state_dicts(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, a
                 out_rows.append(r)
             state = {n: torch.stack([s[n] for s in states]) for n in ref}
             writer.add_run(aid, state, out_rows)
-        ds = {"name": "unknown", "input_shape": list(input_shape) if input_shape else None}
-        writer.commit(ds, {"source": str(src.resolve())})
+        writer.commit(desc, {"source": str(src.resolve())})
     except BaseException:
         writer.abort()
         raise
-    return load(dst, trust_code=trust_code)
+    return _opened(dst, ds, trust_code)

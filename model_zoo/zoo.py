@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from weightspace.instantiate import UntrustedTargetError, check_config, instantiate
 
-from .data import DATASETS, Dataset, dataset_options, load_dataset
+from .data import Dataset
+from .datasets import rebuild
 from .store import (
     METRIC_COLUMNS,
     ZooFormatError,
@@ -154,6 +155,7 @@ class Zoo:
         if verify:
             self._check_shards()
         self._specs: dict[str, Any] = {}
+        self._data: Dataset | None = None
 
     def _check_archs(self, zpath: Path) -> None:
         """Check every architecture's arguments against its class (allowlisted ones; others are
@@ -270,29 +272,43 @@ class Zoo:
                 raise ZooFormatError(f"{path}: {part} must be a list of integers or null")
         return split
 
-    def dataset(self) -> Dataset:
-        """The embedded dataset the runs were trained and evaluated on, rebuilt from ``zoo.json``
-        (generator options, split seed, preprocessing) and checked against the stored split.
+    def dataset(self, data: Any = None) -> Dataset:
+        """The data the runs were trained and evaluated on (layout: see :mod:`model_zoo.datasets`).
+
+        Without ``data``: the data attached before (:meth:`attach_data`), else an embedded dataset
+        rebuilt from ``zoo.json`` (generator options, split seed, preprocessing), or a source
+        (``file:``, ``folder:``, ``mnist:``, ``cifar10:``, ...) read again from the path recorded in
+        ``zoo.json``. With ``data`` (the tensors or torch Dataset the zoo was made with, or a source
+        string where the files moved): that data, with the zoo's recorded options (limits, seed,
+        flatten) applied. Either way it must match the split and fingerprint recorded in ``zoo.json``;
+        the result is kept, so later calls (``predict``, ``generate``) reuse it.
 
         Raises:
-            ZooFormatError: the zoo's data is not one of the embedded datasets (imported zoos), or the
-                rebuilt train/test split differs from the one recorded in ``zoo.json``.
+            DataSourceError: in-memory data, or an imported zoo without recorded data, and no ``data``
+                given (the message says how to pass it); recorded files that cannot be read.
+            DataMismatchError: (a :class:`ZooFormatError`) the data differs from the recorded split or
+                fingerprint, naming what differs.
         """
-        d = self.info.get("dataset", {})
-        name = d.get("name")
-        if name not in DATASETS or "split_seed" not in d:
-            raise ZooFormatError(f"{self.path / 'zoo.json'}: dataset {name!r} is not an embedded dataset "
-                                 f"that can be rebuilt (choose one of {DATASETS})")
-        options = {k: d[k] for k in dataset_options(name) if k in d}
-        if name == "synthetic":
-            options.update(in_features=int(d["input_shape"][0]), out_features=int(d["num_outputs"]))
-        ds = load_dataset(name, test_fraction=float(d["test_fraction"]), seed=int(d["split_seed"]),
-                          flatten=bool(d.get("flatten", False)), **options)
-        for part in ("train_index", "test_index"):
-            if part in d and not np.array_equal(np.asarray(d[part]), getattr(ds, part)):
-                raise ZooFormatError(f"{self.path / 'zoo.json'}: the rebuilt {name} dataset has a different "
-                                     f"{part} than the one stored with the zoo")
-        return ds
+        if data is None and self._data is not None:
+            return self._data
+        self._data = rebuild(self.info.get("dataset", {}), data, where=str(self.path / "zoo.json"))
+        return self._data
+
+    def attach_data(self, data: Any) -> Dataset:
+        """Give the zoo its data (for zoos made from in-memory data, or imported without ``data=``), after
+        checking it against the fingerprint in ``zoo.json``; :meth:`dataset` returns it from then on.
+
+        Args:
+            data: anything :func:`model_zoo.datasets.load_data` takes (tensors, torch Dataset, source, ...).
+
+        Returns:
+            The checked :class:`~model_zoo.data.Dataset`.
+
+        Raises:
+            DataMismatchError: the data differs from the recorded fingerprint (or, without one, from the
+                recorded input shape), naming what differs.
+        """
+        return self.dataset(data)
 
     # ------------------------------------------------------------------ weights and models
     def arch_config(self, i: int) -> dict:

@@ -370,3 +370,123 @@ def test_rebuild_without_recorded_data():
     assert ds.input_shape == (1, 8, 8)
     with pytest.raises(DataMismatchError, match=r"input shape \[64\], the zoo records dataset.input_shape \[1, 8, 8\]"):
         rebuild({"name": "digits", "input_shape": [1, 8, 8]}, load_data("digits", flatten=True))
+
+
+# ----------------------------------------------------------------------------------------- zoos on your own data
+def _zoo_config(data: dict, arch: dict) -> dict:
+    return {"name": "own", "size": 2, "seed": 0, "chunk_size": 2, "data": data, "arch": arch,
+            "space": {"lr": {"log_uniform": [1e-3, 1e-2]}, "batch_size": 4}, "trainer": {"epochs": 1, "checkpoints": [0, 1]}}
+
+
+def _accuracy(zoo, run, ds) -> float:
+    with torch.no_grad():
+        return float((zoo.build_model(run)(ds.x_test).argmax(-1) == ds.y_test).float().mean())
+
+
+def test_generate_on_an_npz_file_reloads_it_and_refuses_a_changed_file(tmp_path):
+    import json
+
+    import model_zoo
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (12, 1, 4, 4), dtype=np.uint8), "y_train": np.arange(12) % 3,
+              "x_test": rng.integers(0, 256, (6, 1, 4, 4), dtype=np.uint8), "y_test": np.arange(6) % 3}
+    np.savez(tmp_path / "d.npz", **arrays)
+    mlp = {"_target_": "model_zoo.archs.MLP", "in_features": 16, "num_outputs": 3, "depth": 1, "width": 4}
+    cfg = _zoo_config({"name": f"file:{tmp_path / 'd.npz'}", "flatten": True, "limit_train": 10}, mlp)
+    model_zoo.generate(cfg, tmp_path / "zoo", progress=False)
+    zoo = model_zoo.load(tmp_path / "zoo")
+    recorded = json.loads((tmp_path / "zoo" / "zoo.json").read_text())["dataset"]
+    assert recorded["source"] == f"file:{(tmp_path / 'd.npz').resolve()}" and recorded["fingerprint"]["x_train"]["shape"] == [10, 16]
+    ds = zoo.dataset()  # the file read again, with the recorded flatten and limit_train
+    ref = load_data(f"file:{tmp_path / 'd.npz'}", flatten=True, limit_train=10)
+    assert torch.equal(ds.x_train, ref.x_train) and torch.equal(ds.y_test, ref.y_test)
+    assert _accuracy(zoo, 1, ds) == pytest.approx(zoo.rows(1)["test_accuracy"][-1], abs=1e-6)
+    arrays["x_test"][0, 0, 0, 0] ^= 1
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(DataMismatchError, match=r"zoo.json: the data differs .*x_test content"):
+        model_zoo.load(tmp_path / "zoo").dataset()
+    with pytest.raises(DataMismatchError, match=r"zoo.json \(resuming\): the data differs"):
+        model_zoo.generate(cfg, tmp_path / "zoo", progress=False)
+
+
+def test_generate_on_cifar10_files(tmp_path):
+    import model_zoo
+
+    write_cifar10(tmp_path / "cifar", per_batch=2, n_test=4)
+    cnn = {"_target_": "model_zoo.archs.SmallCNN", "in_channels": 3, "channels": 2, "strides": 2}
+    zoo = model_zoo.generate(_zoo_config({"name": f"cifar10:{tmp_path / 'cifar'}"}, cnn), tmp_path / "zoo",
+                             progress=False)
+    assert len(zoo) == 2 and zoo.info["dataset"]["name"] == "cifar10" and zoo.info["dataset"]["input_shape"] == [3, 32, 32]
+    again = model_zoo.load(tmp_path / "zoo").dataset()
+    assert torch.equal(again.x_train, load_data(f"cifar10:{tmp_path / 'cifar'}").x_train)
+    assert _accuracy(zoo, 0, again) == pytest.approx(zoo.rows(0)["test_accuracy"][-1], abs=1e-6)
+    write_cifar10(tmp_path / "cifar", per_batch=2, n_test=4, seed=1)
+    with pytest.raises(DataMismatchError, match=r"x_train content.*y_train content"):
+        model_zoo.load(tmp_path / "zoo").dataset()
+
+
+def test_generate_on_in_memory_data(tmp_path):
+    import model_zoo
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 5, generator=g), torch.randint(0, 2, (16,), generator=g)
+    mine = TensorDataset(x, y)
+    mlp = {"_target_": "model_zoo.archs.MLP", "in_features": 5, "num_outputs": 2, "depth": 1, "width": 3}
+    cfg = _zoo_config({"test_fraction": 0.25}, mlp)
+    zoo = model_zoo.generate(cfg, tmp_path / "zoo", data=mine, progress=False)
+    assert zoo.dataset().x_train.shape == (12, 5) and zoo.info["dataset"]["source"] == IN_MEMORY
+    with pytest.raises(DataSourceError, match=r"trained on in-memory data .*zoo.dataset\(data=...\)"):
+        model_zoo.load(tmp_path / "zoo").dataset()
+    back = model_zoo.load(tmp_path / "zoo")
+    ds = back.attach_data(mine)  # the recorded split (test_fraction, seed) is applied again
+    assert back.dataset() is ds and _accuracy(back, 1, ds) == pytest.approx(back.rows(1)["test_accuracy"][-1], abs=1e-6)
+    with pytest.raises(DataMismatchError, match=r"x_train content"):
+        model_zoo.load(tmp_path / "zoo").dataset(data=TensorDataset(x + 1, y))
+    with pytest.raises(DataMismatchError, match=r"zoo.json \(resuming\)"):
+        model_zoo.generate(cfg, tmp_path / "zoo", data=TensorDataset(x.flip(0), y), progress=False)
+    with pytest.raises(ValueError, match=r"data given twice: config data.name='digits' and data=..."):
+        model_zoo.generate(_zoo_config({"name": "digits"}, mlp), tmp_path / "z2", data=mine, progress=False)
+    with pytest.raises(ValueError, match=r"zoo config 'data' must be a mapping .* got a TensorDataset; pass tensors"):
+        model_zoo.generate({**cfg, "data": mine}, tmp_path / "z3", progress=False)
+
+
+def test_imported_zoo_with_data_can_be_evaluated(tmp_path):
+    import model_zoo
+    from weightspace.diffusion.data import EvalData
+
+    from .test_importers import arch_of_row, write_small_cnn_zoo
+
+    write_small_cnn_zoo(tmp_path / "src")
+    zoo = model_zoo.import_small_cnn_zoo(tmp_path / "src", tmp_path / "with", arch_of_row, data="digits")
+    assert zoo.info["dataset"]["input_shape"] == [1, 8, 8] and "fingerprint" in zoo.info["dataset"]
+    fresh = model_zoo.load(tmp_path / "with")
+    assert torch.equal(fresh.dataset().x_test, load_data("digits").x_test)
+    assert len(EvalData.from_zoo(fresh).x_train) == len(load_data("digits").x_train)  # what `weightspace generate` needs
+    bare = model_zoo.import_small_cnn_zoo(tmp_path / "src", tmp_path / "bare", arch_of_row, input_shape=[1, 8, 8])
+    with pytest.raises(DataSourceError, match=r"records dataset 'digits' but not its data \(imported without data="):
+        model_zoo.load(tmp_path / "bare").dataset()
+    with pytest.raises(DataMismatchError, match=r"input shape \[64\], the zoo records dataset.input_shape \[1, 8, 8\]"):
+        bare.attach_data(load_data("digits", flatten=True))
+    assert bare.attach_data("digits").input_shape == (1, 8, 8)
+    with pytest.raises(ValueError, match=r"the data \(inputs \[64\]\) does not fit the architecture model_zoo.archs.SmallCNN"):
+        model_zoo.import_small_cnn_zoo(tmp_path / "src", tmp_path / "bad", arch_of_row,
+                                       data=load_data("digits", flatten=True))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_imported_state_dicts_with_data(tmp_path):
+    import model_zoo
+
+    from .test_importers import MLP, write_state_dict_folder
+
+    write_state_dict_folder(tmp_path / "src")
+    g = torch.Generator().manual_seed(2)
+    arrays = (torch.rand(6, 4, generator=g), torch.tensor([0, 1] * 3), torch.rand(4, 4, generator=g), torch.tensor([1, 0] * 2))
+    model_zoo.import_state_dicts(tmp_path / "src", tmp_path / "dst", MLP, data=arrays)
+    zoo = model_zoo.load(tmp_path / "dst")
+    assert torch.equal(zoo.dataset(data=arrays).x_test, arrays[2])
+    assert zoo.split["test_index"] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"gives outputs of shape \[2\], the data has 3 classes"):
+        model_zoo.import_state_dicts(tmp_path / "src", tmp_path / "d2", MLP,
+                                     data=(arrays[0], torch.tensor([0, 1, 2] * 2), arrays[2], arrays[3]))

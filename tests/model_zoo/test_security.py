@@ -202,7 +202,7 @@ def test_second_writer_fails_fast_naming_the_holder(tmp_path, foreign_process, m
     out = tmp_path / "z"
     out.mkdir()
     (out / ".lock").write_text(_lock_record(foreign_process.pid))
-    monkeypatch.setattr("model_zoo.generator.load_dataset", lambda *a, **k: pytest.fail("must fail before any work"))
+    monkeypatch.setattr("model_zoo.generator.load_data", lambda *a, **k: pytest.fail("must fail before any work"))
     with pytest.raises(ZooLockedError, match=rf"pid {foreign_process.pid} on host .*\.lock"):
         model_zoo.generate(TINY, out, progress=False)
     assert not (out / "zoo.json").exists()

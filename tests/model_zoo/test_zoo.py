@@ -52,7 +52,8 @@ def test_dataset_is_rebuilt_exactly(small_zoo, tmp_path):
         model_zoo.load(dst, verify=False).dataset()  # (verify=False: zoo.json no longer matches the manifest)
     info["dataset"]["name"] = "cifar10"
     (dst / "zoo.json").write_text(json.dumps(info))
-    with pytest.raises(ZooFormatError, match="'cifar10' is not an embedded dataset"):
+    with pytest.raises(model_zoo.DataSourceError, match=r"records dataset 'cifar10' but not its data .*"
+                                                        r"zoo.dataset\(data=...\) or zoo.attach_data"):
         model_zoo.load(dst, verify=False).dataset()
 
 
