@@ -64,7 +64,9 @@ def run(cfg: DictConfig) -> None:
         gen = _load(str(source), None if cfg.zoo_dir is None else str(cfg.zoo_dir), bool(cfg.progress))
     else:
         options = OmegaConf.to_container(cfg[cfg.kind], resolve=True) if cfg.get(cfg.kind) is not None else {}
-        gen = WeightDiffusion.fit(str(cfg.zoo_dir), kind=str(cfg.kind), arch=arch if cfg.kind == "pdiff" else None,
+        from .predict import open_zoo
+
+        gen = WeightDiffusion.fit(open_zoo(cfg), kind=str(cfg.kind), arch=arch if cfg.kind == "pdiff" else None,
                                   seed=int(cfg.seed), config=options, progress=bool(cfg.progress))
         gen.save_pretrained(str(cfg.out))
         log.info("generator saved in %s (weightspace generate generator=%s samples from it again)", cfg.out, cfg.out)

@@ -70,13 +70,24 @@ def plot_embedding(pred, data, out: Path) -> Path | None:
     return path
 
 
+def open_zoo(cfg: DictConfig):
+    """The zoo ``zoo=DIR``, every stored byte checked against its manifest (sha256) before training on it;
+    ``trust_code=true`` lets its architectures resolve outside the allowlist (``docs/trust-model.md``)."""
+    import model_zoo
+
+    try:
+        return model_zoo.load(str(cfg.zoo_dir), verify=True, trust_code=bool(cfg.get("trust_code", False)))
+    except (model_zoo.ZooFormatError, ValueError) as e:
+        raise SystemExit(f"weightspace: zoo={cfg.zoo_dir}: {e}") from None
+
+
 def run(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     pcfg = config_from(cfg)
-    data = load_zoo_graphs(str(cfg.zoo_dir), pcfg.target, pcfg.fractions, pcfg.split_seed, pcfg.max_runs, pcfg.progress,
+    data = load_zoo_graphs(open_zoo(cfg), pcfg.target, pcfg.fractions, pcfg.split_seed, pcfg.max_runs, pcfg.progress,
                            pcfg.train_checkpoints)
     pred, metrics = run_predict(None, pcfg, out, data=data)
     import torch.distributed as dist

@@ -7,7 +7,7 @@ interrupted zoo. Sharded generation is a Hydra multirun::
     weightspace zoo digits_cnn out=DIR num_shards=2 shard=0,1 hydra/launcher=zoo_joblib --multirun
 
 One process writes a zoo at a time (``DIR/.lock``; shards each hold ``DIR/.lock-shard<k>``). An
-architecture ``_target_`` outside the allowlist (``docs/trust-model.md``) needs ``+trust_code=true``.
+architecture ``_target_`` outside the allowlist (``docs/trust-model.md``) needs ``trust_code=true``.
 """
 
 from __future__ import annotations
