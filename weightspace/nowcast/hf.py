@@ -33,7 +33,8 @@ class NowcastTrainerCallback(TrainerCallback):
         model: which module's parameters to convert and move: a callable ``model -> nn.Module``;
             default the trainer's model.
         example_input: a batch of inputs for :meth:`~weightspace.GraphSpec.from_module`
-            (``torch.export`` traces Hugging Face models); default the model's ``dummy_inputs["input_ids"]``.
+            (``torch.export`` traces Hugging Face models); default the model's ``dummy_inputs["input_ids"]``
+            where it has them, else none (``torch.fx`` traces the module).
         **hook_kwargs: arguments of :class:`~weightspace.nowcast.hook.NowcastHook`
             (``period``, ``horizon``, ``total_steps``, ``spike_guard``, ...). Without ``total_steps``
             the trainer's ``state.max_steps`` is used (or, when that is unknown, what the LR scheduler
@@ -44,7 +45,8 @@ class NowcastTrainerCallback(TrainerCallback):
         summary: its :meth:`~weightspace.nowcast.hook.NowcastHook.summary` when training ended.
 
     Raises:
-        ValueError: (when training begins) no ``example_input`` and a model without ``dummy_inputs``.
+        UnsupportedModuleError: (when training begins) the module cannot be converted; the error names the
+            layer, or asks for ``example_input`` where only ``torch.export`` can trace it.
     """
 
     def __init__(self, nowcaster: Nowcaster | None = None, model: Callable[[Any], nn.Module] | None = None,
@@ -64,11 +66,8 @@ class NowcastTrainerCallback(TrainerCallback):
         inner = getattr(optimizer, "optimizer", None)  # accelerate's AcceleratedOptimizer wraps the torch one
         opt = inner if isinstance(inner, torch.optim.Optimizer) else optimizer
         example = self.example_input
-        if example is None:
-            dummy = getattr(module, "dummy_inputs", None)
-            if not isinstance(dummy, dict) or "input_ids" not in dummy:
-                raise ValueError(f"{type(module).__name__} has no dummy_inputs['input_ids'] to trace it with: pass "
-                                 f"example_input=<a batch of its inputs> to NowcastTrainerCallback")
+        dummy = getattr(module, "dummy_inputs", None)
+        if example is None and isinstance(dummy, dict) and "input_ids" in dummy:
             example = dummy["input_ids"]
         if isinstance(example, torch.Tensor):
             example = example.to(next(module.parameters()).device)
