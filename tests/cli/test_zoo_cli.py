@@ -102,3 +102,20 @@ def test_contention_warning():
 
 def test_paths():
     assert Path(config_dir() / "zoo.yaml").is_file()
+
+
+def test_zoo_on_cifar10_files_from_the_command_line(tmp_path):
+    """`weightspace zoo digits_cnn data@zoo.data=cifar10 zoo.data.name=cifar10:DIR ...` (in process)."""
+    from weightspace.cli.zoo import run
+
+    from ..model_zoo.data_formats import write_cifar10
+
+    want = write_cifar10(tmp_path / "cifar", per_batch=2)
+    overrides = ["zoo=digits_cnn", "data@zoo.data=cifar10", f"zoo.data.name=cifar10:{tmp_path / 'cifar'}",
+                 "zoo.data.limit_train=6", "zoo.arch.in_channels=3", "zoo.arch.channels=2", "size=2",
+                 "zoo.trainer.epochs=1", "zoo.trainer.checkpoints=[0,1]", f"out={tmp_path / 'zoo'}", "progress=false",
+                 "report=false", "threads=1"]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        run(compose("zoo", overrides=overrides))
+    ds = model_zoo.load(tmp_path / "zoo").dataset()
+    assert ds.x_train.shape == (6, 3, 32, 32) and ds.y_test.tolist() == want["y_test"].tolist()

@@ -8,6 +8,14 @@ interrupted zoo. Sharded generation is a Hydra multirun::
 
 One process writes a zoo at a time (``DIR/.lock``; shards each hold ``DIR/.lock-shard<k>``). An
 architecture ``_target_`` outside the allowlist (``docs/trust-model.md``) needs ``trust_code=true``.
+
+Your own data (never downloaded; see :mod:`model_zoo.datasets`): ``zoo.data.name=KIND:PATH`` with KIND
+``file`` (``.npz``), ``folder`` (images, one subfolder per class), ``mnist``, ``fashion_mnist``,
+``cifar10``, ``cifar100`` or ``svhn`` (the standard files in a local folder), or a ready data config
+``data@zoo.data=cifar10`` (root from ``$CIFAR10_ROOT``); ``zoo.data.limit_train=N`` /
+``zoo.data.limit_test=N`` subsample for CPU budgets. Set the architecture to the data's shape
+(``zoo.arch.in_channels=3`` for colour images). Quote a path holding ``~`` or spaces for Hydra:
+``'zoo.data.name="cifar10:~/my data/cifar"'``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ EXAMPLES = (
     "weightspace zoo digits_mlp_demo out=runs/zoo_demo",
     "weightspace zoo digits_cnn size=200 out=zoos/digits_cnn zoo.trainer.epochs=10",
     "weightspace zoo digits_cnn out=zoos/digits_cnn num_shards=2 shard=0,1 hydra/launcher=zoo_joblib --multirun",
+    "weightspace zoo digits_cnn out=zoos/cifar10_cnn zoo.data.name=cifar10:/data/cifar-10-batches-bin "
+    "zoo.data.limit_train=5000 zoo.arch.in_channels=3",
 )
 
 
