@@ -83,7 +83,7 @@ AUTO_START_PERIOD = 20
 AUTO_MAX_PERIOD = 1000
 #: a jump is undone when the next loss exceeds this factor times the loss before it
 SPIKE_GUARD_DEFAULT = 2.0
-#: reported losses averaged into the loss before a jump
+#: per-step losses before a jump whose largest is the spike guard's reference
 _LOSS_BEFORE = 4
 
 
@@ -183,7 +183,7 @@ class AutoPeriod:
         self.max_stride = int(max_stride or max(1, AUTO_MAX_PERIOD // self.context))
         self.current = int(start_stride or max(1, math.ceil(AUTO_START_PERIOD / self.context)))
         self.current = min(self.current, self.max_stride)
-        self.steps: deque[float] = deque(maxlen=64)  # seconds of the latest plain steps
+        self.steps: deque[float] = deque(maxlen=256)  # seconds of the latest plain steps
         self.windows: deque[float] = deque(maxlen=8)  # hook seconds of the latest windows
 
     def add_step(self, seconds: float) -> None:
@@ -264,7 +264,8 @@ class NowcastHook:
         example_input: passed to :meth:`GraphSpec.from_module` for models only ``torch.export``
             can trace.
         spike_guard: undo a jump whose next loss exceeds ``spike_guard`` times the loss before it
-            (the mean of the last 4 losses reported before the jump); ``None`` switches it off. It
+            (the largest of the last 4 per-step losses reported before the jump, so that one noisy
+            batch does not undo a good jump); ``None`` switches it off. It
             needs the loss: :meth:`report_loss` in a plain loop (the callbacks report it); while no
             loss is reported it does nothing. Undoing writes back the pre-jump weights kept in the
             ring buffer's newest snapshot, so it costs no memory for float32, bfloat16 and float16
@@ -344,7 +345,7 @@ class NowcastHook:
         self.undone = 0
         self._anchor = 0  # the step the current window counts from (moves at each jump with period="auto")
         self._t_end: float | None = None  # when the hook last returned (plain step times are measured from it)
-        self._step_times: deque[float] = deque(maxlen=64)
+        self._step_times: deque[float] = deque(maxlen=256)
         self._window_seconds = 0.0  # hook time since the last jump
         self._loss_at, self._loss_sum, self._loss_n = -1, None, 0  # losses reported at the current step
         self._recent: deque[tuple[int, Any]] = deque(maxlen=_LOSS_BEFORE)  # (step, mean loss) before now
@@ -631,7 +632,7 @@ class NowcastHook:
             if guarded:  # the newest snapshot is the pre-jump weights; float64 ones are kept exactly
                 exact = {i: self._tensors[i].detach().clone() for i in self._moved_idx
                          if self._tensors[i].dtype == torch.float64}
-                before = torch.stack([v for s, v in self._recent if s < self.step]).mean()
+                before = torch.stack([v for s, v in self._recent if s < self.step]).max()
                 self._pending = {"rec": rec, "row": newest, "idx": list(self._moved_idx),
                                  "tensors": list(self._moved_tensors), "exact": exact, "before": before,
                                  "states": {}}
