@@ -138,3 +138,21 @@ def test_plot_draws_the_loss_or_the_parameter_change_with_jump_markers():
     assert list(ax2.lines[1].get_ydata()) == [r["delta_norm"] for r in h2.history]
     with pytest.raises(TypeError, match="plot\\(\\) takes a NowcastHook"):
         plot(model)
+
+
+def test_a_non_finite_loss_after_a_jump_undoes_it_and_per_sample_losses_count_as_their_mean():
+    model, opt, data = _setup()
+    h = Nowcaster(kind="linefit").attach(model, opt, period=10, horizon=1, total_steps=100)
+    _run(model, opt, data, 10, h)
+    x, y = data[10 % len(data)]
+    h.report_loss(torch.tensor([float("nan"), 1.0]))  # per-sample losses on the jumped weights: mean NaN
+    opt.zero_grad()
+    ((model(x) - y) ** 2).mean().backward()
+    opt.step()
+    assert h.undone == 1 and h.history[0]["undone"]
+    model2, opt2, _ = _setup()
+    h2 = Nowcaster(kind="linefit").attach(model2, opt2, period=10, horizon=1, total_steps=100)
+    _run(model2, opt2, data, 10, h2)
+    h2.report_loss(torch.tensor([0.0, 2.0 * h2.losses[-1][1]]))  # mean: the loss before, no spike
+    _run(model2, opt2, data, 1, start=10)
+    assert h2.undone == 0 and h2.history[0]["loss_after"] == pytest.approx(h2.losses[-1][1])

@@ -23,6 +23,13 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
   on; the loss may spike for a few steps) or ``"reset"`` (the moved parameters' optimizer state is
   dropped, so e.g. Adam restarts its moments and bias correction).
 * A jump that would produce NaN/inf is skipped with a ``RuntimeWarning`` and never applied.
+* ``period="auto"`` (default): the hook times its own work per window against plain optimizer steps
+  and picks, after every jump, the smallest period whose jumps cost at most ``auto_budget`` (10%) of
+  the time they save (:class:`AutoPeriod`); a fixed ``period`` is never changed.
+* Spike guard: with losses reported (:meth:`NowcastHook.report_loss`; the trainer callbacks report
+  them), a jump whose next loss exceeds ``spike_guard`` times the loss before it is undone.
+* :meth:`NowcastHook.summary` says what the hook did; :meth:`NowcastHook.remove` (alias ``close``,
+  ``detach``) logs it at INFO; :func:`~weightspace.nowcast.plotting.plot` draws it.
 * ``hold``: roles of the parameter graph whose parameters the jumps leave to the optimizer. By
   default the query, key and value projections of attention (weights and biases; :data:`HOLD_DEFAULT`;
   a measured choice, ``docs/design-notes/nowcast.md``). ``hold=()`` jumps every parameter, as NiNo does.
@@ -276,6 +283,16 @@ class NowcastHook:
         auto_budget: with ``period="auto"``, the largest share of the time the jumps save that they
             may cost (default :data:`AUTO_BUDGET`).
 
+    Attributes:
+        history: one dict per jump: ``step``, ``period`` (in force), ``horizon`` (snapshot spacings),
+            ``steps_ahead`` (``horizon * period // context``), ``seconds`` (the jump),
+            ``window_seconds`` (the hook over the window), ``applied`` (false: non-finite, skipped),
+            ``undone`` (by the spike guard), ``delta_norm`` (L2 norm of the applied change),
+            ``window_norm`` (L2 norm of the optimizer's move over the window), ``loss_before`` /
+            ``loss_after`` (what the guard compared; ``None`` without reported losses).
+        jumps, undone, skipped, step, seconds: counters (kept jumps, undone, non-finite, optimizer steps,
+            wall time inside the hook); :meth:`summary` gathers them.
+
     Raises:
         ValueError: a bad argument (period, context, horizon, optimizer_state, hold, spike_guard,
             auto_budget), an optimizer that
@@ -528,11 +545,11 @@ class NowcastHook:
         """Tell the hook the training loss of a batch computed with the model's current weights.
 
         Call it between the forward pass and ``optimizer.step()`` (several calls before one step, e.g.
-        under gradient accumulation, are averaged). It feeds the spike guard and :meth:`plot`'s loss
+        under gradient accumulation, are averaged; a tensor of per-sample losses counts as its mean). It feeds the spike guard and :meth:`plot`'s loss
         curve; a tensor is read back in batches, so reporting does not synchronize a GPU at every step.
         The Lightning and Hugging Face callbacks call it for you.
         """
-        value = loss.detach().float().reshape(()) if isinstance(loss, Tensor) else torch.tensor(float(loss))
+        value = loss.detach().float().mean() if isinstance(loss, Tensor) else torch.tensor(float(loss))
         if self._loss_n and self._loss_at != self.step:
             self._close_loss()
         self._loss_sum = value if not self._loss_n else self._loss_sum + value
@@ -550,7 +567,7 @@ class NowcastHook:
 
     def _read_losses(self) -> None:
         if self._loss_tensors:
-            values = torch.stack([v.to("cpu", non_blocking=False) for _, v in self._loss_tensors]).tolist()
+            values = torch.stack([v.to(self._loss_tensors[0][1].device) for _, v in self._loss_tensors]).cpu().tolist()
             self._loss_steps.extend(s for s, _ in self._loss_tensors)
             self._loss_values.extend(values)
             self._loss_tensors = []
@@ -577,8 +594,8 @@ class NowcastHook:
             return
         before, after = float(pending["before"]), float(after[-1])
         rec["loss_before"], rec["loss_after"] = before, after
-        if not after > self.spike_guard * before:
-            return
+        if not math.isfinite(before) or (math.isfinite(after) and not after > self.spike_guard * before):
+            return  # a non-finite loss after the jump is a spike; a non-finite one before it leaves nothing to judge
         with torch.no_grad():
             row, tensors = pending["row"], pending["tensors"]
             for i, t in zip(pending["idx"], tensors):
