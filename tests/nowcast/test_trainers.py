@@ -165,3 +165,20 @@ def test_lightning_callback_end_to_end():
     assert h.total_steps == 24 and h.step == 24 and [r["step"] for r in h.history] == [5, 10, 15, 20]
     assert not h.attached and cb.summary["jumps"] + cb.summary["undone"] == 4
     assert len(h.losses) == 24 and all(r["loss_after"] is not None for r in h.history)
+
+
+def test_lightning_total_steps_falls_back_to_a_step_scheduler():
+    _lightning()
+    from types import SimpleNamespace
+
+    from weightspace.nowcast.lightning import trainer_total_steps
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
+    one = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=300)
+    step = SimpleNamespace(interval="step", scheduler=one)
+    epoch = SimpleNamespace(interval="epoch", scheduler=one)
+    assert trainer_total_steps(SimpleNamespace(estimated_stepping_batches=120, lr_scheduler_configs=[step])) == 120
+    assert trainer_total_steps(SimpleNamespace(estimated_stepping_batches=float("inf"),
+                                               lr_scheduler_configs=[step])) == 300
+    assert trainer_total_steps(SimpleNamespace(estimated_stepping_batches=float("inf"),
+                                               lr_scheduler_configs=[epoch])) is None
