@@ -23,13 +23,15 @@ class Dataset:
     """A train/test split held in memory.
 
     Attributes:
-        name: dataset name (``digits``, ``mnist1d``, ``synthetic``).
-        x_train, x_test: inputs ``[n, *input_shape]`` (float32).
+        name: dataset name (``digits``, ``mnist1d``, ``synthetic``; a source kind such as ``cifar10`` or
+            ``file``; ``in-memory`` for data handed over from Python, see :mod:`model_zoo.datasets`).
+        x_train, x_test: inputs ``[n, *input_shape]`` (float32; images ``[n, C, H, W]`` in ``[0, 1]``).
         y_train, y_test: class indices ``[n]`` (int64) or regression targets ``[n, d]`` (float32).
         task: ``"classification"`` or ``"regression"``.
         num_outputs: classes or regression outputs.
         train_index, test_index: indices into the dataset's canonical sample order.
-        info: extra description recorded in ``zoo.json``.
+        info: extra description recorded in ``zoo.json`` (how the data was made: its ``source``, split
+            seed and options), enough for :func:`model_zoo.datasets.rebuild` to make it again.
     """
 
     name: str

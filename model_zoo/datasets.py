@@ -664,7 +664,7 @@ def _read_images(files: list[Path]) -> np.ndarray:
                 elif im.size != size0[0]:
                     raise DataSourceError(f"{f}: image size {im.size[0]}x{im.size[1]}, but {size0[1]} is "
                                           f"{size0[0][0]}x{size0[0][1]}; every image needs the same size (resize them)")
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
             raise DataSourceError(f"{f}: cannot read as an image ({e})") from None
     gray = modes <= {"1", "L", "LA"}
     out = np.empty((len(files), 1 if gray else 3, size0[0][1], size0[0][0]), dtype=np.uint8)
@@ -672,7 +672,7 @@ def _read_images(files: list[Path]) -> np.ndarray:
         try:
             with Image.open(f) as im:
                 out[k] = _pil_to_array(im.convert("L" if gray else "RGB"))
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
             raise DataSourceError(f"{f}: cannot read as an image ({e})") from None
     return out
 
