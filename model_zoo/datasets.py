@@ -381,6 +381,9 @@ def _assemble(name: str, source: str, raw: _Raw, opts: dict[str, Any]) -> Datase
     if raw.x_test is None:
         y_all = _labels(raw.y_train, len(raw.x_train), where, "the data")
         tr, te = split_indices(len(raw.x_train), opts["test_fraction"], opts["seed"])
+        if not len(tr) or not len(te):
+            raise DataSourceError(f"{where}: a test_fraction of {opts['test_fraction']} of {len(raw.x_train)} samples "
+                                  f"leaves {len(tr)} train and {len(te)} test samples; both need at least one")
         xtr, ytr, xte, yte = raw.x_train[tr], y_all[tr], raw.x_train[te], y_all[te]
         split = {"split": "seeded", "test_fraction": opts["test_fraction"]}
     else:
@@ -393,6 +396,8 @@ def _assemble(name: str, source: str, raw: _Raw, opts: dict[str, Any]) -> Datase
         if ytr.dtype != yte.dtype or ytr.shape[1:] != yte.shape[1:]:
             raise DataSourceError(f"{where}: train and test labels differ in kind ({ytr.dtype} {list(ytr.shape[1:])} "
                                   f"vs {yte.dtype} {list(yte.shape[1:])})")
+        if not len(xte):
+            raise DataSourceError(f"{where}: the test part holds no samples")
         tr, te = np.arange(len(xtr)), np.arange(len(xte))
         split = {"split": "source"}
     if ytr.dtype == np.int64:
@@ -711,7 +716,7 @@ def _read_folder(root: Path, kind: str) -> _Raw:
 # ----------------------------------------------------------------------------------------- fingerprint
 def _sha256(a: Tensor | np.ndarray) -> str:
     arr = np.ascontiguousarray(a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a))
-    return hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
+    return hashlib.sha256(arr.reshape(-1).view(np.uint8)).hexdigest()
 
 
 def fingerprint(ds: Dataset) -> dict[str, Any]:

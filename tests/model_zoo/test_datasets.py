@@ -8,6 +8,8 @@ import gzip
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import IterableDataset, TensorDataset
 
@@ -315,6 +317,21 @@ def test_limits_take_seeded_sorted_subsets(tmp_path):
     assert np.isin(d.train_index, full.train_index).all()
 
 
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 30), limit=st.integers(1, 40), seed=st.integers(0, 5), frac=st.floats(0.1, 0.9))
+def test_every_sample_is_the_source_row_its_index_names(n, limit, seed, frac):
+    x = torch.arange(n * 3, dtype=torch.float32).reshape(n, 3)
+    y = torch.arange(n) % 4
+    if round(n * frac) in (0, n):  # a split that leaves one side empty is refused
+        with pytest.raises(DataSourceError, match=rf"of {n} samples leaves \d+ train and \d+ test samples"):
+            load_data((x, y), test_fraction=frac, seed=seed)
+        return
+    ds = load_data((x, y), test_fraction=frac, seed=seed, limit_train=limit)
+    assert torch.equal(ds.x_train, x[torch.from_numpy(ds.train_index)]) and torch.equal(ds.y_test, y[torch.from_numpy(ds.test_index)])
+    assert len(ds.x_train) == min(limit, n - len(ds.test_index)) and not set(ds.train_index) & set(ds.test_index)
+    assert ds == ds and fingerprint(ds) == fingerprint(load_data((x, y), test_fraction=frac, seed=seed, limit_train=limit))
+
+
 # ----------------------------------------------------------------------------------------- fingerprint
 def test_fingerprint_sees_every_array_and_the_split():
     ds = load_data("digits", limit_train=40, limit_test=10)
@@ -361,6 +378,15 @@ def test_rebuild_rereads_a_source_and_refuses_changed_files(tmp_path):
     write_mnist(tmp_path / "m", seed=9)
     with pytest.raises(DataMismatchError, match=r"x_train content.*made with 'mnist:"):
         rebuild(desc)
+
+
+def test_rebuild_of_a_zoo_recorded_before_fingerprints():
+    desc = load_data("digits", flatten=True).describe()  # embedded, split recorded, no fingerprint
+    assert torch.equal(rebuild(desc).x_test, load_data("digits", flatten=True).x_test)
+    with pytest.raises(DataMismatchError, match="different train_index"):
+        rebuild({**desc, "split_seed": 4})
+    with pytest.raises(DataMismatchError, match="different test_index"):
+        rebuild({**desc, "test_index": desc["test_index"][::-1]})
 
 
 def test_rebuild_without_recorded_data():
