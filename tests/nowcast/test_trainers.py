@@ -1,6 +1,7 @@
 """The hook in the trainers people use, end to end on tiny models on the CPU: a Hugging Face ``Trainer``
 (GPT-2 and BERT from small configs, random tokens) with NowcastTrainerCallback, reproducing a plain loop's
-jumps and weights; a Lightning ``Trainer`` with NowcastCallback. Both extras are in ``.[dev]``."""
+jumps and weights; a Lightning ``Trainer`` with NowcastCallback, reproducing them too. Both extras are in
+``.[dev]``."""
 
 from __future__ import annotations
 
@@ -165,6 +166,21 @@ def test_lightning_callback_end_to_end():
     assert h.total_steps == 24 and h.step == 24 and [r["step"] for r in h.history] == [5, 10, 15, 20]
     assert not h.attached and cb.summary["jumps"] + cb.summary["undone"] == 4
     assert len(h.losses) == 24 and all(r["loss_after"] is not None for r in h.history)
+    # the same run as a plain loop: same init, batches in the same order, same jumps and weights
+    plain = Module().net
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
+    hp = Nowcaster(kind="linefit").attach(plain, opt, period=5, horizon=2, total_steps=24)
+    for _ in range(3):
+        for x, y in torch.utils.data.DataLoader(ds, batch_size=8):
+            loss = ((plain(x) - y) ** 2).mean()
+            hp.report_loss(loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert [(r["step"], r["undone"]) for r in hp.history] == [(r["step"], r["undone"]) for r in h.history]
+    net = trainer.lightning_module.net
+    for a, b in zip(net.parameters(), plain.parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), atol=1e-6, rtol=1e-5)
 
 
 def test_lightning_total_steps_falls_back_to_a_step_scheduler():
