@@ -131,3 +131,31 @@ def test_mlp_layers_names_and_slices():
     m.eval()
     x = torch.randn(3, 4)
     assert torch.equal(m[-1](body(x)), m(x))
+
+
+def test_mlp_initializes_like_the_plain_sequential_it_replaced():
+    """Seeded models keep their initialization: an MLP draws exactly what nn.Sequential of the same
+    layers draws, also under a recursive reset (metanetworks reset every submodule)."""
+    import torch
+    from torch import nn
+
+    from weightspace.nn import MLP
+
+    def plain():
+        return nn.Sequential(nn.Linear(4, 8), nn.SiLU(), nn.Linear(8, 2))
+
+    def recursive_reset(module):
+        for m in module.modules():
+            if m is not module and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    for reset in (False, True):
+        torch.manual_seed(0)
+        a = MLP([4, 8, 2])
+        if reset:
+            recursive_reset(a)
+        torch.manual_seed(0)
+        b = plain()
+        if reset:
+            recursive_reset(b)
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -20,6 +20,9 @@ class MLP(nn.Sequential):
     parameters are named ``0.weight``, ``0.bias``, ``2.weight``, ... and ``mlp[-1]`` is the last
     :class:`~torch.nn.Linear`.
 
+    Its layers keep their own ``reset_parameters`` (the MLP defines none, so a recursive reset
+    draws each layer's initialization once).
+
     Args:
         dims: ``[in, hidden_1, ..., out]``; at least two entries.
         act: activation class placed between layers.
@@ -49,11 +52,6 @@ class MLP(nn.Sequential):
         if isinstance(idx, slice):
             return nn.Sequential(*list(self)[idx])
         return super().__getitem__(idx)
-
-    def reset_parameters(self) -> None:
-        for m in self:
-            if isinstance(m, nn.Linear):
-                m.reset_parameters()
 
 
 class FeatureNormalizer(nn.Module):
