@@ -29,7 +29,7 @@ from weightspace.instantiate import check_config
 
 from .data import Dataset
 from .datasets import IN_MEMORY, check_fingerprint, fingerprint, load_data
-from .lock import ZooLock, ZooLockedError, _describe, _stale, read_lock, shard_lock_path
+from .lock import ZooLock, ZooLockedError, describe_lock, is_stale, read_lock, shard_lock_path
 from .sampling import RunConfig, sample_runs
 from .store import (
     SCHEMA_VERSION,
@@ -174,7 +174,7 @@ def _live_shard_locks(root: Path) -> list[tuple[Path, dict]]:
     out = []
     for p in sorted(root.glob(".lock-shard*")):
         rec = read_lock(p)
-        if rec is not None and not _stale(rec, p):
+        if rec is not None and not is_stale(rec, p):
             out.append((p, rec))
     return out
 
@@ -262,7 +262,7 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, data: Any
             live = _live_shard_locks(root)
             if live:
                 raise ZooLockedError(f"{root}: shards of a sharded run are writing this zoo: "
-                                     f"{_describe(*live[0])}; wait for them or rerun with the same num_shards")
+                                     f"{describe_lock(*live[0])}; wait for them or rerun with the same num_shards")
             return _generate_locked(cfg, root, shard, num_shards, progress, trust_code, data)
         finally:
             writer.release()
@@ -270,7 +270,7 @@ def generate(config: Mapping[str, Any], out_dir: str | os.PathLike, *, data: Any
         others = [(p, r) for p, r in _live_shard_locks(root) if r.get("num_shards") != num_shards]
         if others:
             raise ZooLockedError(f"{root}: a run with num_shards={others[0][1].get('num_shards')} is writing this "
-                                 f"zoo ({_describe(*others[0])}); shards must share num_shards")
+                                 f"zoo ({describe_lock(*others[0])}); shards must share num_shards")
         writer = ZooLock(shard_lock_path(root, shard), f"generating shard {shard} of {num_shards}",
                          extra={"num_shards": num_shards}).acquire()
     try:

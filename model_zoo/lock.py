@@ -26,7 +26,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ZooLockedError", "ZooLock", "read_lock", "shard_lock_path"]
+__all__ = ["ZooLockedError", "ZooLock", "read_lock", "shard_lock_path", "describe_lock", "is_stale"]
 
 
 class ZooLockedError(RuntimeError):
@@ -58,7 +58,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _describe(path: Path, rec: dict[str, Any] | None) -> str:
+def describe_lock(path: Path, rec: dict[str, Any] | None) -> str:
+    """Who holds the lock file ``path`` (its record ``rec``), for error messages."""
     if rec is None:
         return f"{path} (owner unknown)"
     started = rec.get("started")
@@ -67,7 +68,8 @@ def _describe(path: Path, rec: dict[str, Any] | None) -> str:
     return f"pid {rec.get('pid')} on host {rec.get('host')!r} ({what}, since {when}; lock file {path})"
 
 
-def _stale(rec: dict[str, Any] | None, path: Path) -> bool:
+def is_stale(rec: dict[str, Any] | None, path: Path) -> bool:
+    """Whether the lock ``path`` (record ``rec``) was left by a process that no longer runs on this host."""
     if rec is None:
         # created but never filled (cannot happen with os.link; a leftover of the O_EXCL fallback):
         # stale once it is old enough that its writer had time to fill it
@@ -136,16 +138,16 @@ class ZooLock:
                 self.held = True
                 return self
             rec = read_lock(self.path)
-            if _stale(rec, self.path):
+            if is_stale(rec, self.path):
                 self._remove_stale(rec)
                 continue
             if rec is not None and rec.get("pid") == os.getpid() and rec.get("host") == socket.gethostname():
                 raise ZooLockedError(f"{self.path.parent}: this process already writes this zoo "
-                                     f"({_describe(self.path, rec)})")
+                                     f"({describe_lock(self.path, rec)})")
             waiting = rec is None or rec.get("purpose") in self.wait_if
             if not waiting or time.monotonic() >= deadline:
                 raise ZooLockedError(
-                    f"{self.path.parent}: another process is writing this zoo: {_describe(self.path, rec)}. "
+                    f"{self.path.parent}: another process is writing this zoo: {describe_lock(self.path, rec)}. "
                     "Wait for it to finish (or stop it); if no such process runs any more, delete the lock file")
             time.sleep(0.05)
 
@@ -165,7 +167,7 @@ class ZooLock:
                 pass
         else:
             log.warning("taking over the stale lock %s: its owner %s no longer runs", self.path,
-                        _describe(self.path, rec))
+                        describe_lock(self.path, rec))
         grave.unlink(missing_ok=True)
 
     def release(self) -> None:
@@ -178,7 +180,7 @@ class ZooLock:
             self.path.unlink(missing_ok=True)
         else:
             log.warning("lock %s was taken over by %s while this process held it", self.path,
-                        _describe(self.path, rec))
+                        describe_lock(self.path, rec))
 
     def __enter__(self) -> ZooLock:
         return self.acquire()
