@@ -146,6 +146,9 @@ class Structure:
     node_blocks: list[NodeBlock] = field(default_factory=list)
     scalars: list[str] = field(default_factory=list)
     groups: dict[str, Tensor] = field(default_factory=dict)
+    #: structural signature entries ``(path, op, ((field, value), ...))``, see
+    #: :mod:`weightspace.graph.signature`
+    signature: list[tuple] = field(default_factory=list)
 
     @property
     def num_nodes(self) -> int:

@@ -41,8 +41,11 @@ def from_graph(g: ParameterGraph, model: nn.Module, *, spec: GraphSpec | None = 
     """Write the weights held by ``g`` into ``model`` — all or nothing — and return ``model``.
 
     Raises:
-        ArchitectureMismatchError: ``g`` comes from another architecture (names the first
-            mismatching parameter); ``model`` is left untouched.
+        ArchitectureMismatchError: ``g`` comes from another architecture: names the first
+            mismatching parameter, wiring or activation, or the first difference of the
+            structural signature (module path, operation, field, the graph's value and the
+            model's: a stride, padding, pooling, eps, activation parameter or constant);
+            ``model`` is left untouched.
         NonFiniteWeightsError: the graph holds NaN/inf values, unless ``allow_nonfinite``.
     """
     if g.x is not None and g.x.dim() != 2:

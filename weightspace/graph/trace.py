@@ -41,6 +41,7 @@ from .builder import (
     _aten_name,
 )
 from .errors import UnsupportedModuleError
+from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
 from .vocab import Activation, NodeType
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,65 @@ class _Walker:
     def unsupported(self, what: str) -> UnsupportedModuleError:
         return self.b.fail(f"operation {what} is not supported by the converter")
 
+    # -- structural signature (see weightspace.graph.signature) ---------------------------
+    def record(self, op: str, pairs: list[tuple[str, Any]], path: str | None = None) -> None:
+        self.b.s.signature.append((path if path is not None else self.b._where, op, fields(pairs)))
+
+    def record_module(self, path: str, mod: nn.Module) -> None:
+        """A leaf module's hyperparameters (its ``__constants__``; dropout's ``p`` is not one)."""
+        if isinstance(mod, _DROPOUT_MODULES):
+            return
+        names = [n for n in getattr(type(mod), "__constants__", ()) if n not in IGNORED_FIELDS]
+        pairs = [(n, getattr(mod, n, None)) for n in names]
+        if isinstance(mod, nn.MultiheadAttention):
+            pairs.append(("num_heads", mod.num_heads))
+        if isinstance(mod, nn.TransformerEncoderLayer):
+            act = mod.activation
+            pairs.append(("activation", type(act).__name__ if isinstance(act, nn.Module)
+                          else getattr(act, "__name__", repr(act))))
+            pairs += [(f"{n}.{k}", getattr(getattr(mod, n), k, None)) for n in ("norm1", "norm2") for k in ("eps",)]
+            if isinstance(act, nn.Module):
+                pairs += [(f"activation.{n}", getattr(act, n, None)) for n in getattr(type(act), "__constants__", ())
+                          if n not in IGNORED_FIELDS]
+        self.record(type(mod).__name__, pairs, path)
+
+    def record_call(self, name: str, args: tuple, kwargs: dict, skip: bool = False) -> None:
+        """A function or method applied to activations or parameters: its plain arguments."""
+        if skip or not self._touches((args, kwargs)):
+            return
+        pairs = [(f"arg{i}", a) for i, a in enumerate(args)] + sorted(kwargs.items())
+        self.record(name, pairs)
+
+    def record_aten(self, target: Any, name: str, args: tuple, kwargs: dict) -> None:
+        """An ATen operation on activations or parameters: its plain arguments by schema name
+        (defaults filled in), except sizes taken from the example input."""
+        if name in _DROPOUT_ATEN or name in _NO_OP_ATEN or not self._touches((args, kwargs)):
+            return
+        schema = getattr(target, "_schema", None)
+        if schema is None:  # pragma: no cover - every aten overload has a schema
+            self.record(name, [(f"arg{i}", a) for i, a in enumerate(args)] + sorted(kwargs.items()))
+            return
+        pairs = []
+        for i, arg in enumerate(schema.arguments):
+            if name in _SIZED_ATEN and arg.name in _SIZED_ATEN[name]:
+                continue
+            if i < len(args) and not arg.kwarg_only:
+                v = args[i]
+            elif arg.name in kwargs:
+                v = kwargs[arg.name]
+            elif arg.has_default_value():
+                v = arg.default_value
+            else:
+                continue
+            pairs.append((arg.name, v))
+        self.record(f"aten.{name}", pairs)
+
+    def record_tensor(self, name: str, t: Any) -> None:
+        """A tensor of the model outside its state dict (a non-persistent buffer, a constant)."""
+        if isinstance(t, torch.Tensor):
+            self.b.s.signature.append((name, "tensor", (("shape", plain(tuple(t.shape))), ("dtype", str(t.dtype)),
+                                                          ("digest", tensor_digest(t)))))
+
     # -- main loop ------------------------------------------------------------------------
     def run(self, graph: torch.fx.Graph, placeholders: dict[str, Any]) -> Any:
         b = self.b
@@ -134,6 +194,8 @@ class _Walker:
                 continue
             if node.op == "get_attr":
                 p = b.param(str(node.target))
+                if p is None:
+                    self.record_tensor(str(node.target), _get_attr(self.gm, str(node.target)))
                 self.env[node] = p if p is not None else META
                 continue
             if node.op == "output":
@@ -143,14 +205,19 @@ class _Walker:
             if node.op == "call_module":
                 mod = self.gm.get_submodule(node.target)
                 b._where, b._kind = str(node.target), type(mod).__name__
+                self.record_module(str(node.target), mod)
                 res = self.call_module(node, mod, str(node.target), args, kwargs)
             elif node.op == "call_method":
+                self.record_call(str(node.target), args, kwargs)
                 res = self.call_method(node, str(node.target), args, kwargs)
             else:
                 name = _aten_name(node.target)
                 if name is not None:
+                    self.record_aten(node.target, name, args, kwargs)
                     res = self.call_aten(node, name, args, kwargs)
                 else:
+                    fn = node.target
+                    self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
                     res = self.call_function(node, node.target, args, kwargs)
             shape = _shape(node)
             if isinstance(res, Act) and shape is not None:
@@ -524,6 +591,22 @@ def _first_tracked(args: tuple) -> Any:
 
 _NO_OP_ATEN = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "_assert_async"}
 
+# not in the structural signature: dropout acts only in training
+_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
+_DROPOUT_ATEN = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout"}
+#: ATen arguments that hold sizes of the example input under torch.export (left out of the signature)
+_SIZED_ATEN = {"view": {"size"}, "reshape": {"shape"}, "_unsafe_view": {"size"}, "expand": {"size"},
+               "slice": {"start", "end"}, "select": {"index"}, "unflatten": {"sizes"}, "repeat": {"repeats"},
+               "new_zeros": {"size"}, "new_ones": {"size"}, "new_empty": {"size"}, "new_full": {"size"}}
+
+
+def _get_attr(gm: torch.fx.GraphModule | None, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
 _NORM_TYPES = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
@@ -593,6 +676,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
         lazy = Lazy(i, n.name)
         b.inputs.append(lazy)
         placeholders[n.name] = lazy
+    b.s.signature.append(("<model>", "tracer", (("name", "fx"),)))
     out = _Walker(b, gm).run(gm.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
@@ -615,6 +699,9 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
         ) from exc
     sig = ep.graph_signature
     placeholders: dict[str, Any] = {}
+    b.s.signature.append(("<model>", "tracer", (("name", "export"),)))
+    walker = _Walker(b, None)
+    constants = getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {}
     k = 0
     for n in ep.graph.nodes:
         if n.op != "placeholder":
@@ -622,7 +709,13 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
         if n.name in sig.inputs_to_parameters:
             placeholders[n.name] = b.param(sig.inputs_to_parameters[n.name]) or META
         elif n.name in sig.inputs_to_buffers:
-            placeholders[n.name] = b.param(sig.inputs_to_buffers[n.name]) or META
+            buf = sig.inputs_to_buffers[n.name]
+            placeholders[n.name] = b.param(buf) or META
+            if b.param(buf) is None:  # a non-persistent buffer: its values are part of the function
+                walker.record_tensor(buf, ep.constants.get(buf, _get_attr(model, buf)))
+        elif n.name in constants:
+            placeholders[n.name] = META
+            walker.record_tensor("<constant>", ep.constants.get(constants[n.name]))
         elif n.name in getattr(sig, "user_inputs", []) and not isinstance(n.meta.get("val"), (bool, int, float)):
             lazy = Lazy(k, n.name)
             k += 1
@@ -630,7 +723,7 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
             placeholders[n.name] = lazy
         else:
             placeholders[n.name] = META
-    out = _Walker(b, None).run(ep.graph, placeholders)
+    out = walker.run(ep.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
 
