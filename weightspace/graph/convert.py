@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -58,6 +59,9 @@ def from_graph(g: ParameterGraph, model: nn.Module, *, spec: GraphSpec | None = 
                 raise NonFiniteWeightsError(
                     f"the graph holds NaN or inf values for {name!r}; pass allow_nonfinite=True to write them"
                 )
+    # keep the module versions (``_metadata``): modules that migrate old checkpoints read them on load
+    state = OrderedDict(state)
+    state._metadata = getattr(model.state_dict(keep_vars=True), "_metadata", None)  # type: ignore[attr-defined]
     with torch.no_grad():
         model.load_state_dict(state, strict=True)
     return model

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.node import map_aggregate
+from torch.nn.utils import parametrize
 
 from .builder import (
     _ACT_ATEN,
@@ -42,7 +43,7 @@ from .builder import (
 )
 from .errors import UnsupportedModuleError
 from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
-from .vocab import Activation, NodeType
+from .vocab import WEIGHT, Activation, NodeType
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,8 @@ class _Walker:
         b = self.b
         p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
         x = args[0] if args else kwargs.get("input")
+        if parametrize.is_parametrized(mod):
+            return self.weight_normed(mod, path, x)
         if isinstance(mod, nn.Linear):
             return b.linear(x, p("weight"), p("bias"), label=path)
         if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
@@ -272,6 +275,22 @@ class _Walker:
             f"module type {type(mod).__name__} is not supported by the converter", path=path,
             kind=type(mod).__name__,
         )
+
+    def weight_normed(self, mod: nn.Module, path: str, x: Any) -> Any:
+        """A ``Linear``/``Conv`` under ``weight_norm`` (``W = g * v / ||v||`` per output unit): the
+        stored direction ``v`` (``original1``) are the layer's edges, the stored magnitude ``g``
+        (``original0``, one per output unit) the ``weight`` feature of its output nodes."""
+        b = self.b
+        p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
+        _check_parametrizations(mod, path, "fx")
+        v, g = p("parametrizations.weight.original1"), p("parametrizations.weight.original0")
+        if isinstance(mod, nn.Linear):
+            y = b.linear(x, v, p("bias"), label=path)
+        else:
+            y = b.conv(x, v, p("bias"), mod.groups, label=path)
+        b.use(g, "weight_norm")
+        self.record("parametrization", [("weight", "weight_norm"), ("dim", 0)], path)
+        return b.write_nodes(y, [(WEIGHT, g)], f"{path}:weight_norm")
 
     def activation(self, x: Any, act: Activation, label: str) -> Any:
         if isinstance(x, (Lazy, Meta)):
@@ -601,6 +620,33 @@ _SIZED_ATEN = {"view": {"size"}, "reshape": {"shape"}, "_unsafe_view": {"size"},
                "new_zeros": {"size"}, "new_ones": {"size"}, "new_empty": {"size"}, "new_full": {"size"}}
 
 
+def _check_parametrizations(model: nn.Module, root: str | None, tracer: str) -> None:
+    """Refuse parametrizations the converter cannot represent, naming the module and the
+    parametrization: every one but ``weight_norm`` (``dim=0``) of a ``Linear``/``Conv1d``/``Conv2d``
+    weight under symbolic tracing. ``spectral_norm`` keeps power-iteration vectors (``_u``, ``_v``)
+    and ``orthogonal`` a ``base`` that have no place on the neurons or connections of the layer."""
+    mods = [(root, model)] if root is not None else list(model.named_modules())
+    for path, mod in mods:
+        if not parametrize.is_parametrized(mod):
+            continue
+        where = path or "<model>"
+        for tensor, plist in mod.parametrizations.items():
+            kinds = [type(q).__name__ for q in plist]
+            name = f"{'+'.join(kinds)} on {tensor!r}"
+            ok = (tensor == "weight" and kinds == ["_WeightNorm"] and getattr(plist[0], "dim", None) == 0
+                  and isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d)))
+            if not ok:
+                raise UnsupportedModuleError(
+                    f"parametrization {name} is not supported (only weight_norm with dim=0 on a Linear or "
+                    "Conv weight is); remove it before converting (torch.nn.utils.parametrize."
+                    "remove_parametrizations(module, name, leave_parametrized=True)) or convert the layer "
+                    "without it", path=where, kind=type(mod).__name__)
+            if tracer == "export":
+                raise UnsupportedModuleError(
+                    f"parametrization {name} is only supported under torch.fx symbolic tracing; convert without "
+                    "example_input (or tracer='fx')", path=where, kind=type(mod).__name__)
+
+
 def _get_attr(gm: torch.fx.GraphModule | None, target: str) -> Any:
     obj: Any = gm
     for part in target.split("."):
@@ -641,6 +687,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     if tracer not in ("auto", "fx", "export"):
         raise ValueError(f"tracer must be 'auto', 'fx' or 'export', got {tracer!r}")
     canonical, shapes, tensors = state_layout(model)
+    _check_parametrizations(model, None, "fx")
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
     if tracer == "auto" and len(inputs) == 1 and isinstance(inputs[0], dict):
@@ -683,6 +730,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):
+    _check_parametrizations(model, None, "export")
     kwargs = {}
     if isinstance(inputs, tuple) and len(inputs) == 1 and isinstance(inputs[0], dict):
         kwargs, inputs = dict(inputs[0]), ()

@@ -1,0 +1,192 @@
+"""Idioms of real model code through the converter, each bit-exact and output-preserving: a
+learned positional table sliced to the sequence length and a class token expanded over the batch
+(ViT), a ``Linear`` along a non-last axis (MLP-Mixer token mixing), ``weight_norm``
+parametrizations (and clear refusals of the others), and module versions kept on write-back."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+import weightspace as ws
+from weightspace.graph import EdgeType, NodeType
+
+from ..helpers import assert_state_equal
+
+
+def _round_trip_and_outputs(make, x, tracer="auto"):
+    """decode(encode) is bit-exact; a fresh model written from the graph computes the same outputs."""
+    model = make(0)
+    example = None if tracer == "fx" else x
+    spec = ws.GraphSpec.from_module(model, example, tracer=tracer)
+    g = spec.to_graph(model.state_dict())
+    assert_state_equal(spec.to_state_dict(g), model.state_dict())
+    assert nx.is_directed_acyclic_graph(ws.to_networkx(g))
+    fresh = make(1)
+    with torch.no_grad():
+        assert not torch.equal(fresh(x), model(x))
+        ws.from_graph(g, fresh, spec=spec)
+        assert torch.equal(fresh(x), model(x))
+    return g
+
+
+class TinyViT(nn.Module):
+    """Patches, a class token expanded over the batch and concatenated, a learned positional table
+    longer than the sequence, sliced to it."""
+
+    def __init__(self, D=8):
+        super().__init__()
+        self.patch = nn.Conv2d(3, D, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, D))
+        self.pos = nn.Parameter(torch.randn(1, 10, D))
+        self.norm = nn.LayerNorm(D)
+        self.head = nn.Linear(D, 2)
+
+    def forward(self, img):
+        x = self.patch(img).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos[:, : x.shape[1]]
+        return self.head(self.norm(x)[:, 0])
+
+
+def _vit(seed):
+    torch.manual_seed(seed)
+    return TinyViT().eval()
+
+
+IMG = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("tracer", ["fx", "auto", "export"])
+def test_sliced_positional_table_and_expanded_class_token(tracer):
+    g = _round_trip_and_outputs(_vit, IMG, tracer)
+    assert int((g.edge_type == EdgeType.POSITION).sum()) == 10 * 8  # the whole table, every row a position
+    assert int((g.edge_type == EdgeType.TOKEN).sum()) == 8
+
+
+def test_positional_table_sliced_along_its_features_is_refused():
+    class Bad(TinyViT):
+        def forward(self, img):
+            x = self.patch(img).flatten(2).transpose(1, 2)
+            return self.head(x + self.pos[:, :4, :8][..., :4].sum())
+
+    with pytest.raises(ws.UnsupportedModuleError, match=r"'pos' sliced along its last \(feature\) axis"):
+        ws.to_graph(Bad())
+
+
+class MixerBlock(nn.Module):
+    def __init__(self, N, D, T=6, C=10):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.token_mix1, self.token_mix2 = nn.Linear(N, T), nn.Linear(T, N)
+        self.channel_mix1, self.channel_mix2 = nn.Linear(D, C), nn.Linear(C, D)
+
+    def forward(self, x):
+        h = self.norm1(x).transpose(1, 2)
+        x = x + self.token_mix2(nn.functional.gelu(self.token_mix1(h))).transpose(1, 2)
+        return x + self.channel_mix2(nn.functional.gelu(self.channel_mix1(self.norm2(x))))
+
+
+class Mixer(nn.Module):
+    def __init__(self, D=8, N=4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, D, 4, stride=4)
+        self.blocks = nn.Sequential(MixerBlock(N, D), MixerBlock(N, D))
+        self.head = nn.Linear(D, 2)
+
+    def forward(self, img):
+        x = self.stem(img).flatten(2).transpose(1, 2)
+        return self.head(self.blocks(x).mean(1))
+
+
+def _mixer(seed):
+    torch.manual_seed(seed)
+    return Mixer().eval()
+
+
+@pytest.mark.parametrize("tracer", ["fx", "auto", "export"])
+def test_linear_along_the_token_axis(tracer):
+    g = _round_trip_and_outputs(_mixer, IMG, tracer)
+    spec = ws.GraphSpec.from_module(_mixer(0))
+    hidden = spec.node_groups["blocks.0.token_mix1"]  # the token MLP's hidden units: permutable
+    tokens = spec.node_groups["blocks.0.token_mix2"]  # its outputs are positions of the sequence
+    assert set(g.node_type[hidden].tolist()) == {NodeType.HIDDEN}
+    assert set(g.node_type[tokens].tolist()) == {NodeType.POSITION}
+    assert g.node_pos[tokens].tolist() == [0, 1, 2, 3]
+    # per block: features -> 4 positions, then each layer's units (6, then 4) -> the 8 features of its result
+    assert int((g.edge_type == EdgeType.AXIS).sum()) == 2 * (8 * 4 + 6 * 8 + 4 * 8)
+
+
+def test_token_mlp_hidden_permutation_permutes_nodes_only():
+    """Permuting the token MLP's hidden units keeps the function and only permutes graph nodes;
+    permuting its output positions changes the function and is visible in the graph."""
+    model = _mixer(0)
+    spec = ws.GraphSpec.from_module(model)
+    g0 = spec.to_graph(model.state_dict())
+    perm = torch.tensor([3, 1, 0, 5, 2, 4])
+    sd = dict(model.state_dict())
+    p = "blocks.0.token_mix"
+    sd[f"{p}1.weight"], sd[f"{p}1.bias"] = sd[f"{p}1.weight"][perm], sd[f"{p}1.bias"][perm]
+    sd[f"{p}2.weight"] = sd[f"{p}2.weight"][:, perm]
+    permuted = _mixer(1)
+    permuted.load_state_dict(sd)
+    with torch.no_grad():
+        assert torch.allclose(permuted(IMG), model(IMG), atol=1e-6)
+    g1 = spec.to_graph(permuted.state_dict())
+    hidden = spec.node_groups[f"{p}1"]
+    assert torch.equal(g1.x[hidden], g0.x[hidden][perm])
+    assert not torch.equal(g1.x, g0.x)
+    assert torch.equal(torch.sort(g1.edge_attr.flatten()).values, torch.sort(g0.edge_attr.flatten()).values)
+
+
+def _weight_normed(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(parametrizations.weight_norm(nn.Conv2d(2, 3, 3)), nn.BatchNorm2d(3), nn.ReLU(),
+                         nn.Flatten(), parametrizations.weight_norm(nn.Linear(12, 2))).eval()
+
+
+def test_weight_norm_stores_direction_on_edges_and_magnitude_on_nodes():
+    x = torch.randn(2, 2, 4, 4)
+    g = _round_trip_and_outputs(_weight_normed, x, "fx")
+    model = _weight_normed(0)
+    spec = ws.GraphSpec.from_module(model)
+    out = spec.node_groups["4"]
+    magnitude = model.state_dict()["4.parametrizations.weight.original0"].flatten()
+    assert torch.equal(g.x[out, ws.graph.NODE_FEATURES.index("weight")], magnitude)
+    direction = model.state_dict()["4.parametrizations.weight.original1"].flatten()
+    assert bool(torch.isin(direction, g.edge_attr[g.edge_type == EdgeType.FLATTEN]).all())
+
+
+@pytest.mark.parametrize("kind", ["spectral_norm", "orthogonal"])
+def test_other_parametrizations_are_refused_naming_module_and_parametrization(kind):
+    layer = getattr(parametrizations, kind)(nn.Linear(3, 3))
+    name = {"spectral_norm": "_SpectralNorm", "orthogonal": "_Orthogonal"}[kind]
+    with pytest.raises(ws.UnsupportedModuleError, match=rf"{name} on 'weight' is not supported.*\[at '1'"):
+        ws.to_graph(nn.Sequential(nn.Linear(3, 3), layer))
+
+
+def test_weight_norm_under_export_is_refused_clearly():
+    with pytest.raises(ws.UnsupportedModuleError, match=r"only supported under torch.fx.*\[at '0'"):
+        ws.GraphSpec.from_module(_weight_normed(0), torch.randn(2, 2, 4, 4), tracer="export")
+
+
+class Versioned(nn.Linear):
+    """A module that migrates old checkpoints: it reads its version from the state dict's metadata."""
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        version = local_metadata.get("version")
+        if version not in (1, 2):
+            raise RuntimeError(f"version should be set to 1 or 2 instead of {version}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+def test_write_back_keeps_module_versions():
+    src = nn.Sequential(Versioned(3, 4), nn.ReLU(), Versioned(4, 2))
+    dst = nn.Sequential(Versioned(3, 4), nn.ReLU(), Versioned(4, 2))
+    ws.from_graph(ws.to_graph(src), dst)
+    assert_state_equal(dst.state_dict(), src.state_dict())
