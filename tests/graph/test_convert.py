@@ -286,10 +286,29 @@ def test_weight_used_by_unmodelled_operation_is_refused():
             self.proj = nn.Parameter(torch.randn(4, 3))
 
         def forward(self, x):
+            return torch.einsum("bi,ij->bj", x, self.proj)
+
+    with pytest.raises(ws.UnsupportedModuleError, match="einsum"):
+        ws.to_graph(MatmulNet(), torch.randn(2, 4))
+
+
+def test_matrix_product_with_a_weight_is_a_linear_layer():
+    class MatmulNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Parameter(torch.randn(4, 3))  # stored [in, out]
+
+        def forward(self, x):
             return x @ self.proj
 
-    with pytest.raises(ws.UnsupportedModuleError, match="matmul"):
-        ws.to_graph(MatmulNet(), torch.randn(2, 4))
+    m, x = MatmulNet(), torch.randn(2, 4)
+    for tracer in ("fx", "export"):
+        spec = ws.GraphSpec.from_module(m, x, tracer=tracer)
+        g = spec.to_graph(m.state_dict())
+        assert_state_equal(spec.to_state_dict(g), m.state_dict())
+        assert int((g.edge_type == EdgeType.LINEAR).sum()) == 12
+        assert g.edge_index[:, 1].tolist() == [0, 5]  # edge (input 0 -> output 1) holds proj[0, 1]
+        assert float(g.edge_attr[1, 0]) == float(m.proj.detach()[0, 1])
 
 
 def test_unused_parameter_is_refused_not_dropped():

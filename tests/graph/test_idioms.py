@@ -190,3 +190,49 @@ def test_write_back_keeps_module_versions():
     dst = nn.Sequential(Versioned(3, 4), nn.ReLU(), Versioned(4, 2))
     ws.from_graph(ws.to_graph(src), dst)
     assert_state_equal(dst.state_dict(), src.state_dict())
+
+
+class WrittenOut(nn.Module):
+    """Pieces of real code written with raw parameters: ``x @ W.T + b`` (Falcon), a norm scale
+    used as ``1 + w`` (Gemma's RMSNorm), a per-channel spatial norm (ConvNeXt-V2's GRN),
+    ``reshape_as``, ``type_as``."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 4))
+        self.b = nn.Parameter(torch.randn(6))
+        self.scale = nn.Parameter(torch.randn(6))
+        self.gamma = nn.Parameter(torch.randn(6))
+
+    def forward(self, x):
+        h = x @ self.w.T + self.b
+        h = h * (1.0 + self.scale)
+        gx = torch.linalg.vector_norm(h, dim=1, keepdim=True)  # over the tokens: per feature
+        h = self.gamma * (h * (gx / (gx.mean(dim=-1, keepdim=True) + 1e-6))) + h
+        return torch.relu(h).reshape_as(h).type_as(h)
+
+
+def _written_out(seed):
+    torch.manual_seed(seed)
+    return WrittenOut()
+
+
+@pytest.mark.parametrize("tracer", ["auto", "export"])  # auto: symbolic tracing, shapes from the input
+def test_raw_parameter_idioms(tracer):
+    g = _round_trip_and_outputs(_written_out, torch.randn(2, 3, 4), tracer)
+    spec = ws.GraphSpec.from_module(_written_out(0), torch.randn(2, 3, 4), tracer=tracer)
+    assert int((g.edge_type == EdgeType.LINEAR).sum()) == 6 * 4
+    assert "1.0" in repr(spec.signature)  # the constant of 1 + w is part of the signature
+
+
+def test_parameter_plus_another_constant_is_another_function():
+    class Shifted(WrittenOut):
+        def forward(self, x):
+            return (x @ self.w.T + self.b) * (2.0 + self.scale) * self.gamma
+
+    class Base(WrittenOut):
+        def forward(self, x):
+            return (x @ self.w.T + self.b) * (1.0 + self.scale) * self.gamma
+
+    with pytest.raises(ws.ArchitectureMismatchError, match="1.0 in the graph but 2.0"):
+        ws.from_graph(ws.to_graph(Base()), Shifted())

@@ -289,6 +289,7 @@ _IDENTITY_FUNCTIONS = {
 _IDENTITY_METHODS = {"contiguous", "clone", "detach", "float", "double", "half", "to", "type_as", "cpu", "cuda"}
 
 _IDENTITY_ATEN = {
+    "type_as",
     "dropout",
     "feature_dropout",
     "clone",
@@ -816,6 +817,10 @@ class Builder:
             self.add_edges(EdgeBlock(a.nodes.clone(), out, EdgeType.PRODUCT, 1, 1))
             self.add_edges(EdgeBlock(b.nodes.clone(), out.clone(), EdgeType.PRODUCT, 1, 1))
             return Act(out, a.feat, a.ndim, layer, a.block)
+        if isinstance(a, Param) and isinstance(b, Meta) or isinstance(b, Param) and isinstance(a, Meta):
+            # a parameter shifted or scaled by a constant before use (Gemma's RMSNorm: x * (1 + w)):
+            # the graph keeps the parameter, the constant is part of the structural signature
+            return a if isinstance(a, Param) else b
         x, other = (a, b) if isinstance(a, (Act, Lazy)) else (b, a)
         if isinstance(x, Lazy) and isinstance(other, Meta):
             return x

@@ -115,7 +115,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Heads, Lazy, Param, Stat)):
+            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed)):
                 found = True
             return x
 
@@ -364,8 +364,12 @@ class _Walker:
     def call_function(self, node: torch.fx.Node, fn: Any, args: tuple, kwargs: dict) -> Any:
         b = self.b
         label = node.name
+        if fn is getattr and isinstance(args[0], Param) and args[1] in ("T", "mT") and len(args[0].shape) == 2:
+            return _Transposed(args[0])
         if fn is getattr or not self._touches((args, kwargs)):
             return META  # sizes, masks, constants: no neuron is involved
+        if fn in (operator.matmul, torch.matmul, torch.mm) and isinstance(args[1], (_Transposed, Param)):
+            return self.call_aten(node, "matmul", args, kwargs)
         if fn is operator.getitem:
             return b.index(args[0], args[1])
         if fn in _ACT_FUNCTIONS:
@@ -413,6 +417,8 @@ class _Walker:
             return b.transpose(args[0], args[1], args[2])
         if fn is torch.permute:
             return b.move_axes(args[0], list(args[1]))
+        if fn is torch.linalg.vector_norm:
+            return b.reduce(args[0], _arg(args, kwargs, 2, "dim"), _arg(args, kwargs, 3, "keepdim", False))
         if fn in _REDUCE_FN:
             return b.reduce(args[0], _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
         if fn is torch.unsqueeze:
@@ -449,6 +455,8 @@ class _Walker:
             return _first_tracked(args)
         if name in ("view", "reshape"):
             return self._view(node, x, args[1:])
+        if name in ("reshape_as", "view_as"):
+            return b.reshape(x, self._in_shape(node), _shape(node))
         if name == "flatten":
             return b.reshape(x, self._in_shape(node), _shape(node), _arg(args, kwargs, 1, "start_dim", 0),
                              _arg(args, kwargs, 2, "end_dim", -1))
@@ -499,6 +507,15 @@ class _Walker:
             return (res, META) if name.endswith("with_indices") else res
         if name == "linear":
             return b.linear(args[0], args[1], _arg(args, kwargs, 2, "bias"), label)
+        if name in ("numpy_T", "t", "transpose", "permute") and isinstance(args[0], Param) \
+                and len(args[0].shape) == 2:
+            return _Transposed(args[0])  # ``x @ W.T`` written out (e.g. Falcon's linear layers)
+        if name in ("matmul", "mm") and isinstance(args[1], (_Transposed, Param)):
+            w = args[1]
+            if isinstance(w, _Transposed):
+                return b.linear(args[0], w.param, None, label)
+            if len(w.shape) == 2:  # x @ W with W stored [in, out]
+                return b.linear(args[0], w, None, label, transposed=True)
         if name == "addmm":  # bias + x @ W with W stored [in, out] (e.g. transformers' Conv1D)
             return b.linear(args[1], args[2], args[0], label, transposed=True)
         if name in ("split", "split_with_sizes", "chunk"):
@@ -546,7 +563,9 @@ class _Walker:
             return b.combine(args[0], args[1], "mul", label)
         if name in ("div", "div_"):
             return b.combine(args[0], args[1], "div", label)
-        if name in ("view", "reshape", "_unsafe_view", "flatten", "unflatten"):
+        if name == "linalg_vector_norm":  # a norm over some axes: a reduction (GRN's spatial norm)
+            return b.reduce(args[0], _arg(args, kwargs, 2, "dim"), _arg(args, kwargs, 3, "keepdim", False))
+        if name in ("view", "reshape", "_unsafe_view", "flatten", "unflatten", "reshape_as", "view_as"):
             return b.reshape(args[0], self._in_shape(node), _shape(node))
         if name == "transpose":
             return b.transpose(args[0], args[1], args[2])
@@ -576,7 +595,7 @@ class _Walker:
             end = None if end is not None and end >= in_shape[d] else end
             sl = slice(start if start else None, end, step if step != 1 else None)
             return b.index(args[0], tuple([slice(None)] * d + [sl]))
-        if name == "expand":
+        if name in ("expand", "expand_as"):
             return args[0] if isinstance(args[0], (Param, Act, Lazy, Heads, Stat)) else META
         if name == "repeat":
             if isinstance(args[0], Heads):
@@ -598,6 +617,13 @@ _ELEMENTWISE_ATEN = {"pow", "rsqrt", "sqrt", "exp", "log", "neg", "abs", "square
 _COMPARE_ATEN = {"eq", "ne", "lt", "le", "gt", "ge"}
 _ELEMENTWISE_FUNCTIONS = {torch.pow, torch.rsqrt, torch.sqrt, torch.exp, torch.log, torch.neg, torch.abs,
                           torch.square, torch.reciprocal, torch.erf, operator.pow, operator.neg, operator.abs}
+
+
+class _Transposed:
+    """A 2-D parameter transposed (``W.T``) on its way into a matrix product."""
+
+    def __init__(self, param: Param):
+        self.param = param
 
 
 def _first_tracked(args: tuple) -> Any:
