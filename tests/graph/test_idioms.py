@@ -236,3 +236,45 @@ def test_parameter_plus_another_constant_is_another_function():
 
     with pytest.raises(ws.ArchitectureMismatchError, match="1.0 in the graph but 2.0"):
         ws.from_graph(ws.to_graph(Base()), Shifted())
+
+
+class HandAttention(nn.Module):
+    """Attention written with matrix products (GPT-Neo style): scores = q k^T, scaled, causally
+    masked, softmax, dropout, times v."""
+
+    def __init__(self, D=8, H=2, bias_on_scores=False):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
+        self.H = H
+        self.drop = nn.Dropout(0.0)
+        self.score_bias = nn.Parameter(torch.randn(4, 4)) if bias_on_scores else None
+
+    def forward(self, x):
+        B, T, D = x.shape
+        split = lambda t: t.view(B, T, self.H, D // self.H).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (D // self.H) ** -0.5
+        if self.score_bias is not None:
+            scores = scores + self.score_bias
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+        h = torch.matmul(self.drop(scores.softmax(-1)), v)
+        return self.o(h.transpose(1, 2).reshape(B, T, D))
+
+
+def _hand_attention(seed):
+    torch.manual_seed(seed)
+    return HandAttention().eval()
+
+
+@pytest.mark.parametrize("tracer", ["auto", "export"])
+def test_attention_written_with_matrix_products(tracer):
+    g = _round_trip_and_outputs(_hand_attention, torch.randn(2, 4, 8), tracer)
+    for t in (NodeType.ATTN_Q, NodeType.ATTN_K, NodeType.ATTN_V):
+        assert int((g.node_type == t).sum()) == 8
+    assert int((g.edge_type == EdgeType.ATTN_HEAD).sum()) == 2 * 4 * 4  # keys to values, per head
+
+
+def test_a_learned_bias_on_written_out_attention_scores_is_refused():
+    with pytest.raises(ws.UnsupportedModuleError, match=r"attention scores combined \('add'\) with Param"):
+        ws.to_graph(HandAttention(bias_on_scores=True), torch.randn(2, 4, 8))

@@ -115,7 +115,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed)):
+            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores)):
                 found = True
             return x
 
@@ -124,6 +124,29 @@ class _Walker:
 
     def unsupported(self, what: str) -> UnsupportedModuleError:
         return self.b.fail(f"operation {what} is not supported by the converter")
+
+    # -- attention written with matrix products ------------------------------------------
+    def scores(self, name: str, args: tuple, kwargs: dict) -> Any:
+        """Attention written out: ``q @ k^T`` (heads of queries, heads of keys with units on the
+        second-last axis) gives :class:`_Scores`; masking, scaling, softmax and dropout keep
+        them; ``scores @ v`` is :meth:`Builder.attention`. None when the operation is not one
+        of these."""
+        found = [a for a in _flat(args, kwargs) if isinstance(a, _Scores)]
+        if name in ("matmul", "bmm") and len(args) >= 2:
+            a, v = args[0], args[1]
+            if isinstance(a, Heads) and isinstance(v, Heads):
+                if a.feat != -1 or v.feat != -2:
+                    raise self.b.fail("matrix product of attention heads other than queries x keys^T")
+                return _Scores(a, v)
+            if isinstance(a, _Scores) and isinstance(v, Heads):
+                return self.b.attention(a.q, a.k, v, self.b._where if self.b._where != "<model>" else name)
+        if not found:
+            return None
+        others = [a for a in _flat(args, kwargs) if isinstance(a, (Act, Heads, Lazy, Param, Stat, _Transposed))]
+        if others:
+            raise self.b.fail(f"attention scores combined ('{name or 'matmul'}') with "
+                              f"{type(others[0]).__name__} (a learned bias or another use of the scores)")
+        return found[0]  # masks, scaling, softmax, dropout: the same scores
 
     # -- structural signature (see weightspace.graph.signature) ---------------------------
     def record(self, op: str, pairs: list[tuple[str, Any]], path: str | None = None) -> None:
@@ -210,16 +233,22 @@ class _Walker:
                 res = self.call_module(node, mod, str(node.target), args, kwargs)
             elif node.op == "call_method":
                 self.record_call(str(node.target), args, kwargs)
-                res = self.call_method(node, str(node.target), args, kwargs)
+                res = self.scores(str(node.target), args, kwargs)
+                if res is None:
+                    res = self.call_method(node, str(node.target), args, kwargs)
             else:
                 name = _aten_name(node.target)
                 if name is not None:
                     self.record_aten(node.target, name, args, kwargs)
-                    res = self.call_aten(node, name, args, kwargs)
+                    res = self.scores(name, args, kwargs)
+                    if res is None:
+                        res = self.call_aten(node, name, args, kwargs)
                 else:
                     fn = node.target
                     self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
-                    res = self.call_function(node, node.target, args, kwargs)
+                    res = self.scores(_MATMUL_FUNCTIONS.get(fn, ""), args, kwargs)
+                    if res is None:
+                        res = self.call_function(node, node.target, args, kwargs)
             shape = _shape(node)
             if isinstance(res, Act) and shape is not None:
                 if res.ndim is None:
@@ -617,6 +646,22 @@ _ELEMENTWISE_ATEN = {"pow", "rsqrt", "sqrt", "exp", "log", "neg", "abs", "square
 _COMPARE_ATEN = {"eq", "ne", "lt", "le", "gt", "ge"}
 _ELEMENTWISE_FUNCTIONS = {torch.pow, torch.rsqrt, torch.sqrt, torch.exp, torch.log, torch.neg, torch.abs,
                           torch.square, torch.reciprocal, torch.erf, operator.pow, operator.neg, operator.abs}
+
+
+class _Scores:
+    """Attention scores ``q @ k^T`` of query heads ``q`` and key heads ``k``."""
+
+    def __init__(self, q: Heads, k: Heads):
+        self.q, self.k = q, k
+
+
+def _flat(args: tuple, kwargs: dict) -> list:
+    out: list = []
+    map_aggregate((args, kwargs), lambda v: out.append(v) or v)
+    return out
+
+
+_MATMUL_FUNCTIONS = {torch.matmul: "matmul", operator.matmul: "matmul", torch.bmm: "bmm"}
 
 
 class _Transposed:
