@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from convert_hf import storage_bytes
 
 SEQ, IMG = 8, 32

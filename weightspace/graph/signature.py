@@ -109,7 +109,9 @@ def _same(a: Any, b: Any) -> bool:
         return True
     if isinstance(a, tuple) and isinstance(b, tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b if isinstance(a, (bool,)) or isinstance(b, (bool,)) else a == b
+    if isinstance(a, bool) or isinstance(b, bool):  # True == 1 in Python; a flag is not a number
+        return type(a) is type(b) and a == b
+    return a == b
 
 
 def first_difference(graph: Sequence[Entry], model: Sequence[Entry]) -> str | None:

@@ -520,8 +520,9 @@ class GraphSpec:
 
 def _is_batch_list(v: Any) -> bool:
     """A collated ``Batch`` turns a graph attribute into a list with one item per graph."""
+    # one signature: [entry, ...] with entry = (path, op, fields); a batch: [signature, ...]
     return isinstance(v, list) and bool(v) and isinstance(v[0], (list, tuple)) and bool(v[0]) \
-        and isinstance(v[0][0], (list, tuple)) and len(v[0][0]) == 3 and isinstance(v[0][0][0], (list, tuple))
+        and isinstance(v[0][0], (list, tuple))
 
 
 def _act_name(code: Tensor | int) -> str:
