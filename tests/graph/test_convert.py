@@ -188,10 +188,16 @@ def test_to_networkx_preserves_counts_features_and_is_a_dag():
         assert G.number_of_edges() == g.edge_index.shape[1]
         assert nx.is_directed_acyclic_graph(G)
         assert nx.is_weakly_connected(G)
-        s, d = g.edge_index[:, 0].tolist()
-        assert G[s][d]["edge_attr"] == g.edge_attr[0].tolist()
-        assert G[s][d]["edge_type"] == int(g.edge_type[0])
-        assert G.nodes[s]["x"] == g.x[s].tolist()
+        for e in (0, g.num_edges // 2, g.num_edges - 1):
+            s, d = g.edge_index[:, e].tolist()
+            kh, kw = g.edge_kernel[e].tolist()
+            attr = G[s][d]["edge_attr"]  # the kernel at its true size, the grid's padding left out
+            assert G[s][d]["kernel"] == (kh, kw) and attr.shape == (kh * kw,)
+            (KH, KW), oh, ow = g.grid, (g.grid[0] - kh) // 2, (g.grid[1] - kw) // 2
+            centred = g.edge_attr[e].reshape(KH, KW)[oh : oh + kh, ow : ow + kw].flatten()
+            assert torch.equal(torch.from_numpy(attr.copy()), centred)
+            assert G[s][d]["edge_type"] == int(g.edge_type[e])
+            assert G.nodes[s]["x"] == g.x[s].tolist()
 
 
 def test_trajectory_stack_encodes_and_decodes_in_one_call():
@@ -280,10 +286,29 @@ def test_weight_used_by_unmodelled_operation_is_refused():
             self.proj = nn.Parameter(torch.randn(4, 3))
 
         def forward(self, x):
+            return torch.einsum("bi,ij->bj", x, self.proj)
+
+    with pytest.raises(ws.UnsupportedModuleError, match="einsum"):
+        ws.to_graph(MatmulNet(), torch.randn(2, 4))
+
+
+def test_matrix_product_with_a_weight_is_a_linear_layer():
+    class MatmulNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Parameter(torch.randn(4, 3))  # stored [in, out]
+
+        def forward(self, x):
             return x @ self.proj
 
-    with pytest.raises(ws.UnsupportedModuleError, match="matmul"):
-        ws.to_graph(MatmulNet(), torch.randn(2, 4))
+    m, x = MatmulNet(), torch.randn(2, 4)
+    for tracer in ("fx", "export"):
+        spec = ws.GraphSpec.from_module(m, x, tracer=tracer)
+        g = spec.to_graph(m.state_dict())
+        assert_state_equal(spec.to_state_dict(g), m.state_dict())
+        assert int((g.edge_type == EdgeType.LINEAR).sum()) == 12
+        assert g.edge_index[:, 1].tolist() == [0, 5]  # edge (input 0 -> output 1) holds proj[0, 1]
+        assert float(g.edge_attr[1, 0]) == float(m.proj.detach()[0, 1])
 
 
 def test_unused_parameter_is_refused_not_dropped():
@@ -503,3 +528,44 @@ def test_reduction_over_features_used_other_than_as_a_normalization_is_refused()
 
     with pytest.raises(ws.UnsupportedModuleError, match="got Stat|statistic"):
         ws.to_graph(Pool())
+
+
+def test_to_networkx_merges_parallel_edges_and_keeps_stacks():
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2))
+    spec = ws.GraphSpec.from_module(model)
+    g = spec.to_graph({k: torch.stack([v, 2 * v]) for k, v in model.state_dict().items()})
+    dup = g.clone()  # the first edge twice
+    dup.edge_index = torch.cat([g.edge_index, g.edge_index[:, :1]], 1)
+    dup.edge_attr = torch.cat([g.edge_attr, g.edge_attr[:, :1]], 1)
+    dup.edge_type = torch.cat([g.edge_type, g.edge_type[:1]])
+    dup.edge_kernel = g.edge_kernel[:1].expand(g.num_edges + 1, 2)
+    G = ws.to_networkx(dup)
+    assert G.number_of_edges() == g.num_edges
+    s, d = g.edge_index[:, 0].tolist()
+    assert G[s][d]["multiplicity"] == 2
+    assert sorted({e["multiplicity"] for _, _, e in G.edges(data=True)}) == [1, 2]
+    assert G[s][d]["edge_attr"].shape == (2, 1)  # [T, kh*kw]
+    assert G[s][d]["edge_attr"][1, 0] == 2 * G[s][d]["edge_attr"][0, 0] == 2 * float(model[0].weight.detach()[0, 0])
+
+
+def test_saved_graph_loads_with_weights_only(tmp_path):
+    model, x = _example("conv2d_3x3")
+    g = ws.to_graph(model, x)
+    torch.save(g, tmp_path / "g.pt")
+    back = torch.load(tmp_path / "g.pt", weights_only=True)
+    assert isinstance(back, ws.ParameterGraph)
+    assert_state_equal(ws.GraphSpec.from_module(model, x).to_state_dict(back), model.state_dict())
+    assert back.signature == g.signature
+
+
+def test_batch_from_data_list_of_different_kernel_grids_points_at_batch_graphs():
+    from torch_geometric.data import Batch
+
+    a = ws.to_graph(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2)))
+    b = ws.to_graph(nn.Sequential(nn.Conv2d(1, 2, 5), nn.Flatten(), nn.Linear(8, 2)))
+    with pytest.raises(ValueError, match=r"different kernel grids \(\(3, 4\) and \(5, 5\)\).*batch_graphs"):
+        Batch.from_data_list([a, b])
+    same = Batch.from_data_list([a, a])  # one grid: plain PyG batching works
+    assert same.num_graphs == 2 and same.edge_attr.shape == (2 * a.num_edges, 12)
+    mixed = batch_graphs([a, b])
+    assert mixed.edge_attr.shape == (a.num_edges + b.num_edges, 25)

@@ -44,6 +44,9 @@ class Act:
     ndim: int | None
     layer: int
     block: int | None = 1
+    #: nodes along the last axis when the features are on another one and a layer applied along
+    #: the last axis made them (token-mixing units), else None
+    tok: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.nodes.numel())
@@ -146,6 +149,9 @@ class Structure:
     node_blocks: list[NodeBlock] = field(default_factory=list)
     scalars: list[str] = field(default_factory=list)
     groups: dict[str, Tensor] = field(default_factory=dict)
+    #: structural signature entries ``(path, op, ((field, value), ...))``, see
+    #: :mod:`weightspace.graph.signature`
+    signature: list[tuple] = field(default_factory=list)
 
     @property
     def num_nodes(self) -> int:
@@ -283,6 +289,7 @@ _IDENTITY_FUNCTIONS = {
 _IDENTITY_METHODS = {"contiguous", "clone", "detach", "float", "double", "half", "to", "type_as", "cpu", "cuda"}
 
 _IDENTITY_ATEN = {
+    "type_as",
     "dropout",
     "feature_dropout",
     "clone",
@@ -437,6 +444,14 @@ class Builder:
         return x
 
     def set_activation(self, x: Act, act: Activation, label: str) -> Act:
+        if x.tok is not None:  # the units of a layer along the last axis are the ones activated
+            nodes = x.tok.tolist()
+            current = {self.s.node_act[i] for i in nodes}
+            if current in ({0}, {int(act)}):
+                for i in nodes:
+                    self.s.node_act[i] = int(act)
+                return x
+            raise self.fail("two activations applied to the units of a layer along a non-feature axis")
         nodes = x.nodes.tolist()
         current = {self.s.node_act[i] for i in nodes}
         if current == {int(act)}:
@@ -502,7 +517,7 @@ class Builder:
             x = self.materialize(x, in_f, -1, None)
         x = self.as_act(x, what="linear")
         if x.feat != -1:
-            raise self.fail("linear layer applied along an axis other than the last")
+            return self.axis_linear(x, w, b, label, transposed)
         C = len(x)
         block = x.block
         if block is None:
@@ -533,6 +548,43 @@ class Builder:
             for i in out.tolist():
                 self.s.node_slots[i] |= 1 << BIAS
         return y
+
+    def axis_linear(self, x: Act, w: Param, b: Param | None, label: str, transposed: bool = False) -> Act:
+        """A linear layer applied along the last axis while the features lie on another one
+        (MLP-Mixer token mixing, ``fc(x.transpose(1, 2))``): it mixes the positions of that axis,
+        the same weights for every feature.
+
+        The positions it reads become ``POSITION`` nodes (or, when an earlier such layer made
+        them, that layer's units, which turn ``HIDDEN``: hidden units of a token MLP), joined from
+        the features by ``AXIS`` edges; its weights are ``LINEAR`` edges from them to its units
+        (``POSITION`` nodes with their index: they are positions of the axis unless another such
+        layer reads them), its bias their node feature; the result's features are new nodes fed
+        by ``IDENTITY`` edges from the input's features and ``AXIS`` edges from the units."""
+        if transposed or x.block != 1:
+            raise self.fail("linear layer applied along an axis other than the last of a flattened map")
+        out_f, in_f = w.shape
+        if x.tok is not None and len(x.tok) == in_f:
+            src = x.tok
+            for i in src.tolist():  # units read by another layer along the axis: hidden units
+                self.s.node_type[i] = int(NodeType.HIDDEN)
+                self.s.node_pos[i] = -1
+            layer = max(x.layer, int(self.s.node_layer[int(src[0])])) + 1 if in_f else x.layer + 1
+        else:
+            src = self.new_nodes(in_f, NodeType.POSITION, x.layer + 1, pos=True, label=f"{label}:positions")
+            C = len(x)
+            self.add_edges(EdgeBlock(x.nodes.repeat_interleave(in_f), src.repeat(C), EdgeType.AXIS, 1, 1))
+            layer = x.layer + 2
+        units = self.new_nodes(out_f, NodeType.POSITION, layer, pos=True, label=label)
+        self.add_edges(EdgeBlock(src.to(_I32).repeat(out_f), units.to(_I32).repeat_interleave(in_f),
+                                 EdgeType.LINEAR, 1, 1, w.name))
+        if b is not None:
+            self.s.node_blocks.append(NodeBlock(units.clone(), BIAS, b.name, torch.arange(out_f)))
+            for i in units.tolist():
+                self.s.node_slots[i] |= 1 << BIAS
+        feats = self.new_nodes(len(x), NodeType.HIDDEN, layer + 1, label=f"{label}:features")
+        self.add_edges(EdgeBlock(x.nodes.clone(), feats, EdgeType.IDENTITY, 1, 1))
+        self.add_edges(EdgeBlock(units.repeat_interleave(len(x)), feats.repeat(out_f), EdgeType.AXIS, 1, 1))
+        return Act(feats, x.feat, x.ndim, layer + 1, 1, units)
 
     def tied_linear(self, x: Any, w: Param, b: Param | None, label: str) -> Act:
         """A linear layer whose weight ``[V, D]`` is an embedding table already in the graph (tied
@@ -765,6 +817,10 @@ class Builder:
             self.add_edges(EdgeBlock(a.nodes.clone(), out, EdgeType.PRODUCT, 1, 1))
             self.add_edges(EdgeBlock(b.nodes.clone(), out.clone(), EdgeType.PRODUCT, 1, 1))
             return Act(out, a.feat, a.ndim, layer, a.block)
+        if isinstance(a, Param) and isinstance(b, Meta) or isinstance(b, Param) and isinstance(a, Meta):
+            # a parameter shifted or scaled by a constant before use (Gemma's RMSNorm: x * (1 + w)):
+            # the graph keeps the parameter, the constant is part of the structural signature
+            return a if isinstance(a, Param) else b
         x, other = (a, b) if isinstance(a, (Act, Lazy)) else (b, a)
         if isinstance(x, Lazy) and isinstance(other, Meta):
             return x
@@ -1188,6 +1244,8 @@ class Builder:
         idx = idx if isinstance(idx, tuple) else (idx,)
         if isinstance(x, Heads):
             return self._index_heads(x, idx)
+        if isinstance(x, Param):
+            return self._index_param(x, idx)
         x = self.as_act(x, what="indexing")
         if x.ndim is None:
             raise self.fail("indexing an activation needs shapes; pass example_input")
@@ -1221,6 +1279,26 @@ class Builder:
                 raise self.fail("advanced indexing of activations is not supported")
             in_dim += 1
         return Act(nodes, new_f - out_dim, out_dim, x.layer, x.block)
+
+    def _index_param(self, p: Param, idx: tuple) -> Param:
+        """A raw parameter sliced along its leading axes (a learned positional table cut to the
+        sequence length, ``pos[:, : x.shape[1]]``): the graph keeps the whole table, every
+        position a node, so the slice is structure. Slicing the last (feature) axis, integer or
+        advanced indexing is refused."""
+        nd = len(p.shape)
+        n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+        expanded: list[Any] = []
+        for i in idx:
+            expanded += [slice(None)] * (nd - n_real) if i is Ellipsis else [i]
+        expanded = [i for i in expanded if i is not None]
+        if len(expanded) > nd or not all(isinstance(i, slice) for i in expanded):
+            raise self.fail(f"parameter {p.name!r} indexed other than by slices of its leading axes")
+        if len(expanded) == nd and expanded[-1] != slice(None):
+            raise self.fail(f"parameter {p.name!r} sliced along its last (feature) axis")
+        for i in expanded:
+            if isinstance(i.step, int) and i.step != 1:
+                raise self.fail(f"parameter {p.name!r} sliced with a step")
+        return p
 
     def unsqueeze(self, x: Any, dim: int) -> Any:
         if isinstance(x, (Lazy, Meta, Param, Stat)):

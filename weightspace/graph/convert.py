@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -41,8 +42,11 @@ def from_graph(g: ParameterGraph, model: nn.Module, *, spec: GraphSpec | None = 
     """Write the weights held by ``g`` into ``model`` — all or nothing — and return ``model``.
 
     Raises:
-        ArchitectureMismatchError: ``g`` comes from another architecture (names the first
-            mismatching parameter); ``model`` is left untouched.
+        ArchitectureMismatchError: ``g`` comes from another architecture: names the first
+            mismatching parameter, wiring or activation, or the first difference of the
+            structural signature (module path, operation, field, the graph's value and the
+            model's: a stride, padding, pooling, eps, activation parameter or constant);
+            ``model`` is left untouched.
         NonFiniteWeightsError: the graph holds NaN/inf values, unless ``allow_nonfinite``.
     """
     if g.x is not None and g.x.dim() != 2:
@@ -55,6 +59,9 @@ def from_graph(g: ParameterGraph, model: nn.Module, *, spec: GraphSpec | None = 
                 raise NonFiniteWeightsError(
                     f"the graph holds NaN or inf values for {name!r}; pass allow_nonfinite=True to write them"
                 )
+    # keep the module versions (``_metadata``): modules that migrate old checkpoints read them on load
+    state = OrderedDict(state)
+    state._metadata = getattr(model.state_dict(keep_vars=True), "_metadata", None)  # type: ignore[attr-defined]
     with torch.no_grad():
         model.load_state_dict(state, strict=True)
     return model

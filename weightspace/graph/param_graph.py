@@ -28,6 +28,7 @@ that writing it into another architecture fails with a message naming the first 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -37,20 +38,37 @@ from torch_geometric.data import Batch, Data
 __all__ = ["ParameterGraph", "batch_graphs", "resize_kernel_grid", "sample_rows"]
 
 _PER_CHECKPOINT = ("x", "edge_attr", "scalars")
+_COLLATE = threading.local()  # the edge-feature grid of the first graph of a Batch.from_data_list call
 
 
 class ParameterGraph(Data):
     """A network as a graph: neurons are nodes, weights are edge features (see module docs).
 
     Made by :func:`weightspace.to_graph` or :meth:`weightspace.GraphSpec.to_graph`; a
-    ``torch_geometric.data.Data``, so ``Batch.from_data_list`` and PyG loaders work (use
-    :func:`batch_graphs` to mix architectures with different kernel grids).
+    ``torch_geometric.data.Data``, so ``Batch.from_data_list`` and PyG loaders work for graphs
+    with one kernel grid; graphs of architectures with different grids make
+    ``Batch.from_data_list`` raise a ``ValueError`` naming :func:`batch_graphs`, which batches
+    them. ``torch.load(path, weights_only=True)`` reads a saved graph.
     """
 
     def __cat_dim__(self, key: str, value, *args, **kwargs):
+        if key == "edge_attr" and isinstance(value, Tensor):
+            _COLLATE.grid = (tuple(self.grid), int(value.shape[-1]))  # the first graph of a collation
         if key in _PER_CHECKPOINT and isinstance(value, Tensor) and value.dim() == (3 if key != "scalars" else 2):
             return 1 if key != "scalars" else 1
         return super().__cat_dim__(key, value, *args, **kwargs)
+
+    def __inc__(self, key: str, value, *args, **kwargs):
+        if key == "edge_attr" and isinstance(value, Tensor):
+            first = getattr(_COLLATE, "grid", None)
+            if first is not None and first[1] != int(value.shape[-1]):
+                raise ValueError(
+                    f"Batch.from_data_list got parameter graphs with different kernel grids ({first[0]} and "
+                    f"{tuple(self.grid)}): their edge features cannot be concatenated; batch them with "
+                    "weightspace.graph.batch_graphs(graphs), which re-centres every graph's kernels in the "
+                    "largest grid"
+                )
+        return super().__inc__(key, value, *args, **kwargs)
 
     @property
     def num_checkpoints(self) -> int | None:
@@ -69,6 +87,17 @@ class ParameterGraph(Data):
         g.edge_attr = resize_kernel_grid(self.edge_attr, self.edge_kernel, self.grid, (kh, kw))
         g.kernel_shape = torch.tensor([[kh, kw]])
         return g
+
+
+def _register_safe_globals() -> None:
+    """Allow ``torch.load(path, weights_only=True)`` to read a saved :class:`ParameterGraph`: the
+    class and the ``torch_geometric`` storage classes of a ``Data`` (the graph's other attributes
+    are tensors and plain tuples)."""
+    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+    from torch_geometric.data.storage import BaseStorage, EdgeStorage, GlobalStorage, NodeStorage
+
+    torch.serialization.add_safe_globals([ParameterGraph, DataEdgeAttr, DataTensorAttr, GlobalStorage,
+                                          BaseStorage, NodeStorage, EdgeStorage])
 
 
 def _slots(kh: int, kw: int, KH: int, KW: int) -> Tensor:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .errors import ArchitectureMismatchError, NonFiniteWeightsError
 from .param_graph import ParameterGraph, _slots, resize_kernel_grid
+from .signature import first_difference
 from .trace import trace_structure
 from .vocab import NODE_FEATURES, Activation
 
@@ -51,6 +52,9 @@ class GraphSpec:
             (``"fc1"``, ``"layer1.0.conv2"``, ``"input:x"``, ``"output"``, ...).
         encode_index: ``[N*5 + E*KH*KW]`` positions in ``[theta, 0, 1, -1]`` (int32 unless huge).
         decode_index: ``[P]`` positions in ``[x.flatten(), edge_attr.flatten()]``.
+        signature: the structural signature, every non-tensor argument that changes the function
+            (strides, padding, pooling, eps, activation parameters, constants; see
+            :mod:`weightspace.graph.signature`), a tuple of plain values.
     """
 
     keys: tuple[str, ...]
@@ -75,6 +79,7 @@ class GraphSpec:
     decode_index: Tensor
     _consts: Tensor = field(repr=False)
     copy_segments: tuple[tuple[int, int, int], ...] = field(default=(), repr=False)
+    signature: tuple = field(default=(), repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -219,6 +224,7 @@ class GraphSpec:
             encode_index=enc,
             decode_index=dec,
             copy_segments=tuple(segments),
+            signature=tuple(s.signature),
             _consts=torch.tensor([0.0, 1.0, -1.0], dtype=dtype),
         )
 
@@ -440,11 +446,23 @@ class GraphSpec:
             scalars=scalars,
             num_nodes=self.num_nodes,
             param_layout=self.layout,
+            signature=self.signature,
         )
+
+    def check_signature(self, signature: Any) -> None:
+        """Raise :class:`ArchitectureMismatchError` unless ``signature`` (of a graph or another
+        spec) equals this spec's structural signature, naming the first difference: module path,
+        operation, field, the graph's value and the model's."""
+        diff = first_difference(signature, self.signature)
+        if diff is not None:
+            raise ArchitectureMismatchError(f"the graph was made from another function: {diff}")
 
     def check_graph(self, g: ParameterGraph) -> None:
         """Raise :class:`ArchitectureMismatchError` unless ``g`` has exactly this structure,
-        naming the first parameter whose shape or presence differs."""
+        naming the first parameter whose shape or presence differs, then the first structural
+        difference (wiring, activation, and the signature: strides, pooling, eps, activation
+        parameters, constants). A graph without a signature (made before signatures existed) is
+        checked without it."""
         layout = getattr(g, "param_layout", None)
         if layout is not None:
             layout = tuple((str(n), tuple(int(d) for d in s)) for n, s in layout)
@@ -478,6 +496,9 @@ class GraphSpec:
                     f"node {i} (layer {int(self.node_layer[i])}) applies {_act_name(act[i])} in the graph but "
                     f"{_act_name(self.node_act[i])} in the model: same shapes, another activation"
                 )
+        signature = getattr(g, "signature", None)
+        if signature is not None and not _is_batch_list(signature):
+            self.check_signature(signature)
 
     def to_state_dict(self, g: ParameterGraph, *, check: bool = True) -> dict[str, Tensor]:
         """Decode a graph (one checkpoint or a stack) into a state dict with every key of the
@@ -495,6 +516,13 @@ class GraphSpec:
             tensors[k] = scalars[..., i].to(dt).reshape(batch) if scalars is not None else torch.zeros(batch, dtype=dt)
         canon = {k: self.aliases.get(k, k) for k in self.keys}
         return {k: tensors[c] for k, c in canon.items()}
+
+
+def _is_batch_list(v: Any) -> bool:
+    """A collated ``Batch`` turns a graph attribute into a list with one item per graph."""
+    # one signature: [entry, ...] with entry = (path, op, fields); a batch: [signature, ...]
+    return isinstance(v, list) and bool(v) and isinstance(v[0], (list, tuple)) and bool(v[0]) \
+        and isinstance(v[0][0], (list, tuple))
 
 
 def _act_name(code: Tensor | int) -> str:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.node import map_aggregate
+from torch.nn.utils import parametrize
 
 from .builder import (
     _ACT_ATEN,
@@ -41,7 +42,8 @@ from .builder import (
     _aten_name,
 )
 from .errors import UnsupportedModuleError
-from .vocab import Activation, NodeType
+from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
+from .vocab import WEIGHT, Activation, NodeType
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Heads, Lazy, Param, Stat)):
+            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores)):
                 found = True
             return x
 
@@ -122,6 +124,88 @@ class _Walker:
 
     def unsupported(self, what: str) -> UnsupportedModuleError:
         return self.b.fail(f"operation {what} is not supported by the converter")
+
+    # -- attention written with matrix products ------------------------------------------
+    def scores(self, name: str, args: tuple, kwargs: dict) -> Any:
+        """Attention written out: ``q @ k^T`` (heads of queries, heads of keys with units on the
+        second-last axis) gives :class:`_Scores`; masking, scaling, softmax and dropout keep
+        them; ``scores @ v`` is :meth:`Builder.attention`. None when the operation is not one
+        of these."""
+        found = [a for a in _flat(args, kwargs) if isinstance(a, _Scores)]
+        if name in ("matmul", "bmm") and len(args) >= 2:
+            a, v = args[0], args[1]
+            if isinstance(a, Heads) and isinstance(v, Heads):
+                if a.feat != -1 or v.feat != -2:
+                    raise self.b.fail("matrix product of attention heads other than queries x keys^T")
+                return _Scores(a, v)
+            if isinstance(a, _Scores) and isinstance(v, Heads):
+                return self.b.attention(a.q, a.k, v, self.b._where if self.b._where != "<model>" else name)
+        if not found:
+            return None
+        others = [a for a in _flat(args, kwargs) if isinstance(a, (Act, Heads, Lazy, Param, Stat, _Transposed))]
+        if others:
+            raise self.b.fail(f"attention scores combined ('{name or 'matmul'}') with "
+                              f"{type(others[0]).__name__} (a learned bias or another use of the scores)")
+        return found[0]  # masks, scaling, softmax, dropout: the same scores
+
+    # -- structural signature (see weightspace.graph.signature) ---------------------------
+    def record(self, op: str, pairs: list[tuple[str, Any]], path: str | None = None) -> None:
+        self.b.s.signature.append((path if path is not None else self.b._where, op, fields(pairs)))
+
+    def record_module(self, path: str, mod: nn.Module) -> None:
+        """A leaf module's hyperparameters (its ``__constants__``; dropout's ``p`` is not one)."""
+        if isinstance(mod, _DROPOUT_MODULES):
+            return
+        names = [n for n in getattr(type(mod), "__constants__", ()) if n not in IGNORED_FIELDS]
+        pairs = [(n, getattr(mod, n, None)) for n in names]
+        if isinstance(mod, nn.MultiheadAttention):
+            pairs.append(("num_heads", mod.num_heads))
+        if isinstance(mod, nn.TransformerEncoderLayer):
+            act = mod.activation
+            pairs.append(("activation", type(act).__name__ if isinstance(act, nn.Module)
+                          else getattr(act, "__name__", repr(act))))
+            pairs += [(f"{n}.{k}", getattr(getattr(mod, n), k, None)) for n in ("norm1", "norm2") for k in ("eps",)]
+            if isinstance(act, nn.Module):
+                pairs += [(f"activation.{n}", getattr(act, n, None)) for n in getattr(type(act), "__constants__", ())
+                          if n not in IGNORED_FIELDS]
+        self.record(type(mod).__name__, pairs, path)
+
+    def record_call(self, name: str, args: tuple, kwargs: dict, skip: bool = False) -> None:
+        """A function or method applied to activations or parameters: its plain arguments."""
+        if skip or not self._touches((args, kwargs)):
+            return
+        pairs = [(f"arg{i}", a) for i, a in enumerate(args)] + sorted(kwargs.items())
+        self.record(name, pairs)
+
+    def record_aten(self, target: Any, name: str, args: tuple, kwargs: dict) -> None:
+        """An ATen operation on activations or parameters: its plain arguments by schema name
+        (defaults filled in), except sizes taken from the example input."""
+        if name in _DROPOUT_ATEN or name in _NO_OP_ATEN or not self._touches((args, kwargs)):
+            return
+        schema = getattr(target, "_schema", None)
+        if schema is None:  # pragma: no cover - every aten overload has a schema
+            self.record(name, [(f"arg{i}", a) for i, a in enumerate(args)] + sorted(kwargs.items()))
+            return
+        pairs = []
+        for i, arg in enumerate(schema.arguments):
+            if name in _SIZED_ATEN and arg.name in _SIZED_ATEN[name]:
+                continue
+            if i < len(args) and not arg.kwarg_only:
+                v = args[i]
+            elif arg.name in kwargs:
+                v = kwargs[arg.name]
+            elif arg.has_default_value():
+                v = arg.default_value
+            else:
+                continue
+            pairs.append((arg.name, v))
+        self.record(f"aten.{name}", pairs)
+
+    def record_tensor(self, name: str, t: Any) -> None:
+        """A tensor of the model outside its state dict (a non-persistent buffer, a constant)."""
+        if isinstance(t, torch.Tensor):
+            self.b.s.signature.append((name, "tensor", (("shape", plain(tuple(t.shape))), ("dtype", str(t.dtype)),
+                                                          ("digest", tensor_digest(t)))))
 
     # -- main loop ------------------------------------------------------------------------
     def run(self, graph: torch.fx.Graph, placeholders: dict[str, Any]) -> Any:
@@ -134,6 +218,8 @@ class _Walker:
                 continue
             if node.op == "get_attr":
                 p = b.param(str(node.target))
+                if p is None:
+                    self.record_tensor(str(node.target), _get_attr(self.gm, str(node.target)))
                 self.env[node] = p if p is not None else META
                 continue
             if node.op == "output":
@@ -143,15 +229,26 @@ class _Walker:
             if node.op == "call_module":
                 mod = self.gm.get_submodule(node.target)
                 b._where, b._kind = str(node.target), type(mod).__name__
+                self.record_module(str(node.target), mod)
                 res = self.call_module(node, mod, str(node.target), args, kwargs)
             elif node.op == "call_method":
-                res = self.call_method(node, str(node.target), args, kwargs)
+                self.record_call(str(node.target), args, kwargs)
+                res = self.scores(str(node.target), args, kwargs)
+                if res is None:
+                    res = self.call_method(node, str(node.target), args, kwargs)
             else:
                 name = _aten_name(node.target)
                 if name is not None:
-                    res = self.call_aten(node, name, args, kwargs)
+                    self.record_aten(node.target, name, args, kwargs)
+                    res = self.scores(name, args, kwargs)
+                    if res is None:
+                        res = self.call_aten(node, name, args, kwargs)
                 else:
-                    res = self.call_function(node, node.target, args, kwargs)
+                    fn = node.target
+                    self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
+                    res = self.scores(_MATMUL_FUNCTIONS.get(fn, ""), args, kwargs)
+                    if res is None:
+                        res = self.call_function(node, node.target, args, kwargs)
             shape = _shape(node)
             if isinstance(res, Act) and shape is not None:
                 if res.ndim is None:
@@ -169,6 +266,8 @@ class _Walker:
         b = self.b
         p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
         x = args[0] if args else kwargs.get("input")
+        if parametrize.is_parametrized(mod):
+            return self.weight_normed(mod, path, x)
         if isinstance(mod, nn.Linear):
             return b.linear(x, p("weight"), p("bias"), label=path)
         if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
@@ -205,6 +304,22 @@ class _Walker:
             f"module type {type(mod).__name__} is not supported by the converter", path=path,
             kind=type(mod).__name__,
         )
+
+    def weight_normed(self, mod: nn.Module, path: str, x: Any) -> Any:
+        """A ``Linear``/``Conv`` under ``weight_norm`` (``W = g * v / ||v||`` per output unit): the
+        stored direction ``v`` (``original1``) are the layer's edges, the stored magnitude ``g``
+        (``original0``, one per output unit) the ``weight`` feature of its output nodes."""
+        b = self.b
+        p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
+        _check_parametrizations(mod, path, "fx")
+        v, g = p("parametrizations.weight.original1"), p("parametrizations.weight.original0")
+        if isinstance(mod, nn.Linear):
+            y = b.linear(x, v, p("bias"), label=path)
+        else:
+            y = b.conv(x, v, p("bias"), mod.groups, label=path)
+        b.use(g, "weight_norm")
+        self.record("parametrization", [("weight", "weight_norm"), ("dim", 0)], path)
+        return b.write_nodes(y, [(WEIGHT, g)], f"{path}:weight_norm")
 
     def activation(self, x: Any, act: Activation, label: str) -> Any:
         if isinstance(x, (Lazy, Meta)):
@@ -278,8 +393,12 @@ class _Walker:
     def call_function(self, node: torch.fx.Node, fn: Any, args: tuple, kwargs: dict) -> Any:
         b = self.b
         label = node.name
+        if fn is getattr and isinstance(args[0], Param) and args[1] in ("T", "mT") and len(args[0].shape) == 2:
+            return _Transposed(args[0])
         if fn is getattr or not self._touches((args, kwargs)):
             return META  # sizes, masks, constants: no neuron is involved
+        if fn in (operator.matmul, torch.matmul, torch.mm) and isinstance(args[1], (_Transposed, Param)):
+            return self.call_aten(node, "matmul", args, kwargs)
         if fn is operator.getitem:
             return b.index(args[0], args[1])
         if fn in _ACT_FUNCTIONS:
@@ -327,6 +446,8 @@ class _Walker:
             return b.transpose(args[0], args[1], args[2])
         if fn is torch.permute:
             return b.move_axes(args[0], list(args[1]))
+        if fn is torch.linalg.vector_norm:
+            return b.reduce(args[0], _arg(args, kwargs, 2, "dim"), _arg(args, kwargs, 3, "keepdim", False))
         if fn in _REDUCE_FN:
             return b.reduce(args[0], _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
         if fn is torch.unsqueeze:
@@ -363,6 +484,8 @@ class _Walker:
             return _first_tracked(args)
         if name in ("view", "reshape"):
             return self._view(node, x, args[1:])
+        if name in ("reshape_as", "view_as"):
+            return b.reshape(x, self._in_shape(node), _shape(node))
         if name == "flatten":
             return b.reshape(x, self._in_shape(node), _shape(node), _arg(args, kwargs, 1, "start_dim", 0),
                              _arg(args, kwargs, 2, "end_dim", -1))
@@ -413,6 +536,15 @@ class _Walker:
             return (res, META) if name.endswith("with_indices") else res
         if name == "linear":
             return b.linear(args[0], args[1], _arg(args, kwargs, 2, "bias"), label)
+        if name in ("numpy_T", "t", "transpose", "permute") and isinstance(args[0], Param) \
+                and len(args[0].shape) == 2:
+            return _Transposed(args[0])  # ``x @ W.T`` written out (e.g. Falcon's linear layers)
+        if name in ("matmul", "mm") and isinstance(args[1], (_Transposed, Param)):
+            w = args[1]
+            if isinstance(w, _Transposed):
+                return b.linear(args[0], w.param, None, label)
+            if len(w.shape) == 2:  # x @ W with W stored [in, out]
+                return b.linear(args[0], w, None, label, transposed=True)
         if name == "addmm":  # bias + x @ W with W stored [in, out] (e.g. transformers' Conv1D)
             return b.linear(args[1], args[2], args[0], label, transposed=True)
         if name in ("split", "split_with_sizes", "chunk"):
@@ -460,7 +592,9 @@ class _Walker:
             return b.combine(args[0], args[1], "mul", label)
         if name in ("div", "div_"):
             return b.combine(args[0], args[1], "div", label)
-        if name in ("view", "reshape", "_unsafe_view", "flatten", "unflatten"):
+        if name == "linalg_vector_norm":  # a norm over some axes: a reduction (GRN's spatial norm)
+            return b.reduce(args[0], _arg(args, kwargs, 2, "dim"), _arg(args, kwargs, 3, "keepdim", False))
+        if name in ("view", "reshape", "_unsafe_view", "flatten", "unflatten", "reshape_as", "view_as"):
             return b.reshape(args[0], self._in_shape(node), _shape(node))
         if name == "transpose":
             return b.transpose(args[0], args[1], args[2])
@@ -490,7 +624,7 @@ class _Walker:
             end = None if end is not None and end >= in_shape[d] else end
             sl = slice(start if start else None, end, step if step != 1 else None)
             return b.index(args[0], tuple([slice(None)] * d + [sl]))
-        if name == "expand":
+        if name in ("expand", "expand_as"):
             return args[0] if isinstance(args[0], (Param, Act, Lazy, Heads, Stat)) else META
         if name == "repeat":
             if isinstance(args[0], Heads):
@@ -514,6 +648,29 @@ _ELEMENTWISE_FUNCTIONS = {torch.pow, torch.rsqrt, torch.sqrt, torch.exp, torch.l
                           torch.square, torch.reciprocal, torch.erf, operator.pow, operator.neg, operator.abs}
 
 
+class _Scores:
+    """Attention scores ``q @ k^T`` of query heads ``q`` and key heads ``k``."""
+
+    def __init__(self, q: Heads, k: Heads):
+        self.q, self.k = q, k
+
+
+def _flat(args: tuple, kwargs: dict) -> list:
+    out: list = []
+    map_aggregate((args, kwargs), lambda v: out.append(v) or v)
+    return out
+
+
+_MATMUL_FUNCTIONS = {torch.matmul: "matmul", operator.matmul: "matmul", torch.bmm: "bmm"}
+
+
+class _Transposed:
+    """A 2-D parameter transposed (``W.T``) on its way into a matrix product."""
+
+    def __init__(self, param: Param):
+        self.param = param
+
+
 def _first_tracked(args: tuple) -> Any:
     """The first argument that is an activation (or a statistic of one), else META."""
     for a in args:
@@ -523,6 +680,49 @@ def _first_tracked(args: tuple) -> Any:
 
 
 _NO_OP_ATEN = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "_assert_async"}
+
+# not in the structural signature: dropout acts only in training
+_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
+_DROPOUT_ATEN = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout"}
+#: ATen arguments that hold sizes of the example input under torch.export (left out of the signature)
+_SIZED_ATEN = {"view": {"size"}, "reshape": {"shape"}, "_unsafe_view": {"size"}, "expand": {"size"},
+               "slice": {"start", "end"}, "select": {"index"}, "unflatten": {"sizes"}, "repeat": {"repeats"},
+               "new_zeros": {"size"}, "new_ones": {"size"}, "new_empty": {"size"}, "new_full": {"size"}}
+
+
+def _check_parametrizations(model: nn.Module, root: str | None, tracer: str) -> None:
+    """Refuse parametrizations the converter cannot represent, naming the module and the
+    parametrization: every one but ``weight_norm`` (``dim=0``) of a ``Linear``/``Conv1d``/``Conv2d``
+    weight under symbolic tracing. ``spectral_norm`` keeps power-iteration vectors (``_u``, ``_v``)
+    and ``orthogonal`` a ``base`` that have no place on the neurons or connections of the layer."""
+    mods = [(root, model)] if root is not None else list(model.named_modules())
+    for path, mod in mods:
+        if not parametrize.is_parametrized(mod):
+            continue
+        where = path or "<model>"
+        for tensor, plist in mod.parametrizations.items():
+            kinds = [type(q).__name__ for q in plist]
+            name = f"{'+'.join(kinds)} on {tensor!r}"
+            ok = (tensor == "weight" and kinds == ["_WeightNorm"] and getattr(plist[0], "dim", None) == 0
+                  and isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d)))
+            if not ok:
+                raise UnsupportedModuleError(
+                    f"parametrization {name} is not supported (only weight_norm with dim=0 on a Linear or "
+                    "Conv weight is); remove it before converting (torch.nn.utils.parametrize."
+                    "remove_parametrizations(module, name, leave_parametrized=True)) or convert the layer "
+                    "without it", path=where, kind=type(mod).__name__)
+            if tracer == "export":
+                raise UnsupportedModuleError(
+                    f"parametrization {name} is only supported under torch.fx symbolic tracing; convert without "
+                    "example_input (or tracer='fx')", path=where, kind=type(mod).__name__)
+
+
+def _get_attr(gm: torch.fx.GraphModule | None, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 _NORM_TYPES = (
     nn.BatchNorm1d,
@@ -558,6 +758,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     if tracer not in ("auto", "fx", "export"):
         raise ValueError(f"tracer must be 'auto', 'fx' or 'export', got {tracer!r}")
     canonical, shapes, tensors = state_layout(model)
+    _check_parametrizations(model, None, "fx")
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
     if tracer == "auto" and len(inputs) == 1 and isinstance(inputs[0], dict):
@@ -593,12 +794,14 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
         lazy = Lazy(i, n.name)
         b.inputs.append(lazy)
         placeholders[n.name] = lazy
+    b.s.signature.append(("<model>", "tracer", (("name", "fx"),)))
     out = _Walker(b, gm).run(gm.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):
+    _check_parametrizations(model, None, "export")
     kwargs = {}
     if isinstance(inputs, tuple) and len(inputs) == 1 and isinstance(inputs[0], dict):
         kwargs, inputs = dict(inputs[0]), ()
@@ -615,6 +818,9 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
         ) from exc
     sig = ep.graph_signature
     placeholders: dict[str, Any] = {}
+    b.s.signature.append(("<model>", "tracer", (("name", "export"),)))
+    walker = _Walker(b, None)
+    constants = getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {}
     k = 0
     for n in ep.graph.nodes:
         if n.op != "placeholder":
@@ -622,7 +828,13 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
         if n.name in sig.inputs_to_parameters:
             placeholders[n.name] = b.param(sig.inputs_to_parameters[n.name]) or META
         elif n.name in sig.inputs_to_buffers:
-            placeholders[n.name] = b.param(sig.inputs_to_buffers[n.name]) or META
+            buf = sig.inputs_to_buffers[n.name]
+            placeholders[n.name] = b.param(buf) or META
+            if b.param(buf) is None:  # a non-persistent buffer: its values are part of the function
+                walker.record_tensor(buf, ep.constants.get(buf, _get_attr(model, buf)))
+        elif n.name in constants:
+            placeholders[n.name] = META
+            walker.record_tensor("<constant>", ep.constants.get(constants[n.name]))
         elif n.name in getattr(sig, "user_inputs", []) and not isinstance(n.meta.get("val"), (bool, int, float)):
             lazy = Lazy(k, n.name)
             k += 1
@@ -630,7 +842,7 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
             placeholders[n.name] = lazy
         else:
             placeholders[n.name] = META
-    out = _Walker(b, None).run(ep.graph, placeholders)
+    out = walker.run(ep.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
 

@@ -60,6 +60,10 @@ class EdgeType(IntEnum):
     #: copies value unit j of a shared key/value head into unit j of the result of every query
     #: head that reads it (grouped-query attention; structural)
     ATTN_GROUP = 17
+    #: joins the features of an activation to the units of a layer applied along another axis of
+    #: it (MLP-Mixer token mixing: ``Linear`` over the tokens), and those units back to the features
+    #: of the result (structural)
+    AXIS = 18
 
 
 class Activation(IntEnum):
@@ -94,7 +98,7 @@ BIAS, WEIGHT, SHIFT, RUNNING_MEAN, RUNNING_VAR = range(len(NODE_FEATURES))
 #: Edge types that carry no weights (a constant 1 marking how neurons are wired).
 STRUCTURAL_EDGE_TYPES: frozenset[int] = frozenset(
     {EdgeType.RESIDUAL, EdgeType.ATTN_QK, EdgeType.ATTN_HEAD, EdgeType.IDENTITY, EdgeType.PRODUCT,
-     EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP}
+     EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP, EdgeType.AXIS}
 )
 
 #: Node types whose members may be permuted among themselves without changing the function.
