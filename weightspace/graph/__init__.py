@@ -3,11 +3,11 @@
 from .convert import from_graph, to_graph
 from .errors import ArchitectureMismatchError, NonFiniteWeightsError, UnsupportedModuleError
 from .nx import to_networkx
-from .param_graph import ParameterGraph, _register_safe_globals, batch_graphs, resize_kernel_grid, sample_rows
+from .param_graph import ParameterGraph, batch_graphs, register_safe_globals, resize_kernel_grid, sample_rows
 from .spec import GraphSpec
 from .vocab import NODE_FEATURES, PERMUTABLE_NODE_TYPES, Activation, EdgeType, NodeType
 
-_register_safe_globals()
+register_safe_globals()
 
 __all__ = [
     "GraphSpec",

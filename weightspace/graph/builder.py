@@ -160,7 +160,7 @@ class Structure:
 
 # ----------------------------------------------------------------------------- op tables
 
-_ACT_MODULES: dict[type, Activation] = {
+ACT_MODULES: dict[type, Activation] = {
     nn.ReLU: Activation.RELU,
     nn.LeakyReLU: Activation.LEAKY_RELU,
     nn.ELU: Activation.ELU,
@@ -182,7 +182,7 @@ _ACT_MODULES: dict[type, Activation] = {
     nn.Tanhshrink: Activation.TANHSHRINK,
 }
 
-_ACT_FUNCTIONS: dict[Any, Activation] = {
+ACT_FUNCTIONS: dict[Any, Activation] = {
     F.relu: Activation.RELU,
     torch.relu: Activation.RELU,
     F.relu_: Activation.RELU,
@@ -210,7 +210,7 @@ _ACT_FUNCTIONS: dict[Any, Activation] = {
     F.tanhshrink: Activation.TANHSHRINK,
 }
 
-_ACT_METHODS: dict[str, Activation] = {
+ACT_METHODS: dict[str, Activation] = {
     "relu": Activation.RELU,
     "relu_": Activation.RELU,
     "sigmoid": Activation.SIGMOID,
@@ -219,7 +219,7 @@ _ACT_METHODS: dict[str, Activation] = {
     "log_softmax": Activation.LOG_SOFTMAX,
 }
 
-_ACT_ATEN: dict[str, Activation] = {
+ACT_ATEN: dict[str, Activation] = {
     "relu": Activation.RELU,
     "relu_": Activation.RELU,
     "leaky_relu": Activation.LEAKY_RELU,
@@ -243,7 +243,7 @@ _ACT_ATEN: dict[str, Activation] = {
     "softsign": Activation.SOFTSIGN,
 }
 
-_IDENTITY_MODULES = (
+IDENTITY_MODULES = (
     nn.Dropout,
     nn.Dropout1d,
     nn.Dropout2d,
@@ -267,7 +267,7 @@ _IDENTITY_MODULES = (
     nn.Upsample,
 )
 
-_IDENTITY_FUNCTIONS = {
+IDENTITY_FUNCTIONS = {
     F.dropout,
     F.dropout1d,
     F.dropout2d,
@@ -286,9 +286,9 @@ _IDENTITY_FUNCTIONS = {
     torch.detach,
 }
 
-_IDENTITY_METHODS = {"contiguous", "clone", "detach", "float", "double", "half", "to", "type_as", "cpu", "cuda"}
+IDENTITY_METHODS = {"contiguous", "clone", "detach", "float", "double", "half", "to", "type_as", "cpu", "cuda"}
 
-_IDENTITY_ATEN = {
+IDENTITY_ATEN = {
     "type_as",
     "dropout",
     "feature_dropout",
@@ -324,7 +324,7 @@ _NORM_MODULES = (
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
 
-def _aten_name(target: Any) -> str | None:
+def aten_name(target: Any) -> str | None:
     """``aten.relu.default`` -> ``relu``; None for anything that is not an aten overload."""
     name = getattr(target, "name", None)
     if not callable(name):

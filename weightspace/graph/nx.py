@@ -9,7 +9,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from .param_graph import ParameterGraph, _slots
+from .param_graph import ParameterGraph, kernel_slots
 
 __all__ = ["to_networkx"]
 
@@ -66,7 +66,7 @@ def _to_networkx(g: ParameterGraph) -> nx.DiGraph:
     for c in torch.unique(code).tolist():
         kh, kw = kernel_of.setdefault(c, divmod(c, 65536))
         rows = (code == c).nonzero().squeeze(1)
-        vals = ea[rows][..., _slots(kh, kw, KH, KW)].numpy()
+        vals = ea[rows][..., kernel_slots(kh, kw, KH, KW)].numpy()
         vals.flags.writeable = False
         values += list(vals)
         order.append(rows)

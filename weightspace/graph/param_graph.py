@@ -89,7 +89,7 @@ class ParameterGraph(Data):
         return g
 
 
-def _register_safe_globals() -> None:
+def register_safe_globals() -> None:
     """Allow ``torch.load(path, weights_only=True)`` to read a saved :class:`ParameterGraph`: the
     class and the ``torch_geometric`` storage classes of a ``Data`` (the graph's other attributes
     are tensors and plain tuples)."""
@@ -100,7 +100,7 @@ def _register_safe_globals() -> None:
                                           BaseStorage, NodeStorage, EdgeStorage])
 
 
-def _slots(kh: int, kw: int, KH: int, KW: int) -> Tensor:
+def kernel_slots(kh: int, kw: int, KH: int, KW: int) -> Tensor:
     """Flat positions of a ``kh x kw`` kernel centred in a ``KH x KW`` grid."""
     oh, ow = (KH - kh) // 2, (KW - kw) // 2
     r = torch.arange(kh)[:, None] + oh
@@ -127,7 +127,7 @@ def resize_kernel_grid(edge_attr: Tensor, edge_kernel: Tensor, src: tuple[int, i
     index = torch.full((E, Fd), E * Fs, dtype=torch.long)  # points at an appended zero
     for kh, kw in torch.unique(edge_kernel, dim=0).tolist():
         rows = ((edge_kernel[:, 0] == kh) & (edge_kernel[:, 1] == kw)).nonzero().squeeze(1)
-        s, d = _slots(kh, kw, SH, SW), _slots(kh, kw, DH, DW)
+        s, d = kernel_slots(kh, kw, SH, SW), kernel_slots(kh, kw, DH, DW)
         index[rows[:, None], d[None, :]] = rows[:, None] * Fs + s[None, :]
     flat = edge_attr.reshape(*edge_attr.shape[:-2], E * Fs)
     flat = torch.cat([flat, flat.new_zeros(*flat.shape[:-1], 1)], dim=-1)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ArchitectureMismatchError, NonFiniteWeightsError
-from .param_graph import ParameterGraph, _slots, resize_kernel_grid
+from .param_graph import ParameterGraph, kernel_slots, resize_kernel_grid
 from .signature import first_difference
 from .trace import trace_structure
 from .vocab import NODE_FEATURES, Activation
@@ -157,7 +157,7 @@ class GraphSpec:
         edge_type = torch.empty(E, dtype=EDGE_TYPE_DTYPE)
         kernels = {(b.kh, b.kw) for b in s.edge_blocks}
         edge_kernel = None if len(kernels) <= 1 else torch.empty(E, 2, dtype=EDGE_KERNEL_DTYPE)
-        center = int(_slots(1, 1, KH, KW))
+        center = int(kernel_slots(1, 1, KH, KW))
         e0 = 0
         blocks, s.edge_blocks = s.edge_blocks, []
         while blocks:  # consume the blocks so that their index tensors are freed as we go
@@ -175,7 +175,7 @@ class GraphSpec:
                 rows[:, center] = P + (_ONE if eb.value == 1.0 else _MINUS_ONE)
             else:
                 K = eb.kh * eb.kw
-                slots = _slots(eb.kh, eb.kw, KH, KW)
+                slots = kernel_slots(eb.kh, eb.kw, KH, KW)
                 if eb.index is None:  # a contiguous range of the parameter
                     v0 = off[eb.param] + eb.offset
                     if K == Fe:  # graph slots == a run of the parameter: two aranges

@@ -22,14 +22,14 @@ from torch.fx.node import map_aggregate
 from torch.nn.utils import parametrize
 
 from .builder import (
-    _ACT_ATEN,
-    _ACT_FUNCTIONS,
-    _ACT_METHODS,
-    _ACT_MODULES,
-    _IDENTITY_ATEN,
-    _IDENTITY_FUNCTIONS,
-    _IDENTITY_METHODS,
-    _IDENTITY_MODULES,
+    ACT_ATEN,
+    ACT_FUNCTIONS,
+    ACT_METHODS,
+    ACT_MODULES,
+    IDENTITY_ATEN,
+    IDENTITY_FUNCTIONS,
+    IDENTITY_METHODS,
+    IDENTITY_MODULES,
     META,
     Act,
     Builder,
@@ -39,7 +39,7 @@ from .builder import (
     Param,
     Stat,
     Structure,
-    _aten_name,
+    aten_name,
 )
 from .errors import UnsupportedModuleError
 from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
@@ -237,7 +237,7 @@ class _Walker:
                 if res is None:
                     res = self.call_method(node, str(node.target), args, kwargs)
             else:
-                name = _aten_name(node.target)
+                name = aten_name(node.target)
                 if name is not None:
                     self.record_aten(node.target, name, args, kwargs)
                     res = self.scores(name, args, kwargs)
@@ -289,12 +289,12 @@ class _Walker:
             if mod.norm is not None:
                 x = self.module_norm(mod.norm, f"{path}.norm", x, None)
             return x
-        for cls, act in _ACT_MODULES.items():
+        for cls, act in ACT_MODULES.items():
             if type(mod) is cls:
                 if isinstance(mod, (nn.Softmax, nn.LogSoftmax)) and mod.dim is None:
                     raise b.fail("Softmax without an explicit dim")
                 return self.activation(x, act, path)
-        if isinstance(mod, _IDENTITY_MODULES):
+        if isinstance(mod, IDENTITY_MODULES):
             return x
         if isinstance(mod, nn.Flatten):
             return b.reshape(x, self._in_shape(node), _shape(node), mod.start_dim, mod.end_dim)
@@ -364,9 +364,9 @@ class _Walker:
         b = self.b
         act = layer.activation
         if isinstance(act, nn.Module):
-            kind = _ACT_MODULES.get(type(act))
+            kind = ACT_MODULES.get(type(act))
         else:
-            kind = _ACT_FUNCTIONS.get(act)
+            kind = ACT_FUNCTIONS.get(act)
         if kind is None:
             raise UnsupportedModuleError("unsupported activation in TransformerEncoderLayer", path=path,
                                          kind=type(layer).__name__)
@@ -401,9 +401,9 @@ class _Walker:
             return self.call_aten(node, "matmul", args, kwargs)
         if fn is operator.getitem:
             return b.index(args[0], args[1])
-        if fn in _ACT_FUNCTIONS:
-            return self.activation(args[0] if args else kwargs.get("input"), _ACT_FUNCTIONS[fn], label)
-        if fn in _IDENTITY_FUNCTIONS:
+        if fn in ACT_FUNCTIONS:
+            return self.activation(args[0] if args else kwargs.get("input"), ACT_FUNCTIONS[fn], label)
+        if fn in IDENTITY_FUNCTIONS:
             return args[0] if args else kwargs.get("input")
         if fn in _ELEMENTWISE_FUNCTIONS:  # x ** 2, torch.rsqrt(v + eps), ...: the same neurons
             return _first_tracked(args)
@@ -476,9 +476,9 @@ class _Walker:
         label = node.name
         if name in ("size", "dim", "numel", "__len__") or not self._touches((args, kwargs)):
             return META
-        if name in _ACT_METHODS:
-            return self.activation(x, _ACT_METHODS[name], label)
-        if name in _IDENTITY_METHODS:
+        if name in ACT_METHODS:
+            return self.activation(x, ACT_METHODS[name], label)
+        if name in IDENTITY_METHODS:
             return x
         if name in _ELEMENTWISE_ATEN:
             return _first_tracked(args)
@@ -527,11 +527,11 @@ class _Walker:
             return META
         if name in _COMPARE_ATEN and isinstance(args[0], Lazy) and args[0].act is None:
             return META  # a mask or positions computed from token ids (e.g. RoBERTa's position ids)
-        if name in _ACT_ATEN:
-            return self.activation(args[0], _ACT_ATEN[name], label)
+        if name in ACT_ATEN:
+            return self.activation(args[0], ACT_ATEN[name], label)
         if name in _ELEMENTWISE_ATEN:
             return _first_tracked(args)
-        if name in _IDENTITY_ATEN:
+        if name in IDENTITY_ATEN:
             res = args[0]
             return (res, META) if name.endswith("with_indices") else res
         if name == "linear":
