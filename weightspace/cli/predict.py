@@ -17,8 +17,16 @@ log = logging.getLogger(__name__)
 
 
 def positional_overrides(args: list[str]) -> list[str]:
-    """``zoo=DIR`` names a folder here, not the ``configs/zoo/`` group: pass it as ``zoo_dir``."""
-    return [f"zoo_dir={a[4:]}" if a.startswith("zoo=") else a for a in args]
+    """``zoo=DIR`` names a folder here, not the ``configs/zoo/`` group: pass it as ``zoo_dir``; ``data=KIND:PATH``
+    names a data source, not the ``configs/data/`` group: pass it as ``data_source``."""
+    out = []
+    for a in args:
+        if a.startswith("zoo="):
+            a = f"zoo_dir={a[4:]}"
+        elif a.startswith("data="):
+            a = f"data_source={a[5:]}"
+        out.append(a)
+    return out
 
 
 def config_from(cfg: DictConfig) -> PredictConfig:
@@ -72,13 +80,24 @@ def plot_embedding(pred, data, out: Path) -> Path | None:
 
 def open_zoo(cfg: DictConfig):
     """The zoo ``zoo=DIR``, every stored byte checked against its manifest (sha256) before training on it;
-    ``trust_code=true`` lets its architectures resolve outside the allowlist (``docs/trust-model.md``)."""
+    ``trust_code=true`` lets its architectures resolve outside the allowlist (``docs/trust-model.md``).
+    ``data=KIND:PATH`` (``cfg.data_source``: ``file:x.npz``, ``folder:DIR``, ``mnist:ROOT``, ... as in
+    :mod:`model_zoo.datasets`) attaches that data to the zoo (checked against the fingerprint in ``zoo.json``):
+    for zoos made from in-memory data or imported without data."""
     import model_zoo
 
     try:
-        return model_zoo.load(str(cfg.zoo_dir), verify=True, trust_code=bool(cfg.get("trust_code", False)))
+        zoo = model_zoo.load(str(cfg.zoo_dir), verify=True, trust_code=bool(cfg.get("trust_code", False)))
     except (model_zoo.ZooFormatError, ValueError) as e:
         raise SystemExit(f"weightspace: zoo={cfg.zoo_dir}: {e}") from None
+    source = cfg.get("data_source")
+    if source is not None:
+        try:
+            zoo.attach_data(str(source))
+        except (model_zoo.DataMismatchError, model_zoo.DataSourceError, ValueError, OSError) as e:
+            raise SystemExit(f"weightspace: data={source}: {e} (the zoo's data is recorded in "
+                             f"{Path(str(cfg.zoo_dir)) / 'zoo.json'})") from None
+    return zoo
 
 
 def run(cfg: DictConfig) -> None:

@@ -371,7 +371,7 @@ def evaluate_flat(pop: ArchPopulation, data: Any, sets: Mapping[str, Tensor], re
 
 
 def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[str, Any] | None = None,
-                  seed: int = 0, accuracy: float | None = None, progress: bool = True) -> dict:
+                  seed: int = 0, accuracy: float | None = None, progress: bool = True, values: bool = False) -> dict:
     """Generate ``n`` networks into ``out/*.safetensors`` and write ``out/report.json``.
 
     With ``arch=None`` on a zoo of several architectures, the ``n`` networks are spread over them.
@@ -380,6 +380,8 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
     Returns the report (``samples``: file + ``_target_`` architecture + test accuracy per network;
     ``results``: accuracy and novelty per architecture; ``throughput``; ``encode_decode``; for the graph
     generator ``latent_scale`` and the validation figures that chose it, ``latent_scale_calibration``).
+    ``values=True`` keeps the per-network figures behind each summary (``results[i][set]["values"]``:
+    test accuracy and novelty of every generated, training and held-out network), e.g. for plots.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -413,12 +415,12 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
         if ev is None:
             results.append({"arch": dict(a), "generated": None})
             continue
-        summary = {kk: vv for kk, vv in ev.get("generated", {}).items() if kk != "values"}
+        summary = {kk: vv for kk, vv in ev.get("generated", {}).items() if values or kk != "values"}
         entry = {"arch": dict(a), "generated": summary}
         if ev.get("references", True) is not None:
-            entry["training"] = {kk: vv for kk, vv in ev["training"].items() if kk != "values"}
+            entry["training"] = {kk: vv for kk, vv in ev["training"].items() if values or kk != "values"}
             if "heldout" in ev:
-                entry["heldout"] = {kk: vv for kk, vv in ev["heldout"].items() if kk != "values"}
+                entry["heldout"] = {kk: vv for kk, vv in ev["heldout"].items() if values or kk != "values"}
             entry["encode_decode"] = gen.encode_decode_loss(a)
         results.append(entry)
     bar.close()
