@@ -1,6 +1,7 @@
 """``weightspace zoo`` short forms (``arch.K=V``, ``arch=pkg.Class``, ...) and validation before writing, in process."""
 
 import json
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -96,7 +97,7 @@ def test_builtin_arch_by_name():
     assert cfg.zoo.arch.dims == 1
 
 
-def test_failed_call_leaves_no_hydra_folder(tmp_path):
+def test_failed_call_leaves_no_hydra_folder(tmp_path, monkeypatch):
     out = tmp_path / "z"
     (out / ".hydra" / "run").mkdir(parents=True)
     (out / ".hydra" / "run" / "zoo.log").write_text("log")
@@ -107,3 +108,18 @@ def test_failed_call_leaves_no_hydra_folder(tmp_path):
     (keep / "zoo.json").write_text("{}")
     _discard_hydra_only(keep)  # a folder with anything else in it is left alone
     assert (keep / "zoo.json").is_file()
+    here = tmp_path / "here"
+    (here / ".hydra").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    _discard_hydra_only(Path("."))  # out=. : the folder the command runs in is never removed
+    assert here.is_dir()
+
+
+def test_failed_command_leaves_no_folder_through_hydra(tmp_path):
+    """Through the entry point (Hydra creates ``out/.hydra/run`` before the verb runs): still no folder."""
+    from weightspace.cli.main import main
+
+    out = tmp_path / "z"
+    with pytest.raises(SystemExit, match="unknown argument 'dept'"):
+        main(["zoo", "digits_mlp_demo", f"out={out}", "arch.dept=3", *TINY])
+    assert not out.exists()

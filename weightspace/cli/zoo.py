@@ -120,8 +120,11 @@ def check_zoo_config(cfg: DictConfig) -> dict:
 
 
 def _discard_hydra_only(out: Path) -> None:
-    """Remove ``out`` when it holds nothing but the ``.hydra`` logs of this failed call."""
-    if out.is_dir() and [p.name for p in out.iterdir()] == [".hydra"]:
+    """Remove ``out`` when it holds nothing but the ``.hydra`` logs of this failed call (never the folder the
+    command runs in, or one above it)."""
+    if not out.is_dir() or Path.cwd().resolve().is_relative_to(out.resolve()):
+        return
+    if [p.name for p in out.iterdir()] == [".hydra"]:
         shutil.rmtree(out, ignore_errors=True)
 
 
