@@ -149,3 +149,46 @@ def test_cli_data_source_attaches_data(tmp_path):
     _cli(f"zoo={tmp_path / 'zoo'}", f"data=file:{tmp_path / 'mine.npz'}", "n=2", f"out={out}", "progress=false",
          *_graph_opts())
     assert all(s["test_accuracy"] is not None for s in json.loads((out / "report.json").read_text())["samples"])
+
+
+def test_cli_interrupted_sampling_keeps_written_networks(zoo, tmp_path, monkeypatch, capsys):
+    """Killed after the first architecture's networks: the rerun draws only the second one's."""
+    import weightspace.diffusion as wd
+
+    out = tmp_path / "gen"
+    common = [f"zoo={zoo}", f"out={out}", "progress=false", "n=4", *_graph_opts()]
+    real_evaluate, real_sample = wd.WeightDiffusion.evaluate, wd.WeightDiffusion.sample_flat
+    calls = []
+
+    def evaluate_once(self, flat, arch=None):
+        calls.append(arch)
+        if len(calls) > 1:
+            raise KeyboardInterrupt("interrupted")
+        return real_evaluate(self, flat, arch)
+
+    monkeypatch.setattr(wd.WeightDiffusion, "evaluate", evaluate_once)
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        _cli(*common)
+    assert not (out / "report.json").exists() and (out / ".report_partial.json").is_file()
+    first = sorted(p.name for p in out.glob("sample_*.safetensors"))
+    assert first == ["sample_0000.safetensors", "sample_0001.safetensors"]
+    stamps = {f: (out / f).stat().st_mtime_ns for f in first}
+    monkeypatch.undo()
+    drawn = []
+
+    def sample_counted(self, n, arch=None, **kw):
+        drawn.append(n)
+        return real_sample(self, n, arch, **kw)
+
+    monkeypatch.setattr(wd.WeightDiffusion, "sample_flat", sample_counted)
+    monkeypatch.setattr(wd.WeightDiffusion, "fit", classmethod(lambda *a, **k: pytest.fail("retrained")))
+    _cli(*common)
+    assert drawn == [2]  # only the second architecture's two networks
+    report = json.loads((out / "report.json").read_text())
+    assert [s["file"] for s in report["samples"]] == [f"sample_{i:04d}.safetensors" for i in range(4)]
+    assert {f: (out / f).stat().st_mtime_ns for f in first} == stamps
+    assert len(report["results"]) == 2 and not (out / ".report_partial.json").exists()
+    # sensitivity: another n draws every network again, although sample files of the same names exist
+    drawn.clear()
+    _cli(*common, "n=6")
+    assert sum(drawn) == 6 and len(json.loads((out / "report.json").read_text())["samples"]) == 6

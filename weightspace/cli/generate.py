@@ -18,7 +18,8 @@ that still exists; without one the networks are written unscored).
 Rerunning the same command on the same ``OUT`` resumes: the generator saved there is reused when it was
 trained from the same zoo (same ``zoo.json`` and ``manifest.json``) with the same kind, seed, options and
 architecture, and the samples and ``report.json`` are kept when they were drawn with the same generator,
-``n``, ``seed``, ``accuracy`` and ``arch`` (``OUT/generate.json`` records both). ``OUT/report.png`` plots
+``n``, ``seed``, ``accuracy`` and ``arch`` (``OUT/generate.json`` records both); after an interruption
+while sampling, the architectures whose networks were already written are kept. ``OUT/report.png`` plots
 the test accuracy of the samples beside the zoo's training and held-out runs, and their novelty: the
 distance of each sample (and of each held-out run) to its nearest training run in function space.
 
@@ -179,11 +180,16 @@ def run(cfg: DictConfig) -> None:
         log.info("the %d networks and report.json in %s were drawn with the same generator and options: kept",
                  report["n"], out)
     else:
-        _drop_old_samples(out)
+        resume = state.get("pending") == key  # an interrupted call drew these: keep what it wrote
+        if not resume:
+            (out / ".report_partial.json").unlink(missing_ok=True)
+            _drop_old_samples(out)
+        base = {k: v for k, v in state.items() if k not in ("samples", "pending")}
+        _write_state(out, {**base, "pending": key})
         report = write_samples(str(out), gen, int(cfg.n), arch=arch, seed=int(cfg.seed),
                                accuracy=None if cfg.accuracy is None else float(cfg.accuracy),
-                               progress=bool(cfg.progress), values=True)
-        _write_state(out, {**state, "samples": key})
+                               progress=bool(cfg.progress), values=True, resume=True)
+        _write_state(out, {**base, "samples": key})
     for r in report["results"]:
         if r["generated"] is None:
             log.info("%s: not scored (the generator was loaded without its zoo; pass zoo=DIR)", r["arch"])

@@ -371,7 +371,8 @@ def evaluate_flat(pop: ArchPopulation, data: Any, sets: Mapping[str, Tensor], re
 
 
 def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[str, Any] | None = None,
-                  seed: int = 0, accuracy: float | None = None, progress: bool = True, values: bool = False) -> dict:
+                  seed: int = 0, accuracy: float | None = None, progress: bool = True, values: bool = False,
+                  resume: bool = False) -> dict:
     """Generate ``n`` networks into ``out/*.safetensors`` and write ``out/report.json``.
 
     With ``arch=None`` on a zoo of several architectures, the ``n`` networks are spread over them.
@@ -382,6 +383,9 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
     generator ``latent_scale`` and the validation figures that chose it, ``latent_scale_calibration``).
     ``values=True`` keeps the per-network figures behind each summary (``results[i][set]["values"]``:
     test accuracy and novelty of every generated, training and held-out network), e.g. for plots.
+    ``resume=True`` keeps the architectures whose networks an interrupted call with the same arguments
+    already wrote (recorded in ``out/.report_partial.json`` until ``report.json`` is written); the caller
+    makes sure that ``gen`` is the same generator.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -394,13 +398,32 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
         archs = [gen.resolve_arch(arch)]
     counts = [n // len(archs) + (1 if i < n % len(archs) else 0) for i in range(len(archs))]
     samples, results, t_sample, made = [], [], 0.0, 0
+    partial = out / ".report_partial.json"
+    request = json.loads(json.dumps({"n": n, "archs": archs, "seed": seed, "accuracy": accuracy, "values": values}))
+    done: dict[str, dict] = {}
+    if resume:
+        try:
+            kept = json.loads(partial.read_text())
+            done = dict(kept["groups"]) if kept.get("request") == request else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            done = {}
     bar = tqdm(total=n, desc="generating", disable=not progress)
     for k, (a, c) in enumerate(zip(archs, counts)):
         if c == 0:
             continue
+        old = done.get(str(k))
+        if old is not None and len(old["samples"]) == c and all((out / s["file"]).is_file() for s in old["samples"]):
+            samples += old["samples"]
+            results.append(old["result"])
+            t_sample += float(old["t_sample"])
+            made += c
+            bar.update(c)
+            log.info("%s: %d networks already written, kept", a, c)
+            continue
         t0 = time.perf_counter()
         flat = gen.sample_flat(c, a, seed=seed + 1000 * k, accuracy=accuracy)
-        t_sample += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        t_sample += dt
         made += c
         spec = gen.spec(a)
         ev = gen.evaluate(flat, a) if gen.population is not None else None  # loaded without its zoo: no scores
@@ -413,16 +436,21 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
                             "test_accuracy": None if accs[i] is None else float(accs[i])})
             bar.update(1)
         if ev is None:
-            results.append({"arch": dict(a), "generated": None})
-            continue
-        summary = {kk: vv for kk, vv in ev.get("generated", {}).items() if values or kk != "values"}
-        entry = {"arch": dict(a), "generated": summary}
-        if ev.get("references", True) is not None:
-            entry["training"] = {kk: vv for kk, vv in ev["training"].items() if values or kk != "values"}
-            if "heldout" in ev:
-                entry["heldout"] = {kk: vv for kk, vv in ev["heldout"].items() if values or kk != "values"}
-            entry["encode_decode"] = gen.encode_decode_loss(a)
+            entry = {"arch": dict(a), "generated": None}
+        else:
+            summary = {kk: vv for kk, vv in ev.get("generated", {}).items() if values or kk != "values"}
+            entry = {"arch": dict(a), "generated": summary}
+            if ev.get("references", True) is not None:
+                entry["training"] = {kk: vv for kk, vv in ev["training"].items() if values or kk != "values"}
+                if "heldout" in ev:
+                    entry["heldout"] = {kk: vv for kk, vv in ev["heldout"].items() if values or kk != "values"}
+                entry["encode_decode"] = gen.encode_decode_loss(a)
         results.append(entry)
+        if resume:
+            done[str(k)] = {"samples": samples[-c:], "result": entry, "t_sample": dt}
+            tmp = partial.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"request": request, "groups": done}))
+            os.replace(tmp, partial)
     bar.close()
     report = {"zoo": gen.zoo_path, "kind": gen.kind, "seed": seed, "n": made,
               "target_accuracy": accuracy,
@@ -432,5 +460,6 @@ def write_samples(out: str | Path, gen: WeightDiffusion, n: int, arch: Mapping[s
               "accuracy_inputs": "test half of the zoo dataset's test split (never used in training or selection)",
               "samples": samples, "results": results}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    partial.unlink(missing_ok=True)
     log.info("wrote %d networks and report.json to %s", made, out)
     return report
