@@ -372,22 +372,43 @@ class PretrainedMixin:
         w = d / WEIGHTS_NAME
         if not w.is_file():
             raise CheckpointError(f"{w}: missing; a saved {cls.__name__} is {CONFIG_NAME} + {WEIGHTS_NAME}")
-        with trusted_code(trust_code):
+        cfg_path = d / CONFIG_NAME
+
+        def named(e: CheckpointError, path: Path) -> CheckpointError:
+            """``e`` with the full path of the file in front, if it does not name it yet."""
+            msg = str(e)
+            if str(path.parent) in msg:
+                return e
+            return CheckpointError(f"{path}: {msg.removeprefix(path.name + ': ')}")
+
+        with trusted_code(trust_code):  # architectures named by the files resolve inside this block only
             cls._check_shapes_before_building(config, w)
             try:
                 model = cls.from_config(config)
+            except CheckpointError as e:
+                raise named(e, cfg_path) from None
             except UntrustedTargetError as e:
-                raise CheckpointError(f"{d / CONFIG_NAME}: {e}") from None
+                raise CheckpointError(f"{cfg_path}: {e}") from None
             except Exception as e:  # noqa: BLE001 - whatever the constructor raises, the config file is the culprit
-                raise CheckpointError(f"{d / CONFIG_NAME}: the config does not describe a valid {cls.__name__}: "
+                raise CheckpointError(f"{cfg_path}: the config does not describe a valid {cls.__name__}: "
                                       f"{type(e).__name__}: {e}") from None
-        tensors = read_weights(w)
-        try:
-            model.load_pretrained_tensors(tensors)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{w}: the weights do not fit the {cls.__name__} described in "
-                                  f"{CONFIG_NAME}: {e}") from None
-        model.set_pretrained_extras(extras)
+            tensors = read_weights(w)
+            try:
+                model.load_pretrained_tensors(tensors)
+            except CheckpointError as e:
+                raise named(e, w) from None
+            except (RuntimeError, KeyError, ValueError, TypeError) as e:
+                raise CheckpointError(f"{w}: the weights do not fit the {cls.__name__} described in "
+                                      f"{CONFIG_NAME}: {e}") from None
+            try:
+                model.set_pretrained_extras(extras)
+            except CheckpointError as e:
+                raise named(e, cfg_path) from None
+            except UntrustedTargetError as e:
+                raise CheckpointError(f"{cfg_path}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - the extras come from the config file
+                raise CheckpointError(f"{cfg_path}: the extras do not describe a valid {cls.__name__}: "
+                                      f"{type(e).__name__}: {e}") from None
         if isinstance(model, torch.nn.Module):
             model = model.to(map_location).eval()
         elif hasattr(model, "to"):

@@ -93,7 +93,7 @@ def generator_class(name_or_path: str | os.PathLike) -> type:
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
         raise CheckpointError(f"{cfg}: not a JSON object ({e})") from None
     by_format = {GENERATORS.resolve(k).checkpoint_format: GENERATORS.resolve(k) for k in GENERATORS}
-    if fmt not in by_format:
+    if not isinstance(fmt, str) or fmt not in by_format:
         raise CheckpointError(f"{cfg}: holds format {fmt!r}, not a weight generator (formats {sorted(by_format)})")
     return by_format[fmt]
 
@@ -171,7 +171,7 @@ class WeightDiffusion:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, zoo: Any = None, *, progress: bool = False,
-                        map_location: str | torch.device = "cpu") -> WeightDiffusion:
+                        map_location: str | torch.device = "cpu", trust_code: bool = False) -> WeightDiffusion:
         """Load a generator written by :meth:`save_pretrained`.
 
         Args:
@@ -180,16 +180,30 @@ class WeightDiffusion:
                 training), needed by :meth:`evaluate`, :meth:`encode_decode_loss` and the report of
                 :func:`write_samples`; ``None``: sample, encode and decode only.
             progress: tqdm bar while reading the zoo.
+            trust_code: let the architectures named in the files resolve outside the allowlist
+                (see :meth:`~weightspace.pretrained.PretrainedMixin.from_pretrained`).
 
         Raises:
             CheckpointError: a file is missing, corrupt or holds no generator (the message names it).
         """
         gen_cls = generator_class(name_or_path)
-        model = gen_cls.from_pretrained(name_or_path, map_location=map_location)
-        meta = dict(model.info.get("generator", {}))
-        seed = int(meta.get("seed", 0))
-        fractions = tuple(meta.get("fractions", (0.8, 0.1, 0.1)))
-        gen = cls(gen_cls.kind, model, None, seed, fractions, meta.get("arch"))
+        model = gen_cls.from_pretrained(name_or_path, map_location=map_location, trust_code=trust_code)
+        where = Path(name_or_path) / CONFIG_NAME if Path(name_or_path).is_dir() else Path(str(name_or_path))
+        try:
+            meta = model.info.get("generator", {})
+            if not isinstance(meta, dict):
+                raise TypeError(f"'generator' must be an object, got {type(meta).__name__}")
+            seed, fractions, arch = meta.get("seed", 0), meta.get("fractions", [0.8, 0.1, 0.1]), meta.get("arch")
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise TypeError(f"'generator.seed' must be an integer, got {seed!r}")
+            if (not isinstance(fractions, list) or len(fractions) != 3
+                    or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fractions)):
+                raise TypeError(f"'generator.fractions' must be three numbers in [0, 1], got {fractions!r}")
+            if arch is not None and not (isinstance(arch, dict) and isinstance(arch.get("_target_"), str)):
+                raise TypeError(f"'generator.arch' must be null or a _target_ config, got {arch!r}")
+            gen = cls(gen_cls.kind, model, None, seed, tuple(fractions), arch)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{where}: the generator's extras are malformed: {e}") from None
         return gen if zoo is None else gen.attach_zoo(zoo, progress=progress)
 
     def attach_zoo(self, zoo: Any, progress: bool = False) -> WeightDiffusion:
