@@ -6,8 +6,6 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -17,7 +15,7 @@ def _run(*cmd, cwd, env, timeout=300):
     return proc.stdout
 
 
-@pytest.mark.slow  # 25-35 s on 2 shared cores: build, install, a 2-run zoo and two checkpoint loads
+# runs on every submission: about 15-35 s (build, install, a 2-run zoo, two checkpoint loads)
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     dist, venv, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
     work.mkdir()
