@@ -134,8 +134,8 @@ def main() -> None:
         "checkpoint_meta": {k: v for k, v in getattr(hyper, "meta", {}).items() if k != "space"},
         "dataset": f"sklearn digits, model_zoo.load_dataset('digits', seed={args.seed}): 1438 train / 359 test",
         "finetune_target": args.target, "finetune_max_steps": args.max_steps, "trained_epochs": args.epochs,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with three "
-                   f"other engineers' jobs, torch {torch.__version__}, {args.threads} thread(s), CPU only",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (load average "
+                   f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, {args.threads} thread(s), CPU only",
         "wall_seconds": round(wall, 1),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
