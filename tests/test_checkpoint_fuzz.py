@@ -17,6 +17,8 @@ from weightspace.nowcast import NowcastConfig, Nowcaster
 from weightspace.predict import Predictor, PredictorConfig
 from weightspace.pretrained import CheckpointError
 
+from .strategies import JSON_VALUES
+
 
 def _nowcaster():
     return Nowcaster(NowcastConfig(hidden=8, param_hidden=4, horizons=4))
@@ -34,11 +36,6 @@ def _predictor():
 MODELS = {"nowcaster": (_nowcaster, Nowcaster), "hypernet": (_hyper, GraphHyperNetwork),
           "predictor": (_predictor, Predictor)}
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(10**15), max_value=10**15) | st.floats(allow_nan=True)
-    | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=6)
 
 
 @pytest.fixture(scope="module")

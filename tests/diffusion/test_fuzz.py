@@ -15,11 +15,7 @@ from weightspace.diffusion import WeightDiffusion
 from weightspace.instantiate import trusted_code
 from weightspace.pretrained import CheckpointError
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(10**12), max_value=10**12) | st.floats(allow_nan=True)
-    | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=6)
+from ..strategies import JSON_VALUES
 
 
 @pytest.fixture(scope="module")
