@@ -2,7 +2,8 @@
 
 Runs every case below as a ``weightspace`` subprocess on this machine, times it, records the
 1-minute load average before and after, and reads its quality figure: ``predict`` the test Kendall
-τ (``metrics.json``), ``generate`` the samples' test accuracy (``report.json``). The zoo is made
+τ (``metrics.json``), ``generate`` the samples' test accuracy (``report.json``), ``hyper train`` its
+last logged training accuracy (``history.json``). The zoo is made
 first (``weightspace zoo digits_mlp out=<work>/zoo threads=1``); every case starts from an empty
 output folder unless ``--keep``.
 
@@ -22,6 +23,7 @@ import logging
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +33,8 @@ log = logging.getLogger("benchmarks.laptop_defaults")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# p-diff learns one architecture: one of the zoo's three (they differ in activation)
+PDIFF_ARCH = "arch={_target_:model_zoo.archs.MLP,in_features:64,num_outputs:10,depth:2,width:32,activation:relu}"
 
 
 def cases(work: Path) -> dict[str, dict]:
@@ -47,6 +51,7 @@ def cases(work: Path) -> dict[str, dict]:
         return {"verb": "generate", "args": [zoo, "n=20", *args, "progress=false", "plot=false", f"out={out}"],
                 "out": out, "kind": "generate"}
 
+    hyper_out = work / "hyper_default"
     return {
         "zoo": {"verb": "zoo", "args": ["digits_mlp", f"out={work / 'zoo'}", "threads=1", "progress=false"],
                 "out": work / "zoo", "kind": "zoo"},
@@ -57,7 +62,9 @@ def cases(work: Path) -> dict[str, dict]:
                                                          "graph.ddpm_steps=1000"),
         "generate_ae100_ddpm500": generate("generate_ae100_ddpm500", "graph.ae_steps=100", "graph.ddpm_steps=500"),
         "generate_pdiff_ae300_ddpm1000": generate("generate_pdiff_ae300_ddpm1000", "kind=pdiff", "pdiff.ae_steps=300",
-                                                  "pdiff.ddpm_steps=1000"),
+                                                  "pdiff.ddpm_steps=1000", PDIFF_ARCH),
+        "hyper_default": {"verb": "hyper", "args": ["train", f"out={hyper_out}", f"hydra.run.dir={hyper_out / 'run'}",
+                                                    "progress=false"], "out": hyper_out, "kind": "hyper"},
     }
 
 
@@ -70,13 +77,17 @@ def quality(case: dict) -> dict:
                 "metanet": m["metanet"]}
     if case["kind"] == "generate":
         r = json.loads((out / "report.json").read_text())
-        row = r["results"][0]
-        g = row["generated"]["test_accuracy"]
-        res = {"sample_test_accuracy_mean": g["mean"], "sample_test_accuracy_median": g["median"],
-               "sample_test_accuracy_best": g["best"]}
-        if "training" in row:
-            res["training_test_accuracy_mean"] = row["training"]["test_accuracy"]["mean"]
+        acc = [float(x["test_accuracy"]) for x in r["samples"] if x.get("test_accuracy") is not None]
+        res = {"architectures": len(r["results"]), "sample_test_accuracy_mean": statistics.fmean(acc),
+               "sample_test_accuracy_median": statistics.median(acc), "sample_test_accuracy_best": max(acc)}
+        for group in ("training", "heldout"):
+            means = [row[group]["test_accuracy"]["mean"] for row in r["results"] if group in row]
+            if means:
+                res[f"{group}_test_accuracy_mean"] = statistics.fmean(means)  # each architecture weighs the same
         return res
+    if case["kind"] == "hyper":
+        history = json.loads((out / "run" / "history.json").read_text())
+        return {"steps": history[-1]["step"], "train/accuracy_last": history[-1]["train/accuracy"]}
     summary = json.loads((out / "summary.json").read_text())
     return {"runs": summary["runs"], "test_accuracy_median": summary["test_accuracy"]["median"]}
 
@@ -109,7 +120,9 @@ def write(rows: dict[str, dict], machine: dict) -> None:
              f"Machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}; "
              "torch threads 1 (`threads=1`); load = the 1-minute load average before/after each command "
              "(about 1: it ran alone; about 2: another case ran beside it on the second core).",
-             "Written by `python benchmarks/laptop_defaults.py`.", "",
+             "Written by `python benchmarks/laptop_defaults.py`. Cases named `*_default` pass no budget, i.e. run "
+             "the default `preset=laptop` (`configs/preset/<verb>/laptop.yaml`); `predict_probe` is predict's "
+             "default metanetwork and `predict_gmn` that of `preset=paper`.", "",
              "| case | command | wall (s) | load before/after | quality |", "|---|---|---:|---|---|"]
     for name, r in rows.items():
         q = {k: v for k, v in r.items() if k not in ("command", "wall_s", "load_before", "load_after", "returncode",
@@ -144,6 +157,10 @@ def main() -> None:
         if args.only is None or name in args.only:
             (rows_dir / f"{name}.json").write_text(json.dumps(run_case(name, case, fresh=not args.keep), indent=1))
     rows = {k: json.loads((rows_dir / f"{k}.json").read_text()) for k in all_cases if (rows_dir / f"{k}.json").is_file()}
+    for name, row in rows.items():  # quality figures are re-read from each case's output while it is there
+        row["command"] = row["command"].replace(f"{ROOT}/", "")
+        if row["returncode"] == 0 and Path(all_cases[name]["out"]).exists():
+            row.update(quality(all_cases[name]))
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     write(rows, machine)
 
