@@ -27,9 +27,10 @@ def test_verb_config_composes_and_resolves(name):
 def _group_options() -> list[tuple[str, str, str]]:
     out = []
     for verb in TOP:
-        text = (CONFIGS / f"{verb}.yaml").read_text()
+        # a verb's preset files choose groups for it too (preset/predict/*.yaml: `- /metanet@metanet: ...`)
+        text = "\n".join(p.read_text() for p in [CONFIGS / f"{verb}.yaml", *sorted((CONFIGS / "preset" / verb).glob("*.yaml"))])
         for group_dir in sorted(p for p in CONFIGS.iterdir() if p.is_dir() and p.name not in ("hydra", "local")):
-            if f"- {group_dir.name}:" in text or f"- {group_dir.name}@" in text:
+            if any(f"- {pre}{group_dir.name}{sep}" in text for pre in ("", "/") for sep in (":", "@")):
                 out += [(verb, group_dir.name, opt.stem) for opt in sorted(group_dir.glob("*.yaml"))]
     return out
 

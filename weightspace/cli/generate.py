@@ -9,6 +9,8 @@ the latent temperature, chosen on the validation split unless ``graph.sample_sca
 ``arch={_target_:model_zoo.archs.MLP,depth:3,width:24}`` generates for one architecture (for
 ``kind=graph`` also one the zoo does not hold); without it a mixed zoo's architectures share ``n``.
 ``accuracy=0.97`` prompts the graph generator with a target (validation) accuracy.
+``preset=laptop`` (the default) trains with reduced step budgets (``configs/preset/generate/laptop.yaml``);
+``preset=paper`` with the dataclass defaults, the shipped recipe.
 
 The trained generator is saved into ``OUT`` too (``config.json`` + ``model.safetensors``);
 ``weightspace generate generator=OUT n=100 out=OUT2`` samples from it again without training (the
@@ -48,6 +50,7 @@ USAGE = "weightspace generate zoo=DIR n=100 out=OUT [arch={...}] [data=KIND:PATH
 EXAMPLES = (
     "weightspace generate zoo=zoos/digits_mlp_good n=100 out=runs/gen",
     "weightspace generate zoo=zoos/digits_mlp_good n=100 out=runs/gen   # again: reuses the generator and samples",
+    "weightspace generate zoo=zoos/digits_mlp_good n=100 out=runs/gen_paper preset=paper   # the shipped recipe's budgets",
     "weightspace generate generator=runs/gen n=20 out=runs/gen2 seed=1",
     "weightspace generate zoo=zoos/mine data=file:my_data.npz n=50 out=runs/gen_mine",
 )
