@@ -14,9 +14,9 @@ traced order, as a tuple of entries
 
 ``path`` is the module that runs the operation, ``op`` the module type's or function's name and the
 fields its arguments, normalised to plain Python values (``int``, ``float``, ``bool``, ``str``,
-``None`` and tuples of them), so that a signature survives ``json`` and ``torch.load(...,
-weights_only=True)``. Its first entry names the tracer (``fx`` or ``export``): signatures are
-compared between traces made the same way.
+``None`` and tuples of them), so that a signature survives ``json`` and
+``torch.load(path, weights_only=True)``. Its first entry names the tracer (``fx`` or ``export``):
+signatures are compared between traces made the same way.
 
 Not recorded, because they do not change the function of a model in evaluation mode: dropout
 (its probability only acts in training), BatchNorm ``momentum`` (only updates running statistics
