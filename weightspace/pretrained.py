@@ -48,6 +48,7 @@ __all__ = [
     "config_from_dict",
     "write_json_atomic",
     "read_weights",
+    "read_checkpoint_doc",
 ]
 
 CONFIG_NAME = "config.json"
@@ -88,6 +89,30 @@ def shipped_checkpoint(name: str) -> Path:
         raise CheckpointError(f"{name!r} is neither a directory holding {CONFIG_NAME} nor the name of a shipped "
                               f"checkpoint; shipped checkpoints: {list_checkpoints()}")
     return d
+
+
+def read_checkpoint_doc(name_or_path: str | os.PathLike, what: str = "model") -> tuple[Path, dict[str, Any]]:
+    """``(directory, parsed config.json)`` of a saved model: a directory, its ``config.json`` or
+    ``model.safetensors``, or the name of a shipped checkpoint.
+
+    Raises:
+        CheckpointError: no such checkpoint, or its ``config.json`` is missing or not a JSON object.
+    """
+    p = Path(name_or_path)
+    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME):
+        p = p.parent
+    d = p if p.is_dir() else shipped_checkpoint(str(name_or_path))
+    cfg_path = d / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing; a saved {what} is a directory with "
+                              f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
+    try:
+        doc = json.loads(cfg_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object, got {type(doc).__name__}")
+    return d, doc
 
 
 # ----------------------------------------------------------------------------- config <-> JSON
@@ -293,20 +318,8 @@ class PretrainedMixin:
         Raises:
             CheckpointError: the directory has no valid ``config.json`` of this class.
         """
-        p = Path(name_or_path)
-        if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME):
-            p = p.parent
-        d = p if p.is_dir() else shipped_checkpoint(str(name_or_path))
+        d, doc = read_checkpoint_doc(name_or_path, cls.__name__)
         cfg_path = d / CONFIG_NAME
-        if not cfg_path.is_file():
-            raise CheckpointError(f"{cfg_path}: missing; a saved {cls.__name__} is a directory with "
-                                  f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
-        try:
-            doc = json.loads(cfg_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
-        if not isinstance(doc, dict):
-            raise CheckpointError(f"{cfg_path}: expected a JSON object, got {type(doc).__name__}")
         fmt = doc.get("format")
         if fmt != cls.checkpoint_format:
             raise CheckpointError(f"{cfg_path}: holds format {fmt!r}, not a {cls.__name__} "

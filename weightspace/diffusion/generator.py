@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from weightspace.instantiate import instantiate
-from weightspace.pretrained import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, shipped_checkpoint
+from weightspace.pretrained import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, read_checkpoint_doc
 from weightspace.resolver import Registry
 
 from .data import (
@@ -83,15 +83,9 @@ def generator_class(name_or_path: str | os.PathLike) -> type:
     if not p.is_dir() and (p.is_absolute() or len(p.parts) > 1):
         raise CheckpointError(f"{p}: no such directory (a saved generator is a directory with {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME})")
-    d = p if p.is_dir() else shipped_checkpoint(str(name_or_path))
+    d, doc = read_checkpoint_doc(p if p.is_dir() else name_or_path, "generator")
     cfg = d / CONFIG_NAME
-    if not cfg.is_file():
-        raise CheckpointError(f"{cfg}: missing; a saved generator is a directory with {CONFIG_NAME} and "
-                              f"{WEIGHTS_NAME} (written by WeightDiffusion.save_pretrained)")
-    try:
-        fmt = json.loads(cfg.read_text()).get("format")
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise CheckpointError(f"{cfg}: not a JSON object ({e})") from None
+    fmt = doc.get("format")
     by_format = {GENERATORS.resolve(k).checkpoint_format: GENERATORS.resolve(k) for k in GENERATORS}
     if not isinstance(fmt, str) or fmt not in by_format:
         raise CheckpointError(f"{cfg}: holds format {fmt!r}, not a weight generator (formats {sorted(by_format)})")
