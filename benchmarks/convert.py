@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import weightspace as ws
+import weightspace.graph  # noqa: F401 - load the converter before anything is timed (`import weightspace` is lazy)
 from weightspace.examples import resnet18
 
 
