@@ -325,7 +325,7 @@ def test_unused_parameter_is_refused_not_dropped():
         ws.to_graph(Unused())
 
 
-def test_shared_module_called_twice_is_refused():
+def test_shared_module_called_twice_stores_its_weights_once():
     class Twice(nn.Module):
         def __init__(self):
             super().__init__()
@@ -334,8 +334,22 @@ def test_shared_module_called_twice_is_refused():
         def forward(self, x):
             return self.f(torch.relu(self.f(x)))
 
-    with pytest.raises(ws.UnsupportedModuleError, match="'f.weight' is used by two operations"):
-        ws.to_graph(Twice())
+    g = ws.to_graph(Twice())
+    assert int((g.edge_type == EdgeType.LINEAR).sum()) == 9  # stored once; the second call is TIED edges
+    assert int((g.edge_type == EdgeType.TIED).sum()) == 3 + 3
+
+
+def test_weight_shared_by_two_kinds_of_operation_is_refused():
+    class Both(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return torch.nn.functional.layer_norm(self.f(x), (3,), None, self.f.bias)
+
+    with pytest.raises(ws.UnsupportedModuleError, match="'f.bias' is used by two operations"):
+        ws.to_graph(Both(), torch.randn(2, 3))
 
 
 def test_tied_parameters_used_once_are_stored_once_and_restored_to_both_keys():

@@ -573,14 +573,25 @@ def test_nowcast_hook_jumps_on_a_transformers_model(make):
         assert model.lm_head.weight is model.transformer.wte.weight
 
 
-def test_unsupported_pieces_are_refused_naming_the_submodule():
-    torch.manual_seed(0)
-    cfg = transformers.T5Config(vocab_size=V, d_model=D, d_kv=8, d_ff=FF, num_layers=1, num_heads=2)
-    with pytest.raises(ws.UnsupportedModuleError, match=r"aten.where.*encoder.block.0.layer.0.SelfAttention"):
-        ws.to_graph(transformers.T5EncoderModel(cfg).eval(), IDS)
+def test_t5_relative_attention_bias_is_a_per_head_score_bias():
+    def t5(seed):
+        torch.manual_seed(seed)
+        cfg = transformers.T5Config(vocab_size=V, d_model=D, d_kv=8, d_ff=FF, num_layers=2, num_heads=2)
+        return transformers.T5EncoderModel(cfg).eval()
+
+    model = t5(0)
+    spec = ws.GraphSpec.from_module(model, IDS)
+    g = spec.to_graph(model.state_dict())
+    assert_state_equal(spec.to_state_dict(g), model.state_dict())
+    # one bias unit per head, joined to the 8 query units of its head in each of the 2 layers
+    assert int((g.node_type == NodeType.ATTN_BIAS).sum()) == 2
+    assert int((g.edge_type == EdgeType.ATTN_BIAS).sum()) == 2 * 2 * 8
+    fresh = t5(1)
+    ws.from_graph(g, fresh, example_input=IDS)
+    assert torch.equal(_outputs(fresh), _outputs(model))
 
 
-def test_a_shared_table_used_other_than_as_a_tied_output_layer_is_refused():
+def test_a_table_looked_up_twice_is_stored_once():
     class TwoLookups(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -589,8 +600,9 @@ def test_a_shared_table_used_other_than_as_a_tied_output_layer_is_refused():
         def forward(self, ids, other_ids):
             return self.emb(ids) + self.emb(other_ids)
 
-    with pytest.raises(ws.UnsupportedModuleError, match="'emb.weight' is used by two operations"):
-        ws.to_graph(TwoLookups(), (IDS, IDS))
+    g = ws.to_graph(TwoLookups(), (IDS, IDS))
+    assert int((g.edge_type == EdgeType.EMBEDDING).sum()) == V * D  # the table once
+    assert int((g.edge_type == EdgeType.TIED).sum()) == D  # the second lookup's units, tied to the first's
 
 
 MORE = {

@@ -363,10 +363,17 @@ class Builder:
         self.strip_prefix = ""  # set when the root module was wrapped to be traced as a leaf
         self.tables: dict[str, tuple[Tensor, Tensor]] = {}  # embedding weight -> (row nodes, unit nodes)
         self.rotary_nodes: set[int] = set()  # units mixed by a rotary position embedding
+        #: parameter -> (input nodes or None, nodes holding it) of its first use, for layers applied
+        #: more than once (shared weights, e.g. ALBERT's one layer run at every depth)
+        self.homes: dict[str, tuple[Tensor | None, Tensor]] = {}
 
     # -- errors / bookkeeping -------------------------------------------------------------
     def fail(self, message: str) -> UnsupportedModuleError:
         return UnsupportedModuleError(message, path=self._where, kind=self._kind)
+
+    def where_label(self, fallback: str) -> str:
+        """The path of the module running the current operation (``fallback`` at the top level)."""
+        return self._where if self._where != "<model>" else fallback
 
     def use(self, p: Param | None, op: str) -> None:
         if p is None:
@@ -376,7 +383,8 @@ class Builder:
         if p.name in self.used:
             raise self.fail(
                 f"parameter {p.name!r} is used by two operations ({self.used[p.name]} and {op}); "
-                "shared weights are not supported"
+                "shared weights are supported only for a whole Linear layer, normalization or embedding "
+                "applied again"
             )
         self.used[p.name] = op
 
@@ -508,6 +516,8 @@ class Builder:
                ntype: NodeType = NodeType.HIDDEN, transposed: bool = False) -> Act:
         if isinstance(w, Param) and self.used.get(w.name) == "embedding" and not transposed:
             return self.tied_linear(x, w, b, label)
+        if isinstance(w, Param) and w.name in self.homes and self.used.get(w.name) == "linear":
+            return self.shared_linear(x, w, b, label)
         self.use(w, "linear")
         self.use(b, "linear")
         if not isinstance(w, Param) or len(w.shape) != 2:
@@ -542,11 +552,14 @@ class Builder:
         else:
             # edge (j, c) holds W[j, c*block:(c+1)*block]: flat positions (j*C + c)*block + k, contiguous
             self.add_edges(EdgeBlock(in32.repeat(out_f), out32.repeat_interleave(C), etype, 1, block, w.name))
+            if block == 1:
+                self.homes[w.name] = (x.nodes, out)
         y = Act(out, -1, x.ndim, layer)
         if b is not None:
             self.s.node_blocks.append(NodeBlock(out.clone(), BIAS, b.name, torch.arange(out_f)))
             for i in out.tolist():
                 self.s.node_slots[i] |= 1 << BIAS
+            self.homes[b.name] = (None, out)
         return y
 
     def axis_linear(self, x: Act, w: Param, b: Param | None, label: str, transposed: bool = False) -> Act:
@@ -649,6 +662,8 @@ class Builder:
              running_mean: Param | None = None, running_var: Param | None = None,
              num_batches: Param | None = None, channel_first: bool = False, size: int | None = None,
              in_ndim: int | None = None) -> Act:
+        if isinstance(weight, Param) and weight.name in self.homes and self.used.get(weight.name) == kind:
+            return self.shared_norm(x, kind, weight, bias, label)
         for p in (weight, bias, running_mean, running_var, num_batches):
             self.use(p, kind)
         if isinstance(x, Lazy):
@@ -667,13 +682,18 @@ class Builder:
             raise self.fail(f"{kind} normalises the last axis, but the features are on another axis")
         if num_batches is not None:
             self.s.scalars.append(num_batches.name)
-        return self.write_nodes(
+        y = self.write_nodes(
             x,
             [(WEIGHT, weight), (SHIFT, bias), (RUNNING_MEAN, running_mean), (RUNNING_VAR, running_var)],
             label,
         )
+        if isinstance(weight, Param):
+            self.homes[weight.name] = (None, y.nodes)
+        return y
 
     def embedding(self, idx: Any, w: Param, label: str) -> Act:
+        if isinstance(w, Param) and w.name in self.tables and self.used.get(w.name) == "embedding":
+            return self.shared_embedding(idx, w, label)
         self.use(w, "embedding")
         V, D = w.shape
         ndim = None
@@ -781,6 +801,8 @@ class Builder:
             h, other = (a, b) if isinstance(a, Heads) else (b, a)
             if isinstance(other, Meta) and not (op == "div" and h is b):
                 return h  # scaling by a constant, or by the cos/sin tables of a rotary embedding
+            if isinstance(other, Param) and op == "add":
+                return self.head_bias(h, other, label)
             raise self.fail(f"'{op}' between attention heads and {type(other).__name__} is not supported yet")
         if isinstance(a, Act) and isinstance(b, Act) and a.nodes.data_ptr() == b.nodes.data_ptr() \
                 and torch.equal(a.nodes, b.nodes):
@@ -901,12 +923,32 @@ class Builder:
             if len({p.block for p in parts}) != 1:
                 raise self.fail("concatenating flattened maps with different spatial sizes")
             nodes = torch.cat([p.nodes for p in parts])
-            return Act(nodes, ref.feat, ndim, max(p.layer for p in parts), ref.block)
+            layer = max(p.layer for p in parts)
+            if nodes.unique().numel() != nodes.numel():
+                # slices of one activation side by side (Swin's patch merging: space to depth): the
+                # features of the result are new neurons, each a copy of the channel it came from
+                new = self.new_nodes(nodes.numel(), NodeType.HIDDEN, layer + 1, label=label)
+                self.add_edges(EdgeBlock(nodes.clone(), new, EdgeType.IDENTITY, 1, 1))
+                return Act(new, ref.feat, ndim, layer + 1, ref.block)
+            return Act(nodes, ref.feat, ndim, layer, ref.block)
         out = ref
+        distinct: list[Act] = []
+        for v in acts:
+            if not any(torch.equal(v.nodes, u.nodes) for u in distinct):
+                distinct.append(v)
+        if len(distinct) > 1:
+            # tokens of different activations in one sequence (CvT's class token beside the
+            # convolved patch tokens): feature i of the result is a new neuron fed by feature i of each
+            if any(len(u) != len(ref) or u.block != ref.block for u in distinct):
+                raise self.fail("concatenating activations with different features along a non-feature axis")
+            layer = max(u.layer for u in distinct) + 1
+            new = self.new_nodes(len(ref), NodeType.HIDDEN, layer, label=label)
+            for u in distinct:
+                self.add_edges(EdgeBlock(u.nodes.clone(), new.clone(), EdgeType.IDENTITY, 1, 1))
+            out = Act(new, ref.feat, ndim, layer, ref.block)
         for v in items:
             if isinstance(v, Act):
-                if not torch.equal(v.nodes, ref.nodes):
-                    raise self.fail("concatenating different activations along a non-feature axis")
+                continue
             elif isinstance(v, Param):
                 out = self.table(out, v, EdgeType.TOKEN, label)
             elif isinstance(v, Meta):
@@ -1329,6 +1371,89 @@ class Builder:
         nf = f - sum(1 for d in dims if d < f)
         nd = ndim - len(dims)
         return Act(x.nodes, nf - nd, nd, x.layer, x.block)
+
+    # -- shared weights and attention-score biases -----------------------------------------
+    def shared_linear(self, x: Any, w: Param, b: Param | None, label: str) -> Act:
+        """A ``Linear`` layer applied again (shared weights: ALBERT runs one layer at every depth).
+        Its weights and bias stay on the edges and nodes of its first use, stored once; the new
+        output units get ``TIED`` edges from the first use's output units (unit ``j`` to unit
+        ``j``), and the new input features ``TIED`` edges from the first use's input features, as
+        a tied input/output embedding does. Decoding reads the first use."""
+        in_home, out_home = self.homes[w.name]
+        if b is not None and (b.name not in self.homes or self.homes[b.name][1] is not out_home):
+            raise self.fail(f"linear weight {w.name!r} applied again with another bias than its first use")
+        if isinstance(x, Lazy):
+            x = self.materialize(x, len(in_home), -1, None)
+        x = self.as_act(x, what="linear")
+        if x.feat != -1 or x.block != 1 or len(x) != len(in_home):
+            raise self.fail(f"shared linear weight {w.name!r} applied again to {len(x)} features along "
+                            f"axis {x.feat} (first use: {len(in_home)} features along the last axis)")
+        layer = x.layer + 1
+        out = self.new_nodes(len(out_home), NodeType.HIDDEN, layer, label=label)
+        self.add_edges(EdgeBlock(out_home.clone(), out, EdgeType.TIED, 1, 1))
+        keep = in_home != x.nodes  # the same input again needs no edge
+        if bool(keep.any()):
+            self.add_edges(EdgeBlock(in_home[keep].clone(), x.nodes[keep].clone(), EdgeType.TIED, 1, 1))
+        return Act(out, -1, x.ndim, layer)
+
+    def shared_norm(self, x: Any, kind: str, weight: Param, bias: Param | None, label: str) -> Act:
+        """A normalization applied again with the parameters of its first use (shared layers): new
+        nodes fed one-to-one from ``x`` (``IDENTITY``) and joined by ``TIED`` edges from the nodes
+        that hold the parameters; nothing is stored twice."""
+        _, home = self.homes[weight.name]
+        if bias is not None and self.used.get(bias.name) != kind:
+            raise self.fail(f"{kind} weight {weight.name!r} applied again with another bias")
+        x = self.as_act(x, what=kind)
+        if len(x) != len(home) or x.block != 1:
+            raise self.fail(f"shared {kind} of {len(home)} features applied again to {len(x)}")
+        y = self.copy_group(x, label)
+        self.add_edges(EdgeBlock(home.clone(), y.nodes.clone(), EdgeType.TIED, 1, 1))
+        return y
+
+    def shared_embedding(self, idx: Any, w: Param, label: str) -> Act:
+        """An embedding table looked up again (an encoder-decoder's shared token embedding): new
+        units joined by ``TIED`` edges from the table's units; the table is stored once."""
+        _, units = self.tables[w.name]
+        if isinstance(idx, Lazy):
+            if idx.act is not None:
+                raise self.fail(f"input {idx.name!r} is used both as features and as token ids")
+            idx.as_tokens = True
+        elif not isinstance(idx, Meta):
+            raise self.fail("embedding indices must be a network input")
+        out = self.new_nodes(len(units), NodeType.HIDDEN, 1, label=label)
+        self.add_edges(EdgeBlock(units.clone(), out, EdgeType.TIED, 1, 1))
+        return Act(out, -1, None, 1)
+
+    def head_bias(self, h: Heads, p: Param, label: str) -> Heads:
+        """A parameter vector added to projections split into heads (DeBERTa's ``q_bias``): the
+        bias of those units, in the order of the vector (head by head)."""
+        n = h.nodes.numel()
+        if math.prod(p.shape) != n:
+            raise self.fail(f"parameter {p.name!r} of shape {p.shape} added to {n} attention-head units")
+        flat = h.nodes.reshape(-1)
+        if not self._slots_free(flat, [BIAS]):
+            raise self.fail(f"parameter {p.name!r} added to attention-head units that already have a bias")
+        self.use(p, "add")
+        self.s.node_blocks.append(NodeBlock(flat.clone(), BIAS, p.name, torch.arange(n)))
+        for i in flat.tolist():
+            self.s.node_slots[i] |= 1 << BIAS
+        return h
+
+    def score_bias(self, q: Heads, bias: Any) -> None:
+        """A learned bias added to the attention scores of each head, computed from a parameter
+        table looked up by relative position (T5, Swin): ``bias`` holds one unit per query head;
+        they become ``ATTN_BIAS`` nodes, each joined by ``ATTN_BIAS`` edges to the query units of
+        its head. The table's values stay on the edges of its lookup."""
+        if not isinstance(bias, Act) or bias.block != 1:
+            raise self.fail(f"attention scores combined with {type(bias).__name__} (only a per-head bias "
+                            "looked up from a parameter table is supported)")
+        H, dq = q.nodes.shape
+        if len(bias) != H:
+            raise self.fail(f"an attention-score bias with {len(bias)} units for {H} heads")
+        for i in bias.nodes.tolist():
+            self.s.node_type[i] = int(NodeType.ATTN_BIAS)
+        self.add_edges(EdgeBlock(bias.nodes.repeat_interleave(dq), q.nodes.reshape(-1).clone(),
+                                 EdgeType.ATTN_BIAS, 1, 1))
 
 
 def _chunks(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:

@@ -41,6 +41,7 @@ from .builder import (
     Structure,
     aten_name,
 )
+from . import ops
 from .errors import UnsupportedModuleError
 from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
 from .vocab import WEIGHT, Activation, NodeType
@@ -115,7 +116,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores)):
+            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores, ops.Grid, ops.Stacked)):
                 found = True
             return x
 
@@ -131,6 +132,8 @@ class _Walker:
         second-last axis) gives :class:`_Scores`; masking, scaling, softmax and dropout keep
         them; ``scores @ v`` is :meth:`Builder.attention`. None when the operation is not one
         of these."""
+        if name in ops.PRODUCTS:  # other spellings of a matrix product, handled in weightspace.graph.ops
+            return None
         found = [a for a in _flat(args, kwargs) if isinstance(a, _Scores)]
         if name in ("matmul", "bmm") and len(args) >= 2:
             a, v = args[0], args[1]
@@ -138,11 +141,22 @@ class _Walker:
                 if a.feat != -1 or v.feat != -2:
                     raise self.b.fail("matrix product of attention heads other than queries x keys^T")
                 return _Scores(a, v)
-            if isinstance(a, _Scores) and isinstance(v, Heads):
-                return self.b.attention(a.q, a.k, v, self.b._where if self.b._where != "<model>" else name)
+            if (isinstance(a, Act) and isinstance(v, Act) and a.feat == -1 and v.feat == -2
+                    and a.block == v.block == 1 and a.ndim is not None and a.ndim >= 3 and v.ndim == a.ndim):
+                # one head: its head axis has size 1, so no reshape split the features
+                return _Scores(ops.one_head(a), Heads(v.nodes[None, :], -3, -2, v.ndim, v.layer), single=True)
+            if isinstance(a, _Scores) and (isinstance(v, Heads) or a.single and isinstance(v, Act)):
+                res = self.b.attention(a.q, a.k, ops.one_head(v) if a.single else v, self.b.where_label(name))
+                for bias in a.biases:
+                    self.b.score_bias(a.q, bias)
+                return Act(res.nodes.reshape(-1), v.feat, v.ndim, res.layer) if a.single else res
         if not found:
             return None
         others = [a for a in _flat(args, kwargs) if isinstance(a, (Act, Heads, Lazy, Param, Stat, _Transposed))]
+        if others and name in ("add", "add_") and len(found) == 1 and len(others) == 1 \
+                and isinstance(others[0], Act):
+            s = found[0]  # a per-head bias looked up from a parameter table (relative position bias)
+            return _Scores(s.q, s.k, s.single, s.biases + [others[0]])
         if others:
             raise self.b.fail(f"attention scores combined ('{name or 'matmul'}') with "
                               f"{type(others[0]).__name__} (a learned bias or another use of the scores)")
@@ -226,6 +240,12 @@ class _Walker:
                 out = self.val(node.args[0])
                 break
             args, kwargs = self.val(node.args), self.val(node.kwargs)
+            dead = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Unusable)), None)
+            if dead is not None:
+                if node.target in (getattr, "size", "dim") or aten_name(node.target) in ("sym_size", "size"):
+                    self.env[node] = META  # only its shape is read
+                    continue
+                raise dead.error
             if node.op == "call_module":
                 mod = self.gm.get_submodule(node.target)
                 b._where, b._kind = str(node.target), type(mod).__name__
@@ -235,6 +255,9 @@ class _Walker:
                 self.record_call(str(node.target), args, kwargs)
                 res = self.scores(str(node.target), args, kwargs)
                 if res is None:
+                    h = ops.METHODS.get(str(node.target))
+                    res = h(self, node, args, kwargs) if h is not None else NotImplemented
+                if res is None or res is NotImplemented:
                     res = self.call_method(node, str(node.target), args, kwargs)
             else:
                 name = aten_name(node.target)
@@ -242,12 +265,18 @@ class _Walker:
                     self.record_aten(node.target, name, args, kwargs)
                     res = self.scores(name, args, kwargs)
                     if res is None:
+                        h = ops.ATEN.get(name)
+                        res = h(self, node, args, kwargs) if h is not None else NotImplemented
+                    if res is None or res is NotImplemented:
                         res = self.call_aten(node, name, args, kwargs)
                 else:
                     fn = node.target
                     self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
-                    res = self.scores(_MATMUL_FUNCTIONS.get(fn, ""), args, kwargs)
+                    res = self.scores(_MATMUL_FUNCTIONS.get(fn, "add" if fn in _ADD else ""), args, kwargs)
                     if res is None:
+                        h = ops.FUNCTIONS.get(fn) if _hashable(fn) else None
+                        res = h(self, node, args, kwargs) if h is not None else NotImplemented
+                    if res is None or res is NotImplemented:
                         res = self.call_function(node, node.target, args, kwargs)
             shape = _shape(node)
             if isinstance(res, Act) and shape is not None:
@@ -649,10 +678,19 @@ _ELEMENTWISE_FUNCTIONS = {torch.pow, torch.rsqrt, torch.sqrt, torch.exp, torch.l
 
 
 class _Scores:
-    """Attention scores ``q @ k^T`` of query heads ``q`` and key heads ``k``."""
+    """Attention scores ``q @ k^T`` of query heads ``q`` and key heads ``k``; ``single``: one head
+    held as activations; ``biases``: per-head score biases added to them."""
 
-    def __init__(self, q: Heads, k: Heads):
-        self.q, self.k = q, k
+    def __init__(self, q: Heads, k: Heads, single: bool = False, biases: list | None = None):
+        self.q, self.k, self.single, self.biases = q, k, single, list(biases or [])
+
+
+def _hashable(fn: Any) -> bool:
+    try:
+        hash(fn)
+    except TypeError:
+        return False
+    return True
 
 
 def _flat(args: tuple, kwargs: dict) -> list:
@@ -892,6 +930,8 @@ def _finish(b: Builder, out: Any, canonical: dict[str, str]) -> None:
 
     def mark(v: Any) -> Any:
         nonlocal pos
+        if isinstance(v, ops.Unusable):
+            raise v.error
         if isinstance(v, Act):
             for i in v.nodes.tolist():
                 b.s.node_type[i] = int(NodeType.OUTPUT)

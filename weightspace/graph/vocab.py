@@ -31,6 +31,10 @@ class NodeType(IntEnum):
     #: a unit of one query head's attention result where several query heads share a key/value
     #: head (grouped-query attention); permutable together with its value unit
     ATTN_OUT = 12
+    #: one head's unit of a learned attention-score bias: the output of a table of per-head biases
+    #: looked up by relative position (T5's relative attention bias, Swin's relative position bias
+    #: table); ``ATTN_BIAS`` edges add it to the scores of its head
+    ATTN_BIAS = 13
 
 
 class EdgeType(IntEnum):
@@ -64,6 +68,9 @@ class EdgeType(IntEnum):
     #: it (MLP-Mixer token mixing: ``Linear`` over the tokens), and those units back to the features
     #: of the result (structural)
     AXIS = 18
+    #: joins a head's score-bias unit (``NodeType.ATTN_BIAS``) to every query unit of that head: the
+    #: bias is added to the head's attention scores before the softmax (structural)
+    ATTN_BIAS = 19
 
 
 class Activation(IntEnum):
@@ -98,7 +105,7 @@ BIAS, WEIGHT, SHIFT, RUNNING_MEAN, RUNNING_VAR = range(len(NODE_FEATURES))
 #: Edge types that carry no weights (a constant 1 marking how neurons are wired).
 STRUCTURAL_EDGE_TYPES: frozenset[int] = frozenset(
     {EdgeType.RESIDUAL, EdgeType.ATTN_QK, EdgeType.ATTN_HEAD, EdgeType.IDENTITY, EdgeType.PRODUCT,
-     EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP, EdgeType.AXIS}
+     EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP, EdgeType.AXIS, EdgeType.ATTN_BIAS}
 )
 
 #: Node types whose members may be permuted among themselves without changing the function.

@@ -1,0 +1,499 @@
+"""Operation handlers beside the builder's tables: one registry from an ATen name, a function or a
+``Tensor`` method to a handler, consulted by :mod:`weightspace.graph.trace` before its own tables.
+
+Adding an operation is one handler here and one test. A handler is called as
+``handler(walker, node, args, kwargs)`` with the traced values of the arguments (``Act``,
+``Heads``, ``Param``, ``Meta``, ...; see :mod:`weightspace.graph.builder`) and returns the value
+of the result, or :data:`NotImplemented` to leave the operation to the tables. ``walker`` exposes
+the :class:`~weightspace.graph.builder.Builder` as ``walker.b``, ``walker.call_aten`` (the ATen
+table) and ``walker.scores`` (attention written with matrix products).
+
+The handlers cover idioms of third-party model code: ``where``/``masked_fill`` masks, a single
+feature picked out of an activation only for its shape (BART), parameter vectors reshaped into
+heads (DeBERTa's ``q_bias``), tables indexed by relative position (Swin), fused q/k/v projections
+split into three or more axes (BLOOM's ``[B, N, heads, 3, d]``, timm's ``[B, N, 3, heads, d]``),
+interleaved rotary embeddings built with ``stack`` (GPT-J), attention written with ``einsum``
+(CvT) or ``baddbmm`` (BLOOM's ALiBi), and attention with one head whose head axis has size 1.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .builder import META, Act, Heads, Lazy, Meta, Param, Stat
+from .errors import UnsupportedModuleError
+
+__all__ = ["ATEN", "FUNCTIONS", "METHODS", "PRODUCTS", "Grid", "Unusable", "node_shape", "register"]
+
+#: names of matrix products written other than ``matmul``/``bmm`` (handled here, not as scores)
+PRODUCTS = frozenset({"einsum", "baddbmm"})
+
+Handler = Callable[[Any, torch.fx.Node, tuple, dict], Any]
+
+#: ATen name (``"where"``) -> handler
+ATEN: dict[str, Handler] = {}
+#: Python callable (``torch.where``) -> handler
+FUNCTIONS: dict[Any, Handler] = {}
+#: ``Tensor`` method name (``"masked_fill"``) -> handler
+METHODS: dict[str, Handler] = {}
+
+
+def register(aten: tuple[str, ...] = (), functions: tuple[Any, ...] = (), methods: tuple[str, ...] = ()):
+    """Register a handler for ATen names, functions and ``Tensor`` methods."""
+
+    def deco(fn: Handler) -> Handler:
+        for n in aten:
+            ATEN[n] = fn
+        for f in functions:
+            FUNCTIONS[f] = fn
+        for m in methods:
+            METHODS[m] = fn
+        return fn
+
+    return deco
+
+
+# ----------------------------------------------------------------------------- values
+
+
+@dataclass
+class Unusable:
+    """A value the graph cannot represent (one feature picked out of an activation). Code that
+    only reads its shape (BART's ``embed_positions(inputs_embeds[:, :, -1])``) passes; any
+    operation on its values raises ``error``, which names the module and the operation."""
+
+    error: UnsupportedModuleError
+
+
+@dataclass
+class Grid:
+    """An activation whose feature axis was split into three or more axes (a fused q/k/v
+    projection viewed as ``[B, N, heads, 3, d]`` or ``[B, N, 3, heads, d]``): ``nodes`` has one
+    dimension per split axis, ``axes[i]`` is the position (from the start) of ``nodes``'
+    dimension ``i`` in a tensor of rank ``ndim``. Selecting one entry of an axis removes it; with
+    two axes left it is :class:`Heads`, with one an :class:`Act`."""
+
+    nodes: Tensor
+    axes: list[int]
+    ndim: int
+    layer: int
+
+
+@dataclass
+class Stacked:
+    """Attention heads stacked along a new last axis (``torch.stack((-x2, x1), dim=-1)``, GPT-J's
+    ``rotate_every_two``), waiting for the ``flatten`` that interleaves them into one unit axis."""
+
+    items: list[Heads]
+
+
+def node_shape(node: Any) -> tuple[int, ...] | None:
+    """The static shape of a traced node's value, if known."""
+    if not isinstance(node, torch.fx.Node):
+        return None
+    tm = node.meta.get("tensor_meta")
+    if tm is not None and hasattr(tm, "shape"):
+        return tuple(int(d) for d in tm.shape)
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        try:
+            return tuple(int(d) for d in val.shape)
+        except Exception:  # noqa: BLE001 - symbolic sizes
+            return None
+    return None
+
+
+def _in_shape(node: torch.fx.Node) -> tuple[int, ...] | None:
+    return node_shape(node.args[0]) if node.args else None
+
+
+def _tracked(v: Any) -> bool:
+    return isinstance(v, (Act, Heads, Lazy, Param, Stat, Grid, Stacked)) or type(v).__name__ in (
+        "_Scores", "_Transposed")
+
+
+def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def _pick(w: Any, cond: Any, a: Any, b: Any) -> Any:
+    """``where(cond, a, b)`` with a constant condition: a mask filling some entries of one tensor
+    with a constant keeps that tensor's neurons."""
+    a = META if a is None or isinstance(a, (int, float, bool)) else a
+    b = META if b is None or isinstance(b, (int, float, bool)) else b
+    if _tracked(cond):
+        raise w.b.fail("where/masked_fill with a condition computed from activations or parameters")
+    if isinstance(a, Meta) and isinstance(b, Meta):
+        return META
+    if isinstance(b, Meta):
+        return a
+    if isinstance(a, Meta):
+        return b
+    raise w.b.fail(f"where choosing between two tracked tensors ({type(a).__name__} and {type(b).__name__})")
+
+
+@register(aten=("where",), functions=(torch.where,))
+def where(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``torch.where(cond, a, b)``."""
+    if len(args) < 3:
+        return NotImplemented
+    return _pick(w, args[0], args[1], args[2])
+
+
+@register(methods=("where",))
+def where_method(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``a.where(cond, b)``."""
+    return _pick(w, _arg(args, kwargs, 1, "condition"), args[0], _arg(args, kwargs, 2, "other"))
+
+
+@register(aten=("masked_fill", "masked_fill_"), methods=("masked_fill", "masked_fill_"))
+def masked_fill(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``x.masked_fill(mask, value)``: the neurons of ``x``."""
+    return _pick(w, _arg(args, kwargs, 1, "mask"), args[0], _arg(args, kwargs, 2, "value"))
+
+
+# ----------------------------------------------------------------------------- indexing
+
+
+@register(aten=("select",))
+def select(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``x.select(dim, i)``: an entry of a split feature axis (:class:`Grid`, :class:`Heads`), or
+    of another axis. One feature of an activation is :class:`Unusable`."""
+    x, dim, i = args[0], args[1], args[2]
+    if isinstance(x, Grid):
+        return _grid_select(w, x, dim, i)
+    if isinstance(x, Heads):
+        d = dim % x.ndim
+        if d == x.ndim + x.head:  # one head: a group of features
+            f = x.ndim + x.feat
+            nf = f - 1 if f > d else f
+            return Act(x.nodes[i], nf - (x.ndim - 1), x.ndim - 1, x.layer)
+        return NotImplemented
+    if isinstance(x, Act):
+        try:
+            return w.call_aten(node, "select", args, kwargs)
+        except UnsupportedModuleError as err:
+            return Unusable(err)
+    return NotImplemented
+
+
+@register(aten=("unbind",), functions=(torch.unbind,), methods=("unbind",))
+def unbind(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``x.unbind(dim)`` of a :class:`Grid` or :class:`Heads` (``q, k, v = qkv.unbind(0)``)."""
+    x, dim = args[0], _arg(args, kwargs, 1, "dim", 0)
+    if isinstance(x, Grid):
+        d = dim % x.ndim
+        if d not in x.axes:
+            raise w.b.fail("unbind along an axis that is not part of the split features")
+        n = x.nodes.shape[x.axes.index(d)]
+        return tuple(_grid_select(w, x, d, i) for i in range(n))
+    if isinstance(x, Heads):
+        d = dim % x.ndim
+        if d == x.ndim + x.head:
+            return tuple(select(w, node, (x, d, i), {}) for i in range(x.nodes.shape[0]))
+    if _tracked(x):
+        raise w.b.fail(f"unbind of {type(x).__name__} along axis {dim}")
+    return NotImplemented
+
+
+def _grid_select(w: Any, x: Grid, dim: int, i: int) -> Any:
+    d = dim % x.ndim
+    nd = x.ndim - 1
+    if d in x.axes:
+        k = x.axes.index(d)
+        nodes = x.nodes.select(k, i)
+        axes = [a - (a > d) for j, a in enumerate(x.axes) if j != k]
+    else:
+        nodes, axes = x.nodes, [a - (a > d) for a in x.axes]
+    if len(axes) >= 3:
+        return Grid(nodes, axes, nd, x.layer)
+    if len(axes) == 2:
+        if axes[0] > axes[1]:
+            raise w.b.fail("split features whose unit axis comes before their head axis")
+        return Heads(nodes, axes[0] - nd, axes[1] - nd, nd, x.layer)
+    return Act(nodes.reshape(-1), axes[0] - nd, nd, x.layer)
+
+
+@register(functions=(operator.getitem,))
+def getitem(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``x[idx]`` (symbolic tracing): one feature of an activation is :class:`Unusable`."""
+    x = args[0]
+    if isinstance(x, Act):
+        try:
+            return w.b.index(x, args[1])
+        except UnsupportedModuleError as err:
+            return Unusable(err)
+    return NotImplemented
+
+
+@register(aten=("index", "index_select"))
+def index(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """A 2-D parameter table ``[rows, heads]`` indexed along its rows by computed indices
+    (Swin's ``relative_position_bias_table[relative_position_index]``): an embedding lookup with
+    computed indices — the rows become ``POSITION`` nodes, the columns units of the result."""
+    x = args[0]
+    if not isinstance(x, Param):
+        return NotImplemented
+    if node.target is torch.ops.aten.index_select.default:
+        idx, dim = args[2], args[1]
+        indices = [None] * dim + [idx]
+    else:
+        indices = list(args[1])
+    if len(x.shape) == 2 and len(indices) == 1 and isinstance(indices[0], Meta):
+        return w.b.embedding(META, x, w.b.where_label(node.name))
+    raise w.b.fail(f"parameter {x.name!r} of shape {x.shape} indexed other than along its rows by computed "
+                   "indices")
+
+
+# ----------------------------------------------------------------------------- parameters reshaped
+
+
+_PARAM_VIEWS = ("view", "reshape", "_unsafe_view", "permute", "transpose", "t", "numpy_T")
+
+
+@register(aten=_PARAM_VIEWS, methods=("view", "reshape", "permute", "transpose"))
+def param_view(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """A parameter vector viewed with other axes (DeBERTa's ``q_bias[None, None, :]`` split into
+    heads): its scalars keep their order, so it stays the same parameter. Reshapes that reorder
+    the scalars of a matrix are left to the tables (``W.T`` in a matrix product)."""
+    p = args[0]
+    if not isinstance(p, Param):
+        return NotImplemented
+    name = node.target if isinstance(node.target, str) else str(node.target).split(".")[1]
+    in_shape, out_shape = _in_shape(node), node_shape(node)
+    if in_shape is None or out_shape is None:
+        return NotImplemented
+    real_in = [s for s in in_shape if s != 1]
+    if name in ("view", "reshape", "_unsafe_view"):
+        if len(real_in) <= 1 or real_in == [s for s in out_shape if s != 1]:
+            return p
+        return NotImplemented
+    if len(p.shape) == 2:
+        return NotImplemented
+    nd = len(in_shape)
+    if name == "permute":
+        perm = list(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else list(args[1:])
+    elif name == "transpose":
+        perm = list(range(nd))
+        a, b = args[1] % nd, args[2] % nd
+        perm[a], perm[b] = perm[b], perm[a]
+    else:
+        perm = list(range(nd))[::-1]
+    perm = [q % nd for q in perm]
+    order = [q for q in perm if in_shape[q] != 1]
+    return p if order == sorted(order) else NotImplemented
+
+
+# ----------------------------------------------------------------------------- fused projections
+
+
+@register(aten=("view", "reshape", "_unsafe_view"), methods=("view", "reshape"))
+def view(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """A reshape splitting the feature axis of an activation into three or more axes (a fused
+    q/k/v projection) gives a :class:`Grid`; a stack of heads flattened gives interleaved
+    heads; parameters keep their order (:func:`param_view`)."""
+    x = args[0]
+    if isinstance(x, Param):
+        return param_view(w, node, args, kwargs)
+    in_shape, out_shape = _in_shape(node), node_shape(node)
+    if isinstance(x, Stacked):
+        return _flatten_stacked(w, x, in_shape, out_shape)
+    if not isinstance(x, (Act, Grid)) or in_shape is None or out_shape is None:
+        return NotImplemented
+    if isinstance(x, Grid):
+        raise w.b.fail(f"reshape {in_shape} -> {out_shape} of features split into several axes")
+    if x.block != 1:
+        return NotImplemented
+    nd = len(in_shape)
+    f = nd + x.feat
+    before = in_shape[:f]
+    after = in_shape[f + 1:]
+    # the axes before and after the features stay as they are; the features split into k axes
+    k = len(out_shape) - len(before) - len(after)
+    if k < 3 or tuple(out_shape[: len(before)]) != tuple(before) or (
+            after and tuple(out_shape[-len(after):]) != tuple(after)):
+        return NotImplemented
+    sizes = out_shape[len(before): len(before) + k]
+    real = [j for j, s in enumerate(sizes) if s != 1]
+    if len(real) < 3:
+        return NotImplemented
+    nodes = x.nodes.reshape([sizes[j] for j in real])
+    return Grid(nodes, [len(before) + j for j in real], len(out_shape), x.layer)
+
+
+@register(aten=("permute",), methods=("permute",))
+def permute(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Permuting a :class:`Grid` moves its axes (timm's ``qkv.permute(2, 0, 3, 1, 4)``)."""
+    x = args[0]
+    if isinstance(x, Param):
+        return param_view(w, node, args, kwargs)
+    if not isinstance(x, Grid):
+        return NotImplemented
+    perm = list(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else list(args[1:])
+    perm = [q % x.ndim for q in perm]
+    new_pos = [perm.index(a) for a in x.axes]
+    order = sorted(range(len(new_pos)), key=lambda j: new_pos[j])
+    return Grid(x.nodes.permute(order), [new_pos[j] for j in order], x.ndim, x.layer)
+
+
+@register(aten=("transpose",), methods=("transpose",), functions=(torch.transpose,))
+def transpose(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Transposing a :class:`Grid`: a permutation."""
+    x = args[0]
+    if isinstance(x, Param):
+        return param_view(w, node, args, kwargs)
+    if not isinstance(x, Grid):
+        return NotImplemented
+    perm = list(range(x.ndim))
+    a, b = args[1] % x.ndim, args[2] % x.ndim
+    perm[a], perm[b] = perm[b], perm[a]
+    return permute(w, node, (x, perm), {})
+
+
+# ----------------------------------------------------------------------------- interleaved rotary
+
+
+@register(aten=("stack",), functions=(torch.stack,))
+def stack(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``torch.stack(heads, dim=-1)`` of attention heads with their units on the last axis,
+    to be flattened into one interleaved unit axis (GPT-J's ``rotate_every_two``)."""
+    items = list(args[0])
+    dim = _arg(args, kwargs, 1, "dim", 0)
+    if not any(_tracked(v) for v in items):
+        return NotImplemented
+    if all(isinstance(v, Heads) for v in items):
+        ref = items[0]
+        if any((v.head, v.feat, v.ndim) != (ref.head, ref.feat, ref.ndim) or v.nodes.shape != ref.nodes.shape
+               for v in items):
+            raise w.b.fail("stacking attention heads of different layouts")
+        if ref.feat == -1 and dim in (-1, ref.ndim):
+            return Stacked(items)
+    raise w.b.fail("stack of activations other than attention heads along a new last axis "
+                   "(an interleaved rotary embedding)")
+
+
+def _flatten_stacked(w: Any, x: Stacked, in_shape: tuple | None, out_shape: tuple | None) -> Heads:
+    if in_shape is None or out_shape is None or tuple(out_shape) != tuple(in_shape[:-2]) + (
+            in_shape[-2] * in_shape[-1],):
+        raise w.b.fail("stacked attention heads reshaped other than by merging the last two axes")
+    ref = x.items[0]
+    nodes = torch.stack([v.nodes for v in x.items], dim=-1).reshape(ref.nodes.shape[0], -1)
+    return Heads(nodes, ref.head, ref.feat, ref.ndim, max(v.layer for v in x.items))
+
+
+@register(aten=("flatten",), functions=(torch.flatten,), methods=("flatten",))
+def flatten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``flatten(-2)`` of stacked heads (:class:`Stacked`)."""
+    if isinstance(args[0], Stacked):
+        return _flatten_stacked(w, args[0], _in_shape(node), node_shape(node))
+    return NotImplemented
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _einsum_operands(args: tuple) -> tuple[str, list]:
+    eq = args[0]
+    ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else list(args[1:])
+    return eq.replace(" ", ""), ops
+
+
+@register(aten=("einsum",), functions=(torch.einsum,))
+def einsum(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``einsum`` written as a batched matrix product (CvT's attention): ``...ik,...jk->...ij``
+    is ``a @ b^T``, ``...ij,...jk->...ik`` is ``a @ b``; handed to the attention-score logic."""
+    eq, ops = _einsum_operands(args)
+    if len(ops) != 2 or not any(_tracked(o) for o in ops):
+        return NotImplemented
+    m = re.fullmatch(r"([a-z]*)([a-z])([a-z]),([a-z]*)([a-z])([a-z])->([a-z]*)([a-z])([a-z])", eq)
+    if m is None:
+        raise w.b.fail(f"einsum {eq!r} is not a batched matrix product")
+    p1, i1, k1, p2, j2, k2, po, io, jo = m.groups()
+    if not (p1 == p2 == po):
+        raise w.b.fail(f"einsum {eq!r} is not a batched matrix product")
+    a, b = ops
+    if not all(isinstance(o, (Act, Heads)) or type(o).__name__ == "_Scores" for o in ops):
+        raise w.b.fail(f"einsum {eq!r} of {type(a).__name__} and {type(b).__name__}: only attention written "
+                       "as batched matrix products of activations is supported")
+    if k1 == k2 and io == i1 and jo == j2:  # a @ b^T
+        return w.scores("matmul", (a, w.b.transpose(b, -1, -2)), {}) or _no_product(w, f"einsum {eq!r}")
+    if k1 == j2 and io == i1 and jo == k2:  # a @ b
+        return w.scores("matmul", (a, b), {}) or _no_product(w, f"einsum {eq!r}")
+    raise w.b.fail(f"einsum {eq!r} is not a batched matrix product")
+
+
+def _no_product(w: Any, what: str) -> Any:
+    raise w.b.fail(f"matrix product ({what}) of activations other than attention scores")
+
+
+@register(aten=("baddbmm",), methods=("baddbmm",), functions=(torch.baddbmm,))
+def baddbmm(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``input * beta + (batch1 @ batch2) * alpha`` (BLOOM's ALiBi: a constant per-head linear
+    bias added to the scores): attention scores plus a constant."""
+    bias, b1, b2 = args[0], _arg(args, kwargs, 1, "batch1"), _arg(args, kwargs, 2, "batch2")
+    if not (_tracked(b1) or _tracked(b2)):
+        return NotImplemented
+    res = w.scores("matmul", (b1, b2), {})
+    if res is None:
+        _no_product(w, "baddbmm")
+    if _tracked(bias):
+        raise w.b.fail("baddbmm adding a tracked tensor to attention scores")
+    return res
+
+
+def one_head(t: Any) -> Any:
+    """An activation used as the queries, keys or values of attention with a single head (its
+    head axis has size 1, so no reshape split its features): one head."""
+    if isinstance(t, Act) and t.block == 1 and t.ndim is not None and t.ndim >= 3:
+        return Heads(t.nodes[None, :], t.feat - 1 if t.feat - 1 >= -t.ndim else t.feat + 1, t.feat, t.ndim, t.layer)
+    return t
+
+
+@register(aten=("scaled_dot_product_attention",), functions=(torch.nn.functional.scaled_dot_product_attention,))
+def sdpa(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``scaled_dot_product_attention(q, k, v, attn_mask)``: a tracked ``attn_mask`` is a per-head
+    score bias (:meth:`Builder.score_bias`); one head may stay an activation."""
+    q, k, v = args[0], _arg(args, kwargs, 1, "key"), _arg(args, kwargs, 2, "value")
+    mask = _arg(args, kwargs, 3, "attn_mask")
+    single = isinstance(q, Act)
+    if single:
+        q, k, v = one_head(q), one_head(k), one_head(v)
+    label = w.b.where_label(node.name)
+    res = w.b.attention(q, k, v, label)
+    if isinstance(mask, (Act, Param, Heads, Stat)):
+        w.b.score_bias(q, mask)
+    if single:
+        return Act(res.nodes.reshape(-1), args[0].feat, args[0].ndim, res.layer)
+    return res
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+@register(aten=("split", "split_with_sizes", "chunk"), functions=(torch.split, torch.chunk),
+          methods=("split", "chunk"))
+def split_tokens(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``split``/``chunk`` of an activation along an axis other than its features (CvT splits its
+    class token from the patch tokens): every part holds the same neurons."""
+    x, sizes = args[0], _arg(args, kwargs, 1, "split_size_or_sections", _arg(args, kwargs, 1, "chunks"))
+    dim = _arg(args, kwargs, 2, "dim", 0)
+    if not isinstance(x, Act) or x.ndim is None or dim % x.ndim == x.ndim + x.feat:
+        return NotImplemented
+    if isinstance(sizes, (tuple, list)):
+        n = len(sizes)
+    else:
+        val = node.meta.get("val", node.meta.get("tensor_meta"))
+        if not isinstance(val, (tuple, list)):
+            raise w.b.fail("split along a non-feature axis without shapes; pass example_input")
+        n = len(val)
+    return tuple(x for _ in range(n))
