@@ -1086,6 +1086,15 @@ class Builder:
                 x = Heads(x.nodes.repeat_interleave(r, 0), x.head, x.feat, x.ndim, x.layer)
                 where[h] = real_j[0]
                 continue
+            if h in gi and f not in gi and len(real_i) > 1 and real_i[-1] == h and len(real_j) == 1:
+                # batch axes merged into the head axis ([B, H, ...] -> [B*H, ...], BLOOM): the
+                # merged axis runs over the heads, example by example
+                where[h] = real_j[0]
+                continue
+            if h in gi and f not in gi and real_i == [h] and len(real_j) == 2 \
+                    and out_shape[real_j[-1]] == x.nodes.shape[0]:
+                where[h] = real_j[-1]  # [B*H, ...] -> [B, H, ...]: the heads split back off the batch
+                continue
             for axis in (h, f):
                 if axis in gi:
                     if real_i != [axis] or len(real_j) != 1:

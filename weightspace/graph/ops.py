@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .builder import META, Act, Heads, Lazy, Meta, Param, Stat
+from .builder import META, Act, EdgeBlock, Heads, Lazy, Meta, Param, Stat
 from .errors import UnsupportedModuleError
+from .vocab import EdgeType, NodeType
 
 __all__ = ["ATEN", "FUNCTIONS", "METHODS", "PRODUCTS", "Grid", "Unusable", "node_shape", "register"]
 
@@ -226,14 +227,40 @@ def _grid_select(w: Any, x: Grid, dim: int, i: int) -> Any:
 
 @register(functions=(operator.getitem,))
 def getitem(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
-    """``x[idx]`` (symbolic tracing): one feature of an activation is :class:`Unusable`."""
-    x = args[0]
+    """``x[idx]`` (symbolic tracing): one feature of an activation is :class:`Unusable`; entries
+    of split features (:class:`Grid`); a parameter table indexed by computed indices."""
+    x, idx = args[0], args[1]
     if isinstance(x, Act):
         try:
-            return w.b.index(x, args[1])
+            return w.b.index(x, idx)
         except UnsupportedModuleError as err:
             return Unusable(err)
+    if isinstance(x, Grid):
+        return _grid_index(w, x, idx if isinstance(idx, tuple) else (idx,))
+    if isinstance(x, Param):
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, Meta) for i in idx):
+            return index(w, node, (x, [None if i == slice(None) else i for i in idx]), {})
     return NotImplemented
+
+
+def _grid_index(w: Any, x: Grid, idx: tuple) -> Any:
+    """Basic indexing of split features: integers select, full slices keep an axis."""
+    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    expanded: list[Any] = []
+    for i in idx:
+        expanded += [slice(None)] * (x.ndim - n_real) if i is Ellipsis else [i]
+    picks = []
+    for d, i in enumerate(expanded):
+        if isinstance(i, int):
+            picks.append((d, i))
+        elif i != slice(None):
+            raise w.b.fail(f"indexing features split into several axes with {i!r}")
+    out: Any = x
+    for d, i in reversed(picks):  # from the last axis, so that earlier positions stay valid
+        out = _grid_select(w, out, d, i) if isinstance(out, Grid) else w.b.index(
+            out, tuple([slice(None)] * d + [i]))
+    return out
 
 
 @register(aten=("index", "index_select"))
@@ -251,8 +278,28 @@ def index(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
         indices = list(args[1])
     if len(x.shape) == 2 and len(indices) == 1 and isinstance(indices[0], Meta):
         return w.b.embedding(META, x, w.b.where_label(node.name))
+    if len(x.shape) == 2 and len(indices) == 2 and indices[0] is None and isinstance(indices[1], Meta):
+        return column_table(w.b, x, w.b.where_label(node.name), node_shape(node))
     raise w.b.fail(f"parameter {x.name!r} of shape {x.shape} indexed other than along its rows by computed "
                    "indices")
+
+
+def column_table(b: Any, p: Param, label: str, out_shape: tuple | None) -> Act:
+    """A table ``[units, rows]`` indexed along its second axis by computed indices (LeViT's
+    ``attention_biases[:, attention_bias_idxs]``): as :meth:`Builder.embedding` with computed
+    indices, the rows become ``POSITION`` nodes and the units new nodes, edge ``(row v, unit h)``
+    holding ``p[h, v]``; the units are the result's first axis."""
+    b.use(p, "embedding")
+    U, R = p.shape
+    rows = b.new_nodes(R, NodeType.POSITION, 0, pos=True, label=f"{label}:rows")
+    units = b.new_nodes(U, NodeType.HIDDEN, 1, label=label)
+    src = rows.repeat(U)
+    dst = units.repeat_interleave(R)
+    # edge (v, h) is number h*R + v and holds p[h, v], flat position h*R + v: contiguous
+    b.add_edges(EdgeBlock(src, dst, EdgeType.EMBEDDING, 1, 1, p.name))
+    if out_shape is None:
+        raise b.fail(f"parameter table {p.name!r} indexed without shapes; pass example_input")
+    return Act(units, -len(out_shape), len(out_shape), 1)
 
 
 # ----------------------------------------------------------------------------- parameters reshaped
@@ -497,3 +544,34 @@ def split_tokens(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
             raise w.b.fail("split along a non-feature axis without shapes; pass example_input")
         n = len(val)
     return tuple(x for _ in range(n))
+
+
+# ----------------------------------------------------------------------------- functional norms, addcmul
+
+
+@register(functions=(torch.nn.functional.group_norm,))
+def group_norm(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.group_norm(x, groups, weight, bias, eps)`` on a module's own parameters (fused
+    norm + activation modules of other libraries)."""
+    shape = _in_shape(node)
+    return w.b.norm(args[0], "group_norm", _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
+                    w.b.where_label(node.name), channel_first=True, in_ndim=len(shape) if shape else None)
+
+
+@register(aten=("rms_norm",), functions=tuple(f for f in (getattr(torch.nn.functional, "rms_norm", None),) if f))
+def rms_norm(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.rms_norm(x, normalized_shape, weight, eps)`` over the last axis."""
+    shape = _arg(args, kwargs, 1, "normalized_shape")
+    if len(shape) != 1:
+        raise w.b.fail("rms_norm over more than the last axis is not supported")
+    return w.b.norm(args[0], "rms_norm", _arg(args, kwargs, 2, "weight"), None, w.b.where_label(node.name),
+                    size=int(shape[0]))
+
+
+@register(aten=("addcmul", "addcmul_"), functions=(torch.addcmul,), methods=("addcmul", "addcmul_"))
+def addcmul(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``input + value * t1 * t2`` (an affine per-channel scale and shift, ``addcmul(beta, alpha,
+    x)``): a product then a sum; ``value`` is in the structural signature."""
+    x, t1, t2 = args[0], _arg(args, kwargs, 1, "tensor1"), _arg(args, kwargs, 2, "tensor2")
+    label = w.b.where_label(node.name)
+    return w.b.combine(x, w.b.combine(t1, t2, "mul", label), "add", label)

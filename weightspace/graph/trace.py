@@ -101,6 +101,7 @@ class _Walker:
         self.b = b
         self.gm = gm
         self.env: dict[torch.fx.Node, Any] = {}
+        self.constants_seen: set[torch.fx.Node] = set()
 
     # -- helpers --------------------------------------------------------------------------
     def val(self, a: Any) -> Any:
@@ -215,6 +216,38 @@ class _Walker:
             pairs.append((arg.name, v))
         self.record(f"aten.{name}", pairs)
 
+    def record_constants(self, node: torch.fx.Node) -> None:
+        """Constants computed inside ``forward`` that feed an operation on activations or
+        parameters (relative-position buckets and their clamp distance, masks): every operation
+        on the way, with its plain arguments (sizes from the example input left out), once."""
+        for n in node.all_input_nodes:
+            if n in self.constants_seen or n.op not in ("call_function", "call_method") \
+                    or not isinstance(self.env.get(n), Meta):
+                continue
+            self.constants_seen.add(n)
+            self.record_constants(n)
+            name = aten_name(n.target)
+            args, kwargs = n.args, n.kwargs
+            path = _where(n)[0]
+            if name is None:
+                label = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+                self.record(f"constant.{label}", [(f"arg{i}", a) for i, a in enumerate(args)]
+                            + sorted(kwargs.items()), path)
+                continue
+            if name in _NO_OP_ATEN or name in _DROPOUT_ATEN:
+                continue
+            schema = getattr(n.target, "_schema", None)
+            sized = _SIZED_ATEN.get(name, set()) | _CREATION_SIZED.get(name, set())
+            pairs = []
+            for i, arg in enumerate(schema.arguments if schema is not None else ()):
+                if arg.name in sized:
+                    continue
+                if i < len(args) and not arg.kwarg_only:
+                    pairs.append((arg.name, args[i]))
+                elif arg.name in kwargs:
+                    pairs.append((arg.name, kwargs[arg.name]))
+            self.record(f"constant.aten.{name}", pairs, path)
+
     def record_tensor(self, name: str, t: Any) -> None:
         """A tensor of the model outside its state dict (a non-persistent buffer, a constant)."""
         if isinstance(t, torch.Tensor):
@@ -272,12 +305,15 @@ class _Walker:
                 else:
                     fn = node.target
                     self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
-                    res = self.scores(_MATMUL_FUNCTIONS.get(fn, "add" if fn in _ADD else ""), args, kwargs)
+                    res = self.scores(_MATMUL_FUNCTIONS.get(fn) or ("add" if fn in _ADD else getattr(fn, "__name__", "")),
+                                      args, kwargs)
                     if res is None:
                         h = ops.FUNCTIONS.get(fn) if _hashable(fn) else None
                         res = h(self, node, args, kwargs) if h is not None else NotImplemented
                     if res is None or res is NotImplemented:
                         res = self.call_function(node, node.target, args, kwargs)
+            if node.op == "call_module" or self._touches((args, kwargs)):
+                self.record_constants(node)
             shape = _shape(node)
             if isinstance(res, Act) and shape is not None:
                 if res.ndim is None:
@@ -717,6 +753,9 @@ def _first_tracked(args: tuple) -> Any:
     return META
 
 
+#: sizes of tensors created inside ``forward`` (from the example input under torch.export)
+_CREATION_SIZED = {"arange": {"end"}, "full": {"size"}, "zeros": {"size"}, "ones": {"size"}, "empty": {"size"},
+                   "rand": {"size"}, "randn": {"size"}, "ones_like": set(), "zeros_like": set()}
 _NO_OP_ATEN = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "_assert_async"}
 
 # not in the structural signature: dropout acts only in training
@@ -812,7 +851,8 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
         root = _wrap(model)
         b.strip_prefix = "inner."
     try:
-        gm = torch.fx.symbolic_trace(root)
+        with _eval_mode(model):
+            gm = torch.fx.symbolic_trace(root)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back or is reported
         if not inputs or tracer == "fx":
             raise UnsupportedModuleError(
@@ -889,10 +929,16 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
 def _eval_mode(model: nn.Module):
     """Eval mode for the duration of a traced forward; every module's flag is restored after."""
     modes = {m: m.training for m in model.modules()}
+    # train(True) first: modules that cache tensors derived from their parameters in evaluation
+    # mode (LeViT's attention-bias cache) drop them when switched to training, so that the trace
+    # reads the parameters and not a stale copy; and again after, so that nothing computed
+    # while tracing stays cached
+    model.train(True)
     model.eval()
     try:
         yield
     finally:
+        model.train(True)
         for m, t in modes.items():
             m.training = t
 
