@@ -420,3 +420,45 @@ def test_class_token_split_and_concatenated_back_and_space_to_depth():
     g = _check(ClassToken, torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(2)))
     assert int((g.edge_type == EdgeType.TOKEN).sum()) == D
     assert int((g.edge_type == EdgeType.IDENTITY).sum()) >= 2 * D + 4 * D
+
+
+class MaskToken(nn.Module):
+    """A learned mask token put in place of masked positions with ``torch.where`` (DINOv2, BEiT)."""
+
+    def __init__(self, use_mask=True):
+        super().__init__()
+        self.fc = nn.Linear(D, D)
+        self.mask_token = nn.Parameter(torch.randn(1, D))
+        self.use_mask = use_mask
+
+    def forward(self, x):
+        h = self.fc(x)
+        if self.use_mask:
+            masked = (torch.arange(T) % 3 == 0)[None, :, None]
+            h = torch.where(masked, self.mask_token.unsqueeze(0), h)
+        return h
+
+
+def test_mask_token_put_in_place_with_where():
+    g = _check(MaskToken)
+    assert int((g.edge_type == EdgeType.TOKEN).sum()) == D
+
+
+def test_a_parameter_the_traced_path_does_not_read_is_refused_with_a_hint():
+    with pytest.raises(ws.UnsupportedModuleError, match="'mask_token'.*example_input that takes that path"):
+        ws.to_graph(MaskToken(use_mask=False), X)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_recurrent_layers_are_refused_with_the_reason(cls, tracer):
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = cls(D, D, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    with pytest.raises(ws.UnsupportedModuleError, match=r"recurrent module .* hidden state fed back.*\[at '"):
+        ws.GraphSpec.from_module(Recurrent(), X, tracer=tracer)

@@ -33,6 +33,12 @@ from .vocab import EdgeType, NodeType
 
 __all__ = ["ATEN", "FUNCTIONS", "METHODS", "PRODUCTS", "Grid", "Unusable", "node_shape", "register"]
 
+#: why recurrent layers are refused (``nn.RNN``/``nn.LSTM``/``nn.GRU``, ``aten.lstm``, ...)
+RECURRENT_REASON = (
+    "recurrent module {} is not supported: its weights act at every time step on a hidden state fed back "
+    "from the previous step, and a parameter graph is a graph of neurons without cycles (unrolling it would "
+    "make the graph depend on the sequence length); see docs/design-notes/converter-coverage.md")
+
 #: names of matrix products written other than ``matmul``/``bmm`` (handled here, not as scores)
 PRODUCTS = frozenset({"einsum", "baddbmm"})
 
@@ -140,6 +146,11 @@ def _pick(w: Any, cond: Any, a: Any, b: Any) -> Any:
         return a
     if isinstance(a, Meta):
         return b
+    if isinstance(a, Param) and isinstance(b, Act) or isinstance(b, Param) and isinstance(a, Act):
+        # a learned token put in place of some positions (DINOv2's mask_token where
+        # bool_masked_pos is set): a table of one position, as a class token
+        p, x = (a, b) if isinstance(a, Param) else (b, a)
+        return w.b.table(x, p, EdgeType.TOKEN, w.b.where_label("where"))
     raise w.b.fail(f"where choosing between two tracked tensors ({type(a).__name__} and {type(b).__name__})")
 
 
@@ -575,3 +586,9 @@ def addcmul(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     x, t1, t2 = args[0], _arg(args, kwargs, 1, "tensor1"), _arg(args, kwargs, 2, "tensor2")
     label = w.b.where_label(node.name)
     return w.b.combine(x, w.b.combine(t1, t2, "mul", label), "add", label)
+
+
+@register(aten=("lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"))
+def recurrent(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Recurrent layers are refused with the reason (:data:`RECURRENT_REASON`)."""
+    raise w.b.fail(RECURRENT_REASON.format(f"aten.{node.target.name().split('::')[-1].split('.')[0]}"))

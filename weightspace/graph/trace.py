@@ -333,6 +333,9 @@ class _Walker:
         x = args[0] if args else kwargs.get("input")
         if parametrize.is_parametrized(mod):
             return self.weight_normed(mod, path, x)
+        if isinstance(mod, nn.RNNBase):
+            raise UnsupportedModuleError(ops.RECURRENT_REASON.format(type(mod).__name__), path=path,
+                                         kind=type(mod).__name__)
         if isinstance(mod, nn.Linear):
             return b.linear(x, p("weight"), p("bias"), label=path)
         if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
@@ -991,6 +994,8 @@ def _finish(b: Builder, out: Any, canonical: dict[str, str]) -> None:
     if missing:
         raise UnsupportedModuleError(
             f"{len(missing)} parameter(s)/buffer(s) are not used by an operation the converter models "
-            f"(first: {missing[0]!r}); nothing may be dropped silently",
+            f"(first: {missing[0]!r}); nothing may be dropped silently. If the forward pass reads it only for "
+            "some inputs (e.g. a mask token used when bool_masked_pos is given), pass an example_input that "
+            "takes that path (the converter then models it or names the operation it cannot)",
             path=missing[0].rsplit(".", 1)[0],
         )
