@@ -462,3 +462,86 @@ def test_recurrent_layers_are_refused_with_the_reason(cls, tracer):
 
     with pytest.raises(ws.UnsupportedModuleError, match=r"recurrent module .* hidden state fed back.*\[at '"):
         ws.GraphSpec.from_module(Recurrent(), X, tracer=tracer)
+
+
+class CosineAttention(nn.Module):
+    """Swin V2: cosine attention (normalised queries and keys) with a learned per-head logit scale,
+    and a continuous position bias: an MLP applied to a constant table of relative coordinates,
+    indexed by relative position, ``16 * sigmoid``, added to the scores."""
+
+    def __init__(self, max_scale=math.log(100.0)):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(D, D) for _ in range(3))
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(H, 1, 1)) + torch.randn(H, 1, 1) * 0.1)
+        self.cpb = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, H, bias=False))
+        coords = torch.stack(torch.meshgrid(torch.arange(3.0) - 1, torch.arange(3.0) - 1, indexing="ij"), -1)
+        self.register_buffer("coords", coords.view(1, 9, 2), persistent=False)
+        self.register_buffer("index", torch.randint(0, 9, (T * T,), generator=torch.Generator().manual_seed(3)),
+                             persistent=False)
+        self.max_scale = max_scale
+
+    def forward(self, x):
+        q, k, v = _split(self.q(x)), _split(self.k(x)), _split(self.v(x))
+        s = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        s = s * torch.clamp(self.logit_scale, max=self.max_scale).exp()
+        table = self.cpb(self.coords).view(-1, H)
+        bias = 16 * torch.sigmoid(table[self.index].view(T, T, H).permute(2, 0, 1))
+        return _merge((s + bias.unsqueeze(0)).softmax(-1) @ v)
+
+
+def test_cosine_attention_with_logit_scale_and_position_bias_mlp():
+    g = _check(CosineAttention)
+    assert int((g.node_type == NodeType.ATTN_SCALE).sum()) == H
+    assert int((g.edge_type == EdgeType.ATTN_SCALE).sum()) == H * DH
+    assert int((g.edge_type == EdgeType.ATTN_BIAS).sum()) == H * DH
+    assert int((g.node_type == NodeType.ATTN_BIAS).sum()) == H  # the MLP's output units
+
+
+def test_logit_scale_clamp_is_told_apart():
+    torch.manual_seed(0)
+    g = ws.to_graph(CosineAttention(), X)
+    with pytest.raises(ws.ArchitectureMismatchError):
+        ws.from_graph(g, CosineAttention(max_scale=1.0), example_input=X)
+
+
+class Unfold(nn.Module):
+    """MobileViT: ``[B, C, H, W]`` unfolded into ``[B * patch_area, patches, C]`` through a reshape
+    that merges the channels with the batch axis, a ``Linear`` over the channels, folded back, then
+    upsampled bilinearly."""
+
+    def __init__(self, C=4, p=2):
+        super().__init__()
+        self.conv = nn.Conv2d(3, C, 3, padding=1)
+        self.fc = nn.Linear(C, C)
+        self.out = nn.Conv2d(C, 2, 1)
+        self.C, self.p = C, p
+
+    def forward(self, img):
+        x = self.conv(img)
+        b, c, h, w = x.shape
+        p = self.p
+        nh, nw = h // p, w // p
+        t = x.reshape(b * c * nh, p, nw, p).transpose(1, 2).reshape(b, c, nh * nw, p * p).transpose(1, 3)
+        t = self.fc(t.reshape(b * p * p, nh * nw, c))
+        t = t.contiguous().view(b, p * p, nh * nw, c).transpose(1, 3).reshape(b * c * nh, nw, p, p)
+        x = t.transpose(1, 2).reshape(b, c, h, w)
+        return self.out(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+
+
+def test_unfolded_patches_with_channels_through_the_batch_axis():
+    g = _check(Unfold, torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(4)), tracer="export")
+    assert int((g.edge_type == EdgeType.LINEAR).sum()) == 4 * 4
+
+
+def test_features_left_merged_with_other_axes_are_refused_naming_the_reshape():
+    class Strided(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(D, D)
+            self.head = nn.Linear(T * D, 2)
+
+        def forward(self, x):
+            return self.head(self.fc(x).reshape(x.shape[0], -1))  # features strided across the tokens
+
+    with pytest.raises(ws.UnsupportedModuleError, match="strides the feature axis"):
+        ws.to_graph(Strided(), X)

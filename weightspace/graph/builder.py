@@ -518,6 +518,11 @@ class Builder:
             return self.tied_linear(x, w, b, label)
         if isinstance(w, Param) and w.name in self.homes and self.used.get(w.name) == "linear":
             return self.shared_linear(x, w, b, label)
+        if isinstance(x, Meta) and isinstance(w, Param) and len(w.shape) == 2 and not transposed:
+            # a layer applied to a constant table (Swin V2's position-bias MLP on relative
+            # coordinates): the table's features are POSITION nodes; its values are in the signature
+            x = Act(self.new_nodes(w.shape[1], NodeType.POSITION, 0, pos=True, label=f"{label}:constant"),
+                    -1, None, 0)
         self.use(w, "linear")
         self.use(b, "linear")
         if not isinstance(w, Param) or len(w.shape) != 2:
@@ -877,6 +882,10 @@ class Builder:
         elif isinstance(other, Act) and other.block == 1 and torch.equal(other.nodes, st.nodes):
             if op == "div" and other is b:
                 raise self.fail("dividing a statistic by the activations it was computed from")
+            return other
+        elif isinstance(other, Heads) and torch.equal(other.nodes.reshape(-1), st.nodes):
+            if op == "div" and other is b:
+                raise self.fail("dividing a statistic by the attention heads it was computed from")
             return other
         raise self.fail(f"a statistic over the features of one activation is combined ('{op}') with "
                         f"{type(other).__name__} of other neurons")
@@ -1260,6 +1269,10 @@ class Builder:
     def reduce(self, x: Any, dims: Any, keepdim: bool) -> Any:
         if isinstance(x, Stat):
             return x
+        if isinstance(x, Heads) and keepdim and dims is not None:
+            ds = {self._norm_dim(d, x.ndim) for d in ([dims] if isinstance(dims, int) else dims)}
+            if ds == {x.ndim + x.feat}:  # a statistic over each head's units (Swin V2's normalize(q))
+                return Stat(x.nodes.reshape(-1))
         if isinstance(x, (Lazy, Meta)):
             return META if isinstance(x, Meta) else x
         x = self.as_act(x, what="reduction")
@@ -1447,6 +1460,18 @@ class Builder:
         for i in flat.tolist():
             self.s.node_slots[i] |= 1 << BIAS
         return h
+
+    def score_scale(self, q: Heads, p: Param, label: str) -> None:
+        """A learned scale of each head's attention scores (Swin V2's ``logit_scale``, one per
+        head): a new ``ATTN_SCALE`` node per head holds it as its ``weight`` feature, joined by
+        ``ATTN_SCALE`` edges to the query units of its head."""
+        H, dq = q.nodes.shape
+        self.use(p, "attention-score scale")
+        nodes = self.new_nodes(H, NodeType.ATTN_SCALE, 0, pos=True, label=f"{label}:score_scale")
+        self.s.node_blocks.append(NodeBlock(nodes.clone(), WEIGHT, p.name, torch.arange(H)))
+        for i in nodes.tolist():
+            self.s.node_slots[i] |= 1 << WEIGHT
+        self.add_edges(EdgeBlock(nodes.repeat_interleave(dq), q.nodes.reshape(-1).clone(), EdgeType.ATTN_SCALE, 1, 1))
 
     def score_bias(self, q: Heads, bias: Any) -> None:
         """A learned bias added to the attention scores of each head, computed from a parameter

@@ -18,6 +18,7 @@ interleaved rotary embeddings built with ``stack`` (GPT-J), attention written wi
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -94,6 +95,36 @@ class Grid:
 
 
 @dataclass
+class Folded:
+    """An activation whose feature axis a reshape merged with other axes (MobileViT's unfolding of
+    ``[B, C, H, W]`` into patches: ``[B*C*h, p, w, p]``): ``ids`` has the tensor's shape and holds,
+    at every element, the index into ``nodes`` of the neuron it belongs to. Reshapes and
+    permutations apply to ``ids``; when the neuron index again varies along one axis only, it is
+    an :class:`Act` with that feature axis (its neurons in the order the axis holds them)."""
+
+    nodes: Tensor
+    ids: Tensor
+    layer: int
+    #: the refusal raised if anything but a reshape or permutation reads it
+    error: UnsupportedModuleError | None = None
+
+
+#: operations a :class:`Folded` value may go through
+FOLDED_OPS = frozenset({"view", "reshape", "_unsafe_view", "permute", "transpose", "contiguous", "clone", "alias"})
+
+
+def unfold_or_act(nodes: Tensor, ids: Tensor, layer: int, error: UnsupportedModuleError | None = None) -> Any:
+    """An :class:`Act` if the neuron index of ``ids`` varies along one axis only, else a :class:`Folded`."""
+    for a in range(ids.dim()):
+        rows = ids.movedim(a, -1).reshape(-1, ids.shape[a])
+        if bool((rows == rows[:1]).all()) and rows.shape[0] > 0:
+            order = rows[0]
+            if order.unique().numel() == order.numel() == nodes.numel():
+                return Act(nodes[order], a - ids.dim(), ids.dim(), layer)
+    return Folded(nodes, ids, layer, error)
+
+
+@dataclass
 class Stacked:
     """Attention heads stacked along a new last axis (``torch.stack((-x2, x1), dim=-1)``, GPT-J's
     ``rotate_every_two``), waiting for the ``flatten`` that interleaves them into one unit axis."""
@@ -122,7 +153,7 @@ def _in_shape(node: torch.fx.Node) -> tuple[int, ...] | None:
 
 
 def _tracked(v: Any) -> bool:
-    return isinstance(v, (Act, Heads, Lazy, Param, Stat, Grid, Stacked)) or type(v).__name__ in (
+    return isinstance(v, (Act, Heads, Lazy, Param, Stat, Grid, Stacked, Folded)) or type(v).__name__ in (
         "_Scores", "_Transposed")
 
 
@@ -241,6 +272,11 @@ def getitem(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     """``x[idx]`` (symbolic tracing): one feature of an activation is :class:`Unusable`; entries
     of split features (:class:`Grid`); a parameter table indexed by computed indices."""
     x, idx = args[0], args[1]
+    raw = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    if isinstance(x, Act) and any(isinstance(e, torch.fx.Node) and node_shape(e) is not None for e in raw):
+        # a tensor of indices (advanced indexing), not an integer computed from sizes
+        return _index_positions(w, x, [None if e == slice(None) else META for e in raw], _in_shape(node),
+                                node_shape(node))
     if isinstance(x, Act):
         try:
             return w.b.index(x, idx)
@@ -280,6 +316,8 @@ def index(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     (Swin's ``relative_position_bias_table[relative_position_index]``): an embedding lookup with
     computed indices — the rows become ``POSITION`` nodes, the columns units of the result."""
     x = args[0]
+    if isinstance(x, Act) and node.target is not torch.ops.aten.index_select.default:
+        return _index_positions(w, x, list(args[1]), _in_shape(node), node_shape(node))
     if not isinstance(x, Param):
         return NotImplemented
     if node.target is torch.ops.aten.index_select.default:
@@ -293,6 +331,15 @@ def index(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
         return column_table(w.b, x, w.b.where_label(node.name), node_shape(node))
     raise w.b.fail(f"parameter {x.name!r} of shape {x.shape} indexed other than along its rows by computed "
                    "indices")
+
+
+def _index_positions(w: Any, x: Act, indices: list, in_shape: tuple | None, out_shape: tuple | None) -> Any:
+    """An activation with features on its last axis indexed by computed indices on axes before
+    it (Swin V2's bias MLP output ``[positions, heads][index]``): the same neurons."""
+    if (in_shape is not None and out_shape is not None and x.feat == -1 and x.block == 1
+            and len(indices) < len(in_shape) and all(isinstance(i, Meta) or i is None for i in indices)):
+        return Act(x.nodes, -1, len(out_shape), x.layer)
+    raise w.b.fail("advanced indexing of activations other than by computed positions on axes before the features")
 
 
 def column_table(b: Any, p: Param, label: str, out_shape: tuple | None) -> Act:
@@ -366,6 +413,10 @@ def view(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     in_shape, out_shape = _in_shape(node), node_shape(node)
     if isinstance(x, Stacked):
         return _flatten_stacked(w, x, in_shape, out_shape)
+    if isinstance(x, Folded):
+        if out_shape is None:
+            raise w.b.fail("reshape of folded features without shapes; pass example_input")
+        return unfold_or_act(x.nodes, x.ids.reshape(out_shape), x.layer, x.error)
     if not isinstance(x, (Act, Grid)) or in_shape is None or out_shape is None:
         return NotImplemented
     if isinstance(x, Grid):
@@ -380,13 +431,31 @@ def view(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     k = len(out_shape) - len(before) - len(after)
     if k < 3 or tuple(out_shape[: len(before)]) != tuple(before) or (
             after and tuple(out_shape[-len(after):]) != tuple(after)):
-        return NotImplemented
-    sizes = out_shape[len(before): len(before) + k]
+        return _fold(w, x, in_shape, out_shape)
+    sizes = out_shape[len(before): len(before) + k] if k > 0 else ()
     real = [j for j, s in enumerate(sizes) if s != 1]
-    if len(real) < 3:
-        return NotImplemented
+    if k < 3 or len(real) < 3:
+        return _fold(w, x, in_shape, out_shape)
     nodes = x.nodes.reshape([sizes[j] for j in real])
     return Grid(nodes, [len(before) + j for j in real], len(out_shape), x.layer)
+
+
+def _fold(w: Any, x: Act, in_shape: tuple, out_shape: tuple) -> Any:
+    """A reshape the builder's rules do not follow (the features merged with other axes): left to
+    them when they can, else tracked element by element (:class:`Folded`)."""
+    try:
+        return w.b.reshape(x, in_shape, out_shape)
+    except UnsupportedModuleError as err:
+        if x.block != 1 or math.prod(in_shape) > _FOLD_MAX:
+            raise
+        error = err
+    f = len(in_shape) + x.feat
+    ids = torch.arange(len(x)).view([len(x) if d == f else 1 for d in range(len(in_shape))]).expand(in_shape)
+    return unfold_or_act(x.nodes, ids.reshape(out_shape), x.layer, error)
+
+
+#: the largest activation (elements of the example's tensor) tracked element by element when folded
+_FOLD_MAX = 1 << 24
 
 
 @register(aten=("permute",), methods=("permute",))
@@ -395,6 +464,9 @@ def permute(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     x = args[0]
     if isinstance(x, Param):
         return param_view(w, node, args, kwargs)
+    if isinstance(x, Folded):
+        perm = list(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else list(args[1:])
+        return unfold_or_act(x.nodes, x.ids.permute(perm), x.layer, x.error)
     if not isinstance(x, Grid):
         return NotImplemented
     perm = list(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else list(args[1:])
@@ -410,6 +482,8 @@ def transpose(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     x = args[0]
     if isinstance(x, Param):
         return param_view(w, node, args, kwargs)
+    if isinstance(x, Folded):
+        return unfold_or_act(x.nodes, x.ids.transpose(args[1], args[2]), x.layer, x.error)
     if not isinstance(x, Grid):
         return NotImplemented
     perm = list(range(x.ndim))
@@ -592,3 +666,43 @@ def addcmul(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
 def recurrent(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     """Recurrent layers are refused with the reason (:data:`RECURRENT_REASON`)."""
     raise w.b.fail(RECURRENT_REASON.format(f"aten.{node.target.name().split('::')[-1].split('.')[0]}"))
+
+
+@register(functions=(torch.nn.functional.normalize,))
+def normalize(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.normalize(x, p, dim)`` over the features (or each head's units): a parameter-free
+    normalization, the same neurons (``p`` and ``eps`` are in the structural signature)."""
+    x, dim = args[0], _arg(args, kwargs, 2, "dim", 1)
+    if isinstance(x, Heads) and dim % x.ndim == x.ndim + x.feat:
+        return x
+    if isinstance(x, Act) and x.block == 1 and (dim == x.feat or x.ndim is not None and dim % x.ndim == x.ndim + x.feat):
+        return x
+    if not _tracked(x):
+        return NotImplemented
+    raise w.b.fail(f"normalize along axis {dim}, which is not the feature axis")
+
+
+@register(functions=(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.log1p, torch.expm1,
+                     torch.sign, torch.log2))
+def elementwise(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """An element-wise function of one tensor with constant arguments (its arguments are in the
+    structural signature): the same neurons, or the same parameter (``clamp(logit_scale)``)."""
+    x = args[0] if args else kwargs.get("input")
+    if isinstance(x, (Act, Heads, Lazy, Stat, Param)):
+        if any(_tracked(a) for a in list(args[1:]) + list(kwargs.values())):
+            raise w.b.fail(f"{getattr(node.target, '__name__', node.target)} with tensor-valued bounds")
+        return x
+    return NotImplemented
+
+
+@register(aten=("upsample_bilinear2d", "upsample_bicubic2d", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa",
+                "upsample_nearest1d", "upsample_linear1d", "_upsample_nearest_exact2d", "upsample_nearest2d"))
+def resample(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Spatial resampling (``F.interpolate`` under torch.export): every channel on its own, the same
+    neurons; mode, sizes and ``align_corners`` are in the structural signature."""
+    x = args[0]
+    if isinstance(x, Act):
+        if x.ndim is not None and x.ndim + x.feat != 1:
+            raise w.b.fail("resampling a tensor whose channels are not on axis 1")
+        return x
+    return NotImplemented

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import operator
 from typing import Any
 
@@ -117,7 +118,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores, ops.Grid, ops.Stacked)):
+            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores, ops.Grid, ops.Stacked, ops.Folded)):
                 found = True
             return x
 
@@ -150,6 +151,8 @@ class _Walker:
                 res = self.b.attention(a.q, a.k, ops.one_head(v) if a.single else v, self.b.where_label(name))
                 for bias in a.biases:
                     self.b.score_bias(a.q, bias)
+                for scale in a.scales:
+                    self.b.score_scale(a.q, scale, self.b.where_label(name))
                 return Act(res.nodes.reshape(-1), v.feat, v.ndim, res.layer) if a.single else res
         if not found:
             return None
@@ -157,7 +160,11 @@ class _Walker:
         if others and name in ("add", "add_") and len(found) == 1 and len(others) == 1 \
                 and isinstance(others[0], Act):
             s = found[0]  # a per-head bias looked up from a parameter table (relative position bias)
-            return _Scores(s.q, s.k, s.single, s.biases + [others[0]])
+            return _Scores(s.q, s.k, s.single, s.biases + [others[0]], s.scales)
+        if others and name in ("mul", "mul_") and len(found) == 1 and len(others) == 1 \
+                and isinstance(others[0], Param) and math.prod(others[0].shape) == found[0].q.nodes.shape[0]:
+            s = found[0]  # a learned per-head scale of the scores (Swin V2's logit scale)
+            return _Scores(s.q, s.k, s.single, s.biases, s.scales + [others[0]])
         if others:
             raise self.b.fail(f"attention scores combined ('{name or 'matmul'}') with "
                               f"{type(others[0]).__name__} (a learned bias or another use of the scores)")
@@ -279,6 +286,12 @@ class _Walker:
                     self.env[node] = META  # only its shape is read
                     continue
                 raise dead.error
+            folded = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Folded)), None)
+            if folded is not None:
+                op = aten_name(node.target) or (node.target if isinstance(node.target, str) else
+                                                getattr(node.target, "__name__", ""))
+                if op not in ops.FOLDED_OPS:
+                    raise folded.error or b.fail(f"{op} of features merged with other axes")
             if node.op == "call_module":
                 mod = self.gm.get_submodule(node.target)
                 b._where, b._kind = str(node.target), type(mod).__name__
@@ -720,8 +733,9 @@ class _Scores:
     """Attention scores ``q @ k^T`` of query heads ``q`` and key heads ``k``; ``single``: one head
     held as activations; ``biases``: per-head score biases added to them."""
 
-    def __init__(self, q: Heads, k: Heads, single: bool = False, biases: list | None = None):
-        self.q, self.k, self.single, self.biases = q, k, single, list(biases or [])
+    def __init__(self, q: Heads, k: Heads, single: bool = False, biases: list | None = None,
+                 scales: list | None = None):
+        self.q, self.k, self.single, self.biases, self.scales = q, k, single, list(biases or []), list(scales or [])
 
 
 def _hashable(fn: Any) -> bool:
@@ -749,9 +763,14 @@ class _Transposed:
 
 
 def _first_tracked(args: tuple) -> Any:
-    """The first argument that is an activation (or a statistic of one), else META."""
+    """The first argument that is an activation (or a statistic of one), else the first parameter
+    (a parameter through a fixed function before use, e.g. Swin V2's ``clamp(logit_scale).exp()``;
+    the function is in the structural signature), else META."""
     for a in args:
         if isinstance(a, (Act, Heads, Lazy, Stat)):
+            return a
+    for a in args:
+        if isinstance(a, Param):
             return a
     return META
 

@@ -35,6 +35,9 @@ class NodeType(IntEnum):
     #: looked up by relative position (T5's relative attention bias, Swin's relative position bias
     #: table); ``ATTN_BIAS`` edges add it to the scores of its head
     ATTN_BIAS = 13
+    #: one head's learned score scale (Swin V2's ``logit_scale``), stored as the node's ``weight``
+    #: feature; ``ATTN_SCALE`` edges join it to the query units of its head
+    ATTN_SCALE = 14
 
 
 class EdgeType(IntEnum):
@@ -71,6 +74,9 @@ class EdgeType(IntEnum):
     #: joins a head's score-bias unit (``NodeType.ATTN_BIAS``) to every query unit of that head: the
     #: bias is added to the head's attention scores before the softmax (structural)
     ATTN_BIAS = 19
+    #: joins a head's score-scale node (``NodeType.ATTN_SCALE``) to every query unit of that head: the
+    #: head's scores are multiplied by it before the softmax (structural)
+    ATTN_SCALE = 20
 
 
 class Activation(IntEnum):
@@ -105,7 +111,8 @@ BIAS, WEIGHT, SHIFT, RUNNING_MEAN, RUNNING_VAR = range(len(NODE_FEATURES))
 #: Edge types that carry no weights (a constant 1 marking how neurons are wired).
 STRUCTURAL_EDGE_TYPES: frozenset[int] = frozenset(
     {EdgeType.RESIDUAL, EdgeType.ATTN_QK, EdgeType.ATTN_HEAD, EdgeType.IDENTITY, EdgeType.PRODUCT,
-     EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP, EdgeType.AXIS, EdgeType.ATTN_BIAS}
+     EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP, EdgeType.AXIS, EdgeType.ATTN_BIAS,
+     EdgeType.ATTN_SCALE}
 )
 
 #: Node types whose members may be permuted among themselves without changing the function.
