@@ -10,10 +10,14 @@ table) and ``walker.scores`` (attention written with matrix products).
 
 The handlers cover idioms of third-party model code: ``where``/``masked_fill`` masks, a single
 feature picked out of an activation only for its shape (BART), parameter vectors reshaped into
-heads (DeBERTa's ``q_bias``), tables indexed by relative position (Swin), fused q/k/v projections
-split into three or more axes (BLOOM's ``[B, N, heads, 3, d]``, timm's ``[B, N, 3, heads, d]``),
-interleaved rotary embeddings built with ``stack`` (GPT-J), attention written with ``einsum``
-(CvT) or ``baddbmm`` (BLOOM's ALiBi), and attention with one head whose head axis has size 1.
+heads (DeBERTa's ``q_bias``), tables indexed by relative position (Swin, LeViT), fused q/k/v
+projections split into three or more axes (BLOOM's ``[B, N, heads, 3, d]``, timm's
+``[B, N, 3, heads, d]``), interleaved rotary embeddings built with ``stack`` (GPT-J), attention
+written with ``einsum`` (CvT) or ``baddbmm`` (BLOOM's ALiBi), attention with one head whose head
+axis has size 1, splits along the tokens (CvT), features merged with the batch axis and unfolded
+back (MobileViT), ``normalize`` and element-wise functions of parameters (Swin V2), functional
+norms, ``addcmul`` and resampling; recurrent layers are refused with the reason. The design note
+``docs/design-notes/converter-coverage.md`` lists how each is represented.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from .builder import META, Act, EdgeBlock, Heads, Lazy, Meta, Param, Stat
 from .errors import UnsupportedModuleError
 from .vocab import EdgeType, NodeType
 
-__all__ = ["ATEN", "FUNCTIONS", "METHODS", "PRODUCTS", "Grid", "Unusable", "node_shape", "register"]
+__all__ = ["ATEN", "FUNCTIONS", "METHODS", "PRODUCTS", "SCORE_TYPES", "TRACKED_TYPES", "Folded", "Grid", "Stacked",
+           "Unusable", "node_shape", "one_head", "register", "unfold_or_act"]
 
 #: why recurrent layers are refused (``nn.RNN``/``nn.LSTM``/``nn.GRU``, ``aten.lstm``, ...)
 RECURRENT_REASON = (
@@ -152,9 +157,15 @@ def _in_shape(node: torch.fx.Node) -> tuple[int, ...] | None:
     return node_shape(node.args[0]) if node.args else None
 
 
+#: value types of the walker that stand for activations or parameters besides the builder's (attention
+#: scores, transposed weights); :mod:`weightspace.graph.trace` adds its own at import
+TRACKED_TYPES: list[type] = []
+#: value types of attention scores (added by :mod:`weightspace.graph.trace`)
+SCORE_TYPES: list[type] = []
+
+
 def _tracked(v: Any) -> bool:
-    return isinstance(v, (Act, Heads, Lazy, Param, Stat, Grid, Stacked, Folded)) or type(v).__name__ in (
-        "_Scores", "_Transposed")
+    return isinstance(v, (Act, Heads, Lazy, Param, Stat, Grid, Stacked, Folded, *TRACKED_TYPES))
 
 
 def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
@@ -554,7 +565,7 @@ def einsum(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     if not (p1 == p2 == po):
         raise w.b.fail(f"einsum {eq!r} is not a batched matrix product")
     a, b = ops
-    if not all(isinstance(o, (Act, Heads)) or type(o).__name__ == "_Scores" for o in ops):
+    if not all(isinstance(o, (Act, Heads, *SCORE_TYPES)) for o in ops):
         raise w.b.fail(f"einsum {eq!r} of {type(a).__name__} and {type(b).__name__}: only attention written "
                        "as batched matrix products of activations is supported")
     if k1 == k2 and io == i1 and jo == j2:  # a @ b^T

@@ -753,6 +753,8 @@ def _flat(args: tuple, kwargs: dict) -> list:
 
 
 _MATMUL_FUNCTIONS = {torch.matmul: "matmul", operator.matmul: "matmul", torch.bmm: "bmm"}
+ops.SCORE_TYPES.append(_Scores)
+ops.TRACKED_TYPES.append(_Scores)
 
 
 class _Transposed:
@@ -760,6 +762,9 @@ class _Transposed:
 
     def __init__(self, param: Param):
         self.param = param
+
+
+ops.TRACKED_TYPES.append(_Transposed)
 
 
 def _first_tracked(args: tuple) -> Any:
