@@ -103,6 +103,7 @@ class _Walker:
         self.gm = gm
         self.env: dict[torch.fx.Node, Any] = {}
         self.constants_seen: set[torch.fx.Node] = set()
+        self.node_order: dict[torch.fx.Node, int] | None = None
 
     # -- helpers --------------------------------------------------------------------------
     def val(self, a: Any) -> Any:
@@ -226,34 +227,47 @@ class _Walker:
     def record_constants(self, node: torch.fx.Node) -> None:
         """Constants computed inside ``forward`` that feed an operation on activations or
         parameters (relative-position buckets and their clamp distance, masks): every operation
-        on the way, with its plain arguments (sizes from the example input left out), once."""
-        for n in node.all_input_nodes:
+        on the way, with its plain arguments (sizes from the example input left out), once, in
+        the order they were computed."""
+        found: list[torch.fx.Node] = []
+        stack = list(node.all_input_nodes)
+        while stack:  # the constant-valued operations upstream of ``node`` not recorded yet
+            n = stack.pop()
             if n in self.constants_seen or n.op not in ("call_function", "call_method") \
                     or not isinstance(self.env.get(n), Meta):
                 continue
             self.constants_seen.add(n)
-            self.record_constants(n)
-            name = aten_name(n.target)
-            args, kwargs = n.args, n.kwargs
-            path = _where(n)[0]
-            if name is None:
-                label = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
-                self.record(f"constant.{label}", [(f"arg{i}", a) for i, a in enumerate(args)]
-                            + sorted(kwargs.items()), path)
+            found.append(n)
+            stack.extend(n.all_input_nodes)
+        if not found:
+            return
+        if self.node_order is None:
+            self.node_order = {n: i for i, n in enumerate(node.graph.nodes)}
+        for n in sorted(found, key=self.node_order.__getitem__):
+            self._record_constant(n)
+
+    def _record_constant(self, n: torch.fx.Node) -> None:
+        name = aten_name(n.target)
+        args, kwargs = n.args, n.kwargs
+        path = _where(n)[0]
+        if name is None:
+            label = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+            self.record(f"constant.{label}", [(f"arg{i}", a) for i, a in enumerate(args)] + sorted(kwargs.items()),
+                        path)
+            return
+        if name in _NO_OP_ATEN or name in _DROPOUT_ATEN:
+            return
+        schema = getattr(n.target, "_schema", None)
+        sized = _SIZED_ATEN.get(name, set()) | _CREATION_SIZED.get(name, set())
+        pairs = []
+        for i, arg in enumerate(schema.arguments if schema is not None else ()):
+            if arg.name in sized:
                 continue
-            if name in _NO_OP_ATEN or name in _DROPOUT_ATEN:
-                continue
-            schema = getattr(n.target, "_schema", None)
-            sized = _SIZED_ATEN.get(name, set()) | _CREATION_SIZED.get(name, set())
-            pairs = []
-            for i, arg in enumerate(schema.arguments if schema is not None else ()):
-                if arg.name in sized:
-                    continue
-                if i < len(args) and not arg.kwarg_only:
-                    pairs.append((arg.name, args[i]))
-                elif arg.name in kwargs:
-                    pairs.append((arg.name, kwargs[arg.name]))
-            self.record(f"constant.aten.{name}", pairs, path)
+            if i < len(args) and not arg.kwarg_only:
+                pairs.append((arg.name, args[i]))
+            elif arg.name in kwargs:
+                pairs.append((arg.name, kwargs[arg.name]))
+        self.record(f"constant.aten.{name}", pairs, path)
 
     def record_tensor(self, name: str, t: Any) -> None:
         """A tensor of the model outside its state dict (a non-persistent buffer, a constant)."""
