@@ -40,11 +40,12 @@ def _check(cls, x=X, tracer="auto", **kw):
     assert nx.is_directed_acyclic_graph(ws.to_networkx(g))
     torch.manual_seed(1)
     fresh = cls(**kw).eval()
+    run = lambda m: m(*x) if isinstance(x, tuple) else m(x)  # noqa: E731
     with torch.no_grad():
-        want = model(x)
-        assert not torch.equal(fresh(x), want)
+        want = run(model)
+        assert not torch.equal(run(fresh), want)
         ws.from_graph(g, fresh, spec=ws.GraphSpec.from_module(fresh, example, tracer=tracer))
-        assert torch.equal(fresh(x), want)
+        assert torch.equal(run(fresh), want)
     return g
 
 
@@ -545,3 +546,47 @@ def test_features_left_merged_with_other_axes_are_refused_naming_the_reshape():
 
     with pytest.raises(ws.UnsupportedModuleError, match="strides the feature axis"):
         ws.to_graph(Strided(), X)
+
+
+class MaskInput(nn.Module):
+    """DINOv2/BEiT: ``x * (1 - mask) + mask_token * mask`` with a per-position mask given as an input."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(D, D)
+        self.mask_token = nn.Parameter(torch.randn(1, 1, D))
+
+    def forward(self, x, masked):
+        h = self.fc(x)
+        m = masked.unsqueeze(-1).type_as(h)
+        return h * (1 - m) + self.mask_token.expand(x.shape[0], x.shape[1], -1) * m
+
+
+def test_mask_token_mixed_in_by_an_input_mask():
+    masked = torch.zeros(B, T, dtype=torch.bool)
+    masked[:, 2] = True
+    g = _check(MaskInput, (X, masked), tracer="export")
+    assert int((g.edge_type == EdgeType.TOKEN).sum()) == D
+
+
+def test_dinov2_mask_token_converts_when_the_example_input_takes_its_path():
+    transformers = pytest.importorskip("transformers")
+
+    def dino(seed):
+        torch.manual_seed(seed)
+        cfg = transformers.Dinov2Config(image_size=16, patch_size=8, num_channels=3, hidden_size=16,
+                                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+        return transformers.Dinov2Model(cfg).eval()
+
+    masked = torch.tensor([[False, True, False, False]])
+    inputs = {"pixel_values": torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(5)),
+              "bool_masked_pos": masked}
+    model, fresh = dino(0), dino(1)
+    with pytest.raises(ws.UnsupportedModuleError, match="mask_token"):
+        ws.to_graph(model, inputs["pixel_values"])
+    spec = ws.GraphSpec.from_module(model, inputs)
+    g = spec.to_graph(model.state_dict())
+    assert_state_equal(spec.to_state_dict(g), model.state_dict())
+    ws.from_graph(g, fresh, example_input=inputs)
+    with torch.no_grad():
+        assert torch.equal(fresh(**inputs).last_hidden_state, model(**inputs).last_hidden_state)

@@ -165,7 +165,7 @@ SCORE_TYPES: list[type] = []
 
 
 def _tracked(v: Any) -> bool:
-    return isinstance(v, (Act, Heads, Lazy, Param, Stat, Grid, Stacked, Folded, *TRACKED_TYPES))
+    return isinstance(v, (Act, Heads, Lazy, Param, Stat, Grid, Stacked, Folded, MaskedParam, *TRACKED_TYPES))
 
 
 def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
@@ -716,4 +716,54 @@ def resample(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
         if x.ndim is not None and x.ndim + x.feat != 1:
             raise w.b.fail("resampling a tensor whose channels are not on axis 1")
         return x
+    return NotImplemented
+
+
+# ----------------------------------------------------------------------------- per-position masks from inputs
+
+
+@dataclass
+class MaskedParam:
+    """A parameter times a per-position mask from an input (``mask_token * mask``): added to
+    activations, a learned token put in place of the masked positions."""
+
+    param: Param
+
+
+def _position_mask(v: Any, src: Any) -> bool:
+    """An input not turned into neurons, broadcast along the features (its last axis has size 1):
+    per-position data such as DINOv2's ``bool_masked_pos.unsqueeze(-1)``, not features."""
+    shape = node_shape(src)
+    return isinstance(v, Lazy) and v.act is None and not v.as_tokens and shape is not None and len(shape) > 0 \
+        and shape[-1] == 1
+
+
+@register(aten=("mul", "mul_"), functions=(operator.mul, torch.mul), methods=("mul", "mul_"))
+def mask_mul(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``x * mask`` with a per-position mask from an input: the neurons of ``x`` (a parameter: a
+    :class:`MaskedParam`)."""
+    if len(args) < 2 or len(node.args) < 2:
+        return NotImplemented
+    for i in (0, 1):
+        if _position_mask(args[i], node.args[i]):
+            other = args[1 - i]
+            if isinstance(other, (Act, Heads)):
+                return other
+            if isinstance(other, Param):
+                return MaskedParam(other)
+    return NotImplemented
+
+
+@register(aten=("add", "add_"), functions=(operator.add, torch.add), methods=("add", "add_"))
+def masked_token_add(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``x * (1 - mask) + token * mask`` (DINOv2, BEiT, MAE): a learned token put in place of the
+    masked positions, a ``TOKEN`` table of one position."""
+    if len(args) < 2:
+        return NotImplemented
+    a, b = args[0], args[1]
+    if isinstance(a, MaskedParam) or isinstance(b, MaskedParam):
+        m, x = (a, b) if isinstance(a, MaskedParam) else (b, a)
+        if not isinstance(x, Act):
+            raise w.b.fail(f"masked parameter {m.param.name!r} added to {type(x).__name__}")
+        return w.b.table(x, m.param, EdgeType.TOKEN, w.b.where_label(node.name))
     return NotImplemented

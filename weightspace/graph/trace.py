@@ -119,7 +119,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores, ops.Grid, ops.Stacked, ops.Folded)):
+            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores, ops.Grid, ops.Stacked, ops.Folded, ops.MaskedParam)):
                 found = True
             return x
 
