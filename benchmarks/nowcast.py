@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from model_zoo.archs import MLP, SmallCNN, TinyViT  # noqa: E402
 from model_zoo.data import load_dataset  # noqa: E402
-from weightspace.nowcast import Nowcaster, NowcastEnsemble  # noqa: E402
+from weightspace.nowcast import NowcastEnsemble, Nowcaster  # noqa: E402
 from weightspace.nowcast.lm import TinyGPT, example_input, lm_batch, text_corpus  # noqa: E402
 
 log = logging.getLogger("benchmarks.nowcast")

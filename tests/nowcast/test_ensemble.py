@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weightspace.graph import GraphSpec
-from weightspace.nowcast import EnsemblePlan, Nowcaster, NowcastEnsemble
+from weightspace.nowcast import EnsemblePlan, NowcastEnsemble, Nowcaster
 
 from .helpers import randomized_nowcaster, small_mlp
 
