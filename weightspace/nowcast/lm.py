@@ -48,7 +48,7 @@ from .data import Trajectory
 log = logging.getLogger(__name__)
 
 __all__ = ["TextCorpus", "text_corpus", "TinyGPT", "MHALM", "LMRecipe", "lm_batch", "lm_loss",
-           "train_lm", "lm_trajectories", "example_input", "sample_recipes", "CORPORA", "VOCAB"]
+           "train_lm", "lm_trajectories", "example_input", "sample_recipes", "CORPORA", "VOCAB", "LMRunsConfig"]
 
 VOCAB = 256  # bytes
 CORPORA = ("docs", "code")
@@ -236,6 +236,25 @@ def lm_batch(data: Tensor, batch: int, seq: int, gen: torch.Generator) -> tuple[
 def lm_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Next-byte cross-entropy (nats per byte). Shapes: ``x, y [B, T]`` -> scalar."""
     return F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+
+
+@dataclass(frozen=True)
+class LMRunsConfig:
+    """The byte-level LM runs that meta-training adds to the zoo trajectories (:func:`lm_trajectories`;
+    the ``lm`` node of ``weightspace nowcast``, schema ``schema/nowcast_lm``).
+
+    Attributes:
+        runs: training runs (0: none); steps: optimizer steps per run; every: steps between snapshots;
+        corpus: ``"code"`` or ``"docs"`` (:func:`text_corpus`); max_bytes: corpus size; seed: recipes
+        and first run seed.
+    """
+
+    runs: int = 16
+    steps: int = 1200
+    every: int = 4
+    corpus: str = "code"
+    max_bytes: int = 1 << 20
+    seed: int = 0
 
 
 @dataclass(frozen=True)
