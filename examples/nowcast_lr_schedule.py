@@ -39,7 +39,7 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     handle = ws.Nowcaster.pretrained().attach(model, opt, total_steps=total_steps_from_scheduler(sched))
 
-    for step in range(steps):
+    for _step in range(steps):
         for _ in range(args.accumulate):           # gradient accumulation: one optimizer step per `accumulate` batches
             i = torch.randint(0, len(data.x_train), (32,))
             loss = F.cross_entropy(model(data.x_train[i]), data.y_train[i]) / args.accumulate

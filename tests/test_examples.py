@@ -8,6 +8,7 @@ so the package is imported once for all of them; one of them also runs as a sepa
 from __future__ import annotations
 
 import importlib.util
+import os
 import runpy
 import subprocess
 import sys
@@ -57,13 +58,7 @@ def test_example_runs_fast(script, tmp_path, monkeypatch, capsys):
 def test_example_runs_as_a_script(tmp_path):
     """``python examples/convert_model.py --fast`` from another folder, in a fresh process."""
     proc = subprocess.run([sys.executable, str(EXAMPLES / "convert_model.py"), "--fast"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={**_env(), "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "round trip exact=True" in proc.stdout
     assert (tmp_path / "runs" / "examples" / "convert_model" / "graph.pt").exists()
-
-
-def _env() -> dict:
-    import os
-
-    return dict(os.environ)
