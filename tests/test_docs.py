@@ -2,8 +2,8 @@
 
 Blocks of one page run in order in one namespace (as a reader pastes them into one session), in an
 empty temporary folder. A block preceded by ``<!-- docs-test: skip (reason) -->`` is not run (it
-needs files a test machine does not have, e.g. CIFAR-10); a page holding
-``<!-- docs-test: requires MODULE -->`` is skipped when ``MODULE`` is not installed.
+needs files a test machine does not have, e.g. CIFAR-10); a block preceded by
+``<!-- docs-test: requires MODULE -->`` runs only when ``MODULE`` is installed (an optional extra).
 """
 
 from __future__ import annotations
@@ -24,12 +24,18 @@ PAGES = sorted([DOCS / "getting-started.md", *(DOCS / "guides").glob("*.md")])
 #: pages whose blocks take more than ~20 s on one CPU thread
 SLOW_PAGES = {"generate.md"}
 
-_BLOCK = re.compile(r"(<!-- docs-test: skip[^>]*-->\s*\n)?```python\n(.*?)```", flags=re.S)
+_BLOCK = re.compile(r"(?:<!-- docs-test: (skip|requires (\S+))[^>]*-->\s*\n)?```python\n(.*?)```", flags=re.S)
 
 
-def python_blocks(page: Path) -> list[str]:
-    """The page's Python blocks that are meant to run, in order."""
-    return [code for skip, code in _BLOCK.findall(page.read_text()) if not skip]
+def python_blocks(page: Path | str) -> list[str]:
+    """The page's Python blocks that are meant to run here, in order."""
+    text = page if isinstance(page, str) else page.read_text()
+    out = []
+    for marker, module, code in _BLOCK.findall(text):
+        if marker == "skip" or (module and importlib.util.find_spec(module) is None):
+            continue
+        out.append(code)
+    return out
 
 
 def test_every_guide_has_a_runnable_block():
@@ -41,9 +47,10 @@ def test_every_guide_has_a_runnable_block():
 
 def test_skip_marker_is_recognised():
     """Sensitivity check of the extractor: a skip marker drops exactly the block after it."""
-    page = "a\n```python\nx = 1\n```\n<!-- docs-test: skip (needs files) -->\n```python\nraise SystemExit\n```\n"
-    blocks = [code for skip, code in _BLOCK.findall(page) if not skip]
-    assert blocks == ["x = 1\n"]
+    page = ("a\n```python\nx = 1\n```\n<!-- docs-test: skip (needs files) -->\n```python\nraise SystemExit\n```\n"
+            "<!-- docs-test: requires no_such_module_xyz -->\n```python\nimport no_such_module_xyz\n```\n"
+            "<!-- docs-test: requires json -->\n```python\nimport json\n```\n")
+    assert python_blocks(page) == ["x = 1\n", "import json\n"]
 
 
 @pytest.mark.parametrize(
@@ -53,10 +60,6 @@ def test_skip_marker_is_recognised():
 def test_page_blocks_run(page: Path, tmp_path, monkeypatch):
     import torch
 
-    text = page.read_text()
-    for module in re.findall(r"<!-- docs-test: requires (\S+) -->", text):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{page.name} needs {module}")
     blocks = python_blocks(page)
     if not blocks:
         pytest.skip(f"{page.name} has no python blocks")
