@@ -33,7 +33,10 @@ CHECKPOINTS = ROOT / "weightspace" / "checkpoints"
 META_KEYS = ("command", "date", "machine", "platform", "processor", "torch", "transformers", "cuda", "threads",
              "load_avg_start", "load_avg_end", "load_average_start", "load_average_end", "load_average_before",
              "load_average_after", "note", "wall_seconds", "total_time_s", "total_s", "seconds", "wall_s")
-MAX_ROWS = 600  # rows of the flat figure table per page; the JSON file itself holds the rest
+MAX_ROWS = 600
+#: checkpoint format -> (guide page, title): the card links to the guide that uses it
+GUIDES = {"weightspace.nowcaster": ("nowcast.md", "Nowcasting"), "weightspace.hypernet": ("hypernetwork.md", "Hypernetwork"),
+          "weightspace.predictor": ("predict.md", "Predict accuracy"), "weightspace.diffusion": ("generate.md", "Generate weights")}  # rows of the flat figure table per page; the JSON file itself holds the rest
 
 
 def _title(name: str) -> str:
@@ -43,7 +46,7 @@ def _title(name: str) -> str:
 def _commit_date(path: Path) -> str:
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=format:%Y-%m-%d %H:%M UTC", "--",
-                              str(path.relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True,
+                              str(path.resolve().relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True,
                              timeout=20, env={"TZ": "UTC", "PATH": "/usr/bin:/bin:/usr/local/bin"})
         return out.stdout.strip() or "not committed"
     except (OSError, subprocess.SubprocessError):
@@ -86,12 +89,12 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def _demote(md: str) -> str:
-    """The script's report under the page's own title: its headings one level down."""
+    """The script's report under the page's section heading: its headings two levels down."""
     out, fence = [], False
     for line in md.splitlines():
         if line.startswith("```"):
             fence = not fence
-        out.append("#" + line if not fence and re.match(r"#{1,5} ", line) else line)
+        out.append("##" + line if not fence and re.match(r"#{1,4} ", line) else line)
     return "\n".join(out)
 
 
@@ -148,11 +151,24 @@ def model_card_page(ckpt: Path) -> str:
         lines += [text, ""]
     else:
         lines += [f"# Model card: `{name}`", "",
-                  f"`weightspace/checkpoints/{name}/` has no `README.md` model card yet; the fields of its "
-                  "`config.json` follow.", ""]
+                  f"`weightspace/checkpoints/{name}/` has no `README.md` model card yet; what its "
+                  "`config.json` records follows.", ""]
     cfg = ckpt / "config.json"
     if cfg.exists():
-        rows = _flatten(json.loads(cfg.read_text()))
+        doc = json.loads(cfg.read_text())
+        fmt = doc.get("format", "") if isinstance(doc, dict) else ""
+        extras = doc.get("extras", {}) if isinstance(doc, dict) else {}
+        lines += ["| recorded | value |", "|---|---|", f"| format | `{fmt or 'unknown'}` |"]
+        if isinstance(extras, dict):
+            for k, v in extras.items():
+                if k == "command" or k == "trained_on" or "val" in k or k in ("steps", "seconds", "train_minutes"):
+                    lines.append(f"| {k} | {'`' + str(v) + '`' if k == 'command' else _fmt(v)} |")
+            for k, v in (extras.get("final") or {}).items() if isinstance(extras.get("final"), dict) else []:
+                lines.append(f"| final {k} | {_fmt(v)} |")
+        if fmt in GUIDES:
+            lines += ["", f"How to use it: [{GUIDES[fmt][1]}](../guides/{GUIDES[fmt][0]})."]
+        lines.append("")
+        rows = _flatten(doc)
         lines += ["## `config.json`", "", f'??? note "{len(rows)} fields"', "", "    | key | value |",
                   "    |---|---|"]
         lines += [f"    | `{k}` | {v} |" for k, v in rows[:MAX_ROWS]]
