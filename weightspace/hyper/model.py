@@ -540,7 +540,10 @@ def _load_legacy(stem: Path) -> GraphHyperNetwork:
 
 def load_hypernetwork(path: str | os.PathLike | None = None,
                       map_location: str | torch.device = "cpu") -> GraphHyperNetwork:
-    """Load a saved hypernetwork; ``None`` loads the shipped checkpoint.
+    """Load a saved hypernetwork; ``None`` loads the shipped checkpoint ``hypernet``.
+
+    A checkpoint of :class:`~weightspace.hyper.ghn.GHN` (``hypernet-digits``, ``hypernet-mnist1d``,
+    or a directory written by it) loads as a ``GHN``.
 
     Alias of :meth:`GraphHyperNetwork.from_pretrained` that also reads, for one release, the old
     layout written by earlier versions (``<stem>.safetensors`` + ``<stem>.json``).
@@ -559,6 +562,13 @@ def load_hypernetwork(path: str | os.PathLike | None = None,
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
     if not p.is_dir() and stem.with_suffix(".json").is_file():
         return _load_legacy(stem).to(map_location)
+    from weightspace.pretrained import read_checkpoint_doc
+
+    from .ghn import GHN
+
+    _, doc = read_checkpoint_doc(path, "hypernetwork")
+    if doc.get("format") == GHN.checkpoint_format:
+        return GHN.from_pretrained(path, map_location=map_location)
     return GraphHyperNetwork.from_pretrained(path, map_location=map_location)
 
 
