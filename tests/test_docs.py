@@ -84,8 +84,10 @@ def test_mkdocs_build_strict(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     # the generated pages exist: one per results file and per shipped checkpoint
-    for results in (ROOT / "benchmarks" / "results").glob("*.json"):
-        assert (site / "benchmarks" / results.stem / "index.html").exists(), results.name
+    results_dir = ROOT / "benchmarks" / "results"
+    for results in results_dir.rglob("*.json"):
+        page = site / "benchmarks" / results.relative_to(results_dir).with_suffix("") / "index.html"
+        assert page.exists(), f"no generated page for {results}"
     for ckpt in (ROOT / "weightspace" / "checkpoints").iterdir():
         if (ckpt / "config.json").exists():
             assert (site / "model-cards" / ckpt.name / "index.html").exists(), ckpt.name

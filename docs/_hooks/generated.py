@@ -105,8 +105,9 @@ def benchmark_page(json_path: Path) -> str:
     except json.JSONDecodeError as e:
         raise ValueError(f"docs hook: {json_path} is not valid JSON ({e}); fix or remove the results file") from e
     meta = _meta(data)
+    rel = json_path.resolve().relative_to(RESULTS).as_posix()
     lines = [f"# Benchmark: {_title(name)}", "",
-             f"Generated at build time from `benchmarks/results/{json_path.name}`; rerun the command below "
+             f"Generated at build time from `benchmarks/results/{rel}`; rerun the command below "
              "and rebuild the docs to update it.", "",
              "| run | recorded |", "|---|---|"]
     meta.setdefault("date", f"{_commit_date(json_path)} (commit of the results file)")
@@ -190,7 +191,13 @@ def model_card_index(names: list[str]) -> str:
 
 
 def _benchmarks() -> list[Path]:
-    return sorted(RESULTS.glob("*.json"))
+    """Every results file, those in sub-folders (e.g. ``nowcast_variants/``) included."""
+    return sorted(RESULTS.rglob("*.json"), key=lambda p: (len(p.relative_to(RESULTS).parts), str(p)))
+
+
+def _page(p: Path) -> str:
+    """``benchmarks/<sub>/<name>.md`` for ``benchmarks/results/<sub>/<name>.json``."""
+    return "benchmarks/" + p.relative_to(RESULTS).with_suffix(".md").as_posix()
 
 
 def _checkpoints() -> list[Path]:
@@ -211,7 +218,12 @@ def _fill_nav(nav: list, title: str, entries: list) -> bool:
 
 def on_config(config: Any) -> Any:
     if config.nav:
-        bench = [f"benchmarks/{p.stem}.md" for p in _benchmarks()]
+        top = [_page(p) for p in _benchmarks() if p.parent == RESULTS]
+        subs: dict[str, list[str]] = {}
+        for p in _benchmarks():
+            if p.parent != RESULTS:
+                subs.setdefault(p.parent.relative_to(RESULTS).as_posix(), []).append(_page(p))
+        bench = top + [{_title(k): v} for k, v in subs.items()]
         cards = [f"model-cards/{p.name}.md" for p in _checkpoints()]
         _fill_nav(config.nav, "Benchmarks", ["benchmarks/index.md", *bench])
         _fill_nav(config.nav, "Model cards", ["model-cards/index.md", *cards])
@@ -221,11 +233,12 @@ def on_config(config: Any) -> Any:
 def on_files(files: Files, config: Any) -> Files:
     benches = _benchmarks()
     for p in benches:
-        files.append(File.generated(config, f"benchmarks/{p.stem}.md", content=benchmark_page(p)))
+        files.append(File.generated(config, _page(p), content=benchmark_page(p)))
         png = p.with_suffix(".png")
         if png.exists():
-            files.append(File.generated(config, f"benchmarks/{png.name}", abs_src_path=str(png)))
-    files.append(File.generated(config, "benchmarks/index.md", content=benchmark_index([p.stem for p in benches])))
+            files.append(File.generated(config, _page(p)[:-3] + ".png", abs_src_path=str(png)))
+    names = [p.relative_to(RESULTS).with_suffix("").as_posix() for p in benches]
+    files.append(File.generated(config, "benchmarks/index.md", content=benchmark_index(names)))
     ckpts = _checkpoints()
     for p in ckpts:
         files.append(File.generated(config, f"model-cards/{p.name}.md", content=model_card_page(p)))
