@@ -379,21 +379,22 @@ def main() -> None:
     ghn = GHN.from_pretrained(name)
     space = CellSpace(args.data)
     path = out / "hyper.json"
-    doc = json.loads(path.read_text()) if path.is_file() else {}
-    if not isinstance(doc, dict) or any(not isinstance(v, dict) or "rows" not in v for v in doc.values()):
-        doc = {}
     meta = {"checkpoint": name, "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads,
             "torch": torch.__version__, "seed": args.seed, "load_start": load0, "per_split": args.per_split,
             "trained": args.trained, "max_epochs": args.max_epochs, "patience": args.patience}
-    part = doc[args.data] = {"meta": meta, "rows": {}}
+    part = {"meta": meta, "rows": {}}
 
     def save() -> None:
         meta["load_end"] = round(os.getloadavg()[0], 1)
         meta["wall_minutes"] = round((time.perf_counter() - t0) / 60, 1)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
+        current = json.loads(path.read_text()) if path.is_file() else {}  # other datasets' parts, as on disk
+        if not isinstance(current, dict) or any(not isinstance(v, dict) or "rows" not in v for v in current.values()):
+            current = {}
+        current[args.data] = part
+        tmp = path.with_suffix(f".{args.data}.tmp")
+        tmp.write_text(json.dumps(current, indent=1))
         tmp.replace(path)
 
     for split in args.splits.split(","):

@@ -133,3 +133,63 @@ def test_old_name_still_loads_the_first_hypernetwork():
     from weightspace.hyper import GraphHyperNetwork
 
     assert isinstance(load_hypernetwork("hypernet"), GraphHyperNetwork)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from model_zoo import load_dataset
+
+    return load_dataset("digits", seed=0)
+
+
+def _bn_archs(n: int) -> list[nn.Module]:
+    configs = [c for c in CellSpace("digits").split("test", 40, seed=5) if c.get("norm") == "bn"][:n]
+    assert len(configs) == n
+    return [build_arch(c) for c in configs]
+
+
+def _acc(model: nn.Module, x, y, train_mode: bool) -> float:
+    model.train(train_mode)
+    with torch.no_grad():
+        return float((model(x).argmax(-1) == y).float().mean())
+
+
+def test_recalibrated_batchnorm_eval_mode_is_at_least_train_mode(digits):
+    from weightspace.hyper import recalibrate_batchnorm
+
+    ghn = GHN.from_pretrained("hypernet-digits")
+    train_mode, eval_mode, stale = [], [], []
+    for model in _bn_archs(6):
+        ghn(model)
+        train_mode.append(_acc(model, digits.x_test, digits.y_test, True))
+        stale.append(_acc(model, digits.x_test, digits.y_test, False))  # predicted statistics 0 / 1
+        recalibrate_batchnorm(model, digits.x_train)
+        eval_mode.append(_acc(model, digits.x_test, digits.y_test, False))
+    assert np.mean(eval_mode) >= np.mean(train_mode) - 0.01, (eval_mode, train_mode)
+    assert min(e - t for e, t in zip(eval_mode, train_mode)) >= -0.05, (eval_mode, train_mode)
+    # sensitivity: without the recalibration, eval mode uses the placeholder statistics and is worse
+    assert np.mean(stale) < np.mean(eval_mode) - 0.05, (stale, eval_mode)
+
+
+def test_shipped_digits_checkpoint_beats_random_init_on_unseen_architectures(digits):
+    from weightspace.hyper import recalibrate_batchnorm
+
+    ghn = GHN.from_pretrained("hypernet-digits")
+    pred, rand = [], []
+    for i, c in enumerate(CellSpace("digits").split("test", 6, seed=11)):
+        torch.manual_seed(i)
+        model = build_arch(c)
+        recalibrate_batchnorm(model, digits.x_train)
+        rand.append(_acc(model, digits.x_test, digits.y_test, False))
+        recalibrate_batchnorm(ghn(model), digits.x_train)
+        pred.append(_acc(model, digits.x_test, digits.y_test, False))
+    assert np.mean(pred) > np.mean(rand) + 0.1, (pred, rand)
+
+
+def test_first_hypernetwork_checks_the_data_too():
+    from weightspace.hyper import GraphHyperNetwork
+
+    hyper = GraphHyperNetwork.from_pretrained("hypernet")
+    with pytest.raises(DataMismatchError, match="30"):
+        hyper(MLP(30, 2, depth=1, width=16))
+    hyper(MLP(64, 10, depth=1, width=16))  # sensitivity: the digits shape passes

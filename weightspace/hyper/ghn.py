@@ -98,7 +98,7 @@ from .space import DATASETS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GHN", "GHNConfig", "GHNTarget", "DataMismatchError", "SHIPPED_GHN"]
+__all__ = ["GHN", "GHNConfig", "GHNTarget", "DataMismatchError", "SHIPPED_GHN", "check_data"]
 
 #: Shipped checkpoints of :class:`GHN` (``GHN.from_pretrained(name)``), one per dataset.
 SHIPPED_GHN: dict[str, str] = {"digits": "hypernet-digits", "mnist1d": "hypernet-mnist1d"}
@@ -317,6 +317,53 @@ def _segment_mean(v: Tensor, seg: Tensor, num: int) -> tuple[Tensor, Tensor]:
     return tot / cnt.clamp_min(1.0), cnt
 
 
+def check_data(model: nn.Module | None, data: str, *, force: bool = False) -> Tensor | None:
+    """A ``[1, ...]`` zero input of dataset ``data`` that ``model`` accepts and maps to its classes.
+
+    Tries ``[2, C, L]`` / ``[2, C, H, W]``, then the flattened ``[2, C*H*W]`` (MLPs that take
+    vectors), in eval mode without gradients; the output must be ``[2, classes]``.
+
+    Args:
+        model: the network (``None``: just the data's input).
+        data: a key of :data:`weightspace.hyper.space.DATASETS`.
+        force: log the mismatch as a warning and return ``None`` instead of raising.
+
+    Raises:
+        DataMismatchError: neither shape works or the outputs differ (names the model, the shapes
+            and what each attempt raised).
+    """
+    dims, c, size, k = DATASETS[data]
+    shapes = [(2, c, *([size] * dims)), (2, c * size**dims)]
+    if model is None:
+        return torch.zeros(shapes[0])[:1]
+    errors = []
+    was = model.training
+    model.eval()
+    try:
+        for shape in shapes:
+            x = torch.zeros(shape)
+            try:
+                with torch.no_grad():
+                    out = model(x)
+            except Exception as e:  # noqa: BLE001 - any failure means: not this input shape
+                errors.append(f"{list(shape)}: {type(e).__name__}: {str(e)[:200]}")
+                continue
+            if isinstance(out, Tensor) and tuple(out.shape) == (2, k):
+                return x[:1]
+            errors.append(f"{list(shape)}: output {tuple(out.shape) if isinstance(out, Tensor) else type(out)}, "
+                          f"expected (2, {k})")
+    finally:
+        model.train(was)
+    msg = (f"{type(model).__name__} does not fit the data of this hypernetwork ({data}: inputs "
+           f"{list(shapes[0][1:])} or {list(shapes[1][1:])}, {k} classes): " + "; ".join(errors) +
+           ". Use the checkpoint trained on your data (weightspace.hyper.SHIPPED_GHN), adapt the model's input "
+           "and output layers, or pass force=True to fill it anyway (predictions outside the training data)")
+    if force:
+        log.warning("%s", msg)
+        return None
+    raise DataMismatchError(msg)
+
+
 @dataclass(frozen=True)
 class GHNConfig:
     """Constructor arguments of :class:`GHN` (stored in ``config.json``).
@@ -419,46 +466,11 @@ class GHN(PretrainedMixin, nn.Module):
 
     # ------------------------------------------------------------------ targets
     def example_input(self, model: nn.Module | None = None, *, force: bool = False) -> Tensor | None:
-        """A zero batch of the checkpoint's data that ``model`` accepts (``None`` without ``data``).
-
-        Tries ``[2, C, L]`` / ``[2, C, H, W]``, then the flattened ``[2, C*H*W]``; checks that the
-        output is ``[2, classes]``.
-
-        Raises:
-            DataMismatchError: neither shape works or the outputs differ (unless ``force``).
-        """
+        """A zero batch of the checkpoint's data that ``model`` accepts (``None`` without ``data``);
+        see :func:`check_data`."""
         if not self.data:
             return None
-        dims, c, size, k = DATASETS[self.data]
-        shapes = [(2, c, *([size] * dims)), (2, c * size**dims)]
-        if model is None:
-            return torch.zeros(shapes[0])
-        errors = []
-        was = model.training
-        model.eval()
-        try:
-            for shape in shapes:
-                x = torch.zeros(shape)
-                try:
-                    with torch.no_grad():
-                        out = model(x)
-                except Exception as e:  # noqa: BLE001 - any failure means: not this input shape
-                    errors.append(f"{list(shape)}: {type(e).__name__}: {str(e)[:200]}")
-                    continue
-                if isinstance(out, Tensor) and tuple(out.shape) == (2, k):
-                    return x[:1]
-                errors.append(f"{list(shape)}: output {tuple(out.shape) if isinstance(out, Tensor) else type(out)}, "
-                              f"expected (2, {k})")
-        finally:
-            model.train(was)
-        msg = (f"{type(model).__name__} does not fit the data of this hypernetwork ({self.data}: inputs "
-               f"{list(shapes[0][1:])} or {list(shapes[1][1:])}, {k} classes): " + "; ".join(errors) +
-               ". Use the checkpoint trained on your data (weightspace.hyper.SHIPPED_GHN), adapt the model's input "
-               "and output layers, or pass force=True to fill it anyway (predictions outside the training data)")
-        if force:
-            log.warning("%s", msg)
-            return None
-        raise DataMismatchError(msg)
+        return check_data(model, self.data, force=force)
 
     def target(self, model: nn.Module, example_input: Any = None, *, force: bool = False) -> GHNTarget:
         """:class:`GHNTarget` of ``model`` (checks the data, see :meth:`example_input`)."""

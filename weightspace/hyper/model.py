@@ -476,15 +476,22 @@ class GraphHyperNetwork(PretrainedMixin, nn.Module):
         tensors = t.spec.unflatten(flat)
         return {k: tensors[t.spec.aliases.get(k, k)] for k in t.spec.keys if t.spec.aliases.get(k, k) in tensors}
 
-    def forward(self, model: nn.Module, seed: int | None = 0, example_input: Any = None) -> nn.Module:
+    def forward(self, model: nn.Module, seed: int | None = 0, example_input: Any = None, *,
+                force: bool = False) -> nn.Module:
         """Fill ``model`` with predicted weights (all or nothing) and return it.
 
         Args:
             model: a supported architecture (see module docs); its current values are ignored.
             seed: seed of the random draws added to the predicted directions (None: global RNG).
             example_input: for models only ``torch.export`` can trace (see :func:`weightspace.to_graph`).
+            force: fill a model whose inputs/outputs do not match the digits data of a checkpoint
+                trained on digits (a warning instead of :class:`~weightspace.hyper.DataMismatchError`).
         """
-        state = self.predict_state_dict(model, seed, example_input)
+        state = self.predict_state_dict(model, seed, example_input)  # unsupported modules raise first
+        if "digits" in str(self.meta.get("trained_on", "")):
+            from .ghn import check_data
+
+            check_data(model, "digits", force=force)
         current = model.state_dict(keep_vars=True)
         with torch.no_grad():
             for k, v in state.items():
