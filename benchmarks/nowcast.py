@@ -40,6 +40,9 @@ costs measured apart with the thread's CPU clock, times the jumps before the tar
 
     python benchmarks/nowcast.py                      # full run -> benchmarks/results/nowcast.{json,md,png}
     python benchmarks/nowcast.py --seeds 2 --quick    # smoke run (no files written unless --out)
+    # one process per task on a shared machine, then one report:
+    python benchmarks/nowcast.py --tasks lm_gpt --out runs/bench/lm_gpt   # (and so on per task)
+    python benchmarks/nowcast.py --merge runs/bench/mnist1d_cnn.json,...  # -> benchmarks/results/nowcast.*
 """
 
 from __future__ import annotations
@@ -318,10 +321,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="results prefix (default benchmarks/results/nowcast unless --quick)")
     ap.add_argument("--render", default=None, metavar="JSON", help="only rewrite the Markdown of a results JSON")
+    ap.add_argument("--merge", default=None, metavar="JSON,JSON", help="merge per-task result files into one report")
     args = ap.parse_args()
     if args.render:
         path = Path(args.render)
         write_md(path.with_suffix(""), json.loads(path.read_text()))
+        return
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge.split(",")]
+        merged = merge(parts)
+        write(Path(args.out or ROOT / "benchmarks/results/nowcast"), merged, merged["curves"])
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("weightspace.nowcast.hook").setLevel(logging.WARNING)  # the auto period's per-jump lines
@@ -357,9 +366,31 @@ def main() -> None:
     results["seconds"] = round(time.time() - t_start, 1)
     results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results["command"] = "python benchmarks/nowcast.py " + " ".join(sys.argv[1:])
+    results["curves"] = curves
     out = args.out or (None if args.quick else str(ROOT / "benchmarks/results/nowcast"))
     if out:
         write(Path(out), results, curves)
+
+
+def merge(parts: list[dict]) -> dict:
+    """One report from per-task runs of the same methods and seeds (each run's own baselines kept)."""
+    if len({(p["seeds"], tuple(p["methods"])) for p in parts}) != 1:
+        raise ValueError("--merge: the parts ran different seeds or methods; rerun them alike")
+    out = {k: parts[0][k] for k in ("seeds", "methods", "hook", "nowcasters")}
+    out["tasks"] = {k: v for p in parts for k, v in p["tasks"].items()}
+    out["curves"] = {k: v for p in parts for k, v in p["curves"].items()}
+    out["goals"] = goals(out)
+    out["parts"] = [{"command": p["command"], "date": p["date"], "seconds": p["seconds"], "machine": p["machine"]}
+                    for p in parts]
+    m = dict(parts[0]["machine"])
+    m["load_average_start"] = max((p["machine"]["load_average_start"] for p in parts), key=lambda v: v[0])
+    m["load_average_end"] = max((p["machine"]["load_average_end"] for p in parts), key=lambda v: v[0])
+    out["machine"] = m
+    out["seconds"] = max(p["seconds"] for p in parts)
+    out["date"] = max(p["date"] for p in parts)
+    out["command"] = "; ".join(p["command"] for p in parts) + " (run side by side), merged by python " \
+        "benchmarks/nowcast.py --merge"
+    return out
 
 
 def nowcaster_info(methods: dict) -> dict:
@@ -396,8 +427,8 @@ def write_md(prefix: Path, results: dict) -> None:
     lines = ["# Nowcasting benchmark", "",
              f"Command: `{results['command']}` ({results['date']}); {results['seeds']} seeds; {mach['processor']}, "
              f"torch {mach['torch']}, {mach['threads']} torch thread(s), {mach['cores']} cores shared with other jobs "
-             f"(load average {mach['load_average_start'][0]:.1f} at the start, {mach['load_average_end'][0]:.1f} at "
-             f"the end), so wall-clock figures are noisy; {results['seconds']:.0f} s in all.", "",
+             f"(highest load average {mach['load_average_start'][0]:.1f} at a start, {mach['load_average_end'][0]:.1f} at "
+             f"an end), so wall-clock figures are noisy; {results['seconds']:.0f} s in all.", "",
              f"Hooks: {results['hook']}. Protocol and the ensemble rule: the docstring of `benchmarks/nowcast.py`.", ""]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for tname, t in results["tasks"].items():
