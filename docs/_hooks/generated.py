@@ -36,6 +36,7 @@ META_KEYS = ("command", "date", "machine", "platform", "processor", "torch", "tr
 MAX_ROWS = 600
 #: checkpoint format -> (guide page, title): the card links to the guide that uses it
 GUIDES = {"weightspace.nowcaster": ("nowcast.md", "Nowcasting"), "weightspace.hypernet": ("hypernetwork.md", "Hypernetwork"),
+          "weightspace.ghn": ("hypernetwork.md", "Hypernetwork"),
           "weightspace.predictor": ("predict.md", "Predict accuracy"), "weightspace.diffusion": ("generate.md", "Generate weights")}  # rows of the flat figure table per page; the JSON file itself holds the rest
 
 
@@ -166,13 +167,13 @@ def model_card_page(ckpt: Path) -> str:
                     lines.append(f"| {k} | {'`' + str(v) + '`' if k == 'command' else _fmt(v)} |")
             for k, v in (extras.get("final") or {}).items() if isinstance(extras.get("final"), dict) else []:
                 lines.append(f"| final {k} | {_fmt(v)} |")
-        if fmt in GUIDES:
-            lines += ["", f"How to use it: [{GUIDES[fmt][1]}](../guides/{GUIDES[fmt][0]})."]
         lines.append("")
         rows = _flatten(doc)
         lines += ["## `config.json`", "", f'??? note "{len(rows)} fields"', "", "    | key | value |",
                   "    |---|---|"]
         lines += [f"    | `{k}` | {v} |" for k, v in rows[:MAX_ROWS]]
+        if fmt in GUIDES:
+            lines += ["", f"How to use it: [{GUIDES[fmt][1]}](../guides/{GUIDES[fmt][0]})."]
     weights = ckpt / "model.safetensors"
     if weights.exists():
         lines += ["", f"Weights: `model.safetensors`, {weights.stat().st_size / 1024:.0f} kB. Load with "
