@@ -215,3 +215,30 @@ def test_consumers_read_mixed_batches():
     assert a.shape == (4, 2) and torch.equal(a, b) and torch.equal(a, c)
     for g in graphs:
         assert torch.equal(tensor_statistics(g), tensor_statistics(dense_layout(g)))
+
+
+@pytest.mark.parametrize("stack", [0, 2])
+def test_slice_copy_paths_equal_the_one_gather_paths(monkeypatch, stack):
+    """Large inputs go through slice copies (straight into the dense view for ``encode``); small ones
+    through one gather: both give the same tensors, and decode inverts both layouts."""
+    import weightspace.graph.spec as spec_module
+
+    model = nn.Sequential(nn.Conv2d(2, 6, 7, padding=3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1),
+                          nn.Conv2d(6, 6, 1), nn.Flatten(),
+                          nn.Linear(6 * 16, 300))
+    x = torch.randn(1, 2, 4, 4)
+    sd = {k: v.double() if v.is_floating_point() and k.endswith("bias") else v for k, v in model.state_dict().items()}
+    state = {k: torch.stack([v * (i + 1) for i in range(stack)]) for k, v in sd.items()} if stack else sd
+    flat_state = ws.GraphSpec.from_module(model, x).flatten(state)
+    results = []
+    for threshold in (1 << 60, 0):  # the one-gather paths, then the slice-copy paths
+        monkeypatch.setattr(spec_module, "_COPY_PLAN_MIN", threshold)
+        spec = ws.GraphSpec.from_module(model, x)
+        xd, dense = spec.encode(state)
+        xv, values = spec.encode_values(state)
+        xf, dense_f = spec.encode(flat_state)
+        assert torch.equal(xd, xv) and torch.equal(xf, xd) and torch.equal(dense_f, dense)
+        assert torch.equal(spec.dense_edges(values), dense)
+        assert torch.equal(spec.decode(xd, dense), flat_state) and torch.equal(spec.decode(xv, values), flat_state)
+        results.append((xd, dense, values))
+    assert all(torch.equal(a, b) for a, b in zip(*results))

@@ -50,10 +50,15 @@ def _to_networkx(g: ParameterGraph) -> nx.DiGraph:
         return G
     src_t, dst_t = g.edge_index.long()
     key = (src_t * max(g.num_nodes, 1) + dst_t).numpy()
-    uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-    simple = len(uniq) == E  # no parallel edges (the usual case): every edge kept, in order
-    keep = np.arange(E) if simple else np.sort(first)  # the first of each set of parallel edges, in edge order
-    mult = [1] * E if simple else counts[inverse[keep]].tolist()
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    simple = not bool((sorted_key[1:] == sorted_key[:-1]).any())  # no parallel edges (the usual case)
+    if simple:  # every edge kept, in order
+        keep, mult = np.arange(E), [1] * E
+    else:
+        uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+        keep = np.sort(first)  # the first of each set of parallel edges, in edge order
+        mult = counts[inverse[keep]].tolist()
 
     # kernels at their true size, one read-only array per edge: each run of one kernel size is a
     # contiguous block of edge_values, viewed as [n, (T,) kh*kw]
@@ -87,11 +92,13 @@ def _add_edges(G: nx.DiGraph, src: np.ndarray, dst: np.ndarray, data: list[dict]
         G.add_edges_from(zip(src.tolist(), dst.tolist(), data))
         return
     for a, b, inner in ((src, dst, succ), (dst, src, pred)):
-        order = np.argsort(a, kind="stable")
-        a_sorted = a[order]
+        if bool((a[1:] >= a[:-1]).all()):  # already grouped (edges in order of their target, usually)
+            a_sorted, b_sorted, d_sorted = a, b.tolist(), data
+        else:
+            order = np.argsort(a, kind="stable")
+            a_sorted, b_sorted, d_sorted = a[order], b[order].tolist(), _pick(data, order)
         starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]])
         ends = np.r_[starts[1:], len(a_sorted)]
-        b_sorted, d_sorted = b[order].tolist(), _pick(data, order)
         for node, s, e in zip(a_sorted[starts].tolist(), starts.tolist(), ends.tolist()):
             inner[node].update(zip(b_sorted[s:e], d_sorted[s:e]))
 

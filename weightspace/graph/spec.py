@@ -28,7 +28,6 @@ from .param_graph import (
     merge_runs,
     pad_kernels,
     resize_kernel_grid,
-    unpad_kernels,
 )
 from .signature import first_difference
 from .trace import trace_structure
@@ -465,11 +464,11 @@ class GraphSpec:
         KH, KW = self.kernel_shape
         M = n + (self.num_edges * KH * KW if dense else self.num_values)
         if math.prod(batch) * M >= _COPY_PLAN_MIN:
-            out = self._encode_by_copies(tensors, parts[0] if parts is not None else None, batch, device)
+            out = self._encode_by_copies(tensors, parts[0] if parts is not None else None, batch, device, dense)
             if not allow_nonfinite:
                 self._check_finite_out(out, tensors, parts)
             x, e = out[..., :n].view(*batch, *self._cache["x_shape"]), out[..., n:]
-            return (x, self.dense_edges(e)) if dense else (x, e)
+            return (x, e.view(*batch, self.num_edges, KH * KW)) if dense else (x, e)
         if parts is None:
             parts = self._flat_parts(tensors, batch)
         consts, idx = self._on(device, dense)
@@ -499,18 +498,31 @@ class GraphSpec:
     # Large inputs (many checkpoints, big networks): the graph layout is mostly long runs of
     # consecutive parameter scalars (every dense layer), so encode and decode copy those runs as
     # slices and gather only the rest; same result, memcpy speed, and no full index map.
-    def _plan(self, device: torch.device) -> dict:
-        key = ("plan", device)
+    def _plan(self, device: torch.device, dense: bool = False) -> dict:
+        """Slice copies and the rest's gather, for the true-size layout or (``dense``) straight
+        into / out of the dense ``[E, KH, KW]`` layout (a strided copy per dense layer)."""
+        key = ("plan", device, dense)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         P, n_x = self.num_params, self._cache["split"][0]
         offsets = torch.tensor(list(self.offsets) + [P], dtype=torch.long)
-        seg = []  # (graph slot, theta position, length, tensor index, offset in the tensor)
+        rl = self._cache["runs"]
+        v_start, e_start = [0], [0]
+        for cnt, kh, kw in rl:
+            v_start.append(v_start[-1] + cnt * kh * kw)
+            e_start.append(e_start[-1] + cnt)
+        seg = []  # (graph slot, theta position, length, tensor index, offset in the tensor, e0, n, kh, kw)
         for g0, t0, length in self.segments.tolist():
             ti = int(torch.searchsorted(offsets, t0, right=True)) - 1
-            seg.append((g0, t0, length, ti, t0 - int(offsets[ti])))
+            v = g0 - n_x
+            r = int(torch.searchsorted(torch.tensor(v_start[1:]), v, right=True))
+            _, kh, kw = rl[r]
+            e0 = e_start[r] + (v - v_start[r]) // (kh * kw)
+            seg.append((g0, t0, length, ti, t0 - int(offsets[ti]), e0, length // (kh * kw), kh, kw))
         slot, src = self.gather_slot.long(), self.gather_src.long()
+        if dense:
+            slot = self.dense_slots(slot)
         # the gather's sources as positions in [the tensors it reads, flattened, 0, 1, -1]
         is_param = src < P
         tid = torch.searchsorted(offsets, src[is_param], right=True) - 1
@@ -533,19 +545,29 @@ class GraphSpec:
         return hit
 
     def _encode_by_copies(self, tensors: list[Tensor] | None, flat: Tensor | None, batch: tuple[int, ...],
-                          device: torch.device) -> Tensor:
-        plan = self._plan(device)
+                          device: torch.device, dense: bool = False) -> Tensor:
+        """``[..., N*5 + V]`` (or, ``dense``, ``[..., N*5 + E*KH*KW]``) by slice copies and one gather."""
+        plan = self._plan(device, dense)
         consts = self._consts.to(device)
-        out = torch.empty(*batch, self._cache["split"][0] + self.num_values, dtype=self.dtype, device=device)
-        if tensors is None:  # a flat vector
-            for g0, t0, length, _, _ in plan["segments"]:
-                out[..., g0 : g0 + length] = flat[..., t0 : t0 + length]
+        n_x = plan["n_x"]
+        KH, KW = self.kernel_shape
+        if dense:
+            out = torch.zeros(*batch, n_x + self.num_edges * KH * KW, dtype=self.dtype, device=device)
+            e4 = out[..., n_x:].view(*batch, self.num_edges, KH, KW)
+        else:
+            out = torch.empty(*batch, n_x + self.num_values, dtype=self.dtype, device=device)
+        flats = None if tensors is None else [t.reshape(*batch, -1) for t in tensors]
+        for g0, t0, length, ti, o, e0, n, kh, kw in plan["segments"]:
+            src = flat[..., t0 : t0 + length] if flats is None else flats[ti][..., o : o + length]
+            if dense:
+                oh, ow = (KH - kh) // 2, (KW - kw) // 2
+                e4[..., e0 : e0 + n, oh : oh + kh, ow : ow + kw] = src.reshape(*batch, n, kh, kw)
+            else:
+                out[..., g0 : g0 + length] = src
+        if flats is None:  # a flat vector
             ext = torch.cat([flat, consts.expand(*batch, 3) if batch else consts], dim=-1)
             out[..., plan["enc_g"]] = ext.index_select(-1, plan["enc_t"])
             return out
-        flats = [t.reshape(*batch, -1) for t in tensors]
-        for g0, _, length, ti, o in plan["segments"]:
-            out[..., g0 : g0 + length] = flats[ti][..., o : o + length]
         rest = [flats[i].to(self.dtype) for i in plan["used"]]
         ext = torch.cat([*rest, consts.expand(*batch, 3) if batch else consts], dim=-1)
         out[..., plan["enc_g"]] = ext.index_select(-1, plan["enc_local"])
@@ -584,22 +606,32 @@ class GraphSpec:
             if math.prod(batch) * (n_x + edges.shape[-2] * edges.shape[-1]) < _COPY_PLAN_MIN:  # small: one gather
                 flat = torch.cat([x.reshape(*batch, -1), edges.reshape(*batch, -1)], dim=-1)
                 return flat.index_select(-1, self._index_on("dense_dec", flat.device))
-            edges = unpad_kernels(edges, self.kernel_runs, self.kernel_shape)
+            return self._decode_by_copies(x, edges, batch, dense=True)
         if edges.shape[-1] != self.num_values:
             raise ArchitectureMismatchError(f"edge_values has {edges.shape[-1]} values, the architecture "
                                             f"stores {self.num_values}")
         if math.prod(batch) * (n_x + self.num_values) >= _COPY_PLAN_MIN:
-            plan = self._plan(x.device)
-            xf = x.reshape(*batch, -1)
-            theta = xf.new_empty(*batch, self.num_params)
-            n_x = plan["n_x"]
-            for g0, t0, length, _, _ in plan["segments"]:
-                theta[..., t0 : t0 + length] = edges[..., g0 - n_x : g0 - n_x + length]
-            theta[..., plan["dec_xt"]] = xf.index_select(-1, plan["dec_xg"])
-            theta[..., plan["dec_et"]] = edges.index_select(-1, plan["dec_eg"])
-            return theta
+            return self._decode_by_copies(x, edges, batch, dense=False)
         flat = torch.cat([x.reshape(*batch, -1), edges], dim=-1)
         return flat.index_select(-1, self._index_on("value_dec", flat.device))
+
+    def _decode_by_copies(self, x: Tensor, edges: Tensor, batch: tuple[int, ...], dense: bool) -> Tensor:
+        plan = self._plan(x.device, dense)
+        xf = x.reshape(*batch, -1)
+        theta = xf.new_empty(*batch, self.num_params)
+        n_x = plan["n_x"]
+        KH, KW = self.kernel_shape
+        e4 = edges.reshape(*batch, self.num_edges, KH, KW) if dense else None
+        for g0, t0, length, _, _, e0, n, kh, kw in plan["segments"]:
+            if dense:
+                oh, ow = (KH - kh) // 2, (KW - kw) // 2
+                theta[..., t0 : t0 + length] = e4[..., e0 : e0 + n, oh : oh + kh, ow : ow + kw].reshape(*batch, length)
+            else:
+                theta[..., t0 : t0 + length] = edges[..., g0 - n_x : g0 - n_x + length]
+        theta[..., plan["dec_xt"]] = xf.index_select(-1, plan["dec_xg"])
+        ef = edges.reshape(*batch, -1) if dense else edges
+        theta[..., plan["dec_et"]] = ef.index_select(-1, plan["dec_eg"])
+        return theta
 
     def _index_on(self, which: str, device: torch.device) -> Tensor:
         """A decode map (``"value_dec"`` or ``"dense_dec"``) on ``device``, cached per device."""
