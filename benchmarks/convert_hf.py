@@ -8,9 +8,9 @@ the MiniLM-sized model.
 Writes ``convert_hf.json`` and ``convert_hf.md``. Every measurement runs in a fresh process.
 Memory: ``peak RSS increase`` is the process's peak resident set (``getrusage`` ``ru_maxrss``) after
 the spec build and conversion minus its resident set just before them (model built, example input
-made); ``graph bytes`` counts the storage of every tensor of the ``ParameterGraph`` once (a
-broadcast ``edge_kernel`` view counts its one row); ``index maps`` are the spec's encode/decode maps,
-kept with the spec.
+made); ``graph bytes`` counts the storage of every tensor of the ``ParameterGraph`` once (weights at
+their true kernel size, ``kernel_runs`` a few rows); ``index maps`` are the spec's slice segments and
+gather maps, kept with the spec.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def convert_once(name: str) -> dict:
     g = spec.to_graph(state)
     t2 = time.perf_counter()
     max1 = _maxrss()
-    structure = storage_bytes([g.edge_index, g.edge_type, g.edge_kernel])
+    structure = storage_bytes([g.edge_index, g.edge_type, g.kernel_runs])
     back = spec.to_state_dict(g)
     exact = all(torch.equal(back[k], v) for k, v in state.items())
     return {
@@ -95,7 +95,7 @@ def convert_once(name: str) -> dict:
         "vocab_rows": int((g.node_type == ws.graph.NodeType.VOCAB).sum()),
         "spec_s": t1 - t0, "convert_s": t2 - t1, "total_s": t2 - t0,
         "graph_bytes": storage_bytes([v for _, v in g]), "structure_bytes": structure,
-        "index_map_bytes": storage_bytes([spec.encode_index, spec.decode_index]),
+        "index_map_bytes": storage_bytes([spec.segments, spec.gather_slot, spec.gather_src]),
         "rss_before_bytes": rss0, "peak_rss_increase_bytes": max1 - rss0, "peak_before_conversion": max0 >= max1,
         "round_trip_exact": exact,
     }
@@ -246,7 +246,7 @@ def markdown(res: dict) -> str:
         "every row a `VOCAB` node, every entry an `EMBEDDING` edge "
         + ", ".join(f"({n}: {r[n]['vocab_rows']:,} rows)" for n in MODELS if "vocab_rows" in r.get(n, {})) + ".",
         "Graph bytes count each tensor's storage once (weights, node features, `edge_index` int32, "
-        "`edge_type` int8, `edge_kernel` a broadcast view); the spec's index maps add "
+        "`edge_type` int8, `kernel_runs` a few rows); the spec's index maps add "
         + ", ".join(f"{n}: {r[n]['index_map_bytes'] / r[n]['param_bytes']:.2f}×" for n in MODELS
                     if "index_map_bytes" in r.get(n, {}))
         + " param bytes. Peak RSS increase = `ru_maxrss` after conversion − RSS just before the spec build"

@@ -1,28 +1,42 @@
-"""Benchmark of the graph hypernetwork on held-out architectures (digits test split).
+"""Benchmark of the GHN checkpoints on held-out architectures (issue #26 protocol).
 
-For every split of :mod:`weightspace.hyper.family` (``unseen`` in-distribution, ``wide``,
-``deep``, ``activation``) and ``--per-split`` architectures never drawn in training:
+For one dataset (``--data digits|mnist1d``) and its checkpoint (``hypernet-<data>``), per split of
+:class:`weightspace.hyper.space.CellSpace` (``test`` in-distribution, ``wide``, ``deep``,
+``dense``, ``no-norm``) plus ``real-library`` (``transformers`` image classifiers built from small
+configs for 1x8x8 inputs and 10 classes -- configs only, nothing downloaded -- and the project's
+own ResNet/ViT/CNN/MLP classes), none of them seen in training:
 
-* zero-shot test accuracy of the predicted weights, of PyTorch's default random init, and of the
-  same architecture trained by Adam with the zoo's batched trainer (``model_zoo.train_group``,
-  ``--epochs`` epochs, lr 1e-3, batch 64, N(0, 0.1²) init), and the ratio predicted / trained;
-* for ``--finetune`` architectures per split: Adam steps (lr 1e-3, batch 64, test accuracy checked
-  every 5 steps) to reach ``--target`` test accuracy from the predicted weights and from random init.
+* **zero-shot** test accuracy of predicted parameters vs PyTorch's default random init, on
+  ``--per-split`` architectures (BatchNorm statistics of both recomputed on the training inputs
+  with ``recalibrate_batchnorm``, evaluated in eval mode; the train-mode accuracy of the predicted
+  network is recorded too);
+* on the first ``--trained`` of them: a **reference** trained by Adam (lr 1e-3, batch 64) from
+  the random init until the validation accuracy (15% of the training split, seeded; never the test
+  split) has not improved for ``--patience`` epochs (at most ``--max-epochs``), best-validation
+  weights restored; the zero-shot ratio predicted / trained;
+* **fine-tuning** with the same optimizer from predicted vs random init: test accuracy after one
+  epoch (GHN-3's headline), and Adam steps until the validation accuracy reaches the reference's
+  best validation accuracy minus 1 point (checked every ``--eval-every`` steps; runs that do not
+  get there within the cap count as the cap, and the share that got there is reported).
 
-Writes ``benchmarks/results/hyper.json``, ``hyper.md`` and ``hyper.png``; prints the table.
+Results are merged per dataset into ``benchmarks/results/hyper.json`` (rows are written as they
+are measured, so an interrupted run keeps what it finished) and rendered to ``hyper.md`` and
+``hyper.png``.
 
-    python benchmarks/hyper.py --per-split 50 --finetune 10
+    python benchmarks/hyper.py --data digits --per-split 50 --trained 10
+    python benchmarks/hyper.py --render-only
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
-import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -31,175 +45,391 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from model_zoo import RunConfig, TrainerConfig, instantiate, load_dataset, train_group  # noqa: E402
-from weightspace.hyper import SPLITS, ArchSpace, accuracy, load_hypernetwork, steps_to_target  # noqa: E402
+from model_zoo import load_dataset  # noqa: E402
+from weightspace.hyper import GHN, recalibrate_batchnorm  # noqa: E402
+from weightspace.hyper.space import SPLITS, CellSpace, build_arch  # noqa: E402
 
 log = logging.getLogger("benchmarks.hyper")
+RESULTS = Path(__file__).parent / "results"
+ALL_SPLITS = (*SPLITS, "real-library")
 
 
-def adam_trained_accuracy(config: dict, data, epochs: int, seed: int) -> float:
-    run = RunConfig(index=0, seed=seed, lr=1e-3, optimizer="adam", l2=0.0, dropout=0.0, init_std=0.1,
-                    train_fraction=1.0, batch_size=64, arch=config)
-    res = train_group([run], data, TrainerConfig(epochs=epochs, checkpoints=(epochs,)))
-    return float(res[0].metrics[-1]["test_accuracy"])
+# ------------------------------------------------------------------------------ real-library split
+class HFLogits(nn.Module):
+    """A ``transformers`` image classifier returning its logits tensor."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
 
 
-def censored(rows: list[dict], key: str, max_steps: int) -> list[float]:
-    """Steps to target per architecture; runs that never reach it count as ``max_steps``."""
-    return [float(r[key]) if r[key] is not None else float(max_steps) for r in rows]
+_IMG = dict(image_size=8, num_channels=1, num_labels=10)
+_HF = {
+    "hf-resnet-basic": ("ResNetConfig", "ResNetForImageClassification",
+                        dict(num_channels=1, num_labels=10, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                             layer_type="basic")),
+    "hf-resnet-bottleneck": ("ResNetConfig", "ResNetForImageClassification",
+                             dict(num_channels=1, num_labels=10, embedding_size=16, hidden_sizes=[16, 32],
+                                  depths=[1, 1], layer_type="bottleneck")),
+    "hf-convnext": ("ConvNextConfig", "ConvNextForImageClassification",
+                    dict(num_channels=1, num_labels=10, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
+                         patch_size=2)),
+    "hf-convnextv2": ("ConvNextV2Config", "ConvNextV2ForImageClassification",
+                      dict(num_channels=1, num_labels=10, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
+                           patch_size=2)),
+    "hf-regnet": ("RegNetConfig", "RegNetForImageClassification",
+                  dict(num_channels=1, num_labels=10, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                       groups_width=8)),
+    "hf-mobilenet-v2": ("MobileNetV2Config", "MobileNetV2ForImageClassification",
+                        dict(_IMG, depth_multiplier=0.25, min_depth=4, classifier_dropout_prob=0.0)),
+    "hf-vit": ("ViTConfig", "ViTForImageClassification",
+               dict(_IMG, patch_size=2, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64)),
+    "hf-deit": ("DeiTConfig", "DeiTForImageClassification",
+                dict(_IMG, patch_size=2, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64)),
+    "hf-beit": ("BeitConfig", "BeitForImageClassification",
+                dict(_IMG, patch_size=2, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64)),
+}
 
 
-def family(c: dict) -> str:
-    return "MLP" if c["_target_"].endswith("MLP") else "CNN"
+def real_library(data: str) -> list[tuple[str, callable]]:
+    """``(name, builder)`` of the real-library split of ``data`` (HF models only for 2-D digits)."""
+    from weightspace.archs import MLP, SmallCNN, SmallResNet, TinyViT
+    from weightspace.examples import ClassTokenViT, ResNet
+
+    out: list[tuple[str, callable]] = []
+    if data == "digits":
+        try:
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            for name, (cc, mc, kw) in _HF.items():
+                out.append((name, lambda cc=cc, mc=mc, kw=kw: HFLogits(
+                    getattr(transformers, mc)(getattr(transformers, cc)(**kw)))))
+        except ImportError:
+            log.warning("transformers is not installed: the real-library split has the project's classes only")
+        first = ["hf-resnet-basic", "hf-vit", "ws-resnet-8-16", "hf-convnext", "ws-classtoken-vit"]
+        ws_models = [
+            ("ws-resnet-8-16", lambda: ResNet(1, (8, 16), (1, 1))),
+            ("ws-resnet-16-32-5x5stem", lambda: ResNet(1, (16, 32), (1, 1), stem_kernel=5)),
+            ("ws-smallresnet", lambda: SmallResNet(1, 10, width=8, blocks=(2, 1))),
+            ("ws-classtoken-vit", lambda: ClassTokenViT(image=8, patch=4, dim=16, depth=2, heads=2)),
+            ("ws-classtoken-vit-p2", lambda: ClassTokenViT(image=8, patch=2, dim=24, depth=1, heads=2)),
+            ("ws-tinyvit", lambda: TinyViT(1, 10, image_size=8, patch=2, dim=16, heads=2, depth=2)),
+            ("ws-smallcnn-5x5", lambda: SmallCNN(1, 10, channels=[16, 32], layers=2, kernel_size=5, strides=[1, 2])),
+            ("ws-mlp", lambda: MLP(64, 10, depth=2, width=[64, 32])),
+        ]
+        out += ws_models
+        out.sort(key=lambda item: first.index(item[0]) if item[0] in first else len(first))
+    else:
+        out += [
+            ("ws-tinyvit1d-p4", lambda: TinyViT(1, 10, image_size=40, patch=4, dim=16, heads=2, depth=2, dims=1)),
+            ("ws-tinyvit1d-p8", lambda: TinyViT(1, 10, image_size=40, patch=8, dim=32, heads=4, depth=1, dims=1)),
+            ("ws-smallcnn1d-k5", lambda: SmallCNN(1, 10, channels=[16, 32], layers=2, kernel_size=5,
+                                                  strides=[1, 2], dims=1)),
+            ("ws-smallcnn1d-k7", lambda: SmallCNN(1, 10, channels=[32, 32, 32], layers=3, kernel_size=7,
+                                                  strides=[2, 1, 2], dims=1)),
+            ("ws-mlp1d", lambda: MLP(40, 10, depth=2, width=[64, 64])),
+        ]
+    return out
 
 
+# ------------------------------------------------------------------------------------ training
+def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.15, seed: int = 0):
+    """``(x_fit, y_fit, x_val, y_val)``: a seeded random ``fraction`` of the training split held out."""
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n = int(round(fraction * len(x)))
+    return x[perm[n:]], y[perm[n:]], x[perm[:n]], y[perm[:n]]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train_mode: bool = False) -> float:
+    was = model.training
+    model.train(train_mode)
+    acc = float((model(x).argmax(-1) == y).float().mean())
+    model.train(was)
+    return acc
+
+
+class Trainer:
+    """Adam (lr 1e-3, batch 64) with a seeded minibatch order; BatchNorm statistics recomputed
+    before every evaluation in eval mode."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, batch: int = 64) -> None:
+        self.model, self.x, self.y, self.batch = model, x, y, batch
+        self.opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.steps_per_epoch = -(-len(x) // batch)
+        self.order, self.pos, self.step = torch.randperm(len(x), generator=self.gen), 0, 0
+
+    def train_step(self) -> None:
+        if self.pos >= len(self.x):
+            self.order, self.pos = torch.randperm(len(self.x), generator=self.gen), 0
+        idx = self.order[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        self.model.train()
+        loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        recalibrate_batchnorm(self.model, self.x)
+        return accuracy(self.model, x, y)
+
+
+def train_reference(model: nn.Module, fit, val, seed: int, max_epochs: int, patience: int) -> dict:
+    """Adam until validation accuracy stalls for ``patience`` epochs; best weights restored."""
+    tr = Trainer(model, *fit, seed)
+    best, best_state, best_step, bad = -1.0, None, 0, 0
+    for _ in range(max_epochs):
+        for _ in range(tr.steps_per_epoch):
+            tr.train_step()
+        acc = tr.evaluate(*val)
+        if acc > best:
+            best, best_state, best_step, bad = acc, copy.deepcopy(model.state_dict()), tr.step, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    model.load_state_dict(best_state)
+    return {"val": best, "best_step": best_step, "steps_run": tr.step}
+
+
+def finetune(model: nn.Module, fit, val, test, seed: int, target: float, cap: int, eval_every: int) -> dict:
+    """Accuracy after one epoch and steps until validation accuracy >= ``target`` (None: not within ``cap``)."""
+    tr = Trainer(model, *fit, seed)
+    reached = 0 if tr.evaluate(*val) >= target else None
+    one_epoch = None
+    while tr.step < max(cap, tr.steps_per_epoch):
+        tr.train_step()
+        if tr.step == tr.steps_per_epoch:
+            one_epoch = tr.evaluate(*test)
+        if reached is None and tr.step % eval_every == 0 and tr.step <= cap and tr.evaluate(*val) >= target:
+            reached = tr.step
+        if reached is not None and one_epoch is not None:
+            break
+    return {"acc_1_epoch": one_epoch, "steps_to_target": reached}
+
+
+# ------------------------------------------------------------------------------------ one architecture
+def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool) -> dict:
+    row: dict = {"name": name}
+    test = (ds.x_test, ds.y_test)
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)
+    random_model = build()
+    row["params"] = sum(p.numel() for p in random_model.parameters())
+    pred_model = copy.deepcopy(random_model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ghn(pred_model, seed=args.seed)
+    except Exception as e:  # noqa: BLE001 - a refusal is a result of the benchmark
+        row["refused"] = f"{type(e).__name__}: {str(e)[:300]}"
+        return row
+    recalibrate_batchnorm(pred_model, fit[0])
+    row["zero_shot"] = accuracy(pred_model, *test)
+    row["zero_shot_train_mode"] = accuracy(pred_model, *test, train_mode=True)
+    recalibrate_batchnorm(random_model, fit[0])
+    row["random"] = accuracy(random_model, *test)
+    if train_ref:
+        ref_model = copy.deepcopy(random_model)
+        ref = train_reference(ref_model, fit, val, args.seed, args.max_epochs, args.patience)
+        row["trained"] = accuracy(ref_model, *test)
+        row["trained_val"], row["trained_steps"] = ref["val"], ref["best_step"]
+        target, cap = ref["val"] - 0.01, max(2 * ref["best_step"], 100)
+        row["finetune_cap"] = cap
+        for kind, model in (("pred", pred_model), ("rand", random_model)):
+            ft = finetune(model, fit, val, test, args.seed, target, cap, args.eval_every)
+            row[f"ft_{kind}_1_epoch"] = ft["acc_1_epoch"]
+            row[f"ft_{kind}_steps"] = ft["steps_to_target"]
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+# ------------------------------------------------------------------------------------ report
+def _ms(v: list[float]) -> str:
+    v = [x for x in v if x is not None]
+    return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-"
+
+
+def summarize(rows: list[dict]) -> dict:
+    ok = [r for r in rows if "refused" not in r]
+    tr = [r for r in ok if "trained" in r]
+    s = {"archs": len(rows), "refused": len(rows) - len(ok), "zero_shot": [r["zero_shot"] for r in ok],
+         "zero_shot_train_mode": [r["zero_shot_train_mode"] for r in ok], "random": [r["random"] for r in ok],
+         "n_trained": len(tr), "trained": [r["trained"] for r in tr], "zero_shot_on_trained": [r["zero_shot"] for r in tr],
+         "ratio": [r["zero_shot"] / r["trained"] for r in tr if r["trained"] > 0],
+         "ft_pred_1_epoch": [r["ft_pred_1_epoch"] for r in tr], "ft_rand_1_epoch": [r["ft_rand_1_epoch"] for r in tr]}
+    for k in ("pred", "rand"):
+        s[f"ft_{k}_steps"] = [r[f"ft_{k}_steps"] if r[f"ft_{k}_steps"] is not None else r["finetune_cap"] for r in tr]
+        s[f"ft_{k}_reached"] = sum(r[f"ft_{k}_steps"] is not None for r in tr)
+    return s
+
+
+GOALS = {"test": 0.8, "wide": 0.6, "deep": 0.6, "dense": 0.6, "no-norm": 0.6, "real-library": 0.5}
+
+
+def render(out: Path) -> None:
+    doc = json.loads((out / "hyper.json").read_text())
+    lines = ["# GHN benchmark: predicted parameters on held-out architectures", "",
+             "Produced by `benchmarks/hyper.py` (protocol in its docstring). Zero-shot: test accuracy with no "
+             "training; *trained*: Adam from the random init with early stopping on a validation split (15% of "
+             "the training split; never the test split); ratio: zero-shot / trained per architecture "
+             "(mean ± std over architectures) on the architectures that got a reference. Fine-tuning: Adam "
+             "lr 1e-3, batch 64 from predicted vs random init; *steps to trained−1pt*: validation accuracy, "
+             "runs that never got there count as the cap (2x the reference's best step); *reached* counts "
+             "those that did. BatchNorm statistics are recomputed on the training inputs before every "
+             "evaluation.", ""]
+    for data, part in doc.items():
+        m = part["meta"]
+        lines += [f"## {data} (checkpoint `{m['checkpoint']}`)", "",
+                  f"Command: `{m['command']}`; {m['date']}; {m['threads']} thread, torch {m['torch']}; load average "
+                  f"{m['load_start']} at the start, {m['load_end']} at the end (2 CPU cores shared); "
+                  f"{m['wall_minutes']} min; seed {m['seed']} (architecture sampling, init, minibatches).", ""]
+        if m.get("note"):
+            lines += [m["note"], ""]
+        lines += ["| split | archs (refused) | zero-shot | random init | train-mode zero-shot | trained (n) | "
+                  "zero-shot / trained | goal | 1 epoch: pred / rand | steps to trained−1pt: pred / rand "
+                  "(reached: pred/rand of n) | step ratio pred/rand (goal ≤ 0.33) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for split, rows in part["rows"].items():
+            s = summarize(rows)
+            ratio = np.mean(s["ratio"]) if s["ratio"] else float("nan")
+            goal = GOALS.get(split, 0.6)
+            met = "-" if not s["ratio"] else ("met" if ratio >= goal else "not met")
+            sp, sr = s["ft_pred_steps"], s["ft_rand_steps"]
+            step_ratio = (f"{np.mean(sp) / np.mean(sr):.2f}" if sp and np.mean(sr) > 0 else "-")
+            lines.append(
+                f"| {split} | {s['archs']} ({s['refused']}) | {_ms(s['zero_shot'])} | {_ms(s['random'])} | "
+                f"{_ms(s['zero_shot_train_mode'])} | {_ms(s['trained'])} ({s['n_trained']}) | {_ms(s['ratio'])} | "
+                f"≥ {goal}: {met} | {_ms(s['ft_pred_1_epoch'])} / {_ms(s['ft_rand_1_epoch'])} | "
+                f"{np.mean(sp) if sp else float('nan'):.0f} / {np.mean(sr) if sr else float('nan'):.0f} "
+                f"({s['ft_pred_reached']}/{s['ft_rand_reached']} of {s['n_trained']}) | {step_ratio} |")
+        goals = []
+        for split, rows in part["rows"].items():
+            s = summarize(rows)
+            if not s["ratio"]:
+                continue
+            sp, sr = np.mean(s["ft_pred_steps"]), np.mean(s["ft_rand_steps"])
+            goals.append(f"- {split}: zero-shot / trained {np.mean(s['ratio']):.2f} (goal ≥ {GOALS.get(split, 0.6)}: "
+                         f"{'met' if np.mean(s['ratio']) >= GOALS.get(split, 0.6) else 'not met'}); fine-tuning steps "
+                         f"pred / rand {sp / sr:.2f} (goal ≤ 1/3: {'met' if sp <= sr / 3 else 'not met'})"
+                         + ("" if split != "real-library" else
+                            f"; 1-epoch accuracy pred / rand {np.mean(s['ft_pred_1_epoch']) / np.mean(s['ft_rand_1_epoch']):.2f}"
+                            f" (goal ≥ 2: {'met' if np.mean(s['ft_pred_1_epoch']) >= 2 * np.mean(s['ft_rand_1_epoch']) else 'not met'})"))
+        if goals:
+            lines += ["", "Goals of issue #26:", ""] + goals
+        refused = [(split, r["name"], r["refused"]) for split, rows in part["rows"].items() for r in rows
+                   if "refused" in r]
+        if refused:
+            lines += ["", "Refused:", ""] + [f"- {sp} / {n}: {why}" for sp, n, why in refused]
+        rl = part["rows"].get("real-library", [])
+        if rl:
+            lines += ["", "Real-library architectures:", "", "| model | params | zero-shot | random | trained | "
+                      "1 epoch pred / rand |", "|---|---|---|---|---|---|"]
+            for r in rl:
+                if "refused" in r:
+                    lines.append(f"| {r['name']} | {r.get('params', '-')} | refused | | | |")
+                    continue
+                lines.append(f"| {r['name']} | {r['params']} | {r['zero_shot']:.3f} | {r['random']:.3f} | "
+                             f"{r.get('trained', float('nan')):.3f} | {r.get('ft_pred_1_epoch') or float('nan'):.3f} / "
+                             f"{r.get('ft_rand_1_epoch') or float('nan'):.3f} |")
+        lines.append("")
+    (out / "hyper.md").write_text("\n".join(lines) + "\n")
+    datasets = list(doc)
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(6 * max(1, len(datasets)), 4), squeeze=False)
+    for ax, data in zip(axes[0], datasets):
+        splits = list(doc[data]["rows"])
+        xs = np.arange(len(splits))
+        for j, (key, label) in enumerate([("random", "random init"), ("zero_shot", "GHN zero-shot"),
+                                          ("trained", "Adam-trained")]):
+            vals = [summarize(doc[data]["rows"][s])[key] for s in splits]
+            ax.bar(xs + (j - 1) * 0.27, [np.mean(v) if v else 0 for v in vals], 0.27,
+                   yerr=[np.std(v) if v else 0 for v in vals], label=label, capsize=2)
+        ax.set_xticks(xs, splits, rotation=20)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{data}: test accuracy")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "hyper.png", dpi=110)
+
+
+# ------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None, help="hypernetwork checkpoint directory or shipped name (default: the shipped one)")
-    ap.add_argument("--per-split", type=int, default=50)
-    ap.add_argument("--finetune", type=int, default=10, help="architectures per split for fine-tuning")
-    ap.add_argument("--epochs", type=int, default=20, help="epochs of the Adam-trained reference")
-    ap.add_argument("--target", type=float, default=0.8, help="fine-tuning target test accuracy")
-    ap.add_argument("--max-steps", type=int, default=400)
+    ap.add_argument("--data", choices=["digits", "mnist1d"], default="digits")
+    ap.add_argument("--checkpoint", default=None, help="GHN directory or shipped name (default: hypernet-<data>)")
+    ap.add_argument("--splits", default=",".join(ALL_SPLITS))
+    ap.add_argument("--per-split", type=int, default=50, help="architectures per split (zero-shot)")
+    ap.add_argument("--trained", type=int, default=10, help="of them, architectures with a reference + fine-tuning")
+    ap.add_argument("--real-trained", type=int, default=100, help="real-library models with a reference + fine-tuning")
+    ap.add_argument("--max-epochs", type=int, default=40)
+    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--render-only", action="store_true",
-                    help="rewrite hyper.md/png from an existing hyper.json in --out (no measurement)")
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
+    out = Path(args.out)
     if args.render_only:
-        render(Path(args.out), args)
+        render(out)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
+    t0, load0 = time.perf_counter(), round(os.getloadavg()[0], 1)
+    ds = load_dataset(args.data, seed=0)
+    fit_x, fit_y, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
+    fit, val = (fit_x, fit_y), (val_x, val_y)
+    name = args.checkpoint or f"hypernet-{args.data}"
+    ghn = GHN.from_pretrained(name)
+    space = CellSpace(args.data)
+    path = out / "hyper.json"
+    meta = {"checkpoint": name, "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads,
+            "torch": torch.__version__, "seed": args.seed, "load_start": load0, "per_split": args.per_split,
+            "trained": args.trained, "max_epochs": args.max_epochs, "patience": args.patience}
+    part = {"meta": meta, "rows": {}}
 
-    data = load_dataset("digits", seed=args.seed)
-    hyper = load_hypernetwork(args.checkpoint)
-    space = ArchSpace.from_dict(hyper.meta["space"]) if "space" in hyper.meta else ArchSpace()
-    xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
+    def save() -> None:
+        meta["load_end"] = round(os.getloadavg()[0], 1)
+        meta["wall_minutes"] = round((time.perf_counter() - t0) / 60, 1)
+        out.mkdir(parents=True, exist_ok=True)
+        current = json.loads(path.read_text()) if path.is_file() else {}  # other datasets' parts, as on disk
+        if not isinstance(current, dict) or any(not isinstance(v, dict) or "rows" not in v for v in current.values()):
+            current = {}
+        current[args.data] = part
+        tmp = path.with_suffix(f".{args.data}.tmp")
+        tmp.write_text(json.dumps(current, indent=1))
+        tmp.replace(path)
 
-    results: dict[str, dict] = {}
-    for split in SPLITS:
-        configs = space.split(split, args.per_split, seed=args.seed)
-        rows = []
-        for i, c in enumerate(tqdm(configs, desc=split, disable=args.no_progress)):
-            torch.manual_seed(args.seed * 100_003 + i)
-            rand_acc = accuracy(instantiate(c), xte, yte)
-            pred_acc = accuracy(hyper(instantiate(c), seed=args.seed), xte, yte)
-            trained = adam_trained_accuracy(c, data, args.epochs, args.seed + i)
-            row = {"config": c, "family": family(c), "predicted": pred_acc, "random": rand_acc, "trained": trained}
-            if i < args.finetune:
-                torch.manual_seed(args.seed * 100_003 + i)
-                kw = dict(max_steps=args.max_steps, seed=args.seed + i)
-                row["steps_predicted"] = steps_to_target(hyper(instantiate(c), seed=args.seed), xtr, ytr, xte, yte,
-                                                         args.target, **kw)
-                torch.manual_seed(args.seed * 100_003 + i)
-                row["steps_random"] = steps_to_target(instantiate(c), xtr, ytr, xte, yte, args.target, **kw)
-            rows.append(row)
-        pred = np.array([r["predicted"] for r in rows])
-        rand = np.array([r["random"] for r in rows])
-        trn = np.array([r["trained"] for r in rows])
-        ft = [r for r in rows if "steps_predicted" in r]
-
-        sp, sr = (censored(ft, k, args.max_steps) for k in ("steps_predicted", "steps_random"))
-        results[split] = {
-            "architectures": len(rows),
-            "mlp": sum(r["family"] == "MLP" for r in rows),
-            "cnn": sum(r["family"] == "CNN" for r in rows),
-            "zero_shot/predicted": float(pred.mean()), "zero_shot/predicted_std": float(pred.std()),
-            "zero_shot/random_init": float(rand.mean()),
-            "trained/adam": float(trn.mean()),
-            "ratio/predicted_to_trained": float(pred.mean() / trn.mean()),
-            "ratio/mean_per_architecture": float(np.mean(pred / np.maximum(trn, 1e-6))),
-            "finetune/architectures": len(ft),
-            "finetune/median_steps_predicted": float(np.median(sp)) if ft else None,
-            "finetune/median_steps_random": float(np.median(sr)) if ft else None,
-            "finetune/mean_steps_predicted": float(np.mean(sp)) if ft else None,
-            "finetune/mean_steps_random": float(np.mean(sr)) if ft else None,
-            "finetune/reached_predicted": sum(r["steps_predicted"] is not None for r in ft),
-            "finetune/reached_random": sum(r["steps_random"] is not None for r in ft),
-            "per_architecture": rows,
-        }
-        log.info("%s: predicted %.3f random %.3f trained %.3f ratio %.3f", split, pred.mean(), rand.mean(),
-                 trn.mean(), pred.mean() / trn.mean())
-
-    wall = time.perf_counter() - t_start
-    meta = {
-        "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
-        "checkpoint": args.checkpoint or "shipped (weightspace/checkpoints/hypernet)",
-        "checkpoint_meta": {k: v for k, v in getattr(hyper, "meta", {}).items() if k != "space"},
-        "dataset": f"sklearn digits, model_zoo.load_dataset('digits', seed={args.seed}): 1438 train / 359 test",
-        "finetune_target": args.target, "finetune_max_steps": args.max_steps, "trained_epochs": args.epochs,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (load average "
-                   f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, {args.threads} thread(s), CPU only",
-        "wall_seconds": round(wall, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "hyper.json").write_text(json.dumps({"meta": meta, "splits": results}, indent=1) + "\n")
-    print(render(out, args))
-
-
-def render(out: Path, args) -> str:
-    """Write ``hyper.md`` and ``hyper.png`` from ``hyper.json``; return the Markdown tables."""
-    d = json.loads((out / "hyper.json").read_text())
-    meta, results = d["meta"], d["splits"]
-    args.target = meta["finetune_target"]
-    table = markdown(results, args) + "\n\nBy family (zero-shot predicted / Adam-trained, ratio):\n\n" + by_family(results)
-    (out / "hyper.md").write_text(
-        "# Hypernetwork: predicted weights for held-out architectures (digits)\n\n"
-        f"Command: `{meta['command']}`; {meta['machine']}; {meta['wall_seconds']} s; {meta['date']}.\n\n"
-        + table + "\n")
-    plot(results, out / "hyper.png")
-    return table
-
-
-def by_family(results: dict) -> str:
-    lines = ["| split | MLP | CNN |", "|---|---|---|"]
-    for s, r in results.items():
-        cells = []
-        for f in ("MLP", "CNN"):
-            rows = [x for x in r["per_architecture"] if x["family"] == f]
-            p, t = np.mean([x["predicted"] for x in rows]), np.mean([x["trained"] for x in rows])
-            cells.append(f"{p:.3f} / {t:.3f} ({p / t:.2f}, n={len(rows)})")
-        lines.append(f"| {s} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines)
-
-
-def markdown(results: dict, args) -> str:
-    head = ("| split | archs (MLP/CNN) | predicted (zero-shot) | random init | Adam-trained | ratio | "
-            f"steps to {args.target:.0%}: predicted / random (median, n) |")
-    lines = [head, "|" + "---|" * 7]
-    for s, r in results.items():
-        ft = (f"{r['finetune/median_steps_predicted']:.0f} / {r['finetune/median_steps_random']:.0f} "
-              f"({r['finetune/architectures']}; reached {r['finetune/reached_predicted']} / "
-              f"{r['finetune/reached_random']})" if r["finetune/architectures"] else "-")
-        lines.append(f"| {s} | {r['architectures']} ({r['mlp']}/{r['cnn']}) | {r['zero_shot/predicted']:.3f} | "
-                     f"{r['zero_shot/random_init']:.3f} | {r['trained/adam']:.3f} | "
-                     f"{r['ratio/predicted_to_trained']:.2f} | {ft} |")
-    return "\n".join(lines)
-
-
-def plot(results: dict, path: Path) -> None:
-    splits = list(results)
-    x = np.arange(len(splits))
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    for k, (key, label) in enumerate([("zero_shot/random_init", "random init"),
-                                      ("zero_shot/predicted", "predicted (zero-shot)"),
-                                      ("trained/adam", "Adam-trained")]):
-        ax.bar(x + (k - 1) * 0.27, [results[s][key] for s in splits], 0.27, label=label)
-    ax.set_xticks(x, splits)
-    ax.set_ylabel("digits test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    for split in args.splits.split(","):
+        if split == "real-library":
+            items = real_library(args.data)
+        else:
+            items = [(f"{split}-{i}", lambda c=c: build_arch(c))
+                     for i, c in enumerate(space.split(split, args.per_split, seed=args.seed))]
+        rows = part["rows"][split] = []
+        for i, (n, build) in enumerate(tqdm(items, desc=f"{args.data}/{split}")):
+            train_ref = i < (args.real_trained if split == "real-library" else args.trained)
+            rows.append(measure(n, build, ghn, ds, fit, val, args, train_ref))
+            log.info("%s %s", split, json.dumps(rows[-1]))
+            save()
+    save()
+    render(out)
+    print((out / "hyper.md").read_text())
 
 
 if __name__ == "__main__":

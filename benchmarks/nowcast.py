@@ -1,19 +1,48 @@
-"""Nowcasting benchmark: optimizer steps to a target validation accuracy, with and without jumps.
+"""Nowcasting benchmark: optimizer steps to a validation target, with and without jumps, on four held-out tasks.
 
-Protocol (NiNo, Knyazev et al., ICLR 2025, at a CPU scale): for every held-out task and seed, Adam
-alone and Adam + a nowcasting hook (``linefit``, the per-parameter ``mlp`` nowcaster without the
-graph, the graph nowcaster ``nino``) start from the same initialization and see the same batches
-in the same order; validation accuracy is measured after every optimizer step; the target is the
-mean over seeds of Adam's accuracy at the end of its budget; the metric is the first step reaching
-it. Budgets of 1,000-1,500 steps (NiNo's protocol uses long budgets and far jumps, so that a jump's
-cost is small beside the steps it saves). Hook hyperparameters (period, largest horizon) are chosen per
-method on an in-distribution task of the meta-training family, by the time to target with the hook's
-cost included (see :func:`tune`), never on the held-out tasks; what the hook holds back from its
-jumps (``hold``: nothing, or attention's query/key/value maps) is chosen per method on an
-in-distribution transformer task (see :func:`choose_hold`).
+Protocol (NiNo, Knyazev et al., ICLR 2025, at a CPU scale). For every task and seed, the optimizer
+alone (Adam; AdamW with warm-up and cosine decay for the language model) and the optimizer plus a
+nowcasting hook start from the same initialization and see the same batches in the same order;
+the validation metric is measured every ``eval_every`` steps; the target is the mean over seeds of
+the optimizer-alone metric at the end of its budget (mean of its last 3 measurements); the score is
+the first measured step reaching it (a run that never reaches it counts as the budget).
+
+Tasks, all held out from the meta-training of every learned nowcaster here:
+
+* ``mnist1d_cnn``: 1-D CNN on MNIST-1D (unseen dataset, unseen 1-D convolutions).
+* ``digits_mlp_wide``: MLP of width 128 on digits (meta-training sees widths of at most 48).
+* ``digits_vit``: TinyViT on digits images (meta-training sees transformers only as 1-D TinyViTs on
+  synthetic regression and as byte-level LMs).
+* ``lm_gpt``: byte-level :class:`~weightspace.nowcast.lm.TinyGPT` (2 pre-norm blocks, width 64,
+  4 heads, separate q/k/v projections, learned positions, untied head) trained next-byte on the
+  installed distributions' ``METADATA`` text with AdamW (weight decay 0.1, 50 warm-up steps, cosine
+  decay); target: the validation loss (nats per byte; perplexity ``exp``). Meta-training's LM runs
+  are another family (:class:`~weightspace.nowcast.lm.MHALM`), another corpus (``.py`` sources)
+  and other recipes (no weight decay of 0.1, no width 64 / 2-block pre-norm GPT).
+
+Methods, every hook at the library's defaults (fixed before any run, no tuning on any task):
+``period="auto"`` (jumps spaced so that they cost at most 10% of the steps they save), the horizon
+decaying from the nowcaster's 32 snapshot spacings to 1 over ``total_steps``, attention's q/k/v held,
+the spike guard on (losses reported every step, as a user's loop does):
+
+* ``adam``: the optimizer alone (AdamW on ``lm_gpt``).
+* ``linefit``: per-parameter least-squares line over the window (no parameters).
+* ``mlp``: the per-parameter MLP nowcaster (WNN-like), meta-trained on the same data as ``nino_lm``.
+* ``nino``: the shipped graph nowcaster (``Nowcaster.pretrained()``, meta-trained without LM runs).
+* ``nino_lm``: the graph nowcaster meta-trained with the LM runs, meta-training seed 0.
+* ``nino_ens``: the ensemble rule, written here before any held-out run: the mean prediction of
+  *all* ``K`` graph nowcasters meta-trained on the same data with seeds ``0..K-1`` (``--ensemble``
+  lists them in that order); no member is selected or weighted by any result.
+
+Hook overhead is reported as a share of the time saved, in wall time (the hook's measured seconds
+before the target against the plain steps saved) and in CPU time (the hook's snapshot and jump
+costs measured apart with the thread's CPU clock, times the jumps before the target).
 
     python benchmarks/nowcast.py                      # full run -> benchmarks/results/nowcast.{json,md,png}
-    python benchmarks/nowcast.py --seeds 3 --quick    # smoke run (no files written unless --out)
+    python benchmarks/nowcast.py --seeds 2 --quick    # smoke run (no files written unless --out)
+    # one process per task on a shared machine, then one report:
+    python benchmarks/nowcast.py --tasks lm_gpt --out runs/bench/lm_gpt   # (and so on per task)
+    python benchmarks/nowcast.py --merge runs/bench/mnist1d_cnn.json,...  # -> benchmarks/results/nowcast.*
 """
 
 from __future__ import annotations
@@ -26,7 +55,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,7 +66,8 @@ sys.path.insert(0, str(ROOT))
 
 from model_zoo.archs import MLP, SmallCNN, TinyViT  # noqa: E402
 from model_zoo.data import load_dataset  # noqa: E402
-from weightspace.nowcast import HOLD_DEFAULT, Nowcaster  # noqa: E402
+from weightspace.nowcast import NowcastEnsemble, Nowcaster  # noqa: E402
+from weightspace.nowcast.lm import TinyGPT, example_input, lm_batch, text_corpus  # noqa: E402
 
 log = logging.getLogger("benchmarks.nowcast")
 
@@ -45,118 +75,141 @@ log = logging.getLogger("benchmarks.nowcast")
 @dataclass(frozen=True)
 class Task:
     name: str
-    dataset: str
-    flatten: bool
+    held_out: str
     make: object  # () -> nn.Module
     lr: float
     batch: int
     budget: int
-    held_out: str
     eval_every: int = 1
-    loss: str = "ce"  # "ce": classification, scored by validation accuracy; "mse": regression, scored by
-    #                   minus the validation loss (so that for both a run reaches the target from below)
-    data_kw: tuple = ()  # extra arguments of load_dataset
+    dataset: str = ""
+    flatten: bool = False
+    loss: str = "ce"  # "ce": scored by validation accuracy; "lm": next-byte CE, scored by minus the validation loss
+    optimizer: str = "adam"  # adam | adamw
+    weight_decay: float = 0.0
+    warmup: int = 0  # > 0: linear warm-up then cosine decay to 10% of lr
+    seq: int = 0
 
 
 TASKS = {
-    "mnist1d_cnn": Task("mnist1d_cnn", "mnist1d", False, lambda: SmallCNN(channels=16, layers=3, kernel_size=5, dims=1),
-                        1e-2, 32, 1500, "unseen dataset (MNIST-1D) and unseen 1-D convolutions", eval_every=4),
-    "digits_mlp_wide": Task("digits_mlp_wide", "digits", True, lambda: MLP(width=128, depth=2), 1e-3, 32, 1000,
-                            "unseen width (128 vs at most 48)", eval_every=2),
-    "digits_vit": Task("digits_vit", "digits", False, lambda: TinyViT(), 3e-3, 32, 1500,
-                       "unseen dataset for a transformer (meta-training sees transformers only as 1-D TinyViTs "
-                       "regressing synthetic data)", eval_every=4),
-    # in-distribution task of the meta-training family, used only to choose hook hyperparameters
-    "digits_mlp_tune": Task("digits_mlp_tune", "digits", True, lambda: MLP(width=32, depth=2), 3e-3, 32, 900,
-                            "none (meta-training family; tuning only)", eval_every=2),
-    # in-distribution transformer task (the meta-training zoo synthetic_vit_long's architecture and data
-    # generator, a teacher of another seed), used only to choose what the hook holds (``hold``)
-    "synthetic_vit_tune": Task("synthetic_vit_tune", "synthetic", False,
-                               lambda: TinyViT(in_channels=1, num_classes=4, image_size=16, patch=2, dim=16, heads=2,
-                                               depth=1, mlp_ratio=2, dims=1),
-                               3e-3, 32, 1500, "none (meta-training family; tuning only)", eval_every=4, loss="mse",
-                               data_kw=(("num_samples", 1024), ("in_features", 16), ("out_features", 4),
-                                        ("hidden", 32), ("generator_seed", 6))),
+    "mnist1d_cnn": Task("mnist1d_cnn", "unseen dataset (MNIST-1D) and unseen 1-D convolutions",
+                        lambda: SmallCNN(channels=16, layers=3, kernel_size=5, dims=1), 1e-2, 32, 1500, 4,
+                        "mnist1d"),
+    "digits_mlp_wide": Task("digits_mlp_wide", "unseen width (128 vs at most 48)", lambda: MLP(width=128, depth=2),
+                            1e-3, 32, 1000, 2, "digits", True),
+    "digits_vit": Task("digits_vit", "unseen dataset for a transformer (meta-training sees transformers as 1-D "
+                       "TinyViTs on synthetic regression and as MHA byte-level LMs)", lambda: TinyViT(), 3e-3, 32,
+                       1500, 4, "digits"),
+    "lm_gpt": Task("lm_gpt", "unseen LM family (pre-norm GPT, separate q/k/v, learned positions, untied head), "
+                   "corpus (package METADATA prose) and recipe (AdamW wd 0.1, warm-up + cosine)",
+                   lambda: TinyGPT(dim=64, heads=4, depth=2, seq=32), 3e-3, 16, 800, 10, loss="lm",
+                   optimizer="adamw", weight_decay=0.1, warmup=50, seq=32),
 }
-# ``hold`` options compared on synthetic_vit_tune: jump every parameter (NiNo), or leave attention's
-# query/key/value maps to the optimizer (the hook's default)
-HOLDS = {"none": (), "attn_qkv": HOLD_DEFAULT}
-
-# hook hyperparameters tried on the tuning task: period (optimizer steps between jumps; the 5 snapshots
-# are period / 5 steps apart) and the largest horizon k_max (snapshot spacings; decays to 1 over the budget)
-PERIODS = (10, 20, 50, 100)
-K_MAX = (4, 8, 16, 32)  # those above a nowcaster's horizons are skipped
-# ``nino_lean``: the graph nowcaster at the fastest setting whose hook time before the target stays within
-# this share of the time it saves on the tuning task (the issue's overhead goal, imposed while tuning)
-LEAN_SHARE = 0.10
+LM_VAL_WINDOWS = 64  # fixed validation windows of the LM task (seed 0 of the validation split)
 
 
-def run_one(task: Task, data, seed: int, nowcaster: Nowcaster | None, hook_kw: dict) -> dict:
-    """Train one model for the task's budget; validation after every ``eval_every`` steps (and the last).
+class LMData:
+    """The LM task's corpus: training bytes and a fixed validation batch."""
+
+    def __init__(self, seq: int) -> None:
+        self.corpus = text_corpus("docs")
+        self.x_val, self.y_val = lm_batch(self.corpus.val, LM_VAL_WINDOWS, seq, torch.Generator().manual_seed(0))
+
+
+def load_data(task: Task):
+    if task.loss == "lm":
+        return LMData(task.seq)
+    return load_dataset(task.dataset, flatten=task.flatten)
+
+
+def run_one(task: Task, data, seed: int, nowcaster) -> dict:
+    """Train one model for the task's budget; validation every ``eval_every`` steps (and the last).
 
     Between measurements the last value is carried, so a target is credited at the first measured
     step reaching it (a resolution of ``eval_every`` steps, the same for every method).
     """
     torch.manual_seed(seed)
     model = task.make()
-    opt = torch.optim.Adam(model.parameters(), lr=task.lr)
-    xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
-    lossf = F.mse_loss if task.loss == "mse" else F.cross_entropy
-    handle = None
-    if nowcaster is not None:
-        handle = nowcaster.attach(model, opt, total_steps=task.budget, example_input=xtr[:2], **hook_kw)
+    cls = torch.optim.AdamW if task.optimizer == "adamw" else torch.optim.Adam
+    opt = cls(model.parameters(), lr=task.lr, weight_decay=task.weight_decay)
+    sched = None
+    if task.warmup:
+        import math
+
+        def factor(step: int) -> float:
+            if step < task.warmup:
+                return (step + 1) / task.warmup
+            frac = (step - task.warmup) / max(1, task.budget - task.warmup)
+            return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     gen = torch.Generator().manual_seed(10_000 + seed)
+    lm = task.loss == "lm"
+    ex = example_input(task.seq) if lm else data.x_train[:2]
+    handle = nowcaster.attach(model, opt, total_steps=task.budget, example_input=ex) if nowcaster is not None else None
     order = torch.empty(0, dtype=torch.long)
     acc, vloss, tloss = [], [], []
     train_s = train_cpu = 0.0
     for _ in range(task.budget):
-        if order.numel() < task.batch:
-            order = torch.cat([order, torch.randperm(len(xtr), generator=gen)])
-        idx, order = order[: task.batch], order[task.batch:]
+        if lm:
+            x, y = lm_batch(data.corpus.train, task.batch, task.seq, gen)
+        else:
+            if order.numel() < task.batch:
+                order = torch.cat([order, torch.randperm(len(data.x_train), generator=gen)])
+            idx, order = order[: task.batch], order[task.batch:]
+            x, y = data.x_train[idx], data.y_train[idx]
         c0 = time.thread_time()  # CPU clock outside the wall-clock window (its system call may yield the CPU)
         t0 = time.perf_counter()
         model.train()
-        loss = lossf(model(xtr[idx]), ytr[idx])
+        out = model(x)
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        if handle is not None:
+            handle.report_loss(loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         train_s += time.perf_counter() - t0
         train_cpu += time.thread_time() - c0
         tloss.append(loss.item())
         if (len(tloss) % task.eval_every) and len(tloss) != task.budget:  # not measured: carry the last value
-            acc.append(acc[-1] if acc else (float("-inf") if task.loss == "mse" else 0.0))
+            acc.append(acc[-1] if acc else (float("-inf") if lm else 0.0))
             vloss.append(vloss[-1] if vloss else float("nan"))
             continue
         model.eval()
         with torch.no_grad():
-            out = model(xte)
-            vloss.append(float(lossf(out, yte)))
-            acc.append(-vloss[-1] if task.loss == "mse" else float((out.argmax(-1) == yte).float().mean()))
+            if lm:
+                o = model(data.x_val)
+                vloss.append(float(F.cross_entropy(o.reshape(-1, o.shape[-1]), data.y_val.reshape(-1))))
+                acc.append(-vloss[-1])
+            else:
+                o = model(data.x_test)
+                vloss.append(float(F.cross_entropy(o, data.y_test)))
+                acc.append(float((o.argmax(-1) == data.y_test).float().mean()))
     res = {"acc": acc, "val_loss": vloss, "train_loss": tloss, "train_seconds": train_s, "train_cpu_seconds": train_cpu,
            "hook_seconds": handle.seconds if handle else 0.0, "jumps": handle.jumps if handle else 0,
-           "skipped": handle.skipped if handle else 0}
+           "undone": handle.undone if handle else 0, "skipped": handle.skipped if handle else 0,
+           "jump_steps": [r["step"] for r in handle.history if r["applied"] and not r["undone"]] if handle else [],
+           "periods": sorted({r["period"] for r in handle.history}) if handle else []}
     if handle is not None:
         handle.remove()
     return res
 
 
-def hook_cpu_ms(task: Task, data, nowcaster: Nowcaster, hook_kw: dict, repeats: int = 12) -> tuple[float, float]:
+def hook_cpu_ms(task: Task, data, nowcaster, repeats: int = 8) -> tuple[float, float]:
     """CPU time of the hook's work, measured apart from the training runs: ``(ms per snapshot, ms per jump)``.
 
-    The hook takes ``context`` snapshots per jump; both are timed with this thread's CPU clock on a model of
-    the task after a few Adam steps (the cost does not depend on the values).
+    Timed with this thread's CPU clock on a model of the task after a few optimizer steps (the cost
+    does not depend on the values); a fixed period of ``5 * context`` so that the window fills.
     """
     torch.manual_seed(0)
     model = task.make()
     opt = torch.optim.Adam(model.parameters(), lr=task.lr)
-    kw = {k: v for k, v in hook_kw.items() if k != "horizon"}
-    h = nowcaster.attach(model, opt, horizon=4, start=10**9, example_input=data.x_train[:2], **kw)
-    x, y = data.x_train[: task.batch], data.y_train[: task.batch]
-    lossf = F.mse_loss if task.loss == "mse" else F.cross_entropy
-    for _ in range(h.period):
-        loss = lossf(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+    ex = example_input(task.seq) if task.loss == "lm" else data.x_train[:2]
+    h = nowcaster.attach(model, opt, period=5 * nowcaster.context, horizon=4, start=10**9, example_input=ex)
+    for p in model.parameters():  # a few moves, so that the window is not constant
+        p.grad = torch.randn_like(p)
+    for _ in range(3):
         opt.step()
     snap, jump = [], []
     for _ in range(repeats):
@@ -179,250 +232,187 @@ def first_reach(acc: list[float], target: float) -> int | None:
     return None
 
 
-def load_methods(args) -> dict[str, Nowcaster | None]:
-    methods: dict[str, Nowcaster | None] = {"adam": None, "linefit": Nowcaster(kind="linefit")}
-    mlp_path = Path(args.mlp)
-    if (mlp_path / "config.json").exists() or mlp_path.with_suffix(".json").exists():  # or the former file pair
-        methods["mlp"] = Nowcaster.load(mlp_path)
-    else:
-        log.warning("no per-parameter baseline at %s (make it with: weightspace nowcast model.kind=mlp "
-                    "out=%s); skipped", mlp_path, mlp_path)
-    methods["nino"] = Nowcaster.load(args.nowcaster) if args.nowcaster else Nowcaster.pretrained()
+def load_methods(args) -> dict:
+    methods: dict = {"adam": None, "linefit": Nowcaster(kind="linefit")}
+    if args.mlp:
+        methods["mlp"] = Nowcaster.load(args.mlp)
+    methods["nino"] = Nowcaster.pretrained()
+    members = [Nowcaster.load(p) for p in args.ensemble.split(",") if p]
+    if members:
+        methods["nino_lm"] = members[0]
+        if len(members) > 1:
+            methods["nino_ens"] = NowcastEnsemble(members)
     return methods
 
 
-def tune(args, methods) -> dict[str, dict]:
-    """Choose (period, largest horizon) per method on the in-distribution tuning task.
+def summarize(task: Task, runs: dict, cpu_cost: dict, methods: dict, seeds: int) -> dict:
+    target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in runs["adam"])
+    tres = {"held_out": task.held_out, "budget": task.budget, "lr": task.lr, "batch": task.batch,
+            "optimizer": task.optimizer, "target": target, "metric": "val_loss" if task.loss == "lm" else "val_accuracy",
+            "methods": {}}
+    adam_steps = [first_reach(r["acc"], target) or task.budget for r in runs["adam"]]
+    # one plain step time for the task (median over every run of every method, hook time removed), so that
+    # wall-clock compares steps and hook overhead rather than the load of the shared CPU
+    plain = statistics.median((r["train_seconds"] - r["hook_seconds"]) / task.budget for rs in runs.values() for r in rs)
+    plain_cpu = statistics.median(r["train_cpu_seconds"] / task.budget for r in runs["adam"])
+    tres["plain_step_ms"], tres["plain_step_cpu_ms"] = 1000 * plain, 1000 * plain_cpu
+    for name, rs in runs.items():
+        reached = [first_reach(r["acc"], target) for r in rs]
+        steps = [x or task.budget for x in reached]
+        # the hook's time before the target: the jumps made before it (plus the attach-time preparation)
+        frac = [sum(1 for j in r["jump_steps"] if j <= st) / max(1, r["jumps"]) for st, r in zip(steps, rs)]
+        overhead = [r["hook_seconds"] * f for f, r in zip(frac, rs)]
+        saved = (statistics.mean(adam_steps) - statistics.mean(steps)) * plain
+        snap_ms, jump_ms = cpu_cost.get(name, (0.0, 0.0))
+        per_jump_cpu = (snap_ms * methods[name].context + jump_ms) / 1000 if name in cpu_cost else 0.0
+        overhead_cpu = [sum(1 for j in r["jump_steps"] if j <= st) * per_jump_cpu for st, r in zip(steps, rs)]
+        saved_cpu = (statistics.mean(adam_steps) - statistics.mean(steps)) * plain_cpu
+        red = [100.0 * (1 - st / a) for st, a in zip(steps, adam_steps)]
+        tres["methods"][name] = {
+            "steps_mean": statistics.mean(steps), "steps_std": statistics.stdev(steps) if len(steps) > 1 else 0.0,
+            "steps_per_seed": steps, "reached": sum(x is not None for x in reached),
+            "reduction_pct": 100.0 * (1 - statistics.mean(steps) / statistics.mean(adam_steps)),
+            "reduction_pct_per_seed_mean": statistics.mean(red),
+            "reduction_pct_per_seed_std": statistics.stdev(red) if len(red) > 1 else 0.0,
+            "final_metric": statistics.mean(r["acc"][-1] for r in rs),
+            "jumps": statistics.mean(r["jumps"] for r in rs), "undone": sum(r["undone"] for r in rs),
+            "skipped_jumps": sum(r["skipped"] for r in rs),
+            "periods": sorted({p for r in rs for p in r["periods"]}),
+            "hook_ms_per_jump": 1000 * sum(r["hook_seconds"] for r in rs) / max(1, sum(r["jumps"] + r["undone"] for r in rs)),
+            "hook_cpu_ms_per_jump": 1000 * per_jump_cpu, "hook_cpu_ms_snapshot_and_jump": [snap_ms, jump_ms],
+            "hook_overhead_to_target_s": statistics.mean(overhead), "time_saved_s": saved,
+            "overhead_over_saved": (statistics.mean(overhead) / saved) if saved > 0 else None,
+            "overhead_over_saved_cpu": (statistics.mean(overhead_cpu) / saved_cpu) if saved_cpu > 0 else None,
+            "seconds_to_target": statistics.mean(st * plain + o for st, o in zip(steps, overhead)),
+        }
+    return tres
 
-    The criterion is the time to target in units of a plain optimizer step, the hook's cost included:
-    ``steps + (hook seconds before the target) / (seconds of a plain step)``, each run measured against
-    its own plain steps (so the machine's load cancels out), averaged over the tuning seeds.
-    """
-    task = TASKS["digits_mlp_tune"]
-    data = _data(task)
-    seeds = list(range(100, 100 + args.tune_seeds))
-    adam = [run_one(task, data, s, None, {}) for s in seeds]
-    target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in adam)
-    best = {"adam": {"tune_steps": statistics.mean(first_reach(r["acc"], target) or task.budget for r in adam),
-                     "tune_target": target}}
-    for name, nc in methods.items():
-        if nc is None:
+
+def goals(results: dict) -> dict:
+    """The issue's goals, each checked on the figures of this run (for the graph nowcasters)."""
+    out = {}
+    tasks = results["tasks"]
+    for name in ("nino", "nino_lm", "nino_ens"):
+        if not all(name in t["methods"] for t in tasks.values()):
             continue
-        scores, steps_of = {}, {}
-        for period in PERIODS:
-            for k in K_MAX:
-                if k > nc.horizons:
-                    continue
-                kw = {"period": period, "horizon": None if k == nc.horizons else _decay(k, task.budget)}
-                runs = [run_one(task, data, s, nc, kw) for s in seeds]
-                steps = [first_reach(r["acc"], target) or task.budget for r in runs]
-                cost = [st + (r["hook_seconds"] * st / task.budget)
-                        / max(1e-9, (r["train_seconds"] - r["hook_seconds"]) / task.budget)
-                        for st, r in zip(steps, runs)]
-                scores[(period, k)] = statistics.mean(cost)
-                steps_of[(period, k)] = statistics.mean(steps)
-        (period, k), sc = min(scores.items(), key=lambda kv: kv[1])
-        best[name] = {"period": period, "k_max": k, "tune_steps": steps_of[(period, k)], "tune_cost": sc,
-                      "tune_table": {f"period={p},k_max={kk}": {"steps": steps_of[(p, kk)], "cost": v}
-                                     for (p, kk), v in scores.items()}}
-        log.info("tuned %s: period %d, k_max %d (%.1f steps, %.1f step-equivalents with the hook, to %.3f)",
-                 name, period, k, steps_of[(period, k)], sc, target)
-        if name == "nino":  # a second operating point: the issue's overhead goal as a constraint
-            adam_steps = best["adam"]["tune_steps"]
-            share = {key: (scores[key] - steps_of[key]) / (adam_steps - steps_of[key])
-                     for key in scores if steps_of[key] < adam_steps}
-            ok = [key for key, v in share.items() if v <= LEAN_SHARE]
-            key = (min(ok, key=lambda kk: scores[kk]) if ok else min(share, key=share.get)) if share else (period, k)
-            best["nino_lean"] = {"period": key[0], "k_max": key[1], "tune_steps": steps_of[key],
-                                 "tune_cost": scores[key], "tune_overhead_share": share.get(key),
-                                 "constraint_met": bool(ok)}
-            log.info("tuned nino_lean: period %d, k_max %d (%.1f steps, overhead %.1f%% of the time saved)",
-                     key[0], key[1], steps_of[key], 100 * (share.get(key) or float("nan")))
-    return best
-
-
-def choose_hold(args, methods, best: dict) -> dict:
-    """Choose ``hold`` (:data:`HOLDS`) per learned method on the in-distribution transformer task.
-
-    Each method runs at its tuned period and largest horizon, with each option; the option with fewer
-    steps to the target (Adam's end-of-budget validation loss there) is kept (the hook's cost is the
-    same for both). ``nino_lean`` takes ``nino``'s choice.
-    """
-    task = TASKS["synthetic_vit_tune"]
-    data = _data(task)
-    seeds = list(range(100, 100 + args.tune_seeds))
-    adam = [run_one(task, data, s, None, {}) for s in seeds]
-    target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in adam)
-    table = {"adam": statistics.mean(first_reach(r["acc"], target) or task.budget for r in adam)}
-    for name, nc in methods.items():
-        if nc is None or name not in best:
-            continue
-        h = best[name]
-        steps = {}
-        for opt, hold in HOLDS.items():
-            kw = {"period": h["period"], "horizon": None if h["k_max"] == nc.horizons else _decay(h["k_max"], task.budget),
-                  "hold": hold}
-            runs = [run_one(task, data, s, nc, kw) for s in seeds]
-            steps[opt] = statistics.mean(first_reach(r["acc"], target) or task.budget for r in runs)
-        pick = min(steps, key=steps.get)
-        h["hold"], h["hold_steps"] = pick, steps
-        table[name] = steps
-        log.info("hold for %s: %s (%s; Adam %.1f)", name, pick, steps, table["adam"])
-    if "nino_lean" in best and "nino" in best:
-        best["nino_lean"]["hold"] = best["nino"]["hold"]
-    return {"task": task.name, "budget": task.budget, "seeds": args.tune_seeds, "target_val_loss": -target,
-            "steps": table}
-
-
-def _data(task: Task):
-    return load_dataset(task.dataset, flatten=task.flatten, **dict(task.data_kw))
-
-
-def _decay(k_max: int, total: int):
-    from weightspace.nowcast import horizon_schedule
-
-    return horizon_schedule(k_max, 1, total)
+        red = {tn: t["methods"][name]["reduction_pct"] for tn, t in tasks.items()}
+        base = {tn: max(t["methods"][b]["reduction_pct"] for b in ("linefit", "mlp") if b in t["methods"])
+                for tn, t in tasks.items()}
+        ovh = {tn: t["methods"][name]["overhead_over_saved"] for tn, t in tasks.items()}
+        out[name] = {
+            "median_reduction_ge_45": statistics.median(red.values()) >= 45,
+            "every_task_ge_30": all(v >= 30 for v in red.values()),
+            "lm_ge_30": red.get("lm_gpt", float("-inf")) >= 30,
+            "ahead_of_baselines_every_task": all(red[t] > base[t] for t in red),
+            "overhead_le_10pct_every_task": all(v is not None and v <= 0.10 for v in ovh.values()),
+            "median_reduction": statistics.median(red.values()), "reductions": red,
+        }
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--tasks", default="mnist1d_cnn,digits_mlp_wide,digits_vit")
-    ap.add_argument("--nowcaster", default=None, help="path of the graph nowcaster (default: the shipped one)")
-    ap.add_argument("--mlp", default=str(ROOT / "runs/nowcast/nowcaster_mlp"))
-    ap.add_argument("--tune-seeds", type=int, default=5)
-    ap.add_argument("--no-tune", action="store_true", help="period 20, k_max = nowcaster horizons for all")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--tasks", default="mnist1d_cnn,digits_mlp_wide,digits_vit,lm_gpt")
+    ap.add_argument("--mlp", default=str(ROOT / "runs/nowcast/nowcaster_mlp"), help="per-parameter baseline ('' skips)")
+    ap.add_argument("--ensemble", default=",".join(f"nowcaster_lm_s{k}" for k in range(3)),
+                    help="graph nowcasters of meta-training seeds 0..K-1, in seed order (names or folders)")
     ap.add_argument("--quick", action="store_true", help="budgets / 3")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="results prefix (default benchmarks/results/nowcast unless --quick)")
-    ap.add_argument("--render", default=None, metavar="JSON", help="only rewrite the Markdown table of a results JSON")
+    ap.add_argument("--render", default=None, metavar="JSON", help="only rewrite the Markdown of a results JSON")
+    ap.add_argument("--merge", default=None, metavar="JSON,JSON", help="merge per-task result files into one report")
     args = ap.parse_args()
     if args.render:
         path = Path(args.render)
         write_md(path.with_suffix(""), json.loads(path.read_text()))
         return
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge.split(",")]
+        merged = merge(parts)
+        write(Path(args.out or ROOT / "benchmarks/results/nowcast"), merged, merged["curves"])
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("weightspace.nowcast.hook").setLevel(logging.WARNING)  # the auto period's per-jump lines
     torch.set_num_threads(args.threads)
     t_start = time.time()
     load_start = list(os.getloadavg())
     methods = load_methods(args)
-    if args.no_tune:
-        hp = {n: {"period": 20, "k_max": nc.horizons, "hold": "attn_qkv"} for n, nc in methods.items()
-              if nc is not None}
-        hold_tuning = None
-    else:
-        hp = tune(args, methods)
-        hold_tuning = choose_hold(args, methods, hp)
-    hp = {k: v for k, v in hp.items() if "period" in v} | {"tuning_adam": hp.get("adam", {})}
-    if "nino_lean" in hp:
-        methods["nino_lean"] = methods["nino"]
-    results = {"tasks": {}, "hook": hp, "seeds": args.seeds,
-               "tuning": {"task": "digits_mlp_tune", "budget": TASKS["digits_mlp_tune"].budget, "periods": list(PERIODS),
-                          "k_max": list(K_MAX), "seeds": args.tune_seeds},
-               "hold_tuning": hold_tuning}
+    results = {"tasks": {}, "seeds": args.seeds, "methods": list(methods),
+               "hook": "library defaults: period='auto' (AUTO_BUDGET 0.10), horizon decay from 32 over total_steps, "
+                       "hold=HOLD_DEFAULT, spike_guard=2.0 with losses reported"}
     curves = {}
     for tname in args.tasks.split(","):
         task = TASKS[tname]
         if args.quick:
-            task = Task(**{**task.__dict__, "budget": task.budget // 3})
-        data = _data(task)
+            task = replace(task, budget=task.budget // 3, warmup=task.warmup // 3)
+        data = load_data(task)
         runs: dict[str, list[dict]] = {}
-        kws: dict[str, dict] = {}
         for name, nc in methods.items():
-            kw = {}
-            if nc is not None:
-                h = hp[name]
-                kw = {"period": h["period"], "horizon": None if h["k_max"] == nc.horizons else _decay(h["k_max"], task.budget),
-                      "hold": HOLDS[h.get("hold", "attn_qkv")]}
-            kws[name] = kw
-            runs[name] = []
-            for s in range(args.seeds):
-                runs[name].append(run_one(task, data, s, nc, kw))
-            log.info("%s %s done", tname, name)
-        # the target: Adam's end-of-budget accuracy (mean over seeds of the last 3 measurements)
-        target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in runs["adam"])
-        tres = {"held_out": task.held_out, "budget": task.budget, "lr": task.lr, "batch": task.batch,
-                "target_accuracy": target, "methods": {}}
-        adam_steps = [first_reach(r["acc"], target) or task.budget for r in runs["adam"]]
-        # one plain step time for the task (median over every run of every method, hook time removed), so
-        # that wall-clock compares steps and hook overhead rather than the load of the shared CPU
-        plain = statistics.median((r["train_seconds"] - r["hook_seconds"]) / task.budget
-                                  for rs in runs.values() for r in rs)
-        tres["plain_step_ms"] = 1000 * plain
-        # the same in CPU time of the training thread (Adam alone), insensitive to the other processes on a
-        # shared machine; the hook's CPU cost is measured apart (hook_cpu_ms)
-        plain_cpu = statistics.median(r["train_cpu_seconds"] / task.budget for r in runs["adam"])
-        tres["plain_step_cpu_ms"] = 1000 * plain_cpu
-        cpu_cost = {name: hook_cpu_ms(task, data, nc, kws[name]) for name, nc in methods.items() if nc is not None}
-        for name, rs in runs.items():
-            reached = [first_reach(r["acc"], target) for r in rs]
-            steps = [x or task.budget for x in reached]
-            # the hook's time spent before the target (its cost is spread evenly over the run's jumps)
-            overhead = [r["hook_seconds"] * st / task.budget for st, r in zip(steps, rs)]
-            saved = (statistics.mean(adam_steps) - statistics.mean(steps)) * plain
-            snap_ms, jump_ms = cpu_cost.get(name, (0.0, 0.0))
-            per_jump_cpu = (snap_ms * methods[name].context + jump_ms) / 1000 if name in cpu_cost else 0.0
-            overhead_cpu = [r["jumps"] * per_jump_cpu * st / task.budget for st, r in zip(steps, rs)]
-            saved_cpu = (statistics.mean(adam_steps) - statistics.mean(steps)) * plain_cpu
-            tres["methods"][name] = {
-                "steps_mean": statistics.mean(steps),
-                "steps_median": statistics.median(steps),
-                "steps_per_seed": steps,
-                "reached": sum(x is not None for x in reached),
-                "reduction_pct": 100.0 * (1 - statistics.mean(steps) / statistics.mean(adam_steps)),
-                "speedup": statistics.mean(adam_steps) / statistics.mean(steps),
-                "final_accuracy": statistics.mean(r["acc"][-1] for r in rs),
-                "best_accuracy": statistics.mean(max(r["acc"]) for r in rs),
-                "jumps": statistics.mean(r["jumps"] for r in rs),
-                "skipped_jumps": sum(r["skipped"] for r in rs),
-                "seconds_to_target": statistics.mean(st * plain + o for st, o in zip(steps, overhead)),
-                "measured_step_ms": 1000 * sum(r["train_seconds"] - r["hook_seconds"] for r in rs)
-                / (task.budget * len(rs)),
-                "hook_ms_per_jump": 1000 * sum(r["hook_seconds"] for r in rs) / max(1, sum(r["jumps"] for r in rs)),
-                "hook_seconds_per_run": statistics.mean(r["hook_seconds"] for r in rs),
-                "hook_overhead_to_target_s": statistics.mean(overhead),
-                "time_saved_s": saved,
-                "overhead_over_saved": (statistics.mean(overhead) / saved) if saved > 0 else None,
-                "hook_cpu_ms_per_jump": 1000 * per_jump_cpu,
-                "hook_cpu_ms_snapshot_and_jump": [snap_ms, jump_ms],
-                "overhead_over_saved_cpu": (statistics.mean(overhead_cpu) / saved_cpu) if saved_cpu > 0 else None,
-                "steps_std": statistics.stdev(steps) if len(steps) > 1 else 0.0,
-            }
+            runs[name] = [run_one(task, data, s, nc) for s in range(args.seeds)]
+            log.info("%s %s done (%.0f s so far; load %.1f)", tname, name, time.time() - t_start, os.getloadavg()[0])
+        cpu_cost = {name: hook_cpu_ms(task, data, nc) for name, nc in methods.items() if nc is not None}
+        tres = summarize(task, runs, cpu_cost, methods, args.seeds)
+        if task.loss == "lm":
+            tres["corpus"] = data.corpus.describe()
         results["tasks"][tname] = tres
         curves[tname] = {n: [sum(v) / len(v) for v in zip(*[r["val_loss"] for r in rs])] for n, rs in runs.items()}
-        curves[tname + "/acc"] = {n: [sum(v) / len(v) for v in zip(*[r["acc"] for r in rs])] for n, rs in runs.items()}
         _print_task(tname, tres)
+    results["goals"] = goals(results)
     results["machine"] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                          "torch": torch.__version__, "threads": args.threads,
-                          "note": "CPU shared with other jobs during the run; wall-clock figures are noisy",
+                          "torch": torch.__version__, "threads": args.threads, "cores": os.cpu_count(),
                           "load_average_start": load_start, "load_average_end": list(os.getloadavg())}
     results["nowcasters"] = nowcaster_info(methods)
     results["seconds"] = round(time.time() - t_start, 1)
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results["command"] = "python benchmarks/nowcast.py " + " ".join(sys.argv[1:])
+    results["curves"] = curves
     out = args.out or (None if args.quick else str(ROOT / "benchmarks/results/nowcast"))
     if out:
         write(Path(out), results, curves)
 
 
+def merge(parts: list[dict]) -> dict:
+    """One report from per-task runs of the same methods and seeds (each run's own baselines kept)."""
+    if len({(p["seeds"], tuple(p["methods"])) for p in parts}) != 1:
+        raise ValueError("--merge: the parts ran different seeds or methods; rerun them alike")
+    out = {k: parts[0][k] for k in ("seeds", "methods", "hook", "nowcasters")}
+    out["tasks"] = {k: v for p in parts for k, v in p["tasks"].items()}
+    out["curves"] = {k: v for p in parts for k, v in p["curves"].items()}
+    out["goals"] = goals(out)
+    out["parts"] = [{"command": p["command"], "date": p["date"], "seconds": p["seconds"], "machine": p["machine"]}
+                    for p in parts]
+    m = dict(parts[0]["machine"])
+    m["load_average_start"] = max((p["machine"]["load_average_start"] for p in parts), key=lambda v: v[0])
+    m["load_average_end"] = max((p["machine"]["load_average_end"] for p in parts), key=lambda v: v[0])
+    out["machine"] = m
+    out["seconds"] = max(p["seconds"] for p in parts)
+    out["date"] = max(p["date"] for p in parts)
+    out["command"] = "; ".join(p["command"] for p in parts) + " (run side by side), merged by python " \
+        "benchmarks/nowcast.py --merge"
+    return out
+
+
 def nowcaster_info(methods: dict) -> dict:
-    """What each learned method was meta-trained on (from its checkpoint's JSON)."""
+    """What each learned method was meta-trained on (from its checkpoint's extras)."""
     out = {}
     for name, nc in methods.items():
-        info = getattr(nc, "info", None) or {}
-        if nc is None or nc.kind == "linefit" or name == "nino_lean":
+        if nc is None or not nc.learned:
             continue
-        out[name] = {"kind": nc.kind, "horizons": nc.horizons, "command": info.get("command"),
-                     "trajectories": info.get("trajectories"), "meta_steps": info.get("steps"),
-                     "val_loss": info.get("val/loss"), "val_linefit_loss": info.get("val/linefit_loss")}
+        members = list(nc.members) if isinstance(nc, NowcastEnsemble) else [nc]
+        out[name] = [{"kind": m.kind, "command": m.info.get("command"), "trajectories": m.info.get("trajectories"),
+                      "meta_steps": m.info.get("steps"), "seconds": m.info.get("seconds"),
+                      "seed": (m.info.get("meta_train") or {}).get("seed"),
+                      "val_loss": m.info.get("val/loss"), "val_linefit_loss": m.info.get("val/linefit_loss")}
+                     for m in members]
     return out
 
 
 def _print_task(tname: str, tres: dict) -> None:
-    print(f"\n{tname}  (target {tres['target_accuracy']:.3f}, budget {tres['budget']})")
-    print(f"{'method':<8} {'steps':>7} {'reached':>8} {'reduction':>10} {'speedup':>8} {'final acc':>10} {'s->target':>10}")
+    print(f"\n{tname}  (target {tres['target']:.4f}, budget {tres['budget']})")
     for n, m in tres["methods"].items():
-        print(f"{n:<8} {m['steps_mean']:7.1f} {m['reached']:>8} {m['reduction_pct']:9.1f}% {m['speedup']:8.2f} "
-              f"{m['final_accuracy']:10.3f} {m['seconds_to_target']:10.2f}")
+        print(f"{n:<9} {m['steps_mean']:7.1f} ± {m['steps_std']:6.1f}  reached {m['reached']}  "
+              f"{m['reduction_pct']:6.1f}%  jumps {m['jumps']:.1f}  overhead/saved {m['overhead_over_saved']}")
 
 
 def write(prefix: Path, results: dict, curves: dict) -> None:
@@ -433,65 +423,47 @@ def write(prefix: Path, results: dict, curves: dict) -> None:
 
 
 def write_md(prefix: Path, results: dict) -> None:
-    lines = ["# Nowcasting benchmark", "", f"Command: `{results['command']}`; {results['seeds']} seeds; "
-             f"{results['machine']['processor']}, torch {results['machine']['torch']}, "
-             f"{results['machine']['threads']} thread(s); {results['machine']['note']} (load average "
-             f"{results['machine'].get('load_average_start', [float('nan')])[0]:.1f} at the start, "
-             f"{results['machine'].get('load_average_end', [float('nan')])[0]:.1f} at the end, on "
-             f"{os.cpu_count()} cores); {results['seconds']:.0f} s in all.", ""]
+    mach = results["machine"]
+    lines = ["# Nowcasting benchmark", "",
+             f"Command: `{results['command']}` ({results['date']}); {results['seeds']} seeds; {mach['processor']}, "
+             f"torch {mach['torch']}, {mach['threads']} torch thread(s), {mach['cores']} cores shared with other jobs "
+             f"(highest load average {mach['load_average_start'][0]:.1f} at a start, {mach['load_average_end'][0]:.1f} at "
+             f"an end), so wall-clock figures are noisy; {results['seconds']:.0f} s in all.", "",
+             f"Hooks: {results['hook']}. Protocol and the ensemble rule: the docstring of `benchmarks/nowcast.py`.", ""]
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for tname, t in results["tasks"].items():
+        what = "validation loss (nats/byte)" if t["metric"] == "val_loss" else "validation accuracy"
+        tgt = -t["target"] if t["metric"] == "val_loss" else t["target"]
         lines += [f"## {tname} — held out: {t['held_out']}", "",
-                  f"Target validation accuracy {t['target_accuracy']:.3f} (mean of Adam's final accuracy), "
-                  f"budget {t['budget']} steps, Adam lr {t['lr']}, batch {t['batch']}.", "",
-                  f"Plain optimizer step {t['plain_step_ms']:.2f} ms wall-clock, "
-                  f"{t.get('plain_step_cpu_ms', float('nan')):.2f} ms CPU time (medians over all runs).", "",
-                  "| method | steps to target (mean ± std) | median | reached | reduction vs Adam | speedup | final acc | "
-                  "s to target | hook ms / jump (wall / CPU) | hook overhead / time saved (wall / CPU) |",
+                  f"Target {what} {tgt:.4f} (mean of {t['optimizer']}'s final value), budget {t['budget']} steps, "
+                  f"lr {t['lr']}, batch {t['batch']}. Plain step {t['plain_step_ms']:.2f} ms wall, "
+                  f"{t['plain_step_cpu_ms']:.2f} ms CPU (medians)."
+                  + (f" Corpus: {t['corpus']}." if "corpus" in t else ""), "",
+                  "| method | steps to target (mean ± std) | reached | fewer steps vs optimizer | per-seed mean ± std | "
+                  "final | jumps (undone) | periods | hook ms / jump (wall / CPU) | overhead / time saved (wall / CPU) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         for n, m in t["methods"].items():
-            lines.append(f"| {n} | {m['steps_mean']:.1f} ± {m.get('steps_std', 0.0):.1f} | {m['steps_median']:.0f} | "
-                         f"{m['reached']}/{results['seeds']} | {m['reduction_pct']:.1f}% | {m['speedup']:.2f}× | "
-                         f"{m['final_accuracy']:.3f} | {m['seconds_to_target']:.2f} | "
-                         f"{m['hook_ms_per_jump']:.1f} / {m.get('hook_cpu_ms_per_jump', float('nan')):.1f} | "
-                         f"{pct(m['overhead_over_saved'])} / {pct(m.get('overhead_over_saved_cpu'))} |")
+            fin = -m["final_metric"] if t["metric"] == "val_loss" else m["final_metric"]
+            per = ",".join(map(str, m["periods"][:4])) + ("…" if len(m["periods"]) > 4 else "")
+            lines.append(f"| {n} | {m['steps_mean']:.1f} ± {m['steps_std']:.1f} | {m['reached']}/{results['seeds']} | "
+                         f"{m['reduction_pct']:.1f}% | {m['reduction_pct_per_seed_mean']:.1f} ± "
+                         f"{m['reduction_pct_per_seed_std']:.1f}% | {fin:.4f} | {m['jumps']:.1f} ({m['undone']}) | "
+                         f"{per or '–'} | {m['hook_ms_per_jump']:.1f} / {m['hook_cpu_ms_per_jump']:.1f} | "
+                         f"{pct(m['overhead_over_saved'])} / {pct(m['overhead_over_saved_cpu'])} |")
         lines.append("")
-    tg = results.get("tuning")
-    grid = (f" {tg['task']}, budget {tg['budget']} steps, {tg['seeds']} seeds; grid: periods "
-            f"{', '.join(map(str, tg['periods']))} × largest horizons {', '.join(map(str, tg['k_max']))}; "
-            "criterion: time to target with the hook's cost, in plain steps") if tg else ""
-    lines += [f"Hook hyperparameters (chosen on the in-distribution tuning task{grid}; horizons decay to 1 "
-              "snapshot spacing over the budget, NiNo's schedule):", ""]
-    for n, h in results["hook"].items():
-        if "period" in h:
-            lines.append(f"- {n}: period {h['period']}, largest horizon {h['k_max']} snapshot spacings "
-                         + (f"(tuning task: {h['tune_steps']:.1f} steps to target" if 'tune_steps' in h else "")
-                         + (f", {h['tune_cost']:.1f} with the hook's time in plain steps)" if 'tune_cost' in h
-                            else (")" if 'tune_steps' in h else ""))
-                         + (f"; hold: {h['hold']}" if 'hold' in h else ""))
-    if "nino_lean" in results["hook"]:
-        lean = results["hook"]["nino_lean"]
-        lines.append(f"- nino_lean is the same graph nowcaster at the fastest setting whose hook time before the "
-                     f"target stays within {100 * LEAN_SHARE:.0f}% of the time it saves on the tuning task "
-                     + ("(met there: " if lean.get("constraint_met") else "(no setting met it; the lowest share: ")
-                     + f"{100 * (lean.get('tune_overhead_share') or float('nan')):.1f}%)")
-    for n, i in results.get("nowcasters", {}).items():
-        lines.append(f"- {n}: `{i['command']}` ({i['kind']}, {i['horizons']} horizons; {i['trajectories']} "
-                     f"trajectories, {i['meta_steps']} meta-training steps; validation L1 {i['val_loss']:.3f} vs "
-                     f"Linefit {i['val_linefit_loss']:.3f})")
-    if results["hook"].get("tuning_adam"):
-        lines.append(f"- Adam alone on the tuning task: {results['hook']['tuning_adam']['tune_steps']:.1f} steps")
-    ht = results.get("hold_tuning")
-    if ht:
-        opts = " / ".join(HOLDS)
-        lines += ["", f"What the hook holds (``hold``; none: every parameter jumps, NiNo; attn_qkv: attention's "
-                  f"query/key/value maps stay with the optimizer), chosen per method on the in-distribution "
-                  f"transformer task {ht['task']} (1-D TinyViT regressing a synthetic teacher of a seed unseen in "
-                  f"meta-training; budget {ht['budget']}, {ht['seeds']} seeds, target validation MSE "
-                  f"{ht['target_val_loss']:.4f}; Adam {ht['steps']['adam']:.1f} steps), steps to target {opts}:", ""]
-        for n, st in ht["steps"].items():
-            if n != "adam":
-                lines.append(f"- {n}: " + " / ".join(f"{st[o]:.1f}" for o in HOLDS))
+    lines += ["## Goals (issue #27), checked on this run", ""]
+    for n, g in results.get("goals", {}).items():
+        mark = lambda b: "met" if b else "not met"  # noqa: E731
+        lines.append(f"- {n}: median reduction {g['median_reduction']:.1f}% (≥ 45%: {mark(g['median_reduction_ge_45'])}); "
+                     f"every task ≥ 30%: {mark(g['every_task_ge_30'])}; LM ≥ 30%: {mark(g['lm_ge_30'])}; ahead of "
+                     f"Linefit and the per-parameter MLP on every task: {mark(g['ahead_of_baselines_every_task'])}; "
+                     f"overhead ≤ 10% of the time saved on every task: {mark(g['overhead_le_10pct_every_task'])}")
+    lines += ["", "## Nowcasters", ""]
+    for n, ms in results.get("nowcasters", {}).items():
+        for i in ms:
+            lines.append(f"- {n}: `{i['command']}` (seed {i['seed']}; {i['kind']}; {i['trajectories']} trajectories, "
+                         f"{i['meta_steps']} meta-training steps, {i['seconds']} s; validation L1 "
+                         f"{i['val_loss']:.3f} vs Linefit {i['val_linefit_loss']:.3f})")
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -502,19 +474,19 @@ def plot(prefix: Path, results: dict, curves: dict) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results["tasks"])
-    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 6.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
     for j, tname in enumerate(names):
+        ax = axes[0, j]
         for n, c in curves[tname].items():
-            axes[0, j].plot(range(1, len(c) + 1), c, label=n, lw=1.2)
-        for n, c in curves[tname + "/acc"].items():
-            axes[1, j].plot(range(1, len(c) + 1), c, label=n, lw=1.2)
-        axes[1, j].axhline(results["tasks"][tname]["target_accuracy"], color="k", ls=":", lw=1)
-        axes[0, j].set_title(tname)
-        axes[0, j].set_yscale("log")
-        axes[0, j].set_ylabel("val/loss (mean over seeds)")
-        axes[1, j].set_ylabel("val/accuracy")
-        axes[1, j].set_xlabel("optimizer step")
-    axes[0, 0].legend()
+            ax.plot(range(1, len(c) + 1), c, label=n, lw=1.1)
+        t = results["tasks"][tname]
+        if t["metric"] == "val_loss":
+            ax.axhline(-t["target"], color="k", ls=":", lw=1)
+        ax.set_title(tname)
+        ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("validation loss (mean over seeds)")
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(prefix.with_suffix(".png"), dpi=110)
     plt.close(fig)

@@ -107,3 +107,12 @@ def test_dataclasses_are_the_paper_recipe():
     for verb in PRESET_VERBS:
         for name in _schema_nodes(verb).values():
             assert dataclasses.is_dataclass(schema_class(name))
+
+
+def test_nowcast_presets_pick_the_zoos():
+    """preset=laptop builds the four short zoos, preset=paper all seven (the long NiNo-like runs too)."""
+    short = {"digits_mlp", "digits_cnn", "digits_mlp_depth", "synthetic_vit"}
+    assert set(_compose("nowcast")["zoos"]) == short
+    assert set(_compose("nowcast", ["preset=paper"])["zoos"]) == short | {"digits_mlp_long", "digits_cnn_long",
+                                                                          "synthetic_vit_long"}
+    assert _compose("nowcast")["train"]["steps"] < _compose("nowcast", ["preset=paper"])["train"]["steps"]

@@ -14,6 +14,7 @@ from weightspace.graph import EdgeType, NodeType, batch_graphs
 from weightspace.graph.vocab import Activation
 
 from ..helpers import assert_state_equal
+from .layouts import dense_layout
 
 
 class Residual(nn.Module):
@@ -550,9 +551,9 @@ def test_to_networkx_merges_parallel_edges_and_keeps_stacks():
     g = spec.to_graph({k: torch.stack([v, 2 * v]) for k, v in model.state_dict().items()})
     dup = g.clone()  # the first edge twice
     dup.edge_index = torch.cat([g.edge_index, g.edge_index[:, :1]], 1)
-    dup.edge_attr = torch.cat([g.edge_attr, g.edge_attr[:, :1]], 1)
+    dup.edge_values = torch.cat([g.edge_values, g.edge_values[:, :1]], 1)
+    dup.kernel_runs = torch.tensor([[g.num_edges + 1, 1, 1]])
     dup.edge_type = torch.cat([g.edge_type, g.edge_type[:1]])
-    dup.edge_kernel = g.edge_kernel[:1].expand(g.num_edges + 1, 2)
     G = ws.to_networkx(dup)
     assert G.number_of_edges() == g.num_edges
     s, d = g.edge_index[:, 0].tolist()
@@ -572,14 +573,23 @@ def test_saved_graph_loads_with_weights_only(tmp_path):
     assert back.signature == g.signature
 
 
-def test_batch_from_data_list_of_different_kernel_grids_points_at_batch_graphs():
+def test_batch_from_data_list_batches_different_kernel_grids():
     from torch_geometric.data import Batch
+    from torch_geometric.loader import DataLoader
 
     a = ws.to_graph(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2)))
     b = ws.to_graph(nn.Sequential(nn.Conv2d(1, 2, 5), nn.Flatten(), nn.Linear(8, 2)))
-    with pytest.raises(ValueError, match=r"different kernel grids \(\(3, 4\) and \(5, 5\)\).*batch_graphs"):
-        Batch.from_data_list([a, b])
-    same = Batch.from_data_list([a, a])  # one grid: plain PyG batching works
-    assert same.num_graphs == 2 and same.edge_attr.shape == (2 * a.num_edges, 12)
     mixed = batch_graphs([a, b])
     assert mixed.edge_attr.shape == (a.num_edges + b.num_edges, 25)
+    plain = Batch.from_data_list([a, b])  # PyG's own collation: padded to the batch's largest grid
+    assert plain.grid == (5, 5) and torch.equal(plain.edge_attr, mixed.edge_attr)
+    assert torch.equal(plain.edge_kernel, torch.cat([a.edge_kernel, b.edge_kernel]))
+    loaded = next(iter(DataLoader([a, b, a], batch_size=3)))
+    assert loaded.num_graphs == 3 and loaded.edge_attr.shape == (2 * a.num_edges + b.num_edges, 25)
+    same = Batch.from_data_list([a, a])  # one grid: the batch keeps it
+    assert same.num_graphs == 2 and same.edge_attr.shape == (2 * a.num_edges, 12)
+    # graphs saved in the older dense layout: mixed grids still point at batch_graphs, which batches them
+    da, db = dense_layout(a), dense_layout(b)
+    with pytest.raises(ValueError, match=r"different kernel grids \(\(3, 4\) and \(5, 5\)\).*batch_graphs"):
+        Batch.from_data_list([da, db])
+    assert torch.equal(batch_graphs([da, db]).edge_attr, mixed.edge_attr)

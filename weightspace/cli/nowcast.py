@@ -1,10 +1,13 @@
 """Meta-train a parameter nowcaster on dense zoo trajectories: weightspace nowcast [key=value ...]
 
-Generates (or finishes) the zoos of ``configs/nowcast/zoo/*.yaml`` under ``work_dir/zoos``,
-meta-trains the nowcaster (``model.kind=graph``) or the per-parameter baseline (``model.kind=mlp``)
-in ``work_dir/<kind>`` (resumable: rerun the same command), and saves it to the directory ``out``
-(``config.json`` + ``model.safetensors``, :meth:`~weightspace.nowcast.Nowcaster.save_pretrained`).
-``report=true`` draws the logged losses to ``work_dir/<kind>/meta_train.png``.
+Generates (or finishes) the zoos of ``configs/nowcast/zoo/*.yaml`` named by the preset under
+``work_dir/zoos`` and the byte-level language-model runs of ``lm`` under ``work_dir/lm``
+(:func:`~weightspace.nowcast.lm.lm_trajectories`), meta-trains the nowcaster (``model.kind=graph``)
+or the per-parameter baseline (``model.kind=mlp``) in ``run_dir`` (default ``work_dir/<kind>``;
+resumable: rerun the same command), and saves it to the directory ``out`` (``config.json`` +
+``model.safetensors``, :meth:`~weightspace.nowcast.Nowcaster.save_pretrained`). ``report=true`` draws
+the logged losses to ``<run_dir>/meta_train.png``. ``preset=laptop`` (default) or ``preset=paper``
+(``configs/preset/nowcast/``) picks the zoos and the step budget.
 
 Config nodes: ``model`` is :class:`~weightspace.nowcast.NowcastConfig`, ``train`` is
 :class:`~weightspace.nowcast.MetaTrainConfig` (schemas ``schema/nowcast_model`` and
@@ -64,14 +67,19 @@ def run(cfg: DictConfig) -> None:
         model_zoo.generate(OmegaConf.to_container(zcfg, resolve=True), d, progress=bool(cfg.progress))
         zoo_dirs.append(d)
     trajs = load_trajectories(zoo_dirs)
+    lm = OmegaConf.to_container(cfg.lm, resolve=True) if cfg.get("lm") is not None else {"runs": 0}
+    if int(lm.get("runs", 0)) > 0:
+        from weightspace.nowcast.lm import lm_trajectories
+
+        trajs += lm_trajectories(work / "lm", progress=bool(cfg.progress), **lm)
     mcfg = _dataclass(NowcastConfig, cfg.get("model"))
     tcfg = _dataclass(MetaTrainConfig, cfg.get("train"))
     torch.manual_seed(tcfg.seed)
     model = Nowcaster(mcfg)
-    run_dir = work / mcfg.kind
+    run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else work / mcfg.kind
     info = {"command": "weightspace nowcast " + " ".join(_overrides()),
             "zoos": {str(k): OmegaConf.to_container(v, resolve=True)["name"] for k, v in cfg.zoos.items()},
-            "trajectories": len(trajs)}
+            "trajectories": len(trajs), "lm": lm}
     summary = meta_train(model, trajs, run_dir, tcfg, progress=bool(cfg.progress), info=info)
     path = model.save_pretrained(cfg.out)  # meta_train put the summary in model.info (the extras)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())

@@ -20,6 +20,7 @@ SCHEMAS: dict[str, str] = {
     "trainer": "model_zoo.trainer:TrainerConfig",
     "nowcast_model": "weightspace.nowcast.model:NowcastConfig",
     "nowcast_train": "weightspace.nowcast.train:MetaTrainConfig",
+    "nowcast_lm": "weightspace.nowcast.lm:LMRunsConfig",
     "hyper_model": "weightspace.hyper.model:HyperNetworkConfig",
     "hyper_train": "weightspace.hyper.train:HyperTrainConfig",
     "hyper_space": "weightspace.hyper.family:ArchSpace",

@@ -7,9 +7,8 @@ import operator
 
 import networkx as nx
 import numpy as np
-import torch
 
-from .param_graph import ParameterGraph, kernel_slots
+from .param_graph import ParameterGraph, merge_runs
 
 __all__ = ["to_networkx"]
 
@@ -37,9 +36,9 @@ def to_networkx(g: ParameterGraph) -> nx.DiGraph:
 
 
 def _to_networkx(g: ParameterGraph) -> nx.DiGraph:
-    x, ea = g.x.detach(), g.edge_attr.detach()
+    g = g.to_true_size()
+    x, ev = g.x.detach(), g.edge_values.detach()
     x = x.movedim(-2, 0) if x.dim() == 3 else x
-    ea = ea.movedim(-2, 0) if ea.dim() == 3 else ea  # [E, (T,) F]
     nt, nl, npos, na = (t.tolist() for t in (g.node_type, g.node_layer, g.node_pos, g.node_act))
     xs = x.tolist()
     G = nx.DiGraph()
@@ -51,29 +50,32 @@ def _to_networkx(g: ParameterGraph) -> nx.DiGraph:
         return G
     src_t, dst_t = g.edge_index.long()
     key = (src_t * max(g.num_nodes, 1) + dst_t).numpy()
-    uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-    keep = np.sort(first)  # the first of each set of parallel edges, in edge order
-    mult = counts[inverse[keep]].tolist()
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    simple = not bool((sorted_key[1:] == sorted_key[:-1]).any())  # no parallel edges (the usual case)
+    if simple:  # every edge kept, in order
+        keep, mult = np.arange(E), [1] * E
+    else:
+        uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+        keep = np.sort(first)  # the first of each set of parallel edges, in edge order
+        mult = counts[inverse[keep]].tolist()
 
-    # kernels at their true size, one read-only array per edge (gathered per kernel size)
-    ek = g.edge_kernel
-    ek = ek[:1].expand(E, 2) if ek.stride(0) == 0 else ek
-    code = ek[:, 0].long() * 65536 + ek[:, 1].long()
-    KH, KW = g.grid
+    # kernels at their true size, one read-only array per edge: each run of one kernel size is a
+    # contiguous block of edge_values, viewed as [n, (T,) kh*kw]
     values: list = []
-    order: list[torch.Tensor] = []
-    kernel_of: dict[int, tuple[int, int]] = {}
-    for c in torch.unique(code).tolist():
-        kh, kw = kernel_of.setdefault(c, divmod(c, 65536))
-        rows = (code == c).nonzero().squeeze(1)
-        vals = ea[rows][..., kernel_slots(kh, kw, KH, KW)].numpy()
-        vals.flags.writeable = False
-        values += list(vals)
-        order.append(rows)
-    where = torch.empty(E, dtype=torch.long)
-    where[torch.cat(order)] = torch.arange(E)
-    attrs = _pick(values, where.numpy()[keep])
-    kernels = [kernel_of[c] for c in code.numpy()[keep].tolist()]
+    kernels: list[tuple[int, int]] = []
+    v0 = 0
+    for n, kh, kw in merge_runs(g.kernel_runs):
+        K = kh * kw
+        block = ev[..., v0 : v0 + n * K]
+        block = block.reshape(n, K) if block.dim() == 1 else block.reshape(-1, n, K).movedim(0, 1)
+        arr = block.numpy()
+        arr.flags.writeable = False
+        values += list(arr)
+        kernels += [(kh, kw)] * n
+        v0 += n * K
+    attrs = values if simple else _pick(values, keep)
+    kernels = kernels if simple else _pick(kernels, keep)
     et = g.edge_type.numpy()[keep].tolist()
     src, dst = src_t.numpy()[keep], dst_t.numpy()[keep]
     data = [{"edge_attr": a, "edge_type": t, "kernel": k, "multiplicity": m}
@@ -90,11 +92,13 @@ def _add_edges(G: nx.DiGraph, src: np.ndarray, dst: np.ndarray, data: list[dict]
         G.add_edges_from(zip(src.tolist(), dst.tolist(), data))
         return
     for a, b, inner in ((src, dst, succ), (dst, src, pred)):
-        order = np.argsort(a, kind="stable")
-        a_sorted = a[order]
+        if bool((a[1:] >= a[:-1]).all()):  # already grouped (edges in order of their target, usually)
+            a_sorted, b_sorted, d_sorted = a, b.tolist(), data
+        else:
+            order = np.argsort(a, kind="stable")
+            a_sorted, b_sorted, d_sorted = a[order], b[order].tolist(), _pick(data, order)
         starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]])
         ends = np.r_[starts[1:], len(a_sorted)]
-        b_sorted, d_sorted = b[order].tolist(), _pick(data, order)
         for node, s, e in zip(a_sorted[starts].tolist(), starts.tolist(), ends.tolist()):
             inner[node].update(zip(b_sorted[s:e], d_sorted[s:e]))
 

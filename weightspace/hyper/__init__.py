@@ -1,17 +1,25 @@
-"""Graph hypernetwork: predict every parameter of an architecture it has never seen.
+"""Graph hypernetworks: predict every parameter of an architecture they have never seen.
 
-:class:`GraphHyperNetwork` (GHN-2/3 on the parameter graph, :mod:`weightspace.hyper.model`), its
-training loop and zero-shot evaluation (:mod:`weightspace.hyper.train`) and the architecture family
-it is trained and benchmarked on (:mod:`weightspace.hyper.family`).
+* :class:`GHN` (:mod:`weightspace.hyper.ghn`): reads any architecture the converter reads --
+  convolutions of any kernel size (1-D/2-D, strided, dilated, grouped), residual sums,
+  concatenations, attention, class tokens, positional tables, BatchNorm/LayerNorm -- trained on the
+  DeepNets-like space :class:`CellSpace` (:mod:`weightspace.hyper.space`) by
+  :mod:`weightspace.hyper.recipe`. Shipped: ``hypernet-digits`` (``[B, 1, 8, 8]``) and
+  ``hypernet-mnist1d`` (``[B, 1, 40]``), 10 classes each.
+* :class:`GraphHyperNetwork` (:mod:`weightspace.hyper.model`): the first hypernetwork, MLPs and
+  3x3 GAP-CNNs of :class:`ArchSpace` only (shipped as ``hypernet``; the graph-diffusion decoder
+  builds on it).
 
 Usage::
 
-    from weightspace.hyper import GraphHyperNetwork
-    hyper = GraphHyperNetwork.from_pretrained("hypernet")   # the shipped checkpoint
-    model = hyper(my_mlp)                                    # filled in place and returned
+    from weightspace.hyper import GHN, recalibrate_batchnorm
+    ghn = GHN.from_pretrained("hypernet-digits")
+    model = ghn(my_model)                          # filled in place and returned
+    recalibrate_batchnorm(model, x_train)          # BatchNorm statistics, before model.eval()
 """
 
 from .family import SPLITS, ArchSpace, config_key, is_held_out
+from .ghn import GHN, SHIPPED_GHN, DataMismatchError, GHNConfig, GHNTarget
 from .model import (
     GraphHyperNetwork,
     HyperNetworkConfig,
@@ -20,6 +28,8 @@ from .model import (
     load_hypernetwork,
     recalibrate_batchnorm,
 )
+from .recipe import GHNTrainConfig, train_ghn
+from .space import CellNet, CellSpace, build_arch
 from .train import (
     HyperTrainConfig,
     TargetCache,
@@ -30,6 +40,16 @@ from .train import (
 )
 
 __all__ = [
+    "GHN",
+    "GHNConfig",
+    "GHNTarget",
+    "DataMismatchError",
+    "SHIPPED_GHN",
+    "CellSpace",
+    "CellNet",
+    "build_arch",
+    "GHNTrainConfig",
+    "train_ghn",
     "GraphHyperNetwork",
     "HyperNetworkConfig",
     "HyperTarget",

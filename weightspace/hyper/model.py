@@ -476,15 +476,22 @@ class GraphHyperNetwork(PretrainedMixin, nn.Module):
         tensors = t.spec.unflatten(flat)
         return {k: tensors[t.spec.aliases.get(k, k)] for k in t.spec.keys if t.spec.aliases.get(k, k) in tensors}
 
-    def forward(self, model: nn.Module, seed: int | None = 0, example_input: Any = None) -> nn.Module:
+    def forward(self, model: nn.Module, seed: int | None = 0, example_input: Any = None, *,
+                force: bool = False) -> nn.Module:
         """Fill ``model`` with predicted weights (all or nothing) and return it.
 
         Args:
             model: a supported architecture (see module docs); its current values are ignored.
             seed: seed of the random draws added to the predicted directions (None: global RNG).
             example_input: for models only ``torch.export`` can trace (see :func:`weightspace.to_graph`).
+            force: fill a model whose inputs/outputs do not match the digits data of a checkpoint
+                trained on digits (a warning instead of :class:`~weightspace.hyper.DataMismatchError`).
         """
-        state = self.predict_state_dict(model, seed, example_input)
+        state = self.predict_state_dict(model, seed, example_input)  # unsupported modules raise first
+        if "digits" in str(self.meta.get("trained_on", "")):
+            from .ghn import check_data
+
+            check_data(model, "digits", force=force)
         current = model.state_dict(keep_vars=True)
         with torch.no_grad():
             for k, v in state.items():
@@ -540,7 +547,10 @@ def _load_legacy(stem: Path) -> GraphHyperNetwork:
 
 def load_hypernetwork(path: str | os.PathLike | None = None,
                       map_location: str | torch.device = "cpu") -> GraphHyperNetwork:
-    """Load a saved hypernetwork; ``None`` loads the shipped checkpoint.
+    """Load a saved hypernetwork; ``None`` loads the shipped checkpoint ``hypernet``.
+
+    A checkpoint of :class:`~weightspace.hyper.ghn.GHN` (``hypernet-digits``, ``hypernet-mnist1d``,
+    or a directory written by it) loads as a ``GHN``.
 
     Alias of :meth:`GraphHyperNetwork.from_pretrained` that also reads, for one release, the old
     layout written by earlier versions (``<stem>.safetensors`` + ``<stem>.json``).
@@ -559,6 +569,13 @@ def load_hypernetwork(path: str | os.PathLike | None = None,
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
     if not p.is_dir() and stem.with_suffix(".json").is_file():
         return _load_legacy(stem).to(map_location)
+    from weightspace.pretrained import read_checkpoint_doc
+
+    from .ghn import GHN
+
+    _, doc = read_checkpoint_doc(path, "hypernetwork")
+    if doc.get("format") == GHN.checkpoint_format:
+        return GHN.from_pretrained(path, map_location=map_location)
     return GraphHyperNetwork.from_pretrained(path, map_location=map_location)
 
 

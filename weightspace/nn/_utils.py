@@ -40,5 +40,7 @@ def num_graphs(batch) -> int:
 
 
 def batch_grid(batch) -> tuple[int, int]:
+    """The grid ``(KH, KW)`` of ``batch.edge_attr``: the largest ``kernel_shape`` row (graphs of a
+    batch made by ``Batch.from_data_list`` may have different grids; the dense view uses the largest)."""
     ks = batch.kernel_shape.reshape(-1, 2)
-    return int(ks[0, 0]), int(ks[0, 1])
+    return int(ks[:, 0].max()), int(ks[:, 1].max())

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from weightspace.graph.param_graph import resize_kernel_grid
+from weightspace.graph.param_graph import pad_kernels, resize_kernel_grid
 
 from ._utils import batch_grid, graph_index, num_graphs, reset_all
 from .encoders import NeuronEncoder, WeightEncoder
@@ -85,13 +85,21 @@ class GraphMetaNet(nn.Module):
         reset_all(self)
 
     def _edge_attr(self, batch) -> Tensor:
+        """The batch's weights as ``[E, KH*KW]`` in this network's grid: true-size graphs are padded
+        straight into it (once per forward), dense-layout graphs re-centred."""
+        if "edge_values" in batch:
+            ev = batch.edge_values
+            if ev.dim() != 1:
+                raise ValueError(f"GraphMetaNet takes one checkpoint per graph (edge_values [V]), got "
+                                 f"{tuple(ev.shape)}")
+            return pad_kernels(ev, batch.kernel_runs, self.kernel_grid)
         grid = batch_grid(batch)
+        ea = batch.edge_attr
         if grid == self.kernel_grid:
-            return batch.edge_attr
-        if batch.edge_attr.dim() != 2:
-            raise ValueError(f"GraphMetaNet takes one checkpoint per graph (edge_attr [E, F]), got "
-                             f"{tuple(batch.edge_attr.shape)}")
-        return resize_kernel_grid(batch.edge_attr, batch.edge_kernel, grid, self.kernel_grid)
+            return ea
+        if ea.dim() != 2:
+            raise ValueError(f"GraphMetaNet takes one checkpoint per graph (edge_attr [E, F]), got {tuple(ea.shape)}")
+        return resize_kernel_grid(ea, batch.edge_kernel, grid, self.kernel_grid)
 
     def _streamed(self, batch) -> bool:
         """Without gradients, graphs of more than ``GMNConv.chunk_edges`` edges are streamed."""

@@ -135,9 +135,12 @@ class ProbeNet(nn.Module):
         ``max_params``), its architecture index and, with ``stat_tensors``, its statistics."""
         k = self.arch_index(graph)
         spec = self.specs[k]
-        e = graph.edge_attr
-        if tuple(graph.grid) != tuple(spec.kernel_shape):
-            e = resize_kernel_grid(e, spec.edge_kernel, graph.grid, spec.kernel_shape)
+        if "edge_values" in graph:  # true-size values: no dense view needed
+            e = graph.edge_values
+        else:
+            e = graph.edge_attr
+            if tuple(graph.grid) != tuple(spec.kernel_shape):
+                e = resize_kernel_grid(e, spec.edge_kernel, graph.grid, spec.kernel_shape)
         flat = spec.decode(graph.x.detach().cpu().float(), e.detach().cpu().float())
         if flat.dim() != 1:
             raise ValueError("ProbeNet takes one checkpoint per graph")

@@ -9,6 +9,10 @@
   :class:`~weightspace.nowcast.lightning.NowcastCallback` for Lightning and
   :class:`~weightspace.nowcast.hf.NowcastTrainerCallback` for a Hugging Face ``Trainer`` (optional
   extras, import :mod:`weightspace.nowcast.lightning` / :mod:`weightspace.nowcast.hf`).
+* :class:`NowcastEnsemble`: ``K`` nowcasters (e.g. several meta-training seeds) whose predictions
+  are averaged in one jump.
+* Language models: :mod:`weightspace.nowcast.lm` (offline byte corpora from the installed
+  distributions, small causal LMs, dense LM trajectories for meta-training).
 * Meta-training: :func:`meta_train` (:class:`MetaTrainConfig`) on :class:`Trajectory` windows
   (:func:`load_trajectories` from dense zoos).
 * Building blocks: :class:`NowcastLayout` (where each flat parameter sits in the graph),
@@ -17,6 +21,7 @@
 """
 
 from .data import Trajectory, load_trajectories, sample_windows
+from .ensemble import EnsemblePlan, NowcastEnsemble
 from .features import group_stats, param_features, window_features
 from .hook import (
     AUTO_BUDGET,
@@ -39,6 +44,8 @@ from .train import MetaTrainConfig, meta_train, window_loss
 __all__ = [
     "Nowcaster",
     "NowcastConfig",
+    "NowcastEnsemble",
+    "EnsemblePlan",
     "NowcasterKind",
     "NOWCASTER_KINDS",
     "KINDS",

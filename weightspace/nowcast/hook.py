@@ -413,6 +413,9 @@ class NowcastHook:
         dev = self.nowcaster.param_device(self._buf.device)
         if self.spec.num_params > PLAN_MAX or dev.type != "cpu":
             return None
+        make = getattr(self.nowcaster, "make_plan", None)  # an ensemble prepares one plan per member
+        if make is not None:
+            return make(self.layout, self.context, dev)
         return JumpPlan(self.nowcaster, self.layout, self.context, dev)
 
     def _views(self, flat: Tensor, which) -> list[Tensor]:

@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from weightspace.graph import ParameterGraph, to_graph
-from weightspace.graph.param_graph import resize_kernel_grid
 from weightspace.nn import StatGBM, tensor_statistics
 from weightspace.pretrained import (
     CONFIG_NAME,
@@ -111,8 +110,7 @@ class Predictor(PretrainedMixin):
                     if kmax[0] > grid[0] or kmax[1] > grid[1]:
                         raise ValueError(f"the network has {kmax[0]}x{kmax[1]} kernels but the predictor was built "
                                          f"for a {grid[0]}x{grid[1]} kernel grid")
-                g.edge_attr = resize_kernel_grid(g.edge_attr, g.edge_kernel, g.grid, grid)
-                g.kernel_shape = torch.tensor([list(grid)])
+                g = g.with_kernel_grid(*grid)
             if "max_tensors" in self.meta:
                 g.stat_feats = tensor_statistics(graph, int(self.meta["max_tensors"]))[None]
         elif self.kind == "probe":  # flat parameters + architecture index (+ statistics)

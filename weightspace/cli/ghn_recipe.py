@@ -1,0 +1,68 @@
+"""Train a GHN checkpoint on one embedded dataset: ``python -m weightspace.cli.ghn_recipe --data digits|mnist1d --out DIR``.
+
+The one command behind each shipped :class:`~weightspace.hyper.ghn.GHN` checkpoint (one CPU thread,
+a wall-clock budget; :func:`weightspace.hyper.recipe.train_ghn` is the loop)::
+
+    python -m weightspace.cli.ghn_recipe --data digits  --out weightspace/checkpoints/hypernet-digits  --minutes 13
+    python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 13
+
+Data: ``model_zoo.load_dataset(data, seed=0)``, training split only. Writes ``config.json`` +
+``model.safetensors``; the extras record the command, schedule, wall and CPU minutes, load
+average and the training curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from model_zoo import load_dataset
+    from weightspace.hyper.ghn import GHN, GHNConfig
+    from weightspace.hyper.recipe import GHNTrainConfig, train_ghn
+    from weightspace.hyper.space import CellSpace
+
+    ap = argparse.ArgumentParser(description="Train a GHN checkpoint on one dataset (one CPU thread).")
+    ap.add_argument("--data", choices=["digits", "mnist1d"], required=True)
+    ap.add_argument("--out", required=True, help="checkpoint directory (save_pretrained)")
+    ap.add_argument("--minutes", type=float, default=13.0, help="wall-clock budget of training")
+    ap.add_argument("--hidden", type=int, default=GHNConfig.hidden)
+    ap.add_argument("--layers", type=int, default=GHNConfig.layers)
+    ap.add_argument("--pool", type=int, default=GHNTrainConfig.pool)
+    ap.add_argument("--archs-per-step", type=int, default=GHNTrainConfig.archs_per_step)
+    ap.add_argument("--batch-size", type=int, default=GHNTrainConfig.batch_size)
+    ap.add_argument("--lr", type=float, default=GHNTrainConfig.lr)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    ds = load_dataset(args.data, seed=0)
+    space = CellSpace(args.data)
+    ghn = GHN(hidden=args.hidden, layers=args.layers, data=args.data)
+    cfg = GHNTrainConfig(archs_per_step=args.archs_per_step, batch_size=args.batch_size, lr=args.lr,
+                         pool=args.pool, seed=args.seed, max_minutes=args.minutes)
+    t0, c0 = time.perf_counter(), time.process_time()
+    history = train_ghn(ghn, ds.x_train, ds.y_train, space, cfg, progress=not args.no_progress)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    meta = {"command": "python -m weightspace.cli.ghn_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
+            "data": f"model_zoo.load_dataset({args.data!r}, seed=0) train split ({len(ds.x_train)} samples)",
+            "space": repr(space), "train": cfg.to_dict(), "threads": args.threads,
+            "train_wall_minutes": round(wall / 60, 2), "train_cpu_minutes": round(cpu / 60, 2),
+            "load_average": list(os.getloadavg()), "final": history[-1] if history else None,
+            "history": history}
+    out = ghn.save_pretrained(args.out, extras=meta)
+    print(json.dumps({"out": str(out), "final": meta["final"], "wall_minutes": meta["train_wall_minutes"]}))
+
+
+if __name__ == "__main__":
+    main()
