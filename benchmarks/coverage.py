@@ -255,8 +255,8 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} | {r['status']} | {r.get('params', ''):,} | {r.get('nodes', '')} | {r.get('edges', '')} "
                      f"| {secs} | {ratio} | {msg} |" if "params" in r else f"| {name} | {r['status']} | | | | | | {msg} |")
     lines += ["", "Conversion = `GraphSpec.from_module(model, example_input)` (tracing with `torch.export`) + "
-              "`spec.to_graph(state_dict)`. Graph bytes count every tensor of the `ParameterGraph` once (edge "
-              "features padded to the graph's kernel grid); parameter bytes the floating-point state-dict tensors "
+              "`spec.to_graph(state_dict)`. Graph bytes count every tensor the `ParameterGraph` "
+              "stores once (edge weights at each edge's own kernel size, `edge_values`); parameter bytes the floating-point state-dict tensors "
               "(tied ones once).", ""]
     return "\n".join(lines)
 
