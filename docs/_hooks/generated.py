@@ -217,8 +217,35 @@ def _fill_nav(nav: list, title: str, entries: list) -> bool:
     return False
 
 
+def _nav_paths(items: list) -> set[str]:
+    found: set[str] = set()
+    for item in items:
+        if isinstance(item, str):
+            found.add(item)
+        elif isinstance(item, dict):
+            for v in item.values():
+                found |= _nav_paths(v) if isinstance(v, list) else {v}
+    return found
+
+
+def _design_notes(nav: list) -> None:
+    """Design notes that capability owners add appear in the navigation without editing mkdocs.yml."""
+    for item in nav:
+        if isinstance(item, dict) and isinstance(item.get("Design notes"), list):
+            section = item["Design notes"]
+            listed = _nav_paths(section)
+            for note in sorted((ROOT / "docs" / "design-notes").glob("*.md")):
+                rel = f"design-notes/{note.name}"
+                if rel not in listed:
+                    first = note.read_text().lstrip().splitlines()[:1]
+                    title = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else note.stem
+                    section.append({title: rel})
+            return
+
+
 def on_config(config: Any) -> Any:
     if config.nav:
+        _design_notes(config.nav)
         top = [_page(p) for p in _benchmarks() if p.parent == RESULTS]
         subs: dict[str, list[str]] = {}
         for p in _benchmarks():
