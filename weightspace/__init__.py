@@ -6,7 +6,7 @@ capabilities, which live in their own subpackages and are imported on first use:
 
 * :mod:`weightspace.predict` - predict a network's accuracy from its weights (:class:`Predictor`);
 * :mod:`weightspace.nowcast` - jump training ahead (:class:`Nowcaster`, ``nowcaster.attach``);
-* :mod:`weightspace.hyper` - weights for unseen architectures (:class:`GraphHyperNetwork`);
+* :mod:`weightspace.hyper` - weights for unseen architectures (:class:`GHN`, :class:`GraphHyperNetwork`);
 * :mod:`weightspace.diffusion` - generate new weights (:class:`WeightDiffusion`);
 * :mod:`weightspace.nn` - metanetwork layers and models.
 
@@ -51,6 +51,7 @@ _LAZY = {
     "load_predictor": "weightspace.predict",
     "Nowcaster": "weightspace.nowcast",
     "GraphHyperNetwork": "weightspace.hyper",
+    "GHN": "weightspace.hyper",
     "load_hypernetwork": "weightspace.hyper",
     "WeightDiffusion": "weightspace.diffusion",
 }
