@@ -296,8 +296,8 @@ def goals(results: dict) -> dict:
         if not all(name in t["methods"] for t in tasks.values()):
             continue  # (a method not run on every task is not judged)
         red = {tn: t["methods"][name]["reduction_pct"] for tn, t in tasks.items()}
-        base = {tn: max(t["methods"][b]["reduction_pct"] for b in ("linefit", "mlp") if b in t["methods"])
-                for tn, t in tasks.items()}
+        base = {tn: max((t["methods"][b]["reduction_pct"] for b in ("linefit", "mlp") if b in t["methods"]),
+                        default=float("-inf")) for tn, t in tasks.items()}
         ovh = {tn: t["methods"][name]["overhead_over_saved"] for tn, t in tasks.items()}
         out[name] = {
             "median_reduction_ge_45": statistics.median(red.values()) >= 45,
@@ -456,7 +456,7 @@ def write_md(prefix: Path, results: dict) -> None:
         tgt = -t["target"] if t["metric"] == "val_loss" else t["target"]
         lines += [f"## {tname} — held out: {t['held_out']}", "",
                   f"Target {what} {tgt:.4f} (mean of {t['optimizer']}'s final value), budget {t['budget']} steps, "
-                  f"lr {t['lr']}, batch {t['batch']}, validation every {t.get('eval_every', '?')} steps. Plain step {t['plain_step_ms']:.2f} ms wall, "
+                  f"lr {t['lr']}, batch {t['batch']}, validation every {t.get('eval_every', TASKS[tname].eval_every if tname in TASKS else '?')} steps. Plain step {t['plain_step_ms']:.2f} ms wall, "
                   f"{t['plain_step_cpu_ms']:.2f} ms CPU (medians)."
                   + (f" Corpus: {t['corpus']}." if "corpus" in t else ""), "",
                   "| method | steps to target (mean ± std) | reached | fewer steps vs optimizer | per-seed mean ± std | "
