@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _zoo_configs() -> dict[str, dict]:
-    cfg = OmegaConf.load(ROOT / "configs/nowcast.yaml")
+    """The zoos of preset=paper (the laptop preset's are a subset of them)."""
+    cfg = OmegaConf.load(ROOT / "configs/preset/nowcast/paper.yaml")
     names = [next(iter(d.values())) for d in cfg.defaults if isinstance(d, dict) or OmegaConf.is_dict(d)]
     return {n: OmegaConf.to_container(OmegaConf.load(ROOT / f"configs/nowcast/zoo/{n}.yaml"), resolve=True)
             for n in names}
@@ -39,6 +40,14 @@ def test_meta_training_zoos_keep_the_benchmark_tasks_held_out():
             assert max(widths) <= 48, name
         if arch == "SmallCNN":
             assert z["arch"].get("dims", 2) == 2, name  # 1-D convolutions stay unseen
+    # the benchmark's LM task (TinyGPT on the docs corpus, AdamW with weight decay 0.1) stays unseen too
+    from weightspace.nowcast.lm import LMRunsConfig, sample_recipes
+
+    assert LMRunsConfig().corpus == "code"
+    recipes = sample_recipes(64, LMRunsConfig().seed)
+    assert {r.family for r in recipes} == {"mha"} and max(r.weight_decay for r in recipes) < 0.1
+    laptop = OmegaConf.load(ROOT / "configs/preset/nowcast/laptop.yaml")
+    assert {next(iter(d.values())) for d in laptop.defaults} <= set(zoos)
 
 
 def test_long_zoos_hold_trajectories_long_enough_for_far_horizons():
