@@ -123,3 +123,15 @@ def test_damaged_directories_name_the_file(trained, tmp_path):
     (d / "config.json").write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match=r"config\.json: .*y_std"):
         load_predictor(d)
+
+
+@pytest.mark.parametrize("kind", ["gmn", "hparams"])
+def test_call_on_a_list_matches_one_by_one(kind, trained, data):
+    """``pred([g1, g2, ...])`` batches and equals calling on each network; hparams per network or shared."""
+    pred = trained[kind]
+    graphs, hps = data.graphs["test"][:3], data.hparams["test"][:3]
+    one_by_one = np.array([pred(g, h) for g, h in zip(graphs, hps)])
+    np.testing.assert_allclose(pred(list(graphs), list(hps)), one_by_one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pred(tuple(graphs), hps[0]), [pred(g, hps[0]) for g in graphs], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="3 networks and 2 hparams"):
+        pred(list(graphs), list(hps[:2]))

@@ -156,13 +156,27 @@ class Predictor(PretrainedMixin):
                for i in range(0, len(graphs), batch_size)]
         return torch.cat(out)
 
-    def __call__(self, network: nn.Module | ParameterGraph, hparams: Mapping[str, Any] | None = None,
-                 example_input: Any = None) -> float:
-        """Predicted target (accuracy) of one network."""
-        if isinstance(network, nn.Module):
-            graph = to_graph(network, example_input)
-        else:
-            graph = network
+    def __call__(self, network: nn.Module | ParameterGraph | Sequence[nn.Module | ParameterGraph],
+                 hparams: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+                 example_input: Any = None) -> float | np.ndarray:
+        """Predicted target (accuracy) of one network, or ``[N]`` predictions for a list of networks.
+
+        Args:
+            network: a model, a :class:`ParameterGraph`, or a list/tuple of either (batched through
+                :meth:`predict`).
+            hparams: the run's hyperparameters, for predictors trained with them: one mapping for every
+                network, or one per network.
+            example_input: forwarded to :func:`weightspace.to_graph` for models that need one.
+        """
+        if isinstance(network, (list, tuple)):
+            hps = list(hparams) if isinstance(hparams, (list, tuple)) else [hparams] * len(network)
+            if len(hps) != len(network):
+                raise ValueError(f"got {len(network)} networks and {len(hps)} hparams mappings; give one per "
+                                 "network or a single mapping")
+            graphs = [self.prepare(n if isinstance(n, ParameterGraph) else to_graph(n, example_input), h)
+                      for n, h in zip(network, hps)]
+            return self.predict(graphs, prepared=True)
+        graph = to_graph(network, example_input) if isinstance(network, nn.Module) else network
         return float(self.predict([self.prepare(graph, hparams)], prepared=True)[0])
 
     # -------------------------------------------------------------- persistence
