@@ -2,7 +2,7 @@
 
 Generate zoos with a batched trainer (:func:`generate`) on embedded datasets or your own data
 (:func:`load_data`: tensors, torch Datasets, ``.npz`` files, image folders, MNIST/Fashion-MNIST/
-CIFAR/SVHN files from a local root), store them in the format of ``DESIGN.md``, read them back
+CIFAR/SVHN files from a local root), store them in the format of ``docs/concepts/zoo-format.md``, read them back
 (:func:`load` -> :class:`Zoo`) and import the zoos the field publishes (:func:`import_small_cnn_zoo`,
 :func:`import_state_dicts`).
 """

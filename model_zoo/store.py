@@ -1,4 +1,4 @@
-"""The zoo store: the on-disk format of ``DESIGN.md`` with atomic, resumable writes.
+"""The zoo store: the on-disk format of ``docs/concepts/zoo-format.md`` with atomic, resumable writes.
 
 Layout of a zoo directory::
 

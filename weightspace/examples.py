@@ -44,7 +44,8 @@ class ResNet(nn.Module):
 
 def resnet18(num_classes: int = 10, in_channels: int = 3, stem_kernel: int = 3) -> ResNet:
     """ResNet-18 built from :class:`~weightspace.archs.BasicBlock` (11.2M parameters with the CIFAR-style 3x3 stem
-    and 10 classes). A 7x7 stem widens every edge's feature grid to 7x7 (see the README)."""
+    and 10 classes). Edges keep their own kernel size, so a 7x7 stem does not widen the other edges
+    (``docs/design-notes/converter.md``)."""
     return ResNet(in_channels, (64, 128, 256, 512), (2, 2, 2, 2), num_classes, stem_kernel=stem_kernel)
 
 
