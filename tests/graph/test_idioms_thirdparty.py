@@ -318,8 +318,8 @@ def test_one_head_attention():
 
 
 class Styles(nn.Module):
-    """Functional norms on the module's own parameters and buffers, in-place activations, layer
-    scale and an affine ``addcmul``."""
+    """Functional norms on the module's own parameters and buffers, in-place activations and
+    dropout (torchvision/HF MobileNetV2 style), layer scale and an affine ``addcmul``."""
 
     def __init__(self, eps=1e-5):
         super().__init__()
@@ -333,16 +333,17 @@ class Styles(nn.Module):
         self.gamma = nn.Parameter(torch.randn(D))  # layer scale
         self.alpha, self.beta = nn.Parameter(torch.randn(D)), nn.Parameter(torch.randn(D))
         self.act = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(0.2, inplace=True)
         self.eps = eps
 
     def forward(self, img):
         x = self.conv(img)
         x = F.batch_norm(x, self.bn_mean, self.bn_var, self.bn_w, self.bn_b, False, 0.1, self.eps)
-        x = self.act(x)
+        x = self.drop(self.act(x))
         x = F.group_norm(x, 2, self.gn_w, self.gn_b, self.eps)
         x = F.relu(x, inplace=True).mean((2, 3))
         h = self.fc(x)
-        h = F.layer_norm(h, (D,), self.ln_w, self.ln_b, self.eps)
+        h = F.dropout(F.layer_norm(h, (D,), self.ln_w, self.ln_b, self.eps), 0.1, self.training, inplace=True)
         h = h + self.gamma * F.silu(h, inplace=False)
         return torch.addcmul(self.beta, self.alpha, h)
 

@@ -292,6 +292,8 @@ IDENTITY_ATEN = {
     "type_as",
     "dropout",
     "feature_dropout",
+    "dropout_",
+    "feature_dropout_",
     "clone",
     "alias",
     "_to_copy",

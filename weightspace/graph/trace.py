@@ -802,7 +802,8 @@ _NO_OP_ATEN = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range
 # not in the structural signature: dropout acts only in training
 _DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
-_DROPOUT_ATEN = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout"}
+_DROPOUT_ATEN = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout",
+                 "dropout_", "feature_dropout_", "alpha_dropout_", "feature_alpha_dropout_"}  # in place: nn.Dropout(inplace=True)
 #: ATen arguments that hold sizes of the example input under torch.export (left out of the signature)
 _SIZED_ATEN = {"view": {"size"}, "reshape": {"shape"}, "_unsafe_view": {"size"}, "expand": {"size"},
                "slice": {"start", "end"}, "select": {"index"}, "unflatten": {"sizes"}, "repeat": {"repeats"},
