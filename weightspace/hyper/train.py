@@ -83,7 +83,7 @@ class TargetCache:
         return hit
 
 
-def _lr_factor(progress: float) -> float:
+def lr_factor(progress: float) -> float:
     """Linear warm-up over the first 2%, then cosine decay to 5% (``progress`` in [0, 1])."""
     if progress < 0.02:
         return max(progress / 0.02, 0.01)
@@ -107,10 +107,35 @@ def train_hypernetwork(hyper: GraphHyperNetwork, x: Tensor, y: Tensor, space: Ar
         one dict per ``log_every`` steps: ``step``, ``train/loss``, ``train/accuracy`` (means over the window).
     """
     space, cfg = space or ArchSpace(), cfg or HyperTrainConfig()
+    cache = TargetCache(hyper)
+    return fit_hypernetwork(hyper, lambda rng: [cache(space.sample_train(rng)) for _ in range(cfg.archs_per_step)],
+                            x, y, cfg, progress=progress, desc="hypernetwork")
+
+
+def fit_hypernetwork(net: nn.Module, draw, x: Tensor, y: Tensor, cfg, *, progress: bool = True,
+                     desc: str = "hypernetwork") -> list[dict]:
+    """The training loop shared by :func:`train_hypernetwork` and :func:`~weightspace.hyper.recipe.train_ghn`.
+
+    Each step draws architectures, predicts all their parameters in one call of ``net.predict``, and
+    minimizes the mean cross-entropy of the filled networks on one minibatch each (``functional_call``,
+    so gradients reach the hypernetwork; buffers are not differentiated). Adam with linear warm-up over
+    the first 2% and cosine decay to 5% (:func:`lr_factor`) of the progress ``max(step / steps,
+    minutes / max_minutes)``, gradient clipping.
+
+    Args:
+        net: a hypernetwork with ``predict(targets, inits)`` and ``parameters()``.
+        draw: ``rng -> [(model, target), ...]``: the architectures of one step.
+        x / y: training inputs and class indices ``[n]``.
+        cfg: ``seed, lr, weight_decay, steps, max_minutes, batch_size, grad_clip, log_every``.
+        progress: tqdm bar; ``desc`` its label.
+
+    Returns:
+        one dict per ``log_every`` steps: ``step``, ``minutes``, ``train/loss``, ``train/accuracy`` (means
+        over the window).
+    """
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    cache = TargetCache(hyper)
-    opt = torch.optim.Adam(hyper.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     t0 = time.perf_counter()
 
     def progress_fraction(step: int) -> float:
@@ -119,39 +144,43 @@ def train_hypernetwork(hyper: GraphHyperNetwork, x: Tensor, y: Tensor, space: Ar
             frac = max(frac, (time.perf_counter() - t0) / 60 / cfg.max_minutes)
         return frac
 
-    hyper.train()
+    net.train()
     history, window = [], []
-    bar = tqdm(range(cfg.steps), desc="hypernetwork", disable=not progress)
+    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
     for step in bar:
         frac = progress_fraction(step)
         if frac >= 1.0:
             log.info("time budget of %.1f minutes reached after %d steps", cfg.max_minutes, step)
             break
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(frac)
-        entries = [cache(space.sample_train(rng)) for _ in range(cfg.archs_per_step)]
-        flats = hyper.predict([t for _, t in entries], [t.draw_init(gen) for _, t in entries])
+            group["lr"] = cfg.lr * lr_factor(frac)
+        entries = draw(rng)
+        flats = net.predict([t for _, t in entries], [t.draw_init(gen) for _, t in entries])
         loss, correct = 0.0, 0.0
         for (model, t), flat in zip(entries, flats):
             idx = torch.randint(len(x), (cfg.batch_size,), generator=gen)
-            out = functional_call(model, t.spec.unflatten(flat), (x[idx],))
+            model.train()
+            buffers = {k for k, _ in model.named_buffers()}
+            params = {k: (v.detach() if k in buffers else v) for k, v in t.spec.unflatten(flat).items()}
+            out = functional_call(model, params, (x[idx],))
             loss = loss + F.cross_entropy(out, y[idx])
             correct += float((out.argmax(-1) == y[idx]).float().mean())
         loss = loss / len(entries)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(hyper.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         window.append((float(loss.detach()), correct / len(entries)))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or progress_fraction(step + 1) >= 1.0:
-            rec = {"step": step + 1, "train/loss": float(np.mean([w[0] for w in window])),
+            rec = {"step": step + 1, "minutes": round((time.perf_counter() - t0) / 60, 2),
+                   "train/loss": float(np.mean([w[0] for w in window])),
                    "train/accuracy": float(np.mean([w[1] for w in window]))}
             history.append(rec)
             window = []
-            log.info("step %d train/loss %.4f train/accuracy %.3f", rec["step"], rec["train/loss"],
-                     rec["train/accuracy"])
+            log.info("step %d (%.1f min) train/loss %.4f train/accuracy %.3f", rec["step"], rec["minutes"],
+                     rec["train/loss"], rec["train/accuracy"])
             bar.set_postfix(loss=f"{rec['train/loss']:.3f}", acc=f"{rec['train/accuracy']:.3f}")
-    hyper.eval()
+    net.eval()
     return history
 
 
