@@ -22,6 +22,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 from torch.nn.utils import parametrize
 
+from . import ops
 from .builder import (
     ACT_ATEN,
     ACT_FUNCTIONS,
@@ -42,7 +43,6 @@ from .builder import (
     Structure,
     aten_name,
 )
-from . import ops
 from .errors import UnsupportedModuleError
 from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
 from .vocab import WEIGHT, Activation, NodeType
@@ -73,17 +73,7 @@ def state_layout(model: nn.Module) -> tuple[dict[str, str], dict[str, tuple[int,
     return canonical, shapes, tensors
 
 
-def _shape(node: torch.fx.Node) -> tuple[int, ...] | None:
-    tm = node.meta.get("tensor_meta")
-    if tm is not None and hasattr(tm, "shape"):
-        return tuple(int(d) for d in tm.shape)
-    val = node.meta.get("val")
-    if isinstance(val, torch.Tensor):
-        try:
-            return tuple(int(d) for d in val.shape)
-        except Exception:  # symbolic sizes
-            return None
-    return None
+_shape = ops.node_shape  # the static shape of a traced node's value, if known
 
 
 def _where(node: torch.fx.Node) -> tuple[str, str | None]:
