@@ -324,6 +324,7 @@ def main() -> None:
         "cuda": "not available on this machine" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         "repeats": args.repeats, "load_avg_start": _load(),
         "command": "python benchmarks/convert_hf.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "results": run(args.repeats, args.threads, not args.no_jump, args.timeout, set(args.parts.split(","))),
     }
     old = args.out / "convert_hf.json"

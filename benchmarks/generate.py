@@ -507,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         res = run_seed(args, args.only_seed, budgets(args.quick))
         res["wall_s"] = time.perf_counter() - t0
         res["command"] = command
+        res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         out.parent.mkdir(parents=True, exist_ok=True)
         Path(f"{out}.seed{args.only_seed}.json").write_text(json.dumps(res, indent=1) + "\n")
         return
@@ -520,7 +521,7 @@ def main(argv: list[str] | None = None) -> None:
         merge_cmd = "python benchmarks/generate.py " + " ".join(sys.argv[1:] if argv is None else argv)
         result = {"command": f"{per_seed[0]['command']}  (one process per seed {[r['seed'] for r in per_seed]}, "
                              f"each with --only-seed S; then {merge_cmd})",
-                  "machine": _machine(), "zoo": args.zoo, "mixed_zoo": args.mixed_zoo, "n": args.n,
+                  "machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "zoo": args.zoo, "mixed_zoo": args.mixed_zoo, "n": args.n,
                   "budgets": budgets(args.quick), "wall_s": max(r["wall_s"] for r in per_seed), "per_seed": per_seed}
         result["aggregate"] = aggregate(per_seed)
         out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         for seed in range(args.seeds):
             per_seed.append(run_seed(args, seed, bud))
-        result = {"command": command, "machine": _machine(),
+        result = {"command": command, "machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   "zoo": args.zoo, "mixed_zoo": args.mixed_zoo, "n": args.n, "budgets": bud,
                   "wall_s": time.perf_counter() - t0, "per_seed": per_seed}
         result["aggregate"] = aggregate(per_seed)

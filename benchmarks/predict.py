@@ -252,6 +252,7 @@ def main() -> None:
         return
     results["total_time_s"] = time.time() - t_all
     results["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (out / "predict.json").write_text(json.dumps(results, indent=1))
     write_markdown(results, out / "predict.md", methods)
     plot(scatter, embed, out / "predict.png", methods)

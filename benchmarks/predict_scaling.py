@@ -136,6 +136,7 @@ def main() -> None:
                    "epochs_rule": "epochs x full / n at n train runs (equal optimizer steps at every point)"},
         "total_time_s": time.time() - t_all,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
                     "note": "2 CPU cores shared with other jobs while measuring"},
     }

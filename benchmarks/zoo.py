@@ -252,6 +252,7 @@ def main() -> None:
             r["threads"] = torch.get_num_threads()
             results.append(r)
     meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python benchmarks/zoo.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items() if k not in ("out", "note") and v != ap.get_default(k)),

@@ -1,8 +1,8 @@
 """MkDocs hook: the benchmark pages and the model cards, generated at build time.
 
 * ``benchmarks/<name>.md`` for every ``benchmarks/results/<name>.json``: the run's command, date,
-  machine, load and thread count as recorded in the JSON (the date of the commit that last wrote the
-  file when the JSON records none), the report the benchmark script wrote beside it
+  machine, load and thread count as recorded in the JSON (when the JSON records none: the date of the
+  commit that last wrote the file, or "not recorded" in a shallow clone), the report the benchmark script wrote beside it
   (``<name>.md``) and its figure (``<name>.png``), and every figure of the JSON as a flat table.
   Nothing on these pages is typed by hand: rerunning a benchmark and rebuilding updates them.
 * ``model-cards/<name>.md`` for every shipped checkpoint ``weightspace/checkpoints/<name>/``: its
@@ -45,13 +45,22 @@ def _title(name: str) -> str:
 
 
 def _commit_date(path: Path) -> str:
+    """When the results file was last committed, for files that do not record their date. A shallow
+    clone only knows its newest commit, whose date says nothing about the file: then the date is
+    reported as not recorded."""
+    env = {"TZ": "UTC", "PATH": "/usr/bin:/bin:/usr/local/bin"}
     try:
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True,
+                                 text=True, timeout=20, env=env).stdout.strip()
+        if shallow != "false":
+            return "not recorded in the results file (and the git history is not available to date it)"
         out = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=format:%Y-%m-%d %H:%M UTC", "--",
                               str(path.resolve().relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True,
-                             timeout=20, env={"TZ": "UTC", "PATH": "/usr/bin:/bin:/usr/local/bin"})
-        return out.stdout.strip() or "not committed"
+                             timeout=20, env=env)
+        date = out.stdout.strip()
+        return f"{date} (commit of the results file)" if date else "not recorded (file not committed)"
     except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
+        return "not recorded in the results file (git not available)"
 
 
 def _fmt(v: Any) -> str:
@@ -111,7 +120,7 @@ def benchmark_page(json_path: Path) -> str:
              f"Generated at build time from `benchmarks/results/{rel}`; rerun the command below "
              "and rebuild the docs to update it.", "",
              "| run | recorded |", "|---|---|"]
-    meta.setdefault("date", f"{_commit_date(json_path)} (commit of the results file)")
+    meta.setdefault("date", _commit_date(json_path))
     for k in ("command", "date", *[k for k in meta if k not in ("command", "date")]):
         if k in meta:
             v = meta[k]
