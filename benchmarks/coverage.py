@@ -1,6 +1,13 @@
-"""Converter coverage of Hugging Face ``transformers`` architectures: every listed model type is
-built from a tiny config (hidden size ~32, 2 layers, 32x32 images or 8 tokens; random init, nothing
-downloaded), converted with ``to_graph(model, example_input=...)`` and classified:
+"""Converter coverage of architectures written by other libraries. Two corpora:
+
+* ``transformers`` (default): every listed Hugging Face model type, built from a tiny config (hidden
+  size ~32, 2 layers, 32x32 images or 8 tokens) -> ``coverage.md|json``;
+* ``monai``: the MONAI networks (``monai.networks.nets``: classifiers, U-Nets, autoencoders,
+  transformers for medical images) built 2-D (``spatial_dims=2``, 1x32x32 inputs, a few channels)
+  and a 3-D ResNet -> ``coverage_monai.md|json``.
+
+Random init, nothing downloaded. Each model is converted with ``to_graph(model, example_input=...)``
+and classified:
 
 * **converted**: ``decode(encode)`` is bit-exact for every state-dict entry, and a fresh copy of
   the model (another seed) written with ``from_graph`` computes bit-identical outputs;
@@ -11,9 +18,10 @@ downloaded), converted with ``to_graph(model, example_input=...)`` and classifie
 Model types not installed, or whose tiny config the installed version rejects, are listed apart
 and not counted.
 
-    python benchmarks/coverage.py [--timeout 60] [--only bert,vit] [--out benchmarks/results]
+    python benchmarks/coverage.py [--corpus transformers|monai] [--timeout 60] [--only bert,vit]
+                                  [--out benchmarks/results]
 
-Writes ``coverage.json`` and ``coverage.md`` (command, date, machine, load, versions inside) and
+Writes ``coverage[_monai].json`` and ``.md`` (command, date, machine, load, versions inside) and
 prints the table. All models run in one process, one after another, each under a time limit.
 """
 
@@ -120,6 +128,63 @@ MODELS: dict[str, tuple[str, str, dict, str]] = {
 }
 
 
+def _monai_models() -> dict[str, tuple[str, dict, tuple[int, ...]]]:
+    """MONAI network -> (class name in ``monai.networks.nets``, constructor arguments, input shape)."""
+    img = (1, 1, IMG, IMG)
+    d2 = dict(spatial_dims=2)
+    vit = dict(in_channels=1, img_size=IMG, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2, **d2)
+    return {
+        "DenseNet": ("DenseNet", dict(d2, in_channels=1, out_channels=10, init_features=8, growth_rate=4,
+                                      block_config=(2, 2)), img),
+        "ResNet (basic)": ("ResNet", dict(d2, block="basic", layers=[1, 1, 1, 1], block_inplanes=[8, 16, 32, 64],
+                                          n_input_channels=1, num_classes=10), img),
+        "ResNet (bottleneck)": ("ResNet", dict(d2, block="bottleneck", layers=[1, 1, 1, 1],
+                                               block_inplanes=[8, 16, 32, 64], n_input_channels=1, num_classes=10),
+                                img),
+        "ResNet (3-D)": ("ResNet", dict(spatial_dims=3, block="basic", layers=[1, 1, 1, 1],
+                                        block_inplanes=[4, 8, 16, 32], n_input_channels=1, num_classes=10),
+                         (1, 1, 16, 16, 16)),
+        "SEResNet50": ("SEResNet50", dict(d2, in_channels=1, num_classes=10, layers=(1, 1, 1, 1)), img),
+        "SENet154": ("SENet154", dict(d2, in_channels=1, num_classes=10, layers=(1, 1, 1, 1)), img),
+        "EfficientNetBN": ("EfficientNetBN", dict(d2, model_name="efficientnet-b0", in_channels=1, num_classes=10,
+                                                  pretrained=False), img),
+        "UNet": ("UNet", dict(d2, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2),
+                              num_res_units=1), img),
+        "BasicUNet": ("BasicUNet", dict(d2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4)), img),
+        "AttentionUnet": ("AttentionUnet", dict(d2, in_channels=1, out_channels=2, channels=(4, 8, 16),
+                                                strides=(2, 2)), img),
+        "SegResNet": ("SegResNet", dict(d2, init_filters=8, in_channels=1, out_channels=2, blocks_down=(1, 1),
+                                        blocks_up=(1,)), img),
+        "DynUNet": ("DynUNet", dict(d2, in_channels=1, out_channels=2, kernel_size=[3, 3, 3], strides=[1, 2, 2],
+                                    upsample_kernel_size=[2, 2], filters=[4, 8, 16]), img),
+        "FlexibleUNet": ("FlexibleUNet", dict(d2, in_channels=1, out_channels=2, backbone="efficientnet-b0",
+                                              pretrained=False), img),
+        "HighResNet": ("HighResNet", dict(d2, in_channels=1, out_channels=2), img),
+        "ViT": ("ViT", dict(vit, patch_size=8, classification=True, num_classes=10), img),
+        "ViTAutoEnc": ("ViTAutoEnc", dict(vit, patch_size=4), img),
+        "UNETR": ("UNETR", dict(in_channels=1, out_channels=2, img_size=IMG, feature_size=4, hidden_size=32,
+                                mlp_dim=64, num_heads=2, **d2), img),
+        "SwinUNETR": ("SwinUNETR", dict(d2, in_channels=1, out_channels=2, feature_size=12, depths=(1, 1, 1, 1),
+                                        num_heads=(1, 1, 1, 1)), (1, 1, 64, 64)),
+        "Classifier": ("Classifier", dict(in_shape=(1, IMG, IMG), classes=10, channels=(4, 8), strides=(2, 2)), img),
+        "Regressor": ("Regressor", dict(in_shape=(1, IMG, IMG), out_shape=(1,), channels=(4, 8), strides=(2, 2)),
+                      img),
+        "AutoEncoder": ("AutoEncoder", dict(d2, in_channels=1, out_channels=1, channels=(4, 8), strides=(2, 2)),
+                        img),
+        "VarAutoEncoder": ("VarAutoEncoder", dict(d2, in_shape=(1, IMG, IMG), out_channels=1, latent_size=4,
+                                                  channels=(4, 8), strides=(2, 2)), img),
+        "Generator": ("Generator", dict(latent_shape=(8,), start_shape=(4, 8, 8), channels=(4, 1), strides=(2, 2)),
+                      (1, 8)),
+        "FullyConnectedNet": ("FullyConnectedNet", dict(in_channels=16, out_channels=4, hidden_channels=(8, 8)),
+                              (1, 16)),
+    }
+
+
+#: corpus -> (name of the results file, what it is)
+CORPORA = {"transformers": ("coverage", "Hugging Face transformers architectures"),
+           "monai": ("coverage_monai", "MONAI networks (monai.networks.nets)")}
+
+
 class _Timeout(Exception):
     pass
 
@@ -138,15 +203,21 @@ def _time_limit(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
-def build(name: str, seed: int) -> tuple[torch.nn.Module, Any]:
-    """The model of type ``name`` from its tiny config (random init with ``seed``) and its input."""
+def build(name: str, seed: int, corpus: str = "transformers") -> tuple[torch.nn.Module, Any]:
+    """The model ``name`` of ``corpus`` from its tiny config (random init with ``seed``) and its input."""
+    gen = torch.Generator().manual_seed(0)
+    if corpus == "monai":
+        import monai.networks.nets as nets
+
+        cls, kwargs, shape = _monai_models()[name]
+        torch.manual_seed(seed)
+        return getattr(nets, cls)(**kwargs).eval(), torch.randn(*shape, generator=gen)
     import transformers
 
     cfg_cls, model_cls, kwargs, kind = MODELS[name]
     torch.manual_seed(seed)
     cfg = getattr(transformers, cfg_cls)(**kwargs)
     model = getattr(transformers, model_cls)(cfg).eval()
-    gen = torch.Generator().manual_seed(0)
     if kind == "image":
         return model, torch.randn(1, 3, IMG, IMG, generator=gen)
     ids = torch.randint(1, VOCAB, (1, SEQ), generator=gen)
@@ -180,13 +251,13 @@ def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.view(torch.uint8), b.view(torch.uint8)) if a.dtype != torch.bool else torch.equal(a, b)
 
 
-def check(name: str, timeout: float) -> dict:
-    """Convert one model type and classify the result."""
+def check(name: str, timeout: float, corpus: str = "transformers") -> dict:
+    """Convert one model and classify the result."""
     import weightspace as ws
 
     try:
-        model, x = build(name, 0)
-        fresh, _ = build(name, 1)
+        model, x = build(name, 0, corpus)
+        fresh, _ = build(name, 1, corpus)
         _run(model, x)
     except Exception as exc:  # noqa: BLE001 - the installed version rejects the tiny config (or cannot run it)
         return {"status": "build failed", "message": f"{type(exc).__name__}: {exc}"}
@@ -228,12 +299,13 @@ def markdown(res: dict) -> str:
     rows = res["results"]
     counted = {k: r for k, r in rows.items() if r["status"] in ("converted", "refused", "wrong")}
     n = {s: sum(r["status"] == s for r in counted.values()) for s in ("converted", "refused", "wrong")}
+    corpus = res.get("corpus", "transformers")
     lines = [
-        "# Converter coverage of Hugging Face transformers architectures",
+        f"# Converter coverage of {CORPORA[corpus][1]}",
         "",
         f"Command: `{res['command']}`; date {res['date']}; machine {res['machine']}; load average (1, 5, 15 min) "
         f"at the start {res['load_avg_start']}, at the end {res['load_avg_end']}; torch {res['torch']}, "
-        f"transformers {res['transformers']}; time limit {res['timeout_s']:.0f} s per model; total "
+        f"{corpus} {res.get(corpus, res.get('transformers'))}; time limit {res['timeout_s']:.0f} s per model; total "
         f"{res['total_s']:.0f} s.",
         "",
         f"**Coverage: {n['converted']} / {len(counted)} converted ({100 * n['converted'] / max(len(counted), 1):.0f} %)**, "
@@ -241,8 +313,10 @@ def markdown(res: dict) -> str:
         "",
         "Converted = bit-exact `decode(encode)` of every state-dict entry and bit-identical outputs of a fresh "
         "copy (another seed) after `from_graph`; refused = `UnsupportedModuleError`; wrong = anything else. "
-        "Models are base models from tiny configs (random init): hidden size 16-32, 1-2 layers per stage, "
-        f"{IMG}x{IMG} images or {SEQ} tokens.",
+        + ("Models are base models from tiny configs (random init): hidden size 16-32, 1-2 layers per stage, "
+           f"{IMG}x{IMG} images or {SEQ} tokens." if corpus == "transformers" else
+           f"Networks are built 2-D (`spatial_dims=2`) with a few channels per stage on 1x{IMG}x{IMG} inputs "
+           "(SwinUNETR 64x64), random init, in eval mode; one 3-D ResNet shows how volumes are handled."),
         "",
         "| model type | status | parameters | nodes | edges | conversion | graph bytes / param bytes | message |",
         "|---|---|---|---|---|---|---|---|",
@@ -254,7 +328,7 @@ def markdown(res: dict) -> str:
         msg = r.get("message", "").replace("|", "\\|")
         lines.append(f"| {name} | {r['status']} | {r.get('params', ''):,} | {r.get('nodes', '')} | {r.get('edges', '')} "
                      f"| {secs} | {ratio} | {msg} |" if "params" in r else f"| {name} | {r['status']} | | | | | | {msg} |")
-    lines += ["", "Conversion = `GraphSpec.from_module(model, example_input)` (tracing with `torch.export`) + "
+    lines += ["", "Conversion = `GraphSpec.from_module(model, example_input)` + "
               "`spec.to_graph(state_dict)`. Graph bytes count every tensor the `ParameterGraph` "
               "stores once (edge weights at each edge's own kernel size, `edge_values`); parameter bytes the floating-point state-dict tensors "
               "(tied ones once).", ""]
@@ -263,26 +337,29 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="transformers",
+                    help="which library's architectures (the library must be installed: the dev extra has both)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per model")
     ap.add_argument("--only", default="", help="comma-separated model types (default: all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    import transformers
+    import importlib
 
     import weightspace  # noqa: F401 - imported before timing
 
-    names = [n for n in args.only.split(",") if n] or list(MODELS)
+    lib = importlib.import_module(args.corpus)
+    catalogue = MODELS if args.corpus == "transformers" else _monai_models()
+    names = [n for n in args.only.split(",") if n] or list(catalogue)
     load0 = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     t0 = time.perf_counter()
     results = {}
     for name in names:
-        cfg_cls, model_cls = MODELS[name][:2]
-        if not (hasattr(transformers, cfg_cls) and hasattr(transformers, model_cls)):
+        if args.corpus == "transformers" and not all(hasattr(lib, c) for c in MODELS[name][:2]):
             results[name] = {"status": "not installed"}
             continue
-        results[name] = check(name, args.timeout)
+        results[name] = check(name, args.timeout, args.corpus)
         print(f"{name:14s} {results[name]['status']:10s} {results[name].get('message', '')[:120]}", flush=True)
     res = {
         "command": "python benchmarks/coverage.py " + " ".join(sys.argv[1:]),
@@ -290,13 +367,14 @@ def main() -> None:
         "machine": f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} cores (nproc), "
                    f"{args.threads} torch thread(s)",
         "load_avg_start": load0, "load_avg_end": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "torch": torch.__version__, "transformers": transformers.__version__, "timeout_s": args.timeout,
+        "corpus": args.corpus, "torch": torch.__version__, args.corpus: lib.__version__, "timeout_s": args.timeout,
         "total_s": time.perf_counter() - t0, "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "coverage.json").write_text(json.dumps(res, indent=2))
+    stem = CORPORA[args.corpus][0]
+    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2))
     md = markdown(res)
-    (args.out / "coverage.md").write_text(md)
+    (args.out / f"{stem}.md").write_text(md)
     print(md)
 
 
