@@ -25,6 +25,12 @@ are measured, so an interrupted run keeps what it finished) and rendered to ``hy
 
     python benchmarks/hyper.py --data digits --per-split 50 --trained 10
     python benchmarks/hyper.py --render-only
+
+The GHN-independent measurements (random init, the Adam reference, fine-tuning from random init)
+can be computed ahead, without a checkpoint, and reused (same seeds, same code path)::
+
+    python benchmarks/hyper.py --data digits --trained 10 --references-only --reference-cache refs.json
+    python benchmarks/hyper.py --data digits --trained 10 --reference-cache refs.json
 """
 
 from __future__ import annotations
@@ -223,7 +229,43 @@ def finetune(model: nn.Module, fit, val, test, seed: int, target: float, cap: in
 
 
 # ------------------------------------------------------------------------------------ one architecture
-def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool) -> dict:
+REFERENCE_KEYS = ("random", "trained", "trained_val", "trained_steps", "finetune_cap", "ft_rand_1_epoch",
+                  "ft_rand_steps")
+
+
+def reference_key(data: str, split: str, name: str, config: dict | None, args) -> str:
+    """Key of an architecture's GHN-independent measurements in the reference cache."""
+    arch = json.dumps(config, sort_keys=True) if config is not None else name
+    return (f"{data}|{split}|{arch}|seed={args.seed}|max_epochs={args.max_epochs}|patience={args.patience}|"
+            f"eval_every={args.eval_every}")
+
+
+def measure_reference(name: str, build, ds, fit, val, args) -> dict:
+    """The GHN-independent part of :func:`measure`: random-init accuracy, the Adam reference and
+    fine-tuning from the random init (the same seeds and code path as :func:`measure`)."""
+    test = (ds.x_test, ds.y_test)
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)
+    random_model = build()
+    recalibrate_batchnorm(random_model, fit[0])
+    row = {"name": name, "random": accuracy(random_model, *test)}
+    ref_model = copy.deepcopy(random_model)
+    ref = train_reference(ref_model, fit, val, args.seed, args.max_epochs, args.patience)
+    row["trained"] = accuracy(ref_model, *test)
+    row["trained_val"], row["trained_steps"] = ref["val"], ref["best_step"]
+    target, cap = ref["val"] - 0.01, max(2 * ref["best_step"], 100)
+    row["finetune_cap"] = cap
+    ft = finetune(random_model, fit, val, test, args.seed, target, cap, args.eval_every)
+    row["ft_rand_1_epoch"], row["ft_rand_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cached: dict | None = None) -> dict:
+    """Zero-shot, random-init, reference and fine-tuning results of one architecture.
+
+    ``cached``: the architecture's :func:`measure_reference` row (from ``--reference-cache``); its
+    GHN-independent numbers are reused instead of recomputed (same seeds, same code path)."""
     row: dict = {"name": name}
     test = (ds.x_test, ds.y_test)
     t0 = time.perf_counter()
@@ -241,6 +283,14 @@ def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool) -> 
     recalibrate_batchnorm(pred_model, fit[0])
     row["zero_shot"] = accuracy(pred_model, *test)
     row["zero_shot_train_mode"] = accuracy(pred_model, *test, train_mode=True)
+    if train_ref and cached is not None:
+        row.update({k: cached[k] for k in REFERENCE_KEYS})
+        target, cap = row["trained_val"] - 0.01, row["finetune_cap"]
+        ft = finetune(pred_model, fit, val, test, args.seed, target, cap, args.eval_every)
+        row["ft_pred_1_epoch"], row["ft_pred_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
+        row["reference_cached"] = True
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        return row
     recalibrate_batchnorm(random_model, fit[0])
     row["random"] = accuracy(random_model, *test)
     if train_ref:
@@ -382,6 +432,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--reference-cache", default=None,
+                    help="JSON file of GHN-independent measurements (random init, Adam reference, fine-tuning "
+                         "from random init) keyed by dataset, split, architecture and schedule; read if present")
+    ap.add_argument("--references-only", action="store_true",
+                    help="only fill --reference-cache for the first --trained / --real-trained architectures "
+                         "of each split (no checkpoint needed)")
     args = ap.parse_args()
     out = Path(args.out)
     if args.render_only:
@@ -394,8 +450,41 @@ def main() -> None:
     fit_x, fit_y, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
     fit, val = (fit_x, fit_y), (val_x, val_y)
     name = args.checkpoint or f"hypernet-{args.data}"
-    ghn = GHN.from_pretrained(name)
     space = CellSpace(args.data)
+    cache_path = Path(args.reference_cache) if args.reference_cache else None
+    ref_cache = json.loads(cache_path.read_text()) if cache_path is not None and cache_path.is_file() else {}
+
+    def split_items(split: str) -> list[tuple[str, callable, dict | None]]:
+        if split == "real-library":
+            return [(n, b, None) for n, b in real_library(args.data)]
+        return [(f"{split}-{i}", lambda c=c: build_arch(c), c)
+                for i, c in enumerate(space.split(split, args.per_split, seed=args.seed))]
+
+    if args.references_only:
+        if cache_path is None:
+            raise SystemExit("benchmarks/hyper.py: --references-only needs --reference-cache PATH")
+        splits = args.splits.split(",")
+        todo = {sp: split_items(sp)[:(args.real_trained if sp == "real-library" else args.trained)] for sp in splits}
+        # round-robin over splits, so that an interrupted run leaves about as many references in each
+        order = [(sp, todo[sp][i]) for i in range(max(map(len, todo.values()), default=0)) for sp in splits
+                 if i < len(todo[sp])]
+        for split, (n, build, config) in tqdm(order, desc=f"{args.data} references"):
+            key = reference_key(args.data, split, n, config, args)
+            if key in ref_cache:
+                continue
+            try:
+                ref_cache[key] = measure_reference(n, build, ds, fit, val, args)
+            except Exception as e:  # noqa: BLE001 - unbuildable models are reported by the main run
+                log.warning("%s: no reference (%s: %s)", n, type(e).__name__, e)
+                continue
+            log.info("%s %s", split, json.dumps(ref_cache[key]))
+            current = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+            current.update(ref_cache)
+            tmp = cache_path.with_suffix(f".{args.data}.tmp")
+            tmp.write_text(json.dumps(current, indent=1))
+            tmp.replace(cache_path)
+        return
+    ghn = GHN.from_pretrained(name)
     path = out / "hyper.json"
     meta = {"checkpoint": name, "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads,
@@ -416,15 +505,12 @@ def main() -> None:
         tmp.replace(path)
 
     for split in args.splits.split(","):
-        if split == "real-library":
-            items = real_library(args.data)
-        else:
-            items = [(f"{split}-{i}", lambda c=c: build_arch(c))
-                     for i, c in enumerate(space.split(split, args.per_split, seed=args.seed))]
+        items = split_items(split)
         rows = part["rows"][split] = []
-        for i, (n, build) in enumerate(tqdm(items, desc=f"{args.data}/{split}")):
+        for i, (n, build, config) in enumerate(tqdm(items, desc=f"{args.data}/{split}")):
             train_ref = i < (args.real_trained if split == "real-library" else args.trained)
-            rows.append(measure(n, build, ghn, ds, fit, val, args, train_ref))
+            cached = ref_cache.get(reference_key(args.data, split, n, config, args))
+            rows.append(measure(n, build, ghn, ds, fit, val, args, train_ref, cached))
             log.info("%s %s", split, json.dumps(rows[-1]))
             save()
     save()

@@ -6,7 +6,9 @@ a wall-clock budget; :func:`weightspace.hyper.recipe.train_ghn` is the loop)::
     python -m weightspace.cli.ghn_recipe --data digits  --out weightspace/checkpoints/hypernet-digits  --minutes 13
     python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 13
 
-Data: ``model_zoo.load_dataset(data, seed=0)``, training split only. Writes ``config.json`` +
+Data: ``model_zoo.load_dataset(data, seed=0)``, training split only. ``--snapshot-minutes M`` saves
+the GHN's weights every ``M`` minutes (``OUT-snapshots/step*.safetensors``) for a validation curve
+(``python benchmarks/hyper.py --validation-curve OUT-snapshots --data DATA``). Writes ``config.json`` +
 ``model.safetensors``; the extras record the command, schedule, wall and CPU minutes, load
 average and the training curve.
 """
@@ -42,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--snapshot-minutes", type=float, default=0.0,
+                    help="save the GHN's weights every this many minutes into --snapshot-dir (0: never); "
+                         "benchmarks/hyper.py --validation-curve evaluates them")
+    ap.add_argument("--snapshot-dir", default=None, help="snapshot directory (default: OUT-snapshots)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -51,8 +57,25 @@ def main(argv: list[str] | None = None) -> None:
     ghn = GHN(hidden=args.hidden, layers=args.layers, data=args.data)
     cfg = GHNTrainConfig(archs_per_step=args.archs_per_step, batch_size=args.batch_size, lr=args.lr,
                          pool=args.pool, seed=args.seed, max_minutes=args.minutes)
+    on_log = None
+    if args.snapshot_minutes > 0:
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        snap_dir = Path(args.snapshot_dir or f"{args.out.rstrip('/')}-snapshots")
+        snap_dir.mkdir(parents=True, exist_ok=True)
+        next_at = [0.0]
+
+        def on_log(rec: dict) -> None:
+            if rec["minutes"] >= next_at[0]:
+                next_at[0] = rec["minutes"] + args.snapshot_minutes
+                state = {k: v.detach().clone().contiguous() for k, v in ghn.state_dict().items()}
+                save_file(state, str(snap_dir / f"step{rec['step']:06d}.safetensors"),
+                          metadata={k: str(v) for k, v in rec.items()})
+
     t0, c0 = time.perf_counter(), time.process_time()
-    history = train_ghn(ghn, ds.x_train, ds.y_train, space, cfg, progress=not args.no_progress)
+    history = train_ghn(ghn, ds.x_train, ds.y_train, space, cfg, progress=not args.no_progress, on_log=on_log)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     meta = {"command": "python -m weightspace.cli.ghn_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
             "data": f"model_zoo.load_dataset({args.data!r}, seed=0) train split ({len(ds.x_train)} samples)",
