@@ -148,3 +148,41 @@ def test_the_backoff_does_nothing_without_reported_losses():
     h = _Off(kind="linefit").attach(model, opt, period=10, horizon=8, total_steps=1000, spike_guard=None)
     _run(model, opt, data, 60)
     assert h.reach == 1.0 and {r["horizon"] for r in h.history} == {8}
+
+
+class _Clock:
+    """A fake clock: plain steps take 1 ms, each jump of :class:`_OffTimed` 2 ms (auto period decisions
+    made on these times, not on the machine's)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class _OffTimed(_Off):
+    clock: _Clock
+
+    def predict(self, spec, window, horizon=None):
+        self.clock.t += 2e-3
+        return super().predict(spec, window, horizon)
+
+
+@pytest.mark.parametrize("backoff", [True, False])
+def test_auto_period_stretches_when_jumps_at_the_shortest_horizon_still_do_not_pay(backoff):
+    model, opt, data = _setup()
+    clock, nc = _Clock(), _OffTimed(kind="linefit")
+    nc.clock = clock
+    h = nc.attach(model, opt, horizon=32, total_steps=10_000, spike_guard=None, backoff=backoff, auto_budget=1.0)
+    h._clock = clock
+    for i in range(600):
+        clock.t += 1e-3
+        _run(model, opt, data, 1, h, start=i)
+    if backoff:  # reach 1 -> 1/32 in five failures; failures after that double the spacing
+        assert h.reach <= 1 / 8 and max(r["stretch"] for r in h.history) >= 2
+        assert max(r["period"] for r in h.history) >= 4 * h.context
+        assert h.state_dict()["stretch"] == h.stretch
+    else:  # sensitivity: the cost rule alone (2 ms per jump, 1 ms per step, budget 1) keeps a period of 5
+        assert {r["stretch"] for r in h.history} == {1} and h.reach == 1.0
+        assert {r["period"] for r in h.history[1:]} == {5}

@@ -34,7 +34,9 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
   jump have run: it paid when the mean loss after it is below what the loss trend before it promised
   without a jump (:func:`jump_paid`). A jump that did not pay halves the hook's reach (the horizon is
   multiplied by it; with ``period="auto"`` a shorter horizon also means a longer period, since each
-  jump then saves fewer steps); a jump that paid restores a quarter of it, up to 1.
+  jump then saves fewer steps); a jump that paid restores a quarter of it, up to 1. With
+  ``period="auto"``, a jump at the shortest horizon that still did not pay doubles the spacing of the
+  snapshots (the period), and one that paid halves that factor again.
 * :meth:`NowcastHook.summary` says what the hook did; :meth:`NowcastHook.remove` (alias ``close``,
   ``detach``) logs it at INFO; :func:`~weightspace.nowcast.plotting.plot` draws it.
 * ``hold``: roles of the parameter graph whose parameters the jumps leave to the optimizer. By
@@ -328,8 +330,9 @@ class NowcastHook:
         backoff: judge each jump by the losses after it (:func:`jump_paid`; needs
             :meth:`report_loss`) and scale the horizon by a reach in ``(0, 1]`` that halves after a
             jump that did not pay and grows by a quarter after one that paid: the schedule's horizon
-            ``k`` becomes ``max(1, round(k * reach))``. Default ``True``; ``False`` keeps the
-            schedule's horizon.
+            ``k`` becomes ``max(1, round(k * reach))``; with ``period="auto"``, a jump that did not pay
+            at the smallest reach (``1 / nowcaster.horizons``) also doubles the period (:attr:`stretch`),
+            one that paid halves that factor. Default ``True``; ``False`` keeps the schedule's horizon.
 
     Attributes:
         history: one dict per jump: ``step``, ``period`` (in force), ``horizon`` (snapshot spacings),
@@ -338,10 +341,11 @@ class NowcastHook:
             ``undone`` (by the spike guard), ``delta_norm`` (L2 norm of the applied change),
             ``window_norm`` (L2 norm of the optimizer's move over the window), ``loss_before`` /
             ``loss_after`` (what the guard compared; ``None`` without reported losses), ``reach``
-            (the backoff's horizon factor at the jump), ``paid`` (:func:`jump_paid`'s verdict, set
+            (the backoff's horizon factor at the jump), ``stretch`` (its factor on the auto period's
+            spacing), ``paid`` (:func:`jump_paid`'s verdict, set
             when the steps up to the next jump have run; ``None`` without one).
         skipped_warmup: due jumps skipped while the learning rate rose.
-        reach: the backoff's current horizon factor.
+        reach: the backoff's current horizon factor; stretch: its factor on the auto period's spacing.
         jumps, undone, skipped, step, seconds: counters (kept jumps, undone, non-finite, optimizer steps,
             wall time inside the hook); :meth:`summary` gathers them.
 
@@ -388,6 +392,7 @@ class NowcastHook:
         self.spike_guard = spike_guard
         self.skip_warmup, self.backoff = bool(skip_warmup), bool(backoff)
         self.reach = 1.0  # the backoff's horizon factor
+        self.stretch = 1  # the backoff's factor on the auto period's spacing
         self.skipped_warmup = 0
         self._trend: deque[tuple[int, Any]] = deque(maxlen=3 * BACKOFF_WINDOW + 2)  # (step, loss) for the backoff
         self._judged_at: int | None = None  # the step of the latest applied jump still to be judged
@@ -608,7 +613,7 @@ class NowcastHook:
                 self.auto.add_window(self._window_seconds)
             self._anchor = self.step
             k = self._k(self.step + self.period)
-            stride = self.auto.stride(k)
+            stride = min(self.auto.stride(k) * self.stretch, self.auto.max_stride)
             if stride != self.stride:
                 share = self.auto.share(stride, k)
                 log.info("nowcast: period %d -> %d optimizer steps at step %d (a window of jumps costs %.2f ms, "
@@ -712,6 +717,11 @@ class NowcastHook:
             return
         old = self.reach
         floor = 1.0 / max(1, self.nowcaster.horizons)
+        if self.auto is not None:  # at the shortest horizon, jumps that still do not pay come further apart
+            if not paid and old <= floor:
+                self.stretch = min(2 * self.stretch, self.auto.max_stride)
+            elif paid:
+                self.stretch = max(1, self.stretch // 2)
         self.reach = min(1.0, self.reach * BACKOFF_RECOVER) if paid else max(floor, self.reach * BACKOFF_FACTOR)
         if self.reach != old:
             log.debug("nowcast: the jump at step %d %s; reach %.3g -> %.3g", at,
@@ -736,7 +746,7 @@ class NowcastHook:
         self._check_moved()
         rec = {"step": self.step, "period": self.period, "horizon": k, "steps_ahead": k * self.stride,
                "seconds": 0.0, "applied": False, "undone": False, "delta_norm": None, "window_norm": None,
-               "loss_before": None, "loss_after": None, "reach": self.reach, "paid": None}
+               "loss_before": None, "loss_after": None, "reach": self.reach, "stretch": self.stretch, "paid": None}
         if not self._moved_tensors:  # every parameter frozen or out of the optimizer: nothing to predict
             log.debug("nowcast jump at step %d: the optimizer updates none of the model's parameters", self.step)
             self.history.append(rec)
@@ -793,7 +803,7 @@ class NowcastHook:
         window = self.window.cpu()
         state = {"step": self.step, "jumps": self.jumps, "skipped": self.skipped, "window": window.clone(),
                  "history": [dict(h) for h in self.history], "period": self.period, "context": self.context,
-                 "undone": self.undone, "anchor": self._anchor, "reach": self.reach,
+                 "undone": self.undone, "anchor": self._anchor, "reach": self.reach, "stretch": self.stretch,
                  "window_lr": [self._snap_lr[(self._count - window.shape[0] + i) % self.context]
                                for i in range(window.shape[0])],
                  "skipped_warmup": self.skipped_warmup}
@@ -816,6 +826,7 @@ class NowcastHook:
         self.history = [dict(h) for h in state.get("history", [])]
         self.undone, self._anchor = int(state.get("undone", 0)), int(state.get("anchor", 0))
         self.reach, self.skipped_warmup = float(state.get("reach", 1.0)), int(state.get("skipped_warmup", 0))
+        self.stretch = int(state.get("stretch", 1))
         self._judged_at = None
         if self.auto is not None and "auto" in state:
             self.auto.load_state_dict(state["auto"])
