@@ -416,6 +416,158 @@ def render(out: Path) -> None:
     fig.savefig(out / "hyper.png", dpi=110)
 
 
+# ------------------------------------------------------------------------------------ validation curve
+def validation_archs(space: CellSpace, n: int, pool: int = 120, seed: int = 0) -> list[dict]:
+    """``n`` configurations of the *training* share that a recipe with this ``pool``/``seed`` never
+    trains on (its pool excluded; a separate seed): the architecture validation set of the recipe,
+    disjoint from the benchmark's held-out splits."""
+    from weightspace.hyper.space import config_key
+
+    seen = {config_key(c) for c in space.train_pool(pool, seed=seed)}
+    rng, out = np.random.default_rng([seed, 4242]), {}
+    while len(out) < n:
+        c = space.sample_train(rng)
+        if config_key(c) not in seen:
+            out.setdefault(config_key(c), c)
+    return list(out.values())
+
+
+def validation_curve(snap_dir: Path, data: str, n_archs: int, out: Path, seed: int = 0) -> dict:
+    """Zero-shot accuracy of every snapshot of a training run (``ghn_recipe --snapshot-minutes``) on
+    ``n_archs`` validation architectures (:func:`validation_archs`) and the validation share of the
+    training split (:func:`split_validation`; the GHN saw these inputs as training data of other
+    architectures, the architectures never). Writes ``hyper.validation-<data>.json|png``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    ds = load_dataset(data, seed=0)
+    fit_x, _, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
+    snaps = sorted(snap_dir.glob("step*.safetensors"))
+    if not snaps:
+        raise SystemExit(f"benchmarks/hyper.py: no step*.safetensors in {snap_dir}; train with "
+                         "python -m weightspace.cli.ghn_recipe ... --snapshot-minutes M")
+    ghn = GHN(data=data)
+    ghn.load_state_dict(load_file(str(snaps[0])))
+    ghn.eval()
+    configs = validation_archs(CellSpace(data), n_archs, seed=seed)
+    archs = []
+    for c in configs:
+        torch.manual_seed(seed)
+        model = build_arch(c)
+        archs.append((model, ghn.target(model)))
+    rows = []
+    for snap in tqdm(snaps, desc=f"{data} validation curve"):
+        with safe_open(str(snap), "pt") as f:
+            rec = {k: float(v) for k, v in f.metadata().items()}
+        ghn.load_state_dict(load_file(str(snap)))
+        accs = []
+        for model, t in archs:
+            with torch.no_grad():
+                flat = ghn.predict([t], [t.draw_init(torch.Generator().manual_seed(seed))])[0]
+                model.load_state_dict({k: v for k, v in t.spec.unflatten(flat).items()}, strict=False)
+            recalibrate_batchnorm(model, fit_x)
+            accs.append(accuracy(model, val_x, val_y))
+        rows.append({**rec, "val_zero_shot": float(np.mean(accs)), "val_zero_shot_std": float(np.std(accs)),
+                     "val_accs": accs})
+        log.info("%s step %d: validation zero-shot %.3f", snap.name, rec["step"], rows[-1]["val_zero_shot"])
+    doc = {"data": data, "snapshots": str(snap_dir), "archs": len(configs), "seed": seed,
+           "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": round(os.getloadavg()[0], 1),
+           "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"hyper.validation-{data}.json").write_text(json.dumps(doc, indent=1))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [r["step"] for r in rows]
+    ax[0].plot(steps, [r["train/loss"] for r in rows], marker="o")
+    ax[0].axhline(np.log(10), ls="--", c="gray", label="log 10 (uniform)")
+    ax[0].set(xlabel="step", ylabel="training loss (window mean)", title=f"{data}: training loss")
+    ax[0].legend(fontsize=8)
+    m, sd = np.array([r["val_zero_shot"] for r in rows]), np.array([r["val_zero_shot_std"] for r in rows])
+    ax[1].plot(steps, m, marker="o")
+    ax[1].fill_between(steps, m - sd, m + sd, alpha=0.2)
+    ax[1].axhline(0.1, ls="--", c="gray", label="chance")
+    ax[1].set(xlabel="step", ylabel="accuracy", ylim=(0, 1),
+              title=f"{data}: zero-shot on {len(configs)} validation archs")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"hyper.validation-{data}.png", dpi=100)
+    return doc
+
+
+# ------------------------------------------------------------------------------------ model card
+_INPUTS = {"digits": "`[B, 1, 8, 8]` (sklearn digits, pixels / 16) or the flattened `[B, 64]` inputs",
+           "mnist1d": "`[B, 1, 40]` (MNIST-1D) or the flattened `[B, 40]` inputs"}
+
+
+def model_card(ckpt: Path, data: str, results: Path) -> str:
+    """``README.md`` of a GHN checkpoint from its ``config.json`` extras, the validation curve and
+    the benchmark results (``hyper.validation-<data>.json``, ``hyper.json``); every figure is read
+    from those files."""
+    info = json.loads((ckpt / "config.json").read_text())
+    cfg, ex = info["config"], info["extras"]
+    name = ckpt.name
+    hist = ex.get("history") or []
+    init = ex.get("init")
+    lines = [f"# {name}: graph hypernetwork (GHN) for {data}", "",
+             f'`weightspace.hyper.GHN.from_pretrained("{name}")` -- predicts every parameter of a network for '
+             f"{_INPUTS[data]} and 10 classes, for any architecture the parameter-graph converter reads "
+             "(convolutions of any kernel size, residual sums, concatenations, attention, class tokens, positional "
+             "tables, BatchNorm/LayerNorm). Design: `docs/design-notes/hyper.md`, `weightspace/hyper/ghn.py`.", "",
+             "## Data", "", f"{ex['data']}; the test split is never used in training.", "", "## Recipe", ""]
+    cmds = ([init["command"]] if init and init.get("command") else []) + [ex["command"]]
+    lines += [("Two commands, one CPU thread each; the second continues the checkpoint the first wrote:" if init
+               else "One command, one CPU thread:"), "", "```", *cmds, "```", ""]
+    model = ", ".join(f"{k}={v!r}" for k, v in sorted(cfg.items()))
+    train = ", ".join(f"{k}={v!r}" for k, v in sorted(ex["train"].items()))
+    lines += [f"Model: `GHNConfig({model})`. Training (last command): `GHNTrainConfig({train})` over "
+              f"`{ex['space']}` (a fixed pool of {ex['train']['pool']} training configurations; the held-out splits "
+              "are never drawn). Adam, warm-up over 2% then cosine decay to 5% of the learning rate, following "
+              "the larger of the step and wall-clock fractions.", "", "## Cost", ""]
+    for label, e in ([("first run", init)] if init else []) + [("last run" if init else "run", ex)]:
+        final = e.get("final") or {}
+        la = ", ".join(f"{v:.1f}" for v in e.get("load_average", []))
+        lines.append(f"- {label}: {e.get('train_wall_minutes')} min wall, {e.get('train_cpu_minutes')} min CPU "
+                     f"({e.get('threads', 1)} thread), {final.get('step')} optimizer steps, final training-loss window "
+                     f"{final.get('train/loss', float('nan')):.3f}; load average at the end {la} on 2 shared cores.")
+    total = sum(float(e.get("train_cpu_minutes") or 0) for e in ([init] if init else []) + [ex])
+    lines += [f"- total: {total:.1f} CPU minutes. The wall-clock cap makes the step count, hence the weights, "
+              "depend on the load.", "", "## Validation", ""]
+    if hist:
+        lines.append(f"Training curve of the last run (train-split minibatches, predicted networks in train mode): "
+                     f"first logged window loss {hist[0]['train/loss']:.3f} / accuracy {hist[0]['train/accuracy']:.3f}, "
+                     f"last {hist[-1]['train/loss']:.3f} / {hist[-1]['train/accuracy']:.3f}.")
+    vpath = results / f"hyper.validation-{data}.json"
+    if vpath.is_file():
+        v = json.loads(vpath.read_text())
+        pts = "; ".join(f"step {int(r['step'])}: {r['val_zero_shot']:.3f}" for r in v["rows"])
+        lines += ["", f"Zero-shot accuracy of snapshots of the last run on {v['archs']} validation architectures "
+                  "(training-share configurations outside the training pool; validation share of the training "
+                  f"split; `benchmarks/results/hyper.validation-{data}.png`): {pts}."]
+    bpath = results / "hyper.json"
+    doc = json.loads(bpath.read_text()) if bpath.is_file() else {}
+    if data in doc:
+        lines += ["", "Held-out architectures (`benchmarks/results/hyper.md`, test split of the data, BatchNorm "
+                  "recalibrated; mean ± std over architectures):", "",
+                  "| split | archs | zero-shot | random init | zero-shot / trained (n) |", "|---|---|---|---|---|"]
+        for split, rows in doc[data]["rows"].items():
+            sm = summarize(rows)
+            lines.append(f"| {split} | {sm['archs']} | {_ms(sm['zero_shot'])} | {_ms(sm['random'])} | "
+                         f"{_ms(sm['ratio'])} ({sm['n_trained']}) |")
+    lines += ["", "## Intended use", "",
+              f"A starting point for a new {data} classifier: `model = ghn(model)`, then "
+              "`recalibrate_batchnorm(model, x_train)` before `model.eval()` if it has BatchNorm, then fine-tune. "
+              "A model whose input or output size does not match the data raises `DataMismatchError` "
+              "(`force=True` fills it anyway, with a warning).", "", "## Limits", "",
+              "- Trained for minutes of CPU on one thread: zero-shot accuracy is far below trained accuracy and "
+              "the issue's goals are not met; see `benchmarks/results/hyper.md` for where fine-tuning from its "
+              "weights helps and where it does not.",
+              "- Only this dataset's input shape and 10 classes; other data needs its own checkpoint.",
+              "- Architectures far outside the training space (much wider, deeper, without normalization, or "
+              "written by others) are filled, but their accuracy is measured, not promised.",
+              "- BatchNorm running statistics are placeholders (0 / 1) until `recalibrate_batchnorm`.", ""]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -438,8 +590,22 @@ def main() -> None:
     ap.add_argument("--references-only", action="store_true",
                     help="only fill --reference-cache for the first --trained / --real-trained architectures "
                          "of each split (no checkpoint needed)")
+    ap.add_argument("--validation-curve", default=None, metavar="SNAPSHOT_DIR",
+                    help="evaluate the snapshots of a ghn_recipe run on validation architectures and exit")
+    ap.add_argument("--validation-archs", type=int, default=16)
+    ap.add_argument("--model-card", default=None, metavar="CHECKPOINT_DIR",
+                    help="write CHECKPOINT_DIR/README.md from its config.json and the results in --out, and exit")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.model_card:
+        ckpt = Path(args.model_card)
+        (ckpt / "README.md").write_text(model_card(ckpt, args.data, out))
+        return
+    if args.validation_curve:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        torch.set_num_threads(args.threads)
+        validation_curve(Path(args.validation_curve), args.data, args.validation_archs, out, args.seed)
+        return
     if args.render_only:
         render(out)
         return

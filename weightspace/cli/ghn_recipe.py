@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--init", default=None,
+                    help="continue from this GHN checkpoint (directory or shipped name) instead of a fresh "
+                         "initialization; its model settings win over --hidden/--layers, and its provenance is "
+                         "kept in the new extras ('init')")
     ap.add_argument("--snapshot-minutes", type=float, default=0.0,
                     help="save the GHN's weights every this many minutes into --snapshot-dir (0: never); "
                          "benchmarks/hyper.py --validation-curve evaluates them")
@@ -54,7 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     ds = load_dataset(args.data, seed=0)
     space = CellSpace(args.data)
-    ghn = GHN(hidden=args.hidden, layers=args.layers, data=args.data)
+    init_meta = None
+    if args.init:
+        ghn = GHN.from_pretrained(args.init)
+        if ghn.data != args.data:
+            raise SystemExit(f"ghn_recipe: --init {args.init} was trained on {ghn.data!r}, not {args.data!r}; "
+                             f"pass the checkpoint of the same dataset")
+        init_meta = {k: v for k, v in ghn.meta.items() if k != "history"}
+        init_meta["source"] = args.init
+    else:
+        ghn = GHN(hidden=args.hidden, layers=args.layers, data=args.data)
     cfg = GHNTrainConfig(archs_per_step=args.archs_per_step, batch_size=args.batch_size, lr=args.lr,
                          pool=args.pool, seed=args.seed, max_minutes=args.minutes)
     on_log = None
@@ -82,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             "space": repr(space), "train": cfg.to_dict(), "threads": args.threads,
             "train_wall_minutes": round(wall / 60, 2), "train_cpu_minutes": round(cpu / 60, 2),
             "load_average": list(os.getloadavg()), "final": history[-1] if history else None,
-            "history": history}
+            "history": history, "init": init_meta}
+    ghn.meta = {}
     out = ghn.save_pretrained(args.out, extras=meta)
     print(json.dumps({"out": str(out), "final": meta["final"], "wall_minutes": meta["train_wall_minutes"]}))
 
