@@ -1491,6 +1491,78 @@ class Builder:
         self.add_edges(EdgeBlock(bias.nodes.repeat_interleave(dq), q.nodes.reshape(-1).clone(),
                                  EdgeType.ATTN_BIAS, 1, 1))
 
+    # -- weight parametrizations ------------------------------------------------------------
+    def weight_edges(self, w: Param) -> EdgeBlock:
+        """The edge block that holds weight ``w`` (added by :meth:`linear` or :meth:`conv`)."""
+        for blk in reversed(self.s.edge_blocks):
+            if blk.param == w.name:
+                return blk
+        raise self.fail(f"internal error: no edges hold {w.name!r}")  # pragma: no cover - linear/conv add one
+
+    def spectral_state(self, w: Param, y: Act, u: Param | None, v: Param | None, label: str) -> None:
+        r"""The power-iteration vectors of ``torch.nn.utils.parametrizations.spectral_norm`` on the
+        ``Linear``/``Conv`` layer whose stored weight ``w`` (``original``) is on its edges and whose
+        output units are ``y``.
+
+        Miyato et al., "Spectral Normalization for Generative Adversarial Networks" (ICLR 2018):
+        the effective weight is :math:`W / \sigma` with :math:`\sigma = u^\top W_{mat} v`,
+        :math:`W_{mat}` = ``W.reshape(out, -1)``; ``u [out]`` and ``v [in * kh * kw]`` are buffers
+        updated by power iteration in training and read as they are in evaluation mode. They get
+        one new ``PARAMETRIZATION`` node (the layer's :math:`\sigma`) and ``PARAMETRIZATION``
+        edges into it: ``u[o]`` from output unit ``o`` (1x1), ``v[c*K:(c+1)*K]`` from input unit
+        ``c`` (the ``kh x kw`` kernel of that channel, ``K = kh*kw``; ``1 x block`` after a
+        flattened map). Both permute with the units they are attached to, as ``W``'s rows and
+        columns do, so the function is unchanged by a permutation of hidden units."""
+        blk = self.weight_edges(w)
+        out = y.nodes
+        n_out = len(out)
+        C = blk.src.numel() // max(n_out, 1)
+        inputs = blk.src[:C]
+        K = blk.kh * blk.kw
+        for p, n in ((u, n_out), (v, C * K)):
+            if p is None or math.prod(p.shape) != n:
+                raise self.fail(f"spectral_norm of {w.name!r}: expected a power-iteration vector of {n} values, "
+                                f"got {p.name + ' of shape ' + str(p.shape) if p is not None else 'none'}")
+        self.use(u, "spectral_norm")
+        self.use(v, "spectral_norm")
+        node = self.new_nodes(1, NodeType.PARAMETRIZATION, y.layer + 1, pos=True, label=f"{label}:spectral_norm")
+        self.add_edges(EdgeBlock(out.clone(), node.repeat(n_out), EdgeType.PARAMETRIZATION, 1, 1, u.name))
+        self.add_edges(EdgeBlock(inputs.clone(), node.repeat(C), EdgeType.PARAMETRIZATION, blk.kh, blk.kw, v.name))
+
+    def orthogonal_base(self, w: Param, y: Act, base: Param, label: str) -> None:
+        r"""The ``base`` buffer of ``torch.nn.utils.parametrizations.orthogonal`` with
+        ``use_trivialization=True``: the effective weight is :math:`B\,\phi(A)`, :math:`\phi` the
+        map (``matrix_exp``, ``cayley`` or ``householder``) of the stored tensor :math:`A`
+        (``original``, on the layer's edges) and :math:`B` the base (Lezcano-Casado, "Trivializations
+        for Gradient-Based Optimization on Manifolds", NeurIPS 2019). The map acts on the last two
+        axes of the weight, padded to square ``m x m``.
+
+        A convolution ``[O, I, kh, kw]`` has one base ``[m, m]`` (``m = max(kh, kw)``) per kernel:
+        a ``PARAMETRIZATION`` edge parallel to each ``CONV`` edge holds it as an ``m x m`` kernel.
+        A ``Linear`` ``[out, in]`` has one ``[m, m]`` base over its longer side (the output units
+        when ``out >= in``, else the input units): ``m`` new ``PARAMETRIZATION`` basis nodes, and
+        ``base[j, k]`` on the edge from basis node ``k`` to unit ``j``."""
+        blk = self.weight_edges(w)
+        self.use(base, "orthogonal")
+        if len(w.shape) == 4:
+            m = max(w.shape[2], w.shape[3])
+            if tuple(base.shape) != (*w.shape[:2], m, m):
+                raise self.fail(f"orthogonal base {base.name!r} has shape {base.shape} for weight {w.shape}")
+            self.add_edges(EdgeBlock(blk.src.clone(), blk.dst.clone(), EdgeType.PARAMETRIZATION, m, m, base.name))
+            return
+        out_f, in_f = w.shape
+        m = max(out_f, in_f)
+        if tuple(base.shape) != (m, m):
+            raise self.fail(f"orthogonal base {base.name!r} has shape {base.shape} for a linear weight {w.shape}")
+        if out_f < in_f and blk.kh * blk.kw != 1:
+            raise self.fail(f"orthogonal base {base.name!r} runs over the {in_f} flattened input features of "
+                            f"{w.name!r}, which are not neurons of the graph; apply orthogonal to a Linear with "
+                            "at least as many outputs as inputs there, or pool the map before flattening")
+        units = y.nodes if out_f >= in_f else blk.src[:in_f]
+        basis = self.new_nodes(m, NodeType.PARAMETRIZATION, 0, pos=True, label=f"{label}:orthogonal_base")
+        self.add_edges(EdgeBlock(basis.repeat(m), units.repeat_interleave(m), EdgeType.PARAMETRIZATION, 1, 1,
+                                 base.name))
+
 
 def _chunks(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
     """Group the axes of a reshape: each pair (input axes, output axes) holds the same elements."""
