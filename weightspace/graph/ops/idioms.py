@@ -1,12 +1,7 @@
-"""Operation handlers beside the builder's tables: one registry from an ATen name, a function or a
-``Tensor`` method to a handler, consulted by :mod:`weightspace.graph.trace` before its own tables.
-
-Adding an operation is one handler here and one test. A handler is called as
-``handler(walker, node, args, kwargs)`` with the traced values of the arguments (``Act``,
-``Heads``, ``Param``, ``Meta``, ...; see :mod:`weightspace.graph.builder`) and returns the value
-of the result, or :data:`NotImplemented` to leave the operation to the tables. ``walker`` exposes
-the :class:`~weightspace.graph.builder.Builder` as ``walker.b``, ``walker.call_aten`` (the ATen
-table) and ``walker.scores`` (attention written with matrix products).
+"""Idiom handlers (the first tier of :mod:`weightspace.graph.ops.registry`): operations as
+third-party model code writes them, consulted before the core handlers, each passing what is not
+its idiom on with :data:`NotImplemented`. ``w.call_aten`` is the ATen dispatch and ``w.scores``
+attention written with matrix products.
 
 The handlers cover idioms of third-party model code: ``where``/``masked_fill`` masks, a single
 feature picked out of an activation only for its shape (BART), parameter vectors reshaped into
@@ -25,19 +20,20 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .builder import META, Act, EdgeBlock, Heads, Lazy, Meta, Param, Stat
-from .errors import UnsupportedModuleError
-from .vocab import EdgeType, NodeType
+from ..builder import META, Act, EdgeBlock, Heads, Lazy, Meta, Param, Stat
+from ..errors import UnsupportedModuleError
+from ..vocab import EdgeType, NodeType
+from .common import SCORE_TYPES, TRACKED_TYPES, arg, in_shape, node_shape
+from .registry import register
 
-__all__ = ["ATEN", "FUNCTIONS", "METHODS", "PRODUCTS", "SCORE_TYPES", "TRACKED_TYPES", "Folded", "Grid", "Stacked",
-           "Unusable", "node_shape", "one_head", "register", "unfold_or_act"]
+__all__ = ["PRODUCTS", "RECURRENT_REASON", "FOLDED_OPS", "Folded", "Grid", "MaskedParam", "Stacked", "Unusable",
+           "column_table", "one_head", "unfold_or_act"]
 
 #: why recurrent layers are refused (``nn.RNN``/``nn.LSTM``/``nn.GRU``, ``aten.lstm``, ...)
 RECURRENT_REASON = (
@@ -47,31 +43,6 @@ RECURRENT_REASON = (
 
 #: names of matrix products written other than ``matmul``/``bmm`` (handled here, not as scores)
 PRODUCTS = frozenset({"einsum", "baddbmm"})
-
-Handler = Callable[[Any, torch.fx.Node, tuple, dict], Any]
-
-#: ATen name (``"where"``) -> handler
-ATEN: dict[str, Handler] = {}
-#: Python callable (``torch.where``) -> handler
-FUNCTIONS: dict[Any, Handler] = {}
-#: ``Tensor`` method name (``"masked_fill"``) -> handler
-METHODS: dict[str, Handler] = {}
-
-
-def register(aten: tuple[str, ...] = (), functions: tuple[Any, ...] = (), methods: tuple[str, ...] = ()):
-    """Register a handler for ATen names, functions and ``Tensor`` methods."""
-
-    def deco(fn: Handler) -> Handler:
-        for n in aten:
-            ATEN[n] = fn
-        for f in functions:
-            FUNCTIONS[f] = fn
-        for m in methods:
-            METHODS[m] = fn
-        return fn
-
-    return deco
-
 
 # ----------------------------------------------------------------------------- values
 
@@ -137,39 +108,12 @@ class Stacked:
     items: list[Heads]
 
 
-def node_shape(node: Any) -> tuple[int, ...] | None:
-    """The static shape of a traced node's value, if known."""
-    if not isinstance(node, torch.fx.Node):
-        return None
-    tm = node.meta.get("tensor_meta")
-    if tm is not None and hasattr(tm, "shape"):
-        return tuple(int(d) for d in tm.shape)
-    val = node.meta.get("val")
-    if isinstance(val, torch.Tensor):
-        try:
-            return tuple(int(d) for d in val.shape)
-        except Exception:  # noqa: BLE001 - symbolic sizes
-            return None
-    return None
-
-
-def _in_shape(node: torch.fx.Node) -> tuple[int, ...] | None:
-    return node_shape(node.args[0]) if node.args else None
-
-
-#: value types of the walker that stand for activations or parameters besides the builder's (attention
-#: scores, transposed weights); :mod:`weightspace.graph.trace` adds its own at import
-TRACKED_TYPES: list[type] = []
-#: value types of attention scores (added by :mod:`weightspace.graph.trace`)
-SCORE_TYPES: list[type] = []
+_in_shape = in_shape
+_arg = arg
 
 
 def _tracked(v: Any) -> bool:
     return isinstance(v, (Act, Heads, Lazy, Param, Stat, Grid, Stacked, Folded, MaskedParam, *TRACKED_TYPES))
-
-
-def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
-    return args[i] if len(args) > i else kwargs.get(name, default)
 
 
 # ----------------------------------------------------------------------------- masks
