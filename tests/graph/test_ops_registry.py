@@ -14,10 +14,14 @@ from weightspace.graph.vocab import Activation
 from ..helpers import assert_state_equal
 
 
-def test_a_second_core_handler_for_a_key_is_refused():
-    with pytest.raises(RuntimeError, match="two core handlers for 'linear'"):
-        ops.register(aten=("linear",), core=True)(lambda w, node, args, kwargs: None)
-    assert ops.CORE.aten["linear"].__name__ == "linear_aten"  # the registry is unchanged
+@pytest.mark.parametrize("core, key, tier, name", [(True, "linear", "core", "linear_aten"),
+                                                    (False, "where", "idiom", "where")])
+def test_a_second_handler_for_a_key_is_refused(core, key, tier, name):
+    """Which handler runs never depends on import order."""
+    registry = ops.CORE if core else ops.IDIOMS
+    with pytest.raises(RuntimeError, match=f"two {tier} handlers for '{key}'"):
+        ops.register(aten=(key,), core=core)(lambda w, node, args, kwargs: None)
+    assert registry.aten[key].__name__ == name  # the registry is unchanged
 
 
 def test_idiom_handlers_may_share_a_key_with_core_handlers():

@@ -1,12 +1,12 @@
 """The semantics of each operation on the parameter graph's structure.
 
-:mod:`weightspace.graph.trace` walks a traced computation and calls a :class:`Builder` method per
-operation. Every tensor flowing through the network is tracked
-as the *group of graph nodes* along its feature axis (:class:`Act`), so connectivity is what the
-computation does — skip connections, concatenations and nested blocks included — not the order of
-``named_parameters()``. Each parametric operation adds nodes and edges and records, for every node
-or edge feature, which scalar of which parameter it holds. :mod:`weightspace.graph.spec` turns those
-records into gather/scatter index maps.
+:mod:`weightspace.graph.trace` walks a traced computation and the op handlers
+(:mod:`weightspace.graph.ops`) call :class:`Builder` methods for each operation. Every tensor
+flowing through the network is tracked as the *group of graph nodes* along its feature axis
+(:class:`Act`), so connectivity is what the computation does — skip connections, concatenations
+and nested blocks included — not the order of ``named_parameters()``. Each parametric operation
+adds nodes and edges and records, for every node or edge feature, which scalar of which parameter
+it holds. :mod:`weightspace.graph.spec` turns those records into gather/scatter index maps.
 """
 
 from __future__ import annotations

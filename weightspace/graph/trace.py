@@ -3,8 +3,9 @@
 ``torch.fx.symbolic_trace`` needs no example input and serves plain models; with an example input
 its shapes are propagated too. When symbolic tracing fails and an example input is given,
 ``torch.export.export(..., strict=False)`` traces the model to ATen operations instead. Each traced
-operation is handed to :class:`~weightspace.graph.builder.Builder`; an operation that touches an
-activation or a parameter and that the builder does not model raises
+operation is dispatched to its handler in the op registry (:mod:`weightspace.graph.ops`), which
+builds the graph with :class:`~weightspace.graph.builder.Builder`; an operation that touches an
+activation or a parameter and that no handler models raises
 :class:`~weightspace.graph.errors.UnsupportedModuleError` naming the module path.
 """
 
@@ -40,7 +41,6 @@ from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
 from .vocab import WEIGHT, NodeType
 
 log = logging.getLogger(__name__)
-
 
 
 def state_layout(model: nn.Module) -> tuple[dict[str, str], dict[str, tuple[int, ...]], dict[str, torch.Tensor]]:

@@ -6,15 +6,20 @@ type, a Python function, a ``Tensor`` method, an ATen name under ``torch.export`
 
 - :mod:`~weightspace.graph.ops.linear`: ``Linear``, convolutions, embeddings, matrix products with a
   parameter; recurrent layers refused;
-- :mod:`~weightspace.graph.ops.norms`: batch/layer/group/instance/RMS normalization;
+- :mod:`~weightspace.graph.ops.norms`: batch/layer/group/instance/RMS normalization, ``normalize``;
 - :mod:`~weightspace.graph.ops.attention`: ``MultiheadAttention``, ``TransformerEncoder(Layer)``,
-  ``scaled_dot_product_attention``;
+  ``scaled_dot_product_attention``, attention written with ``einsum``/``baddbmm``;
 - :mod:`~weightspace.graph.ops.shape`: reshapes, transposes, concatenation, splits, indexing,
-  reductions, broadcasting;
-- :mod:`~weightspace.graph.ops.arithmetic`: ``+ - * /`` between tensors;
+  reductions, broadcasting, masks (``where``/``masked_fill``), fused q/k/v split in three axes,
+  parameter tables indexed by position;
+- :mod:`~weightspace.graph.ops.arithmetic`: ``+ - * /`` between tensors, ``addcmul``, per-position
+  masks from inputs;
 - :mod:`~weightspace.graph.ops.activations`: activations, element-wise functions, operations that
-  keep every neuron (dropout, pooling, padding);
-- :mod:`~weightspace.graph.ops.idioms`: third-party idioms, consulted before the others.
+  keep every neuron (dropout, pooling, padding, resampling).
+
+Each module holds both tiers of its family (:mod:`~weightspace.graph.ops.registry`): the idiom
+handlers of third-party code (after its ``idioms (first tier)`` line) and the core handlers.
+:mod:`~weightspace.graph.ops.values` holds the walker's values beside the builder's.
 
 Adding an operation is one handler in its family's module and one test; see
 ``docs/design-notes/converter-coverage.md``.
@@ -22,29 +27,17 @@ Adding an operation is one handler in its family's module and one test; see
 
 from __future__ import annotations
 
-from . import activations, arithmetic, attention, idioms, linear, norms, shape  # noqa: F401 - registers the handlers
+from . import activations, arithmetic, attention, linear, norms, shape  # noqa: F401 - registers the handlers
+from .attention import PRODUCTS, one_head
 from .common import SCORE_TYPES, TRACKED_TYPES, Transposed, arg, first_tracked, flat, in_shape, node_shape
-from .idioms import (
-    FOLDED_OPS,
-    PRODUCTS,
-    RECURRENT_REASON,
-    Folded,
-    Grid,
-    MaskedParam,
-    Stacked,
-    Unusable,
-    column_table,
-    one_head,
-    unfold_or_act,
-)
+from .linear import RECURRENT_REASON
 from .registry import CORE, IDIOMS, Handler, ModuleHandler, Registry, register
-
-#: the idiom tier's tables (ATen name / Python callable / ``Tensor`` method -> handler)
-ATEN, FUNCTIONS, METHODS = IDIOMS.aten, IDIOMS.functions, IDIOMS.methods
+from .shape import column_table
+from .values import FOLDED_OPS, Folded, Grid, MaskedParam, Stacked, Unusable, tracked, unfold_or_act
 
 __all__ = [
-    "ATEN", "CORE", "FOLDED_OPS", "FUNCTIONS", "IDIOMS", "METHODS", "PRODUCTS", "RECURRENT_REASON", "SCORE_TYPES",
+    "CORE", "FOLDED_OPS", "IDIOMS", "PRODUCTS", "RECURRENT_REASON", "SCORE_TYPES",
     "TRACKED_TYPES", "Folded", "Grid", "Handler", "MaskedParam", "ModuleHandler", "Registry", "Stacked", "Transposed",
     "Unusable", "arg", "column_table", "first_tracked", "flat", "in_shape", "node_shape", "one_head", "register",
-    "unfold_or_act",
+    "tracked", "unfold_or_act",
 ]

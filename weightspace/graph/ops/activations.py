@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..builder import META, Lazy, Meta
+from ..builder import META, Act, Heads, Lazy, Meta, Param, Stat
 from ..vocab import Activation
 from .common import first_tracked
 from .registry import register
+from .values import tracked
+
+_tracked = tracked
 
 __all__ = ["ACT_ATEN", "ACT_FUNCTIONS", "ACT_METHODS", "ACT_MODULES", "ELEMENTWISE_ATEN", "ELEMENTWISE_FUNCTIONS",
            "IDENTITY_ATEN", "IDENTITY_FUNCTIONS", "IDENTITY_METHODS", "IDENTITY_MODULES", "apply_activation"]
@@ -154,3 +157,31 @@ def expit(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     """``torch.special.expit``: the logistic sigmoid under another name (``torch.export``
     decomposes it to ATen ``sigmoid``)."""
     return apply_activation(w, args[0] if args else kwargs.get("input"), Activation.SIGMOID, w.label)
+
+# ----------------------------------------------------------------------------- idioms (first tier)
+
+
+@register(functions=(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.log1p, torch.expm1,
+                     torch.sign, torch.log2))
+def elementwise_with_arguments(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """An element-wise function of one tensor with constant arguments (its arguments are in the
+    structural signature): the same neurons, or the same parameter (``clamp(logit_scale)``)."""
+    x = args[0] if args else kwargs.get("input")
+    if isinstance(x, (Act, Heads, Lazy, Stat, Param)):
+        if any(_tracked(a) for a in list(args[1:]) + list(kwargs.values())):
+            raise w.b.fail(f"{getattr(node.target, '__name__', node.target)} with tensor-valued bounds")
+        return x
+    return NotImplemented
+
+
+@register(aten=("upsample_bilinear2d", "upsample_bicubic2d", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa",
+                "upsample_nearest1d", "upsample_linear1d", "_upsample_nearest_exact2d", "upsample_nearest2d"))
+def resample(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Spatial resampling (``F.interpolate`` under torch.export): every channel on its own, the same
+    neurons; mode, sizes and ``align_corners`` are in the structural signature."""
+    x = args[0]
+    if isinstance(x, Act):
+        if x.ndim is not None and x.ndim + x.feat != 1:
+            raise w.b.fail("resampling a tensor whose channels are not on axis 1")
+        return x
+    return NotImplemented

@@ -11,19 +11,25 @@ handlers.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..builder import META, Lazy
+from ..builder import META, Act, Heads, Lazy, Param, Stat
 from ..errors import UnsupportedModuleError
 from .activations import ACT_FUNCTIONS, ACT_MODULES
+from .common import SCORE_TYPES, arg
 from .norms import module_norm
 from .registry import register
+from .values import tracked
 
-__all__ = ["encoder_layer"]
+_arg = arg
+_tracked = tracked
+
+__all__ = ["PRODUCTS", "encoder_layer", "one_head"]
 
 
 @register(modules=(nn.MultiheadAttention,), core=True)
@@ -80,5 +86,86 @@ def encoder_layer(w: Any, layer: nn.TransformerEncoderLayer, path: str, x: Any) 
 
 
 @register(aten=("scaled_dot_product_attention",), functions=(F.scaled_dot_product_attention,), core=True)
-def sdpa(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+def sdpa_heads(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     return w.b.attention(args[0], args[1], args[2], w.label)
+
+# ----------------------------------------------------------------------------- idioms (first tier)
+
+
+#: names of matrix products written other than ``matmul``/``bmm`` (handled here, not as scores)
+PRODUCTS = frozenset({"einsum", "baddbmm"})
+
+
+def _einsum_operands(args: tuple) -> tuple[str, list]:
+    eq = args[0]
+    ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else list(args[1:])
+    return eq.replace(" ", ""), ops
+
+
+@register(aten=("einsum",), functions=(torch.einsum,))
+def einsum(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``einsum`` written as a batched matrix product (CvT's attention): ``...ik,...jk->...ij``
+    is ``a @ b^T``, ``...ij,...jk->...ik`` is ``a @ b``; handed to the attention-score logic."""
+    eq, ops = _einsum_operands(args)
+    if len(ops) != 2 or not any(_tracked(o) for o in ops):
+        return NotImplemented
+    m = re.fullmatch(r"([a-z]*)([a-z])([a-z]),([a-z]*)([a-z])([a-z])->([a-z]*)([a-z])([a-z])", eq)
+    if m is None:
+        raise w.b.fail(f"einsum {eq!r} is not a batched matrix product")
+    p1, i1, k1, p2, j2, k2, po, io, jo = m.groups()
+    if not (p1 == p2 == po):
+        raise w.b.fail(f"einsum {eq!r} is not a batched matrix product")
+    a, b = ops
+    if not all(isinstance(o, (Act, Heads, *SCORE_TYPES)) for o in ops):
+        raise w.b.fail(f"einsum {eq!r} of {type(a).__name__} and {type(b).__name__}: only attention written "
+                       "as batched matrix products of activations is supported")
+    if k1 == k2 and io == i1 and jo == j2:  # a @ b^T
+        return w.scores("matmul", (a, w.b.transpose(b, -1, -2)), {}) or _no_product(w, f"einsum {eq!r}")
+    if k1 == j2 and io == i1 and jo == k2:  # a @ b
+        return w.scores("matmul", (a, b), {}) or _no_product(w, f"einsum {eq!r}")
+    raise w.b.fail(f"einsum {eq!r} is not a batched matrix product")
+
+
+def _no_product(w: Any, what: str) -> Any:
+    raise w.b.fail(f"matrix product ({what}) of activations other than attention scores")
+
+
+@register(aten=("baddbmm",), methods=("baddbmm",), functions=(torch.baddbmm,))
+def baddbmm(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``input * beta + (batch1 @ batch2) * alpha`` (BLOOM's ALiBi: a constant per-head linear
+    bias added to the scores): attention scores plus a constant."""
+    bias, b1, b2 = args[0], _arg(args, kwargs, 1, "batch1"), _arg(args, kwargs, 2, "batch2")
+    if not (_tracked(b1) or _tracked(b2)):
+        return NotImplemented
+    res = w.scores("matmul", (b1, b2), {})
+    if res is None:
+        _no_product(w, "baddbmm")
+    if _tracked(bias):
+        raise w.b.fail("baddbmm adding a tracked tensor to attention scores")
+    return res
+
+
+def one_head(t: Any) -> Any:
+    """An activation used as the queries, keys or values of attention with a single head (its
+    head axis has size 1, so no reshape split its features): one head."""
+    if isinstance(t, Act) and t.block == 1 and t.ndim is not None and t.ndim >= 3:
+        return Heads(t.nodes[None, :], t.feat - 1 if t.feat - 1 >= -t.ndim else t.feat + 1, t.feat, t.ndim, t.layer)
+    return t
+
+
+@register(aten=("scaled_dot_product_attention",), functions=(torch.nn.functional.scaled_dot_product_attention,))
+def sdpa(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``scaled_dot_product_attention(q, k, v, attn_mask)``: a tracked ``attn_mask`` is a per-head
+    score bias (:meth:`Builder.score_bias`); one head may stay an activation."""
+    q, k, v = args[0], _arg(args, kwargs, 1, "key"), _arg(args, kwargs, 2, "value")
+    mask = _arg(args, kwargs, 3, "attn_mask")
+    single = isinstance(q, Act)
+    if single:
+        q, k, v = one_head(q), one_head(k), one_head(v)
+    label = w.b.where_label(node.name)
+    res = w.b.attention(q, k, v, label)
+    if isinstance(mask, (Act, Param, Heads, Stat)):
+        w.b.score_bias(q, mask)
+    if single:
+        return Act(res.nodes.reshape(-1), args[0].feat, args[0].ndim, res.layer)
+    return res

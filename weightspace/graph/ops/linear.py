@@ -21,10 +21,15 @@ from torch import nn
 from ..builder import META, Param
 from ..errors import UnsupportedModuleError
 from .common import Transposed, arg
-from .idioms import RECURRENT_REASON
 from .registry import register
 
-__all__ = ["transposed_param"]
+__all__ = ["RECURRENT_REASON", "transposed_param"]
+
+#: why recurrent layers are refused (``nn.RNN``/``nn.LSTM``/``nn.GRU``, ``aten.lstm``, ...)
+RECURRENT_REASON = (
+    "recurrent module {} is not supported: its weights act at every time step on a hidden state fed back "
+    "from the previous step, and a parameter graph is a graph of neurons without cycles (unrolling it would "
+    "make the graph depend on the sequence length); see docs/design-notes/converter-coverage.md")
 
 
 def transposed_param(args: tuple) -> Transposed | None:
@@ -40,7 +45,7 @@ def transposed_param(args: tuple) -> Transposed | None:
 
 @register(modules=(nn.RNNBase,), core=True)
 def recurrent_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
-    """Refused: see :data:`~weightspace.graph.ops.idioms.RECURRENT_REASON`."""
+    """Refused: see :data:`RECURRENT_REASON`."""
     raise UnsupportedModuleError(RECURRENT_REASON.format(type(mod).__name__), path=path, kind=type(mod).__name__)
 
 
@@ -142,3 +147,11 @@ def convolution_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> 
 @register(aten=("embedding",), core=True)
 def embedding_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     return w.b.embedding(args[1], args[0], w.label)
+
+# ----------------------------------------------------------------------------- idioms (first tier)
+
+
+@register(aten=("lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"))
+def recurrent(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Recurrent layers are refused with the reason (:data:`RECURRENT_REASON`)."""
+    raise w.b.fail(RECURRENT_REASON.format(f"aten.{node.target.name().split('::')[-1].split('.')[0]}"))

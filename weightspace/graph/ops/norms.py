@@ -15,9 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..builder import META, Act, Lazy, Param
+from ..builder import META, Act, Heads, Lazy, Param
 from .common import arg, in_shape
 from .registry import register
+from .values import tracked
+
+_arg = arg
+_in_shape = in_shape
+_tracked = tracked
 
 __all__ = ["NORM_MODULES", "module_norm"]
 
@@ -115,3 +120,38 @@ def group_norm_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> A
     res = w.b.norm(args[0], "group_norm", weight, bias, w.label, channel_first=True,
                    in_ndim=len(shape) if shape else None)
     return res if w.op == "group_norm" else (res, META, META)
+
+# ----------------------------------------------------------------------------- idioms (first tier)
+
+
+@register(functions=(torch.nn.functional.group_norm,))
+def group_norm(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.group_norm(x, groups, weight, bias, eps)`` on a module's own parameters (fused
+    norm + activation modules of other libraries)."""
+    shape = _in_shape(node)
+    return w.b.norm(args[0], "group_norm", _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
+                    w.b.where_label(node.name), channel_first=True, in_ndim=len(shape) if shape else None)
+
+
+@register(aten=("rms_norm",), functions=tuple(f for f in (getattr(torch.nn.functional, "rms_norm", None),) if f))
+def rms_norm(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.rms_norm(x, normalized_shape, weight, eps)`` over the last axis."""
+    shape = _arg(args, kwargs, 1, "normalized_shape")
+    if len(shape) != 1:
+        raise w.b.fail("rms_norm over more than the last axis is not supported")
+    return w.b.norm(args[0], "rms_norm", _arg(args, kwargs, 2, "weight"), None, w.b.where_label(node.name),
+                    size=int(shape[0]))
+
+
+@register(functions=(torch.nn.functional.normalize,))
+def normalize(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.normalize(x, p, dim)`` over the features (or each head's units): a parameter-free
+    normalization, the same neurons (``p`` and ``eps`` are in the structural signature)."""
+    x, dim = args[0], _arg(args, kwargs, 2, "dim", 1)
+    if isinstance(x, Heads) and dim % x.ndim == x.ndim + x.feat:
+        return x
+    if isinstance(x, Act) and x.block == 1 and (dim == x.feat or x.ndim is not None and dim % x.ndim == x.ndim + x.feat):
+        return x
+    if not _tracked(x):
+        return NotImplemented
+    raise w.b.fail(f"normalize along axis {dim}, which is not the feature axis")

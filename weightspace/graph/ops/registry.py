@@ -28,7 +28,10 @@ Two tiers, one registry each, consulted in this order for every operation:
 2. **core** (``core=True``): the semantics of the operation itself (linear/conv, norms,
    attention, activations, shape ops, arithmetic). They run after the walker's common checks: an
    operation that touches no activation or parameter is a constant (``META``) and never reaches
-   them. A key has at most one core handler (registering a second raises).
+   them.
+
+A key has at most one handler per tier: registering a second raises at import, so that which
+handler runs never depends on the order modules are imported in.
 
 An operation that no handler takes and that touches an activation or a parameter is refused with
 :class:`~weightspace.graph.errors.UnsupportedModuleError` naming it and the module that runs it.
@@ -76,7 +79,7 @@ class Registry:
         return None
 
 
-#: third-party idioms, consulted first (a later registration of a key replaces an earlier one)
+#: third-party idioms, consulted first
 IDIOMS = Registry()
 #: the semantics of each operation, after the walker's common checks (one handler per key)
 CORE = Registry()
@@ -89,10 +92,10 @@ def register(aten: tuple[str, ...] = (), functions: tuple[Any, ...] = (), method
     reg = CORE if core else IDIOMS
 
     def put(table: dict, key: Any, value: Any, fn: Callable) -> None:
-        if core and key in table:
+        if key in table:
             old = table[key][0] if isinstance(table[key], tuple) else table[key]
-            raise RuntimeError(f"two core handlers for {key!r}: {old.__module__}.{old.__qualname__} and "
-                               f"{fn.__module__}.{fn.__qualname__}")
+            raise RuntimeError(f"two {'core' if core else 'idiom'} handlers for {key!r}: "
+                               f"{old.__module__}.{old.__qualname__} and {fn.__module__}.{fn.__qualname__}")
         table[key] = value
 
     def deco(fn: Any) -> Any:
