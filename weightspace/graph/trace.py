@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.node import map_aggregate
-from torch.nn.utils import parametrize
 
 from . import ops
 from .builder import (
@@ -38,7 +37,7 @@ from .builder import (
 )
 from .errors import UnsupportedModuleError
 from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
-from .vocab import WEIGHT, NodeType
+from .vocab import NodeType
 
 log = logging.getLogger(__name__)
 
@@ -337,10 +336,7 @@ class Walker:
 
     # -- nn.Module leaves -----------------------------------------------------------------
     def call_module(self, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
-        """A leaf module: a parametrized ``Linear``/``Conv`` (:meth:`parametrized`), else the
-        handler registered for its type (idioms first, then core)."""
-        if parametrize.is_parametrized(mod):
-            return self.parametrized(mod, path, args[0] if args else kwargs.get("input"))
+        """A leaf module: the handler registered for its type (idioms first, then core)."""
         for reg in (ops.IDIOMS, ops.CORE):
             h = reg.module(mod)
             res = h(self, node, mod, path, args, kwargs) if h is not None else NotImplemented
@@ -350,45 +346,6 @@ class Walker:
             f"module type {type(mod).__name__} is not supported by the converter", path=path,
             kind=type(mod).__name__,
         )
-
-    def parametrized(self, mod: nn.Module, path: str, x: Any) -> Any:
-        """A ``Linear``/``Conv`` whose weight is parametrized (``torch.nn.utils.parametrizations``).
-        The layer's edges hold the stored tensor, not the effective weight; the parametrization and
-        its settings are in the structural signature, its buffers where :class:`Builder` puts them:
-
-        - ``weight_norm`` (``W = g * v / ||v||`` per output unit, Salimans and Kingma 2016): the
-          direction ``v`` (``original1``) on the edges, the magnitude ``g`` (``original0``) the
-          ``weight`` feature of the output units;
-        - ``spectral_norm`` (``W = original / sigma``): ``original`` on the edges, the
-          power-iteration vectors ``_u``/``_v`` by :meth:`Builder.spectral_state`;
-        - ``orthogonal`` (``W = base @ map(original)``): ``original`` on the edges, ``base`` by
-          :meth:`Builder.orthogonal_base`."""
-        b = self.b
-        p = lambda n: b.param(f"{path}.parametrizations.weight.{n}")  # noqa: E731
-        kind, q = _check_parametrizations(mod, path, "fx")
-        if isinstance(x, (Act, Heads)) and x.feat != -1 and isinstance(mod, nn.Linear):
-            raise b.fail(f"{kind} on a linear layer applied along an axis other than the last")
-        w = p("original1") if kind == "weight_norm" else p("original")
-        first = w is not None and w.name not in b.used  # a layer applied again keeps its state on its first use
-        bias = b.param(f"{path}.bias")
-        y = b.linear(x, w, bias, label=path) if isinstance(mod, nn.Linear) else b.conv(x, w, bias, mod.groups, label=path)
-        if kind == "weight_norm":
-            self.record("parametrization", [("weight", "weight_norm"), ("dim", 0)], path)
-            g = p("original0")
-            b.use(g, "weight_norm")
-            return b.write_nodes(y, [(WEIGHT, g)], f"{path}:weight_norm")
-        if kind == "spectral_norm":
-            self.record("parametrization", [("weight", "spectral_norm"), ("n_power_iterations", q.n_power_iterations),
-                                            ("eps", q.eps), ("dim", q.dim)], path)
-            if first:
-                b.spectral_state(w, y, p("0._u"), p("0._v"), path)
-            return y
-        base = p("0.base")
-        self.record("parametrization", [("weight", "orthogonal"), ("orthogonal_map", q.orthogonal_map.name),
-                                        ("use_trivialization", base is not None)], path)
-        if first and base is not None:
-            b.orthogonal_base(w, y, base, path)
-        return y
 
     # -- functions, methods, ATen: the core handlers --------------------------------------
     def call_function(self, node: torch.fx.Node, fn: Any, args: tuple, kwargs: dict) -> Any:
@@ -457,47 +414,6 @@ _SIZED_ATEN = {"view": {"size"}, "reshape": {"shape"}, "_unsafe_view": {"size"},
                "new_zeros": {"size"}, "new_ones": {"size"}, "new_empty": {"size"}, "new_full": {"size"}}
 
 
-_PARAMETRIZATIONS = {"_WeightNorm": "weight_norm", "_SpectralNorm": "spectral_norm", "_Orthogonal": "orthogonal"}
-
-
-def _check_parametrizations(model: nn.Module, root: str | None, tracer: str) -> tuple[str, Any] | None:
-    """Refuse parametrizations the converter cannot represent, naming the module and the
-    parametrization. Supported, under symbolic tracing, one per weight of a ``Linear``/``Conv``:
-    ``weight_norm`` (``dim=0``; ``Linear``, ``Conv1d``, ``Conv2d``), ``spectral_norm`` (``dim=0``;
-    ``Linear``, ``Conv1d``, ungrouped ``Conv2d``: its ``v`` runs over the channels of one group)
-    and ``orthogonal`` (``Linear``, ``Conv2d``: a ``Conv1d``'s map mixes channels and kernel
-    positions). With ``root`` given, returns the kind and the parametrization module of that
-    module's weight."""
-    mods = [(root, model)] if root is not None else list(model.named_modules())
-    found = None
-    for path, mod in mods:
-        if not parametrize.is_parametrized(mod):
-            continue
-        where = path or "<model>"
-        for tensor, plist in mod.parametrizations.items():
-            kinds = [type(q).__name__ for q in plist]
-            name = f"{'+'.join(kinds)} on {tensor!r}"
-            kind = _PARAMETRIZATIONS.get(kinds[0]) if len(kinds) == 1 and tensor == "weight" else None
-            q = plist[0]
-            layers = {"weight_norm": (nn.Linear, nn.Conv1d, nn.Conv2d), "spectral_norm": (nn.Linear, nn.Conv1d, nn.Conv2d),
-                      "orthogonal": (nn.Linear, nn.Conv2d)}.get(kind, ())
-            ok = (isinstance(mod, layers) and getattr(q, "dim", 0) == 0
-                  and not (kind == "spectral_norm" and getattr(mod, "groups", 1) != 1))
-            if not ok:
-                raise UnsupportedModuleError(
-                    f"parametrization {name} is not supported (supported: one weight_norm (dim=0) or spectral_norm "
-                    "(dim=0) on a Linear, Conv1d or ungrouped Conv2d weight, or orthogonal on a Linear or Conv2d "
-                    "weight); remove it before converting (torch.nn.utils.parametrize.remove_parametrizations("
-                    "module, name, leave_parametrized=True)) or convert the layer without it",
-                    path=where, kind=type(mod).__name__)
-            if tracer == "export":
-                raise UnsupportedModuleError(
-                    f"parametrization {name} is only supported under torch.fx symbolic tracing; convert without "
-                    "example_input (or tracer='fx')", path=where, kind=type(mod).__name__)
-            found = (kind, q)
-    return found
-
-
 def _get_attr(gm: torch.fx.GraphModule | None, target: str) -> Any:
     obj: Any = gm
     for part in target.split("."):
@@ -522,7 +438,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     if tracer not in ("auto", "fx", "export"):
         raise ValueError(f"tracer must be 'auto', 'fx' or 'export', got {tracer!r}")
     canonical, shapes, tensors = state_layout(model)
-    _check_parametrizations(model, None, "fx")
+    ops.check_parametrizations(model, None, "fx")
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
     if tracer == "auto" and len(inputs) == 1 and isinstance(inputs[0], dict):
@@ -566,7 +482,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):
-    _check_parametrizations(model, None, "export")
+    ops.check_parametrizations(model, None, "export")
     kwargs = {}
     if isinstance(inputs, tuple) and len(inputs) == 1 and isinstance(inputs[0], dict):
         kwargs, inputs = dict(inputs[0]), ()

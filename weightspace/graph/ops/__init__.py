@@ -4,7 +4,7 @@
 type, a Python function, a ``Tensor`` method, an ATen name under ``torch.export``) to a handler;
 :mod:`weightspace.graph.trace` looks each traced operation up there. Families:
 
-- :mod:`~weightspace.graph.ops.linear`: ``Linear``, convolutions, embeddings, matrix products with a
+- :mod:`~weightspace.graph.ops.linear`: ``Linear``, convolutions (and their weight parametrizations), embeddings, matrix products with a
   parameter; recurrent layers refused;
 - :mod:`~weightspace.graph.ops.norms`: batch/layer/group/instance/RMS normalization, ``normalize``;
 - :mod:`~weightspace.graph.ops.attention`: ``MultiheadAttention``, ``TransformerEncoder(Layer)``,
@@ -30,7 +30,7 @@ from __future__ import annotations
 from . import activations, arithmetic, attention, linear, norms, shape  # noqa: F401 - registers the handlers
 from .attention import PRODUCTS, one_head
 from .common import SCORE_TYPES, TRACKED_TYPES, Transposed, arg, first_tracked, flat, in_shape, node_shape
-from .linear import RECURRENT_REASON
+from .linear import RECURRENT_REASON, check_parametrizations
 from .registry import CORE, IDIOMS, Handler, ModuleHandler, Registry, register
 from .shape import column_table
 from .values import FOLDED_OPS, Folded, Grid, MaskedParam, Stacked, Unusable, tracked, unfold_or_act
@@ -38,6 +38,6 @@ from .values import FOLDED_OPS, Folded, Grid, MaskedParam, Stacked, Unusable, tr
 __all__ = [
     "CORE", "FOLDED_OPS", "IDIOMS", "PRODUCTS", "RECURRENT_REASON", "SCORE_TYPES",
     "TRACKED_TYPES", "Folded", "Grid", "Handler", "MaskedParam", "ModuleHandler", "Registry", "Stacked", "Transposed",
-    "Unusable", "arg", "column_table", "first_tracked", "flat", "in_shape", "node_shape", "one_head", "register",
+    "Unusable", "arg", "check_parametrizations", "column_table", "first_tracked", "flat", "in_shape", "node_shape", "one_head", "register",
     "tracked", "unfold_or_act",
 ]

@@ -17,13 +17,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
-from ..builder import META, Param
+from ..builder import META, Act, Heads, Param
 from ..errors import UnsupportedModuleError
+from ..vocab import WEIGHT
 from .common import Transposed, arg
 from .registry import register
 
-__all__ = ["RECURRENT_REASON", "transposed_param"]
+__all__ = ["RECURRENT_REASON", "check_parametrizations", "parametrized", "transposed_param"]
 
 #: why recurrent layers are refused (``nn.RNN``/``nn.LSTM``/``nn.GRU``, ``aten.lstm``, ...)
 RECURRENT_REASON = (
@@ -52,12 +54,16 @@ def recurrent_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, arg
 @register(modules=(nn.Linear,), core=True)
 def linear_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
     x = args[0] if args else kwargs.get("input")
+    if parametrize.is_parametrized(mod):
+        return parametrized(w, mod, path, x)
     return w.b.linear(x, w.b.param(f"{path}.weight"), w.b.param(f"{path}.bias"), label=path)
 
 
 @register(modules=(nn.Conv1d, nn.Conv2d), core=True)
 def conv_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
     x = args[0] if args else kwargs.get("input")
+    if parametrize.is_parametrized(mod):
+        return parametrized(w, mod, path, x)
     return w.b.conv(x, w.b.param(f"{path}.weight"), w.b.param(f"{path}.bias"), mod.groups, label=path)
 
 
@@ -65,6 +71,96 @@ def conv_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tu
 def embedding_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
     x = args[0] if args else kwargs.get("input")
     return w.b.embedding(x, w.b.param(f"{path}.weight"), label=path)
+
+
+# ----------------------------------------------------------------------------- weight parametrizations
+
+
+_PARAMETRIZATIONS = {"_WeightNorm": "weight_norm", "_SpectralNorm": "spectral_norm", "_Orthogonal": "orthogonal"}
+
+
+def check_parametrizations(model: nn.Module, root: str | None, tracer: str) -> tuple[str, Any] | None:
+    """Refuse parametrizations the converter cannot represent, naming the module and the
+    parametrization. Supported, under symbolic tracing, one per weight of a ``Linear``/``Conv``:
+    ``weight_norm`` (``dim=0``; ``Linear``, ``Conv1d``, ``Conv2d``), ``spectral_norm`` (``dim=0``;
+    ``Linear``, ``Conv1d``, ungrouped ``Conv2d``: its ``v`` runs over the channels of one group)
+    and ``orthogonal`` (``Linear``, ``Conv2d``: a ``Conv1d``'s map mixes channels and kernel
+    positions). With ``root`` given, returns the kind and the parametrization module of that
+    module's weight."""
+    mods = [(root, model)] if root is not None else list(model.named_modules())
+    found = None
+    for path, mod in mods:
+        if not parametrize.is_parametrized(mod):
+            continue
+        where = path or "<model>"
+        for tensor, plist in mod.parametrizations.items():
+            kinds = [type(q).__name__ for q in plist]
+            name = f"{'+'.join(kinds)} on {tensor!r}"
+            kind = _PARAMETRIZATIONS.get(kinds[0]) if len(kinds) == 1 and tensor == "weight" else None
+            q = plist[0]
+            layers = {"weight_norm": (nn.Linear, nn.Conv1d, nn.Conv2d), "spectral_norm": (nn.Linear, nn.Conv1d, nn.Conv2d),
+                      "orthogonal": (nn.Linear, nn.Conv2d)}.get(kind, ())
+            ok = (isinstance(mod, layers) and getattr(q, "dim", 0) == 0
+                  and not (kind == "spectral_norm" and getattr(mod, "groups", 1) != 1))
+            if not ok:
+                raise UnsupportedModuleError(
+                    f"parametrization {name} is not supported (supported: one weight_norm (dim=0) or spectral_norm "
+                    "(dim=0) on a Linear, Conv1d or ungrouped Conv2d weight, or orthogonal on a Linear or Conv2d "
+                    "weight); remove it before converting (torch.nn.utils.parametrize.remove_parametrizations("
+                    "module, name, leave_parametrized=True)) or convert the layer without it",
+                    path=where, kind=type(mod).__name__)
+            if tracer == "export":
+                raise UnsupportedModuleError(
+                    f"parametrization {name} is only supported under torch.fx symbolic tracing; convert without "
+                    "example_input (or tracer='fx')", path=where, kind=type(mod).__name__)
+            found = (kind, q)
+    return found
+
+
+def parametrized(w: Any, mod: nn.Module, path: str, x: Any) -> Any:
+    """A ``Linear``/``Conv`` whose weight is parametrized (``torch.nn.utils.parametrizations``).
+    The layer's edges hold the stored tensor, not the effective weight; the parametrization and
+    its settings are in the structural signature, its buffers where :class:`Builder` puts them:
+
+    - ``weight_norm`` (``W = g * v / ||v||`` per output unit, Salimans and Kingma 2016): the
+      direction ``v`` (``original1``) on the edges, the magnitude ``g`` (``original0``) the
+      ``weight`` feature of the output units;
+    - ``spectral_norm`` (``W = original / sigma``): ``original`` on the edges, the
+      power-iteration vectors ``_u``/``_v`` by :meth:`Builder.spectral_state`;
+    - ``orthogonal`` (``W = base @ map(original)``): ``original`` on the edges, ``base`` by
+      :meth:`Builder.orthogonal_base`."""
+    b = w.b
+
+    def p(n: str) -> Param | None:
+        return b.param(f"{path}.parametrizations.weight.{n}")
+
+    kind, q = check_parametrizations(mod, path, "fx")
+    if isinstance(x, (Act, Heads)) and x.feat != -1 and isinstance(mod, nn.Linear):
+        raise b.fail(f"{kind} on a linear layer applied along an axis other than the last")
+    weight = p("original1") if kind == "weight_norm" else p("original")
+    first = weight is not None and weight.name not in b.used  # a layer applied again keeps its state on its first use
+    bias = b.param(f"{path}.bias")
+    if isinstance(mod, nn.Linear):
+        y = b.linear(x, weight, bias, label=path)
+    else:
+        y = b.conv(x, weight, bias, mod.groups, label=path)
+    if kind == "weight_norm":
+        w.record("parametrization", [("weight", "weight_norm"), ("dim", 0)], path)
+        g = p("original0")
+        b.use(g, "weight_norm")
+        return b.write_nodes(y, [(WEIGHT, g)], f"{path}:weight_norm")
+    if kind == "spectral_norm":
+        w.record("parametrization", [("weight", "spectral_norm"), ("n_power_iterations", q.n_power_iterations),
+                                    ("eps", q.eps), ("dim", q.dim)], path)
+        if first:
+            b.spectral_state(weight, y, p("0._u"), p("0._v"), path)
+        return y
+    base = p("0.base")
+    w.record("parametrization", [("weight", "orthogonal"), ("orthogonal_map", q.orthogonal_map.name),
+                                ("use_trivialization", base is not None)], path)
+    if first and base is not None:
+        b.orthogonal_base(weight, y, base, path)
+    return y
 
 
 # ----------------------------------------------------------------------------- functions
