@@ -4,8 +4,8 @@
 type, a Python function, a ``Tensor`` method, an ATen name under ``torch.export``) to a handler;
 :mod:`weightspace.graph.trace` looks each traced operation up there. Families:
 
-- :mod:`~weightspace.graph.ops.linear`: ``Linear``, convolutions (and their weight parametrizations), embeddings, matrix products with a
-  parameter; recurrent layers refused;
+- :mod:`~weightspace.graph.ops.linear`: ``Linear``, convolutions and their weight
+  parametrizations, embeddings, matrix products with a parameter; recurrent layers refused;
 - :mod:`~weightspace.graph.ops.norms`: batch/layer/group/instance/RMS normalization, ``normalize``;
 - :mod:`~weightspace.graph.ops.attention`: ``MultiheadAttention``, ``TransformerEncoder(Layer)``,
   ``scaled_dot_product_attention``, attention written with ``einsum``/``baddbmm``;
