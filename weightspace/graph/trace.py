@@ -275,64 +275,79 @@ class Walker:
                 out = self.val(node.args[0])
                 break
             args, kwargs = self.val(node.args), self.val(node.kwargs)
-            dead = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Unusable)), None)
-            if dead is not None:
-                if node.target in (getattr, "size", "dim") or aten_name(node.target) in ("sym_size", "size"):
-                    self.env[node] = META  # only its shape is read
-                    continue
-                raise dead.error
-            folded = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Folded)), None)
-            if folded is not None:
-                op = aten_name(node.target) or (node.target if isinstance(node.target, str) else
-                                                getattr(node.target, "__name__", ""))
-                if op not in ops.FOLDED_OPS:
-                    raise folded.error or b.fail(f"{op} of features merged with other axes")
-            if node.op == "call_module":
-                mod = self.gm.get_submodule(node.target)
-                b._where, b._kind = str(node.target), type(mod).__name__
-                self.record_module(str(node.target), mod)
-                res = self.call_module(node, mod, str(node.target), args, kwargs)
-            elif node.op == "call_method":
-                self.record_call(str(node.target), args, kwargs)
-                res = self.scores(str(node.target), args, kwargs)
-                if res is None:
-                    h = ops.IDIOMS.methods.get(str(node.target))
-                    res = h(self, node, args, kwargs) if h is not None else NotImplemented
-                if res is None or res is NotImplemented:
-                    res = self.call_method(node, str(node.target), args, kwargs)
-            else:
-                name = aten_name(node.target)
-                if name is not None:
-                    self.record_aten(node.target, name, args, kwargs)
-                    res = self.scores(name, args, kwargs)
-                    if res is None:
-                        h = ops.IDIOMS.aten.get(name)
-                        res = h(self, node, args, kwargs) if h is not None else NotImplemented
-                    if res is None or res is NotImplemented:
-                        res = self.call_aten(node, name, args, kwargs)
-                else:
-                    fn = node.target
-                    self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
-                    res = self.scores(_MATMUL_FUNCTIONS.get(fn) or ("add" if fn in _ADD else getattr(fn, "__name__", "")),
-                                      args, kwargs)
-                    if res is None:
-                        h = ops.IDIOMS.function(fn)
-                        res = h(self, node, args, kwargs) if h is not None else NotImplemented
-                    if res is None or res is NotImplemented:
-                        res = self.call_function(node, node.target, args, kwargs)
+            if self.only_measured(node, args, kwargs):
+                self.env[node] = META  # only its shape is read
+                continue
+            res = self.dispatch(node, args, kwargs)
             if node.op == "call_module" or self._touches((args, kwargs)):
                 self.record_constants(node)
-            shape = _shape(node)
-            if isinstance(res, Act) and shape is not None:
-                if res.ndim is None:
-                    res.ndim = len(shape)
-                feat_size = shape[res.ndim + res.feat] if -res.feat <= len(shape) else None
-                if res.block == 1 and feat_size is not None and feat_size != len(res):
-                    raise b.fail(
-                        f"internal shape check failed: {len(res)} nodes for a feature axis of size {feat_size}"
-                    )
+            self.check_shape(node, res)
             self.env[node] = res
         return out
+
+    def only_measured(self, node: torch.fx.Node, args: tuple, kwargs: dict) -> bool:
+        """True when the operation only reads the shape of an :class:`~weightspace.graph.ops.Unusable`
+        value; raises its error for any other use, and the error of a
+        :class:`~weightspace.graph.ops.Folded` value for an operation other than a reshape."""
+        dead = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Unusable)), None)
+        if dead is not None:
+            if node.target in (getattr, "size", "dim") or aten_name(node.target) in ("sym_size", "size"):
+                return True
+            raise dead.error
+        folded = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Folded)), None)
+        if folded is not None:
+            op = aten_name(node.target) or (node.target if isinstance(node.target, str) else
+                                            getattr(node.target, "__name__", ""))
+            if op not in ops.FOLDED_OPS:
+                raise folded.error or self.b.fail(f"{op} of features merged with other axes")
+        return False
+
+    def dispatch(self, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+        """Record the operation in the structural signature and compute its traced value: a leaf
+        module by its handler; a method, ATen operator or function as attention scores
+        (:meth:`scores`), else by its idiom handler, else by its core handler."""
+        b = self.b
+        if node.op == "call_module":
+            mod = self.gm.get_submodule(node.target)
+            b._where, b._kind = str(node.target), type(mod).__name__
+            self.record_module(str(node.target), mod)
+            return self.call_module(node, mod, str(node.target), args, kwargs)
+        if node.op == "call_method":
+            name = str(node.target)
+            self.record_call(name, args, kwargs)
+            res = self.idiom(name, ops.IDIOMS.methods.get(name), node, args, kwargs)
+            return self.call_method(node, name, args, kwargs) if res is None else res
+        name = aten_name(node.target)
+        if name is not None:
+            self.record_aten(node.target, name, args, kwargs)
+            res = self.idiom(name, ops.IDIOMS.aten.get(name), node, args, kwargs)
+            return self.call_aten(node, name, args, kwargs) if res is None else res
+        fn = node.target
+        self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
+        scores_name = _MATMUL_FUNCTIONS.get(fn) or ("add" if fn in _ADD else getattr(fn, "__name__", ""))
+        res = self.idiom(scores_name, ops.IDIOMS.function(fn), node, args, kwargs)
+        return self.call_function(node, fn, args, kwargs) if res is None else res
+
+    def idiom(self, name: str, handler: ops.Handler | None, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+        """Attention scores (:meth:`scores`) or the idiom handler's value; None to go on to the
+        core handler."""
+        res = self.scores(name, args, kwargs)
+        if res is None and handler is not None:
+            res = handler(self, node, args, kwargs)
+        return None if res is NotImplemented else res
+
+    def check_shape(self, node: torch.fx.Node, res: Any) -> None:
+        """An activation's number of neurons equals the size of its feature axis in the traced
+        shape (when known); sets its rank when it was not known."""
+        shape = _shape(node)
+        if isinstance(res, Act) and shape is not None:
+            if res.ndim is None:
+                res.ndim = len(shape)
+            feat_size = shape[res.ndim + res.feat] if -res.feat <= len(shape) else None
+            if res.block == 1 and feat_size is not None and feat_size != len(res):
+                raise self.b.fail(
+                    f"internal shape check failed: {len(res)} nodes for a feature axis of size {feat_size}"
+                )
 
     # -- nn.Module leaves -----------------------------------------------------------------
     def call_module(self, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
