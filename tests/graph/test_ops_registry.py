@@ -53,17 +53,18 @@ class Expit(nn.Module):
         return self.fc2(self.fn(self.fc1(x)))
 
 
-def test_expit_is_the_sigmoid_activation_and_round_trips():
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_expit_is_the_sigmoid_activation_and_round_trips(tracer):
     torch.manual_seed(0)
     model = Expit(torch.special.expit)
-    spec = ws.GraphSpec.from_module(model)
+    x = torch.randn(5, 3)
+    spec = ws.GraphSpec.from_module(model, x if tracer == "export" else None, tracer=tracer)
     g = spec.to_graph(model.state_dict())
     assert_state_equal(spec.to_state_dict(g), model.state_dict())
     hidden = spec.node_groups["fc1"]
     assert bool((g.node_act[hidden] == Activation.SIGMOID).all())
     torch.manual_seed(1)
     fresh = Expit(torch.special.expit)
-    x = torch.randn(5, 3)
     with torch.no_grad():
         ws.from_graph(g, fresh, spec=spec)
         assert torch.equal(fresh(x), model(x))

@@ -152,10 +152,9 @@ def elementwise(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     return first_tracked(args)
 
 
-@register(functions=(torch.special.expit,), core=True)
+@register(functions=(torch.special.expit,), aten=("special_expit",), core=True)
 def expit(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
-    """``torch.special.expit``: the logistic sigmoid under another name (``torch.export``
-    decomposes it to ATen ``sigmoid``)."""
+    """``torch.special.expit``: the logistic sigmoid under another name."""
     return apply_activation(w, args[0] if args else kwargs.get("input"), Activation.SIGMOID, w.label)
 
 # ----------------------------------------------------------------------------- idioms (first tier)
