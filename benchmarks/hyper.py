@@ -670,15 +670,20 @@ def main() -> None:
         tmp.write_text(json.dumps(current, indent=1))
         tmp.replace(path)
 
-    for split in args.splits.split(","):
-        items = split_items(split)
-        rows = part["rows"][split] = []
-        for i, (n, build, config) in enumerate(tqdm(items, desc=f"{args.data}/{split}")):
-            train_ref = i < (args.real_trained if split == "real-library" else args.trained)
-            cached = ref_cache.get(reference_key(args.data, split, n, config, args))
-            rows.append(measure(n, build, ghn, ds, fit, val, args, train_ref, cached))
-            log.info("%s %s", split, json.dumps(rows[-1]))
-            save()
+    splits = args.splits.split(",")
+    items = {split: split_items(split) for split in splits}
+    for split in splits:
+        part["rows"][split] = []
+    # round-robin over splits: an interrupted run leaves about as many architectures in each split
+    order = [(split, i) for i in range(max(map(len, items.values()), default=0)) for split in splits
+             if i < len(items[split])]
+    for split, i in tqdm(order, desc=args.data):
+        n, build, config = items[split][i]
+        train_ref = i < (args.real_trained if split == "real-library" else args.trained)
+        cached = ref_cache.get(reference_key(args.data, split, n, config, args))
+        part["rows"][split].append(measure(n, build, ghn, ds, fit, val, args, train_ref, cached))
+        log.info("%s %s", split, json.dumps(part["rows"][split][-1]))
+        save()
     save()
     render(out)
     print((out / "hyper.md").read_text())
