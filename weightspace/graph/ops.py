@@ -32,11 +32,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .builder import META, Act, EdgeBlock, Heads, Lazy, Meta, Param, Stat
+from .builder import ACT_ATEN, META, Act, EdgeBlock, Heads, Lazy, Meta, NodeBlock, Param, Stat, aten_name
 from .errors import UnsupportedModuleError
-from .vocab import EdgeType, NodeType
+from .vocab import BIAS, WEIGHT, Activation, EdgeType, NodeType
 
-__all__ = ["ATEN", "FUNCTIONS", "METHODS", "PRODUCTS", "SCORE_TYPES", "TRACKED_TYPES", "Folded", "Grid", "Stacked",
+__all__ = ["ATEN", "FUNCTIONS", "METHODS", "MODULES", "PRODUCTS", "SCORE_TYPES", "TRACKED_TYPES", "Folded", "Grid", "Stacked",
            "Unusable", "node_shape", "one_head", "register", "unfold_or_act"]
 
 #: why recurrent layers are refused (``nn.RNN``/``nn.LSTM``/``nn.GRU``, ``aten.lstm``, ...)
@@ -56,10 +56,14 @@ ATEN: dict[str, Handler] = {}
 FUNCTIONS: dict[Any, Handler] = {}
 #: ``Tensor`` method name (``"masked_fill"``) -> handler
 METHODS: dict[str, Handler] = {}
+#: ``nn.Module`` type (exact) -> handler, called as ``handler(walker, node, module, path, args, kwargs)``
+MODULES: dict[type, Callable[..., Any]] = {}
 
 
-def register(aten: tuple[str, ...] = (), functions: tuple[Any, ...] = (), methods: tuple[str, ...] = ()):
-    """Register a handler for ATen names, functions and ``Tensor`` methods."""
+def register(aten: tuple[str, ...] = (), functions: tuple[Any, ...] = (), methods: tuple[str, ...] = (),
+             modules: tuple[type, ...] = ()):
+    """Register a handler for ATen names, functions, ``Tensor`` methods and module types (a module
+    handler takes ``(walker, node, module, path, args, kwargs)``)."""
 
     def deco(fn: Handler) -> Handler:
         for n in aten:
@@ -68,6 +72,8 @@ def register(aten: tuple[str, ...] = (), functions: tuple[Any, ...] = (), method
             FUNCTIONS[f] = fn
         for m in methods:
             METHODS[m] = fn
+        for t in modules:
+            MODULES[t] = fn
         return fn
 
     return deco
@@ -767,3 +773,295 @@ def masked_token_add(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> 
             raise w.b.fail(f"masked parameter {m.param.name!r} added to {type(x).__name__}")
         return w.b.table(x, m.param, EdgeType.TOKEN, w.b.where_label(node.name))
     return NotImplemented
+
+
+# ============================================================================= PReLU
+# ``nn.PReLU``, ``F.prelu``, ``aten.prelu`` / ``aten._prelu_kernel``: ``max(0, x) + a * min(0, x)``
+# with learned slopes ``a`` along the channel axis (axis 1; the only axis of a 1-D input).
+
+
+def _prelu(w: Any, node: torch.fx.Node, x: Any, a: Any, label: str) -> Any:
+    """Mark ``x``'s neurons with :attr:`Activation.PRELU` and store the slopes ``a``.
+
+    One slope per channel (``num_parameters = C``) is the ``weight`` feature of the channel's
+    neuron. One slope shared by every channel (``num_parameters = 1``, the default) is stored once,
+    as the ``weight`` feature of a new ``NodeType.ACT_PARAM`` node joined by an ``ACT_PARAM`` edge
+    to every channel's neuron (whose ``weight`` feature is then reserved and 0): the scalar has one
+    slot in the graph, so decoding reads it back bit-exactly and no copies can disagree. Neurons
+    that already hold an activation or a ``weight`` feature (a norm's scale) are first copied
+    (``IDENTITY`` edges), so a ``PRELU`` neuron's ``weight`` is always its slope.
+    """
+    b = w.b
+    if isinstance(x, Meta):
+        return x
+    if not isinstance(a, Param):
+        raise b.fail("prelu with a slope that is not a parameter of the model (a computed tensor)")
+    n = math.prod(a.shape)
+    shape = _in_shape(node)
+    if isinstance(x, Lazy):
+        if shape is None:
+            raise b.fail("prelu applied to the raw input; pass example_input so that its size is known")
+        x = b.materialize(x, shape[1] if len(shape) > 1 else shape[0], 1 - len(shape) if len(shape) > 1 else -1,
+                          len(shape))
+    x = b.as_act(x, what="prelu")
+    if x.block != 1:
+        raise b.fail("prelu applied to a flattened feature map")
+    if n > 1 and x.ndim is not None and x.ndim > 1 and x.ndim + x.feat != 1:
+        raise b.fail(f"prelu with {n} slopes acts on axis 1, but the features are on axis {x.ndim + x.feat}")
+    C = len(x)
+    if n not in (1, C):
+        raise b.fail(f"prelu weight {a.name!r} has {n} slopes for {C} channels (expected 1 or {C})")
+    busy = any(b.s.node_act[i] != 0 or b.s.node_slots[i] & (1 << WEIGHT) for i in x.nodes.tolist())
+    if busy:
+        x = b.copy_group(x, label)
+    b.use(a, "prelu")
+    if n == C and C > 1 or n == 1 and C == 1:
+        b.s.node_blocks.append(NodeBlock(x.nodes.clone(), WEIGHT, a.name, torch.arange(C)))
+    else:
+        slope = b.new_nodes(1, NodeType.ACT_PARAM, x.layer, pos=True, label=f"{label}:slope")
+        b.s.node_blocks.append(NodeBlock(slope.clone(), WEIGHT, a.name, torch.zeros(1, dtype=torch.long)))
+        b.s.node_slots[int(slope)] |= 1 << WEIGHT
+        b.add_edges(EdgeBlock(slope.repeat(C), x.nodes.clone(), EdgeType.ACT_PARAM, 1, 1))
+    for i in x.nodes.tolist():
+        b.s.node_slots[i] |= 1 << WEIGHT
+        b.s.node_act[i] = int(Activation.PRELU)
+    return x
+
+
+@register(modules=(torch.nn.PReLU,))
+def prelu_module(w: Any, node: torch.fx.Node, mod: torch.nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
+    """``nn.PReLU`` (``num_parameters`` is in the structural signature)."""
+    return _prelu(w, node, args[0] if args else kwargs.get("input"), w.b.param(f"{path}.weight"), path)
+
+
+@register(aten=("prelu", "_prelu_kernel"), functions=(torch.nn.functional.prelu, torch.prelu))
+def prelu(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.prelu(x, weight)`` / ``aten.prelu`` on a parameter of the model."""
+    x, a = args[0], _arg(args, kwargs, 1, "weight")
+    if not _tracked(x) and not _tracked(a):
+        return NotImplemented
+    return _prelu(w, node, x, a, w.b.where_label(node.name))
+
+
+# ============================================================================= transposed convolutions
+# ``nn.ConvTranspose1d/2d``, ``F.conv_transpose1d/2d``, ``aten.conv_transpose1d/2d`` and
+# ``aten.convolution(..., transposed=True)``. Weight ``[in, out/groups, (kh,) kw]``.
+
+
+def conv_transpose(w: Any, x: Any, weight: Any, bias: Any, groups: int, label: str) -> Act:
+    """A transposed convolution as ``CONV`` edges from each input channel ``c`` to each output
+    channel ``o`` of its group, holding the kernel ``W[c, o mod (out/groups)]`` rotated by 180
+    degrees (flipped along every spatial axis).
+
+    Why the flip: a transposed convolution with stride ``s`` is a convolution, with the flipped and
+    in/out-swapped kernel and padding ``dilation*(k-1) - padding``, of the input dilated by ``s``
+    (``s-1`` zeros between samples). Stored that way, every ``CONV`` edge holds a kernel in the
+    orientation in which it is correlated with its input, so a stride-1 ``ConvTranspose2d`` and the
+    ``Conv2d`` computing the same function give the same graph. Edges come in the order of a
+    convolution's (output channel, then input channel of its group). Stride, padding,
+    ``output_padding``, dilation and groups are in the structural signature (``from_graph``
+    refuses a model that differs in any of them).
+
+    Shapes: ``x [B, C_in, (H,) W]`` -> ``[B, C_out, (H',) W']``; edges ``C_out * C_in / groups``.
+    """
+    b = w.b
+    if not isinstance(weight, Param):
+        raise b.fail("transposed convolution with a weight that is not a parameter of the model")
+    b.use(weight, "conv_transpose")
+    b.use(bias, "conv_transpose")
+    dims = len(weight.shape) - 2
+    if dims not in (1, 2):
+        raise b.fail(f"only 1-D and 2-D transposed convolutions are supported (weight {weight.name!r} is "
+                     f"{weight.shape}): the graph stores 2-D kernels; a 3-D one has no place in it")
+    cin, out_per_group = weight.shape[:2]
+    kh, kw = (1, weight.shape[2]) if dims == 1 else (weight.shape[2], weight.shape[3])
+    if isinstance(x, Lazy):
+        x = b.materialize(x, cin, -(dims + 1), dims + 2)
+    if isinstance(x, (Grid, Folded)):
+        raise b.fail("transposed convolution of units reshaped into a channel-first map (e.g. a Linear "
+                     "layer's output viewed as [C, H, W]): the graph has one node per channel, and those "
+                     "units would each be one position of a channel")
+    x = b.as_act(x, what="transposed convolution")
+    if x.block != 1:
+        raise b.fail("transposed convolution applied to a flattened tensor")
+    if x.ndim is not None and x.ndim + x.feat != 1:
+        raise b.fail("transposed convolution input's channel axis is not axis 1")
+    if len(x) != cin:
+        raise b.fail(f"transposed convolution expects {cin} channels, the input has {len(x)}")
+    in_per_group = cin // groups
+    out_c = out_per_group * groups
+    layer = x.layer + 1
+    out = b.new_nodes(out_c, NodeType.HIDDEN, layer, label=label)
+    o = torch.arange(out_c).repeat_interleave(in_per_group)  # edge e = (o, ci): output-major, as conv
+    c = (o // out_per_group) * in_per_group + torch.arange(in_per_group).repeat(out_c)
+    j = o % out_per_group
+    K = kh * kw
+    flipped = torch.arange(K - 1, -1, -1)  # kernel slot k holds W[..., K-1-k] (row-major flip of both axes)
+    index = (c * out_per_group + j)[:, None] * K + flipped[None, :]
+    b.add_edges(EdgeBlock(x.nodes[c], out[o], EdgeType.CONV, kh, kw, weight.name, index))
+    if bias is not None:
+        if not isinstance(bias, Param):
+            raise b.fail("transposed convolution with a bias that is not a parameter of the model")
+        b.s.node_blocks.append(NodeBlock(out.clone(), BIAS, bias.name, torch.arange(out_c)))
+        for i in out.tolist():
+            b.s.node_slots[i] |= 1 << BIAS
+    return Act(out, -(dims + 1), dims + 2, layer)
+
+
+@register(modules=(torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d))
+def conv_transpose_module(w: Any, node: torch.fx.Node, mod: torch.nn.Module, path: str, args: tuple,
+                          kwargs: dict) -> Any:
+    """``nn.ConvTranspose1d/2d`` (its ``output_size`` argument, if given, is a size from the input)."""
+    p = w.b.param
+    return conv_transpose(w, args[0] if args else kwargs.get("input"), p(f"{path}.weight"), p(f"{path}.bias"),
+                          mod.groups, path)
+
+
+@register(aten=("conv_transpose1d", "conv_transpose2d"),
+          functions=(torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d))
+def conv_transpose_call(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)``."""
+    return conv_transpose(w, args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias"),
+                          _arg(args, kwargs, 6, "groups", 1), w.b.where_label(node.name))
+
+
+@register(aten=("convolution", "_convolution"))
+def convolution(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``aten.convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding,
+    groups)`` with ``transposed=True``; ordinary convolutions are left to the tables."""
+    if not _arg(args, kwargs, 6, "transposed", False):
+        return NotImplemented
+    return conv_transpose(w, args[0], args[1], args[2], _arg(args, kwargs, 8, "groups", 1),
+                          w.b.where_label(node.name))
+
+
+# ============================================================================= instance norm (ATen)
+# ``nn.InstanceNorm1d/2d`` as a module is handled by the norm tables; under ``torch.export`` it is
+# ``aten.instance_norm(x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
+# cudnn_enabled)``.
+
+
+@register(aten=("instance_norm",))
+def instance_norm(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Instance normalization: per-channel ``weight``/``shift`` node features when affine, running
+    statistics when tracked (``use_input_stats``, ``momentum`` and ``eps`` are in the structural
+    signature)."""
+    x, weight, bias, rm, rv = (list(args) + [None] * 5)[:5]
+    if not _tracked(x):
+        return NotImplemented
+    nbt = None
+    if isinstance(rm, Param) and rm.name.endswith("running_mean"):
+        nbt = w.b.param(rm.name[: -len("running_mean")] + "num_batches_tracked")
+    shape = _in_shape(node)
+    return w.b.norm(x, "instance_norm", weight, bias, w.b.where_label(node.name),
+                    running_mean=rm if isinstance(rm, Param) else None,
+                    running_var=rv if isinstance(rv, Param) else None, num_batches=nbt, channel_first=True,
+                    in_ndim=len(shape) if shape else None)
+
+
+# ============================================================================= in-place activations (ATen)
+# ``nn.LeakyReLU(inplace=True)`` and friends under ``torch.export``: ``aten.leaky_relu_``, ``aten.elu_``, ...
+# the same activation as the out-of-place operation (its arguments are in the structural signature).
+
+_INPLACE_ACTIVATIONS = ("leaky_relu_", "elu_", "selu_", "celu_", "silu_", "mish_", "hardtanh_", "hardswish_",
+                        "hardsigmoid_", "relu6_", "gelu_", "sigmoid_", "tanh_")
+
+
+@register(aten=_INPLACE_ACTIVATIONS)
+def inplace_activation(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``aten.<activation>_``: the out-of-place activation's handling."""
+    name = node.target.name().split("::")[-1].split(".")[0]
+    if name[:-1] not in ACT_ATEN:
+        return NotImplemented
+    return w.call_aten(node, name[:-1], args, kwargs)
+
+
+# ============================================================================= 3-D convolutions (refused)
+
+#: why 3-D convolutions are refused
+CONV3D_REASON = (
+    "{} is not supported: the parameter graph stores every edge's kernel as a 2-D grid (kh x kw), so a "
+    "3-D kernel (kd x kh x kw) has no place in it; build the network 2-D (e.g. MONAI's spatial_dims=2) or "
+    "convert it with its 3-D layers left out")
+
+
+@register(modules=(torch.nn.Conv3d, torch.nn.ConvTranspose3d), aten=("conv3d", "conv_transpose3d"),
+          functions=(torch.nn.functional.conv3d, torch.nn.functional.conv_transpose3d))
+def conv3d(w: Any, node: torch.fx.Node, *rest: Any) -> Any:
+    """3-D convolutions are refused with the reason (:data:`CONV3D_REASON`)."""
+    what = type(rest[0]).__name__ if isinstance(rest[0], torch.nn.Module) else getattr(
+        node.target, "__name__", str(node.target))
+    raise w.b.fail(CONV3D_REASON.format(what))
+
+
+# ============================================================================= broadcast gating products
+# ``x * gate`` with a one-channel ``gate [B, 1, H, W]`` broadcast over the ``C`` channels of
+# ``x [B, C, H, W]`` (attention gates: MONAI's ``AttentionUnet``, Attention U-Net's ``psi``).
+
+
+@register(aten=("mul", "mul_"), functions=(operator.mul, torch.mul), methods=("mul", "mul_"))
+def broadcast_product(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """An element-wise product of an activation with ``C`` features and one with a single feature
+    on the same axis: ``C`` new ``PRODUCT`` neurons, each fed by ``PRODUCT`` edges from its
+    feature of the first and from the single feature of the second (which thus gates them all).
+    Other products go to :func:`mask_mul` and then to the builder's tables."""
+    res = mask_mul(w, node, args, kwargs)
+    if res is not NotImplemented or len(args) < 2:
+        return res
+    a, g = args[0], args[1]
+    if not (isinstance(a, Act) and isinstance(g, Act)) or a.block != 1 or g.block != 1:
+        return NotImplemented
+    if len(a) == 1 and len(g) > 1:
+        a, g = g, a
+    if len(g) != 1 or len(a) == 1 or (a.feat, a.ndim) != (g.feat, g.ndim):
+        return NotImplemented
+    b = w.b
+    layer = max(a.layer, g.layer) + 1
+    out = b.new_nodes(len(a), NodeType.PRODUCT, layer, label=b.where_label(node.name))
+    b.add_edges(EdgeBlock(a.nodes.clone(), out, EdgeType.PRODUCT, 1, 1))
+    b.add_edges(EdgeBlock(g.nodes.repeat(len(a)), out.clone(), EdgeType.PRODUCT, 1, 1))
+    return Act(out, a.feat, a.ndim, layer)
+
+
+# ============================================================================= channel padding
+# ``F.pad`` / ``aten.constant_pad_nd`` / ``aten.pad`` whose pad widths reach the feature (channel)
+# axis (MONAI's ``ChannelPad``, the zero-padded shortcut of HighResNet's residual blocks).
+
+
+@register(aten=("constant_pad_nd", "pad"), functions=(torch.nn.functional.pad,))
+def channel_pad(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Zero channels added (or channels cropped by negative widths) along the feature axis: every
+    added channel is a new ``HIDDEN`` neuron with no incoming edge and no parameter (its value is
+    0), placed before or after the input's neurons. Padding with another value, or in another
+    mode, along the features is refused (the graph cannot hold a constant neuron). Padding that
+    leaves the feature axis alone keeps the neurons."""
+    x, pad = args[0], _arg(args, kwargs, 1, "pad")
+    if not isinstance(x, Act) or x.ndim is None or not isinstance(pad, (tuple, list)):
+        return NotImplemented
+    from_end = -x.feat - 1
+    if len(pad) < 2 * from_end + 2:
+        return NotImplemented
+    left, right = int(pad[2 * from_end]), int(pad[2 * from_end + 1])
+    if left == right == 0:
+        return NotImplemented
+    b = w.b
+    name = aten_name(node.target)
+    mode = "constant" if name == "constant_pad_nd" else _arg(args, kwargs, 2, "mode", "constant")
+    value = _arg(args, kwargs, 2 if name == "constant_pad_nd" else 3, "value", 0.0)
+    if mode != "constant" or value not in (None, 0, 0.0):
+        raise b.fail(f"padding of the feature axis in mode {mode!r} with value {value!r}: only zero padding "
+                     "(new channels that hold 0) can be represented")
+    if x.block != 1:
+        raise b.fail("padding the features of a flattened feature map")
+    nodes = x.nodes
+    nodes = nodes[max(-left, 0): len(nodes) - max(-right, 0)]
+    label = b.where_label(node.name)
+    parts = []
+    if left > 0:
+        parts.append(b.new_nodes(left, NodeType.HIDDEN, x.layer, label=f"{label}:pad_before"))
+    parts.append(nodes)
+    if right > 0:
+        parts.append(b.new_nodes(right, NodeType.HIDDEN, x.layer, label=f"{label}:pad_after"))
+    return Act(torch.cat(parts), x.feat, x.ndim, x.layer)
+
+

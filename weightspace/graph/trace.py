@@ -350,6 +350,9 @@ class _Walker:
         x = args[0] if args else kwargs.get("input")
         if parametrize.is_parametrized(mod):
             return self.weight_normed(mod, path, x)
+        handler = ops.MODULES.get(type(mod))
+        if handler is not None:
+            return handler(self, node, mod, path, args, kwargs)
         if isinstance(mod, nn.RNNBase):
             raise UnsupportedModuleError(ops.RECURRENT_REASON.format(type(mod).__name__), path=path,
                                          kind=type(mod).__name__)
@@ -895,10 +898,14 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
         log.info("symbolic tracing failed (%s); tracing with torch.export", exc)
         return _trace_export(model, b, inputs, canonical, tensors)
     if inputs:
-        from torch.fx.passes.shape_prop import ShapeProp
-
-        with torch.no_grad(), _eval_mode(model):  # a forward pass must not touch BatchNorm statistics
-            ShapeProp(gm).propagate(*inputs)
+        disagreement = _fx_disagrees(model, gm, inputs)
+        if disagreement is not None:
+            if tracer == "fx":
+                raise UnsupportedModuleError(
+                    f"torch.fx.symbolic_trace records another computation than the forward pass ({disagreement}); "
+                    "trace with tracer='auto' or 'export'", path=type(model).__name__)
+            log.info("the symbolic trace differs from the forward pass (%s); tracing with torch.export", disagreement)
+            return _trace_export(model, b, inputs, canonical, tensors)
     placeholders = {}
     for i, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
         lazy = Lazy(i, n.name)
@@ -908,6 +915,52 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     out = _Walker(b, gm).run(gm.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
+
+
+def _fx_disagrees(model: nn.Module, gm: torch.fx.GraphModule, inputs: tuple) -> str | None:
+    """Run the symbolic trace ``gm`` on ``inputs`` with shape propagation, and the model itself
+    (same random seed, evaluation mode, no gradients); None when the outputs agree, else what went
+    wrong. Symbolic tracing follows the branches a ``Proxy`` takes, which can differ from the real
+    forward pass (``torch.jit.isinstance(x, torch.Tensor)`` is False for a ``Proxy``, MONAI's
+    ``UpCat``), so the traced graph is trusted only if it computes what the model computes."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    with torch.no_grad(), _eval_mode(model), torch.random.fork_rng():  # no BatchNorm statistics touched
+        torch.manual_seed(0)
+        try:
+            traced = ShapeProp(gm).propagate(*inputs)
+        except Exception as exc:  # noqa: BLE001 - a failing trace is a disagreement, reported by name
+            where = _failing_module(exc)
+            return f"running it fails{where}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        torch.manual_seed(0)
+        try:
+            real = model(*inputs)
+        except Exception as exc:  # noqa: BLE001
+            return f"the model's own forward pass fails: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    got, want = _leaves(traced), _leaves(real)
+    if len(got) != len(want):
+        return f"{len(got)} output tensors, the model returns {len(want)}"
+    for i, (a, c) in enumerate(zip(got, want)):
+        if a.shape != c.shape or a.dtype != c.dtype or not torch.allclose(a, c, rtol=1e-4, atol=1e-5, equal_nan=True):
+            return f"output {i} differs"
+    return None
+
+
+def _failing_module(exc: Exception) -> str:
+    """`` at 'path'``: the module of the node whose shape propagation failed (named in the message)."""
+    text = str(exc)
+    if "target=" not in text:
+        return ""
+    return f" at {text.split('target=', 1)[1].split(']', 1)[0].split('(', 1)[0]!r}"
+
+
+def _leaves(out: Any) -> list[torch.Tensor]:
+    """Every tensor of a (nested) output, in order."""
+    found: list[torch.Tensor] = []
+    map_aggregate(out, lambda v: found.append(v) if isinstance(v, torch.Tensor) else v)
+    if not found and hasattr(out, "to_tuple"):
+        return _leaves(out.to_tuple())
+    return [t.float() if t.is_floating_point() else t for t in found]
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):

@@ -38,6 +38,10 @@ class NodeType(IntEnum):
     #: one head's learned score scale (Swin V2's ``logit_scale``), stored as the node's ``weight``
     #: feature; ``ATTN_SCALE`` edges join it to the query units of its head
     ATTN_SCALE = 14
+    #: a parameter of an activation shared by several neurons (the single slope of a ``PReLU``
+    #: with ``num_parameters=1``), stored once as the node's ``weight`` feature; ``ACT_PARAM`` edges
+    #: join it to every neuron whose activation reads it
+    ACT_PARAM = 15
 
 
 class EdgeType(IntEnum):
@@ -77,6 +81,9 @@ class EdgeType(IntEnum):
     #: joins a head's score-scale node (``NodeType.ATTN_SCALE``) to every query unit of that head: the
     #: head's scores are multiplied by it before the softmax (structural)
     ATTN_SCALE = 20
+    #: joins a shared activation parameter (``NodeType.ACT_PARAM``, e.g. a ``PReLU``'s single slope)
+    #: to each neuron whose activation reads it (structural)
+    ACT_PARAM = 21
 
 
 class Activation(IntEnum):
@@ -102,6 +109,11 @@ class Activation(IntEnum):
     CELU = 17
     SOFTSIGN = 18
     TANHSHRINK = 19
+    #: ``PReLU``: ``max(0, x) + a * min(0, x)`` with a learned slope ``a``, stored as the ``weight``
+    #: feature of the neuron (one slope per channel), or on an ``ACT_PARAM`` node joined to the
+    #: neuron by an ``ACT_PARAM`` edge (one slope shared by every channel; the neuron's ``weight``
+    #: feature is then 0)
+    PRELU = 20
 
 
 #: Columns of ``ParameterGraph.x``: the per-neuron parameters.
@@ -112,7 +124,7 @@ BIAS, WEIGHT, SHIFT, RUNNING_MEAN, RUNNING_VAR = range(len(NODE_FEATURES))
 STRUCTURAL_EDGE_TYPES: frozenset[int] = frozenset(
     {EdgeType.RESIDUAL, EdgeType.ATTN_QK, EdgeType.ATTN_HEAD, EdgeType.IDENTITY, EdgeType.PRODUCT,
      EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP, EdgeType.AXIS, EdgeType.ATTN_BIAS,
-     EdgeType.ATTN_SCALE}
+     EdgeType.ATTN_SCALE, EdgeType.ACT_PARAM}
 )
 
 #: Node types whose members may be permuted among themselves without changing the function.
