@@ -870,6 +870,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     if tracer not in ("auto", "fx", "export"):
         raise ValueError(f"tracer must be 'auto', 'fx' or 'export', got {tracer!r}")
     canonical, shapes, tensors = state_layout(model)
+    _check_integer_buffers(tensors)
     _check_parametrizations(model, None, "fx")
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
@@ -926,15 +927,16 @@ def _fx_disagrees(model: nn.Module, gm: torch.fx.GraphModule, inputs: tuple) -> 
     from torch.fx.passes.shape_prop import ShapeProp
 
     with torch.no_grad(), _eval_mode(model), torch.random.fork_rng():  # no BatchNorm statistics touched
+        copies = lambda: [t.clone() if isinstance(t, torch.Tensor) else t for t in inputs]  # noqa: E731 - in-place forwards
         torch.manual_seed(0)
         try:
-            traced = ShapeProp(gm).propagate(*inputs)
+            traced = ShapeProp(gm).propagate(*copies())
         except Exception as exc:  # noqa: BLE001 - a failing trace is a disagreement, reported by name
             where = _failing_module(exc)
             return f"running it fails{where}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         torch.manual_seed(0)
         try:
-            real = model(*inputs)
+            real = model(*copies())
         except Exception as exc:  # noqa: BLE001
             return f"the model's own forward pass fails: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     got, want = _leaves(traced), _leaves(real)
@@ -961,6 +963,19 @@ def _leaves(out: Any) -> list[torch.Tensor]:
     if not found and hasattr(out, "to_tuple"):
         return _leaves(out.to_tuple())
     return [t.float() if t.is_floating_point() else t for t in found]
+
+
+def _check_integer_buffers(tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse, before tracing, a state dict holding an integer or boolean tensor of one or more
+    dimensions (e.g. MONAI's ``relative_position_index``, a persistent buffer): the graph stores
+    floating-point values and 0-d counters (``num_batches_tracked``) only."""
+    for k, t in tensors.items():
+        if not t.is_floating_point() and not t.is_complex() and t.dim() > 0:
+            raise UnsupportedModuleError(
+                f"buffer {k!r} ({t.dtype}, shape {tuple(t.shape)}) is saved in the state dict, but a parameter "
+                "graph stores floating-point tensors and 0-d counters only, so it cannot be written back; a "
+                "buffer registered with persistent=False is a constant of the structural signature instead",
+                path=k.rsplit(".", 1)[0])
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):

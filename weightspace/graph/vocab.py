@@ -137,5 +137,9 @@ PERMUTABLE_NODE_TYPES: frozenset[int] = frozenset(
 #: fixed so that trained checkpoints keep loading when types are appended (append within them).
 NODE_TYPE_SLOTS = 18
 EDGE_TYPE_SLOTS = 23
-if len(NodeType) > NODE_TYPE_SLOTS or len(EdgeType) > EDGE_TYPE_SLOTS:  # pragma: no cover - vocabulary guard
-    raise RuntimeError("the node/edge type vocabularies outgrew their embedding slots")
+#: rows of the metanetworks' activation-embedding tables (the first 20 activations plus 8 spare rows),
+#: fixed for the same reason
+ACTIVATION_SLOTS = 28
+if (len(NodeType) > NODE_TYPE_SLOTS or len(EdgeType) > EDGE_TYPE_SLOTS
+        or len(Activation) > ACTIVATION_SLOTS):  # pragma: no cover - vocabulary guard
+    raise RuntimeError("the node type, edge type or activation vocabulary outgrew its embedding slots")
