@@ -10,6 +10,8 @@ hyperparameter of the new layers that changes the function is in the structural 
 
 from __future__ import annotations
 
+import copy
+
 import networkx as nx
 import pytest
 import torch
@@ -22,7 +24,7 @@ import weightspace as ws
 from weightspace.graph import EdgeType, NodeType
 from weightspace.graph.vocab import WEIGHT, Activation
 
-from ..helpers import assert_state_equal
+from ..helpers import assert_graphs_permuted, assert_state_equal, node_permutation, permute_params
 
 IMG = 32
 
@@ -377,3 +379,41 @@ def test_channel_padding_widths_are_in_the_signature():
 def test_channel_padding_with_a_nonzero_value_is_refused():
     with pytest.raises(ws.UnsupportedModuleError, match="only zero padding"):
         ws.GraphSpec.from_module(PadShortcut(1, 1, value=0.5), torch.randn(1, 2, 4, 4))
+
+
+# ----------------------------------------------------------------------------- equivariance
+
+
+@settings(max_examples=8, deadline=None)
+@given(c=st.integers(2, 5), shared=st.booleans(), transposed=st.booleans(), seed=st.integers(0, 2**16))
+def test_channel_permutation_permutes_graph_nodes_only(c, shared, transposed, seed):
+    """Permuting the hidden channels of conv (or transposed conv) + PReLU + conv, a function-preserving
+    change of the weights, gives the same graph with those neurons renamed (the shared slope's
+    ``ACT_PARAM`` node stays in place); a sensitivity check: permuting only the first layer's
+    channels changes the function and gives a graph that is not a renaming of the first."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(c, generator=gen)
+    while torch.equal(perm, torch.arange(c)):
+        perm = torch.randperm(c, generator=gen)
+    torch.manual_seed(seed)
+    model = ConvPReLU(c, shared).eval()
+    if transposed:
+        model.conv = nn.ConvTranspose2d(2, c, 3, padding=1)
+    x = torch.randn(1, 2, 5, 5, generator=gen)
+    spec = ws.GraphSpec.from_module(model, x)
+    g = spec.to_graph(model.state_dict())
+    rules = [("conv.weight", 1 if transposed else 0, perm), ("conv.bias", 0, perm), ("head.weight", 1, perm)]
+    if not shared:
+        rules.append(("act.weight", 0, perm))
+    moved = copy.deepcopy(model)
+    permute_params(moved, rules)
+    with torch.no_grad():
+        assert torch.allclose(moved(x), model(x), atol=1e-6)
+    pi = node_permutation(g.num_nodes, spec.node_groups, {"conv": perm})
+    assert_graphs_permuted(g, spec.to_graph(moved.state_dict()), pi)
+    broken = copy.deepcopy(model)
+    permute_params(broken, rules[:2])
+    with torch.no_grad():
+        assert not torch.allclose(broken(x), model(x), atol=1e-6)
+    with pytest.raises(AssertionError):
+        assert_graphs_permuted(g, spec.to_graph(broken.state_dict()), pi)
