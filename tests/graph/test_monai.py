@@ -417,3 +417,14 @@ def test_channel_permutation_permutes_graph_nodes_only(c, shared, transposed, se
         assert not torch.allclose(broken(x), model(x), atol=1e-6)
     with pytest.raises(AssertionError):
         assert_graphs_permuted(g, spec.to_graph(broken.state_dict()), pi)
+
+
+def test_type_test_on_a_traced_tensor_without_example_input_is_refused():
+    """Without an example input the trace cannot be checked: a ``torch.jit.isinstance`` on a traced
+    tensor is refused, naming the module and asking for ``example_input``."""
+    with pytest.raises(ws.UnsupportedModuleError, match=r"torch.jit.isinstance.*example_input.*BranchOnTensor"):
+        ws.GraphSpec.from_module(BranchOnTensor().eval())
+    nets = pytest.importorskip("monai.networks.nets")
+    unet = nets.BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4)).eval()
+    with pytest.raises(ws.UnsupportedModuleError, match=r"torch.jit.isinstance.*\[at 'upcat_4'\]"):
+        ws.GraphSpec.from_module(unet)

@@ -887,7 +887,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
         root = _wrap(model)
         b.strip_prefix = "inner."
     try:
-        with _eval_mode(model):
+        with _eval_mode(model), _type_tests_on_proxies() as type_tests:
             gm = torch.fx.symbolic_trace(root)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back or is reported
         if not inputs or tracer == "fx":
@@ -898,6 +898,12 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
             ) from exc
         log.info("symbolic tracing failed (%s); tracing with torch.export", exc)
         return _trace_export(model, b, inputs, canonical, tensors)
+    if type_tests and not inputs:
+        raise UnsupportedModuleError(
+            "forward tests torch.jit.isinstance on a traced tensor, which is False for the fx Proxy that symbolic "
+            "tracing passes, so the traced graph may follow another branch than the forward pass; pass "
+            "example_input=... (the trace is then checked against the forward pass, and torch.export used if "
+            "they differ)", path=type_tests[0].removeprefix(b.strip_prefix) or type(model).__name__)
     if inputs:
         disagreement = _fx_disagrees(model, gm, inputs)
         if disagreement is not None:
@@ -916,6 +922,28 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     out = _Walker(b, gm).run(gm.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
+
+
+@contextlib.contextmanager
+def _type_tests_on_proxies():
+    """While symbolic tracing: the module paths where ``torch.jit.isinstance`` is asked about an fx
+    ``Proxy`` (directly or inside a list/tuple/dict); its answer there is not the forward pass's."""
+    found: list[str] = []
+    original = torch.jit.isinstance
+
+    def watched(obj: Any, target_type: Any) -> Any:
+        proxies: list[torch.fx.Proxy] = []
+        map_aggregate(obj, lambda v: proxies.append(v) if isinstance(v, torch.fx.Proxy) else v)
+        if proxies:
+            stack = getattr(proxies[0].tracer, "module_stack", None) or {}
+            found.append(next(reversed(stack), "") if stack else "")
+        return original(obj, target_type)
+
+    torch.jit.isinstance = watched
+    try:
+        yield found
+    finally:
+        torch.jit.isinstance = original
 
 
 def _fx_disagrees(model: nn.Module, gm: torch.fx.GraphModule, inputs: tuple) -> str | None:
