@@ -815,7 +815,7 @@ def _prelu(w: Any, node: torch.fx.Node, x: Any, a: Any, label: str) -> Any:
     if busy:
         x = b.copy_group(x, label)
     b.use(a, "prelu")
-    if n == C and C > 1 or n == 1 and C == 1:
+    if n == C:  # one slope per channel (a single channel included)
         b.s.node_blocks.append(NodeBlock(x.nodes.clone(), WEIGHT, a.name, torch.arange(C)))
     else:
         slope = b.new_nodes(1, NodeType.ACT_PARAM, x.layer, pos=True, label=f"{label}:slope")
