@@ -25,6 +25,12 @@ are measured, so an interrupted run keeps what it finished) and rendered to ``hy
 
     python benchmarks/hyper.py --data digits --per-split 50 --trained 10
     python benchmarks/hyper.py --render-only
+
+The GHN-independent measurements (random init, the Adam reference, fine-tuning from random init)
+can be computed ahead, without a checkpoint, and reused (same seeds, same code path)::
+
+    python benchmarks/hyper.py --data digits --trained 10 --references-only --reference-cache refs.json
+    python benchmarks/hyper.py --data digits --trained 10 --reference-cache refs.json
 """
 
 from __future__ import annotations
@@ -223,7 +229,43 @@ def finetune(model: nn.Module, fit, val, test, seed: int, target: float, cap: in
 
 
 # ------------------------------------------------------------------------------------ one architecture
-def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool) -> dict:
+REFERENCE_KEYS = ("random", "trained", "trained_val", "trained_steps", "finetune_cap", "ft_rand_1_epoch",
+                  "ft_rand_steps")
+
+
+def reference_key(data: str, split: str, name: str, config: dict | None, args) -> str:
+    """Key of an architecture's GHN-independent measurements in the reference cache."""
+    arch = json.dumps(config, sort_keys=True) if config is not None else name
+    return (f"{data}|{split}|{arch}|seed={args.seed}|max_epochs={args.max_epochs}|patience={args.patience}|"
+            f"eval_every={args.eval_every}")
+
+
+def measure_reference(name: str, build, ds, fit, val, args) -> dict:
+    """The GHN-independent part of :func:`measure`: random-init accuracy, the Adam reference and
+    fine-tuning from the random init (the same seeds and code path as :func:`measure`)."""
+    test = (ds.x_test, ds.y_test)
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)
+    random_model = build()
+    recalibrate_batchnorm(random_model, fit[0])
+    row = {"name": name, "random": accuracy(random_model, *test)}
+    ref_model = copy.deepcopy(random_model)
+    ref = train_reference(ref_model, fit, val, args.seed, args.max_epochs, args.patience)
+    row["trained"] = accuracy(ref_model, *test)
+    row["trained_val"], row["trained_steps"] = ref["val"], ref["best_step"]
+    target, cap = ref["val"] - 0.01, max(2 * ref["best_step"], 100)
+    row["finetune_cap"] = cap
+    ft = finetune(random_model, fit, val, test, args.seed, target, cap, args.eval_every)
+    row["ft_rand_1_epoch"], row["ft_rand_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cached: dict | None = None) -> dict:
+    """Zero-shot, random-init, reference and fine-tuning results of one architecture.
+
+    ``cached``: the architecture's :func:`measure_reference` row (from ``--reference-cache``); its
+    GHN-independent numbers are reused instead of recomputed (same seeds, same code path)."""
     row: dict = {"name": name}
     test = (ds.x_test, ds.y_test)
     t0 = time.perf_counter()
@@ -241,6 +283,14 @@ def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool) -> 
     recalibrate_batchnorm(pred_model, fit[0])
     row["zero_shot"] = accuracy(pred_model, *test)
     row["zero_shot_train_mode"] = accuracy(pred_model, *test, train_mode=True)
+    if train_ref and cached is not None:
+        row.update({k: cached[k] for k in REFERENCE_KEYS})
+        target, cap = row["trained_val"] - 0.01, row["finetune_cap"]
+        ft = finetune(pred_model, fit, val, test, args.seed, target, cap, args.eval_every)
+        row["ft_pred_1_epoch"], row["ft_pred_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
+        row["reference_cached"] = True
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        return row
     recalibrate_batchnorm(random_model, fit[0])
     row["random"] = accuracy(random_model, *test)
     if train_ref:
@@ -366,6 +416,158 @@ def render(out: Path) -> None:
     fig.savefig(out / "hyper.png", dpi=110)
 
 
+# ------------------------------------------------------------------------------------ validation curve
+def validation_archs(space: CellSpace, n: int, pool: int = 120, seed: int = 0) -> list[dict]:
+    """``n`` configurations of the *training* share that a recipe with this ``pool``/``seed`` never
+    trains on (its pool excluded; a separate seed): the architecture validation set of the recipe,
+    disjoint from the benchmark's held-out splits."""
+    from weightspace.hyper.space import config_key
+
+    seen = {config_key(c) for c in space.train_pool(pool, seed=seed)}
+    rng, out = np.random.default_rng([seed, 4242]), {}
+    while len(out) < n:
+        c = space.sample_train(rng)
+        if config_key(c) not in seen:
+            out.setdefault(config_key(c), c)
+    return list(out.values())
+
+
+def validation_curve(snap_dir: Path, data: str, n_archs: int, out: Path, seed: int = 0) -> dict:
+    """Zero-shot accuracy of every snapshot of a training run (``ghn_recipe --snapshot-minutes``) on
+    ``n_archs`` validation architectures (:func:`validation_archs`) and the validation share of the
+    training split (:func:`split_validation`; the GHN saw these inputs as training data of other
+    architectures, the architectures never). Writes ``hyper.validation-<data>.json|png``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    ds = load_dataset(data, seed=0)
+    fit_x, _, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
+    snaps = sorted(snap_dir.glob("step*.safetensors"))
+    if not snaps:
+        raise SystemExit(f"benchmarks/hyper.py: no step*.safetensors in {snap_dir}; train with "
+                         "python -m weightspace.cli.ghn_recipe ... --snapshot-minutes M")
+    ghn = GHN(data=data)
+    ghn.load_state_dict(load_file(str(snaps[0])))
+    ghn.eval()
+    configs = validation_archs(CellSpace(data), n_archs, seed=seed)
+    archs = []
+    for c in configs:
+        torch.manual_seed(seed)
+        model = build_arch(c)
+        archs.append((model, ghn.target(model)))
+    rows = []
+    for snap in tqdm(snaps, desc=f"{data} validation curve"):
+        with safe_open(str(snap), "pt") as f:
+            rec = {k: float(v) for k, v in f.metadata().items()}
+        ghn.load_state_dict(load_file(str(snap)))
+        accs = []
+        for model, t in archs:
+            with torch.no_grad():
+                flat = ghn.predict([t], [t.draw_init(torch.Generator().manual_seed(seed))])[0]
+                model.load_state_dict({k: v for k, v in t.spec.unflatten(flat).items()}, strict=False)
+            recalibrate_batchnorm(model, fit_x)
+            accs.append(accuracy(model, val_x, val_y))
+        rows.append({**rec, "val_zero_shot": float(np.mean(accs)), "val_zero_shot_std": float(np.std(accs)),
+                     "val_accs": accs})
+        log.info("%s step %d: validation zero-shot %.3f", snap.name, rec["step"], rows[-1]["val_zero_shot"])
+    doc = {"data": data, "snapshots": str(snap_dir), "archs": len(configs), "seed": seed,
+           "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": round(os.getloadavg()[0], 1),
+           "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"hyper.validation-{data}.json").write_text(json.dumps(doc, indent=1))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [r["step"] for r in rows]
+    ax[0].plot(steps, [r["train/loss"] for r in rows], marker="o")
+    ax[0].axhline(np.log(10), ls="--", c="gray", label="log 10 (uniform)")
+    ax[0].set(xlabel="step", ylabel="training loss (window mean)", title=f"{data}: training loss")
+    ax[0].legend(fontsize=8)
+    m, sd = np.array([r["val_zero_shot"] for r in rows]), np.array([r["val_zero_shot_std"] for r in rows])
+    ax[1].plot(steps, m, marker="o")
+    ax[1].fill_between(steps, m - sd, m + sd, alpha=0.2)
+    ax[1].axhline(0.1, ls="--", c="gray", label="chance")
+    ax[1].set(xlabel="step", ylabel="accuracy", ylim=(0, 1),
+              title=f"{data}: zero-shot on {len(configs)} validation archs")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"hyper.validation-{data}.png", dpi=100)
+    return doc
+
+
+# ------------------------------------------------------------------------------------ model card
+_INPUTS = {"digits": "`[B, 1, 8, 8]` (sklearn digits, pixels / 16) or the flattened `[B, 64]` inputs",
+           "mnist1d": "`[B, 1, 40]` (MNIST-1D) or the flattened `[B, 40]` inputs"}
+
+
+def model_card(ckpt: Path, data: str, results: Path) -> str:
+    """``README.md`` of a GHN checkpoint from its ``config.json`` extras, the validation curve and
+    the benchmark results (``hyper.validation-<data>.json``, ``hyper.json``); every figure is read
+    from those files."""
+    info = json.loads((ckpt / "config.json").read_text())
+    cfg, ex = info["config"], info["extras"]
+    name = ckpt.name
+    hist = ex.get("history") or []
+    init = ex.get("init")
+    lines = [f"# {name}: graph hypernetwork (GHN) for {data}", "",
+             f'`weightspace.hyper.GHN.from_pretrained("{name}")` -- predicts every parameter of a network for '
+             f"{_INPUTS[data]} and 10 classes, for any architecture the parameter-graph converter reads "
+             "(convolutions of any kernel size, residual sums, concatenations, attention, class tokens, positional "
+             "tables, BatchNorm/LayerNorm). Design: `docs/design-notes/hyper.md`, `weightspace/hyper/ghn.py`.", "",
+             "## Data", "", f"{ex['data']}; the test split is never used in training.", "", "## Recipe", ""]
+    cmds = ([init["command"]] if init and init.get("command") else []) + [ex["command"]]
+    lines += [("Two commands, one CPU thread each; the second continues the checkpoint the first wrote:" if init
+               else "One command, one CPU thread:"), "", "```", *cmds, "```", ""]
+    model = ", ".join(f"{k}={v!r}" for k, v in sorted(cfg.items()))
+    train = ", ".join(f"{k}={v!r}" for k, v in sorted(ex["train"].items()))
+    lines += [f"Model: `GHNConfig({model})`. Training (last command): `GHNTrainConfig({train})` over "
+              f"`{ex['space']}` (a fixed pool of {ex['train']['pool']} training configurations; the held-out splits "
+              "are never drawn). Adam, warm-up over 2% then cosine decay to 5% of the learning rate, following "
+              "the larger of the step and wall-clock fractions.", "", "## Cost", ""]
+    for label, e in ([("first run", init)] if init else []) + [("last run" if init else "run", ex)]:
+        final = e.get("final") or {}
+        la = ", ".join(f"{v:.1f}" for v in e.get("load_average", []))
+        lines.append(f"- {label}: {e.get('train_wall_minutes')} min wall, {e.get('train_cpu_minutes')} min CPU "
+                     f"({e.get('threads', 1)} thread), {final.get('step')} optimizer steps, final training-loss window "
+                     f"{final.get('train/loss', float('nan')):.3f}; load average at the end {la} on 2 shared cores.")
+    total = sum(float(e.get("train_cpu_minutes") or 0) for e in ([init] if init else []) + [ex])
+    lines += [f"- total: {total:.1f} CPU minutes. The wall-clock cap makes the step count, hence the weights, "
+              "depend on the load.", "", "## Validation", ""]
+    if hist:
+        lines.append(f"Training curve of the last run (train-split minibatches, predicted networks in train mode): "
+                     f"first logged window loss {hist[0]['train/loss']:.3f} / accuracy {hist[0]['train/accuracy']:.3f}, "
+                     f"last {hist[-1]['train/loss']:.3f} / {hist[-1]['train/accuracy']:.3f}.")
+    vpath = results / f"hyper.validation-{data}.json"
+    if vpath.is_file():
+        v = json.loads(vpath.read_text())
+        pts = "; ".join(f"step {int(r['step'])}: {r['val_zero_shot']:.3f}" for r in v["rows"])
+        lines += ["", f"Zero-shot accuracy of snapshots of the last run on {v['archs']} validation architectures "
+                  "(training-share configurations outside the training pool; validation share of the training "
+                  f"split; `benchmarks/results/hyper.validation-{data}.png`): {pts}."]
+    bpath = results / "hyper.json"
+    doc = json.loads(bpath.read_text()) if bpath.is_file() else {}
+    if data in doc:
+        lines += ["", "Held-out architectures (`benchmarks/results/hyper.md`, test split of the data, BatchNorm "
+                  "recalibrated; mean ± std over architectures):", "",
+                  "| split | archs | zero-shot | random init | zero-shot / trained (n) |", "|---|---|---|---|---|"]
+        for split, rows in doc[data]["rows"].items():
+            sm = summarize(rows)
+            lines.append(f"| {split} | {sm['archs']} | {_ms(sm['zero_shot'])} | {_ms(sm['random'])} | "
+                         f"{_ms(sm['ratio'])} ({sm['n_trained']}) |")
+    lines += ["", "## Intended use", "",
+              f"A starting point for a new {data} classifier: `model = ghn(model)`, then "
+              "`recalibrate_batchnorm(model, x_train)` before `model.eval()` if it has BatchNorm, then fine-tune. "
+              "A model whose input or output size does not match the data raises `DataMismatchError` "
+              "(`force=True` fills it anyway, with a warning).", "", "## Limits", "",
+              "- Trained for minutes of CPU on one thread: zero-shot accuracy is far below trained accuracy and "
+              "the issue's goals are not met; see `benchmarks/results/hyper.md` for where fine-tuning from its "
+              "weights helps and where it does not.",
+              "- Only this dataset's input shape and 10 classes; other data needs its own checkpoint.",
+              "- Architectures far outside the training space (much wider, deeper, without normalization, or "
+              "written by others) are filled, but their accuracy is measured, not promised.",
+              "- BatchNorm running statistics are placeholders (0 / 1) until `recalibrate_batchnorm`.", ""]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -382,8 +584,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--reference-cache", default=None,
+                    help="JSON file of GHN-independent measurements (random init, Adam reference, fine-tuning "
+                         "from random init) keyed by dataset, split, architecture and schedule; read if present")
+    ap.add_argument("--references-only", action="store_true",
+                    help="only fill --reference-cache for the first --trained / --real-trained architectures "
+                         "of each split (no checkpoint needed)")
+    ap.add_argument("--validation-curve", default=None, metavar="SNAPSHOT_DIR",
+                    help="evaluate the snapshots of a ghn_recipe run on validation architectures and exit")
+    ap.add_argument("--validation-archs", type=int, default=16)
+    ap.add_argument("--model-card", default=None, metavar="CHECKPOINT_DIR",
+                    help="write CHECKPOINT_DIR/README.md from its config.json and the results in --out, and exit")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.model_card:
+        ckpt = Path(args.model_card)
+        (ckpt / "README.md").write_text(model_card(ckpt, args.data, out))
+        return
+    if args.validation_curve:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        torch.set_num_threads(args.threads)
+        validation_curve(Path(args.validation_curve), args.data, args.validation_archs, out, args.seed)
+        return
     if args.render_only:
         render(out)
         return
@@ -394,8 +616,41 @@ def main() -> None:
     fit_x, fit_y, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
     fit, val = (fit_x, fit_y), (val_x, val_y)
     name = args.checkpoint or f"hypernet-{args.data}"
-    ghn = GHN.from_pretrained(name)
     space = CellSpace(args.data)
+    cache_path = Path(args.reference_cache) if args.reference_cache else None
+    ref_cache = json.loads(cache_path.read_text()) if cache_path is not None and cache_path.is_file() else {}
+
+    def split_items(split: str) -> list[tuple[str, callable, dict | None]]:
+        if split == "real-library":
+            return [(n, b, None) for n, b in real_library(args.data)]
+        return [(f"{split}-{i}", lambda c=c: build_arch(c), c)
+                for i, c in enumerate(space.split(split, args.per_split, seed=args.seed))]
+
+    if args.references_only:
+        if cache_path is None:
+            raise SystemExit("benchmarks/hyper.py: --references-only needs --reference-cache PATH")
+        splits = args.splits.split(",")
+        todo = {sp: split_items(sp)[:(args.real_trained if sp == "real-library" else args.trained)] for sp in splits}
+        # round-robin over splits, so that an interrupted run leaves about as many references in each
+        order = [(sp, todo[sp][i]) for i in range(max(map(len, todo.values()), default=0)) for sp in splits
+                 if i < len(todo[sp])]
+        for split, (n, build, config) in tqdm(order, desc=f"{args.data} references"):
+            key = reference_key(args.data, split, n, config, args)
+            if key in ref_cache:
+                continue
+            try:
+                ref_cache[key] = measure_reference(n, build, ds, fit, val, args)
+            except Exception as e:  # noqa: BLE001 - unbuildable models are reported by the main run
+                log.warning("%s: no reference (%s: %s)", n, type(e).__name__, e)
+                continue
+            log.info("%s %s", split, json.dumps(ref_cache[key]))
+            current = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+            current.update(ref_cache)
+            tmp = cache_path.with_suffix(f".{args.data}.tmp")
+            tmp.write_text(json.dumps(current, indent=1))
+            tmp.replace(cache_path)
+        return
+    ghn = GHN.from_pretrained(name)
     path = out / "hyper.json"
     meta = {"checkpoint": name, "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads,
@@ -415,18 +670,20 @@ def main() -> None:
         tmp.write_text(json.dumps(current, indent=1))
         tmp.replace(path)
 
-    for split in args.splits.split(","):
-        if split == "real-library":
-            items = real_library(args.data)
-        else:
-            items = [(f"{split}-{i}", lambda c=c: build_arch(c))
-                     for i, c in enumerate(space.split(split, args.per_split, seed=args.seed))]
-        rows = part["rows"][split] = []
-        for i, (n, build) in enumerate(tqdm(items, desc=f"{args.data}/{split}")):
-            train_ref = i < (args.real_trained if split == "real-library" else args.trained)
-            rows.append(measure(n, build, ghn, ds, fit, val, args, train_ref))
-            log.info("%s %s", split, json.dumps(rows[-1]))
-            save()
+    splits = args.splits.split(",")
+    items = {split: split_items(split) for split in splits}
+    for split in splits:
+        part["rows"][split] = []
+    # round-robin over splits: an interrupted run leaves about as many architectures in each split
+    order = [(split, i) for i in range(max(map(len, items.values()), default=0)) for split in splits
+             if i < len(items[split])]
+    for split, i in tqdm(order, desc=args.data):
+        n, build, config = items[split][i]
+        train_ref = i < (args.real_trained if split == "real-library" else args.trained)
+        cached = ref_cache.get(reference_key(args.data, split, n, config, args))
+        part["rows"][split].append(measure(n, build, ghn, ds, fit, val, args, train_ref, cached))
+        log.info("%s %s", split, json.dumps(part["rows"][split][-1]))
+        save()
     save()
     render(out)
     print((out / "hyper.md").read_text())

@@ -3,9 +3,16 @@
 Protocol (NiNo, Knyazev et al., ICLR 2025, at a CPU scale). For every task and seed, the optimizer
 alone (Adam; AdamW with warm-up and cosine decay for the language model) and the optimizer plus a
 nowcasting hook start from the same initialization and see the same batches in the same order;
-the validation metric is measured every ``eval_every`` steps; the target is the mean over seeds of
-the optimizer-alone metric at the end of its budget (mean of its last 3 measurements); the score is
-the first measured step reaching it (a run that never reaches it counts as the budget).
+the validation metric is measured every ``eval_every`` steps; the score is the first measured step
+reaching the target (a run that never reaches it counts as the budget).
+
+Target rule (written here before the rerun it applies to, the same for all four tasks): the *worst*
+optimizer-alone seed's final value, final meaning the mean of its last 3 measurements (the lowest
+final accuracy; for the language model the highest final validation loss). Every optimizer-alone
+seed reaches it within its budget (one of its last 3 measurements is at least their mean), so the
+optimizer's step counts are not capped at the budget. (Before this rule the target was the mean over
+seeds of those final values, which the optimizer alone missed on some seeds: on ``lm_gpt`` AdamW
+reached it in 2 of 5.)
 
 Tasks, all held out from the meta-training of every learned nowcaster here:
 
@@ -23,7 +30,10 @@ Tasks, all held out from the meta-training of every learned nowcaster here:
 Methods, every hook at the library's defaults (fixed before any run, no tuning on any task):
 ``period="auto"`` (jumps spaced so that they cost at most 10% of the steps they save), the horizon
 decaying from the nowcaster's 32 snapshot spacings to 1 over ``total_steps``, attention's q/k/v held,
-the spike guard on (losses reported every step, as a user's loop does):
+the spike guard on (losses reported every step, as a user's loop does), no jump while the learning
+rate rises (``skip_warmup``) and the do-no-harm backoff (``backoff``: the horizon shrinks after jumps
+that did not pay; both designed on the validation LM task of ``benchmarks/nowcast_lm_diagnose.py``,
+not on any task here):
 
 * ``adam``: the optimizer alone (AdamW on ``lm_gpt``).
 * ``linefit``: per-parameter least-squares line over the window (no parameters).
@@ -190,6 +200,9 @@ def run_one(task: Task, data, seed: int, nowcaster) -> dict:
            "hook_seconds": handle.seconds if handle else 0.0, "jumps": handle.jumps if handle else 0,
            "undone": handle.undone if handle else 0, "skipped": handle.skipped if handle else 0,
            "jump_steps": [r["step"] for r in handle.history if r["applied"] and not r["undone"]] if handle else [],
+           "skipped_warmup": handle.skipped_warmup if handle else 0,
+           "not_paid": sum(1 for r in handle.history if r.get("paid") is False) if handle else 0,
+           "judged": sum(1 for r in handle.history if r.get("paid") is not None) if handle else 0,
            "periods": sorted({r["period"] for r in handle.history}) if handle else []}
     if handle is not None:
         handle.remove()
@@ -246,8 +259,8 @@ def load_methods(args) -> dict:
 
 
 def summarize(task: Task, runs: dict, cpu_cost: dict, methods: dict, seeds: int) -> dict:
-    target = statistics.mean(statistics.mean(r["acc"][-3:]) for r in runs["adam"])
-    tres = {"held_out": task.held_out, "budget": task.budget, "lr": task.lr, "batch": task.batch,
+    target = min(statistics.mean(r["acc"][-3:]) for r in runs["adam"])  # the worst seed's final value
+    tres = {"target_rule": f"the worst {task.optimizer} seed's final value", "held_out": task.held_out, "budget": task.budget, "lr": task.lr, "batch": task.batch,
             "optimizer": task.optimizer, "target": target, "metric": "val_loss" if task.loss == "lm" else "val_accuracy",
             "methods": {}}
     adam_steps = [first_reach(r["acc"], target) or task.budget for r in runs["adam"]]
@@ -277,6 +290,8 @@ def summarize(task: Task, runs: dict, cpu_cost: dict, methods: dict, seeds: int)
             "final_metric": statistics.mean(r["acc"][-1] for r in rs),
             "jumps": statistics.mean(r["jumps"] for r in rs), "undone": sum(r["undone"] for r in rs),
             "skipped_jumps": sum(r["skipped"] for r in rs),
+            "skipped_warmup": statistics.mean(r.get("skipped_warmup", 0) for r in rs),
+            "not_paid": sum(r.get("not_paid", 0) for r in rs), "judged": sum(r.get("judged", 0) for r in rs),
             "periods": sorted({p for r in rs for p in r["periods"]}),
             "hook_ms_per_jump": 1000 * sum(r["hook_seconds"] for r in rs) / max(1, sum(r["jumps"] + r["undone"] for r in rs)),
             "hook_cpu_ms_per_jump": 1000 * per_jump_cpu, "hook_cpu_ms_snapshot_and_jump": [snap_ms, jump_ms],
@@ -345,7 +360,8 @@ def main() -> None:
         methods = {k: v for k, v in methods.items() if k in keep}
     results = {"tasks": {}, "seeds": args.seeds, "methods": list(methods),
                "hook": "library defaults: period='auto' (AUTO_BUDGET 0.10), horizon decay from 32 over total_steps, "
-                       "hold=HOLD_DEFAULT, spike_guard=2.0 with losses reported"}
+                       "hold=HOLD_DEFAULT, spike_guard=2.0 with losses reported, skip_warmup=True, backoff=True; "
+                       "target: the worst optimizer-alone seed's final value"}
     curves = {}
     for tname in args.tasks.split(","):
         task = TASKS[tname]
@@ -455,19 +471,21 @@ def write_md(prefix: Path, results: dict) -> None:
         what = "validation loss (nats/byte)" if t["metric"] == "val_loss" else "validation accuracy"
         tgt = -t["target"] if t["metric"] == "val_loss" else t["target"]
         lines += [f"## {tname} — held out: {t['held_out']}", "",
-                  f"Target {what} {tgt:.4f} (mean of {t['optimizer']}'s final value), budget {t['budget']} steps, "
+                  f"Target {what} {tgt:.4f} ({t.get('target_rule', 'mean of ' + t['optimizer'] + chr(39) + 's final value')}), budget {t['budget']} steps, "
                   f"lr {t['lr']}, batch {t['batch']}, validation every {t.get('eval_every', TASKS[tname].eval_every if tname in TASKS else '?')} steps. Plain step {t['plain_step_ms']:.2f} ms wall, "
                   f"{t['plain_step_cpu_ms']:.2f} ms CPU (medians)."
                   + (f" Corpus: {t['corpus']}." if "corpus" in t else ""), "",
                   "| method | steps to target (mean ± std) | reached | fewer steps vs optimizer | per-seed mean ± std | "
-                  "final | jumps (undone) | periods | hook ms / jump (wall / CPU) | overhead / time saved (wall / CPU) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "final | jumps (undone) | jumps that did not pay / judged | periods | hook ms / jump (wall / CPU) | "
+                  "overhead / time saved (wall / CPU) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for n, m in t["methods"].items():
             fin = -m["final_metric"] if t["metric"] == "val_loss" else m["final_metric"]
             per = ",".join(map(str, m["periods"][:4])) + ("…" if len(m["periods"]) > 4 else "")
             lines.append(f"| {n} | {m['steps_mean']:.1f} ± {m['steps_std']:.1f} | {m['reached']}/{results['seeds']} | "
                          f"{m['reduction_pct']:.1f}% | {m['reduction_pct_per_seed_mean']:.1f} ± "
                          f"{m['reduction_pct_per_seed_std']:.1f}% | {fin:.4f} | {m['jumps']:.1f} ({m['undone']}) | "
+                         f"{m.get('not_paid', '–')} / {m.get('judged', '–')} | "
                          f"{per or '–'} | {m['hook_ms_per_jump']:.1f} / {m['hook_cpu_ms_per_jump']:.1f} | "
                          f"{pct(m['overhead_over_saved'])} / {pct(m['overhead_over_saved_cpu'])} |")
         lines.append("")

@@ -323,10 +323,14 @@ def _generate_locked(cfg: dict, root: Path, shard: int, num_shards: int, progres
     finished = 0
     for c in todo:
         members = [by_index[i] for i in c.runs]
-        n_max = max(max(1, round(r.train_fraction * len(data.x_train))) for r in members)
-        per_step = len(members) / max(1, tcfg.epochs * math.ceil(n_max / members[0].batch_size))
-        results = train_group(members, data, tcfg, progress=lambda k, p=per_step: bar.update(p * k),
-                              trust_code=trust_code)
+        steps = max(math.ceil(max(1, round(r.train_fraction * len(data.x_train))) / r.batch_size) for r in members)
+        per_step = len(members) / max(1, tcfg.epochs * steps)
+
+        def advance(k: int, p: float = per_step, cap: int = finished + len(c.runs)) -> None:
+            # the step count is an estimate: never move the bar past this chunk's models
+            bar.update(min(p * k, max(0.0, cap - bar.n)))
+
+        results = train_group(members, data, tcfg, progress=advance, trust_code=trust_code)
         tensors, rows = {}, []
         for res, run in zip(results, members):
             for name, t in res.state.items():

@@ -1,7 +1,8 @@
 """Idioms of real model code through the converter, each bit-exact and output-preserving: a
 learned positional table sliced to the sequence length and a class token expanded over the batch
 (ViT), a ``Linear`` along a non-last axis (MLP-Mixer token mixing), ``weight_norm``
-parametrizations (and clear refusals of the others), and module versions kept on write-back."""
+parametrizations (``spectral_norm`` and ``orthogonal``: ``test_parametrizations.py``), and module
+versions kept on write-back."""
 
 from __future__ import annotations
 
@@ -158,14 +159,6 @@ def test_weight_norm_stores_direction_on_edges_and_magnitude_on_nodes():
     assert torch.equal(g.x[out, ws.graph.NODE_FEATURES.index("weight")], magnitude)
     direction = model.state_dict()["4.parametrizations.weight.original1"].flatten()
     assert bool(torch.isin(direction, g.edge_attr[g.edge_type == EdgeType.FLATTEN]).all())
-
-
-@pytest.mark.parametrize("kind", ["spectral_norm", "orthogonal"])
-def test_other_parametrizations_are_refused_naming_module_and_parametrization(kind):
-    layer = getattr(parametrizations, kind)(nn.Linear(3, 3))
-    name = {"spectral_norm": "_SpectralNorm", "orthogonal": "_Orthogonal"}[kind]
-    with pytest.raises(ws.UnsupportedModuleError, match=rf"{name} on 'weight' is not supported.*\[at '1'"):
-        ws.to_graph(nn.Sequential(nn.Linear(3, 3), layer))
 
 
 def test_weight_norm_under_export_is_refused_clearly():

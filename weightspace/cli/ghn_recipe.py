@@ -6,7 +6,9 @@ a wall-clock budget; :func:`weightspace.hyper.recipe.train_ghn` is the loop)::
     python -m weightspace.cli.ghn_recipe --data digits  --out weightspace/checkpoints/hypernet-digits  --minutes 13
     python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 13
 
-Data: ``model_zoo.load_dataset(data, seed=0)``, training split only. Writes ``config.json`` +
+Data: ``model_zoo.load_dataset(data, seed=0)``, training split only. ``--snapshot-minutes M`` saves
+the GHN's weights every ``M`` minutes (``OUT-snapshots/step*.safetensors``) for a validation curve
+(``python benchmarks/hyper.py --validation-curve OUT-snapshots --data DATA``). Writes ``config.json`` +
 ``model.safetensors``; the extras record the command, schedule, wall and CPU minutes, load
 average and the training curve.
 """
@@ -42,24 +44,59 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--init", default=None,
+                    help="continue from this GHN checkpoint (directory or shipped name) instead of a fresh "
+                         "initialization; its model settings win over --hidden/--layers, and its provenance is "
+                         "kept in the new extras ('init')")
+    ap.add_argument("--snapshot-minutes", type=float, default=0.0,
+                    help="save the GHN's weights every this many minutes into --snapshot-dir (0: never); "
+                         "benchmarks/hyper.py --validation-curve evaluates them")
+    ap.add_argument("--snapshot-dir", default=None, help="snapshot directory (default: OUT-snapshots)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ds = load_dataset(args.data, seed=0)
     space = CellSpace(args.data)
-    ghn = GHN(hidden=args.hidden, layers=args.layers, data=args.data)
+    init_meta = None
+    if args.init:
+        ghn = GHN.from_pretrained(args.init)
+        if ghn.data != args.data:
+            raise SystemExit(f"ghn_recipe: --init {args.init} was trained on {ghn.data!r}, not {args.data!r}; "
+                             f"pass the checkpoint of the same dataset")
+        init_meta = {k: v for k, v in ghn.meta.items() if k != "history"}
+        init_meta["source"] = args.init
+    else:
+        ghn = GHN(hidden=args.hidden, layers=args.layers, data=args.data)
     cfg = GHNTrainConfig(archs_per_step=args.archs_per_step, batch_size=args.batch_size, lr=args.lr,
                          pool=args.pool, seed=args.seed, max_minutes=args.minutes)
+    on_log = None
+    if args.snapshot_minutes > 0:
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        snap_dir = Path(args.snapshot_dir or f"{args.out.rstrip('/')}-snapshots")
+        snap_dir.mkdir(parents=True, exist_ok=True)
+        next_at = [0.0]
+
+        def on_log(rec: dict) -> None:
+            if rec["minutes"] >= next_at[0]:
+                next_at[0] = rec["minutes"] + args.snapshot_minutes
+                state = {k: v.detach().clone().contiguous() for k, v in ghn.state_dict().items()}
+                save_file(state, str(snap_dir / f"step{rec['step']:06d}.safetensors"),
+                          metadata={k: str(v) for k, v in rec.items()})
+
     t0, c0 = time.perf_counter(), time.process_time()
-    history = train_ghn(ghn, ds.x_train, ds.y_train, space, cfg, progress=not args.no_progress)
+    history = train_ghn(ghn, ds.x_train, ds.y_train, space, cfg, progress=not args.no_progress, on_log=on_log)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     meta = {"command": "python -m weightspace.cli.ghn_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
             "data": f"model_zoo.load_dataset({args.data!r}, seed=0) train split ({len(ds.x_train)} samples)",
             "space": repr(space), "train": cfg.to_dict(), "threads": args.threads,
             "train_wall_minutes": round(wall / 60, 2), "train_cpu_minutes": round(cpu / 60, 2),
             "load_average": list(os.getloadavg()), "final": history[-1] if history else None,
-            "history": history}
+            "history": history, "init": init_meta}
+    ghn.meta = {}
     out = ghn.save_pretrained(args.out, extras=meta)
     print(json.dumps({"out": str(out), "final": meta["final"], "wall_minutes": meta["train_wall_minutes"]}))
 

@@ -1,12 +1,12 @@
 """The semantics of each operation on the parameter graph's structure.
 
-:mod:`weightspace.graph.trace` walks a traced computation and calls a :class:`Builder` method per
-operation. Every tensor flowing through the network is tracked
-as the *group of graph nodes* along its feature axis (:class:`Act`), so connectivity is what the
-computation does — skip connections, concatenations and nested blocks included — not the order of
-``named_parameters()``. Each parametric operation adds nodes and edges and records, for every node
-or edge feature, which scalar of which parameter it holds. :mod:`weightspace.graph.spec` turns those
-records into gather/scatter index maps.
+:mod:`weightspace.graph.trace` walks a traced computation and the op handlers
+(:mod:`weightspace.graph.ops`) call :class:`Builder` methods for each operation. Every tensor
+flowing through the network is tracked as the *group of graph nodes* along its feature axis
+(:class:`Act`), so connectivity is what the computation does — skip connections, concatenations
+and nested blocks included — not the order of ``named_parameters()``. Each parametric operation
+adds nodes and edges and records, for every node or edge feature, which scalar of which parameter
+it holds. :mod:`weightspace.graph.spec` turns those records into gather/scatter index maps.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UnsupportedModuleError
@@ -156,174 +155,6 @@ class Structure:
     @property
     def num_nodes(self) -> int:
         return len(self.node_type)
-
-
-# ----------------------------------------------------------------------------- op tables
-
-ACT_MODULES: dict[type, Activation] = {
-    nn.ReLU: Activation.RELU,
-    nn.LeakyReLU: Activation.LEAKY_RELU,
-    nn.ELU: Activation.ELU,
-    nn.SELU: Activation.SELU,
-    nn.GELU: Activation.GELU,
-    nn.SiLU: Activation.SILU,
-    nn.Mish: Activation.MISH,
-    nn.Tanh: Activation.TANH,
-    nn.Sigmoid: Activation.SIGMOID,
-    nn.Softplus: Activation.SOFTPLUS,
-    nn.Hardtanh: Activation.HARDTANH,
-    nn.Hardswish: Activation.HARDSWISH,
-    nn.Hardsigmoid: Activation.HARDSIGMOID,
-    nn.ReLU6: Activation.RELU6,
-    nn.Softmax: Activation.SOFTMAX,
-    nn.LogSoftmax: Activation.LOG_SOFTMAX,
-    nn.CELU: Activation.CELU,
-    nn.Softsign: Activation.SOFTSIGN,
-    nn.Tanhshrink: Activation.TANHSHRINK,
-}
-
-ACT_FUNCTIONS: dict[Any, Activation] = {
-    F.relu: Activation.RELU,
-    torch.relu: Activation.RELU,
-    F.relu_: Activation.RELU,
-    F.leaky_relu: Activation.LEAKY_RELU,
-    F.elu: Activation.ELU,
-    F.selu: Activation.SELU,
-    F.gelu: Activation.GELU,
-    F.silu: Activation.SILU,
-    F.mish: Activation.MISH,
-    torch.tanh: Activation.TANH,
-    F.tanh: Activation.TANH,
-    torch.sigmoid: Activation.SIGMOID,
-    F.sigmoid: Activation.SIGMOID,
-    F.softplus: Activation.SOFTPLUS,
-    F.hardtanh: Activation.HARDTANH,
-    F.hardswish: Activation.HARDSWISH,
-    F.hardsigmoid: Activation.HARDSIGMOID,
-    F.relu6: Activation.RELU6,
-    F.softmax: Activation.SOFTMAX,
-    torch.softmax: Activation.SOFTMAX,
-    F.log_softmax: Activation.LOG_SOFTMAX,
-    torch.log_softmax: Activation.LOG_SOFTMAX,
-    F.celu: Activation.CELU,
-    F.softsign: Activation.SOFTSIGN,
-    F.tanhshrink: Activation.TANHSHRINK,
-}
-
-ACT_METHODS: dict[str, Activation] = {
-    "relu": Activation.RELU,
-    "relu_": Activation.RELU,
-    "sigmoid": Activation.SIGMOID,
-    "tanh": Activation.TANH,
-    "softmax": Activation.SOFTMAX,
-    "log_softmax": Activation.LOG_SOFTMAX,
-}
-
-ACT_ATEN: dict[str, Activation] = {
-    "relu": Activation.RELU,
-    "relu_": Activation.RELU,
-    "leaky_relu": Activation.LEAKY_RELU,
-    "elu": Activation.ELU,
-    "selu": Activation.SELU,
-    "gelu": Activation.GELU,
-    "silu": Activation.SILU,
-    "mish": Activation.MISH,
-    "tanh": Activation.TANH,
-    "sigmoid": Activation.SIGMOID,
-    "softplus": Activation.SOFTPLUS,
-    "hardtanh": Activation.HARDTANH,
-    "hardswish": Activation.HARDSWISH,
-    "hardsigmoid": Activation.HARDSIGMOID,
-    "relu6": Activation.RELU6,
-    "_softmax": Activation.SOFTMAX,
-    "softmax": Activation.SOFTMAX,
-    "_log_softmax": Activation.LOG_SOFTMAX,
-    "log_softmax": Activation.LOG_SOFTMAX,
-    "celu": Activation.CELU,
-    "softsign": Activation.SOFTSIGN,
-}
-
-IDENTITY_MODULES = (
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.Identity,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.LPPool1d,
-    nn.LPPool2d,
-    nn.ZeroPad1d,
-    nn.ZeroPad2d,
-    nn.ConstantPad1d,
-    nn.ConstantPad2d,
-    nn.Upsample,
-)
-
-IDENTITY_FUNCTIONS = {
-    F.dropout,
-    F.dropout1d,
-    F.dropout2d,
-    F.alpha_dropout,
-    F.max_pool1d,
-    F.max_pool2d,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d,
-    F.pad,
-    F.interpolate,
-    torch.clone,
-    torch.detach,
-}
-
-IDENTITY_METHODS = {"contiguous", "clone", "detach", "float", "double", "half", "to", "type_as", "cpu", "cuda"}
-
-IDENTITY_ATEN = {
-    "type_as",
-    "dropout",
-    "feature_dropout",
-    "dropout_",
-    "feature_dropout_",
-    "clone",
-    "alias",
-    "_to_copy",
-    "to",
-    "detach",
-    "contiguous",
-    "max_pool1d",
-    "max_pool2d",
-    "avg_pool1d",
-    "avg_pool2d",
-    "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d",
-    "_adaptive_avg_pool2d",
-    "adaptive_max_pool1d",
-    "adaptive_max_pool2d",
-    "max_pool2d_with_indices",
-    "constant_pad_nd",
-    "pad",
-    "lift_fresh_copy",
-    "upsample_nearest2d",
-}
-
-_NORM_MODULES = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.InstanceNorm1d,
-    nn.InstanceNorm2d,
-) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
 
 def aten_name(target: Any) -> str | None:
@@ -1490,6 +1321,78 @@ class Builder:
             self.s.node_type[i] = int(NodeType.ATTN_BIAS)
         self.add_edges(EdgeBlock(bias.nodes.repeat_interleave(dq), q.nodes.reshape(-1).clone(),
                                  EdgeType.ATTN_BIAS, 1, 1))
+
+    # -- weight parametrizations ------------------------------------------------------------
+    def weight_edges(self, w: Param) -> EdgeBlock:
+        """The edge block that holds weight ``w`` (added by :meth:`linear` or :meth:`conv`)."""
+        for blk in reversed(self.s.edge_blocks):
+            if blk.param == w.name:
+                return blk
+        raise self.fail(f"internal error: no edges hold {w.name!r}")  # pragma: no cover - linear/conv add one
+
+    def spectral_state(self, w: Param, y: Act, u: Param | None, v: Param | None, label: str) -> None:
+        r"""The power-iteration vectors of ``torch.nn.utils.parametrizations.spectral_norm`` on the
+        ``Linear``/``Conv`` layer whose stored weight ``w`` (``original``) is on its edges and whose
+        output units are ``y``.
+
+        Miyato et al., "Spectral Normalization for Generative Adversarial Networks" (ICLR 2018):
+        the effective weight is :math:`W / \sigma` with :math:`\sigma = u^\top W_{mat} v`,
+        :math:`W_{mat}` = ``W.reshape(out, -1)``; ``u [out]`` and ``v [in * kh * kw]`` are buffers
+        updated by power iteration in training and read as they are in evaluation mode. They get
+        one new ``PARAMETRIZATION`` node (the layer's :math:`\sigma`) and ``PARAMETRIZATION``
+        edges into it: ``u[o]`` from output unit ``o`` (1x1), ``v[c*K:(c+1)*K]`` from input unit
+        ``c`` (the ``kh x kw`` kernel of that channel, ``K = kh*kw``; ``1 x block`` after a
+        flattened map). Both permute with the units they are attached to, as ``W``'s rows and
+        columns do, so the function is unchanged by a permutation of hidden units."""
+        blk = self.weight_edges(w)
+        out = y.nodes
+        n_out = len(out)
+        C = blk.src.numel() // max(n_out, 1)
+        inputs = blk.src[:C]
+        K = blk.kh * blk.kw
+        for p, n in ((u, n_out), (v, C * K)):
+            if p is None or math.prod(p.shape) != n:
+                raise self.fail(f"spectral_norm of {w.name!r}: expected a power-iteration vector of {n} values, "
+                                f"got {p.name + ' of shape ' + str(p.shape) if p is not None else 'none'}")
+        self.use(u, "spectral_norm")
+        self.use(v, "spectral_norm")
+        node = self.new_nodes(1, NodeType.PARAMETRIZATION, y.layer + 1, pos=True, label=f"{label}:spectral_norm")
+        self.add_edges(EdgeBlock(out.clone(), node.repeat(n_out), EdgeType.PARAMETRIZATION, 1, 1, u.name))
+        self.add_edges(EdgeBlock(inputs.clone(), node.repeat(C), EdgeType.PARAMETRIZATION, blk.kh, blk.kw, v.name))
+
+    def orthogonal_base(self, w: Param, y: Act, base: Param, label: str) -> None:
+        r"""The ``base`` buffer of ``torch.nn.utils.parametrizations.orthogonal`` with
+        ``use_trivialization=True``: the effective weight is :math:`B\,\phi(A)`, :math:`\phi` the
+        map (``matrix_exp``, ``cayley`` or ``householder``) of the stored tensor :math:`A`
+        (``original``, on the layer's edges) and :math:`B` the base (Lezcano-Casado, "Trivializations
+        for Gradient-Based Optimization on Manifolds", NeurIPS 2019). The map acts on the last two
+        axes of the weight, padded to square ``m x m``.
+
+        A convolution ``[O, I, kh, kw]`` has one base ``[m, m]`` (``m = max(kh, kw)``) per kernel:
+        a ``PARAMETRIZATION`` edge parallel to each ``CONV`` edge holds it as an ``m x m`` kernel.
+        A ``Linear`` ``[out, in]`` has one ``[m, m]`` base over its longer side (the output units
+        when ``out >= in``, else the input units): ``m`` new ``PARAMETRIZATION`` basis nodes, and
+        ``base[j, k]`` on the edge from basis node ``k`` to unit ``j``."""
+        blk = self.weight_edges(w)
+        self.use(base, "orthogonal")
+        if len(w.shape) == 4:
+            m = max(w.shape[2], w.shape[3])
+            if tuple(base.shape) != (*w.shape[:2], m, m):
+                raise self.fail(f"orthogonal base {base.name!r} has shape {base.shape} for weight {w.shape}")
+            self.add_edges(EdgeBlock(blk.src.clone(), blk.dst.clone(), EdgeType.PARAMETRIZATION, m, m, base.name))
+            return
+        out_f, in_f = w.shape
+        m = max(out_f, in_f)
+        if tuple(base.shape) != (m, m):
+            raise self.fail(f"orthogonal base {base.name!r} has shape {base.shape} for a linear weight {w.shape}")
+        if out_f < in_f and blk.kh * blk.kw != 1:
+            raise self.fail(f"orthogonal base {base.name!r} runs over the {in_f} flattened input features of "
+                            f"{w.name!r}, which are not neurons of the graph; apply orthogonal to a Linear with "
+                            "at least as many outputs as inputs there, or pool the map before flattening")
+        units = y.nodes if out_f >= in_f else blk.src[:in_f]
+        basis = self.new_nodes(m, NodeType.PARAMETRIZATION, 0, pos=True, label=f"{label}:orthogonal_base")
+        self.add_edges(EdgeBlock(basis.repeat(m), units.repeat_interleave(m), EdgeType.PARAMETRIZATION, 1, 1,
+                                 base.name))
 
 
 def _chunks(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:

@@ -3,8 +3,9 @@
 ``torch.fx.symbolic_trace`` needs no example input and serves plain models; with an example input
 its shapes are propagated too. When symbolic tracing fails and an example input is given,
 ``torch.export.export(..., strict=False)`` traces the model to ATen operations instead. Each traced
-operation is handed to :class:`~weightspace.graph.builder.Builder`; an operation that touches an
-activation or a parameter and that the builder does not model raises
+operation is dispatched to its handler in the op registry (:mod:`weightspace.graph.ops`), which
+builds the graph with :class:`~weightspace.graph.builder.Builder`; an operation that touches an
+activation or a parameter and that no handler models raises
 :class:`~weightspace.graph.errors.UnsupportedModuleError` naming the module path.
 """
 
@@ -20,18 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.node import map_aggregate
-from torch.nn.utils import parametrize
 
 from . import ops
 from .builder import (
-    ACT_ATEN,
-    ACT_FUNCTIONS,
-    ACT_METHODS,
-    ACT_MODULES,
-    IDENTITY_ATEN,
-    IDENTITY_FUNCTIONS,
-    IDENTITY_METHODS,
-    IDENTITY_MODULES,
     META,
     Act,
     Builder,
@@ -45,17 +37,9 @@ from .builder import (
 )
 from .errors import UnsupportedModuleError
 from .signature import IGNORED_FIELDS, fields, plain, tensor_digest
-from .vocab import WEIGHT, Activation, NodeType
+from .vocab import NodeType
 
 log = logging.getLogger(__name__)
-
-_ADD = {operator.add, operator.iadd, torch.add}
-_SUB = {operator.sub, operator.isub, torch.sub}
-_MUL = {operator.mul, operator.imul, torch.mul}
-_DIV = {operator.truediv, operator.itruediv, torch.div}
-_CAT = {torch.cat, torch.concat, torch.concatenate}
-_REDUCE_FN = {torch.mean: "mean", torch.sum: "sum", torch.amax: "amax"}
-_REDUCE_METHODS = {"mean", "sum", "amax"}
 
 
 def state_layout(model: nn.Module) -> tuple[dict[str, str], dict[str, tuple[int, ...]], dict[str, torch.Tensor]]:
@@ -85,8 +69,13 @@ def _where(node: torch.fx.Node) -> tuple[str, str | None]:
     return "<model>", None
 
 
-class _Walker:
-    """Dispatches traced nodes to the builder."""
+class Walker:
+    """Walks a traced graph and dispatches each operation to its handler in the op registry
+    (:mod:`weightspace.graph.ops`), which builds the parameter graph with :class:`Builder`.
+
+    Handlers read ``b`` (the builder), ``label`` (the label of neurons the current operation
+    makes: the module running it under ``torch.export``, else the traced node's name) and ``op``
+    (the key the operation was dispatched under: ATen or method name, or the Python callable)."""
 
     def __init__(self, b: Builder, gm: torch.fx.GraphModule | None):
         self.b = b
@@ -94,6 +83,8 @@ class _Walker:
         self.env: dict[torch.fx.Node, Any] = {}
         self.constants_seen: set[torch.fx.Node] = set()
         self.node_order: dict[torch.fx.Node, int] | None = None
+        self.label = "<model>"
+        self.op: Any = None
 
     # -- helpers --------------------------------------------------------------------------
     def val(self, a: Any) -> Any:
@@ -109,7 +100,7 @@ class _Walker:
 
         def visit(x: Any) -> Any:
             nonlocal found
-            if isinstance(x, (Act, Heads, Lazy, Param, Stat, _Transposed, _Scores, ops.Grid, ops.Stacked, ops.Folded, ops.MaskedParam)):
+            if isinstance(x, (Act, Heads, Lazy, Param, Stat, ops.Transposed, _Scores, ops.Grid, ops.Stacked, ops.Folded, ops.MaskedParam)):
                 found = True
             return x
 
@@ -147,7 +138,7 @@ class _Walker:
                 return Act(res.nodes.reshape(-1), v.feat, v.ndim, res.layer) if a.single else res
         if not found:
             return None
-        others = [a for a in _flat(args, kwargs) if isinstance(a, (Act, Heads, Lazy, Param, Stat, _Transposed))]
+        others = [a for a in _flat(args, kwargs) if isinstance(a, (Act, Heads, Lazy, Param, Stat, ops.Transposed))]
         if others and name in ("add", "add_") and len(found) == 1 and len(others) == 1 \
                 and isinstance(others[0], Act):
             s = found[0]  # a per-head bias looked up from a parameter table (relative position bias)
@@ -284,456 +275,126 @@ class _Walker:
                 out = self.val(node.args[0])
                 break
             args, kwargs = self.val(node.args), self.val(node.kwargs)
-            dead = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Unusable)), None)
-            if dead is not None:
-                if node.target in (getattr, "size", "dim") or aten_name(node.target) in ("sym_size", "size"):
-                    self.env[node] = META  # only its shape is read
-                    continue
-                raise dead.error
-            folded = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Folded)), None)
-            if folded is not None:
-                op = aten_name(node.target) or (node.target if isinstance(node.target, str) else
-                                                getattr(node.target, "__name__", ""))
-                if op not in ops.FOLDED_OPS:
-                    raise folded.error or b.fail(f"{op} of features merged with other axes")
-            if node.op == "call_module":
-                mod = self.gm.get_submodule(node.target)
-                b._where, b._kind = str(node.target), type(mod).__name__
-                self.record_module(str(node.target), mod)
-                res = self.call_module(node, mod, str(node.target), args, kwargs)
-            elif node.op == "call_method":
-                self.record_call(str(node.target), args, kwargs)
-                res = self.scores(str(node.target), args, kwargs)
-                if res is None:
-                    h = ops.METHODS.get(str(node.target))
-                    res = h(self, node, args, kwargs) if h is not None else NotImplemented
-                if res is None or res is NotImplemented:
-                    res = self.call_method(node, str(node.target), args, kwargs)
-            else:
-                name = aten_name(node.target)
-                if name is not None:
-                    self.record_aten(node.target, name, args, kwargs)
-                    res = self.scores(name, args, kwargs)
-                    if res is None:
-                        h = ops.ATEN.get(name)
-                        res = h(self, node, args, kwargs) if h is not None else NotImplemented
-                    if res is None or res is NotImplemented:
-                        res = self.call_aten(node, name, args, kwargs)
-                else:
-                    fn = node.target
-                    self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
-                    res = self.scores(_MATMUL_FUNCTIONS.get(fn) or ("add" if fn in _ADD else getattr(fn, "__name__", "")),
-                                      args, kwargs)
-                    if res is None:
-                        h = ops.FUNCTIONS.get(fn) if _hashable(fn) else None
-                        res = h(self, node, args, kwargs) if h is not None else NotImplemented
-                    if res is None or res is NotImplemented:
-                        res = self.call_function(node, node.target, args, kwargs)
+            if self.only_measured(node, args, kwargs):
+                self.env[node] = META  # only its shape is read
+                continue
+            res = self.dispatch(node, args, kwargs)
             if node.op == "call_module" or self._touches((args, kwargs)):
                 self.record_constants(node)
-            shape = _shape(node)
-            if isinstance(res, Act) and shape is not None:
-                if res.ndim is None:
-                    res.ndim = len(shape)
-                feat_size = shape[res.ndim + res.feat] if -res.feat <= len(shape) else None
-                if res.block == 1 and feat_size is not None and feat_size != len(res):
-                    raise b.fail(
-                        f"internal shape check failed: {len(res)} nodes for a feature axis of size {feat_size}"
-                    )
+            self.check_shape(node, res)
             self.env[node] = res
         return out
 
+    def only_measured(self, node: torch.fx.Node, args: tuple, kwargs: dict) -> bool:
+        """True when the operation only reads the shape of an :class:`~weightspace.graph.ops.Unusable`
+        value; raises its error for any other use, and the error of a
+        :class:`~weightspace.graph.ops.Folded` value for an operation other than a reshape."""
+        dead = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Unusable)), None)
+        if dead is not None:
+            if node.target in (getattr, "size", "dim") or aten_name(node.target) in ("sym_size", "size"):
+                return True
+            raise dead.error
+        folded = next((a for a in _flat(args, kwargs) if isinstance(a, ops.Folded)), None)
+        if folded is not None:
+            op = aten_name(node.target) or (node.target if isinstance(node.target, str) else
+                                            getattr(node.target, "__name__", ""))
+            if op not in ops.FOLDED_OPS:
+                raise folded.error or self.b.fail(f"{op} of features merged with other axes")
+        return False
+
+    def dispatch(self, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+        """Record the operation in the structural signature and compute its traced value: a leaf
+        module by its handler; a method, ATen operator or function as attention scores
+        (:meth:`scores`), else by its idiom handler, else by its core handler."""
+        b = self.b
+        if node.op == "call_module":
+            mod = self.gm.get_submodule(node.target)
+            b._where, b._kind = str(node.target), type(mod).__name__
+            self.record_module(str(node.target), mod)
+            return self.call_module(node, mod, str(node.target), args, kwargs)
+        if node.op == "call_method":
+            name = str(node.target)
+            self.record_call(name, args, kwargs)
+            res = self.idiom(name, ops.IDIOMS.methods.get(name), node, args, kwargs)
+            return self.call_method(node, name, args, kwargs) if res is None else res
+        name = aten_name(node.target)
+        if name is not None:
+            self.record_aten(node.target, name, args, kwargs)
+            res = self.idiom(name, ops.IDIOMS.aten.get(name), node, args, kwargs)
+            return self.call_aten(node, name, args, kwargs) if res is None else res
+        fn = node.target
+        self.record_call(getattr(fn, "__name__", str(fn)), args, kwargs, skip=fn in _DROPOUT_FUNCTIONS)
+        scores_name = _MATMUL_FUNCTIONS.get(fn) or ("add" if fn in _ADD else getattr(fn, "__name__", ""))
+        res = self.idiom(scores_name, ops.IDIOMS.function(fn), node, args, kwargs)
+        return self.call_function(node, fn, args, kwargs) if res is None else res
+
+    def idiom(self, name: str, handler: ops.Handler | None, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+        """Attention scores (:meth:`scores`) or the idiom handler's value; None to go on to the
+        core handler."""
+        res = self.scores(name, args, kwargs)
+        if res is None and handler is not None:
+            res = handler(self, node, args, kwargs)
+        return None if res is NotImplemented else res
+
+    def check_shape(self, node: torch.fx.Node, res: Any) -> None:
+        """An activation's number of neurons equals the size of its feature axis in the traced
+        shape (when known); sets its rank when it was not known."""
+        shape = _shape(node)
+        if isinstance(res, Act) and shape is not None:
+            if res.ndim is None:
+                res.ndim = len(shape)
+            feat_size = shape[res.ndim + res.feat] if -res.feat <= len(shape) else None
+            if res.block == 1 and feat_size is not None and feat_size != len(res):
+                raise self.b.fail(
+                    f"internal shape check failed: {len(res)} nodes for a feature axis of size {feat_size}"
+                )
+
     # -- nn.Module leaves -----------------------------------------------------------------
     def call_module(self, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
-        b = self.b
-        p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
-        x = args[0] if args else kwargs.get("input")
-        if parametrize.is_parametrized(mod):
-            return self.weight_normed(mod, path, x)
-        handler = ops.MODULES.get(type(mod))
-        if handler is not None:
-            return handler(self, node, mod, path, args, kwargs)
-        if isinstance(mod, nn.RNNBase):
-            raise UnsupportedModuleError(ops.RECURRENT_REASON.format(type(mod).__name__), path=path,
-                                         kind=type(mod).__name__)
-        if isinstance(mod, nn.Linear):
-            return b.linear(x, p("weight"), p("bias"), label=path)
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
-            return b.conv(x, p("weight"), p("bias"), mod.groups, label=path)
-        if isinstance(mod, _NORM_TYPES):
-            return self.module_norm(mod, path, x, self._in_shape(node))
-        if isinstance(mod, nn.Embedding):
-            return b.embedding(x, p("weight"), label=path)
-        if isinstance(mod, nn.MultiheadAttention):
-            q = x if x is not None else kwargs.get("query")
-            k = args[1] if len(args) > 1 else kwargs.get("key")
-            v = args[2] if len(args) > 2 else kwargs.get("value")
-            return (b.mha(mod, path, q, k, v), META)
-        if isinstance(mod, nn.TransformerEncoderLayer):
-            return self.encoder_layer(mod, path, x)
-        if isinstance(mod, nn.TransformerEncoder):
-            for i, layer in enumerate(mod.layers):
-                x = self.encoder_layer(layer, f"{path}.layers.{i}", x)
-            if mod.norm is not None:
-                x = self.module_norm(mod.norm, f"{path}.norm", x, None)
-            return x
-        for cls, act in ACT_MODULES.items():
-            if type(mod) is cls:
-                if isinstance(mod, (nn.Softmax, nn.LogSoftmax)) and mod.dim is None:
-                    raise b.fail("Softmax without an explicit dim")
-                return self.activation(x, act, path)
-        if isinstance(mod, IDENTITY_MODULES):
-            return x
-        if isinstance(mod, nn.Flatten):
-            return b.reshape(x, self._in_shape(node), _shape(node), mod.start_dim, mod.end_dim)
-        if isinstance(mod, nn.Unflatten):
-            return b.reshape(x, self._in_shape(node), _shape(node))
+        """A leaf module: the handler registered for its type (idioms first, then core)."""
+        for reg in (ops.IDIOMS, ops.CORE):
+            h = reg.module(mod)
+            res = h(self, node, mod, path, args, kwargs) if h is not None else NotImplemented
+            if res is not NotImplemented:
+                return res
         raise UnsupportedModuleError(
             f"module type {type(mod).__name__} is not supported by the converter", path=path,
             kind=type(mod).__name__,
         )
 
-    def weight_normed(self, mod: nn.Module, path: str, x: Any) -> Any:
-        """A ``Linear``/``Conv`` under ``weight_norm`` (``W = g * v / ||v||`` per output unit): the
-        stored direction ``v`` (``original1``) are the layer's edges, the stored magnitude ``g``
-        (``original0``, one per output unit) the ``weight`` feature of its output nodes."""
-        b = self.b
-        p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
-        _check_parametrizations(mod, path, "fx")
-        v, g = p("parametrizations.weight.original1"), p("parametrizations.weight.original0")
-        if isinstance(mod, nn.Linear):
-            y = b.linear(x, v, p("bias"), label=path)
-        else:
-            y = b.conv(x, v, p("bias"), mod.groups, label=path)
-        b.use(g, "weight_norm")
-        self.record("parametrization", [("weight", "weight_norm"), ("dim", 0)], path)
-        return b.write_nodes(y, [(WEIGHT, g)], f"{path}:weight_norm")
-
-    def activation(self, x: Any, act: Activation, label: str) -> Any:
-        if isinstance(x, (Lazy, Meta)):
-            return x
-        kind = (self.b._kind or "").lower()  # a decomposed activation module names what it computes
-        if "gelu" in kind:
-            act = Activation.GELU
-        elif "silu" in kind or "swish" in kind:
-            act = Activation.SILU
-        return self.b.set_activation(self.b.as_act(x, what="activation"), act, label)
-
-    def module_norm(self, mod: nn.Module, path: str, x: Any, in_shape: tuple | None) -> Any:
-        b = self.b
-        p = lambda n: b.param(f"{path}.{n}")  # noqa: E731
-        if isinstance(x, Lazy):
-            x = self._materialize_for_norm(mod, x, in_shape)
-        if isinstance(mod, nn.LayerNorm) or (hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm)):
-            if len(mod.normalized_shape) != 1:
-                raise b.fail("LayerNorm over more than the last axis is not supported")
-            kind = "layer_norm" if isinstance(mod, nn.LayerNorm) else "rms_norm"
-            return b.norm(x, kind, p("weight"), p("bias"), label=path)
-        kind = type(mod).__name__
-        return b.norm(x, kind, p("weight"), p("bias"), label=path, running_mean=p("running_mean"),
-                      running_var=p("running_var"), num_batches=p("num_batches_tracked"), channel_first=True)
-
-    def _materialize_for_norm(self, mod: nn.Module, x: Lazy, in_shape: tuple | None) -> Act:
-        b = self.b
-        if isinstance(mod, nn.LayerNorm) or (hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm)):
-            return b.materialize(x, mod.normalized_shape[-1], -1, len(in_shape) if in_shape else None)
-        n = getattr(mod, "num_features", None) or getattr(mod, "num_channels", None)
-        if in_shape is not None:
-            nd = len(in_shape)
-        elif isinstance(mod, (nn.BatchNorm2d, nn.InstanceNorm2d)):
-            nd = 4
-        elif isinstance(mod, nn.InstanceNorm1d):
-            nd = 3
-        else:
-            nd = 2
-        return b.materialize(x, n, 1 - nd, nd)
-
-    def encoder_layer(self, layer: nn.TransformerEncoderLayer, path: str, x: Any) -> Any:
-        b = self.b
-        act = layer.activation
-        if isinstance(act, nn.Module):
-            kind = ACT_MODULES.get(type(act))
-        else:
-            kind = ACT_FUNCTIONS.get(act)
-        if kind is None:
-            raise UnsupportedModuleError("unsupported activation in TransformerEncoderLayer", path=path,
-                                         kind=type(layer).__name__)
-
-        def sa(h: Any) -> Any:
-            return b.mha(layer.self_attn, f"{path}.self_attn", h, h, h)
-
-        def ff(h: Any) -> Any:
-            h = b.linear(h, b.param(f"{path}.linear1.weight"), b.param(f"{path}.linear1.bias"), f"{path}.linear1")
-            h = b.set_activation(h, kind, f"{path}.activation")
-            return b.linear(h, b.param(f"{path}.linear2.weight"), b.param(f"{path}.linear2.bias"), f"{path}.linear2")
-
-        if isinstance(x, Lazy):
-            x = b.materialize(x, layer.self_attn.embed_dim, -1, None)
-        if layer.norm_first:
-            x = b.combine(x, sa(self.module_norm(layer.norm1, f"{path}.norm1", x, None)), "add", f"{path}.add1")
-            x = b.combine(x, ff(self.module_norm(layer.norm2, f"{path}.norm2", x, None)), "add", f"{path}.add2")
-        else:
-            x = self.module_norm(layer.norm1, f"{path}.norm1", b.combine(x, sa(x), "add", f"{path}.add1"), None)
-            x = self.module_norm(layer.norm2, f"{path}.norm2", b.combine(x, ff(x), "add", f"{path}.add2"), None)
-        return x
-
-    # -- functions ------------------------------------------------------------------------
+    # -- functions, methods, ATen: the core handlers --------------------------------------
     def call_function(self, node: torch.fx.Node, fn: Any, args: tuple, kwargs: dict) -> Any:
-        b = self.b
-        label = node.name
-        if fn is getattr and isinstance(args[0], Param) and args[1] in ("T", "mT") and len(args[0].shape) == 2:
-            return _Transposed(args[0])
-        if fn is getattr or not self._touches((args, kwargs)):
-            return META  # sizes, masks, constants: no neuron is involved
-        if fn in (operator.matmul, torch.matmul, torch.mm) and isinstance(args[1], (_Transposed, Param)):
-            return self.call_aten(node, "matmul", args, kwargs)
-        if fn is operator.getitem:
-            return b.index(args[0], args[1])
-        if fn in ACT_FUNCTIONS:
-            return self.activation(args[0] if args else kwargs.get("input"), ACT_FUNCTIONS[fn], label)
-        if fn in IDENTITY_FUNCTIONS:
-            return args[0] if args else kwargs.get("input")
-        if fn in _ELEMENTWISE_FUNCTIONS:  # x ** 2, torch.rsqrt(v + eps), ...: the same neurons
-            return _first_tracked(args)
-        if fn in _ADD:
-            return b.combine(args[0], args[1], "add", label)
-        if fn in _SUB:
-            return b.combine(args[0], args[1], "sub", label)
-        if fn in _MUL:
-            return b.combine(args[0], args[1], "mul", label)
-        if fn in _DIV:
-            return b.combine(args[0], args[1], "div", label)
-        if fn is F.linear:
-            return b.linear(args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias"), label)
-        if fn in (F.conv1d, F.conv2d):
-            return b.conv(args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias"),
-                          _arg(args, kwargs, 6, "groups", 1), label)
-        if fn is F.layer_norm:
-            shape = _arg(args, kwargs, 1, "normalized_shape")
-            if len(shape) != 1:
-                raise b.fail("layer_norm over more than the last axis is not supported")
-            return b.norm(args[0], "layer_norm", _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
-                          label, size=int(shape[0]))
-        if fn is F.batch_norm:
-            return b.norm(args[0], "batch_norm", _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias"),
-                          label, running_mean=_arg(args, kwargs, 1, "running_mean"),
-                          running_var=_arg(args, kwargs, 2, "running_var"), channel_first=True,
-                          in_ndim=len(self._in_shape(node)) if self._in_shape(node) else None)
-        if fn is F.scaled_dot_product_attention:
-            return b.attention(args[0], args[1], args[2], label)
-        if fn is F.embedding:
-            return b.embedding(args[0], _arg(args, kwargs, 1, "weight"), label)
-        if fn in _CAT:
-            return b.cat(list(args[0]), _arg(args, kwargs, 1, "dim", 0), label)
-        if fn is torch.flatten:
-            return b.reshape(args[0], self._in_shape(node), _shape(node), _arg(args, kwargs, 1, "start_dim", 0),
-                             _arg(args, kwargs, 2, "end_dim", -1))
-        if fn is torch.reshape:
-            return self._view(node, args[0], args[1:])
-        if fn is torch.transpose:
-            return b.transpose(args[0], args[1], args[2])
-        if fn is torch.permute:
-            return b.move_axes(args[0], list(args[1]))
-        if fn is torch.linalg.vector_norm:
-            return b.reduce(args[0], _arg(args, kwargs, 2, "dim"), _arg(args, kwargs, 3, "keepdim", False))
-        if fn in _REDUCE_FN:
-            return b.reduce(args[0], _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
-        if fn is torch.unsqueeze:
-            return b.unsqueeze(args[0], args[1])
-        if fn is torch.squeeze:
-            return b.squeeze(args[0], _arg(args, kwargs, 1, "dim"), self._in_shape(node))
+        self.label, self.op = node.name, fn
         if not self._touches((args, kwargs)):
-            return META
-        raise self.unsupported(getattr(fn, "__name__", str(fn)))
-
-    def _view(self, node: torch.fx.Node, x: Any, shape_args: tuple) -> Any:
-        b = self.b
-        in_shape, out_shape = self._in_shape(node), _shape(node)
-        if in_shape is not None and out_shape is not None:
-            return b.reshape(x, in_shape, out_shape)
-        shape = shape_args[0] if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)) else shape_args
-        if len(shape) == 2 and shape[1] == -1:
-            return b.reshape(x, None, None, 1, -1)
-        if isinstance(x, (Lazy, Meta)):
-            return x
-        raise b.fail("view/reshape needs shapes; pass example_input")
+            return META  # sizes, masks, constants: no neuron is involved
+        h = ops.CORE.function(fn)
+        res = h(self, node, args, kwargs) if h is not None else NotImplemented
+        if res is NotImplemented:
+            raise self.unsupported(getattr(fn, "__name__", str(fn)))
+        return res
 
     def call_method(self, node: torch.fx.Node, name: str, args: tuple, kwargs: dict) -> Any:
-        b = self.b
-        x = args[0]
-        label = node.name
+        self.label, self.op = node.name, name
         if name in ("size", "dim", "numel", "__len__") or not self._touches((args, kwargs)):
             return META
-        if name in ACT_METHODS:
-            return self.activation(x, ACT_METHODS[name], label)
-        if name in IDENTITY_METHODS:
-            return x
-        if name in _ELEMENTWISE_ATEN:
-            return _first_tracked(args)
-        if name in ("view", "reshape"):
-            return self._view(node, x, args[1:])
-        if name in ("reshape_as", "view_as"):
-            return b.reshape(x, self._in_shape(node), _shape(node))
-        if name == "flatten":
-            return b.reshape(x, self._in_shape(node), _shape(node), _arg(args, kwargs, 1, "start_dim", 0),
-                             _arg(args, kwargs, 2, "end_dim", -1))
-        if name == "transpose":
-            return b.transpose(x, args[1], args[2])
-        if name == "permute":
-            dims = list(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else list(args[1:])
-            return b.move_axes(x, dims)
-        if name in _REDUCE_METHODS:
-            return b.reduce(x, _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
-        if name in ("expand", "expand_as"):
-            return x if isinstance(x, (Param, Act, Lazy, Heads, Stat)) else META
-        if name == "repeat":
-            if isinstance(x, Heads):
-                raise b.fail("repeating a tensor split into attention heads")
-            return x if isinstance(x, (Param, Act, Lazy, Stat)) else META
-        if name == "unsqueeze":
-            return b.unsqueeze(x, args[1])
-        if name == "squeeze":
-            return b.squeeze(x, _arg(args, kwargs, 1, "dim"), self._in_shape(node))
-        if name in ("add", "add_"):
-            return b.combine(x, args[1], "add", label)
-        if name in ("sub", "sub_"):
-            return b.combine(x, args[1], "sub", label)
-        if name in ("mul", "mul_"):
-            return b.combine(x, args[1], "mul", label)
-        if name in ("div", "div_"):
-            return b.combine(x, args[1], "div", label)
-        if not self._touches((args, kwargs)):
-            return META
-        raise self.unsupported(f"Tensor.{name}")
+        h = ops.CORE.methods.get(name)
+        res = h(self, node, args, kwargs) if h is not None else NotImplemented
+        if res is NotImplemented:
+            raise self.unsupported(f"Tensor.{name}")
+        return res
 
-    # -- ATen (torch.export) --------------------------------------------------------------
     def call_aten(self, node: torch.fx.Node, name: str, args: tuple, kwargs: dict) -> Any:
-        b = self.b
-        # label new neurons by the module that made them (e.g. "encoder.layer.0.attention.self.query")
-        label = b._where if b._where != "<model>" else node.name
+        """An ATen operation (``torch.export``); new neurons are labelled by the module that made
+        them (e.g. ``"encoder.layer.0.attention.self.query"``)."""
+        self.label = self.b._where if self.b._where != "<model>" else node.name
+        self.op = name
         if not self._touches((args, kwargs)) or name in _NO_OP_ATEN:
             return META
-        if name in _COMPARE_ATEN and isinstance(args[0], Lazy) and args[0].act is None:
-            return META  # a mask or positions computed from token ids (e.g. RoBERTa's position ids)
-        if name in ACT_ATEN:
-            return self.activation(args[0], ACT_ATEN[name], label)
-        if name in _ELEMENTWISE_ATEN:
-            return _first_tracked(args)
-        if name in IDENTITY_ATEN:
-            res = args[0]
-            return (res, META) if name.endswith("with_indices") else res
-        if name == "linear":
-            return b.linear(args[0], args[1], _arg(args, kwargs, 2, "bias"), label)
-        if name in ("numpy_T", "t", "transpose", "permute") and isinstance(args[0], Param) \
-                and len(args[0].shape) == 2:
-            return _Transposed(args[0])  # ``x @ W.T`` written out (e.g. Falcon's linear layers)
-        if name in ("matmul", "mm") and isinstance(args[1], (_Transposed, Param)):
-            w = args[1]
-            if isinstance(w, _Transposed):
-                return b.linear(args[0], w.param, None, label)
-            if len(w.shape) == 2:  # x @ W with W stored [in, out]
-                return b.linear(args[0], w, None, label, transposed=True)
-        if name == "addmm":  # bias + x @ W with W stored [in, out] (e.g. transformers' Conv1D)
-            return b.linear(args[1], args[2], args[0], label, transposed=True)
-        if name in ("split", "split_with_sizes", "chunk"):
-            return b.split(args[0], args[1], _arg(args, kwargs, 2, "dim", 0), chunk=name == "chunk")
-        if name in ("conv1d", "conv2d"):
-            return b.conv(args[0], args[1], _arg(args, kwargs, 2, "bias"), _arg(args, kwargs, 6, "groups", 1), label)
-        if name == "convolution":
-            if args[6]:
-                raise b.fail("transposed convolutions are not supported")
-            return b.conv(args[0], args[1], args[2], args[8], label)
-        if name in ("_native_batch_norm_legit_no_training", "batch_norm", "_native_batch_norm_legit"):
-            if name == "batch_norm":
-                x, w, bias, rm, rv = args[:5]
-            else:
-                x, w, bias, rm, rv = args[:5]
-            nbt = None
-            if isinstance(rm, Param) and rm.name.endswith("running_mean"):
-                nbt = b.param(rm.name[: -len("running_mean")] + "num_batches_tracked")
-            in_shape = self._in_shape(node)
-            res = b.norm(x, "batch_norm", w, bias, label, running_mean=rm, running_var=rv, num_batches=nbt,
-                         channel_first=True, in_ndim=len(in_shape) if in_shape else None)
-            return res if name == "batch_norm" else (res, META, META)
-        if name in ("layer_norm", "native_layer_norm"):
-            shape = args[1]
-            if len(shape) != 1:
-                raise b.fail("layer_norm over more than the last axis is not supported")
-            res = b.norm(args[0], "layer_norm", _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
-                         label, size=int(shape[0]))
-            return res if name == "layer_norm" else (res, META, META)
-        if name == "scaled_dot_product_attention":
-            return b.attention(args[0], args[1], args[2], label)
-        if name in ("group_norm", "native_group_norm"):
-            w, bias = (args[2], args[3]) if name == "group_norm" else (args[1], args[2])
-            in_shape = self._in_shape(node)
-            res = b.norm(args[0], "group_norm", w, bias, label, channel_first=True,
-                         in_ndim=len(in_shape) if in_shape else None)
-            return res if name == "group_norm" else (res, META, META)
-        if name == "embedding":
-            return b.embedding(args[1], args[0], label)
-        if name in ("add", "add_"):
-            return b.combine(args[0], args[1], "add", label)
-        if name in ("sub", "sub_", "rsub"):
-            return b.combine(args[0], args[1], "sub", label)
-        if name in ("mul", "mul_"):
-            return b.combine(args[0], args[1], "mul", label)
-        if name in ("div", "div_"):
-            return b.combine(args[0], args[1], "div", label)
-        if name == "linalg_vector_norm":  # a norm over some axes: a reduction (GRN's spatial norm)
-            return b.reduce(args[0], _arg(args, kwargs, 2, "dim"), _arg(args, kwargs, 3, "keepdim", False))
-        if name in ("view", "reshape", "_unsafe_view", "flatten", "unflatten", "reshape_as", "view_as"):
-            return b.reshape(args[0], self._in_shape(node), _shape(node))
-        if name == "transpose":
-            return b.transpose(args[0], args[1], args[2])
-        if name == "t":
-            return b.transpose(args[0], -2, -1)
-        if name == "permute":
-            return b.move_axes(args[0], list(args[1]))
-        if name in ("mean", "sum", "amax"):
-            return b.reduce(args[0], _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False))
-        if name == "cat":
-            return b.cat(list(args[0]), _arg(args, kwargs, 1, "dim", 0), label)
-        if name == "select":
-            in_shape = self._in_shape(node)
-            nd = len(in_shape) if in_shape else None
-            if nd is None:
-                raise b.fail("select without shapes")
-            d = args[1] % nd
-            return b.index(args[0], tuple([slice(None)] * d + [0]))
-        if name == "slice":
-            in_shape = self._in_shape(node)
-            if in_shape is None:
-                raise b.fail("slice without shapes")
-            d = _arg(args, kwargs, 1, "dim", 0) % len(in_shape)
-            start = _arg(args, kwargs, 2, "start", None)
-            end = _arg(args, kwargs, 3, "end", None)
-            step = _arg(args, kwargs, 4, "step", 1)
-            end = None if end is not None and end >= in_shape[d] else end
-            sl = slice(start if start else None, end, step if step != 1 else None)
-            return b.index(args[0], tuple([slice(None)] * d + [sl]))
-        if name in ("expand", "expand_as"):
-            return args[0] if isinstance(args[0], (Param, Act, Lazy, Heads, Stat)) else META
-        if name == "repeat":
-            if isinstance(args[0], Heads):
-                raise b.fail("repeating a tensor split into attention heads")
-            return args[0] if isinstance(args[0], (Param, Act, Lazy, Stat)) else META
-        if name == "unsqueeze":
-            return b.unsqueeze(args[0], args[1])
-        if name == "squeeze":
-            return b.squeeze(args[0], args[1] if len(args) > 1 else None, self._in_shape(node))
-        if not self._touches((args, kwargs)):
-            return META
-        raise self.unsupported(f"aten.{name}")
-
-
-# element-wise functions of one activation: no parameter, no new neuron (pieces of decomposed
-# activations and normalizations)
-_ELEMENTWISE_ATEN = {"pow", "rsqrt", "sqrt", "exp", "log", "neg", "abs", "square", "reciprocal", "erf", "cos",
-                     "sin", "clamp", "clamp_min", "clamp_max"}
-_COMPARE_ATEN = {"eq", "ne", "lt", "le", "gt", "ge"}
-_ELEMENTWISE_FUNCTIONS = {torch.pow, torch.rsqrt, torch.sqrt, torch.exp, torch.log, torch.neg, torch.abs,
-                          torch.square, torch.reciprocal, torch.erf, operator.pow, operator.neg, operator.abs}
+        h = ops.CORE.aten.get(name)
+        res = h(self, node, args, kwargs) if h is not None else NotImplemented
+        if res is NotImplemented:
+            raise self.unsupported(f"aten.{name}")
+        return res
 
 
 class _Scores:
@@ -745,46 +406,11 @@ class _Scores:
         self.q, self.k, self.single, self.biases, self.scales = q, k, single, list(biases or []), list(scales or [])
 
 
-def _hashable(fn: Any) -> bool:
-    try:
-        hash(fn)
-    except TypeError:
-        return False
-    return True
-
-
-def _flat(args: tuple, kwargs: dict) -> list:
-    out: list = []
-    map_aggregate((args, kwargs), lambda v: out.append(v) or v)
-    return out
-
-
 _MATMUL_FUNCTIONS = {torch.matmul: "matmul", operator.matmul: "matmul", torch.bmm: "bmm"}
+_ADD = ops.arithmetic.ADD_FUNCTIONS
+_flat = ops.flat
 ops.SCORE_TYPES.append(_Scores)
 ops.TRACKED_TYPES.append(_Scores)
-
-
-class _Transposed:
-    """A 2-D parameter transposed (``W.T``) on its way into a matrix product."""
-
-    def __init__(self, param: Param):
-        self.param = param
-
-
-ops.TRACKED_TYPES.append(_Transposed)
-
-
-def _first_tracked(args: tuple) -> Any:
-    """The first argument that is an activation (or a statistic of one), else the first parameter
-    (a parameter through a fixed function before use, e.g. Swin V2's ``clamp(logit_scale).exp()``;
-    the function is in the structural signature), else META."""
-    for a in args:
-        if isinstance(a, (Act, Heads, Lazy, Stat)):
-            return a
-    for a in args:
-        if isinstance(a, Param):
-            return a
-    return META
 
 
 #: sizes of tensors created inside ``forward`` (from the example input under torch.export)
@@ -803,54 +429,11 @@ _SIZED_ATEN = {"view": {"size"}, "reshape": {"shape"}, "_unsafe_view": {"size"},
                "new_zeros": {"size"}, "new_ones": {"size"}, "new_empty": {"size"}, "new_full": {"size"}}
 
 
-def _check_parametrizations(model: nn.Module, root: str | None, tracer: str) -> None:
-    """Refuse parametrizations the converter cannot represent, naming the module and the
-    parametrization: every one but ``weight_norm`` (``dim=0``) of a ``Linear``/``Conv1d``/``Conv2d``
-    weight under symbolic tracing. ``spectral_norm`` keeps power-iteration vectors (``_u``, ``_v``)
-    and ``orthogonal`` a ``base`` that have no place on the neurons or connections of the layer."""
-    mods = [(root, model)] if root is not None else list(model.named_modules())
-    for path, mod in mods:
-        if not parametrize.is_parametrized(mod):
-            continue
-        where = path or "<model>"
-        for tensor, plist in mod.parametrizations.items():
-            kinds = [type(q).__name__ for q in plist]
-            name = f"{'+'.join(kinds)} on {tensor!r}"
-            ok = (tensor == "weight" and kinds == ["_WeightNorm"] and getattr(plist[0], "dim", None) == 0
-                  and isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d)))
-            if not ok:
-                raise UnsupportedModuleError(
-                    f"parametrization {name} is not supported (only weight_norm with dim=0 on a Linear or "
-                    "Conv weight is); remove it before converting (torch.nn.utils.parametrize."
-                    "remove_parametrizations(module, name, leave_parametrized=True)) or convert the layer "
-                    "without it", path=where, kind=type(mod).__name__)
-            if tracer == "export":
-                raise UnsupportedModuleError(
-                    f"parametrization {name} is only supported under torch.fx symbolic tracing; convert without "
-                    "example_input (or tracer='fx')", path=where, kind=type(mod).__name__)
-
-
 def _get_attr(gm: torch.fx.GraphModule | None, target: str) -> Any:
     obj: Any = gm
     for part in target.split("."):
         obj = getattr(obj, part, None)
     return obj
-
-_NORM_TYPES = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.InstanceNorm1d,
-    nn.InstanceNorm2d,
-) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-
-
-def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
-    if len(args) > i:
-        return args[i]
-    return kwargs.get(name, default)
-
 
 def _as_tuple(example_input: Any) -> tuple:
     """Positional inputs; a dict (keyword inputs, e.g. a tokenizer's output) stays one element."""
@@ -871,7 +454,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
         raise ValueError(f"tracer must be 'auto', 'fx' or 'export', got {tracer!r}")
     canonical, shapes, tensors = state_layout(model)
     _check_integer_buffers(tensors)
-    _check_parametrizations(model, None, "fx")
+    ops.check_parametrizations(model, None, "fx")
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
     if tracer == "auto" and len(inputs) == 1 and isinstance(inputs[0], dict):
@@ -919,7 +502,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
         b.inputs.append(lazy)
         placeholders[n.name] = lazy
     b.s.signature.append(("<model>", "tracer", (("name", "fx"),)))
-    out = _Walker(b, gm).run(gm.graph, placeholders)
+    out = Walker(b, gm).run(gm.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
 
@@ -1007,7 +590,7 @@ def _check_integer_buffers(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):
-    _check_parametrizations(model, None, "export")
+    ops.check_parametrizations(model, None, "export")
     kwargs = {}
     if isinstance(inputs, tuple) and len(inputs) == 1 and isinstance(inputs[0], dict):
         kwargs, inputs = dict(inputs[0]), ()
@@ -1025,7 +608,7 @@ def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, 
     sig = ep.graph_signature
     placeholders: dict[str, Any] = {}
     b.s.signature.append(("<model>", "tracer", (("name", "export"),)))
-    walker = _Walker(b, None)
+    walker = Walker(b, None)
     constants = getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {}
     k = 0
     for n in ep.graph.nodes:

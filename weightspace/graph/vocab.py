@@ -38,10 +38,16 @@ class NodeType(IntEnum):
     #: one head's learned score scale (Swin V2's ``logit_scale``), stored as the node's ``weight``
     #: feature; ``ATTN_SCALE`` edges join it to the query units of its head
     ATTN_SCALE = 14
+    #: the state of a weight parametrization that is neither a weight nor a per-neuron vector:
+    #: the spectral-norm node of a layer under ``spectral_norm`` (one per layer, ``sigma = u^T W v``;
+    #: ``PARAMETRIZATION`` edges carry ``u`` and ``v`` into it), or a basis column of the ``base`` of
+    #: a ``Linear`` under ``orthogonal`` (``PARAMETRIZATION`` edges carry the base from it);
+    #: ``node_pos`` holds its index
+    PARAMETRIZATION = 15
     #: a parameter of an activation shared by several neurons (the single slope of a ``PReLU``
     #: with ``num_parameters=1``), stored once as the node's ``weight`` feature; ``ACT_PARAM`` edges
     #: join it to every neuron whose activation reads it
-    ACT_PARAM = 15
+    ACT_PARAM = 16
 
 
 class EdgeType(IntEnum):
@@ -81,9 +87,18 @@ class EdgeType(IntEnum):
     #: joins a head's score-scale node (``NodeType.ATTN_SCALE``) to every query unit of that head: the
     #: head's scores are multiplied by it before the softmax (structural)
     ATTN_SCALE = 20
+    #: an entry of a buffer that a weight parametrization keeps beside the stored weight (the
+    #: layer's edges hold the stored tensor ``original``, not the effective weight):
+    #: ``spectral_norm``'s power-iteration vectors, ``u[o]`` on the edge from output unit ``o`` and
+    #: ``v`` (the kernel of input channel ``c``) on the edge from input unit ``c`` to the layer's
+    #: ``PARAMETRIZATION`` node; ``orthogonal``'s ``base``, for a convolution on an edge parallel to
+    #: each kernel (its ``m x m`` base, ``m = max(kh, kw)``), for a ``Linear`` ``base[j, k]`` on the
+    #: edge from basis node ``k`` to unit ``j`` (the output units, or the input units when the
+    #: weight has more columns than rows)
+    PARAMETRIZATION = 21
     #: joins a shared activation parameter (``NodeType.ACT_PARAM``, e.g. a ``PReLU``'s single slope)
     #: to each neuron whose activation reads it (structural)
-    ACT_PARAM = 21
+    ACT_PARAM = 22
 
 
 class Activation(IntEnum):

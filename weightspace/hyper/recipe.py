@@ -18,6 +18,7 @@ which loads the data)::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from torch import Tensor, nn
@@ -78,7 +79,7 @@ class GHNTargetCache:
 
 
 def train_ghn(ghn: GHN, x: Tensor, y: Tensor, space: CellSpace, cfg: GHNTrainConfig | None = None, *,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, on_log: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``ghn`` in place on ``(x, y)`` over ``space``; return the logged history.
 
     Args:
@@ -87,6 +88,7 @@ def train_ghn(ghn: GHN, x: Tensor, y: Tensor, space: CellSpace, cfg: GHNTrainCon
         space: the architecture space (training share).
         cfg: schedule.
         progress: tqdm bar.
+        on_log: called with every logged record (see :func:`~weightspace.hyper.train.fit_hypernetwork`).
 
     Returns:
         one dict per ``log_every`` steps: ``step``, ``minutes``, ``train/loss``, ``train/accuracy``.
@@ -96,4 +98,4 @@ def train_ghn(ghn: GHN, x: Tensor, y: Tensor, space: CellSpace, cfg: GHNTrainCon
     cache = GHNTargetCache(ghn)
     return fit_hypernetwork(
         ghn, lambda rng: [cache(pool[int(i)]) for i in rng.integers(len(pool), size=cfg.archs_per_step)],
-        x, y, cfg, progress=progress, desc="ghn")
+        x, y, cfg, progress=progress, desc="ghn", on_log=on_log)

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -113,7 +114,7 @@ def train_hypernetwork(hyper: GraphHyperNetwork, x: Tensor, y: Tensor, space: Ar
 
 
 def fit_hypernetwork(net: nn.Module, draw, x: Tensor, y: Tensor, cfg, *, progress: bool = True,
-                     desc: str = "hypernetwork") -> list[dict]:
+                     desc: str = "hypernetwork", on_log: Callable[[dict], None] | None = None) -> list[dict]:
     """The training loop shared by :func:`train_hypernetwork` and :func:`~weightspace.hyper.recipe.train_ghn`.
 
     Each step draws architectures, predicts all their parameters in one call of ``net.predict``, and
@@ -128,6 +129,8 @@ def fit_hypernetwork(net: nn.Module, draw, x: Tensor, y: Tensor, cfg, *, progres
         x / y: training inputs and class indices ``[n]``.
         cfg: ``seed, lr, weight_decay, steps, max_minutes, batch_size, grad_clip, log_every``.
         progress: tqdm bar; ``desc`` its label.
+        on_log: called with every logged record (e.g. to save snapshots for a validation curve); the
+            network is in training mode and must be left unchanged.
 
     Returns:
         one dict per ``log_every`` steps: ``step``, ``minutes``, ``train/loss``, ``train/accuracy`` (means
@@ -180,6 +183,8 @@ def fit_hypernetwork(net: nn.Module, draw, x: Tensor, y: Tensor, cfg, *, progres
             log.info("step %d (%.1f min) train/loss %.4f train/accuracy %.3f", rec["step"], rec["minutes"],
                      rec["train/loss"], rec["train/accuracy"])
             bar.set_postfix(loss=f"{rec['train/loss']:.3f}", acc=f"{rec['train/accuracy']:.3f}")
+            if on_log is not None:
+                on_log(rec)
     net.eval()
     return history
 

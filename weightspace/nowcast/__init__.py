@@ -32,6 +32,7 @@ from .hook import (
     NowcastHook,
     held_mask,
     horizon_schedule,
+    jump_paid,
     total_steps_from_scheduler,
 )
 from .layout import NowcastLayout
@@ -52,6 +53,7 @@ __all__ = [
     "NowcastHook",
     "horizon_schedule",
     "held_mask",
+    "jump_paid",
     "HOLD_DEFAULT",
     "OPTIMIZER_STATE_CHOICES",
     "AutoPeriod",

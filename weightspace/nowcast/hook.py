@@ -28,6 +28,15 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
   the time they save (:class:`AutoPeriod`); a fixed ``period`` is never changed.
 * Spike guard: with losses reported (:meth:`NowcastHook.report_loss`; the trainer callbacks report
   them), a jump whose next loss exceeds ``spike_guard`` times the loss before it is undone.
+* Warm-up: no jump while the learning rate rises (``skip_warmup``): a window whose learning rate
+  grew extrapolates an acceleration the schedule is about to stop.
+* Do no harm (``backoff``): with losses reported, each jump is judged once the steps up to the next
+  jump have run: it paid when the mean loss after it is below what the loss trend before it promised
+  without a jump (:func:`jump_paid`). A jump that did not pay halves the hook's reach (the horizon is
+  multiplied by it; with ``period="auto"`` a shorter horizon also means a longer period, since each
+  jump then saves fewer steps); a jump that paid restores a quarter of it, up to 1. With
+  ``period="auto"``, a jump at the shortest horizon that still did not pay doubles the spacing of the
+  snapshots (the period), and one that paid halves that factor again.
 * :meth:`NowcastHook.summary` says what the hook did; :meth:`NowcastHook.remove` (alias ``close``,
   ``detach``) logs it at INFO; :func:`~weightspace.nowcast.plotting.plot` draws it.
 * ``hold``: roles of the parameter graph whose parameters the jumps leave to the optimizer. By
@@ -74,7 +83,8 @@ from .plan import PLAN_MAX, JumpPlan
 log = logging.getLogger(__name__)
 
 __all__ = ["NowcastHook", "AutoPeriod", "horizon_schedule", "held_mask", "total_steps_from_scheduler",
-           "OPTIMIZER_STATE_CHOICES", "HOLD_DEFAULT", "AUTO_BUDGET", "SPIKE_GUARD_DEFAULT"]
+           "OPTIMIZER_STATE_CHOICES", "HOLD_DEFAULT", "AUTO_BUDGET", "SPIKE_GUARD_DEFAULT", "jump_paid",
+           "BACKOFF_WINDOW", "BACKOFF_FACTOR", "BACKOFF_RECOVER"]
 
 OPTIMIZER_STATE_CHOICES = ("keep", "reset")
 STATE_KEY = "nowcast"
@@ -92,6 +102,12 @@ AUTO_MAX_PERIOD = 1000
 SPIKE_GUARD_DEFAULT = 2.0
 #: per-step losses before a jump whose largest is the spike guard's reference
 _LOSS_BEFORE = 4
+#: ``backoff``: the most steps after (and twice that before) a jump whose losses judge it
+BACKOFF_WINDOW = 50
+#: ``backoff``: the reach after a jump that did not pay is multiplied by this; after one that paid, by
+#: :data:`BACKOFF_RECOVER` (capped at 1)
+BACKOFF_FACTOR = 0.5
+BACKOFF_RECOVER = 1.25
 
 
 def held_mask(layout: NowcastLayout, hold: Sequence[str]) -> Tensor | None:
@@ -144,6 +160,32 @@ def horizon_schedule(k_max: int, k_min: int = 1, total_steps: int | None = None,
         return int(round(k_min + (k_max - k_min) * (1.0 - frac) ** power))
 
     return k
+
+
+def jump_paid(before: Sequence[float], after: Sequence[float], trend: float = 0.5) -> bool | None:
+    r"""Whether a jump paid, judged from per-step training losses (``backoff`` of :class:`NowcastHook`).
+
+    With ``n = len(after)`` losses on and after the jumped weights and the ``2n`` losses before the jump
+    (the last ``2n`` of ``before``, oldest first; its halves have means :math:`\bar b_0, \bar b_1`),
+    plain training was on course for a mean loss of
+    :math:`\min(\bar b_1, \bar b_1 - \tau(\bar b_0 - \bar b_1))` over the next ``n`` steps, with
+    ``tau = trend``: the latest level, less (where the loss was falling) a share of the last drop, since
+    a loss curve decelerates (``trend=1`` is the linear trend, which a decelerating curve does not
+    reach; ``0`` the level alone). The jump paid when the mean of ``after`` is below it. ``None`` (no verdict) with
+    fewer than 2 losses after the jump, fewer than ``2n`` before it, or a non-finite mean before it; a
+    non-finite mean after it did not pay.
+    """
+    n = len(after)
+    if n < 2 or len(before) < 2 * n:
+        return None
+    before = list(before)[-2 * n:]
+    b0, b1 = sum(before[:n]) / n, sum(before[n:]) / n
+    if not (math.isfinite(b0) and math.isfinite(b1)):
+        return None
+    a = sum(after) / n
+    if not math.isfinite(a):
+        return False
+    return a < min(b1, b1 - trend * (b0 - b1))
 
 
 def total_steps_from_scheduler(scheduler: Any) -> int | None:
@@ -282,6 +324,15 @@ class NowcastHook:
             the moments keep that step's gradient).
         auto_budget: with ``period="auto"``, the largest share of the time the jumps save that they
             may cost (default :data:`AUTO_BUDGET`).
+        skip_warmup: make no jump while the learning rate rises: a due jump is skipped when the
+            largest learning rate of the optimizer's param groups is above its value at the window's
+            oldest snapshot (a linear warm-up). Default ``True``.
+        backoff: judge each jump by the losses after it (:func:`jump_paid`; needs
+            :meth:`report_loss`) and scale the horizon by a reach in ``(0, 1]`` that halves after a
+            jump that did not pay and grows by a quarter after one that paid: the schedule's horizon
+            ``k`` becomes ``max(1, round(k * reach))``; with ``period="auto"``, a jump that did not pay
+            at the smallest reach (``1 / nowcaster.horizons``) also doubles the period (:attr:`stretch`),
+            one that paid halves that factor. Default ``True``; ``False`` keeps the schedule's horizon.
 
     Attributes:
         history: one dict per jump: ``step``, ``period`` (in force), ``horizon`` (snapshot spacings),
@@ -289,7 +340,12 @@ class NowcastHook:
             ``window_seconds`` (the hook over the window), ``applied`` (false: non-finite, skipped),
             ``undone`` (by the spike guard), ``delta_norm`` (L2 norm of the applied change),
             ``window_norm`` (L2 norm of the optimizer's move over the window), ``loss_before`` /
-            ``loss_after`` (what the guard compared; ``None`` without reported losses).
+            ``loss_after`` (what the guard compared; ``None`` without reported losses), ``reach``
+            (the backoff's horizon factor at the jump), ``stretch`` (its factor on the auto period's
+            spacing), ``paid`` (:func:`jump_paid`'s verdict, set
+            when the steps up to the next jump have run; ``None`` without one).
+        skipped_warmup: due jumps skipped while the learning rate rose.
+        reach: the backoff's current horizon factor; stretch: its factor on the auto period's spacing.
         jumps, undone, skipped, step, seconds: counters (kept jumps, undone, non-finite, optimizer steps,
             wall time inside the hook); :meth:`summary` gathers them.
 
@@ -306,7 +362,7 @@ class NowcastHook:
                  horizon: int | Callable[[int], int] | None = None, total_steps: int | None = None,
                  optimizer_state: str = "keep", start: int = 0, example_input: Any = None,
                  hold: Sequence[str] = HOLD_DEFAULT, spike_guard: float | None = SPIKE_GUARD_DEFAULT,
-                 auto_budget: float = AUTO_BUDGET) -> None:
+                 auto_budget: float = AUTO_BUDGET, skip_warmup: bool = True, backoff: bool = True) -> None:
         context = int(context or nowcaster.context)
         if nowcaster.learned and context != nowcaster.context:
             raise ValueError(f"this nowcaster reads {nowcaster.context} snapshots, got context={context}")
@@ -334,6 +390,12 @@ class NowcastHook:
         self.period, self.context, self.stride = int(period), context, int(period) // context
         self.auto = auto  # AutoPeriod with period="auto", else None
         self.spike_guard = spike_guard
+        self.skip_warmup, self.backoff = bool(skip_warmup), bool(backoff)
+        self.reach = 1.0  # the backoff's horizon factor
+        self.stretch = 1  # the backoff's factor on the auto period's spacing
+        self.skipped_warmup = 0
+        self._trend: deque[tuple[int, Any]] = deque(maxlen=3 * BACKOFF_WINDOW + 2)  # (step, loss) for the backoff
+        self._judged_at: int | None = None  # the step of the latest applied jump still to be judged
         self.total_steps, self.optimizer_state, self.start = total_steps, optimizer_state, int(start)
         if callable(horizon):
             self._horizon = horizon
@@ -371,6 +433,7 @@ class NowcastHook:
         self._pending: dict[str, Any] | None = None  # the latest jump, while the spike guard waits for its loss
         self._summary_logged = False
         self._buf = torch.empty(context, self.spec.num_params, dtype=torch.float32, device=device)
+        self._snap_lr = [0.0] * context  # the largest learning rate of the param groups at each snapshot
         self._count = 0  # snapshots in the buffer since the last jump (the newest at (count-1) % context)
         # views of every buffer row (and of the jump's target vector) shaped like the model's tensors, so a
         # snapshot and a write-back are one torch._foreach_copy_ each, with no per-tensor Python work
@@ -483,9 +546,18 @@ class NowcastHook:
         elif list(map(_REQUIRES_GRAD, self._cand)) != self._flags:  # the common case: one read per candidate
             self._set_moved(self._moved_now())
 
+    def _lr(self) -> float:
+        return max((float(g.get("lr", 0.0)) for g in self.optimizer.param_groups), default=0.0)
+
+    def _lr_rising(self) -> bool:
+        """Whether the learning rate rose over the window (it is above its value at the oldest snapshot)."""
+        oldest = self._snap_lr[self._count % self.context]
+        return self._lr() > oldest * (1 + 1e-6)
+
     @torch.no_grad()
     def _snapshot(self) -> None:
         r = self._count % self.context
+        self._snap_lr[r] = self._lr()
         if self._same_device:
             torch._foreach_copy_(self._row_views[r], self._tensors)  # casts to float32
         else:
@@ -513,6 +585,15 @@ class NowcastHook:
         due = (rel % self.period == 0 and self.step >= self.start
                and (self.total_steps is None or self.step < self.total_steps))
         jumped = due and self._count >= self.context
+        if self._judged_at is not None and (jumped or self.step - self._judged_at >= BACKOFF_WINDOW):
+            self._judge_trend()
+        if jumped and self.skip_warmup and self._lr_rising():
+            jumped = False
+            self.skipped_warmup += 1
+            log.debug("nowcast jump at step %d skipped: the learning rate rises (warm-up)", self.step)
+            if self.auto is not None:  # the next window counts from here, as after a jump
+                self._anchor = self.step
+                self._count = 0
         if jumped:
             self._jump()
         t1 = self._clock()
@@ -531,8 +612,8 @@ class NowcastHook:
             if self.history and self.history[-1]["applied"]:
                 self.auto.add_window(self._window_seconds)
             self._anchor = self.step
-            k = max(1, min(int(self._horizon(self.step + self.period)), self.nowcaster.horizons))
-            stride = self.auto.stride(k)
+            k = self._k(self.step + self.period)
+            stride = min(self.auto.stride(k) * self.stretch, self.auto.max_stride)
             if stride != self.stride:
                 share = self.auto.share(stride, k)
                 log.info("nowcast: period %d -> %d optimizer steps at step %d (a window of jumps costs %.2f ms, "
@@ -563,6 +644,8 @@ class NowcastHook:
         """The mean loss reported at one step is complete: keep it."""
         mean = self._loss_sum / self._loss_n
         self._recent.append((self._loss_at, mean))
+        if self.backoff:
+            self._trend.append((self._loss_at, mean))
         self._loss_tensors.append((self._loss_at, mean))
         if len(self._loss_tensors) >= 256:
             self._read_losses()
@@ -614,9 +697,44 @@ class NowcastHook:
                f"optimizer left them at step {rec['step']}")
         log.warning(msg)
 
+    def _judge_trend(self) -> None:
+        """The steps after the latest applied jump have run (the next one is due): judge it with
+        :func:`jump_paid` and move :attr:`reach`."""
+        at, self._judged_at = self._judged_at, None
+        rec = next((h for h in reversed(self.history) if h["step"] == at), None)
+        if rec is None or rec.get("undone"):
+            return
+        n = min(self.step - at, BACKOFF_WINDOW)
+        pts = [(s, v) for s, v in self._trend if at - 2 * n <= s < at + n]
+        if not pts:
+            return
+        values = torch.stack([v.to(pts[0][1].device) for _, v in pts]).cpu().tolist()  # one read per jump
+        before = [v for (s, _), v in zip(pts, values) if s < at]
+        after = [v for (s, _), v in zip(pts, values) if s >= at]
+        paid = jump_paid(before, after) if len(after) == n else None
+        rec["paid"] = paid
+        if paid is None:
+            return
+        old = self.reach
+        floor = 1.0 / max(1, self.nowcaster.horizons)
+        if self.auto is not None:  # at the shortest horizon, jumps that still do not pay come further apart
+            if not paid and old <= floor:
+                self.stretch = min(2 * self.stretch, self.auto.max_stride)
+            elif paid:
+                self.stretch = max(1, self.stretch // 2)
+        self.reach = min(1.0, self.reach * BACKOFF_RECOVER) if paid else max(floor, self.reach * BACKOFF_FACTOR)
+        if self.reach != old:
+            log.debug("nowcast: the jump at step %d %s; reach %.3g -> %.3g", at,
+                      "paid" if paid else "did not pay", old, self.reach)
+
+    def _k(self, step: int) -> int:
+        """The horizon of a jump at ``step``: the schedule's, times the backoff's reach."""
+        k = max(1, min(int(self._horizon(step)), self.nowcaster.horizons))
+        return max(1, int(round(k * self.reach))) if self.backoff else k
+
     @torch.no_grad()
     def _jump(self) -> None:
-        k = max(1, min(int(self._horizon(self.step)), self.nowcaster.horizons))
+        k = self._k(self.step)
         t0 = time.perf_counter()
         c = self.context
         pos = self._count % c  # the oldest snapshot; the buffer is full
@@ -628,7 +746,7 @@ class NowcastHook:
         self._check_moved()
         rec = {"step": self.step, "period": self.period, "horizon": k, "steps_ahead": k * self.stride,
                "seconds": 0.0, "applied": False, "undone": False, "delta_norm": None, "window_norm": None,
-               "loss_before": None, "loss_after": None}
+               "loss_before": None, "loss_after": None, "reach": self.reach, "stretch": self.stretch, "paid": None}
         if not self._moved_tensors:  # every parameter frozen or out of the optimizer: nothing to predict
             log.debug("nowcast jump at step %d: the optimizer updates none of the model's parameters", self.step)
             self.history.append(rec)
@@ -670,6 +788,8 @@ class NowcastHook:
                         self._pending["states"][p] = st
             self.jumps += 1
             rec["applied"] = True
+            if self.backoff:
+                self._judged_at = self.step
             log.debug("nowcast jump at step %d: %d steps ahead (|delta| %.3g, optimizer's move over the window "
                       "%.3g)", self.step, k * self.stride, rec["delta_norm"], rec["window_norm"])
         rec["seconds"] = time.perf_counter() - t0
@@ -683,7 +803,10 @@ class NowcastHook:
         window = self.window.cpu()
         state = {"step": self.step, "jumps": self.jumps, "skipped": self.skipped, "window": window.clone(),
                  "history": [dict(h) for h in self.history], "period": self.period, "context": self.context,
-                 "undone": self.undone, "anchor": self._anchor}
+                 "undone": self.undone, "anchor": self._anchor, "reach": self.reach, "stretch": self.stretch,
+                 "window_lr": [self._snap_lr[(self._count - window.shape[0] + i) % self.context]
+                               for i in range(window.shape[0])],
+                 "skipped_warmup": self.skipped_warmup}
         if self.auto is not None:
             state["period"] = "auto"
             state["auto"] = self.auto.state_dict()
@@ -702,6 +825,9 @@ class NowcastHook:
         self.step, self.jumps, self.skipped = int(state["step"]), int(state["jumps"]), int(state["skipped"])
         self.history = [dict(h) for h in state.get("history", [])]
         self.undone, self._anchor = int(state.get("undone", 0)), int(state.get("anchor", 0))
+        self.reach, self.skipped_warmup = float(state.get("reach", 1.0)), int(state.get("skipped_warmup", 0))
+        self.stretch = int(state.get("stretch", 1))
+        self._judged_at = None
         if self.auto is not None and "auto" in state:
             self.auto.load_state_dict(state["auto"])
             self.stride = self.auto.current
@@ -710,6 +836,10 @@ class NowcastHook:
         w = w[-self.context:] if w.numel() else w
         self._buf[: w.shape[0]] = w.to(self._buf.device, torch.float32) if w.numel() else self._buf[:0]
         self._count = int(w.shape[0]) if w.numel() else 0
+        lrs = list(state.get("window_lr", []))[-self._count:] if self._count else []
+        if len(lrs) != self._count:  # saved before the learning rates were kept: taken as constant
+            lrs = [self._lr()] * self._count
+        self._snap_lr = [float(x) for x in lrs] + [0.0] * (self.context - self._count)
 
     def _restore(self, saved: dict[str, Any]) -> None:
         """:meth:`load_state_dict` of the state that ``optimizer.load_state_dict`` left in the optimizer's
@@ -777,7 +907,9 @@ class NowcastHook:
         two steps), ``steps_saved`` (estimate: ``steps_ahead`` less the hook's time in plain steps and
         one discarded step per undone jump; ``None`` without a step time), ``cost_share`` (hook time
         over the time of ``steps_ahead`` steps), ``period`` (the one in force), ``auto`` (whether the
-        period is chosen automatically).
+        period is chosen automatically), ``skipped_warmup`` (due jumps skipped while the learning rate
+        rose), ``reach`` (the backoff's horizon factor now), ``not_paid`` (judged jumps that did not
+        pay, :func:`jump_paid`).
         """
         kept = [h for h in self.history if h.get("applied") and not h.get("undone")]
         ahead = int(sum(h["steps_ahead"] for h in kept))
@@ -786,7 +918,9 @@ class NowcastHook:
         share = self.seconds / (ahead * t) if t and ahead else None
         return {"steps": self.step, "jumps": self.jumps, "undone": self.undone, "skipped": self.skipped,
                 "steps_ahead": ahead, "seconds": self.seconds, "step_seconds": t, "steps_saved": saved,
-                "cost_share": share, "period": self.period, "auto": self.auto is not None}
+                "cost_share": share, "period": self.period, "auto": self.auto is not None,
+                "skipped_warmup": self.skipped_warmup, "reach": self.reach,
+                "not_paid": sum(1 for h in self.history if h.get("paid") is False)}
 
     @staticmethod
     def describe(summary: dict[str, Any]) -> str:
