@@ -428,3 +428,21 @@ def test_type_test_on_a_traced_tensor_without_example_input_is_refused():
     unet = nets.BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4)).eval()
     with pytest.raises(ws.UnsupportedModuleError, match=r"torch.jit.isinstance.*\[at 'upcat_4'\]"):
         ws.GraphSpec.from_module(unet)
+
+
+def test_monai_handlers_live_in_their_families_once():
+    """Each operation the MONAI corpus brought has one handler per tier, in its family's module;
+    the one-channel gate and the per-position mask share the single idiom handler of ``mul``."""
+    from weightspace.graph import ops
+
+    family = {
+        ops.CORE.module(nn.PReLU()): "activations", ops.CORE.function(F.prelu): "activations",
+        ops.CORE.aten["leaky_relu_"]: "activations", ops.CORE.module(nn.ConvTranspose2d(1, 1, 2)): "linear",
+        ops.CORE.aten["convolution"]: "linear", ops.CORE.module(nn.Conv3d(1, 1, 1)): "linear",
+        ops.CORE.aten["instance_norm"]: "norms", ops.CORE.function(F.pad): "shape",
+        ops.CORE.aten["constant_pad_nd"]: "shape", ops.IDIOMS.aten["mul"]: "arithmetic",
+    }
+    for handler, module in family.items():
+        assert handler is not None and handler.__module__ == f"weightspace.graph.ops.{module}", handler
+    assert ops.IDIOMS.aten["mul"] is ops.IDIOMS.methods["mul"] is ops.IDIOMS.function(torch.mul)
+    assert ops.CORE.aten["convolution"] is ops.CORE.aten["_convolution"]
