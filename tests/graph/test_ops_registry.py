@@ -41,7 +41,7 @@ def test_module_handlers_match_along_the_mro_unless_exact():
     assert ops.CORE.module(MyLinear(2, 3)) is ops.CORE.module(nn.Linear(2, 3)) is not None
     assert ops.CORE.module(nn.ReLU()) is not None
     assert ops.CORE.module(MyReLU()) is None  # exact: a subclass may compute something else
-    assert ops.CORE.module(nn.Conv3d(1, 1, 1)) is None
+    assert ops.CORE.module(nn.Bilinear(1, 1, 1)) is None  # no handler: refused by the walker
 
 
 class Expit(nn.Module):

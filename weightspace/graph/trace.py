@@ -453,6 +453,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     if tracer not in ("auto", "fx", "export"):
         raise ValueError(f"tracer must be 'auto', 'fx' or 'export', got {tracer!r}")
     canonical, shapes, tensors = state_layout(model)
+    _check_integer_buffers(tensors)
     ops.check_parametrizations(model, None, "fx")
     b = Builder(model, canonical, shapes)
     inputs = _as_tuple(example_input)
@@ -469,7 +470,7 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
         root = _wrap(model)
         b.strip_prefix = "inner."
     try:
-        with _eval_mode(model):
+        with _eval_mode(model), _type_tests_on_proxies() as type_tests:
             gm = torch.fx.symbolic_trace(root)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back or is reported
         if not inputs or tracer == "fx":
@@ -480,11 +481,21 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
             ) from exc
         log.info("symbolic tracing failed (%s); tracing with torch.export", exc)
         return _trace_export(model, b, inputs, canonical, tensors)
+    if type_tests and not inputs:
+        raise UnsupportedModuleError(
+            "forward tests torch.jit.isinstance on a traced tensor, which is False for the fx Proxy that symbolic "
+            "tracing passes, so the traced graph may follow another branch than the forward pass; pass "
+            "example_input=... (the trace is then checked against the forward pass, and torch.export used if "
+            "they differ)", path=type_tests[0].removeprefix(b.strip_prefix) or type(model).__name__)
     if inputs:
-        from torch.fx.passes.shape_prop import ShapeProp
-
-        with torch.no_grad(), _eval_mode(model):  # a forward pass must not touch BatchNorm statistics
-            ShapeProp(gm).propagate(*inputs)
+        disagreement = _fx_disagrees(model, gm, inputs)
+        if disagreement is not None:
+            if tracer == "fx":
+                raise UnsupportedModuleError(
+                    f"torch.fx.symbolic_trace records another computation than the forward pass ({disagreement}); "
+                    "trace with tracer='auto' or 'export'", path=type(model).__name__)
+            log.info("the symbolic trace differs from the forward pass (%s); tracing with torch.export", disagreement)
+            return _trace_export(model, b, inputs, canonical, tensors)
     placeholders = {}
     for i, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
         lazy = Lazy(i, n.name)
@@ -494,6 +505,88 @@ def trace_structure(model: nn.Module, example_input: Any = None, tracer: str = "
     out = Walker(b, gm).run(gm.graph, placeholders)
     _finish(b, out, canonical)
     return b.s, canonical, tensors
+
+
+@contextlib.contextmanager
+def _type_tests_on_proxies():
+    """While symbolic tracing: the module paths where ``torch.jit.isinstance`` is asked about an fx
+    ``Proxy`` (directly or inside a list/tuple/dict); its answer there is not the forward pass's."""
+    found: list[str] = []
+    original = torch.jit.isinstance
+
+    def watched(obj: Any, target_type: Any) -> Any:
+        proxies: list[torch.fx.Proxy] = []
+        map_aggregate(obj, lambda v: proxies.append(v) if isinstance(v, torch.fx.Proxy) else v)
+        if proxies:
+            stack = getattr(proxies[0].tracer, "module_stack", None) or {}
+            found.append(next(reversed(stack), "") if stack else "")
+        return original(obj, target_type)
+
+    torch.jit.isinstance = watched
+    try:
+        yield found
+    finally:
+        torch.jit.isinstance = original
+
+
+def _fx_disagrees(model: nn.Module, gm: torch.fx.GraphModule, inputs: tuple) -> str | None:
+    """Run the symbolic trace ``gm`` on ``inputs`` with shape propagation, and the model itself
+    (same random seed, evaluation mode, no gradients); None when the outputs agree, else what went
+    wrong. Symbolic tracing follows the branches a ``Proxy`` takes, which can differ from the real
+    forward pass (``torch.jit.isinstance(x, torch.Tensor)`` is False for a ``Proxy``, MONAI's
+    ``UpCat``), so the traced graph is trusted only if it computes what the model computes."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    with torch.no_grad(), _eval_mode(model), torch.random.fork_rng():  # no BatchNorm statistics touched
+        copies = lambda: [t.clone() if isinstance(t, torch.Tensor) else t for t in inputs]  # noqa: E731 - in-place forwards
+        torch.manual_seed(0)
+        try:
+            traced = ShapeProp(gm).propagate(*copies())
+        except Exception as exc:  # noqa: BLE001 - a failing trace is a disagreement, reported by name
+            where = _failing_module(exc)
+            return f"running it fails{where}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        torch.manual_seed(0)
+        try:
+            real = model(*copies())
+        except Exception as exc:  # noqa: BLE001
+            return f"the model's own forward pass fails: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    got, want = _leaves(traced), _leaves(real)
+    if len(got) != len(want):
+        return f"{len(got)} output tensors, the model returns {len(want)}"
+    for i, (a, c) in enumerate(zip(got, want)):
+        if a.shape != c.shape or a.dtype != c.dtype or not torch.allclose(a, c, rtol=1e-4, atol=1e-5, equal_nan=True):
+            return f"output {i} differs"
+    return None
+
+
+def _failing_module(exc: Exception) -> str:
+    """`` at 'path'``: the module of the node whose shape propagation failed (named in the message)."""
+    text = str(exc)
+    if "target=" not in text:
+        return ""
+    return f" at {text.split('target=', 1)[1].split(']', 1)[0].split('(', 1)[0]!r}"
+
+
+def _leaves(out: Any) -> list[torch.Tensor]:
+    """Every tensor of a (nested) output, in order."""
+    found: list[torch.Tensor] = []
+    map_aggregate(out, lambda v: found.append(v) if isinstance(v, torch.Tensor) else v)
+    if not found and hasattr(out, "to_tuple"):
+        return _leaves(out.to_tuple())
+    return [t.float() if t.is_floating_point() else t for t in found]
+
+
+def _check_integer_buffers(tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse, before tracing, a state dict holding an integer or boolean tensor of one or more
+    dimensions (e.g. MONAI's ``relative_position_index``, a persistent buffer): the graph stores
+    floating-point values and 0-d counters (``num_batches_tracked``) only."""
+    for k, t in tensors.items():
+        if not t.is_floating_point() and not t.is_complex() and t.dim() > 0:
+            raise UnsupportedModuleError(
+                f"buffer {k!r} ({t.dtype}, shape {tuple(t.shape)}) is saved in the state dict, but a parameter "
+                "graph stores floating-point tensors and 0-d counters only, so it cannot be written back; a "
+                "buffer registered with persistent=False is a constant of the structural signature instead",
+                path=k.rsplit(".", 1)[0])
 
 
 def _trace_export(model: nn.Module, b: Builder, inputs: tuple, canonical: dict, tensors: dict):

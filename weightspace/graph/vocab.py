@@ -44,6 +44,10 @@ class NodeType(IntEnum):
     #: a ``Linear`` under ``orthogonal`` (``PARAMETRIZATION`` edges carry the base from it);
     #: ``node_pos`` holds its index
     PARAMETRIZATION = 15
+    #: a parameter of an activation shared by several neurons (the single slope of a ``PReLU``
+    #: with ``num_parameters=1``), stored once as the node's ``weight`` feature; ``ACT_PARAM`` edges
+    #: join it to every neuron whose activation reads it
+    ACT_PARAM = 16
 
 
 class EdgeType(IntEnum):
@@ -92,6 +96,9 @@ class EdgeType(IntEnum):
     #: edge from basis node ``k`` to unit ``j`` (the output units, or the input units when the
     #: weight has more columns than rows)
     PARAMETRIZATION = 21
+    #: joins a shared activation parameter (``NodeType.ACT_PARAM``, e.g. a ``PReLU``'s single slope)
+    #: to each neuron whose activation reads it (structural)
+    ACT_PARAM = 22
 
 
 class Activation(IntEnum):
@@ -117,6 +124,11 @@ class Activation(IntEnum):
     CELU = 17
     SOFTSIGN = 18
     TANHSHRINK = 19
+    #: ``PReLU``: ``max(0, x) + a * min(0, x)`` with a learned slope ``a``, stored as the ``weight``
+    #: feature of the neuron (one slope per channel), or on an ``ACT_PARAM`` node joined to the
+    #: neuron by an ``ACT_PARAM`` edge (one slope shared by every channel; the neuron's ``weight``
+    #: feature is then 0)
+    PRELU = 20
 
 
 #: Columns of ``ParameterGraph.x``: the per-neuron parameters.
@@ -127,7 +139,7 @@ BIAS, WEIGHT, SHIFT, RUNNING_MEAN, RUNNING_VAR = range(len(NODE_FEATURES))
 STRUCTURAL_EDGE_TYPES: frozenset[int] = frozenset(
     {EdgeType.RESIDUAL, EdgeType.ATTN_QK, EdgeType.ATTN_HEAD, EdgeType.IDENTITY, EdgeType.PRODUCT,
      EdgeType.TIED, EdgeType.ROTARY, EdgeType.ATTN_GROUP, EdgeType.AXIS, EdgeType.ATTN_BIAS,
-     EdgeType.ATTN_SCALE}
+     EdgeType.ATTN_SCALE, EdgeType.ACT_PARAM}
 )
 
 #: Node types whose members may be permuted among themselves without changing the function.
@@ -140,5 +152,9 @@ PERMUTABLE_NODE_TYPES: frozenset[int] = frozenset(
 #: fixed so that trained checkpoints keep loading when types are appended (append within them).
 NODE_TYPE_SLOTS = 18
 EDGE_TYPE_SLOTS = 23
-if len(NodeType) > NODE_TYPE_SLOTS or len(EdgeType) > EDGE_TYPE_SLOTS:  # pragma: no cover - vocabulary guard
-    raise RuntimeError("the node/edge type vocabularies outgrew their embedding slots")
+#: rows of the metanetworks' activation-embedding tables (the first 20 activations plus 8 spare rows),
+#: fixed for the same reason
+ACTIVATION_SLOTS = 28
+if (len(NodeType) > NODE_TYPE_SLOTS or len(EdgeType) > EDGE_TYPE_SLOTS
+        or len(Activation) > ACTIVATION_SLOTS):  # pragma: no cover - vocabulary guard
+    raise RuntimeError("the node type, edge type or activation vocabulary outgrew its embedding slots")

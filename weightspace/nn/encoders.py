@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from weightspace.graph.vocab import EDGE_TYPE_SLOTS, NODE_TYPE_SLOTS, Activation
+from weightspace.graph.vocab import ACTIVATION_SLOTS, EDGE_TYPE_SLOTS, NODE_TYPE_SLOTS
 
 from ._utils import permutable_mask, reset_all, symlog
 from .edge_norm import LayerWeightNorm
@@ -45,7 +45,7 @@ class NeuronEncoder(nn.Module):
         self.max_positions, self.max_depth = max_positions, max_depth
         self.lin = nn.Linear(num_features, hidden)
         self.type_emb = nn.Embedding(NODE_TYPE_SLOTS, hidden)
-        self.act_emb = nn.Embedding(len(Activation) + 8, hidden)
+        self.act_emb = nn.Embedding(ACTIVATION_SLOTS, hidden)
         self.depth_emb = nn.Embedding(max_depth, hidden)
         self.pos_emb = nn.Embedding(max_positions, hidden)
         self.reset_parameters()

@@ -4,18 +4,20 @@
 type, a Python function, a ``Tensor`` method, an ATen name under ``torch.export``) to a handler;
 :mod:`weightspace.graph.trace` looks each traced operation up there. Families:
 
-- :mod:`~weightspace.graph.ops.linear`: ``Linear``, convolutions and their weight
-  parametrizations, embeddings, matrix products with a parameter; recurrent layers refused;
+- :mod:`~weightspace.graph.ops.linear`: ``Linear``, convolutions (transposed ones included) and
+  their weight parametrizations, embeddings, matrix products with a parameter; recurrent layers
+  and 3-D convolutions refused;
 - :mod:`~weightspace.graph.ops.norms`: batch/layer/group/instance/RMS normalization, ``normalize``;
 - :mod:`~weightspace.graph.ops.attention`: ``MultiheadAttention``, ``TransformerEncoder(Layer)``,
   ``scaled_dot_product_attention``, attention written with ``einsum``/``baddbmm``;
 - :mod:`~weightspace.graph.ops.shape`: reshapes, transposes, concatenation, splits, indexing,
-  reductions, broadcasting, masks (``where``/``masked_fill``), fused q/k/v split in three axes,
-  parameter tables indexed by position;
+  reductions, broadcasting, padding (zero channels on the feature axis are new neurons), masks
+  (``where``/``masked_fill``), fused q/k/v split in three axes, parameter tables indexed by
+  position;
 - :mod:`~weightspace.graph.ops.arithmetic`: ``+ - * /`` between tensors, ``addcmul``, per-position
-  masks from inputs;
-- :mod:`~weightspace.graph.ops.activations`: activations, element-wise functions, operations that
-  keep every neuron (dropout, pooling, padding, resampling).
+  masks from inputs, one-channel gates broadcast over the channels;
+- :mod:`~weightspace.graph.ops.activations`: activations (``PReLU``'s learned slopes included),
+  element-wise functions, operations that keep every neuron (dropout, pooling, resampling).
 
 Each module holds both tiers of its family (:mod:`~weightspace.graph.ops.registry`): the idiom
 handlers of third-party code (after its ``idioms (first tier)`` line) and the core handlers.

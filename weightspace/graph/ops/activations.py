@@ -1,15 +1,17 @@
 """Activations, element-wise functions and operations that keep every neuron (dropout, pooling,
-padding, copies): handlers of the core tier.
+copies): handlers of the core tier.
 
 An activation is recorded on the nodes whose output it transforms (``node_act``); a second one
-on the same nodes gets a copy of them (``IDENTITY`` edges). Element-wise functions without
-parameters (``x ** 2``, ``rsqrt``; pieces of decomposed activations and normalizations) and
-pooling/padding/dropout keep the neurons of their input: their arguments are in the structural
-signature (:mod:`weightspace.graph.signature`).
+on the same nodes gets a copy of them (``IDENTITY`` edges). ``PReLU``'s learned slopes are node
+features (:func:`prelu`). Element-wise functions without parameters (``x ** 2``, ``rsqrt``;
+pieces of decomposed activations and normalizations) and pooling/dropout keep the neurons of
+their input (padding: :func:`weightspace.graph.ops.shape.pad`): their arguments are in the
+structural signature (:mod:`weightspace.graph.signature`).
 """
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -17,16 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..builder import META, Act, Heads, Lazy, Meta, Param, Stat
-from ..vocab import Activation
-from .common import first_tracked
+from ..builder import META, Act, EdgeBlock, Heads, Lazy, Meta, NodeBlock, Param, Stat
+from ..vocab import WEIGHT, Activation, EdgeType, NodeType
+from .common import arg, first_tracked, in_shape
 from .registry import register
 from .values import tracked
 
 _tracked = tracked
 
 __all__ = ["ACT_ATEN", "ACT_FUNCTIONS", "ACT_METHODS", "ACT_MODULES", "ELEMENTWISE_ATEN", "ELEMENTWISE_FUNCTIONS",
-           "IDENTITY_ATEN", "IDENTITY_FUNCTIONS", "IDENTITY_METHODS", "IDENTITY_MODULES", "apply_activation"]
+           "IDENTITY_ATEN", "IDENTITY_FUNCTIONS", "IDENTITY_METHODS", "IDENTITY_MODULES", "apply_activation", "prelu"]
 
 ACT_MODULES: dict[type, Activation] = {
     nn.ReLU: Activation.RELU, nn.LeakyReLU: Activation.LEAKY_RELU, nn.ELU: Activation.ELU, nn.SELU: Activation.SELU,
@@ -62,6 +64,9 @@ ACT_ATEN: dict[str, Activation] = {
     "_log_softmax": Activation.LOG_SOFTMAX, "log_softmax": Activation.LOG_SOFTMAX, "celu": Activation.CELU,
     "softsign": Activation.SOFTSIGN,
 }
+# in place (``nn.LeakyReLU(inplace=True)`` and friends under ``torch.export``): the same activation
+ACT_ATEN.update({f"{n}_": ACT_ATEN[n] for n in ("leaky_relu", "elu", "selu", "celu", "silu", "mish", "hardtanh",
+                                                 "hardswish", "hardsigmoid", "relu6", "gelu", "sigmoid", "tanh")})
 
 #: modules that keep the neurons of their input (their settings are in the structural signature)
 IDENTITY_MODULES = (
@@ -73,7 +78,7 @@ IDENTITY_MODULES = (
 
 IDENTITY_FUNCTIONS = {
     F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.pad,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
     F.interpolate, torch.clone, torch.detach,
 }
 
@@ -83,7 +88,7 @@ IDENTITY_ATEN = {
     "type_as", "dropout", "feature_dropout", "dropout_", "feature_dropout_", "clone", "alias", "_to_copy", "to",
     "detach", "contiguous", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d",
     "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
-    "max_pool2d_with_indices", "constant_pad_nd", "pad", "lift_fresh_copy", "upsample_nearest2d",
+    "max_pool2d_with_indices", "lift_fresh_copy", "upsample_nearest2d",
 }
 
 #: element-wise functions of one activation: no parameter, no new neuron (pieces of decomposed
@@ -156,6 +161,72 @@ def elementwise(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
 def expit(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     """``torch.special.expit``: the logistic sigmoid under another name."""
     return apply_activation(w, args[0] if args else kwargs.get("input"), Activation.SIGMOID, w.label)
+
+# ----------------------------------------------------------------------------- PReLU
+
+
+def prelu(w: Any, node: torch.fx.Node, x: Any, a: Any, label: str) -> Any:
+    """``PReLU(x) = max(0, x) + a * min(0, x)`` (He et al. 2015, "Delving deep into rectifiers")
+    with learned slopes ``a`` along the channel axis (axis 1; the only axis of a 1-D input): marks
+    ``x``'s neurons with :attr:`Activation.PRELU` and stores the slopes.
+
+    One slope per channel (``num_parameters = C``) is the ``weight`` feature of the channel's
+    neuron. One slope shared by every channel (``num_parameters = 1``, the default) is stored once,
+    as the ``weight`` feature of a new ``NodeType.ACT_PARAM`` node joined by an ``ACT_PARAM`` edge
+    to every channel's neuron (whose ``weight`` feature is then reserved and 0): the scalar has one
+    slot in the graph, so decoding reads it back bit-exactly and no copies can disagree. Neurons
+    that already hold an activation or a ``weight`` feature (a norm's scale) are first copied
+    (``IDENTITY`` edges), so a ``PRELU`` neuron's ``weight`` is always its slope.
+
+    Shapes: ``x [B, C, ...]`` or ``[C]``; ``a [1]`` or ``[C]``.
+    """
+    b = w.b
+    if isinstance(x, Meta):
+        return x
+    if not isinstance(a, Param):
+        raise b.fail("prelu with a slope that is not a parameter of the model (a computed tensor)")
+    n = math.prod(a.shape)
+    shape = in_shape(node)
+    if isinstance(x, Lazy):
+        if shape is None:
+            raise b.fail("prelu applied to the raw input; pass example_input so that its size is known")
+        x = b.materialize(x, shape[1] if len(shape) > 1 else shape[0], 1 - len(shape) if len(shape) > 1 else -1,
+                          len(shape))
+    x = b.as_act(x, what="prelu")
+    if x.block != 1:
+        raise b.fail("prelu applied to a flattened feature map")
+    if n > 1 and x.ndim is not None and x.ndim > 1 and x.ndim + x.feat != 1:
+        raise b.fail(f"prelu with {n} slopes acts on axis 1, but the features are on axis {x.ndim + x.feat}")
+    C = len(x)
+    if n not in (1, C):
+        raise b.fail(f"prelu weight {a.name!r} has {n} slopes for {C} channels (expected 1 or {C})")
+    busy = any(b.s.node_act[i] != 0 or b.s.node_slots[i] & (1 << WEIGHT) for i in x.nodes.tolist())
+    if busy:
+        x = b.copy_group(x, label)
+    b.use(a, "prelu")
+    if n == C:  # one slope per channel (a single channel included)
+        b.s.node_blocks.append(NodeBlock(x.nodes.clone(), WEIGHT, a.name, torch.arange(C)))
+    else:
+        slope = b.new_nodes(1, NodeType.ACT_PARAM, x.layer, pos=True, label=f"{label}:slope")
+        b.s.node_blocks.append(NodeBlock(slope.clone(), WEIGHT, a.name, torch.zeros(1, dtype=torch.long)))
+        b.s.node_slots[int(slope)] |= 1 << WEIGHT
+        b.add_edges(EdgeBlock(slope.repeat(C), x.nodes.clone(), EdgeType.ACT_PARAM, 1, 1))
+    for i in x.nodes.tolist():
+        b.s.node_slots[i] |= 1 << WEIGHT
+        b.s.node_act[i] = int(Activation.PRELU)
+    return x
+
+
+@register(modules=(nn.PReLU,), core=True)
+def prelu_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
+    """``nn.PReLU`` (``num_parameters`` is in the structural signature)."""
+    return prelu(w, node, args[0] if args else kwargs.get("input"), w.b.param(f"{path}.weight"), path)
+
+
+@register(functions=tuple({F.prelu, torch.prelu}), aten=("prelu", "_prelu_kernel"), core=True)
+def prelu_call(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.prelu(x, weight)`` / ``aten.prelu`` on a parameter of the model."""
+    return prelu(w, node, args[0], arg(args, kwargs, 1, "weight"), w.label)
 
 # ----------------------------------------------------------------------------- idioms (first tier)
 

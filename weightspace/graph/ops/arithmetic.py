@@ -13,15 +13,15 @@ from typing import Any
 
 import torch
 
-from ..builder import META, Act, Heads, Lazy, Param
-from ..vocab import EdgeType
+from ..builder import META, Act, EdgeBlock, Heads, Lazy, Param
+from ..vocab import EdgeType, NodeType
 from .common import arg, node_shape
 from .registry import register
 from .values import MaskedParam
 
 _arg = arg
 
-__all__ = ["ADD_FUNCTIONS", "ARITHMETIC_FUNCTIONS"]
+__all__ = ["ADD_FUNCTIONS", "ARITHMETIC_FUNCTIONS", "gating_product", "mask_mul"]
 
 #: Python callables of the four operations -> the operation
 ARITHMETIC_FUNCTIONS: dict[Any, str] = {
@@ -78,12 +78,9 @@ def _position_mask(v: Any, src: Any) -> bool:
         and shape[-1] == 1
 
 
-@register(aten=("mul", "mul_"), functions=(operator.mul, torch.mul), methods=("mul", "mul_"))
-def mask_mul(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+def mask_mul(args: tuple, node: torch.fx.Node) -> Any:
     """``x * mask`` with a per-position mask from an input: the neurons of ``x`` (a parameter: a
-    :class:`MaskedParam`)."""
-    if len(args) < 2 or len(node.args) < 2:
-        return NotImplemented
+    :class:`MaskedParam`); NotImplemented for any other product."""
     for i in (0, 1):
         if _position_mask(args[i], node.args[i]):
             other = args[1 - i]
@@ -92,6 +89,37 @@ def mask_mul(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
             if isinstance(other, Param):
                 return MaskedParam(other)
     return NotImplemented
+
+
+def gating_product(w: Any, node: torch.fx.Node, a: Any, g: Any) -> Any:
+    """``x * gate`` with a one-channel ``gate [B, 1, H, W]`` broadcast over the ``C`` channels of
+    ``x [B, C, H, W]`` (attention gates: MONAI's ``AttentionUnet``, Attention U-Net's ``psi``,
+    Oktay et al. 2018): ``C`` new ``PRODUCT`` neurons, each fed by ``PRODUCT`` edges from its
+    channel of ``x`` and from the single channel of ``gate`` (which thus gates them all);
+    NotImplemented for any other product."""
+    if not (isinstance(a, Act) and isinstance(g, Act)) or a.block != 1 or g.block != 1:
+        return NotImplemented
+    if len(a) == 1 and len(g) > 1:
+        a, g = g, a
+    if len(g) != 1 or len(a) == 1 or (a.feat, a.ndim) != (g.feat, g.ndim):
+        return NotImplemented
+    b = w.b
+    layer = max(a.layer, g.layer) + 1
+    out = b.new_nodes(len(a), NodeType.PRODUCT, layer, label=b.where_label(node.name))
+    b.add_edges(EdgeBlock(a.nodes.clone(), out, EdgeType.PRODUCT, 1, 1))
+    b.add_edges(EdgeBlock(g.nodes.repeat(len(a)), out.clone(), EdgeType.PRODUCT, 1, 1))
+    return Act(out, a.feat, a.ndim, layer)
+
+
+@register(aten=("mul", "mul_"), functions=(operator.mul, torch.mul), methods=("mul", "mul_"))
+def product_idioms(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """The idioms of ``a * b``: a per-position mask (:func:`mask_mul`), then a one-channel gate
+    broadcast over the channels (:func:`gating_product`); other products go to the core
+    :meth:`Builder.combine`."""
+    if len(args) < 2 or len(node.args) < 2:
+        return NotImplemented
+    res = mask_mul(args, node)
+    return gating_product(w, node, args[0], args[1]) if res is NotImplemented else res
 
 
 @register(aten=("add", "add_"), functions=(operator.add, torch.add), methods=("add", "add_"))

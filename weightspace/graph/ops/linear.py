@@ -19,19 +19,27 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..builder import META, Act, Heads, Param
+from ..builder import META, Act, EdgeBlock, Heads, Lazy, NodeBlock, Param
 from ..errors import UnsupportedModuleError
-from ..vocab import WEIGHT
+from ..vocab import BIAS, WEIGHT, EdgeType, NodeType
 from .common import Transposed, arg
 from .registry import register
+from .values import Folded, Grid
 
-__all__ = ["RECURRENT_REASON", "check_parametrizations", "parametrized", "transposed_param"]
+__all__ = ["CONV3D_REASON", "RECURRENT_REASON", "check_parametrizations", "conv_transpose", "parametrized",
+           "transposed_param"]
 
 #: why recurrent layers are refused (``nn.RNN``/``nn.LSTM``/``nn.GRU``, ``aten.lstm``, ...)
 RECURRENT_REASON = (
     "recurrent module {} is not supported: its weights act at every time step on a hidden state fed back "
     "from the previous step, and a parameter graph is a graph of neurons without cycles (unrolling it would "
     "make the graph depend on the sequence length); see docs/design-notes/converter-coverage.md")
+
+#: why 3-D convolutions are refused
+CONV3D_REASON = (
+    "{} is not supported: the parameter graph stores every edge's kernel as a 2-D grid (kh x kw), so a "
+    "3-D kernel (kd x kh x kw) has no place in it; build the network 2-D (e.g. MONAI's spatial_dims=2) or "
+    "convert it with its 3-D layers left out")
 
 
 def transposed_param(args: tuple) -> Transposed | None:
@@ -71,6 +79,86 @@ def conv_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tu
 def embedding_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
     x = args[0] if args else kwargs.get("input")
     return w.b.embedding(x, w.b.param(f"{path}.weight"), label=path)
+
+
+@register(modules=(nn.ConvTranspose1d, nn.ConvTranspose2d), core=True)
+def conv_transpose_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple,
+                          kwargs: dict) -> Any:
+    """``nn.ConvTranspose1d/2d`` (its ``output_size`` argument, if given, is a size from the input)."""
+    p = w.b.param
+    return conv_transpose(w, args[0] if args else kwargs.get("input"), p(f"{path}.weight"), p(f"{path}.bias"),
+                          mod.groups, path)
+
+
+@register(modules=(nn.Conv3d, nn.ConvTranspose3d), core=True)
+def conv3d_module(w: Any, node: torch.fx.Node, mod: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
+    """Refused: see :data:`CONV3D_REASON`."""
+    raise UnsupportedModuleError(CONV3D_REASON.format(type(mod).__name__), path=path, kind=type(mod).__name__)
+
+
+# ----------------------------------------------------------------------------- transposed convolutions
+
+
+def conv_transpose(w: Any, x: Any, weight: Any, bias: Any, groups: int, label: str) -> Act:
+    """A transposed convolution (``nn.ConvTranspose1d/2d``, ``F.conv_transpose1d/2d``, ATen
+    ``conv_transpose1d/2d`` and ``convolution(..., transposed=True)``; weight
+    ``[in, out/groups, (kh,) kw]``) as ``CONV`` edges from each input channel ``c`` to each output
+    channel ``o`` of its group, holding the kernel ``W[c, o mod (out/groups)]`` rotated by 180
+    degrees (flipped along every spatial axis).
+
+    Why the flip: a transposed convolution with stride ``s`` is a convolution, with the flipped and
+    in/out-swapped kernel and padding ``dilation*(k-1) - padding``, of the input dilated by ``s``
+    (``s-1`` zeros between samples). Stored that way, every ``CONV`` edge holds a kernel in the
+    orientation in which it is correlated with its input, so a stride-1 ``ConvTranspose2d`` and the
+    ``Conv2d`` computing the same function give the same graph. Edges come in the order of a
+    convolution's (output channel, then input channel of its group). Stride, padding,
+    ``output_padding``, dilation and groups are in the structural signature (``from_graph``
+    refuses a model that differs in any of them).
+
+    Shapes: ``x [B, C_in, (H,) W]`` -> ``[B, C_out, (H',) W']``; edges ``C_out * C_in / groups``.
+    """
+    b = w.b
+    if not isinstance(weight, Param):
+        raise b.fail("transposed convolution with a weight that is not a parameter of the model")
+    b.use(weight, "conv_transpose")
+    b.use(bias, "conv_transpose")
+    dims = len(weight.shape) - 2
+    if dims not in (1, 2):
+        raise b.fail(f"only 1-D and 2-D transposed convolutions are supported (weight {weight.name!r} is "
+                     f"{weight.shape}): the graph stores 2-D kernels; a 3-D one has no place in it")
+    cin, out_per_group = weight.shape[:2]
+    kh, kw = (1, weight.shape[2]) if dims == 1 else (weight.shape[2], weight.shape[3])
+    if isinstance(x, Lazy):
+        x = b.materialize(x, cin, -(dims + 1), dims + 2)
+    if isinstance(x, (Grid, Folded)):
+        raise b.fail("transposed convolution of units reshaped into a channel-first map (e.g. a Linear "
+                     "layer's output viewed as [C, H, W]): the graph has one node per channel, and those "
+                     "units would each be one position of a channel")
+    x = b.as_act(x, what="transposed convolution")
+    if x.block != 1:
+        raise b.fail("transposed convolution applied to a flattened tensor")
+    if x.ndim is not None and x.ndim + x.feat != 1:
+        raise b.fail("transposed convolution input's channel axis is not axis 1")
+    if len(x) != cin:
+        raise b.fail(f"transposed convolution expects {cin} channels, the input has {len(x)}")
+    in_per_group = cin // groups
+    out_c = out_per_group * groups
+    layer = x.layer + 1
+    out = b.new_nodes(out_c, NodeType.HIDDEN, layer, label=label)
+    o = torch.arange(out_c).repeat_interleave(in_per_group)  # edge e = (o, ci): output-major, as conv
+    c = (o // out_per_group) * in_per_group + torch.arange(in_per_group).repeat(out_c)
+    j = o % out_per_group
+    K = kh * kw
+    flipped = torch.arange(K - 1, -1, -1)  # kernel slot k holds W[..., K-1-k] (row-major flip of both axes)
+    index = (c * out_per_group + j)[:, None] * K + flipped[None, :]
+    b.add_edges(EdgeBlock(x.nodes[c], out[o], EdgeType.CONV, kh, kw, weight.name, index))
+    if bias is not None:
+        if not isinstance(bias, Param):
+            raise b.fail("transposed convolution with a bias that is not a parameter of the model")
+        b.s.node_blocks.append(NodeBlock(out.clone(), BIAS, bias.name, torch.arange(out_c)))
+        for i in out.tolist():
+            b.s.node_slots[i] |= 1 << BIAS
+    return Act(out, -(dims + 1), dims + 2, layer)
 
 
 # ----------------------------------------------------------------------------- weight parametrizations
@@ -185,6 +273,19 @@ def conv_function(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any
                     arg(args, kwargs, 6, "groups", 1), w.label)
 
 
+@register(functions=(F.conv_transpose1d, F.conv_transpose2d), core=True)
+def conv_transpose_function(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)``."""
+    return conv_transpose(w, args[0], arg(args, kwargs, 1, "weight"), arg(args, kwargs, 2, "bias"),
+                          arg(args, kwargs, 6, "groups", 1), w.label)
+
+
+@register(functions=(F.conv3d, F.conv_transpose3d), core=True)
+def conv3d_function(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Refused: see :data:`CONV3D_REASON`."""
+    raise w.b.fail(CONV3D_REASON.format(getattr(node.target, "__name__", str(node.target))))
+
+
 @register(functions=(F.embedding,), core=True)
 def embedding_function(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     return w.b.embedding(args[0], arg(args, kwargs, 1, "weight"), w.label)
@@ -233,11 +334,28 @@ def conv_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     return w.b.conv(args[0], args[1], arg(args, kwargs, 2, "bias"), arg(args, kwargs, 6, "groups", 1), w.label)
 
 
-@register(aten=("convolution",), core=True)
+@register(aten=("conv_transpose1d", "conv_transpose2d"), core=True)
+def conv_transpose_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``aten.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)``."""
+    return conv_transpose(w, args[0], args[1], arg(args, kwargs, 2, "bias"), arg(args, kwargs, 6, "groups", 1),
+                          w.label)
+
+
+@register(aten=("conv3d", "conv_transpose3d"), core=True)
+def conv3d_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Refused: see :data:`CONV3D_REASON`."""
+    raise w.b.fail(CONV3D_REASON.format(f"aten.{w.op}"))
+
+
+@register(aten=("convolution", "_convolution"), core=True)
 def convolution_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
-    if args[6]:
-        raise w.b.fail("transposed convolutions are not supported")
-    return w.b.conv(args[0], args[1], args[2], args[8], w.label)
+    """``aten.convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding,
+    groups)`` (``_convolution`` begins alike): :meth:`Builder.conv`, or :func:`conv_transpose`
+    when ``transposed``."""
+    groups = arg(args, kwargs, 8, "groups", 1)
+    if arg(args, kwargs, 6, "transposed", False):
+        return conv_transpose(w, args[0], args[1], args[2], groups, w.label)
+    return w.b.conv(args[0], args[1], args[2], groups, w.label)
 
 
 @register(aten=("embedding",), core=True)

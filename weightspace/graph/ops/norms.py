@@ -121,6 +121,22 @@ def group_norm_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> A
                    in_ndim=len(shape) if shape else None)
     return res if w.op == "group_norm" else (res, META, META)
 
+@register(aten=("instance_norm",), core=True)
+def instance_norm_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``aten.instance_norm(x, weight, bias, running_mean, running_var, use_input_stats, momentum,
+    eps, cudnn_enabled)`` (``nn.InstanceNorm1d/2d`` under ``torch.export``): per-channel
+    ``weight``/``shift`` node features when affine, running statistics when tracked
+    (``use_input_stats``, ``momentum`` and ``eps`` are in the structural signature)."""
+    x, weight, bias, rm, rv = (list(args) + [None] * 5)[:5]
+    nbt = None
+    if isinstance(rm, Param) and rm.name.endswith("running_mean"):
+        nbt = w.b.param(rm.name[: -len("running_mean")] + "num_batches_tracked")
+    shape = in_shape(node)
+    return w.b.norm(x, "instance_norm", weight, bias, w.label,
+                    running_mean=rm if isinstance(rm, Param) else None,
+                    running_var=rv if isinstance(rv, Param) else None, num_batches=nbt, channel_first=True,
+                    in_ndim=len(shape) if shape else None)
+
 # ----------------------------------------------------------------------------- idioms (first tier)
 
 

@@ -16,6 +16,7 @@ import operator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..builder import META, Act, EdgeBlock, Heads, Lazy, Meta, Param, Stat
@@ -30,7 +31,7 @@ _arg = arg
 _in_shape = in_shape
 _tracked = tracked
 
-__all__ = ["CAT_FUNCTIONS", "column_table", "reshape_view"]
+__all__ = ["CAT_FUNCTIONS", "column_table", "pad", "reshape_view"]
 
 CAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
 
@@ -204,6 +205,44 @@ def slice_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
 @register(aten=("squeeze",), core=True)
 def squeeze_aten(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     return w.b.squeeze(args[0], args[1] if len(args) > 1 else None, in_shape(node))
+
+@register(functions=(F.pad,), aten=("constant_pad_nd", "pad"), core=True)
+def pad(w: Any, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+    """``F.pad`` / ATen ``constant_pad_nd`` / ``pad``. Padding that leaves the feature axis alone
+    (spatial padding; widths, mode and value are in the structural signature) keeps the neurons.
+    Zero channels added (or channels cropped by negative widths) along the feature axis (MONAI's
+    ``ChannelPad``, the zero-padded shortcut of HighResNet's residual blocks): every added channel
+    is a new ``HIDDEN`` neuron with no incoming edge and no parameter (its value is 0), placed
+    before or after the input's neurons. Padding the features with another value or in another
+    mode is refused (the graph cannot hold a constant neuron).
+
+    Shapes: ``x [..., C, ...]`` -> ``[..., left + C + right, ...]`` on the feature axis."""
+    x, widths = args[0], arg(args, kwargs, 1, "pad")
+    if not isinstance(x, Act) or x.ndim is None or not isinstance(widths, (tuple, list)):
+        return x
+    from_end = -x.feat - 1  # pad widths come in pairs from the last axis backwards
+    if len(widths) < 2 * from_end + 2:
+        return x
+    left, right = int(widths[2 * from_end]), int(widths[2 * from_end + 1])
+    if left == right == 0:
+        return x
+    b = w.b
+    constant_nd = w.op == "constant_pad_nd"
+    mode = "constant" if constant_nd else arg(args, kwargs, 2, "mode", "constant")
+    value = arg(args, kwargs, 2 if constant_nd else 3, "value", 0.0)
+    if mode != "constant" or value not in (None, 0, 0.0):
+        raise b.fail(f"padding of the feature axis in mode {mode!r} with value {value!r}: only zero padding "
+                     "(new channels that hold 0) can be represented")
+    if x.block != 1:
+        raise b.fail("padding the features of a flattened feature map")
+    nodes = x.nodes[max(-left, 0): len(x.nodes) - max(-right, 0)]
+    parts = []
+    if left > 0:
+        parts.append(b.new_nodes(left, NodeType.HIDDEN, x.layer, label=f"{w.label}:pad_before"))
+    parts.append(nodes)
+    if right > 0:
+        parts.append(b.new_nodes(right, NodeType.HIDDEN, x.layer, label=f"{w.label}:pad_after"))
+    return Act(torch.cat(parts), x.feat, x.ndim, x.layer)
 
 # ----------------------------------------------------------------------------- idioms (first tier)
 
