@@ -8,6 +8,7 @@ import operator
 import networkx as nx
 import numpy as np
 
+from .edge_codec import compress_edges
 from .param_graph import ParameterGraph, merge_runs
 
 __all__ = ["to_networkx"]
@@ -45,16 +46,17 @@ def _to_networkx(g: ParameterGraph) -> nx.DiGraph:
     G.add_nodes_from(
         (i, {"x": xs[i], "node_type": nt[i], "layer": nl[i], "pos": npos[i], "act": na[i]}) for i in range(g.num_nodes)
     )
-    E = int(g.edge_index.shape[1])
+    E = int(g.edge_type.numel())
     if not E:
         return G
-    src_t, dst_t = g.edge_index.long()
+    ei = g.edge_index
+    src_t, dst_t = ei[0].long(), ei[1].long()
     key = (src_t * max(g.num_nodes, 1) + dst_t).numpy()
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
+    sorted_key = np.sort(key)
     simple = not bool((sorted_key[1:] == sorted_key[:-1]).any())  # no parallel edges (the usual case)
+    del sorted_key
     if simple:  # every edge kept, in order
-        keep, mult = np.arange(E), [1] * E
+        keep, mult = None, [1] * E
     else:
         uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
         keep = np.sort(first)  # the first of each set of parallel edges, in edge order
@@ -71,17 +73,80 @@ def _to_networkx(g: ParameterGraph) -> nx.DiGraph:
         block = block.reshape(n, K) if block.dim() == 1 else block.reshape(-1, n, K).movedim(0, 1)
         arr = block.numpy()
         arr.flags.writeable = False
-        values += list(arr)
+        values.extend(arr)
         kernels += [(kh, kw)] * n
         v0 += n * K
-    attrs = values if simple else _pick(values, keep)
-    kernels = kernels if simple else _pick(kernels, keep)
-    et = g.edge_type.numpy()[keep].tolist()
-    src, dst = src_t.numpy()[keep], dst_t.numpy()[keep]
+    et = g.edge_type.numpy().tolist()
+    if simple:
+        data = [{"edge_attr": a, "edge_type": t, "kernel": k, "multiplicity": 1}
+                for a, t, k in zip(values, et, kernels)]
+        del values, kernels, et
+        succ, pred = getattr(G, "_succ", None), getattr(G, "_pred", None)
+        if isinstance(succ, dict) and isinstance(pred, dict):
+            segments, rest = (g.edge_segments, g.edge_rest) if g.edges_compressed else compress_edges(ei)
+            _add_by_segments(succ, pred, segments, rest, data)
+            return G
+        _add_edges(G, src_t.numpy(), dst_t.numpy(), data)  # pragma: no cover - other networkx layouts
+        return G
+    attrs, kernels = _pick(values, keep), _pick(kernels, keep)
     data = [{"edge_attr": a, "edge_type": t, "kernel": k, "multiplicity": m}
-            for a, t, k, m in zip(attrs, et, kernels, mult)]
-    _add_edges(G, src, dst, data)
+            for a, t, k, m in zip(attrs, np.asarray(et)[keep].tolist(), kernels, mult)]
+    _add_edges(G, src_t.numpy()[keep], dst_t.numpy()[keep], data)
     return G
+
+
+def _run(start: int, n: int, step: int):
+    """The ``n`` node ids ``start + k*step``."""
+    return range(start, start + n * step, step) if step else [start] * n
+
+
+def _add_by_segments(succ: dict, pred: dict, segments, rest, data: list[dict]) -> None:
+    """Fill the adjacency dictionaries of a graph without parallel edges straight from its affine
+    segments (:mod:`weightspace.graph.edge_codec`), in edge order: a dense block's row (one target)
+    or column (one source) is one ``dict.update`` over a ``range`` of node ids and a slice of
+    ``data``, with no per-edge index lists and no sorting; explicit edges go one by one."""
+    e0 = ex = 0  # position in the edges, in the explicit edges
+    rest_l = rest.tolist() if rest.numel() else [[], []]
+    for kind, R, C, s0, sr, sc, d0, dr, dc in segments.tolist():
+        n = R * C
+        if kind != 0:  # explicit edges
+            for u, v, d in zip(rest_l[0][ex : ex + n], rest_l[1][ex : ex + n], data[e0 : e0 + n]):
+                succ[u][v] = d
+                pred[v][u] = d
+            ex += n
+            e0 += n
+            continue
+        # targets: rows share a target when dc == 0, columns when dr == 0
+        if dc == 0 or C == 1:
+            for r in range(R):
+                a = e0 + r * C
+                pred[d0 + r * dr].update(zip(_run(s0 + r * sr, C, sc), data[a : a + C]))
+        elif dr == 0 or R == 1:
+            for c in range(C):
+                pred[d0 + c * dc].update(zip(_run(s0 + c * sc, R, sr), data[e0 + c : e0 + n : C]))
+        else:
+            _one_by_one(pred, R, C, d0, dr, dc, s0, sr, sc, data, e0)
+        if sc == 0 or C == 1:
+            for r in range(R):
+                a = e0 + r * C
+                succ[s0 + r * sr].update(zip(_run(d0 + r * dr, C, dc), data[a : a + C]))
+        elif sr == 0 or R == 1:
+            for c in range(C):
+                succ[s0 + c * sc].update(zip(_run(d0 + c * dc, R, dr), data[e0 + c : e0 + n : C]))
+        else:
+            _one_by_one(succ, R, C, s0, sr, sc, d0, dr, dc, data, e0)
+        e0 += n
+
+
+def _one_by_one(adj: dict, R: int, C: int, a0: int, ar: int, ac: int, b0: int, br: int, bc: int, data: list,
+                e0: int) -> None:
+    """``adj[a][b] = data[e]`` for every edge of a segment whose rows and columns both move ``a``."""
+    e = e0
+    for r in range(R):
+        a, b = a0 + r * ar, b0 + r * br
+        for _ in range(C):
+            adj[a][b] = data[e]
+            a, b, e = a + ac, b + bc, e + 1
 
 
 def _add_edges(G: nx.DiGraph, src: np.ndarray, dst: np.ndarray, data: list[dict]) -> None:
