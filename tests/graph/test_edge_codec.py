@@ -305,3 +305,44 @@ def test_edge_index_first_decoded_under_inference_mode_works_with_autograd(graph
     with torch.inference_mode():
         t, r = compress_edges(spec.edge_index)  # inference tensors as tables
     assert torch.equal(edge_index_of(t, r), spec.edge_index)
+
+
+def test_ids_beyond_int32_are_refused_not_wrapped():
+    big = dense_block(0, 4, 0, 4) + torch.tensor([[2**32], [0]])  # wraps onto a valid block in int32
+    with pytest.raises(ValueError, match="int32"):
+        compress_edges(big)
+
+
+def reference_networkx(g: ws.ParameterGraph):
+    """``to_networkx``'s edges built one ``add_edge`` at a time (graphs without parallel edges)."""
+    import networkx as nx
+
+    G = nx.DiGraph()
+    G.add_nodes_from(range(g.num_nodes))
+    ptr, kern = g.edge_value_ptr.tolist(), g.edge_kernel.tolist()
+    for e, (u, v) in enumerate(g.edge_index.t().tolist()):
+        G.add_edge(u, v, edge_attr=g.edge_values[..., ptr[e] : ptr[e + 1]], edge_type=int(g.edge_type[e]),
+                   kernel=tuple(kern[e]), multiplicity=1)
+    return G
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, 2), lo=st.integers(0, 60), width=st.integers(0, 40), seed=st.integers(0, 2**16))
+def test_to_networkx_from_segments_equals_edge_by_edge(graphs, which, lo, width, seed):
+    _, _, g = graphs[which]
+    ei = g.edge_index.clone()
+    hi = min(lo + width, g.num_edges)
+    perm = torch.randperm(max(hi - lo, 0), generator=torch.Generator().manual_seed(seed))
+    ei[:, lo:hi] = ei[:, lo:hi][:, perm]  # a shuffled window: explicit edges amid segments
+    h = g.clone()
+    h.edge_index = ei
+    ref = reference_networkx(h)
+    for k in (h, h.compress_edges()):
+        G = ws.to_networkx(k)
+        assert G.number_of_edges() == g.num_edges
+        for u in ref:
+            assert list(G.succ[u]) == list(ref.succ[u]) and list(G.pred[u]) == list(ref.pred[u])
+            for v, d in ref.succ[u].items():
+                got = G.succ[u][v]
+                assert got.keys() == d.keys() and got["edge_type"] == d["edge_type"] and got["kernel"] == d["kernel"]
+                assert got["multiplicity"] == 1 and torch.equal(torch.from_numpy(got["edge_attr"].copy()), d["edge_attr"])

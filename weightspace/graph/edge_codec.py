@@ -61,6 +61,7 @@ __all__ = [
     "DECODE_CHUNK_EDGES",
     "ENCODE_CHUNK_EDGES",
     "compress_edges",
+    "compress_edge_lists",
     "expand_edges",
     "edge_index_of",
     "concat_segments",
@@ -77,7 +78,7 @@ AFFINE, EXPLICIT = 0, 1
 #: Segments at least this large are decoded one by one (a broadcast add each) ...
 DECODE_LOOP_EDGES = 1 << 16
 #: ... the smaller ones together, this many edges at a time.
-DECODE_CHUNK_EDGES = 1 << 20
+DECODE_CHUNK_EDGES = 1 << 18
 #: The general encoder works on chunks of this many edges (bounded memory).
 ENCODE_CHUNK_EDGES = 1 << 22
 
@@ -159,10 +160,11 @@ def _single_segment(src: Tensor, dst: Tensor) -> Tensor | None:
     for t, b0, br, bc in ((src, s0, sr, sc), (dst, d0, dr, dc)):
         rows, cols = b0 + br * ar, bc * ac
         lo_v, hi_v = int(rows.min()) + int(cols.min()), int(rows.max()) + int(cols.max())
-        if lo_v < -(2**31) or hi_v >= 2**31:
+        if lo_v < 0 or hi_v >= 2**31:  # ids must be valid int32 node ids
             return None
         expect = rows.to(torch.int32)[:, None] + cols.to(torch.int32)[None, :]
-        if not torch.equal(expect.view(-1), t.to(torch.int32)):
+        flat = t.reshape(-1)
+        if not torch.equal(expect.view(-1) if flat.dtype == torch.int32 else expect.view(-1).to(flat.dtype), flat):
             return None
     return torch.tensor([[AFFINE, R, C, s0, sr, sc, d0, dr, dc]], dtype=torch.long, device=dev)
 
@@ -176,14 +178,19 @@ def compress_edges(edge_index: Tensor) -> tuple[Tensor, Tensor]:
     chunk boundary are split there).
     """
     ei = edge_index.reshape(2, -1)
-    E = int(ei.shape[1])
-    if E and (int(ei.min()) < 0 or int(ei.max()) >= 2**31):
+    return compress_edge_lists(ei[0], ei[1])
+
+
+def compress_edge_lists(src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`compress_edges` of the edges ``src[e] -> dst[e]`` (two ``[E]`` tensors)."""
+    E = int(src.numel())
+    one = _single_segment(src, dst) if E >= MIN_SEGMENT_EDGES else None
+    if one is not None:
+        return one, torch.zeros(2, 0, dtype=torch.int32, device=src.device)
+    if E and (min(int(src.min()), int(dst.min())) < 0 or max(int(src.max()), int(dst.max())) >= 2**31):
         raise ValueError("edge_index holds node ids outside [0, 2**31): weightspace.graph.edge_codec stores "
                          "them as int32")
-    ei = ei.to(torch.int32)
-    one = _single_segment(ei[0], ei[1]) if E >= MIN_SEGMENT_EDGES else None
-    if one is not None:
-        return one, torch.zeros(2, 0, dtype=torch.int32, device=ei.device)
+    ei = torch.stack([src.reshape(-1), dst.reshape(-1)]).to(torch.int32)
     if E <= ENCODE_CHUNK_EDGES:
         return _compress(ei)
     return concat_segments([_compress(ei[:, a : a + ENCODE_CHUNK_EDGES]) for a in range(0, E, ENCODE_CHUNK_EDGES)])

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .edge_codec import compress_edges, concat_segments, edge_index_of, segment_edges
+from .edge_codec import compress_edge_lists, concat_segments, edge_index_of, segment_edges
 from .errors import ArchitectureMismatchError, NonFiniteWeightsError
 from .param_graph import (
     ParameterGraph,
@@ -197,7 +197,7 @@ class GraphSpec:
             eb = blocks.pop(0)
             n = int(eb.src.numel())
             K = eb.kh * eb.kw
-            compressed.append(compress_edges(torch.stack([eb.src.to(EDGE_INDEX_DTYPE), eb.dst.to(EDGE_INDEX_DTYPE)])))
+            compressed.append(compress_edge_lists(eb.src, eb.dst))
             edge_type[e0 : e0 + n] = eb.etype if isinstance(eb.etype, torch.Tensor) else int(eb.etype)
             if runs and runs[-1][1:] == [eb.kh, eb.kw]:
                 runs[-1][0] += n
