@@ -54,48 +54,45 @@ def _to_networkx(g: ParameterGraph) -> nx.DiGraph:
     E = int(g.edge_type.numel())
     if not E:
         return G
+    values = _edge_views(ev, g.kernel_runs)
+    succ, pred = getattr(G, "_succ", None), getattr(G, "_pred", None)
+    if isinstance(succ, dict) and isinstance(pred, dict):
+        data = _edge_dicts(values, g.edge_type.numpy(), g.kernel_runs)
+        segments, rest = (g.edge_segments, g.edge_rest) if g.edges_compressed else compress_edges(g.edge_index)
+        _add_by_segments(succ, pred, segments, rest, data)
+        if sum(map(len, succ.values())) == E:  # no parallel edges (the usual case): done
+            return G
+        del data
+        for adj in (*succ.values(), *pred.values()):  # parallel edges: start again, merging them
+            adj.clear()
+    # merge parallel edges (only from ``x + x``-like additions): the first one's features are kept
     ei = g.edge_index
     src_t, dst_t = ei[0].long(), ei[1].long()
     key = (src_t * max(g.num_nodes, 1) + dst_t).numpy()
-    sorted_key = np.sort(key)
-    simple = not bool((sorted_key[1:] == sorted_key[:-1]).any())  # no parallel edges (the usual case)
-    del sorted_key
-    if simple:  # every edge kept, in order
-        keep, mult = None, [1] * E
-    else:
-        uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-        keep = np.sort(first)  # the first of each set of parallel edges, in edge order
-        mult = counts[inverse[keep]].tolist()
+    uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    keep = np.sort(first)  # the first of each set of parallel edges, in edge order
+    mult = counts[inverse[keep]].tolist()
+    kernels = [tuple(k) for k in g.edge_kernel.tolist()]
+    data = [{"edge_attr": a, "edge_type": t, "kernel": k, "multiplicity": m}
+            for a, t, k, m in zip(_pick(values, keep), g.edge_type.numpy()[keep].tolist(), _pick(kernels, keep), mult)]
+    _add_edges(G, src_t.numpy()[keep], dst_t.numpy()[keep], data)
+    return G
 
-    # kernels at their true size, one read-only array per edge: each run of one kernel size is a
-    # contiguous block of edge_values, viewed as [n, (T,) kh*kw]
+
+def _edge_views(ev, kernel_runs) -> list:
+    """Kernels at their true size, one read-only ``numpy`` array per edge: each run of one kernel
+    size is a contiguous block of ``edge_values``, viewed as ``[n, (T,) kh*kw]``."""
     values: list = []
-    kernels: list[tuple[int, int]] = []
     v0 = 0
-    for n, kh, kw in merge_runs(g.kernel_runs):
+    for n, kh, kw in merge_runs(kernel_runs):
         K = kh * kw
         block = ev[..., v0 : v0 + n * K]
         block = block.reshape(n, K) if block.dim() == 1 else block.reshape(-1, n, K).movedim(0, 1)
         arr = block.numpy()
         arr.flags.writeable = False
         values.extend(arr)
-        kernels += [(kh, kw)] * n
         v0 += n * K
-    if simple:
-        data = _edge_dicts(values, g.edge_type.numpy(), g.kernel_runs)
-        del values, kernels
-        succ, pred = getattr(G, "_succ", None), getattr(G, "_pred", None)
-        if isinstance(succ, dict) and isinstance(pred, dict):
-            segments, rest = (g.edge_segments, g.edge_rest) if g.edges_compressed else compress_edges(ei)
-            _add_by_segments(succ, pred, segments, rest, data)
-            return G
-        _add_edges(G, src_t.numpy(), dst_t.numpy(), data)  # pragma: no cover - other networkx layouts
-        return G
-    attrs, kernels = _pick(values, keep), _pick(kernels, keep)
-    data = [{"edge_attr": a, "edge_type": t, "kernel": k, "multiplicity": m}
-            for a, t, k, m in zip(attrs, g.edge_type.numpy()[keep].tolist(), kernels, mult)]
-    _add_edges(G, src_t.numpy()[keep], dst_t.numpy()[keep], data)
-    return G
+    return values
 
 
 def _edge_dicts(values: list, edge_type: np.ndarray, kernel_runs) -> list[dict]:
