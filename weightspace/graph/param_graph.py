@@ -45,7 +45,7 @@ Derived on demand (properties, not stored):
 
 The dense view costs ``E * KH * KW`` floats: a ResNet-18 with a 7x7 stem has 1.9 M edges, so 49
 floats per edge (8.7x its parameter bytes) against ``V = P`` values stored. The structure costs one
-byte per edge (``edge_type``) plus the segment table (35 rows for a ResNet-18, 87 for a ResNet-50)
+byte per edge (``edge_type``) plus the segment table (37 rows for a ResNet-18, 86 for a ResNet-50)
 instead of eight more bytes per edge for a stored int32 ``edge_index``. Batches pad to the
 largest grid of the batch, nowhere else. Graphs saved before this layout (``edge_attr`` and
 ``edge_kernel`` stored) still load and work: every accessor reads the stored tensors then.
