@@ -346,3 +346,19 @@ def test_to_networkx_from_segments_equals_edge_by_edge(graphs, which, lo, width,
                 got = G.succ[u][v]
                 assert got.keys() == d.keys() and got["edge_type"] == d["edge_type"] and got["kernel"] == d["kernel"]
                 assert got["multiplicity"] == 1 and torch.equal(torch.from_numpy(got["edge_attr"].copy()), d["edge_attr"])
+
+
+def test_graphs_of_the_oldest_layout_dense_values_and_explicit_edges_still_work(graphs, tmp_path):
+    from .layouts import dense_layout
+
+    m, spec, g = graphs[2]
+    old = dense_layout(explicit(g))  # edge_attr, edge_kernel and edge_index stored
+    assert not old.true_size and not old.edges_compressed
+    torch.save(old, tmp_path / "old.pt")
+    back = torch.load(tmp_path / "old.pt", weights_only=True)
+    spec.check_graph(back)
+    assert_state_equal(spec.to_state_dict(back), m.state_dict())
+    b = batch_graphs([g, back])
+    ref = Batch.from_data_list([explicit(g), explicit(g)])
+    assert b.edges_compressed and b.true_size and torch.equal(b.edge_index, ref.edge_index)
+    assert_state_equal(spec.to_state_dict(b.get_example(1)), m.state_dict())
