@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import operator
+from itertools import repeat
 
 import networkx as nx
 import numpy as np
 
+from .edge_codec import compress_edges
 from .param_graph import ParameterGraph, merge_runs
 
 __all__ = ["to_networkx"]
@@ -16,15 +18,19 @@ __all__ = ["to_networkx"]
 def to_networkx(g: ParameterGraph) -> nx.DiGraph:
     """Nodes carry ``x`` (list of per-neuron parameters), ``node_type``, ``layer``, ``pos``, ``act``;
     edges carry ``edge_attr`` (a read-only ``numpy`` array: the edge's kernel at its true size
-    ``kh x kw``, row-major, so one value for dense weights and structural edges), ``edge_type`` and
-    ``kernel`` ``(kh, kw)``.
+    ``kh x kw``, row-major, so one value for dense weights and structural edges), ``edge_type``,
+    ``kernel`` ``(kh, kw)`` and ``multiplicity`` (1, see below).
 
     Parallel edges (only from ``x + x``-like additions) are merged and counted in ``multiplicity``;
     the first one's features are kept. Graphs holding a stack of checkpoints keep the stack per
     node/edge (``x`` a list of lists, ``edge_attr`` ``[T, kh*kw]``).
 
-    Built with array operations and one Python object per node and per edge: a ResNet-18 graph
-    (1.4 M edges) converts in about a second.
+    One Python dict and one ``numpy`` view per edge is the floor; everything else works on arrays
+    or on the edges' affine segments (:mod:`weightspace.graph.edge_codec`): each edge's dict is a
+    copy of a prototype shared by a stretch of edges of one type and kernel size, and the
+    adjacency dictionaries are filled a dense block's row or column at a time (``dict.update`` over
+    a ``range`` of node ids and a slice of the dicts), in edge order, without sorting. A ResNet-18
+    (1.4-1.9 M edges) converts in under 2 s on one core (``benchmarks/results/convert.md``).
     """
     enabled = gc.isenabled()
     gc.disable()  # millions of new containers, no cycles among them: skip the collector's passes
@@ -45,43 +51,127 @@ def _to_networkx(g: ParameterGraph) -> nx.DiGraph:
     G.add_nodes_from(
         (i, {"x": xs[i], "node_type": nt[i], "layer": nl[i], "pos": npos[i], "act": na[i]}) for i in range(g.num_nodes)
     )
-    E = int(g.edge_index.shape[1])
+    E = int(g.edge_type.numel())
     if not E:
         return G
-    src_t, dst_t = g.edge_index.long()
+    values = _edge_views(ev, g.kernel_runs)
+    succ, pred = getattr(G, "_succ", None), getattr(G, "_pred", None)
+    if isinstance(succ, dict) and isinstance(pred, dict):
+        data = _edge_dicts(values, g.edge_type.numpy(), g.kernel_runs)
+        segments, rest = (g.edge_segments, g.edge_rest) if g.edges_compressed else compress_edges(g.edge_index)
+        _add_by_segments(succ, pred, segments, rest, data)
+        if sum(map(len, succ.values())) == E:  # no parallel edges (the usual case): done
+            return G
+        del data
+        for adj in (*succ.values(), *pred.values()):  # parallel edges: start again, merging them
+            adj.clear()
+    # merge parallel edges (only from ``x + x``-like additions): the first one's features are kept
+    ei = g.edge_index
+    src_t, dst_t = ei[0].long(), ei[1].long()
     key = (src_t * max(g.num_nodes, 1) + dst_t).numpy()
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    simple = not bool((sorted_key[1:] == sorted_key[:-1]).any())  # no parallel edges (the usual case)
-    if simple:  # every edge kept, in order
-        keep, mult = np.arange(E), [1] * E
-    else:
-        uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-        keep = np.sort(first)  # the first of each set of parallel edges, in edge order
-        mult = counts[inverse[keep]].tolist()
+    uniq, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    keep = np.sort(first)  # the first of each set of parallel edges, in edge order
+    mult = counts[inverse[keep]].tolist()
+    kernels = [tuple(k) for k in g.edge_kernel.tolist()]
+    data = [{"edge_attr": a, "edge_type": t, "kernel": k, "multiplicity": m}
+            for a, t, k, m in zip(_pick(values, keep), g.edge_type.numpy()[keep].tolist(), _pick(kernels, keep), mult)]
+    _add_edges(G, src_t.numpy()[keep], dst_t.numpy()[keep], data)
+    return G
 
-    # kernels at their true size, one read-only array per edge: each run of one kernel size is a
-    # contiguous block of edge_values, viewed as [n, (T,) kh*kw]
+
+def _edge_views(ev, kernel_runs) -> list:
+    """Kernels at their true size, one read-only ``numpy`` array per edge: each run of one kernel
+    size is a contiguous block of ``edge_values``, viewed as ``[n, (T,) kh*kw]``."""
     values: list = []
-    kernels: list[tuple[int, int]] = []
     v0 = 0
-    for n, kh, kw in merge_runs(g.kernel_runs):
+    for n, kh, kw in merge_runs(kernel_runs):
         K = kh * kw
         block = ev[..., v0 : v0 + n * K]
         block = block.reshape(n, K) if block.dim() == 1 else block.reshape(-1, n, K).movedim(0, 1)
         arr = block.numpy()
         arr.flags.writeable = False
-        values += list(arr)
-        kernels += [(kh, kw)] * n
+        values.extend(arr)
         v0 += n * K
-    attrs = values if simple else _pick(values, keep)
-    kernels = kernels if simple else _pick(kernels, keep)
-    et = g.edge_type.numpy()[keep].tolist()
-    src, dst = src_t.numpy()[keep], dst_t.numpy()[keep]
-    data = [{"edge_attr": a, "edge_type": t, "kernel": k, "multiplicity": m}
-            for a, t, k, m in zip(attrs, et, kernels, mult)]
-    _add_edges(G, src, dst, data)
-    return G
+    return values
+
+
+def _edge_dicts(values: list, edge_type: np.ndarray, kernel_runs) -> list[dict]:
+    """One attribute dict per edge (``multiplicity`` 1): copies of one prototype per stretch of
+    edges with one type and kernel size (a dict copy is cheaper than building a dict display), then
+    each edge's kernel is set."""
+    E = len(values)
+    cuts = {0, E}
+    cuts.update((np.flatnonzero(edge_type[1:] != edge_type[:-1]) + 1).tolist())
+    kern, e = [], 0
+    for n, kh, kw in merge_runs(kernel_runs):
+        kern.append((e, (kh, kw)))
+        e += n
+        cuts.add(e)
+    bounds = sorted(c for c in cuts if c <= E)
+    data: list[dict] = []
+    k = 0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        while k + 1 < len(kern) and kern[k + 1][0] <= a:
+            k += 1
+        proto = {"edge_attr": None, "edge_type": int(edge_type[a]), "kernel": kern[k][1], "multiplicity": 1}
+        data.extend(map(dict.copy, repeat(proto, b - a)))
+    for d, v in zip(data, values):
+        d["edge_attr"] = v
+    return data
+
+
+def _run(start: int, n: int, step: int):
+    """The ``n`` node ids ``start + k*step``."""
+    return range(start, start + n * step, step) if step else [start] * n
+
+
+def _add_by_segments(succ: dict, pred: dict, segments, rest, data: list[dict]) -> None:
+    """Fill the adjacency dictionaries of a graph without parallel edges straight from its affine
+    segments (:mod:`weightspace.graph.edge_codec`), in edge order: a dense block's row (one target)
+    or column (one source) is one ``dict.update`` over a ``range`` of node ids and a slice of
+    ``data``, with no per-edge index lists and no sorting; explicit edges go one by one."""
+    e0 = ex = 0  # position in the edges, in the explicit edges
+    rest_l = rest.tolist() if rest.numel() else [[], []]
+    for kind, R, C, s0, sr, sc, d0, dr, dc in segments.tolist():
+        n = R * C
+        if kind != 0:  # explicit edges
+            for u, v, d in zip(rest_l[0][ex : ex + n], rest_l[1][ex : ex + n], data[e0 : e0 + n]):
+                succ[u][v] = d
+                pred[v][u] = d
+            ex += n
+            e0 += n
+            continue
+        # targets: rows share a target when dc == 0, columns when dr == 0
+        if dc == 0 or C == 1:
+            for r in range(R):
+                a = e0 + r * C
+                pred[d0 + r * dr].update(zip(_run(s0 + r * sr, C, sc), data[a : a + C]))
+        elif dr == 0 or R == 1:
+            for c in range(C):
+                pred[d0 + c * dc].update(zip(_run(s0 + c * sc, R, sr), data[e0 + c : e0 + n : C]))
+        else:
+            _one_by_one(pred, R, C, d0, dr, dc, s0, sr, sc, data, e0)
+        if sc == 0 or C == 1:
+            for r in range(R):
+                a = e0 + r * C
+                succ[s0 + r * sr].update(zip(_run(d0 + r * dr, C, dc), data[a : a + C]))
+        elif sr == 0 or R == 1:
+            for c in range(C):
+                succ[s0 + c * sc].update(zip(_run(d0 + c * dc, R, dr), data[e0 + c : e0 + n : C]))
+        else:
+            _one_by_one(succ, R, C, s0, sr, sc, d0, dr, dc, data, e0)
+        e0 += n
+
+
+def _one_by_one(adj: dict, R: int, C: int, a0: int, ar: int, ac: int, b0: int, br: int, bc: int, data: list,
+                e0: int) -> None:
+    """``adj[a][b] = data[e]`` for every edge of a segment whose rows and columns both move ``a``."""
+    e = e0
+    for r in range(R):
+        a, b = a0 + r * ar, b0 + r * br
+        for _ in range(C):
+            adj[a][b] = data[e]
+            a, b, e = a + ac, b + bc, e + 1
 
 
 def _add_edges(G: nx.DiGraph, src: np.ndarray, dst: np.ndarray, data: list[dict]) -> None:

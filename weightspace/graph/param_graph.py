@@ -6,8 +6,10 @@ checkpoint axis):
 ========================  ==================  ===================================================
 ``x``                     ``[N, 5]`` / ``[T, N, 5]``  per-neuron parameters, columns
                                               :data:`~weightspace.graph.vocab.NODE_FEATURES`
-``edge_index``            ``[2, E]`` int32    ``in-neuron -> out-neuron`` (``.long()`` for layers
-                                              that need int64)
+``edge_segments``         ``[S, 9]`` int64    the edges ``in-neuron -> out-neuron`` as affine
+                                              segments (a few rows per layer), see
+                                              :mod:`weightspace.graph.edge_codec`
+``edge_rest``             ``[2, X]`` int32    the edges that form no segment, explicitly
 ``edge_values``           ``[V]`` / ``[T, V]``  every edge's weights at its own kernel size
                                               ``kh x kw`` (row-major), concatenated in edge order:
                                               ``V = sum_e kh_e * kw_e`` (one value per dense weight)
@@ -27,6 +29,13 @@ checkpoint axis):
 
 Derived on demand (properties, not stored):
 
+- ``edge_index`` ``[2, E]`` int32: ``in-neuron -> out-neuron`` (``.long()`` for layers that need
+  int64), decoded from ``edge_segments`` on first access and cached outside the stored fields, per
+  segment table: every graph of one :class:`~weightspace.graph.GraphSpec` shares one decoded tensor
+  (treat it as read-only), and a batch decodes its own once. Assigning an ``edge_index`` stores it
+  explicitly (and drops the segments); graphs saved with a stored ``edge_index`` load and work as
+  before. :meth:`ParameterGraph.compress_edges` compresses such a graph.
+
 - ``edge_attr`` ``[E, KH*KW]`` / ``[T, E, KH*KW]``: the dense view, each kernel centred in the
   ``KH x KW`` grid (scalars at its centre), zeros elsewhere: offset ``((KH-kh)//2, (KW-kw)//2)``.
   A zero-copy view when every kernel fills the grid (MLPs, transformers); otherwise materialized at
@@ -35,7 +44,9 @@ Derived on demand (properties, not stored):
 - ``edge_value_ptr`` ``[E + 1]``: where each edge's values start in ``edge_values``.
 
 The dense view costs ``E * KH * KW`` floats: a ResNet-18 with a 7x7 stem has 1.9 M edges, so 49
-floats per edge (8.7x its parameter bytes) against ``V = P`` values stored. Batches pad to the
+floats per edge (8.7x its parameter bytes) against ``V = P`` values stored. The structure costs one
+byte per edge (``edge_type``) plus the segment table (37 rows for a ResNet-18, 86 for a ResNet-50)
+instead of eight more bytes per edge for a stored int32 ``edge_index``. Batches pad to the
 largest grid of the batch, nowhere else. Graphs saved before this layout (``edge_attr`` and
 ``edge_kernel`` stored) still load and work: every accessor reads the stored tensors then.
 
@@ -52,6 +63,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
+
+from .edge_codec import SEGMENT_COLUMNS, SEGMENT_NODE_COLUMNS, compress_edges, edge_index_of
 
 __all__ = [
     "ParameterGraph",
@@ -197,8 +210,10 @@ class ParameterGraph(Data):
     """
 
     def __cat_dim__(self, key: str, value, *args, **kwargs):
-        if key == "edge_values":
+        if key in ("edge_values", "edge_rest"):
             return -1
+        if key == "edge_segments":
+            return 0
         if key == "edge_attr" and isinstance(value, Tensor):  # graphs saved in the dense layout
             _COLLATE.grid = (tuple(self.grid), int(value.shape[-1]))  # the first graph of a collation
         if key in _PER_CHECKPOINT and isinstance(value, Tensor) and value.dim() == (3 if key != "scalars" else 2):
@@ -217,7 +232,54 @@ class ParameterGraph(Data):
                 )
         if key in ("edge_values", "kernel_runs"):
             return 0
+        if key == "edge_rest":
+            return self.num_nodes
+        if key == "edge_segments":  # the node offset moves each segment's first source and target
+            inc = torch.zeros(len(SEGMENT_COLUMNS), dtype=value.dtype, device=value.device)
+            inc[list(SEGMENT_NODE_COLUMNS)] = self.num_nodes
+            return inc
         return super().__inc__(key, value, *args, **kwargs)
+
+    # ------------------------------------------------------------------ edges
+    @property
+    def edge_index(self) -> Tensor | None:
+        """``[2, E]`` int32 ``in-neuron -> out-neuron``: the stored tensor, or decoded from
+        ``edge_segments`` (cached; see module docs)."""
+        st = self._store
+        if "edge_segments" in st:
+            return edge_index_of(st["edge_segments"], st["edge_rest"])
+        return st["edge_index"] if "edge_index" in st else None
+
+    @edge_index.setter
+    def edge_index(self, value: Tensor | None) -> None:
+        st = self._store
+        for k in ("edge_segments", "edge_rest"):
+            if k in st:
+                del st[k]
+        if value is None:
+            if "edge_index" in st:
+                del st["edge_index"]
+            return
+        st["edge_index"] = value
+
+    @property
+    def edges_compressed(self) -> bool:
+        """Whether the edges are stored as segments (``edge_segments``, ``edge_rest``) rather than
+        as an ``edge_index`` tensor."""
+        return "edge_segments" in self._store
+
+    def compress_edges(self) -> ParameterGraph:
+        """This graph with its edges stored as segments: itself when they already are, else a shallow
+        copy whose stored ``edge_index`` is replaced by ``edge_segments`` and ``edge_rest`` (the
+        other tensors are shared)."""
+        if self.edges_compressed or "edge_index" not in self._store:
+            return self
+        g = copy.copy(self)
+        st = g._store
+        seg, rest = compress_edges(st["edge_index"])
+        del st["edge_index"]
+        st["edge_segments"], st["edge_rest"] = seg, rest
+        return g
 
     # ------------------------------------------------------------------ layout
     @property
@@ -375,7 +437,9 @@ def batch_graphs(graphs: Sequence[ParameterGraph]) -> Batch:
     The true-size values are concatenated as they are; every graph's ``kernel_shape`` is set to the
     largest grid of the batch, so ``batch.edge_attr`` is the dense ``[E, KH*KW]`` view with each
     edge's kernel centred in that grid (each edge keeps its true size in ``edge_kernel``). Graphs
-    saved in the older dense layout are re-centred into that grid.
+    saved in the older dense layout are re-centred into that grid; graphs that store an
+    ``edge_index`` batched with graphs that store segments are compressed first
+    (:meth:`ParameterGraph.compress_edges`), since a batch holds one or the other.
     """
     if not graphs:
         raise ValueError("batch_graphs needs at least one graph")
@@ -383,6 +447,8 @@ def batch_graphs(graphs: Sequence[ParameterGraph]) -> Batch:
     KW = max(g.grid[1] for g in graphs)
     if any(g.true_size for g in graphs) and not all(g.true_size for g in graphs):
         graphs = [g.to_true_size() for g in graphs]
+    if any(g.edges_compressed for g in graphs) and not all(g.edges_compressed for g in graphs):
+        graphs = [g.compress_edges() for g in graphs]
     same = [g if g.grid == (KH, KW) and g.kernel_shape.reshape(-1, 2).shape[0] == 1 else g.with_kernel_grid(KH, KW)
             for g in graphs]
     return Batch.from_data_list(same)

@@ -8,7 +8,10 @@ Graph slots: ``[x.flatten() (N*5), edge_values (V)]``; every edge holds its kern
 ``V`` is the number of weights plus one constant per structural edge. The maps are kept as
 ``segments`` (runs of consecutive parameter scalars that land on consecutive slots: every dense
 layer) and one gather for the rest (node features, structural constants, permuted blocks), so a
-spec costs little beyond its ``edge_index``; the full index maps are built on request.
+spec costs little beyond its edge structure; the full index maps are built on request. The edge
+structure itself is stored compressed (:mod:`weightspace.graph.edge_codec`: affine segments, one per
+dense block, explicit edges for the rest), computed once per spec and shared by every graph made
+from it; :attr:`GraphSpec.edge_index` decodes it on request (cached).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .edge_codec import compress_edge_lists, concat_segments, edge_index_of, segment_edges
 from .errors import ArchitectureMismatchError, NonFiniteWeightsError
 from .param_graph import (
     ParameterGraph,
@@ -37,11 +41,12 @@ __all__ = ["GraphSpec"]
 
 _ZERO, _ONE, _MINUS_ONE = 0, 1, 2  # offsets of the constants appended after the parameters
 
-#: Storage types of the per-edge structure: 9 bytes per edge instead of 40 with int64 fields, plus
-#: the weights at their true size (kernel sizes are stored per run of edges, ``kernel_runs``).
-#: ``edge_index`` as int32 works with indexing and ``index_add_``; pass ``edge_index.long()`` to
-#: layers that insist on int64. ``edge_kernel`` (derived) is a broadcast view of one row when every
-#: edge has the same kernel size.
+#: Storage types of the per-edge structure: one byte per edge (``edge_type``) plus the weights at
+#: their true size; ``edge_index`` is stored as affine segments (``edge_segments``, a few rows per
+#: layer) and derived on access as int32 ``[2, E]``, which works with indexing and ``index_add_``;
+#: pass ``edge_index.long()`` to layers that insist on int64. Kernel sizes are stored per run of
+#: edges (``kernel_runs``); ``edge_kernel`` (derived) is a broadcast view of one row when every edge
+#: has the same kernel size.
 EDGE_INDEX_DTYPE = torch.int32
 EDGE_TYPE_DTYPE = torch.int8
 EDGE_KERNEL_DTYPE = torch.int32
@@ -59,7 +64,9 @@ class GraphSpec:
             (canonical keys), and where each starts in the flat parameter vector.
         scalar_names / scalar_dtypes: integer buffers stored in ``ParameterGraph.scalars``.
         aliases: tied key -> canonical key.
-        node_*, edge_index, edge_type: the graph's structure (see :class:`ParameterGraph`).
+        node_*, edge_type: the graph's structure (see :class:`ParameterGraph`).
+        edge_segments / edge_rest: the edges, compressed (:mod:`weightspace.graph.edge_codec`);
+            :attr:`edge_index` is the decoded ``[2, E]`` int32 tensor (built on request, cached).
         kernel_runs: ``[R, 3]`` ``(count, kh, kw)``, the edges as runs of one kernel size;
             :attr:`edge_kernel` is the per-edge ``[E, 2]`` view.
         kernel_shape: the grid ``(KH, KW)`` of the dense ``edge_attr`` view: the largest kernel.
@@ -91,7 +98,8 @@ class GraphSpec:
     node_layer: Tensor
     node_pos: Tensor
     node_act: Tensor
-    edge_index: Tensor
+    edge_segments: Tensor
+    edge_rest: Tensor
     edge_type: Tensor
     kernel_runs: Tensor
     kernel_shape: tuple[int, int]
@@ -179,7 +187,7 @@ class GraphSpec:
         g_slot.append(zero)
         g_src.append(torch.full_like(zero, P + _ZERO))
         del x_written
-        edge_index = torch.empty(2, E, dtype=EDGE_INDEX_DTYPE)
+        compressed: list[tuple[Tensor, Tensor]] = []  # each block's edges as affine segments
         edge_type = torch.empty(E, dtype=EDGE_TYPE_DTYPE)
         runs: list[list[int]] = []
         segments: list[tuple[int, int, int]] = []
@@ -189,8 +197,7 @@ class GraphSpec:
             eb = blocks.pop(0)
             n = int(eb.src.numel())
             K = eb.kh * eb.kw
-            edge_index[0, e0 : e0 + n] = eb.src
-            edge_index[1, e0 : e0 + n] = eb.dst
+            compressed.append(compress_edge_lists(eb.src, eb.dst))
             edge_type[e0 : e0 + n] = eb.etype if isinstance(eb.etype, torch.Tensor) else int(eb.etype)
             if runs and runs[-1][1:] == [eb.kh, eb.kw]:
                 runs[-1][0] += n
@@ -224,6 +231,7 @@ class GraphSpec:
             name = next(nm for nm, o, sz in zip(names, offsets, sizes) if o <= bad < o + sz)
             raise RuntimeError(f"internal error: the scalars of {name!r} are not stored exactly once")
         del seen
+        edge_segments, edge_rest = concat_segments(compressed)
         return cls(
             keys=tuple(canonical.keys()),
             names=tuple(names),
@@ -238,7 +246,8 @@ class GraphSpec:
             node_layer=torch.tensor(s.node_layer, dtype=torch.long),
             node_pos=torch.tensor(s.node_pos, dtype=torch.long),
             node_act=torch.tensor(s.node_act, dtype=torch.long),
-            edge_index=edge_index,
+            edge_segments=edge_segments,
+            edge_rest=edge_rest,
             edge_type=edge_type,
             kernel_runs=torch.tensor(runs, dtype=torch.long).reshape(-1, 3),
             kernel_shape=(KH, KW),
@@ -272,6 +281,12 @@ class GraphSpec:
     def __repr__(self) -> str:
         return (f"GraphSpec(nodes={self.num_nodes}, edges={self.num_edges}, params={self.num_params}, "
                 f"tensors={len(self.names)}, kernel_grid={self.kernel_shape})")
+
+    @property
+    def edge_index(self) -> Tensor:
+        """``[2, E]`` int32 ``in-neuron -> out-neuron``, decoded from :attr:`edge_segments` on first
+        access and cached (shared with every graph of this spec; treat it as read-only)."""
+        return edge_index_of(self.edge_segments, self.edge_rest)
 
     @property
     def edge_kernel(self) -> Tensor:
@@ -673,7 +688,8 @@ class GraphSpec:
             scalars = torch.zeros(*batch, len(self.scalar_names), dtype=torch.float64)
         return ParameterGraph(
             x=x,
-            edge_index=self.edge_index,
+            edge_segments=self.edge_segments,
+            edge_rest=self.edge_rest,
             edge_values=e,
             kernel_runs=self.kernel_runs,
             edge_type=self.edge_type,
@@ -717,13 +733,14 @@ class GraphSpec:
                 raise ArchitectureMismatchError(f"the {which} has an extra parameter {extra!r}")
         checks = [
             ("number of nodes", g.num_nodes, self.num_nodes),
-            ("number of edges", int(g.edge_index.shape[1]), self.num_edges),
+            ("number of edges", int(g.edge_type.numel()), self.num_edges),
         ]
         for what, a, b in checks:
             if a != b:
                 raise ArchitectureMismatchError(f"the graph's {what} is {a}, the model's is {b}")
-        for what, a, b in [("edge_index", g.edge_index, self.edge_index), ("edge_type", g.edge_type, self.edge_type),
-                           ("node_type", g.node_type, self.node_type)]:
+        if not self._same_edges(g):
+            raise ArchitectureMismatchError("the graph's edge_index differs from the model's: another architecture")
+        for what, a, b in [("edge_type", g.edge_type, self.edge_type), ("node_type", g.node_type, self.node_type)]:
             if a.shape != b.shape or not torch.equal(a.cpu().to(b.dtype), b):
                 raise ArchitectureMismatchError(f"the graph's {what} differs from the model's: another architecture")
         runs = merge_runs(g.kernel_runs) if "edge_values" in g else None
@@ -743,6 +760,22 @@ class GraphSpec:
         signature = getattr(g, "signature", None)
         if signature is not None and not _is_batch_list(signature):
             self.check_signature(signature)
+
+    def _same_edges(self, g: ParameterGraph) -> bool:
+        """Whether ``g``'s edges are this spec's: the compressed tables when ``g`` stores them (the
+        same tensors for a graph of this spec, compared without decoding), else the decoded lists."""
+        st = g._store
+        if "edge_segments" in st:
+            seg, rest = st["edge_segments"], st["edge_rest"]
+            if seg is self.edge_segments and rest is self.edge_rest:
+                return True
+            if seg.shape == self.edge_segments.shape and rest.shape == self.edge_rest.shape and torch.equal(
+                    seg.cpu(), self.edge_segments) and torch.equal(rest.cpu().to(torch.int32), self.edge_rest):
+                return True
+            if segment_edges(seg) != self.num_edges:
+                return False
+        ei = g.edge_index
+        return ei.shape == (2, self.num_edges) and torch.equal(ei.cpu().to(EDGE_INDEX_DTYPE), self.edge_index)
 
     def to_state_dict(self, g: ParameterGraph, *, check: bool = True) -> dict[str, Tensor]:
         """Decode a graph (one checkpoint or a stack) into a state dict with every key of the
