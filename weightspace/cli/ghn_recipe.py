@@ -3,8 +3,12 @@
 The one command behind each shipped :class:`~weightspace.hyper.ghn.GHN` checkpoint (one CPU thread,
 a wall-clock budget; :func:`weightspace.hyper.recipe.train_ghn` is the loop)::
 
+    python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 40
     python -m weightspace.cli.ghn_recipe --data digits  --out weightspace/checkpoints/hypernet-digits  --minutes 13
-    python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 13
+    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --out weightspace/checkpoints/hypernet-digits --minutes 25
+
+(the digits checkpoint is the second digits run continuing the first; each checkpoint's
+``config.json`` extras record the exact commands, CPU minutes, steps and load)
 
 Data: ``model_zoo.load_dataset(data, seed=0)``, training split only. ``--snapshot-minutes M`` saves
 the GHN's weights every ``M`` minutes (``OUT-snapshots/step*.safetensors``) for a validation curve

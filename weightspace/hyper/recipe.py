@@ -11,8 +11,12 @@ of the step and wall-clock fractions, gradient clipping).
 The shipped checkpoints, each one command on one CPU thread (:mod:`weightspace.cli.ghn_recipe`,
 which loads the data)::
 
+    python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 40
     python -m weightspace.cli.ghn_recipe --data digits  --out weightspace/checkpoints/hypernet-digits  --minutes 13
-    python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 13
+    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --out weightspace/checkpoints/hypernet-digits --minutes 25
+
+(the digits checkpoint is the second digits run continuing the first; each checkpoint's
+``config.json`` extras record the exact commands, CPU minutes, steps and load)
 """
 
 from __future__ import annotations
