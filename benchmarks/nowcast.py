@@ -31,9 +31,10 @@ Methods, every hook at the library's defaults (fixed before any run, no tuning o
 ``period="auto"`` (jumps spaced so that they cost at most 10% of the steps they save), the horizon
 decaying from the nowcaster's 32 snapshot spacings to 1 over ``total_steps``, attention's q/k/v held,
 the spike guard on (losses reported every step, as a user's loop does), no jump while the learning
-rate rises (``skip_warmup``) and the do-no-harm backoff (``backoff``: the horizon shrinks after jumps
-that did not pay; both designed on the validation LM task of ``benchmarks/nowcast_lm_diagnose.py``,
-not on any task here):
+rate rises (``skip_warmup``, designed on the validation LM task of
+``benchmarks/nowcast_lm_diagnose.py``, not on any task here). The do-no-harm backoff (``backoff``:
+the horizon shrinks after jumps that did not pay) is off by default; ``--ablation`` adds
+``nino_backoff`` (the shipped nowcaster with it on) and ``nino_prev`` (neither rule):
 
 * ``adam``: the optimizer alone (AdamW on ``lm_gpt``).
 * ``linefit``: per-parameter least-squares line over the window (no parameters).
@@ -245,11 +246,28 @@ def first_reach(acc: list[float], target: float) -> int | None:
     return None
 
 
+class Attached:
+    """Ablation (``--ablation``): a nowcaster attached with some hook options other than the
+    defaults (``nino_backoff``: ``backoff=True``; ``nino_prev``: ``skip_warmup=False``)."""
+
+    def __init__(self, nowcaster, **options) -> None:
+        self.nowcaster, self.options = nowcaster, options
+
+    def __getattr__(self, name: str):
+        return getattr(self.nowcaster, name)
+
+    def attach(self, *args, **kwargs):
+        return self.nowcaster.attach(*args, **{**kwargs, **self.options})
+
+
 def load_methods(args) -> dict:
     methods: dict = {"adam": None, "linefit": Nowcaster(kind="linefit")}
     if args.mlp:
         methods["mlp"] = Nowcaster.load(args.mlp)
     methods["nino"] = Nowcaster.pretrained()
+    if getattr(args, "ablation", False):
+        methods["nino_backoff"] = Attached(methods["nino"], backoff=True)
+        methods["nino_prev"] = Attached(methods["nino"], skip_warmup=False, backoff=False)
     members = [Nowcaster.load(p) for p in args.ensemble.split(",") if p]
     if members:
         methods["nino_lm"] = members[0]
@@ -333,6 +351,9 @@ def main() -> None:
     ap.add_argument("--ensemble", default=",".join(f"nowcaster_lm_s{k}" for k in range(3)),
                     help="graph nowcasters of meta-training seeds 0..K-1, in seed order (names or folders)")
     ap.add_argument("--methods", default=None, help="only these methods (comma-separated; adam is always run)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also run nino_backoff (the shipped nowcaster with backoff=True) and nino_prev (without the "
+                         "warm-up rule)")
     ap.add_argument("--eval-every", type=int, default=None, help="validation every N steps (default: the task's)")
     ap.add_argument("--quick", action="store_true", help="budgets / 3")
     ap.add_argument("--threads", type=int, default=1)
@@ -360,7 +381,7 @@ def main() -> None:
         methods = {k: v for k, v in methods.items() if k in keep}
     results = {"tasks": {}, "seeds": args.seeds, "methods": list(methods),
                "hook": "library defaults: period='auto' (AUTO_BUDGET 0.10), horizon decay from 32 over total_steps, "
-                       "hold=HOLD_DEFAULT, spike_guard=2.0 with losses reported, skip_warmup=True, backoff=True; "
+                       "hold=HOLD_DEFAULT, spike_guard=2.0 with losses reported, skip_warmup=True, backoff=False; "
                        "target: the worst optimizer-alone seed's final value"}
     curves = {}
     for tname in args.tasks.split(","):

@@ -137,7 +137,7 @@ def test_jumps_that_do_not_pay_shrink_the_horizon(backoff):
 
 def test_jumps_that_pay_keep_the_horizon():
     model, opt, data = _setup()
-    h = Nowcaster(kind="linefit").attach(model, opt, period=10, horizon=2, total_steps=1000)
+    h = Nowcaster(kind="linefit").attach(model, opt, period=10, horizon=2, total_steps=1000, backoff=True)
     _run(model, opt, data, 100, h)
     verdicts = [r["paid"] for r in h.history if r["paid"] is not None]
     assert verdicts and sum(verdicts) > len(verdicts) / 2 and h.reach >= BACKOFF_FACTOR ** 2
@@ -145,7 +145,7 @@ def test_jumps_that_pay_keep_the_horizon():
 
 def test_the_backoff_does_nothing_without_reported_losses():
     model, opt, data = _setup()
-    h = _Off(kind="linefit").attach(model, opt, period=10, horizon=8, total_steps=1000, spike_guard=None)
+    h = _Off(kind="linefit").attach(model, opt, period=10, horizon=8, total_steps=1000, spike_guard=None, backoff=True)
     _run(model, opt, data, 60)
     assert h.reach == 1.0 and {r["horizon"] for r in h.history} == {8}
 
