@@ -141,26 +141,27 @@ def _add_by_segments(succ: dict, pred: dict, segments, rest, data: list[dict]) -
             ex += n
             e0 += n
             continue
-        # targets: rows share a target when dc == 0, columns when dr == 0
-        if dc == 0 or C == 1:
-            for r in range(R):
-                a = e0 + r * C
-                pred[d0 + r * dr].update(zip(_run(s0 + r * sr, C, sc), data[a : a + C]))
-        elif dr == 0 or R == 1:
-            for c in range(C):
-                pred[d0 + c * dc].update(zip(_run(s0 + c * sc, R, sr), data[e0 + c : e0 + n : C]))
-        else:
-            _one_by_one(pred, R, C, d0, dr, dc, s0, sr, sc, data, e0)
-        if sc == 0 or C == 1:
-            for r in range(R):
-                a = e0 + r * C
-                succ[s0 + r * sr].update(zip(_run(d0 + r * dr, C, dc), data[a : a + C]))
-        elif sr == 0 or R == 1:
-            for c in range(C):
-                succ[s0 + c * sc].update(zip(_run(d0 + c * dc, R, dr), data[e0 + c : e0 + n : C]))
-        else:
-            _one_by_one(succ, R, C, s0, sr, sc, d0, dr, dc, data, e0)
+        _fill_side(pred, R, C, (d0, dr, dc), (s0, sr, sc), data, e0)  # in-neighbours of the targets
+        _fill_side(succ, R, C, (s0, sr, sc), (d0, dr, dc), data, e0)  # out-neighbours of the sources
         e0 += n
+
+
+def _fill_side(adj: dict, R: int, C: int, key: tuple[int, int, int], other: tuple[int, int, int], data: list,
+               e0: int) -> None:
+    """Add the edges ``e0 + r*C + c`` of one affine segment to ``adj[key node][other node]``, where
+    ``key = (k0, kr, kc)`` and ``other`` give the node of edge ``(r, c)`` as ``k0 + r*kr + c*kc``: a
+    whole row at a time when a row shares its key node (``kc == 0``), a column when a column does."""
+    k0, kr, kc = key
+    o0, or_, oc = other
+    if kc == 0 or C == 1:
+        for r in range(R):
+            a = e0 + r * C
+            adj[k0 + r * kr].update(zip(_run(o0 + r * or_, C, oc), data[a : a + C]))
+    elif kr == 0 or R == 1:
+        for c in range(C):
+            adj[k0 + c * kc].update(zip(_run(o0 + c * oc, R, or_), data[e0 + c : e0 + R * C : C]))
+    else:
+        _one_by_one(adj, R, C, k0, kr, kc, o0, or_, oc, data, e0)
 
 
 def _one_by_one(adj: dict, R: int, C: int, a0: int, ar: int, ac: int, b0: int, br: int, bc: int, data: list,
