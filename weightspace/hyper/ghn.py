@@ -116,7 +116,7 @@ _DESC = 12  # slot descriptor features
 #: Squared gain of the activation on the source neuron (torch.nn.init.calculate_gain; smooth
 #: ReLU-like activations count as ReLU).
 _GAIN2 = {
-    Activation.RELU: 2.0, Activation.LEAKY_RELU: 2.0, Activation.GELU: 2.0, Activation.SILU: 2.0,
+    Activation.RELU: 2.0, Activation.LEAKY_RELU: 2.0, Activation.PRELU: 2.0, Activation.GELU: 2.0, Activation.SILU: 2.0,
     Activation.ELU: 2.0, Activation.MISH: 2.0, Activation.CELU: 2.0, Activation.RELU6: 2.0,
     Activation.HARDSWISH: 2.0, Activation.SOFTPLUS: 2.0, Activation.TANH: 25.0 / 9.0,
     Activation.SELU: 0.5625, Activation.HARDTANH: 25.0 / 9.0,
