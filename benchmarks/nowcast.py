@@ -336,7 +336,9 @@ def goals(results: dict) -> dict:
             "median_reduction_ge_45": statistics.median(red.values()) >= 45,
             "every_task_ge_30": all(v >= 30 for v in red.values()),
             "lm_ge_30": red.get("lm_gpt", float("-inf")) >= 30,
-            "ahead_of_baselines_every_task": all(red[t] > base[t] for t in red),
+            # not judged (None) unless both baselines ran on every task
+            "ahead_of_baselines_every_task": (all(red[t] > base[t] for t in red) if all(
+                b in t["methods"] for t in tasks.values() for b in ("linefit", "mlp")) else None),
             "overhead_le_10pct_every_task": all(v is not None and v <= 0.10 for v in ovh.values()),
             "median_reduction": statistics.median(red.values()), "reductions": red,
         }
@@ -512,7 +514,7 @@ def write_md(prefix: Path, results: dict) -> None:
         lines.append("")
     lines += ["## Goals (issue #27), checked on this run", ""]
     for n, g in results.get("goals", {}).items():
-        mark = lambda b: "met" if b else "not met"  # noqa: E731
+        mark = lambda b: "not checked (baselines not run)" if b is None else "met" if b else "not met"  # noqa: E731
         lines.append(f"- {n}: median reduction {g['median_reduction']:.1f}% (≥ 45%: {mark(g['median_reduction_ge_45'])}); "
                      f"every task ≥ 30%: {mark(g['every_task_ge_30'])}; LM ≥ 30%: {mark(g['lm_ge_30'])}; ahead of "
                      f"Linefit and the per-parameter MLP on every task: {mark(g['ahead_of_baselines_every_task'])}; "
