@@ -6,7 +6,6 @@ versions kept on write-back."""
 
 from __future__ import annotations
 
-import networkx as nx
 import pytest
 import torch
 from torch import nn
@@ -15,23 +14,7 @@ from torch.nn.utils import parametrizations
 import weightspace as ws
 from weightspace.graph import EdgeType, NodeType
 
-from ..helpers import assert_state_equal
-
-
-def _round_trip_and_outputs(make, x, tracer="auto"):
-    """decode(encode) is bit-exact; a fresh model written from the graph computes the same outputs."""
-    model = make(0)
-    example = None if tracer == "fx" else x
-    spec = ws.GraphSpec.from_module(model, example, tracer=tracer)
-    g = spec.to_graph(model.state_dict())
-    assert_state_equal(spec.to_state_dict(g), model.state_dict())
-    assert nx.is_directed_acyclic_graph(ws.to_networkx(g))
-    fresh = make(1)
-    with torch.no_grad():
-        assert not torch.equal(fresh(x), model(x))
-        ws.from_graph(g, fresh, spec=spec)
-        assert torch.equal(fresh(x), model(x))
-    return g
+from ..helpers import assert_round_trip, assert_state_equal
 
 
 class TinyViT(nn.Module):
@@ -63,7 +46,7 @@ IMG = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
 @pytest.mark.parametrize("tracer", ["fx", "auto", "export"])
 def test_sliced_positional_table_and_expanded_class_token(tracer):
-    g = _round_trip_and_outputs(_vit, IMG, tracer)
+    g = assert_round_trip(_vit, IMG, tracer)
     assert int((g.edge_type == EdgeType.POSITION).sum()) == 10 * 8  # the whole table, every row a position
     assert int((g.edge_type == EdgeType.TOKEN).sum()) == 8
 
@@ -110,7 +93,7 @@ def _mixer(seed):
 
 @pytest.mark.parametrize("tracer", ["fx", "auto", "export"])
 def test_linear_along_the_token_axis(tracer):
-    g = _round_trip_and_outputs(_mixer, IMG, tracer)
+    g = assert_round_trip(_mixer, IMG, tracer)
     spec = ws.GraphSpec.from_module(_mixer(0))
     hidden = spec.node_groups["blocks.0.token_mix1"]  # the token MLP's hidden units: permutable
     tokens = spec.node_groups["blocks.0.token_mix2"]  # its outputs are positions of the sequence
@@ -151,7 +134,7 @@ def _weight_normed(seed):
 
 def test_weight_norm_stores_direction_on_edges_and_magnitude_on_nodes():
     x = torch.randn(2, 2, 4, 4)
-    g = _round_trip_and_outputs(_weight_normed, x, "fx")
+    g = assert_round_trip(_weight_normed, x, "fx")
     model = _weight_normed(0)
     spec = ws.GraphSpec.from_module(model)
     out = spec.node_groups["4"]
@@ -212,7 +195,7 @@ def _written_out(seed):
 
 @pytest.mark.parametrize("tracer", ["auto", "export"])  # auto: symbolic tracing, shapes from the input
 def test_raw_parameter_idioms(tracer):
-    g = _round_trip_and_outputs(_written_out, torch.randn(2, 3, 4), tracer)
+    g = assert_round_trip(_written_out, torch.randn(2, 3, 4), tracer)
     spec = ws.GraphSpec.from_module(_written_out(0), torch.randn(2, 3, 4), tracer=tracer)
     assert int((g.edge_type == EdgeType.LINEAR).sum()) == 6 * 4
     assert "1.0" in repr(spec.signature)  # the constant of 1 + w is part of the signature
@@ -262,7 +245,7 @@ def _hand_attention(seed):
 
 @pytest.mark.parametrize("tracer", ["auto", "export"])
 def test_attention_written_with_matrix_products(tracer):
-    g = _round_trip_and_outputs(_hand_attention, torch.randn(2, 4, 8), tracer)
+    g = assert_round_trip(_hand_attention, torch.randn(2, 4, 8), tracer)
     for t in (NodeType.ATTN_Q, NodeType.ATTN_K, NodeType.ATTN_V):
         assert int((g.node_type == t).sum()) == 8
     assert int((g.edge_type == EdgeType.ATTN_HEAD).sum()) == 2 * 4 * 4  # keys to values, per head

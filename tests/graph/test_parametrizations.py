@@ -6,7 +6,6 @@ another parametrization setting is told apart."""
 
 from __future__ import annotations
 
-import networkx as nx
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,7 +16,12 @@ from torch.nn.utils import parametrizations
 import weightspace as ws
 from weightspace.graph import EdgeType, NodeType
 
-from ..helpers import assert_graphs_permuted, assert_state_equal, node_permutation, permute_params
+from ..helpers import (
+    assert_graphs_permuted,
+    assert_round_trip,
+    node_permutation,
+    permute_params,
+)
 
 SETTINGS = {
     "spectral": ("spectral_norm", {}),
@@ -49,25 +53,13 @@ def _net(seed: int, setting: str, conv_k: tuple[int, int] = (3, 3), hidden: int 
 X = torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(0))
 
 
-def _round_trip(make, x) -> ws.ParameterGraph:
-    model = make(0)
-    spec = ws.GraphSpec.from_module(model)
-    g = spec.to_graph(model.state_dict())
-    assert_state_equal(spec.to_state_dict(g), model.state_dict())
-    assert nx.is_directed_acyclic_graph(ws.to_networkx(g))
-    fresh = make(1)
-    with torch.no_grad():
-        assert not torch.equal(fresh(x), model(x))
-        ws.from_graph(g, fresh, spec=spec)
-        assert torch.equal(fresh(x), model(x))
-    return g
 
 
 @settings(max_examples=10, deadline=None)
 @given(setting=st.sampled_from(sorted(SETTINGS)), kh=st.integers(1, 3), kw=st.integers(1, 3),
        hidden=st.integers(2, 6), out=st.integers(2, 6))
 def test_round_trip_and_outputs_property(setting, kh, kw, hidden, out):
-    _round_trip(lambda seed: _net(seed, setting, (kh, kw), hidden, out), X)
+    assert_round_trip(lambda seed: _net(seed, setting, (kh, kw), hidden, out), X, tracer="fx")
 
 
 def test_spectral_norm_state_on_edges_into_one_node_per_layer():
