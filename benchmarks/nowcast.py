@@ -22,7 +22,8 @@ Tasks, all held out from the meta-training of every learned nowcaster here:
   synthetic regression and as byte-level LMs).
 * ``lm_gpt``: byte-level :class:`~weightspace.nowcast.lm.TinyGPT` (2 pre-norm blocks, width 64,
   4 heads, separate q/k/v projections, learned positions, untied head) trained next-byte on the
-  installed distributions' ``METADATA`` text with AdamW (weight decay 0.1, 50 warm-up steps, cosine
+  ``METADATA`` text of the distributions a core install of weightspace brings
+  (:func:`~weightspace.nowcast.lm.dependency_closure`, so installed extras do not change it) with AdamW (weight decay 0.1, 50 warm-up steps, cosine
   decay); target: the validation loss (nats per byte; perplexity ``exp``). Meta-training's LM runs
   are another family (:class:`~weightspace.nowcast.lm.MHALM`), another corpus (``.py`` sources)
   and other recipes (no weight decay of 0.1, no width 64 / 2-block pre-norm GPT).
@@ -78,7 +79,7 @@ sys.path.insert(0, str(ROOT))
 from model_zoo.archs import MLP, SmallCNN, TinyViT  # noqa: E402
 from model_zoo.data import load_dataset  # noqa: E402
 from weightspace.nowcast import NowcastEnsemble, Nowcaster  # noqa: E402
-from weightspace.nowcast.lm import TinyGPT, example_input, lm_batch, text_corpus  # noqa: E402
+from weightspace.nowcast.lm import TinyGPT, dependency_closure, example_input, lm_batch, text_corpus  # noqa: E402
 
 log = logging.getLogger("benchmarks.nowcast")
 
@@ -122,7 +123,7 @@ class LMData:
     """The LM task's corpus: training bytes and a fixed validation batch."""
 
     def __init__(self, seq: int) -> None:
-        self.corpus = text_corpus("docs")
+        self.corpus = text_corpus("docs", distributions=dependency_closure("weightspace"))
         self.x_val, self.y_val = lm_batch(self.corpus.val, LM_VAL_WINDOWS, seq, torch.Generator().manual_seed(0))
 
 

@@ -10,6 +10,7 @@ from weightspace.nowcast.lm import (
     MHALM,
     LMRecipe,
     TinyGPT,
+    dependency_closure,
     example_input,
     lm_batch,
     lm_trajectories,
@@ -30,6 +31,26 @@ def test_the_two_corpora_differ_and_bad_names_are_refused():
     assert text_corpus("docs", max_bytes=20_000).sha256 != text_corpus("code", max_bytes=20_000).sha256
     with pytest.raises(ValueError, match="unknown corpus 'wiki'"):
         text_corpus("wiki")
+
+
+def test_dependency_closure_follows_core_requirements_only():
+    closure = dependency_closure("weightspace")
+    assert {"torch", "numpy", "safetensors", "tqdm"} <= set(closure)  # direct and transitive (torch -> filelock)
+    assert "filelock" in closure and "weightspace" not in closure
+    assert "mkdocs" not in closure and "pytest" not in closure  # the dev extra is not followed
+    assert "weightspace" in dependency_closure("weightspace", include_root=True)
+    with pytest.raises(ValueError, match="'no-such-dist' is not installed"):
+        dependency_closure("no-such-dist")
+
+
+def test_corpus_restricted_to_named_distributions():
+    one = text_corpus("docs", distributions=["numpy", "networkx"])
+    again = text_corpus("docs", distributions=("NumPy", "NetworkX"))  # names are normalized
+    two = text_corpus("docs", distributions=["numpy", "networkx", "safetensors"])
+    assert one.sha256 == again.sha256 and one.files == 2
+    assert two.sha256 != one.sha256 and two.files == 3  # sensitivity: another distribution changes the text
+    with pytest.raises(ValueError, match=r"\['no-such-dist'\] are not installed"):
+        text_corpus("docs", distributions=["numpy", "no_such_dist"])
 
 
 def test_lm_batch_targets_are_the_next_bytes():

@@ -4,7 +4,9 @@ and dense training trajectories for meta-training.
 Nothing is downloaded. The text comes from the installed Python distributions
 (:func:`importlib.metadata.distributions`), read in a deterministic order (distributions sorted by
 normalized name, files by path), so the same environment always gives the same bytes; the corpus
-records the SHA-256 of what it read.
+records the SHA-256 of what it read. Which distributions are installed changes the text; pass
+``distributions=dependency_closure("weightspace")`` (the packages any install of the core library
+brings, without the project's own files) to fix the set across environments with different extras.
 
 * ``corpus="docs"``: the ``METADATA`` file of every distribution (package descriptions: English
   prose, Markdown and reStructuredText). The held-out language-model task of the benchmark.
@@ -48,7 +50,8 @@ from .data import Trajectory
 log = logging.getLogger(__name__)
 
 __all__ = ["TextCorpus", "text_corpus", "TinyGPT", "MHALM", "LMRecipe", "lm_batch", "lm_loss",
-           "train_lm", "lm_trajectories", "example_input", "sample_recipes", "CORPORA", "VOCAB", "LMRunsConfig"]
+           "train_lm", "lm_trajectories", "example_input", "sample_recipes", "CORPORA", "VOCAB", "LMRunsConfig",
+           "dependency_closure"]
 
 VOCAB = 256  # bytes
 CORPORA = ("docs", "code")
@@ -73,8 +76,61 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _installed() -> dict:
+    """Installed distributions by normalized name (the first one found wins, as for imports)."""
+    dists = {}
+    for d in md.distributions():
+        try:
+            key = _norm(d.metadata["Name"] or "")
+        except Exception:  # a broken metadata file: skipped
+            continue
+        if key and key not in dists:
+            dists[key] = d
+    return dists
+
+
+def dependency_closure(root: str = "weightspace", include_root: bool = False) -> tuple[str, ...]:
+    """Normalized names of the installed distributions that ``root`` requires, transitively.
+
+    Only unconditional requirements are followed (no extras; environment markers are evaluated for
+    this interpreter), so every environment where ``root``'s core install works has the same set,
+    whatever extras it added. Requirements that are not installed are skipped.
+
+    Args:
+        root: the distribution to start from (``"weightspace"``).
+        include_root: keep ``root`` itself (its ``METADATA`` is its README, which changes with it).
+
+    Raises:
+        ValueError: ``root`` is not installed.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    dists = _installed()
+    start = _norm(root)
+    if start not in dists:
+        raise ValueError(f"dependency_closure: distribution {root!r} is not installed")
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        key = stack.pop()
+        if key in seen or key not in dists:
+            continue
+        seen.add(key)
+        for line in dists[key].requires or []:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            stack.append(_norm(req.name))
+    if not include_root:
+        seen.discard(start)
+    return tuple(sorted(seen))
+
+
 def text_corpus(name: str = "docs", max_bytes: int = 1 << 20, val_fraction: float = 0.1,
-                max_file_bytes: int = 64 << 10) -> TextCorpus:
+                max_file_bytes: int = 64 << 10, distributions=None) -> TextCorpus:
     """A byte corpus from the installed distributions (see module docs), at most ``max_bytes`` long.
 
     Files are taken in a fixed order (distributions by normalized name, then paths) and each is cut at
@@ -86,21 +142,24 @@ def text_corpus(name: str = "docs", max_bytes: int = 1 << 20, val_fraction: floa
         max_bytes: total bytes kept.
         val_fraction: share of the bytes held out for validation.
         max_file_bytes: bytes kept per file.
+        distributions: names of the distributions to read (for example
+            :func:`dependency_closure`); ``None`` reads every installed one.
 
     Raises:
-        ValueError: an unknown corpus name, or fewer than 10 kB of text found (the installed
-            distributions ship too little; install more packages or pick the other corpus).
+        ValueError: an unknown corpus name, a named distribution that is not installed, or fewer
+            than 10 kB of text found (the installed distributions ship too little; install more
+            packages or pick the other corpus).
     """
     if name not in CORPORA:
         raise ValueError(f"text_corpus: unknown corpus {name!r}; choose one of {CORPORA}")
-    dists = {}
-    for d in md.distributions():
-        try:
-            key = _norm(d.metadata["Name"] or "")
-        except Exception:  # a broken metadata file: skipped
-            continue
-        if key and key not in dists:
-            dists[key] = d
+    dists = _installed()
+    if distributions is not None:
+        wanted = {_norm(n) for n in distributions}
+        missing = sorted(wanted - dists.keys())
+        if missing:
+            raise ValueError(f"text_corpus({name!r}): distributions {missing} are not installed; "
+                             f"install them or leave them out of `distributions`")
+        dists = {k: v for k, v in dists.items() if k in wanted}
     chunks: list[bytes] = []
     total, files = 0, 0
     for key in sorted(dists):
