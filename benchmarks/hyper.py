@@ -56,7 +56,7 @@ from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from model_zoo import load_dataset  # noqa: E402
-from weightspace.hyper import GHN, recalibrate_batchnorm  # noqa: E402
+from weightspace.hyper import GHN, prepare_for_finetuning, recalibrate_batchnorm  # noqa: E402
 from weightspace.hyper.space import SPLITS, CellSpace, build_arch  # noqa: E402
 
 log = logging.getLogger("benchmarks.hyper")
@@ -261,6 +261,14 @@ def measure_reference(name: str, build, ds, fit, val, args) -> dict:
     return row
 
 
+def prepared(pred_model: nn.Module, fit, seed: int) -> nn.Module:
+    """A copy of the predicted network after :func:`~weightspace.hyper.prepare_for_finetuning`
+    (the library's defaults, on the first 256 training inputs)."""
+    model = copy.deepcopy(pred_model)
+    prepare_for_finetuning(model, fit[0][:256], seed=seed)
+    return model
+
+
 def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cached: dict | None = None) -> dict:
     """Zero-shot, random-init, reference and fine-tuning results of one architecture.
 
@@ -286,8 +294,9 @@ def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cac
     if train_ref and cached is not None:
         row.update({k: cached[k] for k in REFERENCE_KEYS})
         target, cap = row["trained_val"] - 0.01, row["finetune_cap"]
-        ft = finetune(pred_model, fit, val, test, args.seed, target, cap, args.eval_every)
-        row["ft_pred_1_epoch"], row["ft_pred_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
+        for kind, model in (("pred", pred_model), ("prep", prepared(pred_model, fit, args.seed))):
+            ft = finetune(model, fit, val, test, args.seed, target, cap, args.eval_every)
+            row[f"ft_{kind}_1_epoch"], row[f"ft_{kind}_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
         row["reference_cached"] = True
         row["seconds"] = round(time.perf_counter() - t0, 1)
         return row
@@ -300,7 +309,8 @@ def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cac
         row["trained_val"], row["trained_steps"] = ref["val"], ref["best_step"]
         target, cap = ref["val"] - 0.01, max(2 * ref["best_step"], 100)
         row["finetune_cap"] = cap
-        for kind, model in (("pred", pred_model), ("rand", random_model)):
+        for kind, model in (("pred", pred_model), ("prep", prepared(pred_model, fit, args.seed)),
+                            ("rand", random_model)):
             ft = finetune(model, fit, val, test, args.seed, target, cap, args.eval_every)
             row[f"ft_{kind}_1_epoch"] = ft["acc_1_epoch"]
             row[f"ft_{kind}_steps"] = ft["steps_to_target"]
@@ -322,9 +332,11 @@ def summarize(rows: list[dict]) -> dict:
          "n_trained": len(tr), "trained": [r["trained"] for r in tr], "zero_shot_on_trained": [r["zero_shot"] for r in tr],
          "ratio": [r["zero_shot"] / r["trained"] for r in tr if r["trained"] > 0],
          "ft_pred_1_epoch": [r["ft_pred_1_epoch"] for r in tr], "ft_rand_1_epoch": [r["ft_rand_1_epoch"] for r in tr]}
-    for k in ("pred", "rand"):
-        s[f"ft_{k}_steps"] = [r[f"ft_{k}_steps"] if r[f"ft_{k}_steps"] is not None else r["finetune_cap"] for r in tr]
-        s[f"ft_{k}_reached"] = sum(r[f"ft_{k}_steps"] is not None for r in tr)
+    for k in ("pred", "rand", "prep"):
+        rs = [r for r in tr if f"ft_{k}_steps" in r]  # "prep": rows measured since prepare_for_finetuning
+        s[f"ft_{k}_steps"] = [r[f"ft_{k}_steps"] if r[f"ft_{k}_steps"] is not None else r["finetune_cap"] for r in rs]
+        s[f"ft_{k}_reached"] = sum(r[f"ft_{k}_steps"] is not None for r in rs)
+    s["ft_prep_1_epoch"] = [r["ft_prep_1_epoch"] for r in tr if "ft_prep_1_epoch" in r]
     return s
 
 
@@ -338,7 +350,9 @@ def render(out: Path) -> None:
              "training; *trained*: Adam from the random init with early stopping on a validation split (15% of "
              "the training split; never the test split); ratio: zero-shot / trained per architecture "
              "(mean ± std over architectures) on the architectures that got a reference. Fine-tuning: Adam "
-             "lr 1e-3, batch 64 from predicted vs random init; *steps to trained−1pt*: validation accuracy, "
+             "lr 1e-3, batch 64 from predicted vs random init; *prepared*: predicted weights after "
+             "`prepare_for_finetuning` (scale-invariant layers rescaled to the default init's size, relative noise "
+             "0.5); *steps to trained−1pt*: validation accuracy, "
              "runs that never got there count as the cap (2x the reference's best step); *reached* counts "
              "those that did. BatchNorm statistics are recomputed on the training inputs before every "
              "evaluation.", ""]
@@ -351,34 +365,43 @@ def render(out: Path) -> None:
         if m.get("note"):
             lines += [m["note"], ""]
         lines += ["| split | archs (refused) | zero-shot | random init | train-mode zero-shot | trained (n) | "
-                  "zero-shot / trained | goal | 1 epoch: pred / rand | steps to trained−1pt: pred / rand "
-                  "(reached: pred/rand of n) | step ratio pred/rand (goal ≤ 0.33) |",
+                  "zero-shot / trained | goal | 1 epoch: pred / prepared / rand | steps to trained−1pt: pred / prepared / "
+                  "rand (reached: pred/prepared/rand of n) | step ratio pred/rand, prepared/rand (goal ≤ 0.33) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for split, rows in part["rows"].items():
             s = summarize(rows)
             ratio = np.mean(s["ratio"]) if s["ratio"] else float("nan")
             goal = GOALS.get(split, 0.6)
             met = "-" if not s["ratio"] else ("met" if ratio >= goal else "not met")
-            sp, sr = s["ft_pred_steps"], s["ft_rand_steps"]
+            sp, sr, sq = s["ft_pred_steps"], s["ft_rand_steps"], s["ft_prep_steps"]
             step_ratio = (f"{np.mean(sp) / np.mean(sr):.2f}" if sp and np.mean(sr) > 0 else "-")
+            step_ratio += (f", {np.mean(sq) / np.mean(sr):.2f}" if sq and np.mean(sr) > 0 else ", -")
             lines.append(
                 f"| {split} | {s['archs']} ({s['refused']}) | {_ms(s['zero_shot'])} | {_ms(s['random'])} | "
                 f"{_ms(s['zero_shot_train_mode'])} | {_ms(s['trained'])} ({s['n_trained']}) | {_ms(s['ratio'])} | "
-                f"≥ {goal}: {met} | {_ms(s['ft_pred_1_epoch'])} / {_ms(s['ft_rand_1_epoch'])} | "
-                f"{np.mean(sp) if sp else float('nan'):.0f} / {np.mean(sr) if sr else float('nan'):.0f} "
-                f"({s['ft_pred_reached']}/{s['ft_rand_reached']} of {s['n_trained']}) | {step_ratio} |")
+                f"≥ {goal}: {met} | {_ms(s['ft_pred_1_epoch'])} / {_ms(s['ft_prep_1_epoch'])} / "
+                f"{_ms(s['ft_rand_1_epoch'])} | {np.mean(sp) if sp else float('nan'):.0f} / "
+                f"{np.mean(sq) if sq else float('nan'):.0f} / {np.mean(sr) if sr else float('nan'):.0f} "
+                f"({s['ft_pred_reached']}/{s['ft_prep_reached'] if sq else '-'}/{s['ft_rand_reached']} of "
+                f"{s['n_trained']}) | {step_ratio} |")
         goals = []
         for split, rows in part["rows"].items():
             s = summarize(rows)
             if not s["ratio"]:
                 continue
-            sp, sr = np.mean(s["ft_pred_steps"]), np.mean(s["ft_rand_steps"])
+            sr = np.mean(s["ft_rand_steps"])
+            ft = []
+            for k, label in (("pred", "pred"), ("prep", "prepared")):
+                if not s[f"ft_{k}_steps"]:
+                    continue
+                sk = np.mean(s[f"ft_{k}_steps"])
+                ft.append(f"{label} / rand {sk / sr:.2f} ({'met' if sk <= sr / 3 else 'not met'})")
+                if split == "real-library":
+                    a1, r1 = np.mean(s[f"ft_{k}_1_epoch"]), np.mean(s["ft_rand_1_epoch"])
+                    ft[-1] += f"; 1-epoch accuracy {label} / rand {a1 / r1:.2f} (goal ≥ 2: {'met' if a1 >= 2 * r1 else 'not met'})"
             goals.append(f"- {split}: zero-shot / trained {np.mean(s['ratio']):.2f} (goal ≥ {GOALS.get(split, 0.6)}: "
                          f"{'met' if np.mean(s['ratio']) >= GOALS.get(split, 0.6) else 'not met'}); fine-tuning steps "
-                         f"pred / rand {sp / sr:.2f} (goal ≤ 1/3: {'met' if sp <= sr / 3 else 'not met'})"
-                         + ("" if split != "real-library" else
-                            f"; 1-epoch accuracy pred / rand {np.mean(s['ft_pred_1_epoch']) / np.mean(s['ft_rand_1_epoch']):.2f}"
-                            f" (goal ≥ 2: {'met' if np.mean(s['ft_pred_1_epoch']) >= 2 * np.mean(s['ft_rand_1_epoch']) else 'not met'})"))
+                         f"(goal ≤ 1/3): " + ", ".join(ft))
         if goals:
             lines += ["", "Goals of issue #26:", ""] + goals
         refused = [(split, r["name"], r["refused"]) for split, rows in part["rows"].items() for r in rows

@@ -16,9 +16,11 @@ Usage::
     ghn = GHN.from_pretrained("hypernet-digits")
     model = ghn(my_model)                          # filled in place and returned
     recalibrate_batchnorm(model, x_train)          # BatchNorm statistics, before model.eval()
+    prepare_for_finetuning(model, x_train[:256])   # only before fine-tuning (weightspace.hyper.finetune)
 """
 
 from .family import SPLITS, ArchSpace, config_key, is_held_out
+from .finetune import FinetunePrep, prepare_for_finetuning
 from .ghn import GHN, SHIPPED_GHN, DataMismatchError, GHNConfig, GHNTarget
 from .model import (
     GraphHyperNetwork,
@@ -55,6 +57,8 @@ __all__ = [
     "HyperTarget",
     "load_hypernetwork",
     "recalibrate_batchnorm",
+    "prepare_for_finetuning",
+    "FinetunePrep",
     "default_checkpoint",
     "ArchSpace",
     "SPLITS",
