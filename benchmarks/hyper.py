@@ -291,29 +291,20 @@ def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cac
     recalibrate_batchnorm(pred_model, fit[0])
     row["zero_shot"] = accuracy(pred_model, *test)
     row["zero_shot_train_mode"] = accuracy(pred_model, *test, train_mode=True)
-    if train_ref and cached is not None:
-        row.update({k: cached[k] for k in REFERENCE_KEYS})
-        target, cap = row["trained_val"] - 0.01, row["finetune_cap"]
-        for kind, model in (("pred", pred_model), ("prep", prepared(pred_model, fit, args.seed))):
-            ft = finetune(model, fit, val, test, args.seed, target, cap, args.eval_every)
-            row[f"ft_{kind}_1_epoch"], row[f"ft_{kind}_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
-        row["reference_cached"] = True
+    if not train_ref:
+        recalibrate_batchnorm(random_model, fit[0])
+        row["random"] = accuracy(random_model, *test)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         return row
-    recalibrate_batchnorm(random_model, fit[0])
-    row["random"] = accuracy(random_model, *test)
-    if train_ref:
-        ref_model = copy.deepcopy(random_model)
-        ref = train_reference(ref_model, fit, val, args.seed, args.max_epochs, args.patience)
-        row["trained"] = accuracy(ref_model, *test)
-        row["trained_val"], row["trained_steps"] = ref["val"], ref["best_step"]
-        target, cap = ref["val"] - 0.01, max(2 * ref["best_step"], 100)
-        row["finetune_cap"] = cap
-        for kind, model in (("pred", pred_model), ("prep", prepared(pred_model, fit, args.seed)),
-                            ("rand", random_model)):
-            ft = finetune(model, fit, val, test, args.seed, target, cap, args.eval_every)
-            row[f"ft_{kind}_1_epoch"] = ft["acc_1_epoch"]
-            row[f"ft_{kind}_steps"] = ft["steps_to_target"]
+    if cached is None:  # the same seed rebuilds the same random init
+        cached = measure_reference(name, build, ds, fit, val, args)
+    else:
+        row["reference_cached"] = True
+    row.update({k: cached[k] for k in REFERENCE_KEYS})
+    target, cap = row["trained_val"] - 0.01, row["finetune_cap"]
+    for kind, model in (("pred", pred_model), ("prep", prepared(pred_model, fit, args.seed))):
+        ft = finetune(model, fit, val, test, args.seed, target, cap, args.eval_every)
+        row[f"ft_{kind}_1_epoch"], row[f"ft_{kind}_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
 
