@@ -61,3 +61,41 @@ def test_training_leaves_the_uniform_prediction(data):
     # sensitivity: without optimizer steps (lr 0) the zero-initialized readout keeps the loss at log 10
     frozen = _train(data, lr=0.0, steps=2)
     assert abs(frozen[-1]["train/loss"] - math.log(10)) < 1e-3, frozen
+
+
+class _Flaky(GHN):
+    """A GHN whose predictions overflow on chosen calls (as one exploding architecture would)."""
+
+    bad_calls: set[int] = set()
+
+    def predict(self, targets, inits=None):
+        out = super().predict(targets, inits)
+        self.calls = getattr(self, "calls", 0) + 1
+        return [o * float("nan") for o in out] if self.calls in self.bad_calls else out
+
+
+def _train_flaky(bad_calls: set[int], steps: int) -> tuple[GHN, list[dict]]:
+    torch.manual_seed(0)
+    ghn = _Flaky(hidden=16, layers=1, data="digits")
+    ghn.bad_calls = bad_calls
+    x, y = _toy_data("digits")
+    cfg = GHNTrainConfig(steps=steps, archs_per_step=2, batch_size=64, lr=1e-2, max_minutes=None, log_every=10,
+                         seed=0)
+    return ghn, train_ghn(ghn, x, y, _FixedPool(_tiny_mlps("digits")), cfg, progress=False)
+
+
+def test_a_non_finite_step_is_skipped_not_applied():
+    ghn, history = _train_flaky({3}, steps=30)
+    assert history[-1]["skipped_steps"] == 1
+    assert all(bool(torch.isfinite(p).all()) for p in ghn.parameters())
+    assert history[-1]["train/loss"] < math.log(10) - 0.25  # training went on
+    # sensitivity: without the bad call nothing is skipped
+    _, clean = _train_flaky(set(), steps=10)
+    assert "skipped_steps" not in clean[-1]
+
+
+def test_non_finite_steps_in_a_row_stop_training_with_advice():
+    from weightspace.hyper.train import MAX_BAD_STEPS
+
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        _train_flaky(set(range(1, MAX_BAD_STEPS + 2)), steps=MAX_BAD_STEPS + 5)

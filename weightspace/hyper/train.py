@@ -30,6 +30,9 @@ from .model import GraphHyperNetwork, HyperTarget
 
 log = logging.getLogger(__name__)
 
+#: steps in a row with a non-finite loss or gradient after which hypernetwork training stops
+MAX_BAD_STEPS = 20
+
 __all__ = ["HyperTrainConfig", "TargetCache", "train_hypernetwork", "accuracy", "zero_shot_accuracy",
            "steps_to_target"]
 
@@ -121,7 +124,9 @@ def fit_hypernetwork(net: nn.Module, draw, x: Tensor, y: Tensor, cfg, *, progres
     minimizes the mean cross-entropy of the filled networks on one minibatch each (``functional_call``,
     so gradients reach the hypernetwork; buffers are not differentiated). Adam with linear warm-up over
     the first 2% and cosine decay to 5% (:func:`lr_factor`) of the progress ``max(step / steps,
-    minutes / max_minutes)``, gradient clipping.
+    minutes / max_minutes)``, gradient clipping. A step whose loss or gradient norm is not finite (one
+    drawn architecture overflowing) is skipped with a warning, and :data:`MAX_BAD_STEPS` of them in a
+    row raise ``FloatingPointError``.
 
     Args:
         net: a hypernetwork with ``predict(targets, inits)`` and ``parameters()``.
@@ -149,6 +154,7 @@ def fit_hypernetwork(net: nn.Module, draw, x: Tensor, y: Tensor, cfg, *, progres
 
     net.train()
     history, window = [], []
+    skipped, bad_in_a_row = 0, 0
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
     for step in bar:
         frac = progress_fraction(step)
@@ -171,13 +177,27 @@ def fit_hypernetwork(net: nn.Module, draw, x: Tensor, y: Tensor, cfg, *, progres
         loss = loss / len(entries)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
-        window.append((float(loss.detach()), correct / len(entries)))
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or progress_fraction(step + 1) >= 1.0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        if bool(torch.isfinite(loss.detach())) and bool(torch.isfinite(grad_norm)):
+            opt.step()
+            window.append((float(loss.detach()), correct / len(entries)))
+            bad_in_a_row = 0
+        else:  # one architecture's overflow must not turn the hypernetwork into NaNs: skip the step
+            opt.zero_grad(set_to_none=True)
+            skipped, bad_in_a_row = skipped + 1, bad_in_a_row + 1
+            log.warning("step %d skipped: non-finite loss %s or gradient norm %s (%d skipped so far)",
+                        step + 1, float(loss.detach()), float(grad_norm), skipped)
+            if bad_in_a_row >= MAX_BAD_STEPS:
+                raise FloatingPointError(
+                    f"{desc}: {bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step "
+                    f"{step + 1}); lower the learning rate ({cfg.lr}) or the gradient clip ({cfg.grad_clip})")
+        if window and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+                       or progress_fraction(step + 1) >= 1.0):
             rec = {"step": step + 1, "minutes": round((time.perf_counter() - t0) / 60, 2),
                    "train/loss": float(np.mean([w[0] for w in window])),
                    "train/accuracy": float(np.mean([w[1] for w in window]))}
+            if skipped:
+                rec["skipped_steps"] = skipped
             history.append(rec)
             window = []
             log.info("step %d (%.1f min) train/loss %.4f train/accuracy %.3f", rec["step"], rec["minutes"],
