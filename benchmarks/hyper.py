@@ -446,63 +446,78 @@ def validation_archs(space: CellSpace, n: int, pool: int = 120, seed: int = 0) -
     return list(out.values())
 
 
-def validation_curve(snap_dir: Path, data: str, n_archs: int, out: Path, seed: int = 0) -> dict:
-    """Zero-shot accuracy of every snapshot of a training run (``ghn_recipe --snapshot-minutes``) on
-    ``n_archs`` validation architectures (:func:`validation_archs`) and the validation share of the
-    training split (:func:`split_validation`; the GHN saw these inputs as training data of other
-    architectures, the architectures never). Writes ``hyper.validation-<data>.json|png``."""
+def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, seed: int = 0,
+                     pool: int = 120) -> dict:
+    """Zero-shot accuracy of every snapshot of one or more consecutive training runs (``ghn_recipe
+    --snapshot-minutes``; a later run continues the previous one with ``--init``) on ``n_archs``
+    validation architectures (:func:`validation_archs` outside a training pool of ``pool``
+    configurations) and the validation share of the training split (:func:`split_validation`; the
+    GHN saw these inputs as training data of other architectures, the architectures never), beside
+    the training-minibatch accuracy of the same snapshots (on pool architectures): the gap between
+    the two is the GHN's overfitting to its pool. Writes ``hyper.validation-<data>.json|png``."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     ds = load_dataset(data, seed=0)
     fit_x, _, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
-    snaps = sorted(snap_dir.glob("step*.safetensors"))
-    if not snaps:
-        raise SystemExit(f"benchmarks/hyper.py: no step*.safetensors in {snap_dir}; train with "
-                         "python -m weightspace.cli.ghn_recipe ... --snapshot-minutes M")
+    runs = [sorted(d.glob("step*.safetensors")) for d in snap_dirs]
+    for d, snaps in zip(snap_dirs, runs):
+        if not snaps:
+            raise SystemExit(f"benchmarks/hyper.py: no step*.safetensors in {d}; train with "
+                             "python -m weightspace.cli.ghn_recipe ... --snapshot-minutes M")
     ghn = GHN(data=data)
-    ghn.load_state_dict(load_file(str(snaps[0])))
+    ghn.load_state_dict(load_file(str(runs[0][0])))
     ghn.eval()
-    configs = validation_archs(CellSpace(data), n_archs, seed=seed)
+    configs = validation_archs(CellSpace(data), n_archs, pool=pool, seed=seed)
     archs = []
     for c in configs:
         torch.manual_seed(seed)
         model = build_arch(c)
         archs.append((model, ghn.target(model)))
-    rows = []
-    for snap in tqdm(snaps, desc=f"{data} validation curve"):
-        with safe_open(str(snap), "pt") as f:
-            rec = {k: float(v) for k, v in f.metadata().items()}
-        ghn.load_state_dict(load_file(str(snap)))
-        accs = []
-        for model, t in archs:
-            with torch.no_grad():
-                flat = ghn.predict([t], [t.draw_init(torch.Generator().manual_seed(seed))])[0]
-                model.load_state_dict({k: v for k, v in t.spec.unflatten(flat).items()}, strict=False)
-            recalibrate_batchnorm(model, fit_x)
-            accs.append(accuracy(model, val_x, val_y))
-        rows.append({**rec, "val_zero_shot": float(np.mean(accs)), "val_zero_shot_std": float(np.std(accs)),
-                     "val_accs": accs})
-        log.info("%s step %d: validation zero-shot %.3f", snap.name, rec["step"], rows[-1]["val_zero_shot"])
-    doc = {"data": data, "snapshots": str(snap_dir), "archs": len(configs), "seed": seed,
-           "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
+    rows, offset = [], 0
+    for run, (d, snaps) in enumerate(zip(snap_dirs, runs)):
+        last = 0
+        for snap in tqdm(snaps, desc=f"{data} validation curve, run {run}"):
+            with safe_open(str(snap), "pt") as f:
+                rec = {k: float(v) for k, v in f.metadata().items()}
+            ghn.load_state_dict(load_file(str(snap)))
+            accs = []
+            for model, t in archs:
+                with torch.no_grad():
+                    flat = ghn.predict([t], [t.draw_init(torch.Generator().manual_seed(seed))])[0]
+                    model.load_state_dict({k: v for k, v in t.spec.unflatten(flat).items()}, strict=False)
+                recalibrate_batchnorm(model, fit_x)
+                accs.append(accuracy(model, val_x, val_y))
+            last = max(last, int(rec["step"]))
+            rows.append({**rec, "run": run, "snapshots": str(d), "total_step": offset + int(rec["step"]),
+                         "val_zero_shot": float(np.mean(accs)), "val_zero_shot_std": float(np.std(accs)),
+                         "val_accs": accs})
+            log.info("run %d %s step %d: validation zero-shot %.3f", run, snap.name, rec["step"],
+                     rows[-1]["val_zero_shot"])
+        offset += last
+    doc = {"data": data, "snapshots": [str(d) for d in snap_dirs], "archs": len(configs), "seed": seed,
+           "pool_excluded": pool, "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": round(os.getloadavg()[0], 1),
            "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"hyper.validation-{data}.json").write_text(json.dumps(doc, indent=1))
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    steps = [r["step"] for r in rows]
-    ax[0].plot(steps, [r["train/loss"] for r in rows], marker="o")
+    for run in range(len(snap_dirs)):
+        rr = [r for r in rows if r["run"] == run]
+        steps = [r["total_step"] for r in rr]
+        ax[0].plot(steps, [r["train/loss"] for r in rr], marker="o", label=f"run {run}")
+        m, sd = np.array([r["val_zero_shot"] for r in rr]), np.array([r["val_zero_shot_std"] for r in rr])
+        ax[1].plot(steps, m, marker="o", label=f"run {run}: validation archs (zero-shot)")
+        ax[1].fill_between(steps, m - sd, m + sd, alpha=0.15)
+        ax[1].plot(steps, [r["train/accuracy"] for r in rr], ls=":", marker=".",
+                   label=f"run {run}: training pool (minibatches)")
     ax[0].axhline(np.log(10), ls="--", c="gray", label="log 10 (uniform)")
-    ax[0].set(xlabel="step", ylabel="training loss (window mean)", title=f"{data}: training loss")
+    ax[0].set(xlabel="step (runs continued)", ylabel="training loss (window mean)", title=f"{data}: training loss")
     ax[0].legend(fontsize=8)
-    m, sd = np.array([r["val_zero_shot"] for r in rows]), np.array([r["val_zero_shot_std"] for r in rows])
-    ax[1].plot(steps, m, marker="o")
-    ax[1].fill_between(steps, m - sd, m + sd, alpha=0.2)
     ax[1].axhline(0.1, ls="--", c="gray", label="chance")
-    ax[1].set(xlabel="step", ylabel="accuracy", ylim=(0, 1),
-              title=f"{data}: zero-shot on {len(configs)} validation archs")
-    ax[1].legend(fontsize=8)
+    ax[1].set(xlabel="step (runs continued)", ylabel="accuracy", ylim=(0, 1),
+              title=f"{data}: {len(configs)} validation archs vs training pool")
+    ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / f"hyper.validation-{data}.png", dpi=100)
     return doc
@@ -553,10 +568,14 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
     vpath = results / f"hyper.validation-{data}.json"
     if vpath.is_file():
         v = json.loads(vpath.read_text())
-        pts = "; ".join(f"step {int(r['step'])}: {r['val_zero_shot']:.3f}" for r in v["rows"])
-        lines += ["", f"Zero-shot accuracy of snapshots of the last run on {v['archs']} validation architectures "
-                  "(training-share configurations outside the training pool; validation share of the training "
-                  f"split; `benchmarks/results/hyper.validation-{data}.png`): {pts}."]
+        pts = "; ".join(f"step {int(r.get('total_step', r['step']))}: {r['val_zero_shot']:.3f} "
+                        f"(training minibatches {r['train/accuracy']:.3f})" for r in v["rows"])
+        runs = len(v["snapshots"]) if isinstance(v["snapshots"], list) else 1
+        lines += ["", f"Zero-shot accuracy of snapshots of the last {runs if runs > 1 else ''} run{'s' if runs > 1 else ''} "
+                  f"on {v['archs']} validation architectures (training-share configurations outside a training pool "
+                  f"of {v.get('pool_excluded', 120)}; validation share of the training split; steps counted across "
+                  f"runs; `benchmarks/results/hyper.validation-{data}.png`), with the training-minibatch accuracy "
+                  f"of the same snapshot: {pts}."]
     bpath = results / "hyper.json"
     doc = json.loads(bpath.read_text()) if bpath.is_file() else {}
     if data in doc:
@@ -604,9 +623,13 @@ def main() -> None:
     ap.add_argument("--references-only", action="store_true",
                     help="only fill --reference-cache for the first --trained / --real-trained architectures "
                          "of each split (no checkpoint needed)")
-    ap.add_argument("--validation-curve", default=None, metavar="SNAPSHOT_DIR",
-                    help="evaluate the snapshots of a ghn_recipe run on validation architectures and exit")
+    ap.add_argument("--validation-curve", default=None, metavar="SNAPSHOT_DIR[,SNAPSHOT_DIR]",
+                    help="evaluate the snapshots of ghn_recipe runs (comma-separated, in the order they "
+                         "continued each other) on validation architectures and exit")
     ap.add_argument("--validation-archs", type=int, default=16)
+    ap.add_argument("--validation-pool", type=int, default=120,
+                    help="validation architectures lie outside the training pool of this many configurations "
+                         "(the recipe's --pool)")
     ap.add_argument("--model-card", default=None, metavar="CHECKPOINT_DIR",
                     help="write CHECKPOINT_DIR/README.md from its config.json and the results in --out, and exit")
     args = ap.parse_args()
@@ -618,7 +641,8 @@ def main() -> None:
     if args.validation_curve:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         torch.set_num_threads(args.threads)
-        validation_curve(Path(args.validation_curve), args.data, args.validation_archs, out, args.seed)
+        validation_curve([Path(d) for d in args.validation_curve.split(",")], args.data, args.validation_archs, out,
+                         args.seed, args.validation_pool)
         return
     if args.render_only:
         render(out)
