@@ -505,11 +505,11 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
     for run in range(len(snap_dirs)):
         rr = [r for r in rows if r["run"] == run]
         steps = [r["total_step"] for r in rr]
-        ax[0].plot(steps, [r["train/loss"] for r in rr], marker="o", label=f"run {run}")
+        ax[0].plot(steps, [r["train/loss"] for r in rr], marker="o", c=f"C{run}", label=f"run {run}")
         m, sd = np.array([r["val_zero_shot"] for r in rr]), np.array([r["val_zero_shot_std"] for r in rr])
-        ax[1].plot(steps, m, marker="o", label=f"run {run}: validation archs (zero-shot)")
-        ax[1].fill_between(steps, m - sd, m + sd, alpha=0.15)
-        ax[1].plot(steps, [r["train/accuracy"] for r in rr], ls=":", marker=".",
+        ax[1].plot(steps, m, marker="o", c=f"C{run}", label=f"run {run}: validation archs (zero-shot)")
+        ax[1].fill_between(steps, m - sd, m + sd, alpha=0.15, color=f"C{run}")
+        ax[1].plot(steps, [r["train/accuracy"] for r in rr], ls=":", marker=".", c=f"C{run}",
                    label=f"run {run}: training pool (minibatches)")
     ax[0].axhline(np.log(10), ls="--", c="gray", label="log 10 (uniform)")
     ax[0].set(xlabel="step (runs continued)", ylabel="training loss (window mean)", title=f"{data}: training loss")

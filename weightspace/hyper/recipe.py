@@ -14,9 +14,12 @@ which loads the data)::
     python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 40
     python -m weightspace.cli.ghn_recipe --data digits  --out weightspace/checkpoints/hypernet-digits  --minutes 13
     python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --out weightspace/checkpoints/hypernet-digits --minutes 25
+    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --out weightspace/checkpoints/hypernet-digits --minutes 60
+    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 600 --out weightspace/checkpoints/hypernet-digits --minutes 35
 
-(the digits checkpoint is the second digits run continuing the first; each checkpoint's
-``config.json`` extras record the exact commands, CPU minutes, steps and load)
+(the digits checkpoint is the fourth digits run, each continuing the previous one; the last one
+trains on a pool of 600 configurations instead of 120; each checkpoint's ``config.json`` extras
+record the exact commands, CPU minutes, steps and load, nested under ``init``)
 """
 
 from __future__ import annotations
