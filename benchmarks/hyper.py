@@ -591,14 +591,14 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
             sm = summarize(rows)
             lines.append(f"| {split} | {sm['archs']} | {_ms(sm['zero_shot'])} | {_ms(sm['random'])} | "
                          f"{_ms(sm['ratio'])} ({sm['n_trained']}) |")
-    ratios = {split: np.mean(summarize(rows)["ratio"]) for split, rows in doc.get(data, {}).get("rows", {}).items()
-              if summarize(rows)["ratio"]}
+    sums = {split: summarize(rows) for split, rows in doc.get(data, {}).get("rows", {}).items()}
+    ratios = {split: np.mean(sm["ratio"]) for split, sm in sums.items() if sm["ratio"]}
     met = [sp for sp, r in ratios.items() if r >= GOALS.get(sp, 0.6)]
     met_line = (f"zero-shot / trained {min(ratios.values()):.2f}-{max(ratios.values()):.2f} over the held-out splits; "
                 f"issue #26's zero-shot goal met on {', '.join(met) if met else 'none'} of {len(ratios)} splits"
                 if ratios else "no benchmark results")
-    slower = [sp for sp, rows in doc.get(data, {}).get("rows", {}).items() if summarize(rows)["ft_pred_steps"]
-              and np.mean(summarize(rows)["ft_pred_steps"]) > np.mean(summarize(rows)["ft_rand_steps"])]
+    slower = [sp for sp, sm in sums.items()
+              if sm["ft_pred_steps"] and np.mean(sm["ft_pred_steps"]) > np.mean(sm["ft_rand_steps"])]
     ft_line = (f"needs more Adam steps than random init to reach trained accuracy - 1 point on {len(slower)} of "
                f"{len(ratios)} splits ({', '.join(slower)})" if slower else "reaches trained accuracy - 1 point in "
                "fewer steps than random init on every split")

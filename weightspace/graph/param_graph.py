@@ -253,14 +253,12 @@ class ParameterGraph(Data):
     @edge_index.setter
     def edge_index(self, value: Tensor | None) -> None:
         st = self._store
-        for k in ("edge_segments", "edge_rest"):
-            if k in st:
-                del st[k]
+        st.pop("edge_segments", None)
+        st.pop("edge_rest", None)
         if value is None:
-            if "edge_index" in st:
-                del st["edge_index"]
-            return
-        st["edge_index"] = value
+            st.pop("edge_index", None)
+        else:
+            st["edge_index"] = value
 
     @property
     def edges_compressed(self) -> bool:
@@ -329,10 +327,9 @@ class ParameterGraph(Data):
                 raise ValueError("edge_kernel of a true-size graph is derived from kernel_runs; assign kernel_runs")
             return
         if value is None:
-            if "edge_kernel" in st:
-                del st["edge_kernel"]
-            return
-        st["edge_kernel"] = value
+            st.pop("edge_kernel", None)
+        else:
+            st["edge_kernel"] = value
 
     @property
     def edge_value_ptr(self) -> Tensor:

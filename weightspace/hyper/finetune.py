@@ -75,7 +75,7 @@ def prepare_for_finetuning(model: nn.Module, x: Tensor, noise: float = 0.5, seed
             that tensor's root-mean-square after rescaling (0: none).
         seed: seed of the noise (None: the global generator).
         tol: largest relative change of the outputs (max abs change / max abs output) for which a
-            rescaling is kept.
+            rescaling is kept. Checking costs one forward pass of ``x`` per layer.
 
     Returns:
         :class:`FinetunePrep`: which modules were rescaled.

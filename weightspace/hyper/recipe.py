@@ -1,4 +1,4 @@
-"""Training recipe of the shipped :class:`~weightspace.hyper.ghn.GHN` checkpoints (one command each).
+"""Training recipe of the shipped :class:`~weightspace.hyper.ghn.GHN` checkpoints.
 
 GHN-2's training loop on :class:`~weightspace.hyper.space.CellSpace`: a fixed pool of training
 architectures (GHN-2 trains on the fixed DeepNets-1M set; here ``pool`` configurations of the
@@ -8,18 +8,9 @@ all their parameters in one batched pass, runs each target network functionally
 the mean cross-entropy into the hypernetwork (Adam, warm-up then cosine decay following the larger
 of the step and wall-clock fractions, gradient clipping).
 
-The shipped checkpoints, each one command on one CPU thread (:mod:`weightspace.cli.ghn_recipe`,
-which loads the data)::
-
-    python -m weightspace.cli.ghn_recipe --data mnist1d --out weightspace/checkpoints/hypernet-mnist1d --minutes 40
-    python -m weightspace.cli.ghn_recipe --data digits  --out weightspace/checkpoints/hypernet-digits  --minutes 13
-    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --out weightspace/checkpoints/hypernet-digits --minutes 25
-    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --out weightspace/checkpoints/hypernet-digits --minutes 60
-    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 600 --out weightspace/checkpoints/hypernet-digits --minutes 35
-
-(the digits checkpoint is the fourth digits run, each continuing the previous one; the last one
-trains on a pool of 600 configurations instead of 120; each checkpoint's ``config.json`` extras
-record the exact commands, CPU minutes, steps and load, nested under ``init``)
+The shipped checkpoints are made by :mod:`weightspace.cli.ghn_recipe` (one CPU thread; it loads the
+data and writes the checkpoint); its module docs list the exact commands, and each checkpoint's
+``config.json`` extras record them with CPU minutes, steps and load.
 """
 
 from __future__ import annotations
