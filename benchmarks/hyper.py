@@ -25,9 +25,14 @@ are measured, so an interrupted run keeps what it finished) and rendered to ``hy
 
     python benchmarks/hyper.py --data digits --per-split 50 --trained 10
     python benchmarks/hyper.py --render-only
+    # one process per group of splits on a shared machine, then one report:
+    python benchmarks/hyper.py --data digits --splits test,real-library,no-norm --out runs/hA
+    python benchmarks/hyper.py --data digits --splits wide,deep,dense --out runs/hB
+    python benchmarks/hyper.py --data digits --merge runs/hA,runs/hB
 
 The GHN-independent measurements (random init, the Adam reference, fine-tuning from random init)
-can be computed ahead, without a checkpoint, and reused (same seeds, same code path)::
+can be computed ahead, without a checkpoint, and reused (same seeds, same code path); a main run with
+``--reference-cache`` adds the references it had to measure itself::
 
     python benchmarks/hyper.py --data digits --trained 10 --references-only --reference-cache refs.json
     python benchmarks/hyper.py --data digits --trained 10 --reference-cache refs.json
@@ -334,6 +339,51 @@ def summarize(rows: list[dict]) -> dict:
 GOALS = {"test": 0.8, "wide": 0.6, "deep": 0.6, "dense": 0.6, "no-norm": 0.6, "real-library": 0.5}
 
 
+def merge_parts(dirs: list[Path], data: str, out: Path) -> None:
+    """Merge the ``data`` parts of runs over disjoint groups of splits (one process each, same protocol
+    and seeds) into ``out/hyper.json``; the other datasets' parts there are kept.
+
+    Raises:
+        SystemExit: a part is missing, two parts measured the same split, or their protocols differ.
+    """
+    parts = []
+    for d in dirs:
+        doc = json.loads((d / "hyper.json").read_text()) if (d / "hyper.json").is_file() else {}
+        if data not in doc:
+            raise SystemExit(f"benchmarks/hyper.py --merge: {d / 'hyper.json'} has no {data!r} part")
+        parts.append(doc[data])
+    protocol = ("checkpoint", "seed", "per_split", "trained", "max_epochs", "patience", "threads", "torch")
+    for p in parts[1:]:
+        diff = [k for k in protocol if p["meta"].get(k) != parts[0]["meta"].get(k)]
+        if diff:
+            raise SystemExit(f"benchmarks/hyper.py --merge: the parts differ in {diff}; merge only runs of one protocol")
+    rows: dict = {}
+    for p in parts:
+        for split, r in p["rows"].items():
+            if split in rows:
+                raise SystemExit(f"benchmarks/hyper.py --merge: split {split!r} was measured by two parts")
+            rows[split] = r
+    metas = [p["meta"] for p in parts]
+    meta = dict(metas[0])
+    meta.update(
+        command=metas[0]["command"].split(" --out ")[0] + " (and, side by side, the same command with "
+                + "; with ".join("--splits " + ",".join(p["rows"]) for p in parts[1:])
+                + "; the parts merged by split with --merge)",
+        command_parts=[m["command"] for m in metas], date=max(m["date"] for m in metas),
+        load_start=max(m["load_start"] for m in metas), load_end=max(m.get("load_end", 0) for m in metas),
+        wall_minutes=max(m.get("wall_minutes", 0) for m in metas), merged=True,
+        note=(f"{len(parts)} processes of the same protocol and seeds, one per group of splits, merged by split "
+              "(`--merge`)." + (" Adam references (and fine-tuning from the random init) read from the "
+                                "`--reference-cache` where present (same seeds and schedule), else measured and "
+                                "added to it; zero-shot and fine-tuning from the predicted weights measured by "
+                                "these runs." if "--reference-cache" in metas[0]["command"] else "")))
+    path = out / "hyper.json"
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    current[data] = {"meta": meta, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=1))
+
+
 def render(out: Path) -> None:
     doc = json.loads((out / "hyper.json").read_text())
     lines = ["# GHN benchmark: predicted parameters on held-out architectures", "",
@@ -381,7 +431,7 @@ def render(out: Path) -> None:
             if not s["ratio"]:
                 continue
             sr = np.mean(s["ft_rand_steps"])
-            ft = []
+            ft, epoch = [], []
             for k, label in (("pred", "pred"), ("prep", "prepared")):
                 if not s[f"ft_{k}_steps"]:
                     continue
@@ -389,10 +439,11 @@ def render(out: Path) -> None:
                 ft.append(f"{label} / rand {sk / sr:.2f} ({'met' if sk <= sr / 3 else 'not met'})")
                 if split == "real-library":
                     a1, r1 = np.mean(s[f"ft_{k}_1_epoch"]), np.mean(s["ft_rand_1_epoch"])
-                    ft[-1] += f"; 1-epoch accuracy {label} / rand {a1 / r1:.2f} (goal ≥ 2: {'met' if a1 >= 2 * r1 else 'not met'})"
+                    epoch.append(f"{label} / rand {a1 / r1:.2f} ({'met' if a1 >= 2 * r1 else 'not met'})")
             goals.append(f"- {split}: zero-shot / trained {np.mean(s['ratio']):.2f} (goal ≥ {GOALS.get(split, 0.6)}: "
                          f"{'met' if np.mean(s['ratio']) >= GOALS.get(split, 0.6) else 'not met'}); fine-tuning steps "
-                         f"(goal ≤ 1/3): " + ", ".join(ft))
+                         f"(goal ≤ 1/3): " + ", ".join(ft)
+                         + (f"; 1-epoch accuracy (goal ≥ 2): {', '.join(epoch)}" if epoch else ""))
         if goals:
             lines += ["", "Goals of issue #26:", ""] + goals
         refused = [(split, r["name"], r["refused"]) for split, rows in part["rows"].items() for r in rows
@@ -633,9 +684,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--merge", default=None, metavar="DIR[,DIR]",
+                    help="merge the --data part of runs that measured different splits with the same protocol "
+                         "(each DIR holds a hyper.json) into --out, and render it")
     ap.add_argument("--reference-cache", default=None,
                     help="JSON file of GHN-independent measurements (random init, Adam reference, fine-tuning "
-                         "from random init) keyed by dataset, split, architecture and schedule; read if present")
+                         "from random init) keyed by dataset, split, architecture and schedule; read if present, and every reference a run "
+                         "measures anew is added to it")
     ap.add_argument("--references-only", action="store_true",
                     help="only fill --reference-cache for the first --trained / --real-trained architectures "
                          "of each split (no checkpoint needed)")
@@ -660,6 +715,10 @@ def main() -> None:
         validation_curve([Path(d) for d in args.validation_curve.split(",")], args.data, args.validation_archs, out,
                          args.seed, args.validation_pool)
         return
+    if args.merge:
+        merge_parts([Path(d) for d in args.merge.split(",")], args.data, out)
+        render(out)
+        return
     if args.render_only:
         render(out)
         return
@@ -680,6 +739,14 @@ def main() -> None:
         return [(f"{split}-{i}", lambda c=c: build_arch(c), c)
                 for i, c in enumerate(space.split(split, args.per_split, seed=args.seed))]
 
+    def store_references() -> None:
+        """Merge the references measured so far into the cache file (others may have added to it)."""
+        current = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+        current.update(ref_cache)
+        tmp = cache_path.with_suffix(f".{args.data}.tmp")
+        tmp.write_text(json.dumps(current, indent=1))
+        tmp.replace(cache_path)
+
     if args.references_only:
         if cache_path is None:
             raise SystemExit("benchmarks/hyper.py: --references-only needs --reference-cache PATH")
@@ -698,11 +765,7 @@ def main() -> None:
                 log.warning("%s: no reference (%s: %s)", n, type(e).__name__, e)
                 continue
             log.info("%s %s", split, json.dumps(ref_cache[key]))
-            current = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-            current.update(ref_cache)
-            tmp = cache_path.with_suffix(f".{args.data}.tmp")
-            tmp.write_text(json.dumps(current, indent=1))
-            tmp.replace(cache_path)
+            store_references()
         return
     ghn = GHN.from_pretrained(name)
     path = out / "hyper.json"
@@ -734,8 +797,12 @@ def main() -> None:
     for split, i in tqdm(order, desc=args.data):
         n, build, config = items[split][i]
         train_ref = i < (args.real_trained if split == "real-library" else args.trained)
-        cached = ref_cache.get(reference_key(args.data, split, n, config, args))
-        part["rows"][split].append(measure(n, build, ghn, ds, fit, val, args, train_ref, cached))
+        key = reference_key(args.data, split, n, config, args)
+        row = measure(n, build, ghn, ds, fit, val, args, train_ref, ref_cache.get(key))
+        part["rows"][split].append(row)
+        if cache_path is not None and "trained" in row and not row.get("reference_cached"):
+            ref_cache[key] = {k: row[k] for k in REFERENCE_KEYS}  # a new reference joins the cache
+            store_references()
         log.info("%s %s", split, json.dumps(part["rows"][split][-1]))
         save()
     save()

@@ -132,6 +132,7 @@ VARIANTS: dict[str, dict] = {
     "reset": {"optimizer_state": "reset"},
     "start_after_warmup": {"start": WARMUP},
     "horizon4": {"horizon": 4},
+    "horizon8": {"horizon": 8},
     "hold_embed": {"hold": ("attn_q", "attn_k", "attn_v", "rotary_q", "rotary_k", "embedding", "position")},
     "reset_warm": {"optimizer_state": "reset", "start": WARMUP},
     "reset_zero": {"optimizer_state": "reset"},  # control: the moments reset at each "jump" of zero length

@@ -300,7 +300,10 @@ class NowcastHook:
         context: snapshots per prediction (default: the nowcaster's).
         horizon: how far to jump, in snapshot spacings (``1..nowcaster.horizons``): an int, a
             callable ``step -> k``, or ``None`` for NiNo's decay from ``nowcaster.horizons`` to 1
-            over ``total_steps`` (constant ``nowcaster.horizons`` without ``total_steps``).
+            over ``total_steps`` (constant ``nowcaster.horizons`` without ``total_steps``). On the
+            validation suite (``benchmarks/nowcast_validate.py``) the vision tasks save the most steps
+            with that decay from 32 and the validation language model with a constant ``horizon=8``,
+            which is the recommendation for language models (``docs/design-notes/nowcast.md``).
         total_steps: the planned number of optimizer steps (for the horizon schedule); no jumps
             happen after it. Without it (and without ``horizon``) the horizon stays at its maximum,
             which attaching says in a ``UserWarning``; the Lightning and Hugging Face callbacks take
