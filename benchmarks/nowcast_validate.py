@@ -23,6 +23,8 @@ Variants (hook options; the library's defaults otherwise):
 * ``h8`` / ``h16``: a constant horizon of 8 / 16 snapshot spacings.
 * ``hmax8`` / ``hmax16``: NiNo's decay (:func:`~weightspace.nowcast.hook.horizon_schedule`) from 8 / 16
   instead of the nowcaster's 32.
+* ``h4`` / ``h6`` / ``h12``: constant horizons around the language-model setting ``horizon=8`` (run on
+  the validation LM only, to see how sensitive that setting is).
 
 Decision rule, written before the first run of this suite: a variant replaces the default when its
 median reduction over the four tasks is higher than the default's and it is no more than 5 points
@@ -73,6 +75,9 @@ VARIANTS: dict[str, dict] = {
     "h16": {"horizon": 16},
     "hmax8": {"horizon_max": 8},
     "hmax16": {"horizon_max": 16},
+    "h4": {"horizon": 4},
+    "h6": {"horizon": 6},
+    "h12": {"horizon": 12},
 }
 
 

@@ -193,3 +193,23 @@ def test_first_hypernetwork_checks_the_data_too():
     with pytest.raises(DataMismatchError, match="30"):
         hyper(MLP(30, 2, depth=1, width=16))
     hyper(MLP(64, 10, depth=1, width=16))  # sensitivity: the digits shape passes
+
+
+def test_recipe_snapshots_end_at_the_checkpoint(tmp_path):
+    """``ghn_recipe --snapshot-minutes`` saves the final weights as the last snapshot, equal to the checkpoint."""
+    from safetensors import safe_open
+
+    from weightspace.cli import ghn_recipe
+
+    out, snaps = tmp_path / "ghn", tmp_path / "snaps"
+    ghn_recipe.main(["--data", "digits", "--out", str(out), "--minutes", "0.15", "--hidden", "8", "--layers", "1",
+                     "--pool", "4", "--archs-per-step", "1", "--batch-size", "16", "--snapshot-minutes", "100",
+                     "--snapshot-dir", str(snaps), "--no-progress"])
+    ghn = GHN.from_pretrained(out)
+    final = ghn.meta["final"]
+    files = sorted(snaps.glob("step*.safetensors"))
+    assert files and files[-1].name == f"step{int(final['step']):06d}.safetensors"
+    with safe_open(str(files[-1]), "pt") as f:
+        assert float(f.metadata()["step"]) == final["step"]
+        for k, v in ghn.state_dict().items():
+            assert torch.equal(f.get_tensor(k), v), k

@@ -87,15 +87,20 @@ def main(argv: list[str] | None = None) -> None:
         snap_dir.mkdir(parents=True, exist_ok=True)
         next_at = [0.0]
 
+        def snapshot(rec: dict) -> None:
+            state = {k: v.detach().clone().contiguous() for k, v in ghn.state_dict().items()}
+            save_file(state, str(snap_dir / f"step{int(rec['step']):06d}.safetensors"),
+                      metadata={k: str(v) for k, v in rec.items()})
+
         def on_log(rec: dict) -> None:
             if rec["minutes"] >= next_at[0]:
                 next_at[0] = rec["minutes"] + args.snapshot_minutes
-                state = {k: v.detach().clone().contiguous() for k, v in ghn.state_dict().items()}
-                save_file(state, str(snap_dir / f"step{rec['step']:06d}.safetensors"),
-                          metadata={k: str(v) for k, v in rec.items()})
+                snapshot(rec)
 
     t0, c0 = time.perf_counter(), time.process_time()
     history = train_ghn(ghn, ds.x_train, ds.y_train, space, cfg, progress=not args.no_progress, on_log=on_log)
+    if on_log is not None and history:  # the final weights too, so that the curve ends at the checkpoint
+        snapshot(history[-1])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     meta = {"command": "python -m weightspace.cli.ghn_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
             "data": f"model_zoo.load_dataset({args.data!r}, seed=0) train split ({len(ds.x_train)} samples)",
