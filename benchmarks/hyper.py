@@ -611,6 +611,18 @@ _INPUTS = {"digits": "`[B, 1, 8, 8]` (sklearn digits, pixels / 16) or the flatte
            "mnist1d": "`[B, 1, 40]` (MNIST-1D) or the flattened `[B, 40]` inputs"}
 
 
+def shipped_command(command: str, name: str) -> str:
+    """A recorded ``ghn_recipe`` command as it reproduces the shipped checkpoint ``name``: ``--out`` is
+    the shipped folder and a snapshot folder is a placeholder (runs write them to temporary places)."""
+    words = command.split()
+    for i, w in enumerate(words[:-1]):
+        if w == "--out":
+            words[i + 1] = f"weightspace/checkpoints/{name}"
+        elif w == "--snapshot-dir":
+            words[i + 1] = "SNAPSHOT_DIR"
+    return " ".join(words)
+
+
 def model_card(ckpt: Path, data: str, results: Path) -> str:
     """``README.md`` of a GHN checkpoint from its ``config.json`` extras, the validation curve and
     the benchmark results (``hyper.validation-<data>.json``, ``hyper.json``); every figure is read
@@ -630,9 +642,13 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
     while e:
         chain.insert(0, e)
         e = e.get("init")
-    cmds = [e["command"] for e in chain if e.get("command")]
+    recorded = [e["command"] for e in chain if e.get("command")]
+    cmds = [shipped_command(c, ckpt.name) for c in recorded]
     lines += [(f"{len(cmds)} commands, one CPU thread each; each continues the checkpoint the previous one wrote "
                f"(`--init`):" if len(cmds) > 1 else "One command, one CPU thread:"), "", "```", *cmds, "```", ""]
+    if cmds != recorded:
+        lines += ["(Written here to produce the shipped folder; `config.json` keeps each run's command as it was run, "
+                  "with its own output and snapshot folders, under `extras.command` and `extras.init`.)", ""]
     model = ", ".join(f"{k}={v!r}" for k, v in sorted(cfg.items()))
     train = ", ".join(f"{k}={v!r}" for k, v in sorted(ex["train"].items()))
     lines += [f"Model: `GHNConfig({model})`. Training (last command): `GHNTrainConfig({train})` over "
@@ -659,7 +675,7 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
         pts = "; ".join(f"step {int(r.get('total_step', r['step']))}: {r['val_zero_shot']:.3f} "
                         f"(training minibatches {r['train/accuracy']:.3f})" for r in v["rows"])
         runs = len(v["snapshots"]) if isinstance(v["snapshots"], list) else 1
-        lines += ["", f"Zero-shot accuracy of snapshots of the last {runs if runs > 1 else ''} run{'s' if runs > 1 else ''} "
+        lines += ["", f"Zero-shot accuracy of snapshots of the last {f'{runs} runs' if runs > 1 else 'run'} "
                   f"on {v['archs']} validation architectures (training-share configurations outside a training pool "
                   f"of {v.get('pool_excluded', 120)}; validation share of the training split; steps counted across "
                   f"runs; `benchmarks/results/hyper.validation-{data}.png`), with the training-minibatch accuracy "
