@@ -81,14 +81,8 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-class Variant:
-    """The shipped nowcaster attached with some hook options (``horizon_max``: NiNo's decay from it)."""
-
-    def __init__(self, nowcaster: Nowcaster, **options) -> None:
-        self.nowcaster, self.options = nowcaster, dict(options)
-
-    def __getattr__(self, name: str):
-        return getattr(self.nowcaster, name)
+class Variant(B.Attached):
+    """A nowcaster attached with some hook options (``horizon_max``: NiNo's decay from it)."""
 
     def attach(self, *args, **kwargs):
         opts = dict(self.options)
