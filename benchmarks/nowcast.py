@@ -29,21 +29,23 @@ Tasks, all held out from the meta-training of every learned nowcaster here:
   and other recipes (no weight decay of 0.1, no width 64 / 2-block pre-norm GPT).
 
 Methods, every hook at the library's defaults (fixed before any run, no tuning on any task):
-``period="auto"`` (jumps spaced so that they cost at most 10% of the steps they save), the horizon
+``period="auto"`` (jumps spaced so that they cost at most 10% of the steps they save, a jump counted
+as saving ``JUMP_YIELD`` steps per step it goes ahead, measured on the validation suite), the horizon
 decaying from the nowcaster's 32 snapshot spacings to 1 over ``total_steps``, attention's q/k/v held,
 the spike guard on (losses reported every step, as a user's loop does), no jump while the learning
 rate rises (``skip_warmup``, designed on the validation LM task of
 ``benchmarks/nowcast_lm_diagnose.py``, not on any task here). The do-no-harm backoff (``backoff``:
 the horizon shrinks after jumps that did not pay) is off by default; ``--ablation`` adds
-``nino_backoff`` (the shipped nowcaster with it on), ``nino_prev`` (neither rule) and ``nino_h8``
+``nino_backoff`` (the shipped nowcaster with it on) and ``nino_prev`` (neither rule). ``nino_h8``
 (a constant ``horizon=8``: the documented setting for language models, chosen on the validation
-suite ``benchmarks/nowcast_validate.py`` before this benchmark ran it). ``nino_rec`` in the goals
-is the documented recommendation: ``nino_h8`` on the language model, ``nino`` elsewhere.
+suite ``benchmarks/nowcast_validate.py`` before this benchmark ran it) always runs; ``nino_rec`` in
+the goals is the documented recommendation: ``nino_h8`` on the language model, ``nino`` elsewhere.
 
 * ``adam``: the optimizer alone (AdamW on ``lm_gpt``).
 * ``linefit``: per-parameter least-squares line over the window (no parameters).
 * ``mlp``: the per-parameter MLP nowcaster (WNN-like), meta-trained on the same data as ``nino_lm``.
 * ``nino``: the shipped graph nowcaster (``Nowcaster.pretrained()``, meta-trained without LM runs).
+* ``nino_h8``: the same with ``horizon=8``.
 * ``nino_lm``: the graph nowcaster meta-trained with the LM runs, meta-training seed 0.
 * ``nino_ens``: the ensemble rule, written here before any held-out run: the mean prediction of
   *all* ``K`` graph nowcasters meta-trained on the same data with seeds ``0..K-1`` (``--ensemble``
@@ -81,7 +83,7 @@ sys.path.insert(0, str(ROOT))
 
 from model_zoo.archs import MLP, SmallCNN, TinyViT  # noqa: E402
 from model_zoo.data import load_dataset  # noqa: E402
-from weightspace.nowcast import NowcastEnsemble, Nowcaster  # noqa: E402
+from weightspace.nowcast import AUTO_BUDGET, JUMP_YIELD, NowcastEnsemble, Nowcaster  # noqa: E402
 from weightspace.nowcast.lm import TinyGPT, dependency_closure, example_input, lm_batch, text_corpus  # noqa: E402
 
 log = logging.getLogger("benchmarks.nowcast")
@@ -206,6 +208,7 @@ def run_one(task: Task, data, seed: int, nowcaster) -> dict:
            "hook_seconds": handle.seconds if handle else 0.0, "jumps": handle.jumps if handle else 0,
            "undone": handle.undone if handle else 0, "skipped": handle.skipped if handle else 0,
            "jump_steps": [r["step"] for r in handle.history if r["applied"] and not r["undone"]] if handle else [],
+           "jump_ahead": [r["steps_ahead"] for r in handle.history if r["applied"] and not r["undone"]] if handle else [],
            "skipped_warmup": handle.skipped_warmup if handle else 0,
            "not_paid": sum(1 for r in handle.history if r.get("paid") is False) if handle else 0,
            "judged": sum(1 for r in handle.history if r.get("paid") is not None) if handle else 0,
@@ -252,9 +255,8 @@ def first_reach(acc: list[float], target: float) -> int | None:
 
 
 class Attached:
-    """Ablation (``--ablation``): a nowcaster attached with some hook options other than the
-    defaults (``nino_backoff``: ``backoff=True``; ``nino_prev``: ``skip_warmup=False``; ``nino_h8``:
-    ``horizon=8``)."""
+    """A nowcaster attached with some hook options other than the defaults (``nino_h8``: ``horizon=8``;
+    with ``--ablation``, ``nino_backoff``: ``backoff=True``; ``nino_prev``: ``skip_warmup=False``)."""
 
     def __init__(self, nowcaster, **options) -> None:
         self.nowcaster, self.options = nowcaster, options
@@ -271,10 +273,10 @@ def load_methods(args) -> dict:
     if args.mlp:
         methods["mlp"] = Nowcaster.load(args.mlp)
     methods["nino"] = Nowcaster.pretrained()
+    methods["nino_h8"] = Attached(methods["nino"], horizon=8)
     if getattr(args, "ablation", False):
         methods["nino_backoff"] = Attached(methods["nino"], backoff=True)
         methods["nino_prev"] = Attached(methods["nino"], skip_warmup=False, backoff=False)
-        methods["nino_h8"] = Attached(methods["nino"], horizon=8)
     members = [Nowcaster.load(p) for p in args.ensemble.split(",") if p]
     if members:
         methods["nino_lm"] = members[0]
@@ -301,6 +303,8 @@ def summarize(task: Task, runs: dict, cpu_cost: dict, methods: dict, seeds: int)
         frac = [sum(1 for j in r["jump_steps"] if j <= st) / max(1, r["jumps"]) for st, r in zip(steps, rs)]
         overhead = [r["hook_seconds"] * f for f, r in zip(frac, rs)]
         saved = (statistics.mean(adam_steps) - statistics.mean(steps)) * plain
+        # the steps the kept jumps went ahead before the target (what the hook's estimates assume they save)
+        ahead = [sum(a for j, a in zip(r["jump_steps"], r.get("jump_ahead", [])) if j <= st) for st, r in zip(steps, rs)]
         snap_ms, jump_ms = cpu_cost.get(name, (0.0, 0.0))
         per_jump_cpu = (snap_ms * methods[name].context + jump_ms) / 1000 if name in cpu_cost else 0.0
         overhead_cpu = [sum(1 for j in r["jump_steps"] if j <= st) * per_jump_cpu for st, r in zip(steps, rs)]
@@ -324,6 +328,10 @@ def summarize(task: Task, runs: dict, cpu_cost: dict, methods: dict, seeds: int)
             "overhead_over_saved": (statistics.mean(overhead) / saved) if saved > 0 else None,
             "overhead_over_saved_cpu": (statistics.mean(overhead_cpu) / saved_cpu) if saved_cpu > 0 else None,
             "seconds_to_target": statistics.mean(st * plain + o for st, o in zip(steps, overhead)),
+            "steps_ahead_to_target": statistics.mean(ahead),
+            # steps saved per step jumped ahead: the realized share of the jumps' nominal saving
+            "saved_per_step_ahead": ((statistics.mean(adam_steps) - statistics.mean(steps)) / statistics.mean(ahead)
+                                     if statistics.mean(ahead) > 0 else None),
         }
     return tres
 
@@ -391,7 +399,7 @@ def main() -> None:
         keep = {"adam", *args.methods.split(",")}
         methods = {k: v for k, v in methods.items() if k in keep}
     results = {"tasks": {}, "seeds": args.seeds, "methods": list(methods),
-               "hook": "library defaults: period='auto' (AUTO_BUDGET 0.10), horizon decay from 32 over total_steps, "
+               "hook": f"library defaults: period='auto' (AUTO_BUDGET {AUTO_BUDGET:.2f}, JUMP_YIELD {JUMP_YIELD:.2f}), horizon decay from 32 over total_steps, "
                        "hold=HOLD_DEFAULT, spike_guard=2.0 with losses reported, skip_warmup=True, backoff=False; "
                        "target: the worst optimizer-alone seed's final value"}
     curves = {}
@@ -499,6 +507,7 @@ def write_md(prefix: Path, results: dict) -> None:
              f"an end), so wall-clock figures are noisy; {results['seconds']:.0f} s in all.", "",
              f"Hooks: {results['hook']}. Protocol and the ensemble rule: the docstring of `benchmarks/nowcast.py`.", ""]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    num = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     for tname, t in results["tasks"].items():
         what = "validation loss (nats/byte)" if t["metric"] == "val_loss" else "validation accuracy"
         tgt = -t["target"] if t["metric"] == "val_loss" else t["target"]
@@ -509,8 +518,8 @@ def write_md(prefix: Path, results: dict) -> None:
                   + (f" Corpus: {t['corpus']}." if "corpus" in t else ""), "",
                   "| method | steps to target (mean ± std) | reached | fewer steps vs optimizer | per-seed mean ± std | "
                   "final | jumps (undone) | jumps that did not pay / judged | periods | hook ms / jump (wall / CPU) | "
-                  "overhead / time saved (wall / CPU) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "overhead / time saved (wall / CPU) | steps saved per step ahead |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for n, m in t["methods"].items():
             fin = -m["final_metric"] if t["metric"] == "val_loss" else m["final_metric"]
             per = ",".join(map(str, m["periods"][:4])) + ("…" if len(m["periods"]) > 4 else "")
@@ -519,7 +528,8 @@ def write_md(prefix: Path, results: dict) -> None:
                          f"{m['reduction_pct_per_seed_std']:.1f}% | {fin:.4f} | {m['jumps']:.1f} ({m['undone']}) | "
                          f"{m.get('not_paid', '–')} / {m.get('judged', '–')} | "
                          f"{per or '–'} | {m['hook_ms_per_jump']:.1f} / {m['hook_cpu_ms_per_jump']:.1f} | "
-                         f"{pct(m['overhead_over_saved'])} / {pct(m['overhead_over_saved_cpu'])} |")
+                         f"{pct(m['overhead_over_saved'])} / {pct(m['overhead_over_saved_cpu'])} | "
+                         f"{num(m.get('saved_per_step_ahead'))} |")
         lines.append("")
     lines += ["## Goals (issue #27), checked on this run", ""]
     for n, g in results.get("goals", {}).items():

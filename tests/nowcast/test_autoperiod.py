@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from weightspace.nowcast import AUTO_BUDGET, AutoPeriod, Nowcaster, total_steps_from_scheduler
+from weightspace.nowcast import AUTO_BUDGET, JUMP_YIELD, AutoPeriod, Nowcaster, total_steps_from_scheduler
 
 from .helpers import train_steps as _train
 
@@ -44,28 +44,42 @@ def test_auto_period_before_any_timing_is_the_start_period():
 def test_auto_period_picks_the_smallest_stride_within_the_budget():
     # a window of jumps costs 6.5 plain steps of 1 ms: at horizon 32, 3 spacings (96 steps saved) keep the
     # cost at 6.8%; 2 spacings (64 steps) would cost 10.2%
-    a = _timed(AutoPeriod(context=5), window=6.5e-3, step=1e-3)
+    a = _timed(AutoPeriod(context=5, jump_yield=1.0), window=6.5e-3, step=1e-3)
     assert a.stride(32) == 3
     assert a.share(3, 32) == pytest.approx(6.5 / 96) and a.share(2, 32) > AUTO_BUDGET
     # the horizon decays to 1: the period grows so that a jump still pays 10x its cost
     assert a.stride(1) == 65 and a.current == 65
     # a looser budget, a shorter period
-    assert _timed(AutoPeriod(context=5, budget=0.5), 6.5e-3, 1e-3).stride(32) == 1
+    assert _timed(AutoPeriod(context=5, budget=0.5, jump_yield=1.0), 6.5e-3, 1e-3).stride(32) == 1
+
+
+def test_auto_period_counts_a_jump_as_saving_its_yield():
+    # a jump that saves a quarter of the steps it goes ahead needs spacings 4x as long for the same budget
+    full = _timed(AutoPeriod(context=5, jump_yield=1.0), window=6.5e-3, step=1e-3)
+    quarter = _timed(AutoPeriod(context=5, jump_yield=0.25), window=6.5e-3, step=1e-3)
+    assert full.stride(32) == 3 and quarter.stride(32) == 9  # ceil(6.5 / (0.1 * 0.25 * 32))
+    assert quarter.share(9, 32) == pytest.approx(6.5 / (0.25 * 32 * 9)) and quarter.share(8, 32) > AUTO_BUDGET
+    assert AutoPeriod(context=5).jump_yield == JUMP_YIELD and 0 < JUMP_YIELD <= 1
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="jump_yield is the steps a jump saves per step it goes ahead"):
+            AutoPeriod(context=5, jump_yield=bad)
+        with pytest.raises(ValueError, match="jump_yield"):
+            Nowcaster(kind="linefit").attach(*_setup()[:2], jump_yield=bad, total_steps=10)
 
 
 def test_auto_period_is_bounded_and_robust_to_a_slow_step():
     a = _timed(AutoPeriod(context=5), window=1.0, step=1e-3)
     assert a.stride(1) == a.max_stride == 200  # a period of at most 1000 steps
-    b = _timed(AutoPeriod(context=5), window=6.5e-3, step=1e-3)
+    b = _timed(AutoPeriod(context=5, jump_yield=1.0), window=6.5e-3, step=1e-3)
     b.add_step(5.0)  # an evaluation between two steps
     assert b.step_seconds == pytest.approx(1e-3) and b.stride(32) == 3
 
 
 @settings(max_examples=200, deadline=None)
 @given(window=st.floats(1e-5, 10.0), step=st.floats(1e-5, 1.0), k=st.integers(1, 32),
-       budget=st.floats(0.01, 1.0))
-def test_auto_period_is_the_smallest_stride_within_budget(window, step, k, budget):
-    a = _timed(AutoPeriod(context=5, budget=budget), window, step)
+       budget=st.floats(0.01, 1.0), jump_yield=st.floats(0.05, 1.0))
+def test_auto_period_is_the_smallest_stride_within_budget(window, step, k, budget, jump_yield):
+    a = _timed(AutoPeriod(context=5, budget=budget, jump_yield=jump_yield), window, step)
     s = a.stride(k)
     assert 1 <= s <= a.max_stride
     assert s == a.max_stride or a.share(s, k) <= budget * (1 + 1e-9)
@@ -112,7 +126,7 @@ def test_hook_follows_the_auto_period_on_a_fake_clock(caplog):
     nc = _Slow(kind="linefit")
     clock = nc.clock = _Clock()
     nc.cost = 6.5e-3
-    h = nc.attach(model, opt, horizon=4, total_steps=1000)
+    h = nc.attach(model, opt, horizon=4, total_steps=1000, jump_yield=1.0)
     h._clock = clock  # the hook reads its time from the fake clock
     assert h.period == 20 and h.auto is not None
     with caplog.at_level(logging.INFO, logger="weightspace.nowcast.hook"):
@@ -148,12 +162,12 @@ def test_auto_state_dict_round_trip_and_refusal_by_a_fixed_period():
     nc = _Slow(kind="linefit")
     clock = nc.clock = _Clock()
     nc.cost = 6.5e-3
-    h = nc.attach(model, opt, horizon=4, total_steps=1000)
+    h = nc.attach(model, opt, horizon=4, total_steps=1000, jump_yield=1.0)
     h._clock = clock
     _loop_with_clock(model, opt, data, 30, clock, 1e-3)
     st_ = h.state_dict()
     assert st_["period"] == "auto" and st_["auto"]["current"] == 17 and st_["anchor"] == 20
-    h2 = Nowcaster(kind="linefit").attach(*_setup()[:2], horizon=4, total_steps=1000)
+    h2 = Nowcaster(kind="linefit").attach(*_setup()[:2], horizon=4, total_steps=1000, jump_yield=1.0)
     h2.load_state_dict(st_)
     assert h2.period == 85 and h2.step == 30 and h2.auto.window_seconds == pytest.approx(6.5e-3)
     with pytest.raises(ValueError, match="saved hook state has period=auto"):

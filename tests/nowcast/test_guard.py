@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from weightspace.nowcast import Nowcaster, plot
+from weightspace.nowcast import JUMP_YIELD, Nowcaster, plot
 
 
 def _setup(seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -112,7 +112,8 @@ def test_summary_and_the_info_line_at_close(caplog):
     s = h.summary()
     assert s["steps"] == 25 and s["jumps"] == 2 and s["undone"] == 0 and s["steps_ahead"] == 4
     assert s["seconds"] == h.seconds and s["step_seconds"] > 0 and not s["auto"]
-    assert s["steps_saved"] == pytest.approx(4 - h.seconds / s["step_seconds"])
+    assert s["steps_saved"] == pytest.approx(JUMP_YIELD * 4 - h.seconds / s["step_seconds"])
+    assert s["cost_share"] == pytest.approx(h.seconds / (JUMP_YIELD * 4 * s["step_seconds"]))
     with caplog.at_level(logging.INFO, logger="weightspace.nowcast.hook"):
         out = h.close()
         h.close()

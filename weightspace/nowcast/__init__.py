@@ -26,6 +26,7 @@ from .features import group_stats, param_features, window_features
 from .hook import (
     AUTO_BUDGET,
     HOLD_DEFAULT,
+    JUMP_YIELD,
     OPTIMIZER_STATE_CHOICES,
     SPIKE_GUARD_DEFAULT,
     AutoPeriod,
@@ -58,6 +59,7 @@ __all__ = [
     "OPTIMIZER_STATE_CHOICES",
     "AutoPeriod",
     "AUTO_BUDGET",
+    "JUMP_YIELD",
     "SPIKE_GUARD_DEFAULT",
     "total_steps_from_scheduler",
     "plot",

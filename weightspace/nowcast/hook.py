@@ -25,7 +25,9 @@ parameters ``k`` copy-spacings ahead and writes them into the model (NiNo, Knyaz
 * A jump that would produce NaN/inf is skipped with a ``RuntimeWarning`` and never applied.
 * ``period="auto"`` (default): the hook times its own work per window against plain optimizer steps
   and picks, after every jump, the smallest period whose jumps cost at most ``auto_budget`` (10%) of
-  the time they save (:class:`AutoPeriod`); a fixed ``period`` is never changed.
+  the time they save (:class:`AutoPeriod`); a fixed ``period`` is never changed. A jump ``n`` steps
+  ahead is counted as saving ``jump_yield * n`` steps (:data:`JUMP_YIELD`, measured on the validation
+  suite): a prediction is not the trajectory, so a jump saves fewer steps than it goes ahead.
 * Spike guard: with losses reported (:meth:`NowcastHook.report_loss`; the trainer callbacks report
   them), a jump whose next loss exceeds ``spike_guard`` times the loss before it is undone.
 * Warm-up: no jump while the learning rate rises (``skip_warmup``): a window whose learning rate
@@ -83,7 +85,7 @@ from .plan import PLAN_MAX, JumpPlan
 log = logging.getLogger(__name__)
 
 __all__ = ["NowcastHook", "AutoPeriod", "horizon_schedule", "held_mask", "total_steps_from_scheduler",
-           "OPTIMIZER_STATE_CHOICES", "HOLD_DEFAULT", "AUTO_BUDGET", "SPIKE_GUARD_DEFAULT", "jump_paid",
+           "OPTIMIZER_STATE_CHOICES", "HOLD_DEFAULT", "AUTO_BUDGET", "JUMP_YIELD", "SPIKE_GUARD_DEFAULT", "jump_paid",
            "BACKOFF_WINDOW", "BACKOFF_FACTOR", "BACKOFF_RECOVER"]
 
 OPTIMIZER_STATE_CHOICES = ("keep", "reset")
@@ -94,6 +96,10 @@ HOLD_DEFAULT = ("attn_q", "attn_k", "attn_v", "rotary_q", "rotary_k")
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 #: ``period="auto"``: the largest share of the time the jumps save that they may cost
 AUTO_BUDGET = 0.10
+#: optimizer steps a kept jump saves per step it goes ahead, as the auto period and :meth:`NowcastHook.summary`
+#: count them: the median over the tasks of ``benchmarks/nowcast_validate.py`` (never the held-out ones)
+#: of (the optimizer's steps to the target - the hook's) / (the steps the kept jumps went ahead before it)
+JUMP_YIELD = 0.20
 #: ``period="auto"``: the period before the first jump was timed (rounded up to a multiple of context)
 AUTO_START_PERIOD = 20
 #: ``period="auto"``: the longest period chosen (rounded down to a multiple of context)
@@ -206,9 +212,9 @@ class AutoPeriod:
     """The period that keeps the jumps' cost within a share of the time they save (``period="auto"``).
 
     A window of ``context`` snapshots spaced ``s`` optimizer steps apart ends in a jump ``k`` spacings
-    ahead, which saves about ``k * s`` plain steps. With ``C`` the hook's wall time per window (its
+    ahead, which saves about ``y * k * s`` plain steps (``y``: ``jump_yield``). With ``C`` the hook's wall time per window (its
     snapshots, the jump, the spike guard's bookkeeping) and ``t`` the wall time of a plain step (between
-    two optimizer steps, the hook's own time excluded), the jumps cost the share ``C / (k s t)`` of what
+    two optimizer steps, the hook's own time excluded), the jumps cost the share ``C / (y k s t)`` of what
     they save; :meth:`stride` is the smallest ``s`` (within ``[1, max_stride]``) for which that share is
     at most ``budget``. ``C`` and ``t`` are medians of the latest windows and steps, so an evaluation or
     a checkpoint between two steps does not move them.
@@ -219,16 +225,20 @@ class AutoPeriod:
         max_stride: the longest spacing considered (default: a period of at most :data:`AUTO_MAX_PERIOD`).
         start_stride: the spacing before anything was measured (default: a period of about
             :data:`AUTO_START_PERIOD` steps).
+        jump_yield: steps saved per step a jump goes ahead (default :data:`JUMP_YIELD`).
 
     Raises:
-        ValueError: ``budget`` not in ``(0, 1]``.
+        ValueError: ``budget`` or ``jump_yield`` not in ``(0, 1]``.
     """
 
     def __init__(self, context: int, budget: float = 0.10, max_stride: int | None = None,
-                 start_stride: int | None = None) -> None:
+                 start_stride: int | None = None, jump_yield: float | None = None) -> None:
         if not 0 < budget <= 1:
             raise ValueError(f"the auto period's budget is a share of the saved time in (0, 1], got {budget}")
-        self.context, self.budget = int(context), float(budget)
+        jump_yield = JUMP_YIELD if jump_yield is None else jump_yield
+        if not 0 < jump_yield <= 1:
+            raise ValueError(f"jump_yield is the steps a jump saves per step it goes ahead, in (0, 1], got {jump_yield}")
+        self.context, self.budget, self.jump_yield = int(context), float(budget), float(jump_yield)
         self.max_stride = int(max_stride or max(1, AUTO_MAX_PERIOD // self.context))
         self.current = int(start_stride or max(1, math.ceil(AUTO_START_PERIOD / self.context)))
         self.current = min(self.current, self.max_stride)
@@ -259,7 +269,7 @@ class AutoPeriod:
         c, t = self.window_seconds, self.step_seconds
         if c is None or t is None:
             return None
-        return c / (horizon * stride * t) if t > 0 else math.inf
+        return c / (self.jump_yield * horizon * stride * t) if t > 0 else math.inf
 
     def stride(self, horizon: int) -> int:
         """The smallest spacing whose cost share is at most ``budget`` at horizon ``horizon``, within
@@ -267,7 +277,7 @@ class AutoPeriod:
         c, t = self.window_seconds, self.step_seconds
         if c is None or t is None:
             return self.current
-        need = math.ceil(c / (self.budget * max(1, horizon) * t)) if t > 0 else self.max_stride
+        need = math.ceil(c / (self.budget * self.jump_yield * max(1, horizon) * t)) if t > 0 else self.max_stride
         self.current = min(max(1, need), self.max_stride)
         return self.current
 
@@ -327,6 +337,8 @@ class NowcastHook:
             the moments keep that step's gradient).
         auto_budget: with ``period="auto"``, the largest share of the time the jumps save that they
             may cost (default :data:`AUTO_BUDGET`).
+        jump_yield: the steps a kept jump saves per step it goes ahead, in ``(0, 1]``, as the auto
+            period and :meth:`summary` count them (default :data:`JUMP_YIELD`).
         skip_warmup: make no jump while the learning rate rises: a due jump is skipped when the
             largest learning rate of the optimizer's param groups is above its value at the window's
             oldest snapshot (a linear warm-up). Default ``True``.
@@ -358,7 +370,7 @@ class NowcastHook:
 
     Raises:
         ValueError: a bad argument (period, context, horizon, optimizer_state, hold, spike_guard,
-            auto_budget), an optimizer that
+            auto_budget, jump_yield), an optimizer that
             updates none of ``model``'s parameters, or saved hook state in ``optimizer.state`` (from
             ``optimizer.load_state_dict`` before attaching) of another period, context or architecture.
         UnsupportedModuleError: ``model`` holds a layer the graph cannot represent.
@@ -369,18 +381,22 @@ class NowcastHook:
                  horizon: int | Callable[[int], int] | None = None, total_steps: int | None = None,
                  optimizer_state: str = "keep", start: int = 0, example_input: Any = None,
                  hold: Sequence[str] = HOLD_DEFAULT, spike_guard: float | None = SPIKE_GUARD_DEFAULT,
-                 auto_budget: float = AUTO_BUDGET, skip_warmup: bool = True, backoff: bool = False) -> None:
+                 auto_budget: float = AUTO_BUDGET, skip_warmup: bool = True, backoff: bool = False,
+                 jump_yield: float = JUMP_YIELD) -> None:
         context = int(context or nowcaster.context)
         if nowcaster.learned and context != nowcaster.context:
             raise ValueError(f"this nowcaster reads {nowcaster.context} snapshots, got context={context}")
         if context < 2:
             raise ValueError(f"context must be at least 2, got {context}")
+        if not 0 < jump_yield <= 1:
+            raise ValueError(f"jump_yield is the steps a jump saves per step it goes ahead, in (0, 1], got {jump_yield}")
+        self.jump_yield = float(jump_yield)
         auto = None
         if isinstance(period, str):
             if period != "auto":
                 raise ValueError(f"period must be a positive multiple of context ({context}) or 'auto', "
                                  f"got {period!r}")
-            auto = AutoPeriod(context, auto_budget)  # raises on a bad budget
+            auto = AutoPeriod(context, auto_budget, jump_yield=jump_yield)  # raises on a bad budget
             period = context * auto.current
         elif period < context or period % context:
             raise ValueError(f"period ({period}) must be a positive multiple of context ({context})")
@@ -627,7 +643,7 @@ class NowcastHook:
                          "a plain step %.2f ms, horizon %d: the jumps cost %.1f%% of the %d steps they save; "
                          "budget %.0f%%)", self.period, stride * self.context, self.step,
                          1e3 * self.auto.window_seconds, 1e3 * self.auto.step_seconds, k,
-                         100 * share, k * stride, 100 * self.auto.budget)
+                         100 * share, round(self.jump_yield * k * stride), 100 * self.auto.budget)
                 self.stride, self.period = stride, stride * self.context
         self._window_seconds = 0.0
 
@@ -911,9 +927,9 @@ class NowcastHook:
         Keys: ``steps`` (optimizer steps seen), ``jumps`` (applied and kept), ``undone`` (by the spike
         guard), ``skipped`` (non-finite), ``steps_ahead`` (the kept jumps' sum of ``steps_ahead``),
         ``seconds`` (wall time inside the hook), ``step_seconds`` (median plain step, ``None`` before
-        two steps), ``steps_saved`` (estimate: ``steps_ahead`` less the hook's time in plain steps and
-        one discarded step per undone jump; ``None`` without a step time), ``cost_share`` (hook time
-        over the time of ``steps_ahead`` steps), ``period`` (the one in force), ``auto`` (whether the
+        two steps), ``steps_saved`` (estimate: ``jump_yield * steps_ahead`` less the hook's time in
+        plain steps and one discarded step per undone jump; ``None`` without a step time),
+        ``cost_share`` (hook time over the time of ``jump_yield * steps_ahead`` steps), ``period`` (the one in force), ``auto`` (whether the
         period is chosen automatically), ``skipped_warmup`` (due jumps skipped while the learning rate
         rose), ``reach`` (the backoff's horizon factor now), ``not_paid`` (judged jumps that did not
         pay, :func:`jump_paid`).
@@ -921,8 +937,8 @@ class NowcastHook:
         kept = [h for h in self.history if h.get("applied") and not h.get("undone")]
         ahead = int(sum(h["steps_ahead"] for h in kept))
         t = statistics.median(self._step_times) if len(self._step_times) >= 2 else None
-        saved = ahead - self.seconds / t - self.undone if t else None
-        share = self.seconds / (ahead * t) if t and ahead else None
+        saved = self.jump_yield * ahead - self.seconds / t - self.undone if t else None
+        share = self.seconds / (self.jump_yield * ahead * t) if t and ahead else None
         return {"steps": self.step, "jumps": self.jumps, "undone": self.undone, "skipped": self.skipped,
                 "steps_ahead": ahead, "seconds": self.seconds, "step_seconds": t, "steps_saved": saved,
                 "cost_share": share, "period": self.period, "auto": self.auto is not None,
