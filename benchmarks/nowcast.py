@@ -464,8 +464,8 @@ def merge(parts: list[dict]) -> dict:
     out["machine"] = m
     out["seconds"] = max(p["seconds"] for p in parts)
     out["date"] = max(p["date"] for p in parts)
-    out["command"] = "; ".join(p["command"] for p in parts) + " (run side by side), merged by python " \
-        "benchmarks/nowcast.py --merge"
+    out["command"] = "; ".join(p["command"] for p in parts) + " (separate runs of the same protocol and seeds), " \
+        "merged by python benchmarks/nowcast.py --merge"
     return out
 
 
