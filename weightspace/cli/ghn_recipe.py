@@ -9,8 +9,9 @@ a wall-clock budget; :func:`weightspace.hyper.recipe.train_ghn` is the loop)::
     python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --out weightspace/checkpoints/hypernet-digits --minutes 60
     python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 600 --out weightspace/checkpoints/hypernet-digits --minutes 35
     python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 3000 --out weightspace/checkpoints/hypernet-digits --minutes 80
+    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 3000 --out weightspace/checkpoints/hypernet-digits --minutes 85
 
-(the digits checkpoint is the fifth digits run, each continuing the previous one; the last two
+(the digits checkpoint is the sixth digits run, each continuing the previous one; the last three
 train on pools of 600 and 3,000 configurations instead of 120, each pool holding the smaller ones;
 each checkpoint's ``config.json`` extras record the exact commands, CPU minutes, steps and load,
 nested under ``init``)
