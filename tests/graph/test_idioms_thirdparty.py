@@ -15,9 +15,9 @@ import math
 import networkx as nx
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch.nn.functional as F
 from torch import nn
 
 import weightspace as ws
