@@ -468,12 +468,15 @@ def test_recurrent_layers_are_refused_with_the_reason(cls, tracer):
         ws.GraphSpec.from_module(Recurrent(), X, tracer=tracer)
 
 
+_LOG_100 = math.log(100.0)  # the logit-scale cap of cosine attention
+
+
 class CosineAttention(nn.Module):
     """Swin V2: cosine attention (normalised queries and keys) with a learned per-head logit scale,
     and a continuous position bias: an MLP applied to a constant table of relative coordinates,
     indexed by relative position, ``16 * sigmoid``, added to the scores."""
 
-    def __init__(self, max_scale=math.log(100.0)):
+    def __init__(self, max_scale=_LOG_100):
         super().__init__()
         self.q, self.k, self.v = (nn.Linear(D, D) for _ in range(3))
         self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(H, 1, 1)) + torch.randn(H, 1, 1) * 0.1)
