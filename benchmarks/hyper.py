@@ -729,14 +729,18 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
     ft_line = (f"needs more Adam steps than random init to reach trained accuracy - 1 point on {len(slower)} of "
                f"{len(ratios)} splits ({', '.join(slower)})" if slower else "reaches trained accuracy - 1 point in "
                "fewer steps than random init on every split")
+    prep = [sp for sp, sm in sums.items() if sm.get("ft_prep_steps") and sm["ft_pred_steps"]]
+    better = [sp for sp in prep if np.mean(sums[sp]["ft_prep_steps"]) < np.mean(sums[sp]["ft_pred_steps"])]
+    prep_line = (f"; `prepare_for_finetuning(model, x_train)` before fine-tuning took fewer steps than the weights "
+                 f"as filled on {len(better)} of {len(prep)} splits" + (f" ({', '.join(better)})" if better else "")
+                 if prep else "")
     lines += ["", "## Intended use", "",
               f"A starting point for a new {data} classifier: `model = ghn(model)`, then "
               "`recalibrate_batchnorm(model, x_train)` before `model.eval()` if it has BatchNorm, then fine-tune. "
               "A model whose input or output size does not match the data raises `DataMismatchError` "
               "(`force=True` fills it anyway, with a warning).", "", "## Limits", "",
               f"- Trained for {total:.0f} CPU minutes on one thread: zero-shot accuracy stays below trained accuracy "
-              f"({met_line}); fine-tuning from its weights {ft_line} (`benchmarks/results/hyper.md`); call "
-              "`prepare_for_finetuning(model, x_train)` before fine-tuning.",
+              f"({met_line}); fine-tuning from its weights {ft_line}{prep_line} (`benchmarks/results/hyper.md`).",
               "- Only this dataset's input shape and 10 classes; other data needs its own checkpoint.",
               "- Architectures far outside the training space (much wider, deeper, without normalization, or "
               "written by others) are filled, but their accuracy is measured, not promised.",
