@@ -304,7 +304,8 @@ def summarize(task: Task, runs: dict, cpu_cost: dict, methods: dict, seeds: int)
         overhead = [r["hook_seconds"] * f for f, r in zip(frac, rs)]
         saved = (statistics.mean(adam_steps) - statistics.mean(steps)) * plain
         # the steps the kept jumps went ahead before the target (what the hook's estimates assume they save)
-        ahead = [sum(a for j, a in zip(r["jump_steps"], r.get("jump_ahead", [])) if j <= st) for st, r in zip(steps, rs)]
+        ahead = statistics.mean(sum(a for j, a in zip(r["jump_steps"], r.get("jump_ahead", [])) if j <= st)
+                                for st, r in zip(steps, rs))
         snap_ms, jump_ms = cpu_cost.get(name, (0.0, 0.0))
         per_jump_cpu = (snap_ms * methods[name].context + jump_ms) / 1000 if name in cpu_cost else 0.0
         overhead_cpu = [sum(1 for j in r["jump_steps"] if j <= st) * per_jump_cpu for st, r in zip(steps, rs)]
@@ -328,10 +329,9 @@ def summarize(task: Task, runs: dict, cpu_cost: dict, methods: dict, seeds: int)
             "overhead_over_saved": (statistics.mean(overhead) / saved) if saved > 0 else None,
             "overhead_over_saved_cpu": (statistics.mean(overhead_cpu) / saved_cpu) if saved_cpu > 0 else None,
             "seconds_to_target": statistics.mean(st * plain + o for st, o in zip(steps, overhead)),
-            "steps_ahead_to_target": statistics.mean(ahead),
+            "steps_ahead_to_target": ahead,
             # steps saved per step jumped ahead: the realized share of the jumps' nominal saving
-            "saved_per_step_ahead": ((statistics.mean(adam_steps) - statistics.mean(steps)) / statistics.mean(ahead)
-                                     if statistics.mean(ahead) > 0 else None),
+            "saved_per_step_ahead": (statistics.mean(adam_steps) - statistics.mean(steps)) / ahead if ahead > 0 else None,
         }
     return tres
 

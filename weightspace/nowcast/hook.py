@@ -208,6 +208,13 @@ def total_steps_from_scheduler(scheduler: Any) -> int | None:
     return None
 
 
+def _checked_yield(value: float) -> float:
+    """``jump_yield`` as a float; raises ``ValueError`` outside ``(0, 1]``."""
+    if not 0 < value <= 1:
+        raise ValueError(f"jump_yield is the steps a jump saves per step it goes ahead, in (0, 1], got {value}")
+    return float(value)
+
+
 class AutoPeriod:
     """The period that keeps the jumps' cost within a share of the time they save (``period="auto"``).
 
@@ -235,10 +242,8 @@ class AutoPeriod:
                  start_stride: int | None = None, jump_yield: float | None = None) -> None:
         if not 0 < budget <= 1:
             raise ValueError(f"the auto period's budget is a share of the saved time in (0, 1], got {budget}")
-        jump_yield = JUMP_YIELD if jump_yield is None else jump_yield
-        if not 0 < jump_yield <= 1:
-            raise ValueError(f"jump_yield is the steps a jump saves per step it goes ahead, in (0, 1], got {jump_yield}")
-        self.context, self.budget, self.jump_yield = int(context), float(budget), float(jump_yield)
+        self.context, self.budget = int(context), float(budget)
+        self.jump_yield = _checked_yield(JUMP_YIELD if jump_yield is None else jump_yield)
         self.max_stride = int(max_stride or max(1, AUTO_MAX_PERIOD // self.context))
         self.current = int(start_stride or max(1, math.ceil(AUTO_START_PERIOD / self.context)))
         self.current = min(self.current, self.max_stride)
@@ -388,9 +393,7 @@ class NowcastHook:
             raise ValueError(f"this nowcaster reads {nowcaster.context} snapshots, got context={context}")
         if context < 2:
             raise ValueError(f"context must be at least 2, got {context}")
-        if not 0 < jump_yield <= 1:
-            raise ValueError(f"jump_yield is the steps a jump saves per step it goes ahead, in (0, 1], got {jump_yield}")
-        self.jump_yield = float(jump_yield)
+        self.jump_yield = _checked_yield(jump_yield)
         auto = None
         if isinstance(period, str):
             if period != "auto":
