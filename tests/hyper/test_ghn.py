@@ -213,3 +213,33 @@ def test_recipe_snapshots_end_at_the_checkpoint(tmp_path):
         assert float(f.metadata()["step"]) == final["step"]
         for k, v in ghn.state_dict().items():
             assert torch.equal(f.get_tensor(k), v), k
+
+
+def test_recipe_transfer_starts_from_another_datasets_weights(tmp_path):
+    """``ghn_recipe --transfer`` trains a checkpoint of one dataset on another, starting from its weights."""
+    from weightspace.cli import ghn_recipe
+
+    small = ["--hidden", "8", "--layers", "1", "--pool", "2", "--archs-per-step", "1", "--batch-size", "8",
+             "--no-progress"]
+    src = tmp_path / "digits"
+    ghn_recipe.main(["--data", "digits", "--out", str(src), "--minutes", "0.05", *small])
+    source = GHN.from_pretrained(src)
+    # a learning rate of 1e-12 leaves the weights where they started
+    moved = tmp_path / "mnist1d"
+    ghn_recipe.main(["--data", "mnist1d", "--transfer", str(src), "--lr", "1e-12", "--out", str(moved),
+                     "--minutes", "0.03", *small])
+    ghn = GHN.from_pretrained(moved)
+    assert ghn.data == "mnist1d" and ghn.config.hidden == 8
+    assert ghn.meta["init"]["transfer_from"] == "digits" and ghn.meta["init"]["source"] == str(src)
+    for k, v in source.state_dict().items():
+        torch.testing.assert_close(ghn.state_dict()[k], v, rtol=0, atol=1e-9, msg=k)
+    # sensitivity: without --transfer the recipe starts from the seeded fresh initialization, elsewhere
+    torch.manual_seed(0)
+    fresh = GHN(hidden=8, layers=1, data="mnist1d").state_dict()
+    assert any(not torch.allclose(fresh[k], v) for k, v in ghn.state_dict().items())
+    # --init keeps to its own dataset, and the two starts exclude each other
+    with pytest.raises(SystemExit, match="trained on 'digits'"):
+        ghn_recipe.main(["--data", "mnist1d", "--init", str(src), "--out", str(tmp_path / "x"), *small])
+    with pytest.raises(SystemExit, match="not both"):
+        ghn_recipe.main(["--data", "mnist1d", "--init", str(src), "--transfer", str(src),
+                         "--out", str(tmp_path / "y"), *small])
