@@ -634,13 +634,22 @@ _INPUTS = {"digits": "`[B, 1, 8, 8]` (sklearn digits, pixels / 16) or the flatte
            "mnist1d": "`[B, 1, 40]` (MNIST-1D) or the flattened `[B, 40]` inputs"}
 
 
-def shipped_command(command: str, name: str) -> str:
-    """A recorded ``ghn_recipe`` command as it reproduces the shipped checkpoint ``name``: ``--out`` is
-    the shipped folder and a snapshot folder is a placeholder (runs write them to temporary places)."""
+def command_data(command: str) -> str | None:
+    """The ``--data`` of a recorded ``ghn_recipe`` command."""
     words = command.split()
+    return next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--data"), None)
+
+
+def shipped_command(command: str, name: str, data: str | None = None) -> str:
+    """A recorded ``ghn_recipe`` command as it reproduces the shipped checkpoint ``name``: ``--out`` is
+    the shipped folder and a snapshot folder is a placeholder (runs write them to temporary places).
+    A run on another dataset than ``data`` (the source of a ``--transfer``) writes that dataset's
+    shipped checkpoint, ``hypernet-<its data>``."""
+    words = command.split()
+    own = command_data(command)
     for i, w in enumerate(words[:-1]):
         if w == "--out":
-            words[i + 1] = f"weightspace/checkpoints/{name}"
+            words[i + 1] = f"weightspace/checkpoints/{name if data is None or own == data else f'hypernet-{own}'}"
         elif w == "--snapshot-dir":
             words[i + 1] = "SNAPSHOT_DIR"
     return " ".join(words)
@@ -660,15 +669,27 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
              f"{_INPUTS[data]} and 10 classes, for any architecture the parameter-graph converter reads "
              "(convolutions of any kernel size, residual sums, concatenations, attention, class tokens, positional "
              "tables, BatchNorm/LayerNorm). Design: `docs/design-notes/hyper.md`, `weightspace/hyper/ghn.py`.", "",
-             "## Data", "", f"{ex['data']}; the test split is never used in training.", "", "## Recipe", ""]
+             "## Data", ""]
     chain, e = [ex], init  # the runs, oldest first, following the nested ``init`` provenance
     while e:
         chain.insert(0, e)
         e = e.get("init")
     recorded = [e["command"] for e in chain if e.get("command")]
-    cmds = [shipped_command(c, ckpt.name) for c in recorded]
-    lines += [(f"{len(cmds)} commands, one CPU thread each; each continues the checkpoint the previous one wrote "
-               f"(`--init`):" if len(cmds) > 1 else "One command, one CPU thread:"), "", "```", *cmds, "```", ""]
+    cmds = [shipped_command(c, ckpt.name, data) for c in recorded]
+    sources = [command_data(c) for c in recorded if command_data(c) != data]
+    source_data = f"; the runs that made the source checkpoint used the {sources[0]} training split" if sources else ""
+    lines += [f"{ex['data']}{source_data}; the test split is never used in training.", "", "## Recipe", ""]
+    if sources:  # the first runs train another dataset's checkpoint, the rest continue from its weights
+        src = sources[0]
+        head = (f"{len(cmds)} commands, one CPU thread each: the first {len(sources)} make `hypernet-{src}` on {src} "
+                f"(each continuing the previous one, `--init`); the next starts from its weights and trains them on "
+                f"{data} (`--transfer`)" + (", and each later one continues it" if len(cmds) - len(sources) > 1 else "")
+                + ":")
+    elif len(cmds) > 1:
+        head = f"{len(cmds)} commands, one CPU thread each; each continues the checkpoint the previous one wrote (`--init`):"
+    else:
+        head = "One command, one CPU thread:"
+    lines += [head, "", "```", *cmds, "```", ""]
     if cmds != recorded:
         lines += ["(Written here to produce the shipped folder; `config.json` keeps each run's command as it was run, "
                   "with its own output and snapshot folders, under `extras.command` and `extras.init`.)", ""]
@@ -682,11 +703,18 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
         final = e.get("final") or {}
         la = ", ".join(f"{v:.1f}" for v in e.get("load_average", []))
         label = "run" if len(chain) == 1 else f"run {i + 1} of {len(chain)}"
+        run_data = command_data(e.get("command") or "")
+        if sources and run_data:
+            label += f" ({run_data})"
         lines.append(f"- {label}: {e.get('train_wall_minutes')} min wall, {e.get('train_cpu_minutes')} min CPU "
                      f"({e.get('threads', 1)} thread), {final.get('step')} optimizer steps, final training-loss window "
                      f"{final.get('train/loss', float('nan')):.3f}; load average at the end {la} on 2 shared cores.")
     total = sum(float(e.get("train_cpu_minutes") or 0) for e in chain)
-    lines += [f"- total: {total:.1f} CPU minutes. The wall-clock cap makes the step count, hence the weights, "
+    per_data = ""
+    if sources:
+        own = sum(float(e.get("train_cpu_minutes") or 0) for e in chain if command_data(e.get("command") or "") == data)
+        per_data = f" ({total - own:.1f} on {sources[0]}, {own:.1f} on {data})"
+    lines += [f"- total: {total:.1f} CPU minutes{per_data}. The wall-clock cap makes the step count, hence the weights, "
               "depend on the load.", "", "## Validation", ""]
     if hist:
         lines.append(f"Training curve of the last run (train-split minibatches, predicted networks in train mode): "
@@ -739,7 +767,7 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
               "`recalibrate_batchnorm(model, x_train)` before `model.eval()` if it has BatchNorm, then fine-tune. "
               "A model whose input or output size does not match the data raises `DataMismatchError` "
               "(`force=True` fills it anyway, with a warning).", "", "## Limits", "",
-              f"- Trained for {total:.0f} CPU minutes on one thread: zero-shot accuracy stays below trained accuracy "
+              f"- Trained for {total:.0f} CPU minutes{per_data} on one thread: zero-shot accuracy stays below trained accuracy "
               f"({met_line}); fine-tuning from its weights {ft_line}{prep_line} (`benchmarks/results/hyper.md`).",
               "- Only this dataset's input shape and 10 classes; other data needs its own checkpoint.",
               "- Architectures far outside the training space (much wider, deeper, without normalization, or "
