@@ -171,18 +171,21 @@ def test_recalibrated_batchnorm_eval_mode_is_at_least_train_mode(digits):
     assert np.mean(stale) < np.mean(eval_mode) - 0.05, (stale, eval_mode)
 
 
-def test_shipped_digits_checkpoint_beats_random_init_on_unseen_architectures(digits):
+@pytest.mark.parametrize("data", ["digits", "mnist1d"])
+def test_shipped_checkpoint_beats_random_init_on_unseen_architectures(data, digits):
+    from model_zoo import load_dataset
     from weightspace.hyper import recalibrate_batchnorm
 
-    ghn = GHN.from_pretrained("hypernet-digits")
+    ds = digits if data == "digits" else load_dataset(data, seed=0)
+    ghn = GHN.from_pretrained(f"hypernet-{data}")
     pred, rand = [], []
-    for i, c in enumerate(CellSpace("digits").split("test", 6, seed=11)):
+    for i, c in enumerate(CellSpace(data).split("test", 6, seed=11)):
         torch.manual_seed(i)
         model = build_arch(c)
-        recalibrate_batchnorm(model, digits.x_train)
-        rand.append(_acc(model, digits.x_test, digits.y_test, False))
-        recalibrate_batchnorm(ghn(model), digits.x_train)
-        pred.append(_acc(model, digits.x_test, digits.y_test, False))
+        recalibrate_batchnorm(model, ds.x_train)
+        rand.append(_acc(model, ds.x_test, ds.y_test, False))
+        recalibrate_batchnorm(ghn(model), ds.x_train)
+        pred.append(_acc(model, ds.x_test, ds.y_test, False))
     assert np.mean(pred) > np.mean(rand) + 0.1, (pred, rand)
 
 
