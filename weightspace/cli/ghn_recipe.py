@@ -27,6 +27,7 @@ average and the training curve.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -78,9 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("ghn_recipe: pass --init (same dataset) or --transfer (another dataset), not both")
     if args.transfer:
         src = GHN.from_pretrained(args.transfer)
-        c = src.config
-        ghn = GHN(hidden=c.hidden, layers=c.layers, rank=c.rank, code_dim=c.code_dim, num_codes=c.num_codes,
-                  max_positions=c.max_positions, max_depth=c.max_depth, data=args.data)
+        ghn = GHN.from_config(dataclasses.replace(src.config, data=args.data))
         ghn.load_state_dict(src.state_dict())
         init_meta = {k: v for k, v in src.meta.items() if k != "history"}
         init_meta.update(source=args.transfer, transfer_from=src.data)
