@@ -9,7 +9,9 @@ own ResNet/ViT/CNN/MLP classes), none of them seen in training:
 * **zero-shot** test accuracy of predicted parameters vs PyTorch's default random init, on
   ``--per-split`` architectures (BatchNorm statistics of both recomputed on the training inputs
   with ``recalibrate_batchnorm``, evaluated in eval mode; the train-mode accuracy of the predicted
-  network is recorded too);
+  network is recorded too). A predicted network without any normalization layer first gets
+  ``standardize_units`` on 512 training inputs (no labels; its accuracy before is recorded too), and
+  fine-tuning starts from there: that is the library's documented use;
 * on the first ``--trained`` of them: a **reference** trained by Adam (lr 1e-3, batch 64) from
   the random init until the validation accuracy (15% of the training split, seeded; never the test
   split) has not improved for ``--patience`` epochs (at most ``--max-epochs``), best-validation
@@ -68,7 +70,7 @@ from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from model_zoo import load_dataset  # noqa: E402
-from weightspace.hyper import GHN, prepare_for_finetuning, recalibrate_batchnorm  # noqa: E402
+from weightspace.hyper import GHN, prepare_for_finetuning, recalibrate_batchnorm, standardize_units  # noqa: E402
 from weightspace.hyper.space import SPLITS, CellSpace, build_arch  # noqa: E402
 
 log = logging.getLogger("benchmarks.hyper")
@@ -278,6 +280,9 @@ def measure_reference(name: str, build, ds, fit, val, args) -> dict:
     return row
 
 
+STANDARDIZE_INPUTS = 512  # training inputs on which standardize_units measures a norm-free network's units
+
+
 def prepared(pred_model: nn.Module, fit, seed: int) -> nn.Module:
     """A copy of the predicted network after :func:`~weightspace.hyper.prepare_for_finetuning`
     (the library's defaults, on the first 256 training inputs)."""
@@ -306,6 +311,9 @@ def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cac
         row["refused"] = f"{type(e).__name__}: {str(e)[:300]}"
         return row
     recalibrate_batchnorm(pred_model, fit[0])
+    unstandardized = accuracy(pred_model, *test)
+    if standardize_units(pred_model, fit[0][:STANDARDIZE_INPUTS]).standardized:
+        row["zero_shot_unstandardized"] = unstandardized
     row["zero_shot"] = accuracy(pred_model, *test)
     row["zero_shot_train_mode"] = accuracy(pred_model, *test, train_mode=True)
     if not train_ref:
@@ -437,7 +445,8 @@ def render(out: Path) -> None:
              "runs that never got there count as the cap (2x the reference's best step); *reached* counts "
              "those that did; the reference draws its minibatches in another order than the fine-tuning runs, so "
              "that fine-tuning from the random init does not replay the run that set its target. BatchNorm statistics are recomputed on the training inputs before every "
-             "evaluation.", ""]
+             "evaluation. Predicted networks without any normalization layer get `standardize_units` on 512 training "
+             "inputs (no labels) before evaluation and fine-tuning; the random init does not.", ""]
     for data, part in doc.items():
         m = part["meta"]
         lines += [f"## {data} (checkpoint `{m['checkpoint']}`)", "",
@@ -493,6 +502,14 @@ def render(out: Path) -> None:
             lines += ["", f"Adam references that ran to the epoch cap ({part['meta']['max_epochs']} epochs) without early "
                       f"stopping, their best validation epoch within the patience ({part['meta']['patience']}) of the "
                       f"cap, so possibly still improving: {n_cap} of {n_ref}."]
+        unstd = {split: [r for r in rows if "zero_shot_unstandardized" in r] for split, rows in part["rows"].items()}
+        unstd = {split: rs for split, rs in unstd.items() if rs}
+        if unstd:
+            lines += ["", "Norm-free predicted networks, zero-shot accuracy before → after `standardize_units` "
+                      "(mean ± std): " + "; ".join(
+                          f"{split} ({len(rs)} of {len(part['rows'][split])}) "
+                          f"{_ms([r['zero_shot_unstandardized'] for r in rs])} → {_ms([r['zero_shot'] for r in rs])}"
+                          for split, rs in unstd.items()) + "."]
         weak, kept = weak_references(part["rows"])
         if weak:
             lines += ["", f"References below {WEAK_REFERENCE} of their split's median trained accuracy (Adam stalled "
@@ -513,7 +530,9 @@ def render(out: Path) -> None:
                 if "refused" in r:
                     lines.append(f"| {r['name']} | {r.get('params', '-')} | refused | | | |")
                     continue
-                lines.append(f"| {r['name']} | {r['params']} | {r['zero_shot']:.3f} | {r['random']:.3f} | "
+                zs = (f"{r['zero_shot']:.3f} ({r['zero_shot_unstandardized']:.3f} unstandardized)"
+                      if "zero_shot_unstandardized" in r else f"{r['zero_shot']:.3f}")
+                lines.append(f"| {r['name']} | {r['params']} | {zs} | {r['random']:.3f} | "
                              f"{r.get('trained', float('nan')):.3f} | {r.get('ft_pred_1_epoch') or float('nan'):.3f} / "
                              f"{r.get('ft_rand_1_epoch') or float('nan'):.3f} |")
         lines.append("")

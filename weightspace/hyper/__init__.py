@@ -12,13 +12,15 @@
 
 Usage::
 
-    from weightspace.hyper import GHN, recalibrate_batchnorm
+    from weightspace.hyper import GHN, recalibrate_batchnorm, standardize_units
     ghn = GHN.from_pretrained("hypernet-digits")
     model = ghn(my_model)                          # filled in place and returned
     recalibrate_batchnorm(model, x_train)          # BatchNorm statistics, before model.eval()
+    standardize_units(model, x_train[:512])        # only acts on networks without normalization layers
     prepare_for_finetuning(model, x_train[:256])   # only before fine-tuning (weightspace.hyper.finetune)
 """
 
+from .calibrate import UnitStandardization, has_normalization, standardize_units
 from .family import SPLITS, ArchSpace, config_key, is_held_out
 from .finetune import FinetunePrep, prepare_for_finetuning
 from .ghn import GHN, SHIPPED_GHN, DataMismatchError, GHNConfig, GHNTarget
@@ -57,6 +59,9 @@ __all__ = [
     "HyperTarget",
     "load_hypernetwork",
     "recalibrate_batchnorm",
+    "standardize_units",
+    "UnitStandardization",
+    "has_normalization",
     "prepare_for_finetuning",
     "FinetunePrep",
     "default_checkpoint",
