@@ -70,7 +70,13 @@ from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from model_zoo import load_dataset  # noqa: E402
-from weightspace.hyper import GHN, prepare_for_finetuning, recalibrate_batchnorm, standardize_units  # noqa: E402
+from weightspace.hyper import (  # noqa: E402
+    GHN,
+    has_normalization,
+    prepare_for_finetuning,
+    recalibrate_batchnorm,
+    standardize_units,
+)
 from weightspace.hyper.space import SPLITS, CellSpace, build_arch  # noqa: E402
 
 log = logging.getLogger("benchmarks.hyper")
@@ -386,14 +392,17 @@ def merge_parts(dirs: list[Path], data: str, out: Path) -> None:
     metas = [p["meta"] for p in parts]
     meta = dict(metas[0])
     meta.update(
-        command=metas[0]["command"].split(" --out ")[0] + " (and, side by side, the same command with "
+        command=metas[0]["command"].split(" --out ")[0] + " (and the same command with "
                 + "; with ".join("--splits " + ",".join(p["rows"]) for p in parts[1:])
                 + "; the parts merged by split with --merge)",
         command_parts=[m["command"] for m in metas], date=max(m["date"] for m in metas),
         load_start=max(m["load_start"] for m in metas), load_end=max(m.get("load_end", 0) for m in metas),
         wall_minutes=max(m.get("wall_minutes", 0) for m in metas), merged=True,
         note=(f"{len(parts)} processes of the same protocol and seeds, one per group of splits, merged by split "
-              "(`--merge`)." + (" Adam references (and fine-tuning from the random init) read from the "
+              "(`--merge`); " + "; ".join(f"{', '.join(p['rows'])} run {p['meta']['date']} (load average "
+                                          f"{p['meta']['load_start']}-{p['meta'].get('load_end', '?')}, "
+                                          f"{p['meta'].get('wall_minutes', '?')} min)" for p in parts) + "."
+              + (" Adam references (and fine-tuning from the random init) read from the "
                                 "`--reference-cache` where present (same seeds and schedule), else measured and "
                                 "added to it; zero-shot and fine-tuning from the predicted weights measured by "
                                 "these runs." if "--reference-cache" in metas[0]["command"] else "")))
@@ -553,6 +562,74 @@ def render(out: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "hyper.png", dpi=110)
+
+
+# ------------------------------------------------------------------------------------ standardization ablation
+ABLATION_GROUPS = (("no-norm", False), ("real-library", False), ("test", True), ("real-library", True))
+
+
+def standardize_ablation(data: str, per_split: int, out: Path, seed: int = 0) -> dict:
+    """Zero-shot test accuracy of predicted networks as filled, after ``standardize_units`` with
+    ``center=False`` (rescaled only) and after it in full; for norm-free networks (``no-norm`` split,
+    norm-free real-library models) and, with ``force=True``, for networks with normalization
+    (``test`` split, real-library models with normalization). Written to ``out/hyper.standardize.json|md``
+    (one part per dataset)."""
+    ds = load_dataset(data, seed=0)
+    fit_x = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)[0]
+    test = (ds.x_test, ds.y_test)
+    ghn = GHN.from_pretrained(f"hypernet-{data}")
+    space = CellSpace(data)
+    items = [("no-norm", f"no-norm-{i}", lambda c=c: build_arch(c)) for i, c in enumerate(space.split("no-norm", per_split, seed))]
+    items += [("test", f"test-{i}", lambda c=c: build_arch(c)) for i, c in enumerate(space.split("test", per_split, seed))]
+    items += [("real-library", n, b) for n, b in real_library(data)]
+    rows, t0 = [], time.perf_counter()
+    for split, name, build in tqdm(items, desc=f"{data} standardization"):
+        torch.manual_seed(seed)
+        model = build()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ghn(model, seed=seed)
+        except Exception as e:  # noqa: BLE001 - refused models are reported by the main benchmark
+            log.warning("%s: refused (%s)", name, type(e).__name__)
+            continue
+        recalibrate_batchnorm(model, fit_x)
+        row = {"split": split, "name": name, "norm": has_normalization(model), "raw": accuracy(model, *test)}
+        for key, center in (("scale_only", False), ("standardized", True)):
+            m = copy.deepcopy(model)
+            standardize_units(m, fit_x[:STANDARDIZE_INPUTS], center=center, force=True)
+            recalibrate_batchnorm(m, fit_x)
+            row[key] = accuracy(m, *test)
+        rows.append(row)
+    path = out / "hyper.standardize.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc[data] = {"meta": {"command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]), "seed": seed,
+                          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+                          "minutes": round((time.perf_counter() - t0) / 60, 1), "checkpoint": f"hypernet-{data}",
+                          "inputs": STANDARDIZE_INPUTS}, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    lines = ["# Standardizing the units of predicted networks (`standardize_units`)", "",
+             "Zero-shot test accuracy (mean ± std over architectures) of networks filled by the shipped GHN: as "
+             "filled (BatchNorm statistics recalibrated), after `standardize_units(model, x, center=False)` "
+             "(each unit's pre-activation rescaled to standard deviation 1 on 512 training inputs) and after "
+             "`standardize_units(model, x)` (also centred). Networks with normalization layers are standardized "
+             "here with `force=True`; the library leaves them unchanged. Produced by `benchmarks/hyper.py "
+             "--standardize-ablation`.", ""]
+    for d, part in doc.items():
+        m = part["meta"]
+        lines += [f"## {d} (`{m['checkpoint']}`)", "", f"Command: `{m['command']}`; {m['date']}; torch {m['torch']}; "
+                  f"{m['minutes']} min; seed {m['seed']}.", "",
+                  "| architectures | n | as filled | rescaled only | standardized |", "|---|---|---|---|---|"]
+        for split, norm in ABLATION_GROUPS:
+            rs = [r for r in part["rows"] if r["split"] == split and r["norm"] == norm]
+            if rs:
+                label = f"{split}, {'with normalization (forced)' if norm else 'norm-free'}"
+                lines.append(f"| {label} | {len(rs)} | {_ms([r['raw'] for r in rs])} | "
+                             f"{_ms([r['scale_only'] for r in rs])} | {_ms([r['standardized'] for r in rs])} |")
+        lines.append("")
+    (out / "hyper.standardize.md").write_text("\n".join(lines))
+    return doc
 
 
 # ------------------------------------------------------------------------------------ validation curve
@@ -783,7 +860,8 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
                  if prep else "")
     lines += ["", "## Intended use", "",
               f"A starting point for a new {data} classifier: `model = ghn(model)`, then "
-              "`recalibrate_batchnorm(model, x_train)` before `model.eval()` if it has BatchNorm, then fine-tune. "
+              "`recalibrate_batchnorm(model, x_train)` before `model.eval()` if it has BatchNorm, or "
+              "`standardize_units(model, x_train[:512])` if it has no normalization layer at all, then fine-tune. "
               "A model whose input or output size does not match the data raises `DataMismatchError` "
               "(`force=True` fills it anyway, with a warning).", "", "## Limits", "",
               f"- Trained for {total:.0f} CPU minutes{per_data} on one thread: zero-shot accuracy stays below trained accuracy "
@@ -791,7 +869,9 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
               "- Only this dataset's input shape and 10 classes; other data needs its own checkpoint.",
               "- Architectures far outside the training space (much wider, deeper, without normalization, or "
               "written by others) are filled, but their accuracy is measured, not promised.",
-              "- BatchNorm running statistics are placeholders (0 / 1) until `recalibrate_batchnorm`.", ""]
+              "- BatchNorm running statistics are placeholders (0 / 1) until `recalibrate_batchnorm`.",
+              "- Trained only on networks with normalization layers: a network without any is near chance "
+              "until `standardize_units` (`benchmarks/results/hyper.md`, no-norm split).", ""]
     return "\n".join(lines)
 
 
@@ -828,6 +908,9 @@ def main() -> None:
     ap.add_argument("--validation-pool", type=int, default=120,
                     help="validation architectures lie outside the training pool of this many configurations "
                          "(the recipe's --pool)")
+    ap.add_argument("--standardize-ablation", action="store_true",
+                    help="measure standardize_units variants on --per-split no-norm and test architectures and the "
+                         "real-library models (zero-shot only), write hyper.standardize.json|md in --out, and exit")
     ap.add_argument("--model-card", default=None, metavar="CHECKPOINT_DIR",
                     help="write CHECKPOINT_DIR/README.md from its config.json and the results in --out, and exit")
     args = ap.parse_args()
@@ -835,6 +918,11 @@ def main() -> None:
     if args.model_card:
         ckpt = Path(args.model_card)
         (ckpt / "README.md").write_text(model_card(ckpt, args.data, out))
+        return
+    if args.standardize_ablation:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        torch.set_num_threads(args.threads)
+        standardize_ablation(args.data, args.per_split, out, args.seed)
         return
     if args.validation_curve:
         logging.basicConfig(level=logging.INFO, format="%(message)s")

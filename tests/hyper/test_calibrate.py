@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from weightspace.hyper import GHN, CellSpace, build_arch, has_normalization, recalibrate_batchnorm, standardize_units
+from weightspace.hyper import (
+    GHN,
+    CellSpace,
+    build_arch,
+    has_normalization,
+    recalibrate_batchnorm,
+    standardize_units,
+)
 
 
 def _skewed(model: nn.Module, seed: int) -> nn.Module:
@@ -165,3 +172,16 @@ def test_shipped_checkpoint_on_norm_free_architectures_gains_from_standardizatio
             standardize_units(model, ds.x_train[:512])
             std.append(float((model(ds.x_test).argmax(-1) == ds.y_test).float().mean()))
     assert np.mean(std) > np.mean(raw) + 0.1, (raw, std)
+
+
+def test_rescale_only_and_forced_options():
+    torch.manual_seed(0)
+    x = torch.randn(128, 6)
+    model = _skewed(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), 0)
+    res = standardize_units(model, x, center=False)
+    mu, sd = _unit_stats(model, x)["0"]
+    assert res.standardized == ("0",) and torch.allclose(sd, torch.ones(5), atol=1e-3)
+    assert mu.abs().max() > 0.1  # not centred (sensitivity: the default centres, tested above)
+    ln = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 3))
+    assert standardize_units(ln, x).standardized == ()
+    assert standardize_units(ln, x, force=True).standardized == ("0",)

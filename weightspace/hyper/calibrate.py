@@ -18,7 +18,9 @@ over positions for convolutions), mean :math:`\mu_u` and standard deviation :mat
     w_u \leftarrow w_u / \sigma_u, \qquad b_u \leftarrow (b_u - \mu_u) / \sigma_u,
 
 so every unit's pre-activation has mean 0 and variance 1 on the batch, measured after the layers
-before it were standardized. This is the data-dependent initialization of Krähenbühl et al.
+before it were standardized. Rescaling alone (``center=False``) is not enough: centring is what
+turns the predictions of a normalized family into working norm-free layers
+(``benchmarks/results/hyper.standardize.md``). This is the data-dependent initialization of Krähenbühl et al.
 (ICLR 2016) and LSUV (Mishkin & Matas, ICLR 2016), applied to predicted rather than random weights.
 It uses no labels and no gradient, as :func:`~weightspace.hyper.recalibrate_batchnorm` does for
 networks with BatchNorm.
@@ -70,8 +72,18 @@ def has_normalization(model: nn.Module) -> bool:
                for m in model.modules())
 
 
+def _run_with_hooks(model: nn.Module, x: Tensor, modules, hook) -> None:
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
-def standardize_units(model: nn.Module, x: Tensor, eps: float = 1e-6) -> UnitStandardization:
+def standardize_units(model: nn.Module, x: Tensor, center: bool = True, force: bool = False,
+                      eps: float = 1e-6) -> UnitStandardization:
     """Standardize the pre-activations of every layer of a normalization-free network on ``x``.
 
     See the module docs for the maths and why. Works in place, in one forward pass of ``x`` in eval
@@ -85,6 +97,9 @@ def standardize_units(model: nn.Module, x: Tensor, eps: float = 1e-6) -> UnitSta
     Args:
         model: a network filled by a hypernetwork (``ghn(model)``).
         x: a batch of training inputs (a few hundred are enough); no labels.
+        center: also remove each unit's mean (through its bias); ``False`` rescales only.
+        force: standardize a model that has normalization layers too (measured to hurt; see the
+            module docs).
         eps: standard deviations at or below this count as constant units.
 
     Returns:
@@ -94,7 +109,7 @@ def standardize_units(model: nn.Module, x: Tensor, eps: float = 1e-6) -> UnitSta
         x: whatever ``model`` takes, batch first. A ``Linear`` layer's units lie on the last axis
         (statistics over all others), a convolution's on axis 1 (statistics over batch and positions).
     """
-    if has_normalization(model):
+    if not force and has_normalization(model):
         log.info("standardize_units: the model has normalization layers; left unchanged")
         return UnitStandardization((), None, "the model has normalization layers")
     names = {m: n for n, m in model.named_modules() if isinstance(m, _LAYERS)}
@@ -108,42 +123,34 @@ def standardize_units(model: nn.Module, x: Tensor, eps: float = 1e-6) -> UnitSta
 
     was_training = model.training
     model.eval()
-    handles = [m.register_forward_hook(probe) for m in names]
     try:
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    if not order:
-        model.train(was_training)
-        return UnitStandardization((), None, "no Linear or Conv layer ran on the inputs")
-    last = order[-1]
-    done: list[str] = []
+        _run_with_hooks(model, x, names, probe)
+        if not order:
+            return UnitStandardization((), None, "no Linear or Conv layer ran on the inputs")
+        last, done = order[-1], []
 
-    def standardize(m: nn.Module, _inp, out: Tensor) -> Tensor | None:
-        if m is last or names[m] in done or not isinstance(out, Tensor):
-            return None
-        axis = out.dim() - 1 if isinstance(m, nn.Linear) else 1
-        dims = [d for d in range(out.dim()) if d != axis]
-        mu, sd = out.mean(dims), out.std(dims)
-        scale = torch.where(sd > eps, sd, torch.ones_like(sd))
-        view = [1] * out.dim()
-        view[axis] = -1
-        m.weight.div_(scale.view(-1, *([1] * (m.weight.dim() - 1))))
-        if m.bias is not None:
-            m.bias.sub_(mu).div_(scale)
-            new = (out - mu.view(view)) / scale.view(view)
-        else:
-            new = out / scale.view(view)
-        done.append(names[m])
-        return new
+        def standardize(m: nn.Module, _inp, out: Tensor) -> Tensor | None:
+            if m is last or names[m] in done or not isinstance(out, Tensor):
+                return None
+            axis = out.dim() - 1 if isinstance(m, nn.Linear) else 1
+            dims = [d for d in range(out.dim()) if d != axis]
+            mu, sd = out.mean(dims), out.std(dims)
+            scale = torch.where(sd > eps, sd, torch.ones_like(sd))
+            view = [1] * out.dim()
+            view[axis] = -1
+            m.weight.div_(scale.view(-1, *([1] * (m.weight.dim() - 1))))
+            if m.bias is not None and center:
+                m.bias.sub_(mu).div_(scale)
+                new = (out - mu.view(view)) / scale.view(view)
+            else:
+                if m.bias is not None:
+                    m.bias.div_(scale)
+                new = out / scale.view(view)
+            done.append(names[m])
+            return new
 
-    handles = [m.register_forward_hook(standardize) for m in order[:-1]]
-    try:
-        model(x)
+        _run_with_hooks(model, x, order[:-1], standardize)
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
     log.info("standardize_units: standardized %d layers on %d inputs (output layer %r kept)",
              len(done), len(x), names[last])
