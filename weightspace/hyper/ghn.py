@@ -55,7 +55,9 @@ per-type factor (initialized at 0.1).
 :math:`2\sigma(0.5p)` and :math:`\tanh(0.2p)`; running statistics are set to 0/1 and the GHN is
 trained with BatchNorm in training mode, so before ``eval()`` recompute the statistics with
 :func:`~weightspace.hyper.recalibrate_batchnorm` (a test checks that eval-mode accuracy after
-recalibration is at least train-mode accuracy, within 1 point on the mean of six networks).
+recalibration is at least train-mode accuracy, within 1 point on the mean of six networks). The
+training space normalizes every layer, so a network with no normalization layer at all needs
+:func:`~weightspace.hyper.standardize_units` after filling (:mod:`weightspace.hyper.calibrate`).
 
 **Data check.** A checkpoint records the data it was trained on (``config.data``: ``"digits"``,
 ``[B, 1, 8, 8]``, or ``"mnist1d"``, ``[B, 1, 40]``, 10 classes). Before filling, the model is run
