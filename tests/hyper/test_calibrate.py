@@ -185,3 +185,17 @@ def test_rescale_only_and_forced_options():
     ln = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 3))
     assert standardize_units(ln, x).standardized == ()
     assert standardize_units(ln, x, force=True).standardized == ("0",)
+
+
+def test_filling_a_norm_free_network_warns_and_names_the_remedy(caplog):
+    torch.manual_seed(0)
+    ghn = GHN(hidden=16, layers=1, data="digits").eval()
+    free = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    with caplog.at_level("WARNING", logger="weightspace.hyper.ghn"):
+        ghn(free)
+    assert any("standardize_units" in r.getMessage() and "Sequential" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    normed = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    with caplog.at_level("WARNING", logger="weightspace.hyper.ghn"):
+        ghn(normed)
+    assert not any("standardize_units" in r.getMessage() for r in caplog.records)  # sensitivity

@@ -96,6 +96,7 @@ from weightspace.graph.vocab import (
 from weightspace.nn import MLP, GMNConv, NeuronEncoder
 from weightspace.pretrained import PretrainedMixin
 
+from .calibrate import has_normalization
 from .space import DATASETS
 
 log = logging.getLogger(__name__)
@@ -600,12 +601,20 @@ class GHN(PretrainedMixin, nn.Module):
             example_input: inputs for tracing (default: a zero batch of the checkpoint's data).
             force: fill a model whose input/output sizes do not match the checkpoint's data
                 (logs a warning instead of raising :class:`DataMismatchError`).
+
+        A model without any normalization layer is filled and a warning logged: it needs
+        :func:`~weightspace.hyper.standardize_units` before use.
         """
         state = self.predict_state_dict(model, seed, example_input, force=force)
         current = model.state_dict(keep_vars=True)
         with torch.no_grad():
             for k, v in state.items():
                 current[k].copy_(v.to(device=current[k].device, dtype=current[k].dtype))
+        if not has_normalization(model):
+            log.warning("%s has no normalization layer, and this GHN was trained on normalized networks only: "
+                        "call weightspace.hyper.standardize_units(model, x_train[:512]) before using it "
+                        "(held-out norm-free networks are near chance without it; docs/guides/hypernetwork.md)",
+                        type(model).__name__)
         return model
 
     # ------------------------------------------------------------------ checkpoints
