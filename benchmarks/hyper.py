@@ -629,6 +629,24 @@ def standardize_ablation(data: str, per_split: int, out: Path, seed: int = 0) ->
                              f"{_ms([r['scale_only'] for r in rs])} | {_ms([r['standardized'] for r in rs])} |")
         lines.append("")
     (out / "hyper.standardize.md").write_text("\n".join(lines))
+    fig, axes = plt.subplots(1, len(doc), figsize=(6 * len(doc), 4), squeeze=False)
+    for ax, (d, part) in zip(axes[0], doc.items()):
+        groups = [(sp, nm) for sp, nm in ABLATION_GROUPS
+                  if any(r["split"] == sp and r["norm"] == nm for r in part["rows"])]
+        xs = np.arange(len(groups))
+        for j, (key, label) in enumerate((("raw", "as filled"), ("scale_only", "rescaled only"),
+                                          ("standardized", "standardized"))):
+            vals = [[r[key] for r in part["rows"] if r["split"] == sp and r["norm"] == nm] for sp, nm in groups]
+            ax.bar(xs + (j - 1) * 0.27, [np.mean(v) for v in vals], 0.27, yerr=[np.std(v) for v in vals],
+                   label=label, capsize=2)
+        ax.set_xticks(xs, [f"{sp}\n{'normalized (forced)' if nm else 'norm-free'}" for sp, nm in groups], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("zero-shot test accuracy")
+        ax.set_title(f"{d}: standardize_units")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "hyper.standardize.png", dpi=110)
+    plt.close(fig)
     return doc
 
 
