@@ -569,14 +569,15 @@ ABLATION_GROUPS = (("no-norm", False), ("real-library", False), ("test", True), 
 
 
 def standardize_ablation(data: str, per_split: int, out: Path, seed: int = 0) -> dict:
-    """Zero-shot test accuracy of predicted networks as filled, after ``standardize_units`` with
+    """Zero-shot validation accuracy (the 15% of the training split held out; the design choices of
+    ``standardize_units`` are made here, never on the test split) of predicted networks as filled, after ``standardize_units`` with
     ``center=False`` (rescaled only) and after it in full; for norm-free networks (``no-norm`` split,
     norm-free real-library models) and, with ``force=True``, for networks with normalization
     (``test`` split, real-library models with normalization). Written to ``out/hyper.standardize.json|md``
     (one part per dataset)."""
     ds = load_dataset(data, seed=0)
-    fit_x = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)[0]
-    test = (ds.x_test, ds.y_test)
+    fit_x, _, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
+    val = (val_x, val_y)
     ghn = GHN.from_pretrained(f"hypernet-{data}")
     space = CellSpace(data)
     items = [("no-norm", f"no-norm-{i}", lambda c=c: build_arch(c)) for i, c in enumerate(space.split("no-norm", per_split, seed))]
@@ -594,12 +595,12 @@ def standardize_ablation(data: str, per_split: int, out: Path, seed: int = 0) ->
             log.warning("%s: refused (%s)", name, type(e).__name__)
             continue
         recalibrate_batchnorm(model, fit_x)
-        row = {"split": split, "name": name, "norm": has_normalization(model), "raw": accuracy(model, *test)}
+        row = {"split": split, "name": name, "norm": has_normalization(model), "raw": accuracy(model, *val)}
         for key, center in (("scale_only", False), ("standardized", True)):
             m = copy.deepcopy(model)
             standardize_units(m, fit_x[:STANDARDIZE_INPUTS], center=center, force=True)
             recalibrate_batchnorm(m, fit_x)
-            row[key] = accuracy(m, *test)
+            row[key] = accuracy(m, *val)
         rows.append(row)
     path = out / "hyper.standardize.json"
     doc = json.loads(path.read_text()) if path.is_file() else {}
@@ -610,8 +611,9 @@ def standardize_ablation(data: str, per_split: int, out: Path, seed: int = 0) ->
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1))
     lines = ["# Standardizing the units of predicted networks (`standardize_units`)", "",
-             "Zero-shot test accuracy (mean ± std over architectures) of networks filled by the shipped GHN: as "
-             "filled (BatchNorm statistics recalibrated), after `standardize_units(model, x, center=False)` "
+             "Zero-shot accuracy on the validation split (15% of the training split, never used to fit; the test "
+             "split is not used here) (mean ± std over architectures) of networks filled by the shipped GHN: as "
+             "filled (BatchNorm statistics recalibrated on the rest of the training split), after `standardize_units(model, x, center=False)` "
              "(each unit's pre-activation rescaled to standard deviation 1 on 512 training inputs) and after "
              "`standardize_units(model, x)` (also centred). Networks with normalization layers are standardized "
              "here with `force=True`; the library leaves them unchanged. Produced by `benchmarks/hyper.py "
@@ -624,7 +626,7 @@ def standardize_ablation(data: str, per_split: int, out: Path, seed: int = 0) ->
         for split, norm in ABLATION_GROUPS:
             rs = [r for r in part["rows"] if r["split"] == split and r["norm"] == norm]
             if rs:
-                label = f"{split}, {'with normalization (forced)' if norm else 'norm-free'}"
+                label = f"{split} architectures, {'with normalization (forced)' if norm else 'norm-free'}"
                 lines.append(f"| {label} | {len(rs)} | {_ms([r['raw'] for r in rs])} | "
                              f"{_ms([r['scale_only'] for r in rs])} | {_ms([r['standardized'] for r in rs])} |")
         lines.append("")
@@ -639,9 +641,9 @@ def standardize_ablation(data: str, per_split: int, out: Path, seed: int = 0) ->
             vals = [[r[key] for r in part["rows"] if r["split"] == sp and r["norm"] == nm] for sp, nm in groups]
             ax.bar(xs + (j - 1) * 0.27, [np.mean(v) for v in vals], 0.27, yerr=[np.std(v) for v in vals],
                    label=label, capsize=2)
-        ax.set_xticks(xs, [f"{sp}\n{'normalized (forced)' if nm else 'norm-free'}" for sp, nm in groups], fontsize=8)
+        ax.set_xticks(xs, [f"{sp} archs\n{'normalized (forced)' if nm else 'norm-free'}" for sp, nm in groups], fontsize=8)
         ax.set_ylim(0, 1)
-        ax.set_ylabel("zero-shot test accuracy")
+        ax.set_ylabel("zero-shot validation accuracy")
         ax.set_title(f"{d}: standardize_units")
         ax.legend(fontsize=8)
     fig.tight_layout()
