@@ -317,10 +317,9 @@ def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cac
         row["refused"] = f"{type(e).__name__}: {str(e)[:300]}"
         return row
     recalibrate_batchnorm(pred_model, fit[0])
-    unstandardized = accuracy(pred_model, *test)
-    if standardize_units(pred_model, fit[0][:STANDARDIZE_INPUTS]).standardized:
-        row["zero_shot_unstandardized"] = unstandardized
     row["zero_shot"] = accuracy(pred_model, *test)
+    if standardize_units(pred_model, fit[0][:STANDARDIZE_INPUTS]).standardized:  # norm-free: evaluate again
+        row["zero_shot_unstandardized"], row["zero_shot"] = row["zero_shot"], accuracy(pred_model, *test)
     row["zero_shot_train_mode"] = accuracy(pred_model, *test, train_mode=True)
     if not train_ref:
         recalibrate_batchnorm(random_model, fit[0])

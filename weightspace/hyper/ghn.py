@@ -613,7 +613,7 @@ class GHN(PretrainedMixin, nn.Module):
         if not has_normalization(model):
             log.warning("%s has no normalization layer, and this GHN was trained on normalized networks only: "
                         "call weightspace.hyper.standardize_units(model, x_train[:512]) before using it "
-                        "(held-out norm-free networks are near chance without it; docs/guides/hypernetwork.md)",
+                        "(on held-out norm-free networks it raises zero-shot accuracy 1.9-2.5x; docs/guides/hypernetwork.md)",
                         type(model).__name__)
         return model
 
