@@ -289,12 +289,12 @@ def measure_reference(name: str, build, ds, fit, val, args) -> dict:
 STANDARDIZE_INPUTS = 512  # training inputs on which standardize_units measures a norm-free network's units
 
 
-def prepared(pred_model: nn.Module, fit, seed: int) -> nn.Module:
+def prepared(pred_model: nn.Module, fit, seed: int) -> tuple[nn.Module, float]:
     """A copy of the predicted network after :func:`~weightspace.hyper.prepare_for_finetuning`
-    (the library's defaults, on the first 256 training inputs)."""
+    (the library's defaults, on the first 256 training inputs), and the noise it added."""
     model = copy.deepcopy(pred_model)
-    prepare_for_finetuning(model, fit[0][:256], seed=seed)
-    return model
+    prep = prepare_for_finetuning(model, fit[0][:256], seed=seed)
+    return model, prep.noise
 
 
 def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cached: dict | None = None) -> dict:
@@ -332,7 +332,8 @@ def measure(name: str, build, ghn: GHN, ds, fit, val, args, train_ref: bool, cac
         row["reference_cached"] = True
     row.update({k: cached[k] for k in REFERENCE_KEYS})
     target, cap = row["trained_val"] - 0.01, row["finetune_cap"]
-    for kind, model in (("pred", pred_model), ("prep", prepared(pred_model, fit, args.seed))):
+    prep_model, row["prep_noise"] = prepared(pred_model, fit, args.seed)
+    for kind, model in (("pred", pred_model), ("prep", prep_model)):
         ft = finetune(model, fit, val, test, args.seed, target, cap, args.eval_every)
         row[f"ft_{kind}_1_epoch"], row[f"ft_{kind}_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
     row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -440,6 +441,16 @@ def weak_references(rows_by_split: dict) -> tuple[list[tuple[str, dict]], dict[s
     return weak, kept
 
 
+def prep_noise_text(doc: dict) -> str:
+    """How the *prepared* rows were made: the noise of ``prepare_for_finetuning`` they record (rows
+    measured before the record existed used the former default, 0.5)."""
+    noises = sorted({r.get("prep_noise", 0.5) for part in doc.values() if isinstance(part, dict)
+                     for rows in part.get("rows", {}).values() for r in rows if "ft_prep_steps" in r})
+    if noises == [0.0]:
+        return "no noise: the outputs are kept"
+    return "relative noise " + " or ".join(f"{n:g}" for n in noises)
+
+
 def render(out: Path) -> None:
     doc = json.loads((out / "hyper.json").read_text())
     lines = ["# GHN benchmark: predicted parameters on held-out architectures", "",
@@ -448,8 +459,8 @@ def render(out: Path) -> None:
              "the training split; never the test split); ratio: zero-shot / trained per architecture "
              "(mean ± std over architectures) on the architectures that got a reference. Fine-tuning: Adam "
              "lr 1e-3, batch 64 from predicted vs random init; *prepared*: predicted weights after "
-             "`prepare_for_finetuning` (scale-invariant layers rescaled to the default init's size, relative noise "
-             "0.5); *steps to trained−1pt*: validation accuracy, "
+             "`prepare_for_finetuning` (scale-invariant layers rescaled to the default init's size; "
+             f"{prep_noise_text(doc)}); *steps to trained−1pt*: validation accuracy, "
              "runs that never got there count as the cap (2x the reference's best step); *reached* counts "
              "those that did; the reference draws its minibatches in another order than the fine-tuning runs, so "
              "that fine-tuning from the random init does not replay the run that set its target. BatchNorm statistics are recomputed on the training inputs before every "

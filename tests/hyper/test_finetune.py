@@ -109,3 +109,21 @@ def test_on_a_transformers_resnet():
     assert len(prep.rescaled) >= 4 and any("classifier" in k for k in prep.kept)
     out = model(pixel_values=x).logits
     assert float((out - ref).abs().max() / ref.abs().max()) <= 1e-3
+
+
+def test_by_default_the_function_is_kept_and_noise_is_opt_in():
+    """The default adds no noise: a GHN-filled network computes the same outputs after preparation
+    (sensitivity: ``noise=0.5`` changes them)."""
+    ghn = GHN.from_pretrained("hypernet-digits")
+    config = next(c for c in CellSpace("digits").split("test", 20, seed=0) if c.get("norm") == "bn")
+    x = torch.rand(64, 1, 8, 8)
+    outs = []
+    for kwargs in ({}, {"noise": 0.5}):
+        torch.manual_seed(0)
+        model = ghn(build_arch(config))
+        ref = model.train()(x)
+        prep = prepare_for_finetuning(model, x, **kwargs)
+        outs.append((prep, float((model(x) - ref).abs().max() / ref.abs().max())))
+    (default, kept), (noisy, changed) = outs
+    assert default.noise == 0.0 and kept <= 1e-3
+    assert noisy.noise == 0.5 and changed > 0.05

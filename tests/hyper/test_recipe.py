@@ -99,3 +99,52 @@ def test_non_finite_steps_in_a_row_stop_training_with_advice():
 
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         _train_flaky(set(range(1, MAX_BAD_STEPS + 2)), steps=MAX_BAD_STEPS + 5)
+
+
+def test_kind_weights_set_how_often_each_family_is_drawn():
+    """``GHNTrainConfig.kind_weights`` oversamples a family in proportion to its weight (property over
+    pools and weights), uniform without it, and rejects weights that name no family of the pool."""
+    from weightspace.hyper.recipe import pool_probabilities
+
+    pool = CellSpace("mnist1d").train_pool(300, seed=1)
+    kinds = np.array([c["kind"] for c in pool])
+    count = {k: int((kinds == k).sum()) for k in ("cnn", "vit", "mlp")}
+    assert all(count.values()), count
+    assert pool_probabilities(pool, None) is None
+    for w in (0.0, 0.5, 3.0, 10.0):
+        p = pool_probabilities(pool, {"vit": w})
+        assert p.sum() == pytest.approx(1.0)
+        vit_share = p[kinds == "vit"].sum()
+        expected = w * count["vit"] / (w * count["vit"] + count["cnn"] + count["mlp"])
+        assert vit_share == pytest.approx(expected)
+        assert len(set(np.round(p[kinds == "cnn"], 12))) == 1  # the rest stay uniform among themselves
+    # the draws of a training step follow the probabilities
+    rng = np.random.default_rng(0)
+    p = pool_probabilities(pool, {"vit": 3.0})
+    drawn = kinds[rng.choice(len(pool), size=20000, p=p)]
+    assert (drawn == "vit").mean() == pytest.approx(p[kinds == "vit"].sum(), abs=0.02)
+    # sensitivity: the weighted ViT share is far from the pool's own share
+    assert p[kinds == "vit"].sum() > 1.5 * count["vit"] / len(pool)
+    with pytest.raises(ValueError, match="not in the pool: \\['resnet'\\]"):
+        pool_probabilities(pool, {"resnet": 2.0})
+    with pytest.raises(ValueError, match="weight 0"):
+        pool_probabilities(pool, {"cnn": 0.0, "vit": 0.0, "mlp": 0.0})
+
+
+def test_training_with_kind_weights_runs():
+    torch.manual_seed(0)
+    ghn = GHN(hidden=16, layers=1, data="digits")
+    x, y = _toy_data("digits")
+    cfg = GHNTrainConfig(steps=4, archs_per_step=2, batch_size=32, max_minutes=None, log_every=2, seed=0,
+                         kind_weights={"mlp": 2.0})
+    history = train_ghn(ghn, x, y, _FixedPool(_tiny_mlps("digits")), cfg, progress=False)
+    assert [h["step"] for h in history] == [2, 4]
+
+
+def test_recipe_cli_rejects_a_malformed_kind_weight(tmp_path):
+    from weightspace.cli import ghn_recipe
+
+    with pytest.raises(SystemExit, match="KIND=W with a number W"):
+        ghn_recipe.main(["--data", "digits", "--out", str(tmp_path / "g"), "--minutes", "0.01", "--hidden", "8",
+                         "--layers", "1", "--kind-weight", "vit=many", "--no-progress"])
+    assert not (tmp_path / "g").exists()

@@ -67,8 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--snapshot-minutes", type=float, default=0.0,
                     help="save the GHN's weights every this many minutes into --snapshot-dir (0: never); "
                          "benchmarks/hyper.py --validation-curve evaluates them")
+    ap.add_argument("--kind-weight", action="append", default=[], metavar="KIND=W",
+                    help="draw architectures of family KIND (cnn, vit, mlp) W times as often as the others "
+                         "(repeatable; default: every pool member equally)")
     ap.add_argument("--snapshot-dir", default=None, help="snapshot directory (default: OUT-snapshots)")
     args = ap.parse_args(argv)
+    kind_weights = {}
+    for item in args.kind_weight:
+        kind, _, w = item.partition("=")
+        try:
+            kind_weights[kind.strip()] = float(w)
+        except ValueError:
+            raise SystemExit(f"ghn_recipe: --kind-weight takes KIND=W with a number W (e.g. vit=3), "
+                             f"got {item!r}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -93,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         ghn = GHN(hidden=args.hidden, layers=args.layers, data=args.data)
     cfg = GHNTrainConfig(archs_per_step=args.archs_per_step, batch_size=args.batch_size, lr=args.lr,
-                         pool=args.pool, seed=args.seed, max_minutes=args.minutes)
+                         pool=args.pool, seed=args.seed, max_minutes=args.minutes,
+                         kind_weights=kind_weights or None)
     on_log = None
     if args.snapshot_minutes > 0:
         from pathlib import Path

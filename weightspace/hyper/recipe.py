@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from torch import Tensor, nn
 
 from .ghn import GHN, GHNTarget
@@ -43,6 +44,9 @@ class GHNTrainConfig:
         seed: seed of the pool, the draws and the minibatches.
         max_minutes: wall-clock budget (None: steps only).
         log_every: steps between log lines.
+        kind_weights: relative weight of each family (``config["kind"]``: ``cnn``, ``vit``, ``mlp``) when
+            a step draws from the pool, e.g. ``{"vit": 3.0}`` draws a transformer three times as often as
+            a CNN or MLP; ``None`` draws every pool member with the same probability.
     """
 
     steps: int = 20000
@@ -55,6 +59,7 @@ class GHNTrainConfig:
     seed: int = 0
     max_minutes: float | None = 13.0
     log_every: int = 25
+    kind_weights: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +99,32 @@ def train_ghn(ghn: GHN, x: Tensor, y: Tensor, space: CellSpace, cfg: GHNTrainCon
     cfg = cfg or GHNTrainConfig()
     pool = space.train_pool(cfg.pool, seed=cfg.seed)
     cache = GHNTargetCache(ghn)
-    return fit_hypernetwork(
-        ghn, lambda rng: [cache(pool[int(i)]) for i in rng.integers(len(pool), size=cfg.archs_per_step)],
-        x, y, cfg, progress=progress, desc="ghn", on_log=on_log)
+    probs = pool_probabilities(pool, cfg.kind_weights)
+
+    def draw(rng):
+        if probs is None:  # uniform (the draw sequence of runs made before kind_weights existed)
+            idx = rng.integers(len(pool), size=cfg.archs_per_step)
+        else:
+            idx = rng.choice(len(pool), size=cfg.archs_per_step, p=probs)
+        return [cache(pool[int(i)]) for i in idx]
+
+    return fit_hypernetwork(ghn, draw, x, y, cfg, progress=progress, desc="ghn", on_log=on_log)
+
+
+def pool_probabilities(pool: list[dict], kind_weights: dict[str, float] | None):
+    """Draw probability of each pool member under ``kind_weights`` (None: uniform).
+
+    Raises:
+        ValueError: a weight is negative or names a family the pool does not hold, or all are zero.
+    """
+    if not kind_weights:
+        return None
+    kinds = [c["kind"] for c in pool]
+    unknown = sorted(set(kind_weights) - set(kinds))
+    if unknown or any(w < 0 for w in kind_weights.values()):
+        raise ValueError(f"kind_weights {kind_weights}: weights are >= 0 and name families of the pool "
+                         f"({sorted(set(kinds))}); not in the pool: {unknown}")
+    w = np.asarray([float(kind_weights.get(k, 1.0)) for k in kinds])
+    if w.sum() <= 0:
+        raise ValueError(f"kind_weights {kind_weights} give every architecture of the pool weight 0")
+    return w / w.sum()
