@@ -191,9 +191,10 @@ class Trainer:
     """Adam (lr 1e-3, batch 64) with a seeded minibatch order; BatchNorm statistics recomputed
     before every evaluation in eval mode."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, batch: int = BATCH) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, batch: int = BATCH,
+                 lr: float = 1e-3) -> None:
         self.model, self.x, self.y, self.batch = model, x, y, batch
-        self.opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr)
         self.gen = torch.Generator().manual_seed(seed)
         self.steps_per_epoch = -(-len(x) // batch)
         self.order, self.pos, self.step = torch.randperm(len(x), generator=self.gen), 0, 0
@@ -233,9 +234,11 @@ def train_reference(model: nn.Module, fit, val, seed: int, max_epochs: int, pati
     return {"val": best, "best_step": best_step, "steps_run": tr.step}
 
 
-def finetune(model: nn.Module, fit, val, test, seed: int, target: float, cap: int, eval_every: int) -> dict:
-    """Accuracy after one epoch and steps until validation accuracy >= ``target`` (None: not within ``cap``)."""
-    tr = Trainer(model, *fit, seed)
+def finetune(model: nn.Module, fit, val, test, seed: int, target: float, cap: int, eval_every: int,
+             lr: float = 1e-3) -> dict:
+    """Accuracy on ``test`` after one epoch and steps until validation accuracy >= ``target`` (None: not
+    within ``cap``)."""
+    tr = Trainer(model, *fit, seed, lr=lr)
     reached = 0 if tr.evaluate(*val) >= target else None
     one_epoch = None
     while tr.step < max(cap, tr.steps_per_epoch):
@@ -662,6 +665,117 @@ def standardize_ablation(data: str, per_split: int, out: Path, seed: int = 0) ->
     return doc
 
 
+# ------------------------------------------------------------------------------------ fine-tuning ablation
+FINETUNE_VARIANTS = (  # (key, label, start, prepare_for_finetuning noise or None, Adam lr)
+    ("rand", "random init", "random", None, 1e-3),
+    ("rand_lr3e-3", "random init, lr 3e-3", "random", None, 3e-3),
+    ("pred", "as filled", "predicted", None, 1e-3),
+    ("pred_lr3e-4", "as filled, lr 3e-4", "predicted", None, 3e-4),
+    ("pred_lr3e-3", "as filled, lr 3e-3", "predicted", None, 3e-3),
+    ("prep0", "prepared, no noise (default)", "predicted", 0.0, 1e-3),
+    ("prep0.5", "prepared, noise 0.5", "predicted", 0.5, 1e-3),
+)
+
+
+def finetune_ablation(data: str, n_archs: int, out: Path, args, pool: int = 3000) -> dict:
+    """Fine-tuning variants on *validation architectures* (:func:`validation_archs`: training-share
+    configurations outside the recipe's pool of ``pool``; never the held-out splits) and the
+    validation split of the data (the test split is not used): for each architecture an Adam
+    reference from the random init as in the main benchmark, then every variant of
+    :data:`FINETUNE_VARIANTS` (start, ``prepare_for_finetuning`` noise, learning rate) fine-tuned with
+    the fine-tuning runs' minibatch order: validation accuracy after one epoch and steps until the
+    reference's best validation accuracy - 1 point (cap: 2x the reference's best step). Written to
+    ``out/hyper.finetune.json|md|png`` (one part per dataset). The choices of
+    ``prepare_for_finetuning``'s defaults are made here."""
+    ds = load_dataset(data, seed=0)
+    fit_x, fit_y, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
+    fit, val = (fit_x, fit_y), (val_x, val_y)
+    ghn = GHN.from_pretrained(args.checkpoint or f"hypernet-{data}")
+    rows, t0, load0 = [], time.perf_counter(), round(os.getloadavg()[0], 1)
+    for i, config in enumerate(tqdm(validation_archs(CellSpace(data), n_archs, pool, args.seed),
+                                    desc=f"{data} fine-tuning ablation")):
+        torch.manual_seed(args.seed)
+        random_model = build_arch(config)
+        pred_model = copy.deepcopy(random_model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ghn(pred_model, seed=args.seed)
+        recalibrate_batchnorm(pred_model, fit_x)
+        standardize_units(pred_model, fit_x[:STANDARDIZE_INPUTS])
+        ref_model = copy.deepcopy(random_model)
+        ref = train_reference(ref_model, fit, val, args.seed + REFERENCE_SEED_OFFSET, args.max_epochs, args.patience)
+        target, cap = ref["val"] - 0.01, max(2 * ref["best_step"], 100)
+        row = {"name": f"validation-{i}", "kind": config["kind"], "norm": config.get("norm"),
+               "trained_val": ref["val"], "finetune_cap": cap, "zero_shot_val": accuracy(pred_model, *val)}
+        for key, _, start, noise, lr in FINETUNE_VARIANTS:
+            model = copy.deepcopy(random_model if start == "random" else pred_model)
+            if noise is not None:
+                prepare_for_finetuning(model, fit_x[:256], noise=noise, seed=args.seed)
+            ft = finetune(model, fit, val, val, args.seed, target, cap, args.eval_every, lr=lr)
+            row[f"{key}_1_epoch"], row[f"{key}_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
+        rows.append(row)
+    path = out / "hyper.finetune.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc[data] = {"meta": {"command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]), "seed": args.seed,
+                          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+                          "minutes": round((time.perf_counter() - t0) / 60, 1), "load": [load0, round(os.getloadavg()[0], 1)],
+                          "checkpoint": args.checkpoint or f"hypernet-{data}", "pool": pool}, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    render_finetune_ablation(doc, out)
+    return doc
+
+
+def _steps(rows: list[dict], key: str) -> list[int]:
+    """Steps to the target per architecture, runs that never got there counted as the cap."""
+    return [r[f"{key}_steps"] if r[f"{key}_steps"] is not None else r["finetune_cap"] for r in rows]
+
+
+def render_finetune_ablation(doc: dict, out: Path) -> None:
+    lines = ["# Fine-tuning from predicted weights: starts and learning rates", "",
+             "Validation architectures (training-share configurations outside the GHN's training pool; not the "
+             "benchmark's held-out splits) and the validation split of the data (15% of the training split; the "
+             "test split is not used). Adam, batch 64, the same minibatch order for every variant; the reference "
+             "is Adam lr 1e-3 from the random init with early stopping, as in `hyper.md`. *Steps*: until "
+             "validation accuracy reaches the reference's best - 1 point (mean over architectures; runs that never "
+             "got there count as the cap, 2x the reference's best step); *ratio*: mean steps / mean steps of the "
+             "random init at lr 1e-3 (issue #26's goal: ≤ 0.33). Predicted networks without normalization get "
+             "`standardize_units` first, as in the main benchmark. Produced by `benchmarks/hyper.py "
+             "--finetune-ablation`.", ""]
+    for d, part in doc.items():
+        m, rows = part["meta"], part["rows"]
+        base = np.mean(_steps(rows, "rand"))
+        lines += [f"## {d} (`{m['checkpoint']}`, {len(rows)} architectures)", "",
+                  f"Command: `{m['command']}`; {m['date']}; torch {m['torch']}; {m['minutes']} min; load average "
+                  f"{m['load'][0]}-{m['load'][1]} (2 CPU cores); seed {m['seed']}.", "",
+                  "| start | 1-epoch validation accuracy | steps to trained−1pt | reached | ratio to random init |",
+                  "|---|---|---|---|---|"]
+        for key, label, *_ in FINETUNE_VARIANTS:
+            st = _steps(rows, key)
+            reached = sum(r[f"{key}_steps"] is not None for r in rows)
+            lines.append(f"| {label} | {_ms([r[f'{key}_1_epoch'] for r in rows])} | {np.mean(st):.0f} | "
+                         f"{reached}/{len(rows)} | {np.mean(st) / base:.2f} |")
+        lines.append("")
+    (out / "hyper.finetune.md").write_text("\n".join(lines))
+    fig, axes = plt.subplots(1, len(doc), figsize=(6 * len(doc), 4), squeeze=False)
+    for ax, (d, part) in zip(axes[0], doc.items()):
+        rows = part["rows"]
+        base = np.mean(_steps(rows, "rand"))
+        ratios = [np.mean(_steps(rows, key)) / base for key, *_ in FINETUNE_VARIANTS]
+        ys = np.arange(len(FINETUNE_VARIANTS))
+        ax.barh(ys, ratios, color=["0.6" if start == "random" else "C0" for _, _, start, *_ in FINETUNE_VARIANTS])
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.axvline(1 / 3, color="C3", ls="--", lw=0.8, label="goal 1/3")
+        ax.set_yticks(ys, [label for _, label, *_ in FINETUNE_VARIANTS], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("steps to trained−1pt / random init's (lr 1e-3)")
+        ax.set_title(f"{d}: {len(rows)} validation architectures")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "hyper.finetune.png", dpi=110)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------------------------ validation curve
 def validation_archs(space: CellSpace, n: int, pool: int = 120, seed: int = 0) -> list[dict]:
     """``n`` configurations of the *training* share that a recipe with this ``pool``/``seed`` never
@@ -942,6 +1056,9 @@ def main() -> None:
     ap.add_argument("--validation-pool", type=int, default=120,
                     help="validation architectures lie outside the training pool of this many configurations "
                          "(the recipe's --pool)")
+    ap.add_argument("--finetune-ablation", action="store_true",
+                    help="fine-tuning starts and learning rates on --validation-archs validation architectures "
+                         "(writes hyper.finetune.json|md|png)")
     ap.add_argument("--standardize-ablation", action="store_true",
                     help="measure standardize_units variants on --per-split no-norm and test architectures and the "
                          "real-library models (zero-shot only), write hyper.standardize.json|md in --out, and exit")
@@ -952,6 +1069,11 @@ def main() -> None:
     if args.model_card:
         ckpt = Path(args.model_card)
         (ckpt / "README.md").write_text(model_card(ckpt, args.data, out))
+        return
+    if args.finetune_ablation:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        torch.set_num_threads(args.threads)
+        finetune_ablation(args.data, args.validation_archs, out, args)
         return
     if args.standardize_ablation:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
