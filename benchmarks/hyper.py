@@ -842,6 +842,7 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
                      rows[-1]["val_zero_shot"])
         offset += last
     doc = {"data": data, "snapshots": [str(d) for d in snap_dirs], "archs": len(configs), "seed": seed,
+           "kinds": [c["kind"] for c in configs],
            "pool_excluded": pool, "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": round(os.getloadavg()[0], 1),
            "rows": rows}
@@ -971,6 +972,14 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
                   f"of {v.get('pool_excluded', 120)}; validation share of the training split; steps counted across "
                   f"runs; `benchmarks/results/hyper.validation-{data}.png`), with the training-minibatch accuracy "
                   f"of the same snapshot: {pts}."]
+        if v.get("kinds") and len(v["rows"]) > 1:  # per family, first and last snapshot
+            kinds = v["kinds"]
+            fam = "; ".join(
+                f"{k} ({kinds.count(k)}) " + " -> ".join(
+                    f"{np.mean([a for a, kk in zip(r['val_accs'], kinds) if kk == k]):.3f}"
+                    for r in (v["rows"][0], v["rows"][-1]))
+                for k in ("cnn", "vit", "mlp") if k in kinds)
+            lines += ["", f"Per family, first -> last snapshot: {fam}."]
     bpath = results / "hyper.json"
     doc = json.loads(bpath.read_text()) if bpath.is_file() else {}
     if data in doc:
