@@ -392,6 +392,7 @@ def merge_parts(dirs: list[Path], data: str, out: Path) -> None:
             if split in rows:
                 raise SystemExit(f"benchmarks/hyper.py --merge: split {split!r} was measured by two parts")
             rows[split] = r
+    rows = {sp: rows[sp] for sp in sorted(rows, key=lambda sp: ALL_SPLITS.index(sp) if sp in ALL_SPLITS else len(ALL_SPLITS))}
     metas = [p["meta"] for p in parts]
     meta = dict(metas[0])
     meta.update(
