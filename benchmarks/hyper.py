@@ -45,6 +45,15 @@ can be computed ahead, without a checkpoint, and reused (same seeds, same code p
 
     python benchmarks/hyper.py --data digits --trained 10 --references-only --reference-cache refs.json
     python benchmarks/hyper.py --data digits --trained 10 --reference-cache refs.json
+
+Design choices are measured on validation architectures (training-share configurations outside the
+GHN's pool) and the validation split of the data, never on the held-out splits: fine-tuning starts
+and learning rates (``hyper.finetune.md``), ``standardize_units`` variants (``hyper.standardize.md``)
+and a training run's snapshots (``hyper.validation-<data>.json``)::
+
+    python benchmarks/hyper.py --data digits --finetune-ablation --validation-archs 12 --eval-every 20
+    python benchmarks/hyper.py --data digits --standardize-ablation --per-split 50
+    python benchmarks/hyper.py --data digits --validation-curve SNAPSHOT_DIR --validation-pool 3000
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ its bias) to the root-mean-square of PyTorch's default initialization, :math:`1/
 *only where the network's outputs do not change* (checked on the given inputs, in training mode:
 the layers whose output a normalization makes scale-invariant). The function is kept, so the
 fine-tuning run starts from the predicted network's accuracy. Optionally (``noise > 0``) it then adds
-Gaussian noise of ``noise`` times each weight tensor's root-mean-square against the second; on 12
+Gaussian noise of ``noise`` times each weight tensor's root-mean-square, aimed at the rank; on 12
 validation architectures per dataset, noise of 0.5 made fine-tuning slower and the 1-epoch accuracy
 lower than rescaling alone (``docs/design-notes/hyper.md``), so the default is none. Zero-shot use
 needs neither: call it between ``ghn(model)`` and fine-tuning.

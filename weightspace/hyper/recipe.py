@@ -28,7 +28,7 @@ from .train import fit_hypernetwork
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GHNTrainConfig", "GHNTargetCache", "train_ghn"]
+__all__ = ["GHNTrainConfig", "GHNTargetCache", "train_ghn", "pool_probabilities"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def train_ghn(ghn: GHN, x: Tensor, y: Tensor, space: CellSpace, cfg: GHNTrainCon
     return fit_hypernetwork(ghn, draw, x, y, cfg, progress=progress, desc="ghn", on_log=on_log)
 
 
-def pool_probabilities(pool: list[dict], kind_weights: dict[str, float] | None):
+def pool_probabilities(pool: list[dict], kind_weights: dict[str, float] | None) -> np.ndarray | None:
     """Draw probability of each pool member under ``kind_weights`` (None: uniform).
 
     Raises:
