@@ -225,6 +225,18 @@ class Trainer:
         return accuracy(self.model, x, y)
 
 
+def finetune_target(ref: dict) -> tuple[float, int]:
+    """Fine-tuning target and step cap from a :func:`train_reference` result: its best validation
+    accuracy minus 1 point, within twice its best step (at least 100)."""
+    return ref["val"] - 0.01, max(2 * ref["best_step"], 100)
+
+
+def steps_or_cap(rows: list[dict], field: str) -> list[int]:
+    """Steps to the fine-tuning target per row (``row[field]``), runs that never got there counted as
+    the row's ``finetune_cap``."""
+    return [r[field] if r[field] is not None else r["finetune_cap"] for r in rows]
+
+
 def train_reference(model: nn.Module, fit, val, seed: int, max_epochs: int, patience: int) -> dict:
     """Adam until validation accuracy stalls for ``patience`` epochs; best weights restored."""
     tr = Trainer(model, *fit, seed)
@@ -290,7 +302,7 @@ def measure_reference(name: str, build, ds, fit, val, args) -> dict:
     ref = train_reference(ref_model, fit, val, args.seed + REFERENCE_SEED_OFFSET, args.max_epochs, args.patience)
     row["trained"] = accuracy(ref_model, *test)
     row["trained_val"], row["trained_steps"] = ref["val"], ref["best_step"]
-    target, cap = ref["val"] - 0.01, max(2 * ref["best_step"], 100)
+    target, cap = finetune_target(ref)
     row["finetune_cap"] = cap
     ft = finetune(random_model, fit, val, test, args.seed, target, cap, args.eval_every)
     row["ft_rand_1_epoch"], row["ft_rand_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
@@ -301,11 +313,11 @@ def measure_reference(name: str, build, ds, fit, val, args) -> dict:
 STANDARDIZE_INPUTS = 512  # training inputs on which standardize_units measures a norm-free network's units
 
 
-def prepared(pred_model: nn.Module, fit, seed: int) -> tuple[nn.Module, float]:
-    """A copy of the predicted network after :func:`~weightspace.hyper.prepare_for_finetuning`
-    (the library's defaults, on the first 256 training inputs), and the noise it added."""
+def prepared(pred_model: nn.Module, fit, seed: int, noise: float | None = None) -> tuple[nn.Module, float]:
+    """A copy of the predicted network after :func:`~weightspace.hyper.prepare_for_finetuning` on the
+    first 256 training inputs (``noise``: None for the library's default), and the noise it added."""
     model = copy.deepcopy(pred_model)
-    prep = prepare_for_finetuning(model, fit[0][:256], seed=seed)
+    prep = prepare_for_finetuning(model, fit[0][:256], seed=seed, **({} if noise is None else {"noise": noise}))
     return model, prep.noise
 
 
@@ -368,7 +380,7 @@ def summarize(rows: list[dict]) -> dict:
          "ft_pred_1_epoch": [r["ft_pred_1_epoch"] for r in tr], "ft_rand_1_epoch": [r["ft_rand_1_epoch"] for r in tr]}
     for k in ("pred", "rand", "prep"):
         rs = [r for r in tr if f"ft_{k}_steps" in r]  # "prep": rows measured since prepare_for_finetuning
-        s[f"ft_{k}_steps"] = [r[f"ft_{k}_steps"] if r[f"ft_{k}_steps"] is not None else r["finetune_cap"] for r in rs]
+        s[f"ft_{k}_steps"] = steps_or_cap(rs, f"ft_{k}_steps")
         s[f"ft_{k}_reached"] = sum(r[f"ft_{k}_steps"] is not None for r in rs)
     s["ft_prep_1_epoch"] = [r["ft_prep_1_epoch"] for r in tr if "ft_prep_1_epoch" in r]
     return s
@@ -714,13 +726,14 @@ def finetune_ablation(data: str, n_archs: int, out: Path, args, pool: int = 3000
         standardize_units(pred_model, fit_x[:STANDARDIZE_INPUTS])
         ref_model = copy.deepcopy(random_model)
         ref = train_reference(ref_model, fit, val, args.seed + REFERENCE_SEED_OFFSET, args.max_epochs, args.patience)
-        target, cap = ref["val"] - 0.01, max(2 * ref["best_step"], 100)
+        target, cap = finetune_target(ref)
         row = {"name": f"validation-{i}", "kind": config["kind"], "norm": config.get("norm"),
                "trained_val": ref["val"], "finetune_cap": cap, "zero_shot_val": accuracy(pred_model, *val)}
         for key, _, start, noise, lr in FINETUNE_VARIANTS:
-            model = copy.deepcopy(random_model if start == "random" else pred_model)
             if noise is not None:
-                prepare_for_finetuning(model, fit_x[:256], noise=noise, seed=args.seed)
+                model = prepared(pred_model, fit, args.seed, noise)[0]
+            else:
+                model = copy.deepcopy(random_model if start == "random" else pred_model)
             ft = finetune(model, fit, val, val, args.seed, target, cap, args.eval_every, lr=lr)
             row[f"{key}_1_epoch"], row[f"{key}_steps"] = ft["acc_1_epoch"], ft["steps_to_target"]
         rows.append(row)
@@ -736,11 +749,6 @@ def finetune_ablation(data: str, n_archs: int, out: Path, args, pool: int = 3000
     return doc
 
 
-def _steps(rows: list[dict], key: str) -> list[int]:
-    """Steps to the target per architecture, runs that never got there counted as the cap."""
-    return [r[f"{key}_steps"] if r[f"{key}_steps"] is not None else r["finetune_cap"] for r in rows]
-
-
 def render_finetune_ablation(doc: dict, out: Path) -> None:
     lines = ["# Fine-tuning from predicted weights: starts and learning rates", "",
              "Validation architectures (training-share configurations outside the GHN's training pool; not the "
@@ -754,14 +762,14 @@ def render_finetune_ablation(doc: dict, out: Path) -> None:
              "--finetune-ablation`.", ""]
     for d, part in doc.items():
         m, rows = part["meta"], part["rows"]
-        base = np.mean(_steps(rows, "rand"))
+        base = np.mean(steps_or_cap(rows, "rand_steps"))
         lines += [f"## {d} (`{m['checkpoint']}`, {len(rows)} architectures)", "",
                   f"Command: `{m['command']}`; {m['date']}; torch {m['torch']}; {m['minutes']} min; load average "
                   f"{m['load'][0]}-{m['load'][1]} (2 CPU cores); seed {m['seed']}.", "",
                   "| start | 1-epoch validation accuracy | steps to trained−1pt | reached | ratio to random init |",
                   "|---|---|---|---|---|"]
         for key, label, *_ in FINETUNE_VARIANTS:
-            st = _steps(rows, key)
+            st = steps_or_cap(rows, f"{key}_steps")
             reached = sum(r[f"{key}_steps"] is not None for r in rows)
             lines.append(f"| {label} | {_ms([r[f'{key}_1_epoch'] for r in rows])} | {np.mean(st):.0f} | "
                          f"{reached}/{len(rows)} | {np.mean(st) / base:.2f} |")
@@ -770,8 +778,8 @@ def render_finetune_ablation(doc: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, len(doc), figsize=(6 * len(doc), 4), squeeze=False)
     for ax, (d, part) in zip(axes[0], doc.items()):
         rows = part["rows"]
-        base = np.mean(_steps(rows, "rand"))
-        ratios = [np.mean(_steps(rows, key)) / base for key, *_ in FINETUNE_VARIANTS]
+        base = np.mean(steps_or_cap(rows, "rand_steps"))
+        ratios = [np.mean(steps_or_cap(rows, f"{key}_steps")) / base for key, *_ in FINETUNE_VARIANTS]
         ys = np.arange(len(FINETUNE_VARIANTS))
         ax.barh(ys, ratios, color=["0.6" if start == "random" else "C0" for _, _, start, *_ in FINETUNE_VARIANTS])
         ax.axvline(1.0, color="k", lw=0.8)
