@@ -90,6 +90,7 @@ from weightspace.hyper import (  # noqa: E402
     recalibrate_batchnorm,
     standardize_units,
 )
+from weightspace.hyper.recipe import validation_split  # noqa: E402
 from weightspace.hyper.space import SPLITS, CellSpace, build_arch  # noqa: E402
 
 log = logging.getLogger("benchmarks.hyper")
@@ -184,11 +185,6 @@ def real_library(data: str) -> list[tuple[str, callable]]:
 
 
 # ------------------------------------------------------------------------------------ training
-def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.15, seed: int = 0):
-    """``(x_fit, y_fit, x_val, y_val)``: a seeded random ``fraction`` of the training split held out."""
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n = int(round(fraction * len(x)))
-    return x[perm[n:]], y[perm[n:]], x[perm[:n]], y[perm[:n]]
 
 
 FRESH_MNIST1D = {"num_samples": 1250, "generator_seed": 1042}  # a draw of MNIST-1D no GHN or reference trains on
@@ -196,13 +192,13 @@ FRESH_MNIST1D = {"num_samples": 1250, "generator_seed": 1042}  # a draw of MNIST
 
 def validation_data(data: str, ds) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """``(fit, val)`` of the design-choice tools (ablations, validation curve): ``fit`` is the training
-    split minus its seeded 15% validation share (:func:`split_validation`), as in the benchmark.
+    split minus its seeded 15% validation share (:func:`validation_split`), as in the benchmark.
     ``val`` is inputs no shipped GHN was trained on: for MNIST-1D, a fresh draw of its generator
     (:data:`FRESH_MNIST1D`, 1,250 samples); for digits, which has no more samples, the validation
     share, which the GHN did see (its training data is the whole training split), so predicted
     networks look better there than they are (on 60 validation architectures MLPs score 1.000 there
     against 0.966 on the test split; all architectures 0.804 against 0.828)."""
-    fit_x, fit_y, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
+    fit_x, fit_y, val_x, val_y = validation_split(ds.x_train, ds.y_train, 0.15, seed=0)
     if data == "mnist1d":
         fresh = load_dataset("mnist1d", seed=0, **FRESH_MNIST1D)
         val_x, val_y = torch.cat([fresh.x_train, fresh.x_test]), torch.cat([fresh.y_train, fresh.y_test])
@@ -1186,7 +1182,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0, load0 = time.perf_counter(), round(os.getloadavg()[0], 1)
     ds = load_dataset(args.data, seed=0)
-    fit_x, fit_y, val_x, val_y = split_validation(ds.x_train, ds.y_train, 0.15, seed=0)
+    fit_x, fit_y, val_x, val_y = validation_split(ds.x_train, ds.y_train, 0.15, seed=0)
     fit, val = (fit_x, fit_y), (val_x, val_y)
     name = args.checkpoint or f"hypernet-{args.data}"
     space = CellSpace(args.data)

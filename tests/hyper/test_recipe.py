@@ -148,3 +148,47 @@ def test_recipe_cli_rejects_a_malformed_kind_weight(tmp_path):
         ghn_recipe.main(["--data", "digits", "--out", str(tmp_path / "g"), "--minutes", "0.01", "--hidden", "8",
                          "--layers", "1", "--kind-weight", "vit=many", "--no-progress"])
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("n,fraction,seed", [(10, 0.15, 0), (1438, 0.15, 0), (97, 0.3, 5), (50, 0.0, 1)])
+def test_validation_split_holds_out_a_seeded_share(n, fraction, seed):
+    """``validation_split`` partitions the samples (no overlap, none lost) into a held-out share of the
+    requested size, the same one for the same seed and another one for another seed."""
+    from weightspace.hyper.recipe import validation_split
+
+    x, y = torch.arange(n).float()[:, None], torch.arange(n)
+    xf, yf, xv, yv = validation_split(x, y, fraction, seed)
+    assert len(xv) == round(fraction * n) and len(xf) + len(xv) == n
+    assert sorted(torch.cat([yf, yv]).tolist()) == list(range(n))
+    assert torch.equal(xf[:, 0].long(), yf) and torch.equal(xv[:, 0].long(), yv)  # pairs kept together
+    assert torch.equal(validation_split(x, y, fraction, seed)[3], yv)
+    if len(yv) >= 3:  # sensitivity: another seed holds out other samples
+        assert not torch.equal(validation_split(x, y, fraction, seed + 1)[3], yv)
+    with pytest.raises(ValueError, match="fraction"):
+        validation_split(x, y, 1.0)
+    with pytest.raises(ValueError, match="samples"):
+        validation_split(x, y[:-1])
+
+
+def test_recipe_cli_can_hold_out_the_validation_share(tmp_path, monkeypatch):
+    """``ghn_recipe --hold-out-validation`` trains on the fitting share only and records it; without the
+    flag it trains on the whole training split."""
+    import weightspace.hyper.recipe as recipe
+    from model_zoo import load_dataset
+    from weightspace.cli import ghn_recipe
+
+    seen = []
+    monkeypatch.setattr(recipe, "train_ghn", lambda ghn, x, y, *a, **k: seen.append((x, y)) or [])
+    small = ["--data", "digits", "--minutes", "0.01", "--hidden", "8", "--layers", "1", "--no-progress"]
+    ghn_recipe.main([*small, "--out", str(tmp_path / "held"), "--hold-out-validation"])
+    ghn_recipe.main([*small, "--out", str(tmp_path / "all")])
+    ds = load_dataset("digits", seed=0)
+    _, _, x_val, _ = recipe.validation_split(ds.x_train, ds.y_train)
+    (x_held, _), (x_all, _) = seen
+    assert len(x_held) + len(x_val) == len(ds.x_train) and len(x_all) == len(ds.x_train)
+    flat = lambda t: {tuple(r) for r in t.flatten(1).tolist()}  # noqa: E731
+    assert not flat(x_held) & flat(x_val)  # no held-out input reaches training...
+    assert flat(x_val) <= flat(x_all)  # ...which it does without the flag (sensitivity)
+    meta = GHN.from_pretrained(tmp_path / "held").meta
+    assert meta["hold_out_validation"] and f"{len(x_val)} held out" in meta["data"]
+    assert not GHN.from_pretrained(tmp_path / "all").meta["hold_out_validation"]

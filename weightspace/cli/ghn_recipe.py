@@ -20,7 +20,10 @@ the transformers of the pool three times as often, ``--kind-weight vit=3``, sinc
 lagged furthest behind. Each checkpoint's
 ``config.json`` extras record the exact commands, CPU minutes, steps and load, nested under ``init``)
 
-Data: ``model_zoo.load_dataset(data, seed=0)``, training split only. ``--snapshot-minutes M`` saves
+Data: ``model_zoo.load_dataset(data, seed=0)``, training split only (the shipped checkpoints train on
+all of it; ``--hold-out-validation`` keeps out the 15% validation share on which
+``benchmarks/hyper.py`` stops its references and makes its design choices, so that the GHN never
+sees those inputs; :func:`weightspace.hyper.recipe.validation_split`). ``--snapshot-minutes M`` saves
 the GHN's weights every ``M`` minutes (``OUT-snapshots/step*.safetensors``) for a validation curve
 (``python benchmarks/hyper.py --validation-curve OUT-snapshots --data DATA``). Writes ``config.json`` +
 ``model.safetensors``; the extras record the command, schedule, wall and CPU minutes, load
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from model_zoo import load_dataset
     from weightspace.hyper.ghn import GHN, GHNConfig
-    from weightspace.hyper.recipe import GHNTrainConfig, train_ghn
+    from weightspace.hyper.recipe import GHNTrainConfig, train_ghn, validation_split
     from weightspace.hyper.space import CellSpace
 
     ap = argparse.ArgumentParser(description="Train a GHN checkpoint on one dataset (one CPU thread).")
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="draw architectures of family KIND (cnn, vit, mlp) W times as often as the others "
                          "(repeatable; default: every pool member equally)")
     ap.add_argument("--snapshot-dir", default=None, help="snapshot directory (default: OUT-snapshots)")
+    ap.add_argument("--hold-out-validation", action="store_true",
+                    help="train on the training split minus its validation share (15%%, seed 0; "
+                         "weightspace.hyper.recipe.validation_split), the share benchmarks/hyper.py "
+                         "measures design choices on, so that the GHN never sees it")
     args = ap.parse_args(argv)
     kind_weights = {}
     for item in args.kind_weight:
@@ -87,6 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ds = load_dataset(args.data, seed=0)
+    x_train, y_train = ds.x_train, ds.y_train
+    data_text = f"model_zoo.load_dataset({args.data!r}, seed=0) train split ({len(x_train)} samples)"
+    if args.hold_out_validation:
+        x_train, y_train, x_val, _ = validation_split(ds.x_train, ds.y_train)
+        data_text = (f"model_zoo.load_dataset({args.data!r}, seed=0) train split without its validation share "
+                     f"(weightspace.hyper.recipe.validation_split, 15%, seed 0): {len(x_train)} samples, "
+                     f"{len(x_val)} held out")
     space = CellSpace(args.data)
     init_meta = None
     if args.init and args.transfer:
@@ -130,12 +144,12 @@ def main(argv: list[str] | None = None) -> None:
                 snapshot(rec)
 
     t0, c0 = time.perf_counter(), time.process_time()
-    history = train_ghn(ghn, ds.x_train, ds.y_train, space, cfg, progress=not args.no_progress, on_log=on_log)
+    history = train_ghn(ghn, x_train, y_train, space, cfg, progress=not args.no_progress, on_log=on_log)
     if on_log is not None and history:  # the final weights too, so that the curve ends at the checkpoint
         snapshot(history[-1])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     meta = {"command": "python -m weightspace.cli.ghn_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
-            "data": f"model_zoo.load_dataset({args.data!r}, seed=0) train split ({len(ds.x_train)} samples)",
+            "data": data_text, "hold_out_validation": bool(args.hold_out_validation),
             "space": repr(space), "train": cfg.to_dict(), "threads": args.threads,
             "train_wall_minutes": round(wall / 60, 2), "train_cpu_minutes": round(cpu / 60, 2),
             "load_average": list(os.getloadavg()), "final": history[-1] if history else None,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from .ghn import GHN, GHNTarget
@@ -28,7 +29,7 @@ from .train import fit_hypernetwork
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GHNTrainConfig", "GHNTargetCache", "train_ghn", "pool_probabilities"]
+__all__ = ["GHNTrainConfig", "GHNTargetCache", "train_ghn", "pool_probabilities", "validation_split"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +129,29 @@ def pool_probabilities(pool: list[dict], kind_weights: dict[str, float] | None) 
     if w.sum() <= 0:
         raise ValueError(f"kind_weights {kind_weights} give every architecture of the pool weight 0")
     return w / w.sum()
+
+
+def validation_split(x: Tensor, y: Tensor, fraction: float = 0.15,
+                     seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(x_fit, y_fit, x_val, y_val)``: a seeded random ``fraction`` of a training split held out.
+
+    The split of ``benchmarks/hyper.py``: its Adam references stop early on the held-out share, and
+    its design-choice tools measure there. A GHN trained on the fitting share only
+    (``ghn_recipe --hold-out-validation``) has never seen the held-out inputs; the shipped
+    checkpoints were trained on the whole training split.
+
+    Args:
+        x / y: training inputs ``[n, ...]`` and labels ``[n]``.
+        fraction: share held out, in ``[0, 1)``.
+        seed: seed of the permutation (``torch.randperm``; the same seed always gives the same split).
+
+    Raises:
+        ValueError: ``fraction`` outside ``[0, 1)`` or ``x`` and ``y`` of different lengths.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_split: fraction must lie in [0, 1), got {fraction}")
+    if len(x) != len(y):
+        raise ValueError(f"validation_split: x has {len(x)} samples but y has {len(y)}")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n = int(round(fraction * len(x)))
+    return x[perm[n:]], y[perm[n:]], x[perm[:n]], y[perm[:n]]
