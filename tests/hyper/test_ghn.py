@@ -104,6 +104,22 @@ def test_force_fills_a_mismatched_model_with_a_warning(tiny_ghn, caplog):
     assert "force=True" in caplog.text
 
 
+def test_layers_wider_than_the_unit_codes_are_named_in_a_warning(caplog):
+    """Filling a layer with more units than the GHN has codes logs which layers repeat codes; a
+    network of training widths fills silently."""
+    ghn = GHN(hidden=8, layers=1, num_codes=16, data="digits")
+    wide = MLP(64, 10, depth=2, width=[20, 12])
+    t = ghn.target(wide)
+    assert t.wide_operations(16) == {"net.1": 20} and t.wide_operations(20) == {}
+    with caplog.at_level("WARNING", logger="weightspace.hyper.ghn"):
+        ghn(wide)
+    assert "1 operation(s) have more units than this GHN's 16 unit codes: 'net.1' (20)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="weightspace.hyper.ghn"):
+        ghn(MLP(64, 10, depth=2, width=[16, 12]))  # sensitivity: 16 units fit 16 codes
+    assert "unit codes" not in caplog.text
+
+
 def test_mismatch_check_passes_matching_models(tiny_ghn):
     # sensitivity of the check above: same classes, the checkpoint's input shape (image or flat)
     tiny_ghn(MLP(64, 10, depth=1, width=16))

@@ -195,6 +195,20 @@ class GHNTarget:
         """``eps [S]``: standard-normal draws, one per predicted kernel value (the seeded draw)."""
         return torch.randn(self.num_slots, generator=generator)
 
+    def wide_operations(self, num_codes: int) -> dict[str, int]:
+        """Operations with more permutable units than ``num_codes`` (name -> number of units).
+
+        Unit ``k`` takes the symmetry-breaking code ``k mod num_codes``, so in these operations units
+        ``k`` and ``k + num_codes`` get the same code and come out alike."""
+        out = {}
+        for label, nodes in self.spec.node_groups.items():
+            if label == "output" or label.startswith("input:"):
+                continue
+            r = self.node_rank[nodes.long()]
+            if bool((r >= num_codes).any()):
+                out[label] = int((r >= 0).sum())
+        return out
+
     @classmethod
     def from_module(cls, model: nn.Module, example_input: Any = None, max_positions: int = 1024) -> GHNTarget:
         """Trace ``model`` and index its parameters.
@@ -586,6 +600,14 @@ class GHN(PretrainedMixin, nn.Module):
             UnsupportedModuleError: the converter cannot read the model (names the module).
         """
         t = self.target(model, example_input, force=force)
+        wide = t.wide_operations(self._config.num_codes)
+        if wide:
+            names = ", ".join(f"'{k}' ({n})" for k, n in list(wide.items())[:4]) + (", ..." if len(wide) > 4 else "")
+            log.warning("%s: %d operation(s) have more units than this GHN's %d unit codes: %s. Unit k takes code "
+                        "k mod %d, so units k and k+%d come out alike; layers this wide lie outside the training "
+                        "widths, and zero-shot accuracy on them is lower (docs/design-notes/hyper.md, 'Left: "
+                        "layers wider than the unit codes')", type(model).__name__, len(wide), self._config.num_codes, names,
+                        self._config.num_codes, self._config.num_codes)
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         flat = self.predict([t], [t.draw_init(gen)])[0]
         tensors = t.spec.unflatten(flat)
