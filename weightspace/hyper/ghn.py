@@ -39,7 +39,9 @@ an index computed once per architecture (:class:`GHNTarget`).
 **Symmetry breaking** (as :class:`~weightspace.hyper.GraphHyperNetwork`): permutable unit ``k``
 of every operation (hidden, residual-sum and attention units) gets a learned code
 :math:`c = \mathrm{codes}[k \bmod 64]`, and output neuron ``c`` (class ``c``) the code of its index,
-so the readout of every class starts distinct; predicted weights are centred across the units of the
+so the readout of every class starts distinct (in an operation of more than 64 units, units ``k`` and
+``k + 64`` share a code and come out alike; filling such a model logs a warning that names those
+operations, :meth:`GHNTarget.wide_operations`); predicted weights are centred across the units of the
 target operation (for each source unit and kernel slot); a seeded draw :math:`\epsilon` enters
 through a learned per-edge-type gain :math:`g_\tau` (initialized at 0).
 
