@@ -120,6 +120,23 @@ def test_layers_wider_than_the_unit_codes_are_named_in_a_warning(caplog):
     assert "unit codes" not in caplog.text
 
 
+def test_a_patch_embedding_written_as_a_linear_is_named_in_a_warning(tiny_ghn, caplog):
+    """A ViT that cuts its input into patches by a reshape and embeds them with a Linear (a form the
+    GHNs were not trained on) gets a warning with the convolution to write instead; a strided-conv
+    ViT, a CNN and an MLP on the flattened input do not."""
+    with caplog.at_level("WARNING", logger="weightspace.hyper.ghn"):
+        tiny_ghn(TinyViT(1, 10, image_size=8, patch=2, dim=8, heads=2, depth=1))
+    assert "reads its input as 4 features per position" in caplog.text and "nn.Conv2d(1, dim" in caplog.text
+    caplog.clear()
+    conv_vit = build_arch({"kind": "vit", "dims": 2, "in_channels": 1, "size": 8, "num_classes": 10, "norm": "ln",
+                           "act": "gelu", "dim": 8, "heads": 2, "depth": 1, "mlp_ratio": 2, "patch": 2,
+                           "cls": False, "norm_first": True, "pool": "mean"})
+    with caplog.at_level("WARNING", logger="weightspace.hyper.ghn"):
+        for model in (conv_vit, SmallCNN(1, 10, channels=[8], layers=1), MLP(64, 10, depth=1, width=16)):
+            tiny_ghn(model)
+    assert "features per position" not in caplog.text
+
+
 def test_mismatch_check_passes_matching_models(tiny_ghn):
     # sensitivity of the check above: same classes, the checkpoint's input shape (image or flat)
     tiny_ghn(MLP(64, 10, depth=1, width=16))

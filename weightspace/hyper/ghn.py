@@ -61,6 +61,11 @@ recalibration is at least train-mode accuracy, within 1 point on the mean of six
 training space normalizes every layer, so a network with no normalization layer at all needs
 :func:`~weightspace.hyper.standardize_units` after filling (:mod:`weightspace.hyper.calibrate`).
 
+**Patch embeddings.** The training space embeds ViT patches with a strided convolution. A model
+that cuts its input into patches by a reshape and embeds them with a ``Linear`` computes the same
+function as a different graph (one input node per position in a patch), which the shipped GHNs fill
+near chance; filling one logs a warning with the convolution to write instead.
+
 **Data check.** A checkpoint records the data it was trained on (``config.data``: ``"digits"``,
 ``[B, 1, 8, 8]``, or ``"mnist1d"``, ``[B, 1, 40]``, 10 classes). Before filling, the model is run
 once on a zero batch of that shape (or its flattened form); a model that refuses it or does not
@@ -610,6 +615,16 @@ class GHN(PretrainedMixin, nn.Module):
                         "widths, and zero-shot accuracy on them is lower (docs/design-notes/hyper.md, 'Left: "
                         "layers wider than the unit codes')", type(model).__name__, len(wide), self._config.num_codes, names,
                         self._config.num_codes, self._config.num_codes)
+        if self.data:
+            dims, c, size, _ = DATASETS[self.data]
+            n_in = sum(len(v) for k, v in t.spec.node_groups.items() if k.startswith("input:"))
+            if c < n_in < c * size**dims:
+                log.warning("%s reads its input as %d features per position (the input is cut into patches "
+                            "by a reshape before its first layer, as in a ViT whose patch embedding is a "
+                            "Linear); this GHN was trained on patch embeddings written as strided "
+                            "convolutions and fills this form near chance: write it as nn.Conv%dd(%d, dim, "
+                            "kernel_size=p, stride=p) (docs/guides/hypernetwork.md, 'Patch embeddings')",
+                            type(model).__name__, n_in, dims, c)
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         flat = self.predict([t], [t.draw_init(gen)])[0]
         tensors = t.spec.unflatten(flat)
