@@ -611,9 +611,8 @@ class GHN(PretrainedMixin, nn.Module):
         if wide:
             names = ", ".join(f"'{k}' ({n})" for k, n in list(wide.items())[:4]) + (", ..." if len(wide) > 4 else "")
             log.warning("%s: %d operation(s) have more units than this GHN's %d unit codes: %s. Unit k takes code "
-                        "k mod %d, so units k and k+%d come out alike; layers this wide lie outside the training "
-                        "widths, and zero-shot accuracy on them is lower (docs/design-notes/hyper.md, 'Left: "
-                        "layers wider than the unit codes')", type(model).__name__, len(wide), self._config.num_codes, names,
+                        "k mod %d, so units k and k+%d come out alike (docs/design-notes/hyper.md, 'Left: layers "
+                        "wider than the unit codes')", type(model).__name__, len(wide), self._config.num_codes, names,
                         self._config.num_codes, self._config.num_codes)
         if self.data:
             dims, c, size, _ = DATASETS[self.data]
