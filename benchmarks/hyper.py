@@ -332,9 +332,7 @@ def measure_reference(name: str, build, ds, fit, val, args) -> dict:
     fine-tuning from the random init (the same seeds and code path as :func:`measure`)."""
     test = (ds.x_test, ds.y_test)
     t0 = time.perf_counter()
-    torch.manual_seed(args.seed)
-    random_model = build()
-    recalibrate_batchnorm(random_model, fit[0])
+    random_model = random_init(build, fit, args.seed)
     row = {"name": name, "random": accuracy(random_model, *test)}
     ref_model = copy.deepcopy(random_model)
     ref = train_reference(ref_model, fit, val, args.seed + REFERENCE_SEED_OFFSET, args.max_epochs, args.patience)
@@ -350,10 +348,16 @@ def upgrade_reference(cached: dict, build, fit, test, args) -> dict:
     """A cached reference whose fine-tuning from the random init was counted on the validation split,
     with that run done again and counted on the test split (the Adam reference itself is kept: its
     protocol, and so its cache key, is unchanged)."""
-    torch.manual_seed(args.seed)  # the same seed rebuilds the same random init
-    random_model = build()
-    recalibrate_batchnorm(random_model, fit[0])
-    return {**cached, **random_finetune(random_model, cached, fit, test, args)}
+    return {**cached, **random_finetune(random_init(build, fit, args.seed), cached, fit, test, args)}
+
+
+def random_init(build, fit, seed: int) -> nn.Module:
+    """The architecture's seeded default initialization (the same seed rebuilds the same weights), its
+    BatchNorm statistics recomputed on the training inputs."""
+    torch.manual_seed(seed)
+    model = build()
+    recalibrate_batchnorm(model, fit[0])
+    return model
 
 
 def random_finetune(random_model: nn.Module, row: dict, fit, test, args) -> dict:

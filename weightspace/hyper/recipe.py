@@ -143,7 +143,9 @@ def validation_split(x: Tensor, y: Tensor, fraction: float = 0.15,
     Args:
         x / y: training inputs ``[n, ...]`` and labels ``[n]``.
         fraction: share held out, in ``[0, 1)``.
-        seed: seed of the permutation (``torch.randperm``; the same seed always gives the same split).
+        seed: seed of the permutation (``torch.randperm``; the same seed always gives the same split;
+            not :func:`model_zoo.data.split_indices`'s permutation, so that the benchmark's cached
+            references keep their split).
 
     Raises:
         ValueError: ``fraction`` outside ``[0, 1)`` or ``x`` and ``y`` of different lengths.
