@@ -135,6 +135,14 @@ def test_a_patch_embedding_written_as_a_linear_is_named_in_a_warning(tiny_ghn, c
         for model in (conv_vit, SmallCNN(1, 10, channels=[8], layers=1), MLP(64, 10, depth=1, width=16)):
             tiny_ghn(model)
     assert "features per position" not in caplog.text
+    caplog.clear()
+    # a checkpoint continuing one trained with Linear embeddings (ghn_recipe --linear-embed) does not warn
+    tiny_ghn.meta = {"train": {"linear_embed": 0.0}, "init": {"train": {"linear_embed": 1.0}}}
+    assert tiny_ghn.trained_on_linear_embeddings
+    with caplog.at_level("WARNING", logger="weightspace.hyper.ghn"):
+        tiny_ghn(TinyViT(1, 10, image_size=8, patch=2, dim=8, heads=2, depth=1))
+    assert "features per position" not in caplog.text
+    tiny_ghn.meta = {}
 
 
 def test_mismatch_check_passes_matching_models(tiny_ghn):

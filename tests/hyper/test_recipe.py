@@ -192,3 +192,21 @@ def test_recipe_cli_can_hold_out_the_validation_share(tmp_path, monkeypatch):
     meta = GHN.from_pretrained(tmp_path / "held").meta
     assert meta["hold_out_validation"] and f"{len(x_val)} held out" in meta["data"]
     assert not GHN.from_pretrained(tmp_path / "all").meta["hold_out_validation"]
+
+
+def test_recipe_cli_trains_on_linear_embedding_twins(tmp_path, monkeypatch):
+    """``ghn_recipe --linear-embed S`` passes the share to the pool and records it in the extras, so the
+    checkpoint stops warning about Linear patch embeddings; without it the pool has convolutions only."""
+    import weightspace.hyper.recipe as recipe
+    from weightspace.cli import ghn_recipe
+
+    pools = []
+    monkeypatch.setattr(recipe, "train_ghn", lambda ghn, x, y, space, cfg, **k: pools.append(
+        space.train_pool(40, seed=cfg.seed, linear_embed=cfg.linear_embed)) or [])
+    small = ["--data", "digits", "--minutes", "0.01", "--hidden", "8", "--layers", "1", "--no-progress"]
+    ghn_recipe.main([*small, "--out", str(tmp_path / "lin"), "--linear-embed", "1"])
+    ghn_recipe.main([*small, "--out", str(tmp_path / "conv")])
+    assert any(c.get("embed") == "linear" for c in pools[0])
+    assert not any(c.get("embed") == "linear" for c in pools[1])
+    assert GHN.from_pretrained(tmp_path / "lin").trained_on_linear_embeddings
+    assert not GHN.from_pretrained(tmp_path / "conv").trained_on_linear_embeddings

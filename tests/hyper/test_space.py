@@ -71,3 +71,59 @@ def test_every_sampled_network_runs_converts_and_round_trips(seed, data, split):
     state = model.state_dict()
     back = spec.to_state_dict(spec.to_graph(state))
     assert all(torch.equal(back[k], state[k]) for k in spec.names)
+
+
+@pytest.mark.parametrize("dims,size,patch", [(2, 8, 2), (2, 8, 4), (1, 40, 5)])
+def test_linear_embedding_computes_the_tinyvit_function(dims, size, patch):
+    """A post-norm, mean-pooled ``embed="linear"`` ViT with TinyViT's weights computes TinyViT's
+    outputs (the patch cut is the same reshape); with a conv embedding of the same weights it does
+    not (sensitivity: the two embeddings read patch positions differently unless cut alike)."""
+    from weightspace.archs import TinyViT
+
+    torch.manual_seed(0)
+    ref = TinyViT(1, 10, image_size=size, patch=patch, dim=8, heads=2, depth=2, dims=dims).eval()
+    config = {"kind": "vit", "dims": dims, "in_channels": 1, "size": size, "num_classes": 10, "norm": "ln",
+              "act": "gelu", "dim": 8, "heads": 2, "depth": 2, "mlp_ratio": 2, "patch": patch, "cls": False,
+              "norm_first": False, "pool": "mean", "embed": "linear"}
+    model = build_arch(config).eval()
+    state = {}
+    for k, v in ref.state_dict().items():
+        k = k.replace("embed.", "patch.").replace("encoder.layers.", "blocks.")
+        state[k] = v[None] if k == "pos" else v
+    model.load_state_dict(state)
+    x = torch.randn(4, 1, *([size] * dims))
+    torch.testing.assert_close(model(x), ref(x))
+    # sensitivity: a channel-first patch cut (the transpose of the right one) changes the outputs
+    if dims == 2:
+        model._patches = lambda t: t.reshape(4, 1, size // patch, patch, size // patch, patch).permute(
+            0, 2, 4, 1, 5, 3).reshape(4, -1, patch * patch)
+        assert not torch.allclose(model(x), ref(x))
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist1d"])
+def test_train_pool_adds_linear_embedding_twins_without_moving_its_draws(data):
+    """``train_pool(linear_embed=s)`` keeps the ``n`` draws and their order, appends the ``Linear``
+    twins of about a share ``s`` of the ViTs, never the held-out TinyViT form (post-norm, no class
+    token), and every twin runs and converts."""
+    from weightspace.hyper.space import linear_embed_twin
+
+    space = CellSpace(data)
+    base = space.train_pool(300)
+    full, half = space.train_pool(300, linear_embed=1.0), space.train_pool(300, linear_embed=0.5)
+    assert full[:300] == base and half[:300] == base and space.train_pool(300, linear_embed=0.0) == base
+    vits = [c for c in base if c["kind"] == "vit"]
+    twins = full[300:]
+    assert len(twins) == sum(linear_embed_twin(c) is not None for c in vits) > 0
+    assert all(t["embed"] == "linear" and (t["norm_first"] or t["cls"]) for t in twins)
+    assert 0 < len(half) - 300 < len(twins)  # sensitivity: a smaller share adds fewer twins
+    assert {config_key(t) for t in half[300:]} <= {config_key(t) for t in twins}
+    assert linear_embed_twin(next(c for c in base if c["kind"] == "cnn")) is None
+    assert linear_embed_twin({**vits[0], "norm_first": False, "cls": False}) is None
+    x = torch.randn(2, *INPUTS[data])
+    for t in twins[:3]:
+        model = build_arch(t).eval()
+        assert model(x).shape == (2, 10)
+        spec = GraphSpec.from_module(model, x[:1])
+        assert "patch.weight" in spec.names
+    with pytest.raises(ValueError, match="share"):
+        space.train_pool(10, linear_embed=1.5)

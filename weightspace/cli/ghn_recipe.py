@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kind-weight", action="append", default=[], metavar="KIND=W",
                     help="draw architectures of family KIND (cnn, vit, mlp) W times as often as the others "
                          "(repeatable; default: every pool member equally)")
+    ap.add_argument("--linear-embed", type=float, default=0.0, metavar="SHARE",
+                    help="add the Linear-patch-embedding twin of this share of the pool's ViTs to the pool "
+                         "(weightspace.hyper.space.CellSpace.train_pool; default 0: strided-convolution "
+                         "embeddings only)")
     ap.add_argument("--snapshot-dir", default=None, help="snapshot directory (default: OUT-snapshots)")
     ap.add_argument("--hold-out-validation", action="store_true",
                     help="train on the training split minus its validation share (15%%, seed 0; "
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         ghn = GHN(hidden=args.hidden, layers=args.layers, data=args.data)
     cfg = GHNTrainConfig(archs_per_step=args.archs_per_step, batch_size=args.batch_size, lr=args.lr,
                          pool=args.pool, seed=args.seed, max_minutes=args.minutes,
-                         kind_weights=kind_weights or None)
+                         kind_weights=kind_weights or None, linear_embed=args.linear_embed)
     on_log = None
     if args.snapshot_minutes > 0:
         from pathlib import Path

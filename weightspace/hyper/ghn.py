@@ -617,7 +617,7 @@ class GHN(PretrainedMixin, nn.Module):
         if self.data:
             dims, c, size, _ = DATASETS[self.data]
             n_in = sum(len(v) for k, v in t.spec.node_groups.items() if k.startswith("input:"))
-            if c < n_in < c * size**dims:
+            if c < n_in < c * size**dims and not self.trained_on_linear_embeddings:
                 log.warning("%s reads its input as %d features per position (the input is cut into patches "
                             "by a reshape before its first layer, as in a ViT whose patch embedding is a "
                             "Linear); this GHN was trained on patch embeddings written as strided "
@@ -628,6 +628,18 @@ class GHN(PretrainedMixin, nn.Module):
         flat = self.predict([t], [t.draw_init(gen)])[0]
         tensors = t.spec.unflatten(flat)
         return {k: tensors[t.spec.aliases.get(k, k)] for k in t.spec.keys if t.spec.aliases.get(k, k) in tensors}
+
+    @property
+    def trained_on_linear_embeddings(self) -> bool:
+        """Whether this checkpoint, or one it continues, trained on ViTs whose patch embedding is a
+        reshape + ``Linear`` (``ghn_recipe --linear-embed``; recorded in the extras' ``train`` and
+        ``init``)."""
+        meta = self.meta
+        while isinstance(meta, dict):
+            if float((meta.get("train") or {}).get("linear_embed") or 0.0) > 0.0:
+                return True
+            meta = meta.get("init")
+        return False
 
     def forward(self, model: nn.Module, seed: int | None = 0, example_input: Any = None, *,
                 force: bool = False) -> nn.Module:

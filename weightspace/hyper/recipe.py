@@ -48,6 +48,9 @@ class GHNTrainConfig:
         kind_weights: relative weight of each family (``config["kind"]``: ``cnn``, ``vit``, ``mlp``) when
             a step draws from the pool, e.g. ``{"vit": 3.0}`` draws a transformer three times as often as
             a CNN or MLP; ``None`` draws every pool member with the same probability.
+        linear_embed: share of the pool's ViTs that also enter the pool with their patch embedding
+            written as a reshape + ``Linear`` (:meth:`~weightspace.hyper.space.CellSpace.train_pool`);
+            0 keeps the pool to strided-convolution embeddings.
     """
 
     steps: int = 20000
@@ -61,6 +64,7 @@ class GHNTrainConfig:
     max_minutes: float | None = 13.0
     log_every: int = 25
     kind_weights: dict[str, float] | None = None
+    linear_embed: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +102,8 @@ def train_ghn(ghn: GHN, x: Tensor, y: Tensor, space: CellSpace, cfg: GHNTrainCon
         one dict per ``log_every`` steps: ``step``, ``minutes``, ``train/loss``, ``train/accuracy``.
     """
     cfg = cfg or GHNTrainConfig()
-    pool = space.train_pool(cfg.pool, seed=cfg.seed)
+    extra = {"linear_embed": cfg.linear_embed} if cfg.linear_embed else {}  # spaces without twins need not take it
+    pool = space.train_pool(cfg.pool, seed=cfg.seed, **extra)
     cache = GHNTargetCache(ghn)
     probs = pool_probabilities(pool, cfg.kind_weights)
 

@@ -18,9 +18,15 @@ turns into an ordinary ``nn.Module`` (:class:`CellNet`) the parameter-graph conv
   stride 1) and ``id``; every parametric op is conv -> norm -> activation. The cell output is the
   sum or the concatenation (then a 1x1 projection) of its leaf nodes, plus the cell input when
   ``skip``. Head: global average pooling or flattening, then a linear layer.
-* ``vit``: patch embedding (a convolution with kernel = stride = patch), an optional class token, a
-  learned positional table, ``depth`` transformer encoder blocks (multi-head attention + MLP,
-  pre- or post-norm LayerNorm), mean or class-token pooling, a linear head.
+* ``vit``: patch embedding (a convolution with kernel = stride = patch; or, with ``embed="linear"``,
+  the input cut into patches by a reshape and embedded by a ``Linear``, as in
+  :class:`weightspace.archs.TinyViT`), an optional class token, a learned positional table,
+  ``depth`` transformer encoder blocks (multi-head attention + MLP, pre- or post-norm LayerNorm),
+  mean or class-token pooling, a linear head. The two embeddings compute the same family of
+  functions but are different parameter graphs (a ``Linear`` embedding has one input node per
+  position in a patch). :meth:`CellSpace.draw` and the benchmark splits use the convolution; a
+  training pool adds ``Linear``-embedding twins of a share of its ViTs on request
+  (:meth:`CellSpace.train_pool`, ``linear_embed``).
 * ``mlp``: flatten, 1-6 hidden linear layers (each with the network's norm and activation), linear.
 
 Normalization (``norm``): ``bn`` (BatchNorm), ``ln`` (LayerNorm over channels) or ``none``.
@@ -57,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["CellSpace", "CellNet", "build_arch", "SPLITS", "DATASETS", "config_key", "is_held_out",
-           "in_distribution"]
+           "in_distribution", "linear_embed_twin"]
 
 #: Benchmark splits of :meth:`CellSpace.split` (``test`` is in-distribution).
 SPLITS: tuple[str, ...] = ("test", "wide", "deep", "dense", "no-norm")
@@ -201,7 +207,8 @@ class CellNet(nn.Module):
             ``[B, C, size, size]`` (2-D) and outputs.
         norm: ``bn``, ``ln`` or ``none``; act: ``relu``, ``gelu``, ``silu`` or ``tanh``.
         stem / cells / head: ``cnn`` options; dim / heads / depth / mlp_ratio / patch / cls /
-            norm_first / pool: ``vit`` options; widths: ``mlp`` hidden widths.
+            norm_first / pool / embed: ``vit`` options (``embed``: ``"conv"``, a strided convolution,
+            or ``"linear"``, a reshape into patches then a ``Linear``); widths: ``mlp`` hidden widths.
 
     Shapes:
         input ``[B, C, L]`` or ``[B, C, H, W]`` -> output ``[B, num_classes]``.
@@ -211,7 +218,7 @@ class CellNet(nn.Module):
                  norm: str = "bn", act: str = "relu", stem: dict | None = None, cells: list | None = None,
                  head: str = "pool", dim: int = 16, heads: int = 2, depth: int = 1, mlp_ratio: int = 2,
                  patch: int = 2, cls: bool = False, norm_first: bool = True, pool: str = "mean",
-                 widths: list | None = None) -> None:
+                 embed: str = "conv", widths: list | None = None) -> None:
         super().__init__()
         self.kind, self.dims, self.head_kind = kind, dims, head
         if kind == "cnn":
@@ -229,10 +236,15 @@ class CellNet(nn.Module):
         elif kind == "vit":
             if size % patch:
                 raise ValueError(f"size {size} is not a multiple of patch {patch}")
+            if embed not in ("conv", "linear"):
+                raise ValueError(f"embed must be 'conv' or 'linear', got {embed!r}")
             tokens = (size // patch) ** dims
-            self.cls = cls
-            self.patch = _conv(dims, in_channels, dim, patch, stride=patch)
-            self.patch.padding = (0,) * dims
+            self.cls, self.embed, self.patch_size, self.in_channels = cls, embed, patch, in_channels
+            if embed == "conv":
+                self.patch = _conv(dims, in_channels, dim, patch, stride=patch)
+                self.patch.padding = (0,) * dims
+            else:
+                self.patch = nn.Linear(in_channels * patch**dims, dim)
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls else None
             self.pos = nn.Parameter(torch.zeros(1, tokens + int(cls), dim))
             self.blocks = nn.ModuleList(
@@ -259,7 +271,7 @@ class CellNet(nn.Module):
             h = h.flatten(1) if self.head_kind == "flatten" else h.mean(dim=tuple(range(2, 2 + self.dims)))
             return self.head(h)
         if self.kind == "vit":
-            h = self.patch(x).flatten(2).transpose(1, 2)
+            h = self.patch(x).flatten(2).transpose(1, 2) if self.embed == "conv" else self.patch(self._patches(x))
             if self.cls_token is not None:
                 h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1), h], dim=1)
             h = h + self.pos
@@ -268,6 +280,15 @@ class CellNet(nn.Module):
             h = self.norm(h)
             return self.head(h[:, 0] if (self.pool == "cls" and self.cls_token is not None) else h.mean(dim=1))
         return self.head(self.body(x))
+
+    def _patches(self, x: Tensor) -> Tensor:
+        """``[B, C, L]`` / ``[B, C, H, W]`` -> ``[B, tokens, C * patch**dims]`` (non-overlapping patches)."""
+        p, c, b = self.patch_size, self.in_channels, x.shape[0]
+        if self.dims == 1:
+            n = x.shape[-1] // p
+            return x.reshape(b, c, n, p).permute(0, 2, 1, 3).reshape(b, n, c * p)
+        n = x.shape[-1] // p
+        return x.reshape(b, c, n, p, n, p).permute(0, 2, 4, 1, 3, 5).reshape(b, n * n, c * p * p)
 
 
 def build_arch(config: dict) -> CellNet:
@@ -297,6 +318,26 @@ _SPLIT_RANGES = {
     "dense": _Ranges(ops=(6, 7, 8), two_inputs=0.8, kinds=(("cnn", 1.0),)),
     "no-norm": _Ranges(norms=("none",), kinds=(("cnn", 0.75), ("mlp", 0.25))),
 }
+
+
+def linear_embed_twin(config: dict) -> dict | None:
+    """The ``Linear``-patch-embedding twin of a ViT configuration, or None.
+
+    None for other families, for configurations that already embed with a ``Linear``, and for
+    post-norm ViTs without a class token: that combination with a ``Linear`` embedding is the graph of
+    :class:`weightspace.archs.TinyViT` (post-norm, mean-pooled), which ``benchmarks/hyper.py`` holds
+    out as real-library architectures, so a training pool never contains it.
+    """
+    if config.get("kind") != "vit" or config.get("embed", "conv") != "conv":
+        return None
+    if not config["norm_first"] and not config["cls"]:
+        return None
+    return {**config, "embed": "linear"}
+
+
+def _share(config: dict, salt: str) -> float:
+    """A stable pseudo-random number in [0, 1) of a configuration (independent of any RNG stream)."""
+    return int(hashlib.sha256((salt + config_key(config)).encode()).hexdigest()[:8], 16) / 16**8
 
 
 def in_distribution(config: dict) -> bool:
@@ -404,15 +445,28 @@ class CellSpace:
             if not is_held_out(c, self.held_out):
                 return c
 
-    def train_pool(self, n: int, seed: int = 0) -> list[dict]:
-        """``n`` distinct training configurations (the fixed pool a training run cycles through)."""
+    def train_pool(self, n: int, seed: int = 0, linear_embed: float = 0.0) -> list[dict]:
+        """``n`` distinct training configurations (the fixed pool a training run cycles through).
+
+        Args:
+            n: distinct configurations drawn from the training share.
+            seed: seed of the draws.
+            linear_embed: share of the pool's ViTs that also enter the pool as their
+                ``Linear``-patch-embedding twin (:func:`linear_embed_twin`), appended after the ``n``
+                draws. Which ViTs is decided by a stable hash of each configuration, so the ``n``
+                draws and their order are the same for every value.
+        """
+        if not 0.0 <= linear_embed <= 1.0:
+            raise ValueError(f"linear_embed is a share in [0, 1], got {linear_embed}")
         rng = np.random.default_rng([seed, 1000])
         out: dict[str, dict] = {}
         for _ in range(100 * n):
             c = self.sample_train(rng)
             out.setdefault(config_key(c), c)
             if len(out) == n:
-                return list(out.values())
+                pool = list(out.values())
+                twins = [linear_embed_twin(c) for c in pool if _share(c, "embed:") < linear_embed]
+                return pool + [t for t in twins if t is not None]
         raise ValueError(f"the training space of {self!r} has fewer than {n} distinct configurations")
 
     def split(self, name: str, n: int, seed: int = 0) -> list[dict]:
