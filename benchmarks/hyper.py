@@ -91,7 +91,7 @@ from weightspace.hyper import (  # noqa: E402
     standardize_units,
 )
 from weightspace.hyper.recipe import validation_split  # noqa: E402
-from weightspace.hyper.space import SPLITS, CellSpace, build_arch  # noqa: E402
+from weightspace.hyper.space import SPLITS, CellSpace, build_arch, config_key, linear_embed_twin  # noqa: E402
 
 log = logging.getLogger("benchmarks.hyper")
 RESULTS = Path(__file__).parent / "results"
@@ -181,6 +181,52 @@ def real_library(data: str) -> list[tuple[str, callable]]:
                                                   strides=[2, 1, 2], dims=1)),
             ("ws-mlp1d", lambda: MLP(40, 10, depth=2, width=[64, 64])),
         ]
+    return out
+
+
+def training_pools(ghn: GHN, data: str) -> list[dict]:
+    """Every configuration of ``data``'s space that a checkpoint (or a run it continues) trained on:
+    the union of the pools its recorded runs on ``data`` drew from (``config.json`` extras: ``train``
+    ``pool``/``seed``/``linear_embed`` per run, nested under ``init``; runs on another dataset, the
+    source of a ``--transfer``, are skipped)."""
+    pools, meta = {}, ghn.meta
+    while isinstance(meta, dict):
+        train = meta.get("train") or {}
+        if f"CellSpace({data!r}" in str(meta.get("space", "")) and "pool" in train:
+            pools[(int(train["pool"]), int(train.get("seed", 0)), float(train.get("linear_embed") or 0.0))] = True
+        meta = meta.get("init")
+    space, out = CellSpace(data), {}
+    for n, seed, share in pools:
+        for c in space.train_pool(n, seed=seed, linear_embed=share):
+            out.setdefault(config_key(c), c)
+    return list(out.values())
+
+
+def seen_in_training(ghn: GHN, model: nn.Module, pool: list[dict], counts: dict) -> list[str]:
+    """Training-pool configurations whose parameter graph is the same as ``model``'s, as the GHN reads it.
+
+    Two architectures are the same to the GHN when it predicts the same parameters for them from the
+    same seeded draws; candidates are the pool members with ``model``'s parameter count (``counts``:
+    config key -> count, filled on first use). A real-library model with such a twin was not unseen.
+    """
+    n = sum(p.numel() for p in model.parameters())
+    if not counts:
+        for c in pool:
+            counts[config_key(c)] = sum(p.numel() for p in build_arch(c).parameters())
+
+    def predicted(m: nn.Module) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = ghn.target(m)
+        with torch.no_grad():
+            return ghn.predict([t], [t.draw_init(torch.Generator().manual_seed(0))])[0]
+
+    mine, out = predicted(model), []
+    for c in pool:
+        if counts[config_key(c)] == n:
+            other = predicted(build_arch(c))
+            if other.shape == mine.shape and torch.equal(other, mine):
+                out.append(config_key(c))
     return out
 
 
@@ -630,18 +676,33 @@ def render(out: Path) -> None:
         if refused:
             lines += ["", "Refused:", ""] + [f"- {sp} / {n}: {why}" for sp, n, why in refused]
         rl = part["rows"].get("real-library", [])
+        seen = [r for r in rl if r.get("seen_in_training")]
+        if seen:
+            s = summarize([r for r in rl if not r.get("seen_in_training")])
+            a1, r1 = np.mean(s["ft_prep_1_epoch"] or [np.nan]), np.mean(s["ft_rand_1_epoch"] or [np.nan])
+            lines += ["", "Real-library models whose parameter graph is, to the GHN, the same as an architecture of "
+                      "its training pool (it predicts the same parameters for both; `seen_in_training`): "
+                      + ", ".join(f"{r['name']} ({len(r['seen_in_training'])} pool twin"
+                                  f"{'s' if len(r['seen_in_training']) > 1 else ''})" for r in seen)
+                      + f". Without them ({s['archs'] - s['refused']} models): zero-shot {_ms(s['zero_shot'])}, "
+                      f"zero-shot / trained {np.mean(s['ratio']):.2f} (goal ≥ {GOALS['real-library']}: "
+                      f"{'met' if np.mean(s['ratio']) >= GOALS['real-library'] else 'not met'}); 1 epoch prepared / "
+                      f"rand {a1 / r1:.2f} (goal ≥ 2: {'met' if a1 >= 2 * r1 else 'not met'})."]
         if rl:
+            checked = any("seen_in_training" in r for r in rl)
             lines += ["", "Real-library architectures:", "", "| model | params | zero-shot | random | trained | "
-                      "1 epoch pred / rand |", "|---|---|---|---|---|---|"]
+                      "1 epoch pred / rand |" + (" same graph as a pool architecture |" if checked else ""),
+                      "|---|---|---|---|---|---|" + ("---|" if checked else "")]
             for r in rl:
+                twin = (" yes |" if r.get("seen_in_training") else " no |") if checked else ""
                 if "refused" in r:
-                    lines.append(f"| {r['name']} | {r.get('params', '-')} | refused | | | |")
+                    lines.append(f"| {r['name']} | {r.get('params', '-')} | refused | | | |" + (" |" if checked else ""))
                     continue
                 zs = (f"{r['zero_shot']:.3f} ({r['zero_shot_unstandardized']:.3f} unstandardized)"
                       if "zero_shot_unstandardized" in r else f"{r['zero_shot']:.3f}")
                 lines.append(f"| {r['name']} | {r['params']} | {zs} | {r['random']:.3f} | "
                              f"{r.get('trained', float('nan')):.3f} | {r.get('ft_pred_1_epoch') or float('nan'):.3f} / "
-                             f"{r.get('ft_rand_1_epoch') or float('nan'):.3f} |")
+                             f"{r.get('ft_rand_1_epoch') or float('nan'):.3f} |" + twin)
         lines.append("")
     (out / "hyper.md").write_text("\n".join(lines) + "\n")
     datasets = list(doc)
@@ -880,7 +941,9 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
     configurations) and the validation inputs of :func:`validation_data` (for digits the GHN saw
     them as training data of other architectures; the architectures never), beside
     the training-minibatch accuracy of the same snapshots (on pool architectures): the gap between
-    the two is the GHN's overfitting to its pool. Writes ``hyper.validation-<data>.json|png``."""
+    the two is the GHN's overfitting to its pool. The validation ViTs' ``Linear``-patch-embedding
+    twins (:func:`~weightspace.hyper.space.linear_embed_twin`; in no pool, since their sources are
+    not) are measured beside them (``val_linear_embed``). Writes ``hyper.validation-<data>.json|png``."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -895,11 +958,22 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
     ghn.load_state_dict(load_file(str(runs[0][0])))
     ghn.eval()
     configs = validation_archs(CellSpace(data), n_archs, pool=pool, seed=seed)
-    archs = []
-    for c in configs:
+    twins = [t for t in map(linear_embed_twin, configs) if t is not None]
+    archs, twin_archs = [], []
+    for c in configs + twins:
         torch.manual_seed(seed)
         model = build_arch(c)
-        archs.append((model, ghn.target(model)))
+        (archs if len(archs) < len(configs) else twin_archs).append((model, ghn.target(model)))
+
+    def zero_shot(items) -> list[float]:
+        accs = []
+        for model, t in items:
+            with torch.no_grad():
+                flat = ghn.predict([t], [t.draw_init(torch.Generator().manual_seed(seed))])[0]
+                model.load_state_dict({k: v for k, v in t.spec.unflatten(flat).items()}, strict=False)
+            recalibrate_batchnorm(model, fit_x)
+            accs.append(accuracy(model, val_x, val_y))
+        return accs
     rows, offset = [], 0
     for run, (d, snaps) in enumerate(zip(snap_dirs, runs)):
         last = 0
@@ -907,22 +981,18 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
             with safe_open(str(snap), "pt") as f:
                 rec = {k: float(v) for k, v in f.metadata().items()}
             ghn.load_state_dict(load_file(str(snap)))
-            accs = []
-            for model, t in archs:
-                with torch.no_grad():
-                    flat = ghn.predict([t], [t.draw_init(torch.Generator().manual_seed(seed))])[0]
-                    model.load_state_dict({k: v for k, v in t.spec.unflatten(flat).items()}, strict=False)
-                recalibrate_batchnorm(model, fit_x)
-                accs.append(accuracy(model, val_x, val_y))
+            accs, twin_accs = zero_shot(archs), zero_shot(twin_archs)
             last = max(last, int(rec["step"]))
             rows.append({**rec, "run": run, "snapshots": str(d), "total_step": offset + int(rec["step"]),
                          "val_zero_shot": float(np.mean(accs)), "val_zero_shot_std": float(np.std(accs)),
-                         "val_accs": accs})
-            log.info("run %d %s step %d: validation zero-shot %.3f", run, snap.name, rec["step"],
-                     rows[-1]["val_zero_shot"])
+                         "val_accs": accs, "val_linear_embed": float(np.mean(twin_accs)) if twin_accs else None,
+                         "val_linear_embed_accs": twin_accs})
+            log.info("run %d %s step %d: validation zero-shot %.3f (Linear-embedding twins %.3f)", run, snap.name,
+                     rec["step"], rows[-1]["val_zero_shot"], np.mean(twin_accs) if twin_accs else float("nan"))
         offset += last
     doc = {"data": data, "snapshots": [str(d) for d in snap_dirs], "archs": len(configs), "seed": seed,
-           "kinds": [c["kind"] for c in configs], "validation": validation_text(data),
+           "kinds": [c["kind"] for c in configs], "linear_embed_twins": len(twins),
+           "validation": validation_text(data),
            "pool_excluded": pool, "command": "python benchmarks/hyper.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": round(os.getloadavg()[0], 1),
            "rows": rows}
@@ -938,6 +1008,9 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
         ax[1].fill_between(steps, m - sd, m + sd, alpha=0.15, color=f"C{run}")
         ax[1].plot(steps, [r["train/accuracy"] for r in rr], ls=":", marker=".", c=f"C{run}",
                    label=f"run {run}: training pool (minibatches)")
+        if twins:
+            ax[1].plot(steps, [r["val_linear_embed"] for r in rr], ls="--", marker="x", c=f"C{run}",
+                       label=f"run {run}: Linear-embedding twins of the validation ViTs")
     ax[0].axhline(np.log(10), ls="--", c="gray", label="log 10 (uniform)")
     ax[0].set(xlabel="step (runs continued)", ylabel="training loss (window mean)", title=f"{data}: training loss")
     ax[0].legend(fontsize=8)
@@ -1256,11 +1329,16 @@ def main() -> None:
     # round-robin over splits: an interrupted run leaves about as many architectures in each split
     order = [(split, i) for i in range(max(map(len, items.values()), default=0)) for split in splits
              if i < len(items[split])]
+    pool, pool_counts = None, {}  # the checkpoint's training configurations, for the real-library twin check
     for split, i in tqdm(order, desc=args.data):
         n, build, config = items[split][i]
         train_ref = i < (args.real_trained if split == "real-library" else args.trained)
         key = reference_key(args.data, split, n, config, args)
         row = measure(n, build, ghn, ds, fit, val, args, train_ref, ref_cache.get(key))
+        if split == "real-library" and "refused" not in row:
+            if pool is None:
+                pool = training_pools(ghn, args.data)
+            row["seen_in_training"] = seen_in_training(ghn, build(), pool, pool_counts)
         part["rows"][split].append(row)
         if cache_path is not None and "trained" in row and (not row.get("reference_cached")
                                                             or row.get("reference_upgraded")):
