@@ -998,8 +998,15 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
            "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"hyper.validation-{data}.json").write_text(json.dumps(doc, indent=1))
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    for run in range(len(snap_dirs)):
+    plot_validation_curve(doc, out)
+    return doc
+
+
+def plot_validation_curve(doc: dict, out: Path) -> None:
+    """``hyper.validation-<data>.png`` of a :func:`validation_curve` document."""
+    data, rows, runs = doc["data"], doc["rows"], sorted({r["run"] for r in doc["rows"]})
+    fig, ax = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1.2]})
+    for run in runs:
         rr = [r for r in rows if r["run"] == run]
         steps = [r["total_step"] for r in rr]
         ax[0].plot(steps, [r["train/loss"] for r in rr], marker="o", c=f"C{run}", label=f"run {run}")
@@ -1008,19 +1015,19 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
         ax[1].fill_between(steps, m - sd, m + sd, alpha=0.15, color=f"C{run}")
         ax[1].plot(steps, [r["train/accuracy"] for r in rr], ls=":", marker=".", c=f"C{run}",
                    label=f"run {run}: training pool (minibatches)")
-        if twins:
-            ax[1].plot(steps, [r["val_linear_embed"] for r in rr], ls="--", marker="x", c=f"C{run}",
+        if any(r.get("val_linear_embed") is not None for r in rr):
+            ax[1].plot(steps, [r.get("val_linear_embed") for r in rr], ls="--", marker="x", c=f"C{run}",
                        label=f"run {run}: Linear-embedding twins of the validation ViTs")
     ax[0].axhline(np.log(10), ls="--", c="gray", label="log 10 (uniform)")
     ax[0].set(xlabel="step (runs continued)", ylabel="training loss (window mean)", title=f"{data}: training loss")
     ax[0].legend(fontsize=8)
     ax[1].axhline(0.1, ls="--", c="gray", label="chance")
     ax[1].set(xlabel="step (runs continued)", ylabel="accuracy", ylim=(0, 1),
-              title=f"{data}: {len(configs)} validation archs vs training pool")
-    ax[1].legend(fontsize=7)
+              title=f"{data}: {doc['archs']} validation archs vs training pool")
+    ax[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / f"hyper.validation-{data}.png", dpi=100)
-    return doc
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------ model card
@@ -1076,7 +1083,8 @@ def model_card(ckpt: Path, data: str, results: Path) -> str:
     if sources:  # the first runs train another dataset's checkpoint, the rest continue from its weights
         src = sources[0]
         head = (f"{len(cmds)} commands, one CPU thread each: the first {len(sources)} make `hypernet-{src}` on {src} "
-                f"(each continuing the previous one, `--init`); the next starts from its weights and trains them on "
+                f"as it was when this checkpoint started from it (each continuing the previous one, `--init`; the "
+                f"shipped `hypernet-{src}` may have been continued since, see its own card); the next starts from its weights and trains them on "
                 f"{data} (`--transfer`)" + (", and each later one continues it" if len(cmds) - len(sources) > 1 else "")
                 + ":")
     elif len(cmds) > 1:

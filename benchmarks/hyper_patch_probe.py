@@ -1,8 +1,11 @@
 """Probe: does training on ViTs whose patch embedding is a ``Linear`` teach a GHN to fill them?
 
-The shipped GHNs fill ``weightspace.archs.TinyViT`` (patches cut by a reshape, embedded by a
-``Linear``) near chance, while a sampled ViT of the same shape (a strided-convolution embedding)
-is filled well (``docs/design-notes/hyper.md``). This probe continues ``hypernet-mnist1d`` for
+A GHN trained on strided-convolution patch embeddings only (without ``ghn_recipe --linear-embed``)
+fills ``weightspace.archs.TinyViT`` (patches cut by a reshape, embedded by a ``Linear``) near
+chance, while a sampled ViT of the same shape is filled well (``docs/design-notes/hyper.md``).
+This probe continues such a checkpoint (``--checkpoint``; the results file was made from
+``hypernet-mnist1d`` as of commit ``fcd09e4``, ``git checkout fcd09e4 --
+weightspace/checkpoints/hypernet-mnist1d`` restores it) for
 ``--minutes`` with a share ``--linear-share`` of each step's architectures drawn from ``TinyViT``
 settings (patch 4/5/8, width 16/24/32, 1/2/4 heads, 1/2 blocks, MLP ratio 1/2; the two settings of
 the benchmark's real-library ``ws-tinyvit1d-p4``/``-p8`` excluded) and the rest from the recipe's
@@ -77,13 +80,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--linear-share", type=float, default=0.25)
+    ap.add_argument("--checkpoint", default="hypernet-mnist1d", help="GHN directory or shipped name to continue")
     ap.add_argument("--out", default=str(H.RESULTS / "hyper.patch-probe.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0, load0 = time.perf_counter(), round(os.getloadavg()[0], 1)
     ds = load_dataset("mnist1d", seed=0)
     fit, val = H.validation_data("mnist1d", ds)
-    ghn = GHN.from_pretrained("hypernet-mnist1d")
+    ghn = GHN.from_pretrained(args.checkpoint)
     grid = [s for s in itertools.product((4, 5, 8), (16, 24, 32), (1, 2, 4), (1, 2), (1, 2))
             if s[1] % s[2] == 0 and s not in HELD_OUT]
     tinyvits: dict = {}
@@ -115,7 +119,7 @@ def main() -> None:
     doc = {"command": "python benchmarks/hyper_patch_probe.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
            "load": [load0, round(os.getloadavg()[0], 1)], "minutes": round((time.perf_counter() - t0) / 60, 1),
-           "checkpoint": "hypernet-mnist1d", "linear_share": args.linear_share, "tinyvit_settings": len(grid),
+           "checkpoint": args.checkpoint, "linear_share": args.linear_share, "tinyvit_settings": len(grid),
            "steps": history[-1]["step"] if history else 0, "validation": H.validation_text("mnist1d"),
            "before": before, "after": after}
     Path(args.out).write_text(json.dumps(doc, indent=1))

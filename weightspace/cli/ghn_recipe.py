@@ -9,16 +9,20 @@ a wall-clock budget; :func:`weightspace.hyper.recipe.train_ghn` is the loop)::
     python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 600 --out weightspace/checkpoints/hypernet-digits --minutes 35
     python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 3000 --out weightspace/checkpoints/hypernet-digits --minutes 80
     python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 3000 --out weightspace/checkpoints/hypernet-digits --minutes 85
+    python -m weightspace.cli.ghn_recipe --data digits  --init hypernet-digits --lr 2.5e-3 --pool 3000 --linear-embed 1 --out weightspace/checkpoints/hypernet-digits --minutes 55
     python -m weightspace.cli.ghn_recipe --data mnist1d --transfer hypernet-digits --lr 2.5e-3 --pool 3000 --out weightspace/checkpoints/hypernet-mnist1d --minutes 75
     python -m weightspace.cli.ghn_recipe --data mnist1d --init hypernet-mnist1d --lr 1.5e-3 --pool 3000 --kind-weight vit=3 --out weightspace/checkpoints/hypernet-mnist1d --minutes 60
     python -m weightspace.cli.ghn_recipe --data mnist1d --init hypernet-mnist1d --lr 1.5e-3 --pool 3000 --kind-weight vit=3 --out weightspace/checkpoints/hypernet-mnist1d --minutes 70
+    python -m weightspace.cli.ghn_recipe --data mnist1d --init hypernet-mnist1d --lr 1.5e-3 --pool 3000 --kind-weight vit=3 --linear-embed 1 --out weightspace/checkpoints/hypernet-mnist1d --minutes 65
 
-(the digits checkpoint is the sixth digits run, each continuing the previous one; the last three
+(the digits checkpoint is the seventh digits run, each continuing the previous one; the last four
 train on pools of 600 and 3,000 configurations instead of 120, each pool holding the smaller ones.
 The MNIST-1D checkpoint starts from the digits one's weights (``--transfer``): from a fresh
-initialization its loss stays on the plateau at log 10 for thousands of steps; its second and third
+initialization its loss stays on the plateau at log 10 for thousands of steps; its second to fourth
 runs draw the transformers of the pool three times as often, ``--kind-weight vit=3``, since MNIST-1D
-ViTs lagged furthest behind. Each checkpoint's
+ViTs lagged furthest behind. The last run of each adds to the pool the twin of every ViT with its
+patch embedding written as a reshape + ``Linear`` (``--linear-embed 1``; the twin of a post-norm ViT
+without a class token, the form of ``weightspace.archs.TinyViT``, is never drawn). Each checkpoint's
 ``config.json`` extras record the exact commands, CPU minutes, steps and load, nested under ``init``)
 
 Data: ``model_zoo.load_dataset(data, seed=0)``, training split only (the shipped checkpoints train on

@@ -61,10 +61,12 @@ recalibration is at least train-mode accuracy, within 1 point on the mean of six
 training space normalizes every layer, so a network with no normalization layer at all needs
 :func:`~weightspace.hyper.standardize_units` after filling (:mod:`weightspace.hyper.calibrate`).
 
-**Patch embeddings.** The training space embeds ViT patches with a strided convolution. A model
-that cuts its input into patches by a reshape and embeds them with a ``Linear`` computes the same
-function as a different graph (one input node per position in a patch), which the shipped GHNs fill
-near chance; filling one logs a warning with the convolution to write instead.
+**Patch embeddings.** A ViT may embed its patches with a strided convolution or cut its input into
+patches by a reshape and embed them with a ``Linear``: the same function, but different graphs (one
+input node per position in a patch). A GHN trained on convolution embeddings only fills the
+``Linear`` form near chance, and filling one logs a warning with the convolution to write instead;
+the shipped checkpoints trained on both forms (``ghn_recipe --linear-embed``,
+:attr:`GHN.trained_on_linear_embeddings`) and do not warn.
 
 **Data check.** A checkpoint records the data it was trained on (``config.data``: ``"digits"``,
 ``[B, 1, 8, 8]``, or ``"mnist1d"``, ``[B, 1, 40]``, 10 classes). Before filling, the model is run
