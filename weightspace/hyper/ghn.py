@@ -623,8 +623,10 @@ class GHN(PretrainedMixin, nn.Module):
                 log.warning("%s reads its input as %d features per position (the input is cut into patches "
                             "by a reshape before its first layer, as in a ViT whose patch embedding is a "
                             "Linear); this GHN was trained on patch embeddings written as strided "
-                            "convolutions and fills this form near chance: write it as nn.Conv%dd(%d, dim, "
-                            "kernel_size=p, stride=p) (docs/guides/hypernetwork.md, 'Patch embeddings')",
+                            "convolutions only and fills this form near chance: write it as nn.Conv%dd(%d, dim, "
+                            "kernel_size=p, stride=p), or use a GHN trained on both forms (the shipped "
+                            "checkpoints; ghn_recipe --linear-embed) (docs/guides/hypernetwork.md, 'Patch "
+                            "embeddings')",
                             type(model).__name__, n_in, dims, c)
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         flat = self.predict([t], [t.draw_init(gen)])[0]
