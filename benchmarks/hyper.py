@@ -230,6 +230,33 @@ def seen_in_training(ghn: GHN, model: nn.Module, pool: list[dict], counts: dict)
     return out
 
 
+def mark_seen(out: Path, data: str, seed: int = 0) -> None:
+    """Add ``seen_in_training`` to every measured row of ``data``'s part of ``out/hyper.json``, for the
+    checkpoint the part records (see :func:`seen_in_training`); the measurements are not touched."""
+    path = out / "hyper.json"
+    doc = json.loads(path.read_text())
+    part = doc[data]
+    ghn = GHN.from_pretrained(part["meta"]["checkpoint"])
+    pool, counts = training_pools(ghn, data), {}
+    builds = dict(real_library(data))
+    space = CellSpace(data)
+    for split, rows in part["rows"].items():
+        configs = None if split == "real-library" else space.split(split, len(rows), seed=seed)
+        for i, row in enumerate(rows):
+            if "refused" in row:
+                continue
+            if configs is not None and row["name"] != f"{split}-{i}":
+                raise SystemExit(f"benchmarks/hyper.py: row {i} of split {split!r} is {row['name']!r}, "
+                                 f"expected {split}-{i}; cannot rebuild it")
+            model = builds[row["name"]]() if configs is None else build_arch(configs[i])
+            row["seen_in_training"] = seen_in_training(ghn, model, pool, counts)
+        log.info("%s %s: %d of %d rows have a pool twin", data, split,
+                 sum(bool(r.get("seen_in_training")) for r in rows), len(rows))
+    part["meta"]["seen_marked"] = ("seen_in_training added afterwards by `python benchmarks/hyper.py --data "
+                                   f"{data} --mark-seen` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    path.write_text(json.dumps(doc, indent=1))
+
+
 # ------------------------------------------------------------------------------------ training
 
 
@@ -675,19 +702,30 @@ def render(out: Path) -> None:
                    if "refused" in r]
         if refused:
             lines += ["", "Refused:", ""] + [f"- {sp} / {n}: {why}" for sp, n, why in refused]
+        seen_lines = []
+        for split, rows in part["rows"].items():
+            seen = [r for r in rows if r.get("seen_in_training")]
+            if not seen:
+                continue
+            s, goal = summarize([r for r in rows if not r.get("seen_in_training")]), GOALS.get(split, 0.6)
+            text = (f"- {split}: " + ", ".join(f"{r['name']} ({len(r['seen_in_training'])} pool twin"
+                                              f"{'s' if len(r['seen_in_training']) > 1 else ''})" for r in seen)
+                    + f". Without them ({s['archs'] - s['refused']}): zero-shot {_ms(s['zero_shot'])}")
+            if s["ratio"]:
+                text += (f", zero-shot / trained {np.mean(s['ratio']):.2f} ({s['n_trained']} references; goal ≥ "
+                         f"{goal}: {'met' if np.mean(s['ratio']) >= goal else 'not met'})")
+            if split == "real-library" and s["ft_prep_1_epoch"]:
+                a1, r1 = np.mean(s["ft_prep_1_epoch"]), np.mean(s["ft_rand_1_epoch"])
+                text += f"; 1 epoch prepared / rand {a1 / r1:.2f} (goal ≥ 2: {'met' if a1 >= 2 * r1 else 'not met'})"
+            seen_lines.append(text + ".")
+        checked_rows = [r for rows in part["rows"].values() for r in rows if "seen_in_training" in r]
+        if checked_rows:
+            lines += ["", "Held-out architectures whose parameter graph is, to the GHN, the same as an architecture of "
+                      "its training pool (it predicts the same parameters for both; `seen_in_training`, checked on "
+                      f"{len(checked_rows)} architectures" + (f"; {part['meta']['seen_marked']}" if
+                                                               part["meta"].get("seen_marked") else "")
+                      + "): " + ("none." if not seen_lines else ""), ""] + seen_lines
         rl = part["rows"].get("real-library", [])
-        seen = [r for r in rl if r.get("seen_in_training")]
-        if seen:
-            s = summarize([r for r in rl if not r.get("seen_in_training")])
-            a1, r1 = np.mean(s["ft_prep_1_epoch"] or [np.nan]), np.mean(s["ft_rand_1_epoch"] or [np.nan])
-            lines += ["", "Real-library models whose parameter graph is, to the GHN, the same as an architecture of "
-                      "its training pool (it predicts the same parameters for both; `seen_in_training`): "
-                      + ", ".join(f"{r['name']} ({len(r['seen_in_training'])} pool twin"
-                                  f"{'s' if len(r['seen_in_training']) > 1 else ''})" for r in seen)
-                      + f". Without them ({s['archs'] - s['refused']} models): zero-shot {_ms(s['zero_shot'])}, "
-                      f"zero-shot / trained {np.mean(s['ratio']):.2f} (goal ≥ {GOALS['real-library']}: "
-                      f"{'met' if np.mean(s['ratio']) >= GOALS['real-library'] else 'not met'}); 1 epoch prepared / "
-                      f"rand {a1 / r1:.2f} (goal ≥ 2: {'met' if a1 >= 2 * r1 else 'not met'})."]
         if rl:
             checked = any("seen_in_training" in r for r in rl)
             lines += ["", "Real-library architectures:", "", "| model | params | zero-shot | random | trained | "
@@ -1232,10 +1270,20 @@ def main() -> None:
     ap.add_argument("--standardize-ablation", action="store_true",
                     help="measure standardize_units variants on --per-split no-norm and test architectures and the "
                          "real-library models (zero-shot only), write hyper.standardize.json|md in --out, and exit")
+    ap.add_argument("--mark-seen", action="store_true",
+                    help="add seen_in_training to every row of the --data part of --out/hyper.json (the "
+                         "training-pool architectures whose graph is the row's, for the checkpoint it records; "
+                         "nothing else is measured again), re-render, and exit")
     ap.add_argument("--model-card", default=None, metavar="CHECKPOINT_DIR",
                     help="write CHECKPOINT_DIR/README.md from its config.json and the results in --out, and exit")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.mark_seen:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        torch.set_num_threads(args.threads)
+        mark_seen(out, args.data, args.seed)
+        render(out)
+        return
     if args.model_card:
         ckpt = Path(args.model_card)
         (ckpt / "README.md").write_text(model_card(ckpt, args.data, out))
@@ -1337,13 +1385,13 @@ def main() -> None:
     # round-robin over splits: an interrupted run leaves about as many architectures in each split
     order = [(split, i) for i in range(max(map(len, items.values()), default=0)) for split in splits
              if i < len(items[split])]
-    pool, pool_counts = None, {}  # the checkpoint's training configurations, for the real-library twin check
+    pool, pool_counts = None, {}  # the checkpoint's training configurations, for the twin check
     for split, i in tqdm(order, desc=args.data):
         n, build, config = items[split][i]
         train_ref = i < (args.real_trained if split == "real-library" else args.trained)
         key = reference_key(args.data, split, n, config, args)
         row = measure(n, build, ghn, ds, fit, val, args, train_ref, ref_cache.get(key))
-        if split == "real-library" and "refused" not in row:
+        if "refused" not in row:
             if pool is None:
                 pool = training_pools(ghn, args.data)
             row["seen_in_training"] = seen_in_training(ghn, build(), pool, pool_counts)
