@@ -997,11 +997,12 @@ def validation_curve(snap_dirs: list[Path], data: str, n_archs: int, out: Path, 
     ghn.eval()
     configs = validation_archs(CellSpace(data), n_archs, pool=pool, seed=seed)
     twins = [t for t in map(linear_embed_twin, configs) if t is not None]
-    archs, twin_archs = [], []
-    for c in configs + twins:
+    def built(config: dict) -> tuple[nn.Module, object]:
         torch.manual_seed(seed)
-        model = build_arch(c)
-        (archs if len(archs) < len(configs) else twin_archs).append((model, ghn.target(model)))
+        model = build_arch(config)
+        return model, ghn.target(model)
+
+    archs, twin_archs = [built(c) for c in configs], [built(c) for c in twins]
 
     def zero_shot(items) -> list[float]:
         accs = []
